@@ -1,0 +1,86 @@
+"""`codex-orch run --plan-file P`: start a run (or continue the run named by --run-id)."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from orch import git
+from orch.commands.common import ensure_orchestrator, find_repo
+from orch.commands.execute import execute
+from orch.errors import GitError, InputError
+from orch.runs import RunInfo, check_run_id, new_run_id, run_dir, save_run
+from orch.runtime import RunOptions, Runtime, load_inputs
+from orch.spec import check_spec
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument('-j', '--jobs', type=int, default=None, help='tasks to run at once (default: config `jobs`)')
+    p.add_argument('--continue', dest='keep_going', action='store_true',
+                   help='keep running independent tasks after a failure')
+    p.add_argument('-q', '--quiet', action='count', default=0, help='less output')
+    p.add_argument('-v', '--verbose', action='count', default=0, help='more output (worker activity)')
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('run', help='execute a plan file')
+    p.add_argument('--plan-file', required=True, help='the JSON plan to execute')
+    p.add_argument('--spec-file', help='specification given to every worker (UTF-8 text in the repository)')
+    p.add_argument('--run-id', help='name of a new run, or of an existing run to continue')
+    add_run_options(p)
+
+
+def options_from(args: argparse.Namespace, default_jobs: int) -> RunOptions:
+    jobs = args.jobs if args.jobs is not None else default_jobs
+    if jobs < 1:
+        raise InputError(f'-j {jobs}: the number of jobs must be at least 1')
+    return RunOptions(jobs=jobs, keep_going=args.keep_going, verbosity=max(0, 1 + args.verbose - args.quiet))
+
+
+def plan_path_for_record(repo: Path, plan_file: str) -> str:
+    path = Path(plan_file).resolve()
+    try:
+        return path.relative_to(repo.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    repo = find_repo()
+    ensure_orchestrator(repo)
+    plan_rel = plan_path_for_record(repo, args.plan_file)
+    config, plan, rules, schemas, templates = load_inputs(repo, plan_rel)
+    spec = check_spec(args.spec_file, repo) if args.spec_file else None
+    options = options_from(args, config.jobs)
+    if args.run_id:
+        check_run_id(args.run_id)
+    run_id = args.run_id or new_run_id()
+    existing = (run_dir(repo, run_id) / 'run.json').exists()
+    if existing:
+        from orch.runs import load_run
+        info = load_run(repo, run_id)
+        info = RunInfo(**{**info.to_dict(), 'plan_file': plan_rel, 'plan_digest': plan.digest,
+                          'spec_file': spec if args.spec_file else info.spec_file})
+    else:
+        info = new_run_info(repo, run_id, config, plan_rel, plan.digest, spec)
+    save_run(repo, info)
+    rt = Runtime(repo=repo, config=config, run=info, plan=plan, rules=rules, schemas=schemas,
+                 templates=templates, options=options)
+    return execute(rt)
+
+
+def new_run_info(repo: Path, run_id: str, config, plan_rel: str, digest: str, spec: str | None,
+                 kind: str = 'plan') -> RunInfo:
+    try:
+        base_commit = git.rev_parse(repo, 'HEAD')
+    except GitError:
+        raise InputError(f'{repo}: the repository has no commit yet; commit something first '
+                         '(a run starts from the current commit)')
+    now = dt.datetime.now()
+    date = f'{now:%Y%m%d}'
+    values = {'date': date, 'run_id': run_id}
+    return RunInfo(run_id=run_id, created=now.isoformat(timespec='microseconds'), date=date,
+                   base_branch=git.current_branch(repo), base_commit=base_commit,
+                   per_task=not config.use_single_workspace, plan_file=plan_rel, plan_digest=digest,
+                   spec_file=spec, shared_branch=config.branches.shared.format(**values),
+                   task_branch_template=config.branches.task, kind=kind)

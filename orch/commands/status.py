@@ -1,0 +1,50 @@
+"""`codex-orch status [--run-id ID] [--json] [--watch]`: where a run stands, per task."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from tabulate import tabulate
+
+from orch import output
+from orch.commands.common import find_repo
+from orch.doit_runner import stale_task_ids
+from orch.lock import holder_pid
+from orch.runs import latest_run_id
+from orch.runtime import open_run
+from orch.status import run_record, task_rows
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('status', help='show the state of each task of a run')
+    p.add_argument('--run-id', help='the run (default: the latest)')
+    p.add_argument('--json', action='store_true', help='machine-readable output')
+    p.add_argument('--watch', action='store_true', help='refresh every second until the run ends')
+
+
+def status_document(repo, run_id: str) -> dict:
+    rt = open_run(repo, run_id)
+    rows = task_rows(rt, stale_task_ids(rt))
+    return {'run': run_record(rt), 'running': holder_pid(rt.run_dir) is not None, 'tasks': rows}
+
+
+def render_table(doc: dict) -> str:
+    rows = [[t['id'], t['role'], t['status'], t['attempts'], (t['reason'] or '')[:100]] for t in doc['tasks']]
+    head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
+    return head + '\n' + tabulate(rows, headers=['task', 'role', 'status', 'attempts', 'reason'], tablefmt='simple')
+
+
+def status(args: argparse.Namespace) -> int:
+    repo = find_repo()
+    run_id = args.run_id or latest_run_id(repo)
+    while True:
+        doc = status_document(repo, run_id)
+        if args.json:
+            output.write_line(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            output.write_line(render_table(doc))
+        if not args.watch or not doc['running']:
+            return 0
+        time.sleep(1.0)
+        output.write_line()

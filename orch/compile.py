@@ -1,0 +1,162 @@
+"""Rules x plan -> build steps (plain data). doit_runner turns steps into doit task dicts.
+
+Pure: no I/O, no doit import. Paths are relative to the repository root (doit runs there), so
+`doit info` output is readable and a moved checkout keeps working.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from orch.config import Config
+from orch.plan import Plan, Task, topological_order
+from orch.rules import Rule, RuleSet
+
+# Built-in rules first in this order, host rules after them, the report last: doit dispatches
+# in definition order (dependencies permitting), so this is also the order of a serial run.
+_ORDER = {'worktree': 0, 'task_worktree': 1, 'prompt': 2, 'work': 3, 'report': 99}
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where one run lives, as repo-relative POSIX paths."""
+
+    run_id: str
+    date: str
+    base_commit: str
+    shared_branch: str
+    task_branch_template: str
+    per_task: bool
+    spec_file: str | None
+    orch_dir: str = '.orchestrator'
+
+    @property
+    def run_dir(self) -> str:
+        return f'{self.orch_dir}/runs/{self.run_id}'
+
+    @property
+    def worktree(self) -> str:
+        return f'{self.orch_dir}/worktrees/{self.run_id}'
+
+    def task_dir(self, task_id: str) -> str:
+        return f'{self.run_dir}/tasks/{task_id}'
+
+    def task_worktree(self, task_id: str) -> str:
+        return f'{self.worktree}/{task_id}' if self.per_task else self.worktree
+
+    def task_branch(self, task_id: str) -> str:
+        return self.task_branch_template.format(date=self.date, run_id=self.run_id, task_id=task_id)
+
+    def result(self, task_id: str) -> str:
+        return f'{self.task_dir(task_id)}/result.json'
+
+
+@dataclass
+class Step:
+    """One build step: what doit calls a task."""
+
+    name: str                      # doit task name, e.g. work:T1
+    rule: Rule
+    task_id: str | None
+    file_dep: list[str]
+    targets: list[str]
+    params: dict[str, str]
+    doc: str
+    log: str | None
+    shell: str | None = None       # the command, placeholders already quoted in
+    cwd: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def compile_plan(plan: Plan, rules: RuleSet, config: Config, layout: RunLayout) -> list[Step]:
+    mode = 'per-task' if layout.per_task else 'shared'
+    run_rules = sorted(rules.for_scope('run', mode), key=_rule_order)
+    task_rules = sorted(rules.for_scope('task', mode), key=_rule_order)
+    order = topological_order(plan)
+    gates = [r for r in task_rules if r.gate]
+    base = _run_values(layout, plan)
+    steps: list[Step] = [_expand(r, base, None) for r in run_rules if r.name != 'report']
+    for task in order:
+        values = _task_values(base, task, plan, config, layout, gates)
+        for rule in task_rules:
+            if rule.roles is None or task.role in rule.roles:
+                steps.append(_expand(rule, values, task.id))
+    steps.extend(_expand(r, base, None) for r in run_rules if r.name == 'report')
+    return steps
+
+
+def _rule_order(rule: Rule) -> tuple[int, str]:
+    return (_ORDER.get(rule.name, 50), rule.name)
+
+
+def _run_values(layout: RunLayout, plan: Plan) -> dict[str, Any]:
+    workspace = f'{layout.task_dir("{task_id}")}/worktree.json' if layout.per_task else f'{layout.run_dir}/worktree.json'
+    return {
+        'run_id': layout.run_id, 'run_dir': layout.run_dir, 'repo': '.', 'date': layout.date,
+        'spec_file': [layout.spec_file] if layout.spec_file else [],
+        'branch': layout.shared_branch, 'base_commit': layout.base_commit,
+        'worktree': layout.worktree, 'workspace': workspace,
+        'all_results': [layout.result(t.id) for t in plan.tasks],
+    }
+
+
+def _task_values(base: dict[str, Any], task: Task, plan: Plan, config: Config, layout: RunLayout,
+                 gates: list[Rule]) -> dict[str, Any]:
+    role = config.role(task.role)
+    values = dict(base)
+    upstream_gates = []
+    for dep in task.depends_on:
+        dep_task = plan.by_id[dep]
+        dep_values = {**base, 'task_id': dep, 'task_dir': layout.task_dir(dep), 'role': dep_task.role}
+        for gate in gates:
+            if gate.roles is None or dep_task.role in gate.roles:
+                upstream_gates.extend(_fmt(o, dep_values) for o in gate.output)
+    values.update({
+        'task_id': task.id, 'task_dir': layout.task_dir(task.id), 'role': task.role,
+        'template': role.template, 'schema': role.schema_file,
+        'upstream_results': [layout.result(d) for d in task.depends_on],
+        'upstream_gates': upstream_gates,
+        'model': role.model or '', 'sandbox': role.sandbox,
+        'codex_args': json.dumps([config.codex.binary, *config.codex.extra_args]),
+        'worktree': layout.task_worktree(task.id),
+        'workspace': base['workspace'].replace('{task_id}', task.id),
+    })
+    if layout.per_task:
+        values['branch'] = layout.task_branch(task.id)
+    return values
+
+
+def _fmt(text: str, values: dict[str, Any]) -> str:
+    return text.format(**{k: (' '.join(v) if isinstance(v, list) else v) for k, v in values.items()})
+
+
+def _expand_paths(templates: list[str], values: dict[str, Any]) -> list[str]:
+    """Format path templates; a template that is exactly one list placeholder expands to its items."""
+    out: list[str] = []
+    for text in templates:
+        key = text[1:-1] if text.startswith('{') and text.endswith('}') else None
+        if key is not None and isinstance(values.get(key), list):
+            out.extend(values[key])
+        else:
+            out.append(_fmt(text, values))
+    return out
+
+
+def _expand(rule: Rule, values: dict[str, Any], task_id: str | None) -> Step:
+    name = f'{rule.name}:{task_id}' if task_id else rule.name
+    shell = cwd = None
+    if rule.is_shell:
+        quoted = {k: shlex.quote(' '.join(v) if isinstance(v, list) else str(v)) for k, v in values.items()}
+        shell = rule.action.shell.format(**quoted)
+        cwd = _fmt(rule.action.cwd, values)
+    return Step(
+        name=name, rule=rule, task_id=task_id,
+        file_dep=list(dict.fromkeys(_expand_paths(rule.input, values))),
+        targets=_expand_paths(rule.output, values),
+        params={k: _fmt(v, values) for k, v in rule.params.items()},
+        doc=_fmt(rule.doc, values) if rule.doc else rule.name,
+        log=_fmt(rule.log, values) if rule.log else None,
+        shell=shell, cwd=cwd,
+    )

@@ -1,0 +1,144 @@
+"""`.orchestrator/orchestrator.yaml` as pydantic models, with defaults that work out of the box."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orch.errors import ConfigError, problems_message
+from orch.validate import pydantic_errors
+
+CONFIG_FILE = 'orchestrator.yaml'
+SANDBOXES = ('read-only', 'workspace-write', 'danger-full-access')
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra='forbid', frozen=True)
+
+
+class RoleSettings(_Model):
+    """Per-role worker settings; every key is optional and falls back to `defaults`."""
+
+    model: str | None = None
+    sandbox: Literal['read-only', 'workspace-write', 'danger-full-access'] | None = None
+    timeout_total: float | None = Field(default=None, gt=0)
+    timeout_idle: float | None = Field(default=None, gt=0)
+    timeout_first_event: float | None = Field(default=None, gt=0)
+    schema_retries: int | None = Field(default=None, ge=0, le=10)
+    failure_retries: int | None = Field(default=None, ge=0, le=10)
+    retry_backoff: float | None = Field(default=None, ge=0)
+    template: str | None = None   # prompt template path; default .orchestrator/prompts/<role>.md
+    schema_file: str | None = Field(default=None, alias='schema')
+
+
+class ResolvedRole(_Model):
+    """A role's settings after defaults were applied: what the compiler and worker use."""
+
+    name: str
+    model: str | None
+    sandbox: str
+    timeout_total: float | None
+    timeout_idle: float | None
+    timeout_first_event: float | None
+    schema_retries: int
+    failure_retries: int
+    retry_backoff: float
+    template: str
+    schema_file: str
+
+
+class CodexSettings(_Model):
+    binary: str = 'codex'
+    extra_args: list[str] = []
+    env: dict[str, str] = {}
+
+
+class Branches(_Model):
+    shared: str = 'orch/{date}/run-{run_id}/workspace-shared'
+    task: str = 'orch/{date}/run-{run_id}/{task_id}'
+
+
+class Concurrency(_Model):
+    allow: list[str] = []
+    ignore: list[str] = []
+
+
+class GitSettings(_Model):
+    author: str | None = Field(default=None, pattern=r'^[^<>]+ <[^<>]+>$')
+
+
+class Service(_Model):
+    name: str = Field(pattern=r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+    command: list[str] = Field(min_length=1)
+    ready_seconds: float = Field(default=0.5, ge=0)
+
+
+_DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
+                             timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5)
+
+
+class Config(_Model):
+    codex: CodexSettings = CodexSettings()
+    use_single_workspace: bool = True
+    branches: Branches = Branches()
+    jobs: int = Field(default=1, ge=1, le=64)
+    concurrency: Concurrency = Concurrency()
+    decisions_file: str = 'docs/ai/decisions.md'
+    token_budget: int | None = Field(default=None, gt=0)
+    git: GitSettings = GitSettings()
+    defaults: RoleSettings = _DEFAULT_ROLE
+    roles: dict[str, RoleSettings] = Field(default_factory=lambda: {
+        'navigator': RoleSettings(), 'implementer': RoleSettings(), 'tester': RoleSettings(),
+        'reviewer': RoleSettings(sandbox='read-only')})
+    services: list[Service] = []
+
+    @field_validator('roles', mode='before')
+    @classmethod
+    def _keep_builtin_roles(cls, value: Any) -> Any:
+        # A config that tunes one role must not make the other built-in roles unknown.
+        if not isinstance(value, dict):
+            return value
+        return {'navigator': {}, 'implementer': {}, 'tester': {}, 'reviewer': {'sandbox': 'read-only'},
+                **{k: ({} if v is None else v) for k, v in value.items()}}
+
+    def role(self, name: str) -> ResolvedRole:
+        own = self.roles[name]
+        merged: dict[str, Any] = {}
+        for key in RoleSettings.model_fields:
+            value = getattr(own, key)
+            merged[key] = value if value is not None else getattr(self.defaults, key)
+            if merged[key] is None and key in ('sandbox',):
+                merged[key] = _DEFAULT_ROLE.sandbox
+            if merged[key] is None and key in ('schema_retries', 'failure_retries', 'retry_backoff'):
+                merged[key] = getattr(_DEFAULT_ROLE, key)
+        merged['template'] = merged['template'] or f'.orchestrator/prompts/{name}.md'
+        merged['schema_file'] = merged['schema_file'] or f'.orchestrator/schemas/{name}.json'
+        return ResolvedRole(name=name, **merged)
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate the config; a missing file means all defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Config()
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except UnicodeDecodeError:
+        raise ConfigError(f'{path}: not UTF-8 text (save it as UTF-8)')
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, 'problem_mark', None)
+        where = f'line {mark.line + 1} column {mark.column + 1}: ' if mark else ''
+        problem = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
+        raise ConfigError(f'{path}: {where}invalid YAML: {problem} '
+                          '(only plain YAML is accepted: no tags that construct objects)')
+    if data is None:
+        return Config()
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: the top level must be a mapping of keys, got {type(data).__name__}')
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems_message(path, pydantic_errors(exc),
+                                           'see the commented defaults written by `codex-orch init`'))

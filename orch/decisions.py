@@ -1,0 +1,48 @@
+"""The decisions log (docs/ai/decisions.md): one entry per task, replaced when the task re-runs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from orch import atomic
+
+_HEADER = '# Decisions\n\nDesign decisions reported by codex-orch workers, one section per task.\n'
+
+
+def _markers(run_id: str, task_id: str) -> tuple[str, str]:
+    return (f'<!-- codex-orch: run={run_id} task={task_id} -->', f'<!-- /codex-orch: run={run_id} task={task_id} -->')
+
+
+def render_entry(run_id: str, task_id: str, role: str, title: str, decisions: list[dict[str, Any]]) -> str:
+    start, end = _markers(run_id, task_id)
+    lines = [start, f'## {task_id} ({role}): {title}', '', f'Run `{run_id}`.', '']
+    for item in decisions:
+        lines.append(f'- **{item.get("decision", "").strip()}**')
+        if item.get('rationale'):
+            lines.append(f'  {item["rationale"].strip()}')
+    lines.append(end)
+    return '\n'.join(lines) + '\n'
+
+
+def upsert(path: Path, run_id: str, task_id: str, role: str, title: str,
+           decisions: list[dict[str, Any]]) -> bool:
+    """Add or replace the task's entry; an empty list removes it. Returns True if the file changed."""
+    try:
+        text = path.read_text(encoding='utf-8')
+    except FileNotFoundError:
+        text = ''
+    start, end = _markers(run_id, task_id)
+    pattern = re.compile(re.escape(start) + r'.*?' + re.escape(end) + r'\n?', re.S)
+    entry = render_entry(run_id, task_id, role, title, decisions) if decisions else ''
+    if pattern.search(text):
+        new = pattern.sub(lambda _: entry, text, count=1)
+    elif entry:
+        base = text if text else _HEADER
+        new = base + ('' if base.endswith('\n\n') else '\n') + entry
+    else:
+        return False
+    if new == text:
+        return False
+    atomic.write_text(path, new)
+    return True

@@ -1,0 +1,21 @@
+"""All of codex-orch's own printing goes through here (tests capture it in one place)."""
+from __future__ import annotations
+
+import sys
+import threading
+
+_lock = threading.Lock()
+
+
+def write_line(text: str = '', *, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    with _lock:
+        stream.write(text + '\n')
+        stream.flush()
+
+
+def write(text: str, *, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    with _lock:
+        stream.write(text)
+        stream.flush()

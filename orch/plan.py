@@ -1,0 +1,180 @@
+"""The plan: a JSON list of tasks with dependencies, checked as a whole before anything runs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.errors import PlanError, problems_message
+from orch.validate import schema_errors
+
+# Ids become directory names and git branch components, so they are kept to a safe alphabet;
+# `..` inside an id and a trailing `.lock`/`.` are illegal in git refs.
+ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+MAX_PLAN_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    role: str
+    title: str
+    description: str
+    depends_on: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    acceptance: tuple[str, ...] = ()
+
+    def entry(self) -> dict[str, Any]:
+        """The task as written to task.json: what makes it stale when it changes."""
+        return {'id': self.id, 'role': self.role, 'title': self.title, 'description': self.description,
+                'depends_on': list(self.depends_on), 'paths': list(self.paths),
+                'acceptance': list(self.acceptance)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    title: str
+    tasks: tuple[Task, ...]
+    digest: str = ''
+    by_id: dict[str, Task] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        self.by_id.update({t.id: t for t in self.tasks})
+
+    def dependents(self, task_id: str) -> list[str]:
+        return [t.id for t in self.tasks if task_id in t.depends_on]
+
+
+def id_problem(task_id: str) -> str | None:
+    if not ID_RE.match(task_id):
+        return 'must start with a letter or digit and use only letters, digits, ".", "_" and "-"'
+    if '..' in task_id or task_id.endswith('.lock') or task_id.endswith('.'):
+        return 'must not contain ".." or end with "." or ".lock" (it becomes a git branch name)'
+    return None
+
+
+def load_plan(path: Path, plan_schema: dict[str, Any], roles: set[str]) -> Plan:
+    """Read, schema-check and graph-check a plan file; every problem is reported at once."""
+    path = Path(path)
+    data = _read_json(path)
+    problems = schema_errors(data, plan_schema)
+    if problems:
+        raise PlanError(problems_message(path, problems, 'see the plan format in the README'))
+    problems = graph_problems(data, roles)
+    if problems:
+        raise PlanError(problems_message(path, problems))
+    return plan_from_data(data)
+
+
+def plan_from_data(data: dict[str, Any]) -> Plan:
+    tasks = tuple(Task(id=t['id'], role=t['role'], title=t['title'], description=t['description'],
+                       depends_on=tuple(t.get('depends_on', ())), paths=tuple(t.get('paths', ())),
+                       acceptance=tuple(t.get('acceptance', ()))) for t in data['tasks'])
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return Plan(title=data.get('title', ''), tasks=tasks, digest=digest)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        if path.stat().st_size > MAX_PLAN_BYTES:
+            raise PlanError(f'{path}: plan is larger than {MAX_PLAN_BYTES // 2**20} MB')
+        text = path.read_text(encoding='utf-8')
+    except FileNotFoundError:
+        raise PlanError(f'{path}: plan file not found (check --plan-file)')
+    except IsADirectoryError:
+        raise PlanError(f'{path}: is a directory, not a plan file (check --plan-file)')
+    except UnicodeDecodeError:
+        raise PlanError(f'{path}: not UTF-8 text (a plan is a JSON file)')
+    except OSError as exc:
+        raise PlanError(f'{path}: cannot read plan: {exc.strerror}')
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}')
+
+
+def graph_problems(data: dict[str, Any], roles: set[str]) -> list[str]:
+    """Id, role, dependency and cycle checks on schema-valid plan data."""
+    problems: list[str] = []
+    tasks = data['tasks']
+    seen: dict[str, int] = {}
+    for i, task in enumerate(tasks):
+        tid = task['id']
+        bad = id_problem(tid)
+        if bad:
+            problems.append(f'tasks[{i}].id: {tid!r} {bad}')
+        if tid in seen:
+            problems.append(f'tasks[{i}].id: duplicate id {tid!r} (first used by tasks[{seen[tid]}])')
+        seen.setdefault(tid, i)
+        if task['role'] not in roles:
+            problems.append(f'tasks[{i}].role: unknown role {task["role"]!r} '
+                            f'(known: {", ".join(sorted(roles))}; add it under roles: in the config)')
+        for j, path in enumerate(task.get('paths', ())):
+            if path.startswith('/') or '..' in Path(path).parts:
+                problems.append(f'tasks[{i}].paths[{j}]: {path!r} must be relative to the repository '
+                                'and stay inside it')
+    for i, task in enumerate(tasks):
+        for j, dep in enumerate(task.get('depends_on', ())):
+            if dep not in seen:
+                problems.append(f'tasks[{i}].depends_on[{j}]: unknown task {dep!r}')
+            elif dep == task['id']:
+                problems.append(f'tasks[{i}].depends_on[{j}]: task {dep!r} depends on itself')
+    cycle = find_cycle({t['id']: [d for d in t.get('depends_on', ()) if d in seen] for t in tasks})
+    if cycle:
+        problems.append(f'tasks: dependency cycle {" -> ".join(cycle)} (remove one of these dependencies)')
+    return problems
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle as [a, b, ..., a], or None. Iterative, so a 10,000-deep chain is fine."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    for root in graph:
+        if state.get(root):
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            deps = graph.get(node, [])
+            if i < len(deps):
+                stack.append((node, i + 1))
+                nxt = deps[i]
+                if state.get(nxt) == 1:
+                    return path[path.index(nxt):] + [nxt]
+                if not state.get(nxt):
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return None
+
+
+def topological_order(plan: Plan) -> list[Task]:
+    """Tasks with every dependency before its dependents, stable in plan order."""
+    done: set[str] = set()
+    order: list[Task] = []
+    for task in plan.tasks:
+        _visit(task, plan, done, order)
+    return order
+
+
+def _visit(task: Task, plan: Plan, done: set[str], order: list[Task]) -> None:
+    stack = [(task, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node.id in done:
+            continue
+        if expanded:
+            done.add(node.id)
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for dep in reversed(node.depends_on):
+            if dep not in done:
+                stack.append((plan.by_id[dep], False))

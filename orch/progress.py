@@ -1,0 +1,121 @@
+"""Live progress of a run: which tasks run, for how long, counts, and the worker's latest activity.
+
+Two renderings: on a terminal a status block redrawn in place; elsewhere (CI, pipes) one plain
+line per event, so logs stay greppable. Verbosity: 0 = start/end lines only for failures and the
+final summary, 1 = every task start and end, 2 = also each worker activity.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+
+
+class Progress:
+    def __init__(self, total: int, *, verbosity: int = 1, stream: TextIO | None = None,
+                 tty: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.verbosity = verbosity
+        self.total = total
+        self.done = self.failed = self.skipped = 0
+        self.running: dict[str, float] = {}
+        self.activity: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._drawn = 0
+        self._last_draw = 0.0
+
+    # -- events from the doit reporter
+    def started(self, name: str) -> None:
+        with self._lock:
+            self.running[name] = time.time()
+            self._emit(f'start  {name}', level=1)
+
+    def finished(self, name: str) -> None:
+        with self._lock:
+            took = time.time() - self.running.pop(name, time.time())
+            self.activity.pop(name, None)
+            self.done += 1
+            self._emit(f'done   {name} ({took:.1f}s)', level=1)
+
+    def failed_step(self, name: str, reason: str) -> None:
+        with self._lock:
+            took = time.time() - self.running.pop(name, time.time())
+            self.activity.pop(name, None)
+            self.failed += 1
+            first = reason.strip().splitlines()[0] if reason.strip() else 'failed'
+            self._emit(f'FAILED {name} ({took:.1f}s): {first}', level=0)
+
+    def up_to_date(self, name: str) -> None:
+        with self._lock:
+            self.skipped += 1
+            self._emit(f'ok     {name} (up to date)', level=2)
+
+    # -- events from a worker's stream (called from worker threads)
+    def worker_event(self, task_id: str, event: dict[str, Any]) -> None:
+        text = describe_event(event)
+        if not text:
+            return
+        with self._lock:
+            self.activity[f'work:{task_id}'] = text
+            if self.tty:
+                self._redraw(force=False)
+            elif self.verbosity >= 2:
+                self._line(f'       work:{task_id}: {text}')
+
+    def close(self) -> None:
+        with self._lock:
+            self._clear()
+
+    # -- rendering
+    def _emit(self, text: str, level: int) -> None:
+        if self.verbosity >= level:
+            self._clear()
+            self._line(text)
+        if self.tty:
+            self._redraw(force=True)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + '\n')
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write('\x1b[F\x1b[2K' * self._drawn)
+            self._drawn = 0
+
+    def _redraw(self, force: bool) -> None:
+        now = time.time()
+        if not force and now - self._last_draw < 0.2:
+            return
+        self._clear()
+        lines = [f'[{self.done} done, {self.failed} failed, {len(self.running)} running, '
+                 f'{self.skipped} up to date]']
+        for name, since in sorted(self.running.items()):
+            act = self.activity.get(name, '')
+            lines.append(f'  {name} {now - since:5.0f}s {act[:80]}')
+        self.stream.write('\n'.join(lines) + '\n')
+        self.stream.flush()
+        self._drawn = len(lines)
+        self._last_draw = now
+
+
+def describe_event(event: dict[str, Any]) -> str | None:
+    """A worker event as a short human phrase, or None when it says nothing new."""
+    kind = event.get('type')
+    item = event.get('item') or {}
+    itype = item.get('type')
+    if kind == 'item.started' and itype == 'command_execution':
+        return f'running: {item.get("command", "")}'
+    if kind == 'item.completed' and itype == 'file_change':
+        paths = [c.get('path', '') for c in item.get('changes') or []]
+        return 'edited: ' + ', '.join(p.rsplit('/', 1)[-1] for p in paths)
+    if kind == 'item.completed' and itype == 'reasoning':
+        return 'thinking'
+    if kind == 'item.completed' and itype == 'agent_message':
+        return 'answered'
+    if kind == 'turn.started':
+        return 'waiting for the model'
+    return None

@@ -1,0 +1,85 @@
+"""Reports of a run: report.md (people), summary.json (machines), junit.xml (CI). Pure rendering."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from tabulate import tabulate
+
+SUMMARY_VERSION = 1
+TOKEN_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
+
+
+def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    usage = dict.fromkeys(TOKEN_KEYS, 0)
+    for task in tasks:
+        counts[task['status']] = counts.get(task['status'], 0) + 1
+        for key in TOKEN_KEYS:
+            usage[key] += int((task.get('usage') or {}).get(key, 0))
+    return {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage,
+            'tasks': tasks, 'decisions': decisions}
+
+
+def _tokens(usage: dict[str, Any] | None) -> str:
+    if not usage:
+        return ''
+    return f'{usage.get("input_tokens", 0)}/{usage.get("output_tokens", 0)}'
+
+
+def _cell(text: Any, limit: int = 80) -> str:
+    text = ' '.join(str(text or '').split())
+    return text if len(text) <= limit else text[: limit - 1] + '…'
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    run = summary['run']
+    rows = [[t['id'], t['role'], t['status'], t['attempts'], f'{t["duration"]:.1f}s' if t.get('duration') else '',
+             _tokens(t.get('usage')), (t.get('commit') or '')[:10], len(t.get('files_changed') or []),
+             _cell(t.get('summary'))] for t in summary['tasks']]
+    headers = ['task', 'role', 'status', 'attempts', 'duration', 'tokens in/out', 'commit', 'files', 'summary']
+    counts = ', '.join(f'{v} {k}' for k, v in sorted(summary['counts'].items()))
+    u = summary['usage']
+    out = [f'# codex-orch run {run["run_id"]}', '',
+           f'Base: `{run.get("base_branch") or "(detached)"}` at `{run["base_commit"][:10]}`. '
+           f'Plan: `{run["plan_file"]}`. Tasks: {counts}.', '',
+           f'Tokens: {u["input_tokens"]} input ({u["cached_input_tokens"]} cached), '
+           f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} reasoning).', '',
+           tabulate(rows, headers=headers, tablefmt='github'), '']
+    failures = [t for t in summary['tasks'] if t['status'] in ('failed', 'deferred')]
+    if failures:
+        out += ['## Failures', '']
+        out += [f'- **{t["id"]}** ({t["status"]}): {_cell(t.get("reason"), 500)}' for t in failures]
+        out.append('')
+    if summary['decisions']:
+        out += ['## Decisions', '']
+        for d in summary['decisions']:
+            out.append(f'- **{d["task_id"]}**: {_cell(d.get("decision"), 300)} — {_cell(d.get("rationale"), 500)}')
+        out.append('')
+    return '\n'.join(out)
+
+
+def render_junit(summary: dict[str, Any]) -> str:
+    tasks = summary['tasks']
+    suite = ET.Element('testsuite', name=f'codex-orch {summary["run"]["run_id"]}', tests=str(len(tasks)),
+                       failures=str(sum(t['status'] == 'failed' for t in tasks)), errors='0',
+                       skipped=str(sum(t['status'] not in ('done', 'failed') for t in tasks)),
+                       time=f'{sum(t.get("duration") or 0 for t in tasks):.3f}')
+    for task in tasks:
+        case = ET.SubElement(suite, 'testcase', classname=f'codex-orch.{task["role"]}', name=task['id'],
+                             time=f'{task.get("duration") or 0:.3f}')
+        if task['status'] == 'failed':
+            ET.SubElement(case, 'failure', message=_cell(task.get('reason'), 500)).text = task.get('reason') or ''
+        elif task['status'] != 'done':
+            ET.SubElement(case, 'skipped', message=f'{task["status"]}: {_cell(task.get("reason"), 300)}')
+        if task.get('summary'):
+            ET.SubElement(case, 'system-out').text = task['summary']
+    root = ET.Element('testsuites')
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding='unicode') + '\n'
+
+
+def render_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + '\n'

@@ -1,0 +1,97 @@
+"""Runs on disk: creating, finding and describing `.orchestrator/runs/<run_id>/`."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from orch import atomic
+from orch.errors import InputError, RunNotFoundError
+from orch.plan import id_problem
+
+ORCH_DIR = '.orchestrator'
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """run.json: what a run was started from. Everything later uses these, never 'what is checked out now'."""
+
+    run_id: str
+    created: str
+    date: str
+    base_branch: str | None
+    base_commit: str
+    per_task: bool
+    plan_file: str
+    plan_digest: str
+    spec_file: str | None
+    shared_branch: str
+    task_branch_template: str
+    kind: str = 'plan'          # 'plan' or 'task' (a one-task run)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def runs_dir(repo: Path) -> Path:
+    return repo / ORCH_DIR / 'runs'
+
+
+def run_dir(repo: Path, run_id: str) -> Path:
+    return runs_dir(repo) / run_id
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now()
+    return f'{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}'
+
+
+def check_run_id(run_id: str) -> None:
+    problem = id_problem(run_id)
+    if problem:
+        raise InputError(f'--run-id {run_id!r}: {problem}')
+
+
+def load_run(repo: Path, run_id: str) -> RunInfo:
+    check_run_id(run_id)
+    path = run_dir(repo, run_id) / 'run.json'
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except FileNotFoundError:
+        known = list_run_ids(repo)
+        hint = f'known runs: {", ".join(known[-5:])}' if known else 'there are no runs yet'
+        raise RunNotFoundError(f'run {run_id!r} does not exist ({path} is missing; {hint})')
+    except (OSError, ValueError) as exc:
+        raise RunNotFoundError(f'{path}: unreadable run record: {exc}')
+    return RunInfo(**data)
+
+
+def save_run(repo: Path, info: RunInfo) -> None:
+    atomic.write_json(run_dir(repo, info.run_id) / 'run.json', info.to_dict())
+
+
+def list_run_ids(repo: Path) -> list[str]:
+    """Runs in creation order (oldest first)."""
+    root = runs_dir(repo)
+    if not root.is_dir():
+        return []
+    runs = []
+    for path in root.iterdir():
+        meta = path / 'run.json'
+        if meta.is_file():
+            try:
+                created = json.loads(meta.read_text(encoding='utf-8')).get('created', '')
+            except (OSError, ValueError):
+                continue
+            runs.append((created, path.name))
+    return [name for _, name in sorted(runs)]
+
+
+def latest_run_id(repo: Path) -> str:
+    runs = list_run_ids(repo)
+    if not runs:
+        raise RunNotFoundError(f'no runs in {runs_dir(repo)} yet (start one with `codex-orch run --plan-file PLAN`)')
+    return runs[-1]

@@ -1,0 +1,144 @@
+"""Everything one run needs, loaded and checked up front: config, plan, spec, rules, schemas.
+
+One loader serves `codex-orch` and a host's `dodo.py`, so both see the same graph.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch import atomic
+from orch.compile import RunLayout, Step, compile_plan
+from orch.config import CONFIG_FILE, Config, ResolvedRole, load_config
+from orch.errors import SchemaError, problems_message
+from orch.lock import RunLock
+from orch.plan import Plan, load_plan
+from orch.prompts import check_template
+from orch.resources import builtin_rules_dir
+from orch.rules import RuleSet, load_rules
+from orch.runs import ORCH_DIR, RunInfo, load_run, run_dir
+from orch.scheduler import Scheduler
+from orch.schema_lint import strict_problems
+from orch.validate import load_json_schema
+
+
+@dataclass
+class RunOptions:
+    jobs: int = 1
+    keep_going: bool = False
+    verbosity: int = 1          # 0 quiet, 1 normal, 2 verbose
+
+
+@dataclass
+class Runtime:
+    repo: Path
+    config: Config
+    run: RunInfo
+    plan: Plan
+    rules: RuleSet
+    schemas: dict[str, dict[str, Any]]
+    templates: dict[str, str]
+    options: RunOptions = field(default_factory=RunOptions)
+    events: Any = None          # live progress sink (orch.progress), None when silent
+    cancel: threading.Event = field(default_factory=threading.Event)
+    tokens_spent: int = 0       # by this invocation, for the token budget
+    stop_reason: str | None = None
+    scheduler: Any = None
+    deferred: set[str] = field(default_factory=set)
+    lock: RunLock | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.scheduler is None:
+            self.scheduler = Scheduler(jobs=self.options.jobs, per_task=self.run.per_task,
+                                       allow=self.config.concurrency.allow, ignore=self.config.concurrency.ignore)
+
+    def ensure_lock(self) -> None:
+        """Hold the run's lock (plain `doit run` takes it at its first action; codex-orch up front)."""
+        if self.lock is None:
+            with self._lock:
+                if self.lock is None:
+                    lock = RunLock(self.run_dir)
+                    lock.acquire()
+                    self.lock = lock
+
+    def add_tokens(self, usage: dict[str, int] | None) -> None:
+        if usage:
+            with self._lock:
+                self.tokens_spent += int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))
+
+    def progress_callback(self, task_id: str) -> Any:
+        events = self.events
+        return lambda event: events.worker_event(task_id, event)
+
+    @property
+    def layout(self) -> RunLayout:
+        return layout_for(self.run)
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir(self.repo, self.run.run_id)
+
+    def path(self, relative: str) -> Path:
+        return self.repo / relative
+
+    def role(self, name: str) -> ResolvedRole:
+        return self.config.role(name)
+
+    def steps(self) -> list[Step]:
+        return compile_plan(self.plan, self.rules, self.config, self.layout)
+
+    def write_task_entries(self) -> None:
+        """task.json per task, rewritten only when the plan entry changed (it is a file_dep)."""
+        for task in self.plan.tasks:
+            atomic.write_if_changed(self.path(self.layout.task_dir(task.id)) / 'task.json',
+                                    json.dumps(task.entry(), indent=2, sort_keys=True, ensure_ascii=False) + '\n')
+
+
+def layout_for(run: RunInfo) -> RunLayout:
+    return RunLayout(run_id=run.run_id, date=run.date, base_commit=run.base_commit,
+                     shared_branch=run.shared_branch, task_branch_template=run.task_branch_template,
+                     per_task=run.per_task, spec_file=run.spec_file)
+
+
+def load_inputs(repo: Path, plan_file: Path | str) -> tuple[Config, Plan, RuleSet, dict, dict]:
+    """Config, plan, rules, role schemas and templates, every one checked; raises InputError."""
+    config = load_config(repo / ORCH_DIR / CONFIG_FILE)
+    plan_schema = load_json_schema(repo / ORCH_DIR / 'schemas' / 'plan.json')
+    plan = load_plan(repo / plan_file if not Path(plan_file).is_absolute() else Path(plan_file),
+                     plan_schema, set(config.roles))
+    rules = load_rules(builtin_rules_dir(), repo / ORCH_DIR / 'rules')
+    roles = sorted({t.role for t in plan.tasks})
+    schemas, templates = check_roles(repo, config, roles)
+    return config, plan, rules, schemas, templates
+
+
+def check_roles(repo: Path, config: Config, roles: list[str]) -> tuple[dict, dict]:
+    """Load and lint each role's schema and template before any worker starts."""
+    schemas: dict[str, dict[str, Any]] = {}
+    templates: dict[str, str] = {}
+    for name in roles:
+        role = config.role(name)
+        schema_path = repo / role.schema_file
+        schema = load_json_schema(schema_path)
+        problems = strict_problems(schema)
+        if problems:
+            raise SchemaError(problems_message(
+                schema_path, problems, "Codex's strict structured output would reject this schema"))
+        schemas[name] = schema
+        templates[name] = check_template(repo / role.template)
+    return schemas, templates
+
+
+def open_run(repo: Path, run_id: str, *, options: RunOptions | None = None) -> Runtime:
+    """Load an existing run, re-reading plan and spec so edits take effect."""
+    info = load_run(repo, run_id)
+    config, plan, rules, schemas, templates = load_inputs(repo, info.plan_file)
+    if info.spec_file and not (repo / info.spec_file).is_file():
+        from orch.errors import InputError
+        raise InputError(f'{info.spec_file}: the run\'s spec file is gone (restore it, or start a new run)')
+    return Runtime(repo=repo, config=config, run=info, plan=plan, rules=rules, schemas=schemas,
+                   templates=templates, options=options or RunOptions())

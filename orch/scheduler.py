@@ -1,0 +1,102 @@
+"""Which tasks may run at the same time, and which files belong to whose commit.
+
+doit's thread runner starts independent tasks together; this module keeps tasks whose `paths`
+overlap apart (`concurrency.ignore` globs are left out of the check, `concurrency.allow` globs
+may overlap), runs a task without `paths` alone, and serialises the commit step.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from orch import git
+
+_WILDCARDS = '*?['
+
+
+def _literal_prefix(pattern: str) -> str:
+    for i, ch in enumerate(pattern):
+        if ch in _WILDCARDS:
+            return pattern[:i]
+    return pattern
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    pattern = pattern.removeprefix('./')
+    if pattern.endswith('/'):
+        return path.startswith(pattern)
+    return fnmatch.fnmatchcase(path, pattern) or path.startswith(pattern.rstrip('/') + '/')
+
+
+def globs_overlap(a: str, b: str) -> bool:
+    """Could some file match both globs? Conservative: a false 'yes' only costs parallelism."""
+    if glob_match(a, b) or glob_match(b, a):
+        return True
+    pa, pb = _literal_prefix(a), _literal_prefix(b)
+    wild_a, wild_b = pa != a, pb != b
+    if wild_a and pb.startswith(pa):
+        return True
+    if wild_b and pa.startswith(pb):
+        return True
+    return False
+
+
+class Scheduler:
+    def __init__(self, *, jobs: int, per_task: bool, allow: list[str], ignore: list[str]) -> None:
+        self.jobs = jobs
+        self.per_task = per_task
+        self.allow = allow
+        self.ignore = ignore
+        self._cond = threading.Condition()
+        self._running: dict[str, tuple[str, ...] | None] = {}   # task id -> checked globs (None = alone)
+        self.commit_lock = threading.Lock()
+
+    def checked_globs(self, task: Any) -> tuple[str, ...] | None:
+        if not task.paths:
+            return None
+        return tuple(p for p in task.paths
+                     if not any(globs_overlap(p, x) and glob_match(x, p) for x in (*self.ignore, *self.allow)))
+
+    def _compatible(self, globs: tuple[str, ...] | None) -> bool:
+        if not self._running:
+            return True
+        if globs is None or any(g is None for g in self._running.values()):
+            return False
+        return not any(globs_overlap(a, b) for other in self._running.values() for a in other for b in globs)
+
+    @contextlib.contextmanager
+    def slot(self, task: Any) -> Iterator[None]:
+        if self.jobs <= 1:
+            yield
+            return
+        globs = self.checked_globs(task)
+        with self._cond:
+            self._cond.wait_for(lambda: self._compatible(globs))
+            self._running[task.id] = globs
+        try:
+            yield
+        finally:
+            with self._cond:
+                del self._running[task.id]
+                self._cond.notify_all()
+
+    def discard_scope(self, task: Any) -> list[str] | None:
+        """Pathspecs to reset before a task starts: everything, unless other tasks share the worktree."""
+        if self.jobs <= 1 or self.per_task:
+            return None
+        return list(task.paths) if task.paths else None
+
+    def commit_scope(self, task: Any, workdir: Path, answer: Any) -> list[str] | None:
+        """Files this task's commit takes: all changes, or in a shared parallel run only its own."""
+        if self.jobs <= 1 or self.per_task:
+            return None
+        claimed = set(answer.get('files_changed') or []) if isinstance(answer, dict) else set()
+        mine = []
+        for path in git.changed_paths(workdir):
+            if path in claimed or any(glob_match(p, path) for p in task.paths):
+                mine.append(path)
+        return mine

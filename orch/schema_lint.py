@@ -1,0 +1,64 @@
+"""Checks a role schema against Codex's strict structured-output rules before any token is spent.
+
+Codex sends `--output-schema` with `strict: true` and performs no check of its own
+(reference/codex-exec.md §3): only the real API rejects a non-strict schema, after the
+worker has started. The rules enforced here are those of OpenAI structured outputs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from orch.validate import json_path
+
+# Keywords the strict mode accepts; anything else is refused by the API.
+_SUPPORTED = {
+    'type', 'properties', 'required', 'additionalProperties', 'items', 'enum', 'const',
+    'anyOf', 'description', 'title', '$defs', 'definitions', '$ref', '$schema', 'default',
+    'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum',
+    'multipleOf', 'minItems', 'maxItems', 'examples',
+}
+
+
+def strict_problems(schema: Any) -> list[str]:
+    """Every strict-mode violation, as `json.path: problem` lines (empty when the schema is fine)."""
+    if not isinstance(schema, dict) or schema.get('type') != 'object':
+        return ['(top level): the root must be {"type": "object", ...}']
+    problems: list[str] = []
+    _walk(schema, [], problems)
+    return problems
+
+
+def _walk(node: Any, path: list[Any], problems: list[str]) -> None:
+    if not isinstance(node, dict):
+        return
+    where = json_path(path)
+    for key in node:
+        if key not in _SUPPORTED:
+            problems.append(f'{where}: keyword {key!r} is not supported by strict structured output')
+    types = node.get('type')
+    is_object = types == 'object' or (isinstance(types, list) and 'object' in types)
+    if is_object or 'properties' in node:
+        _check_object(node, path, problems)
+    for key in ('items',):
+        if key in node:
+            _walk(node[key], [*path, key], problems)
+    for key in ('anyOf',):
+        for i, sub in enumerate(node.get(key) or []):
+            _walk(sub, [*path, key, i], problems)
+    for key in ('$defs', 'definitions'):
+        for name, sub in (node.get(key) or {}).items():
+            _walk(sub, [*path, key, name], problems)
+
+
+def _check_object(node: dict[str, Any], path: list[Any], problems: list[str]) -> None:
+    where = json_path(path)
+    if node.get('additionalProperties') is not False:
+        problems.append(f'{where}: objects must set "additionalProperties": false')
+    props = node.get('properties') or {}
+    required = set(node.get('required') or [])
+    for name in props:
+        if name not in required:
+            problems.append(f'{json_path([*path, "properties", name])}: property must be listed in "required" '
+                            '(make it nullable instead of optional)')
+    for name, sub in props.items():
+        _walk(sub, [*path, 'properties', name], problems)

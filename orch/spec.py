@@ -1,0 +1,42 @@
+"""`--spec-file`: a UTF-8 text file inside the repository."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from orch.errors import InputError
+
+MAX_SPEC_BYTES = 5 * 1024 * 1024
+
+
+def check_spec(path: str | Path, repo: Path) -> str:
+    """Validate the spec and return its path relative to the repository root (POSIX)."""
+    given = Path(path)
+    absolute = given if given.is_absolute() else Path.cwd() / given
+    try:
+        resolved = absolute.resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):
+        raise InputError(f'--spec-file {path}: file not found')
+    if not resolved.is_file():
+        raise InputError(f'--spec-file {path}: not a regular file')
+    try:
+        relative = resolved.relative_to(repo.resolve())
+    except ValueError:
+        raise InputError(f'--spec-file {path}: resolves to {resolved}, outside the repository {repo} '
+                         '(copy the spec into the repository; symlinks may not point outside it)')
+    if resolved.stat().st_size > MAX_SPEC_BYTES:
+        raise InputError(f'--spec-file {path}: larger than {MAX_SPEC_BYTES // 2**20} MB; a spec is a text document')
+    data = resolved.read_bytes()
+    if b'\0' in data:
+        raise InputError(f'--spec-file {path}: binary file (a spec must be UTF-8 text)')
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        raise InputError(f'--spec-file {path}: not UTF-8 text (byte {exc.start} is invalid; '
+                         're-save the file as UTF-8)')
+    return relative.as_posix()
+
+
+def read_spec(repo: Path, relative: str | None) -> str:
+    if not relative:
+        return ''
+    return (repo / relative).read_text(encoding='utf-8')

@@ -1,0 +1,46 @@
+"""Per-task state on disk: state.json (what happened, updated as it happens) and result.json (the target)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from orch import atomic
+
+STATUSES = ('done', 'failed', 'deferred', 'pending', 'running', 'stale', 'skipped')
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding='utf-8'))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError):
+        return None   # a torn file cannot exist (atomic writes); treat anything odd as absent
+    return data if isinstance(data, dict) else None
+
+
+def read_state(task_dir: Path) -> dict[str, Any]:
+    return read_json(task_dir / 'state.json') or {}
+
+
+def update_state(task_dir: Path, **changes: Any) -> dict[str, Any]:
+    state = read_state(task_dir)
+    state.update(changes)
+    state['updated_at'] = time.time()
+    atomic.write_json(task_dir / 'state.json', state)
+    return state
+
+
+def read_result(task_dir: Path) -> dict[str, Any] | None:
+    return read_json(task_dir / 'result.json')
+
+
+def attempt_count(task_dir: Path) -> int:
+    return sum(1 for p in task_dir.glob('attempt-*') if p.is_dir())
+
+
+def usage_total(result_or_state: dict[str, Any]) -> int:
+    usage = result_or_state.get('usage') or {}
+    return int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))

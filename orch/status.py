@@ -1,0 +1,69 @@
+"""Per-task status of a run, from the files the run wrote (and doit's records, for staleness)."""
+from __future__ import annotations
+
+from typing import Any
+
+from orch import state
+from orch.lock import holder_pid
+from orch.plan import topological_order
+from orch.runtime import Runtime
+
+
+def task_rows(rt: Runtime, stale: set[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ..."""
+    live = holder_pid(rt.run_dir) is not None
+    stale = stale or set()
+    rows: dict[str, dict[str, Any]] = {}
+    for task in topological_order(rt.plan):
+        task_dir = rt.path(rt.layout.task_dir(task.id))
+        st = state.read_state(task_dir)
+        result = state.read_result(task_dir)
+        status = st.get('status') or 'pending'
+        reason = st.get('reason')
+        if status == 'done' and result is None:
+            status = 'pending'
+        if status == 'running' and not live:
+            status, reason = 'pending', 'interrupted; resume to run it again'
+        if status == 'done' and (task.id in stale or any(rows[d]['status'] != 'done' for d in task.depends_on)):
+            status, reason = 'stale', 'its inputs changed since it ran'
+        if status == 'pending' and reason is None:
+            blocked = [d for d in task.depends_on if rows[d]['status'] in ('failed', 'deferred')]
+            if blocked:
+                reason = f'waiting for {", ".join(blocked)}'
+        answer = (result or {}).get('answer') or st.get('answer') or {}
+        rows[task.id] = {
+            'id': task.id, 'role': task.role, 'title': task.title, 'status': status,
+            'attempts': state.attempt_count(task_dir), 'reason': reason,
+            'usage': (result or {}).get('usage') or st.get('usage'),
+            'duration': (result or {}).get('duration') or _duration(st),
+            'commit': (result or {}).get('commit'), 'files_changed': (result or {}).get('files_changed') or [],
+            'summary': answer.get('summary') if isinstance(answer, dict) else None,
+            'depends_on': list(task.depends_on),
+        }
+    return [rows[t.id] for t in rt.plan.tasks]
+
+
+def _duration(st: dict[str, Any]) -> float | None:
+    if st.get('started_at') and st.get('ended_at'):
+        return round(st['ended_at'] - st['started_at'], 3)
+    return None
+
+
+def decisions_of(rt: Runtime) -> list[dict[str, Any]]:
+    out = []
+    for task in rt.plan.tasks:
+        result = state.read_result(rt.path(rt.layout.task_dir(task.id))) or {}
+        answer = result.get('answer') or {}
+        for item in answer.get('decisions') or [] if isinstance(answer, dict) else []:
+            if isinstance(item, dict):
+                out.append({'task_id': task.id, 'role': task.role, 'decision': item.get('decision'),
+                            'rationale': item.get('rationale')})
+    return out
+
+
+def run_record(rt: Runtime) -> dict[str, Any]:
+    info = rt.run
+    return {'run_id': info.run_id, 'created': info.created, 'base_branch': info.base_branch,
+            'base_commit': info.base_commit, 'plan_file': info.plan_file, 'spec_file': info.spec_file,
+            'workspace': 'per-task' if info.per_task else 'shared',
+            'worktree': rt.layout.worktree, 'branch': None if info.per_task else info.shared_branch}

@@ -1,0 +1,77 @@
+"""Turning validation problems (jsonschema, pydantic) into `place: message` lines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError as _JsonSchemaError
+
+from orch.errors import SchemaError
+
+
+def json_path(parts: Any) -> str:
+    """Render a location like ['tasks', 1, 'depends_on', 0] as tasks[1].depends_on[0]."""
+    out = ''
+    for part in parts:
+        if isinstance(part, int):
+            out += f'[{part}]'
+        else:
+            out += f'.{part}' if out else str(part)
+    return out or '(top level)'
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + '...'
+
+
+def schema_errors(instance: Any, schema: dict[str, Any], limit: int = 20) -> list[str]:
+    """Every violation of `schema` by `instance`, as `path: message` lines (stable order)."""
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    lines = []
+    for err in errors[:limit]:
+        # jsonschema quotes the offending value; a 10 MB string must not become a 10 MB message.
+        message = err.message if len(err.message) <= 200 else err.message[:197] + '...'
+        lines.append(f'{json_path(err.absolute_path)}: {message}')
+    if len(errors) > limit:
+        lines.append(f'... and {len(errors) - limit} more')
+    return lines
+
+
+def pydantic_errors(exc: Any) -> list[str]:
+    """pydantic ValidationError -> `path: message` lines."""
+    lines = []
+    for err in exc.errors():
+        loc = json_path(err['loc'])
+        if err['type'] == 'extra_forbidden':
+            lines.append(f'{loc}: unknown key (remove it or check its spelling)')
+        elif err['type'] == 'missing':
+            lines.append(f'{loc}: required key is missing')
+        else:
+            lines.append(f'{loc}: {err["msg"]} (got {_short(err.get("input"))})')
+    return lines
+
+
+def load_json_schema(path: Path) -> dict[str, Any]:
+    """Read a JSON Schema file and check it is itself a valid schema."""
+    try:
+        text = Path(path).read_text(encoding='utf-8')
+    except FileNotFoundError:
+        raise SchemaError(f'{path}: schema file not found (run `codex-orch init` to restore the defaults)')
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f'{path}: cannot read schema: {exc}')
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}')
+    if not isinstance(schema, dict):
+        raise SchemaError(f'{path}: a JSON Schema must be an object, got {type(schema).__name__}')
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except _JsonSchemaError as exc:
+        raise SchemaError(f'{path}: {json_path(exc.absolute_path)}: not a valid JSON Schema: {exc.message}')
+    return schema
