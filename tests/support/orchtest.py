@@ -1,0 +1,116 @@
+"""Helpers for tests that drive codex-orch end to end on a real repository with a fake codex."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch.main import main
+from tests.support.fake_codex import install_fake_codex, read_log, write_script
+from tests.support.gitrepo import commit_all, git, make_repo
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def three_task_plan() -> dict[str, Any]:
+    return {'version': 1, 'title': 'Greeting', 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Add greet()', 'description': 'Create src/greet.py.',
+         'depends_on': [], 'paths': ['src/greet.py'], 'acceptance': ["greet('x') == 'Hello, x'"]},
+        {'id': 'T2', 'role': 'tester', 'title': 'Test greet()', 'description': 'Test src/greet.py.',
+         'depends_on': ['T1'], 'paths': ['tests/test_greet.py']},
+        {'id': 'T3', 'role': 'reviewer', 'title': 'Review', 'description': 'Review the change.',
+         'depends_on': ['T2']},
+    ]}
+
+
+THREE_TASK_SCRIPT = {'default': {'answer': 'auto'}, 'tasks': {
+    'T1': {'edits': {'src/greet.py': "def greet(name):\n    return f'Hello, {name}'\n"}},
+    'T2': {'edits': {'tests/test_greet.py': 'from src.greet import greet\n'}},
+}}
+
+
+@dataclass
+class Host:
+    """A host repository with codex-orch initialised and a fake codex first on PATH."""
+
+    repo: Path
+    bin: Path
+    capsys: Any
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        cwd = os.getcwd()
+        os.chdir(self.repo)
+        try:
+            rc = main(list(args))
+        finally:
+            os.chdir(cwd)
+        out = self.capsys.readouterr()
+        return rc, out.out, out.err
+
+    def write_plan(self, plan: dict[str, Any], name: str = 'plan.json') -> Path:
+        path = self.repo / name
+        path.write_text(json.dumps(plan, indent=2))
+        return path
+
+    def script(self, script: dict[str, Any]) -> None:
+        write_script(self.bin, script)
+
+    def launches(self) -> list[dict[str, Any]]:
+        return read_log(self.bin)
+
+    def launched_tasks(self) -> list[str]:
+        return [entry['task_id'] for entry in self.launches()]
+
+    def clear_log(self) -> None:
+        (self.bin / 'fake-codex-log.jsonl').unlink(missing_ok=True)
+
+    def run_dir(self, run_id: str | None = None) -> Path:
+        runs = self.repo / '.orchestrator' / 'runs'
+        if run_id:
+            return runs / run_id
+        dirs = sorted(runs.iterdir(), key=lambda p: json.loads((p / 'run.json').read_text())['created'])
+        return dirs[-1]
+
+    def result(self, task_id: str) -> dict[str, Any]:
+        return json.loads((self.run_dir() / 'tasks' / task_id / 'result.json').read_text())
+
+    def status(self) -> dict[str, Any]:
+        rc, out, err = self.cli('status', '--json')
+        assert rc == 0, err
+        return json.loads(out)
+
+    def statuses(self) -> dict[str, str]:
+        return {t['id']: t['status'] for t in self.status()['tasks']}
+
+    def branch_log(self, branch: str) -> list[str]:
+        return git(self.repo, 'log', '--format=%s', branch).splitlines()
+
+    def shared_branch(self) -> str:
+        return json.loads((self.run_dir() / 'run.json').read_text())['shared_branch']
+
+
+def make_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any,
+              script: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> Host:
+    repo = make_repo(tmp_path, files or {'README.md': 'hello\n', 'spec.md': '# Spec\nGreet people.\n'})
+    bin_dir = install_fake_codex(tmp_path / 'bin', script)
+    monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+    host = Host(repo=repo, bin=bin_dir, capsys=capsys)
+    rc, _, err = host.cli('init')
+    assert rc == 0, err
+    commit_all(repo, 'codex-orch init')
+    return host
+
+
+def cli_subprocess(repo: Path, *args: str, env: dict[str, str] | None = None,
+                   **kwargs: Any) -> subprocess.Popen[str]:
+    """codex-orch in its own process (for kill tests)."""
+    return subprocess.Popen([sys.executable, '-m', 'orch', *args], cwd=repo, env=env or os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
