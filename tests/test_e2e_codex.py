@@ -1,0 +1,61 @@
+"""The real Codex CLI (pinned, installed by .ci/run) against the local model stand-in."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from orch.standin import Standin
+from tests.support.gitrepo import commit_all, git
+from tests.support.orchtest import Host, make_host
+from tests.support.realcodex import standin, use_real_codex  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.e2e
+
+GREET = "def greet(name):\n    return f'Hello, {name}'\n"
+
+
+def e2e_plan() -> dict:
+    return {'version': 1, 'title': 'Greeting', 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Add greet()',
+         'description': f'Create src/greet.py.\n[[standin: write src/greet.py]]\n```python\n{GREET}```\n',
+         'paths': ['src/greet.py']},
+        {'id': 'T2', 'role': 'tester', 'title': 'Test greet()', 'depends_on': ['T1'],
+         'description': 'Add a test.\n[[standin: write tests/test_greet.py]]\n```python\nimport src.greet\n```\n',
+         'paths': ['tests/test_greet.py']},
+        {'id': 'T3', 'role': 'reviewer', 'title': 'Review', 'depends_on': ['T2'], 'description': 'Review.'},
+    ]}
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+         standin: Standin) -> Host:  # noqa: F811
+    h = make_host(tmp_path, monkeypatch, capsys)
+    use_real_codex(h.repo)
+    commit_all(h.repo, 'use the real codex')
+    return h
+
+
+def test_three_task_plan_with_real_codex(host: Host, standin: Standin) -> None:  # noqa: F811
+    host.write_plan(e2e_plan())
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md')
+    assert rc == 0, out + err
+    assert host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done'}
+    for tid in ('T1', 'T2', 'T3'):
+        result = host.result(tid)
+        schema = json.loads((host.repo / '.orchestrator' / 'schemas' / f'{result["role"]}.json').read_text())
+        jsonschema.validate(result['answer'], schema)
+    assert host.result('T1')['files_changed'] == ['src/greet.py']
+    assert git(host.repo, 'show', f'{host.result("T1")["commit"]}:src/greet.py') + '\n' == GREET
+    assert host.branch_log(host.shared_branch())[:2] == ['T2: Test greet()', 'T1: Add greet()']
+    # usage recorded equals what the stand-in reported, per task
+    reported = sum(r['usage']['input_tokens'] for r in standin.requests if r.get('usage'))
+    recorded = sum(host.result(t)['usage']['input_tokens'] for t in ('T1', 'T2', 'T3'))
+    assert recorded == reported
+    # a second run launches no worker
+    before = len(standin.requests)
+    rc, out, err = host.cli('resume')
+    assert rc == 0, err
+    assert len(standin.requests) == before
