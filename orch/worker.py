@@ -1,0 +1,707 @@
+"""The worker adapter: runs one task through `codex exec --json` and judges the answer.
+
+One call of `run_worker` makes one or more *attempts*; each is one `codex exec` process with
+its own directory `task_dir/attempt-<n>` (prompt.txt, events.jsonl, stderr.log,
+last-message.txt, pid = the process group id while it runs, attempt.json at the end). Attempts are:
+- 'initial': a fresh session with the task prompt;
+- 'schema-retry': `resume <thread>` with a reminder after an answer that failed validation;
+- 'failure-retry': a fresh session after a transient failure (crash, failed turn, timeout).
+
+Facts this relies on (reference/codex-exec.md): `-C`/`--sandbox` must precede `resume` and
+nothing is restored by resume (§4); usage is cumulative over a thread (§2.1); the npm launcher
+orphans the native binary on SIGKILL, so we always signal the whole process group (§8); stdin
+must be closed or codex waits for it (§8).
+
+Nothing may outlive a worker: every child runs in its own session/process group, which is
+killed on timeout, on cancel, on KeyboardInterrupt and at the end of every attempt (leftover
+background processes). `kill_all_workers()` does the same from another thread (the CLI's
+signal handler) and at interpreter exit.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.atomic import write_json, write_text
+from orch.events import EventStream, classify_failure, parse_answer
+
+INSTALL_HINT = ('install it with `npm install -g @openai/codex@0.169.0`, '
+                'or set `codex.binary` in .orchestrator/orchestrator.yaml')
+USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
+OUTCOMES = ('ok', 'invalid-output', 'turn-failed', 'exit-nonzero', 'timeout', 'interrupted',
+            'launch-error', 'deferred')
+TRANSIENT = frozenset({'exit-nonzero', 'turn-failed', 'timeout'})
+
+MAX_LINE_BYTES = 8 * 1024 * 1024   # a longer stdout line is skipped (counted as garbage)
+READ_CHUNK = 256 * 1024
+KILL_GRACE = 1.5                   # seconds between SIGTERM and SIGKILL
+POLL = 0.1                         # how often cancel/timeouts are checked while waiting
+EXIT_QUIET = 0.2                   # after the leader exits, stop once stdout is quiet this long
+MAX_BACKOFF = 60.0
+STDERR_TAIL = 4096
+
+
+# ---------------------------------------------------------------------------------------------
+# Public data
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    codex: tuple[str, ...]
+    workdir: Path
+    sandbox: str
+    model: str | None
+    schema_path: Path
+    extra_args: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
+    timeout_total: float | None = None
+    timeout_idle: float | None = None
+    timeout_first_event: float | None = None
+    schema_retries: int = 1
+    failure_retries: int = 0
+    retry_backoff: float = 2.0
+
+
+@dataclass
+class AttemptRecord:
+    n: int
+    kind: str                      # 'initial' | 'schema-retry' | 'failure-retry'
+    argv: list[str]
+    thread_id: str | None = None
+    exit_code: int | None = None
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    duration: float = 0.0
+    outcome: str = 'interrupted'
+    error: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)              # this turn only
+    usage_cumulative: dict[str, int] | None = None                   # as reported (thread total)
+    validation_errors: list[str] = field(default_factory=list)
+    events: int = 0
+    garbage_lines: int = 0
+    pid: int | None = None
+    timeout: str | None = None     # which limit fired: 'total' | 'idle' | 'first-event'
+    last_activity: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WorkerResult:
+    outcome: str
+    answer: object | None
+    error: str | None
+    thread_id: str | None
+    attempts: list[AttemptRecord]
+    usage: dict[str, int]
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == 'ok'
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data['attempts'] = [a.to_dict() for a in self.attempts]
+        return data
+
+
+def zero_usage() -> dict[str, int]:
+    return {key: 0 for key in USAGE_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry of live process groups, so a signal handler in the main thread can kill them all.
+
+# Reentrant: a signal handler calling kill_all_workers() may interrupt the main thread while it
+# holds the lock (single-threaded runs); a plain Lock would deadlock there.
+_LOCK = threading.RLock()
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_SHUTDOWN = threading.Event()
+
+
+def kill_all_workers(grace: float = KILL_GRACE) -> int:
+    """Kill every live worker process group (SIGTERM, grace, SIGKILL); returns how many.
+
+    Also refuses new attempts from now on (running `run_worker` calls end 'interrupted'),
+    because this is called when the whole program shuts down. `reset_worker_shutdown()` undoes it.
+    """
+    _SHUTDOWN.set()
+    with _LOCK:
+        pgids = list(_LIVE)
+        for pgid in pgids:
+            _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _any_alive(pgids):
+        time.sleep(0.05)
+    with _LOCK:
+        # Only groups still registered: an unregistered one may already be reaped (pgid reusable).
+        for pgid in pgids:
+            if pgid in _LIVE:
+                _signal_group(pgid, signal.SIGKILL)
+    return len(pgids)
+
+
+def reset_worker_shutdown() -> None:
+    """Allow new workers again after `kill_all_workers()` (for long-lived callers and tests)."""
+    _SHUTDOWN.clear()
+
+
+def live_worker_pgids() -> list[int]:
+    with _LOCK:
+        return list(_LIVE)
+
+
+def _any_alive(pgids: list[int]) -> bool:
+    with _LOCK:
+        return any(pgid in _LIVE and not _leader_exited(_LIVE[pgid]) for pgid in pgids)
+
+
+atexit.register(kill_all_workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# run_worker: the attempt loop
+
+@dataclass
+class _Plan:
+    """What the next attempt runs."""
+    kind: str
+    prompt: str
+    resume_thread: str | None = None
+    prev_cumulative: dict[str, int] | None = None
+
+
+def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable[[object], list[str]],
+               *, on_event: Callable[[dict], None] | None = None,
+               cancel: threading.Event | None = None) -> WorkerResult:
+    """Run the task until it yields a valid answer or the retry budget is spent."""
+    started = time.monotonic()
+    attempts: list[AttemptRecord] = []
+    answer: object | None = None
+    plan: _Plan | None = _Plan('initial', prompt)
+    budget = _Budget(spec.schema_retries, spec.failure_retries)
+    while plan is not None:
+        record, answer = _run_attempt(spec, plan, Path(task_dir), validate, on_event, cancel)
+        attempts.append(record)
+        plan = _next_plan(spec, prompt, plan, record, budget, cancel)
+    return _result(attempts, answer, time.monotonic() - started)
+
+
+@dataclass
+class _Budget:
+    schema_left: int
+    failure_left: int
+    failures_done: int = 0
+
+
+def _next_plan(spec: WorkerSpec, prompt: str, plan: _Plan, record: AttemptRecord, budget: _Budget,
+               cancel: threading.Event | None) -> _Plan | None:
+    if record.outcome == 'ok' or _stopping(cancel):
+        return None
+    if record.outcome == 'invalid-output' and budget.schema_left > 0 and record.thread_id:
+        budget.schema_left -= 1
+        cumulative = record.usage_cumulative or plan.prev_cumulative
+        return _Plan('schema-retry', reminder_prompt(record.validation_errors), record.thread_id, cumulative)
+    if record.outcome in TRANSIENT and budget.failure_left > 0:
+        budget.failure_left -= 1
+        if not _backoff(spec.retry_backoff, budget.failures_done, cancel):
+            return None
+        budget.failures_done += 1
+        budget.schema_left = spec.schema_retries   # a fresh session gets a fresh schema budget
+        return _Plan('failure-retry', prompt)
+    return None
+
+
+def _backoff(base: float, done: int, cancel: threading.Event | None) -> bool:
+    """Sleep before a fresh retry; False when cancelled meanwhile."""
+    delay = min(base * (2 ** done), MAX_BACKOFF)
+    deadline = time.monotonic() + max(delay, 0.0)
+    while not _stopping(cancel):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        time.sleep(min(POLL, remaining))
+    return False
+
+
+def _stopping(cancel: threading.Event | None) -> bool:
+    return _SHUTDOWN.is_set() or (cancel is not None and cancel.is_set())
+
+
+def reminder_prompt(problems: list[str]) -> str:
+    """The resume prompt after an invalid answer: quotes what was wrong, restates the contract."""
+    shown = [p if len(p) <= 500 else p[:499] + '…' for p in problems[:20]]
+    if len(problems) > len(shown):
+        shown.append(f'... and {len(problems) - len(shown)} more')
+    bullets = '\n'.join(f'- {p}' for p in shown) or '- (no details)'
+    return ('Your previous final answer was not accepted:\n'
+            f'{bullets}\n\n'
+            'Your work so far is kept; do not redo it. Reply now with ONLY a JSON object that '
+            'matches the output schema exactly: no prose, no Markdown, no code fences.\n')
+
+
+def _result(attempts: list[AttemptRecord], answer: object | None, duration: float) -> WorkerResult:
+    last = attempts[-1]
+    thread_id = next((a.thread_id for a in reversed(attempts) if a.thread_id), None)
+    return WorkerResult(outcome=last.outcome, answer=answer if last.outcome == 'ok' else None,
+                        error=last.error, thread_id=thread_id, attempts=attempts,
+                        usage=_sum_usage(a.usage for a in attempts), duration=round(duration, 3))
+
+
+def _sum_usage(usages: Iterable[dict[str, int]]) -> dict[str, int]:
+    total = zero_usage()
+    for usage in usages:
+        for key in USAGE_KEYS:
+            total[key] += int(usage.get(key, 0) or 0)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# One attempt
+
+def build_argv(spec: WorkerSpec, last_message: Path, resume_thread: str | None) -> list[str]:
+    """`codex exec` argv; `-C`/`--sandbox` precede `resume`, which restores none of them."""
+    argv = [*spec.codex, 'exec', '--json', '--skip-git-repo-check',
+            '-C', str(Path(spec.workdir).absolute()), '--sandbox', spec.sandbox,
+            '--output-schema', str(Path(spec.schema_path).absolute()),
+            '-o', str(Path(last_message).absolute())]
+    if spec.model:
+        argv += ['-m', spec.model]
+    argv += list(spec.extra_args)
+    if resume_thread:
+        argv += ['resume', resume_thread]
+    return [*argv, '-']
+
+
+def next_attempt_dir(task_dir: Path) -> tuple[int, Path]:
+    """`attempt-<n>` with n one above the highest existing one (earlier runs are kept)."""
+    highest = 0
+    if task_dir.is_dir():
+        for entry in task_dir.iterdir():
+            suffix = entry.name.removeprefix('attempt-')
+            if entry.name.startswith('attempt-') and suffix.isdigit():
+                highest = max(highest, int(suffix))
+    for n in range(highest + 1, highest + 1000):
+        path = task_dir / f'attempt-{n}'
+        try:
+            path.mkdir(parents=True)   # exclusive: two workers never share a directory
+            return n, path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f'cannot create an attempt directory under {task_dir}')
+
+
+def _run_attempt(spec: WorkerSpec, plan: _Plan, task_dir: Path, validate: Callable[[object], list[str]],
+                 on_event: Callable[[dict], None] | None,
+                 cancel: threading.Event | None) -> tuple[AttemptRecord, object | None]:
+    n, adir = next_attempt_dir(task_dir)
+    argv = build_argv(spec, adir / 'last-message.txt', plan.resume_thread)
+    record = AttemptRecord(n=n, kind=plan.kind, argv=argv, started_at=time.time(),
+                           thread_id=plan.resume_thread, usage=zero_usage())
+    write_text(adir / 'prompt.txt', plan.prompt)
+    stream = EventStream()
+    answer: object | None = None
+    try:
+        if _stopping(cancel):
+            _set_outcome(record, 'interrupted', 'cancelled before start')
+        else:
+            answer = _launch_and_judge(spec, plan, adir, record, stream, validate, on_event, cancel)
+    except KeyboardInterrupt:
+        _set_outcome(record, 'interrupted', 'interrupted (KeyboardInterrupt)')
+        raise
+    except BaseException as exc:   # a bug (e.g. in validate): still leave a truthful attempt.json
+        _set_outcome(record, 'interrupted', f'worker error: {exc!r}')
+        raise
+    finally:
+        _finish_record(record, stream, adir)
+    return record, answer
+
+
+def _launch_and_judge(spec: WorkerSpec, plan: _Plan, adir: Path, record: AttemptRecord, stream: EventStream,
+                      validate: Callable[[object], list[str]], on_event: Callable[[dict], None] | None,
+                      cancel: threading.Event | None) -> object | None:
+    try:
+        proc = _launch(record.argv, spec, plan.prompt.encode('utf-8'), adir)
+    except OSError as exc:
+        _set_outcome(record, 'launch-error', _launch_error_text(spec.codex, exc))
+        return None
+    record.pid = proc.pid
+    # The pgid on disk while it runs: after a SIGKILL of the orchestrator (no cleanup possible)
+    # a later run can find and kill the orphaned group.
+    write_text(adir / 'pid', f'{proc.pid}\n')
+    try:
+        ending = _pump(proc, spec, adir, stream, on_event, cancel)
+    finally:
+        _reap(proc)   # kills leftovers; on an exception (Ctrl-C) kills the whole group first
+    record.exit_code = proc.returncode
+    _take_usage(record, stream, plan.prev_cumulative)
+    return _judge(record, ending, stream, adir, validate, cancel, spec)
+
+
+def _launch(argv: list[str], spec: WorkerSpec, prompt: bytes, adir: Path) -> subprocess.Popen[bytes]:
+    env = dict(spec.env) if spec.env is not None else dict(os.environ)
+    with open(adir / 'stderr.log', 'wb') as stderr:
+        with _LOCK:   # registered before any other thread can look: kill_all_workers sees it
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                    env=env, start_new_session=True, bufsize=0)
+            _LIVE[proc.pid] = proc
+    # A thread writes the prompt so a prompt larger than the pipe buffer cannot deadlock.
+    threading.Thread(target=_feed_stdin, args=(proc, prompt), daemon=True,
+                     name=f'codex-stdin-{proc.pid}').start()
+    return proc
+
+
+def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    assert proc.stdin is not None
+    view = memoryview(data)
+    try:
+        while view:   # a raw pipe write may be partial
+            view = view[proc.stdin.write(view) or 0:]
+    except (BrokenPipeError, OSError):
+        pass   # the child died or does not read stdin; its exit status tells the story
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def _launch_error_text(codex: tuple[str, ...], exc: OSError) -> str:
+    what = 'not found' if isinstance(exc, FileNotFoundError) else (
+        'not executable' if isinstance(exc, PermissionError) else f'cannot be started ({exc})')
+    name = codex[0] if codex else '(empty codex command)'
+    return f'codex executable {name!r} {what}; {INSTALL_HINT}'
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading stdout with deadlines
+
+@dataclass
+class _Clock:
+    """The three limits, checked against monotonic time."""
+    start: float
+    total: float | None
+    idle: float | None
+    first: float | None
+    last_output: float | None = None
+
+    def expired(self, now: float) -> str | None:
+        if self.total is not None and now - self.start >= self.total:
+            return 'total'
+        if self.last_output is None:
+            if self.first is not None and now - self.start >= self.first:
+                return 'first-event'
+        elif self.idle is not None and now - self.last_output >= self.idle:
+            return 'idle'
+        return None
+
+    def wait_budget(self, now: float) -> float:
+        """Seconds until the nearest limit, capped at POLL so cancel is noticed quickly."""
+        budgets = [POLL]
+        if self.total is not None:
+            budgets.append(self.start + self.total - now)
+        if self.last_output is None and self.first is not None:
+            budgets.append(self.start + self.first - now)
+        if self.last_output is not None and self.idle is not None:
+            budgets.append(self.last_output + self.idle - now)
+        return max(min(budgets), 0.0)
+
+
+def _pump(proc: subprocess.Popen[bytes], spec: WorkerSpec, adir: Path, stream: EventStream,
+          on_event: Callable[[dict], None] | None, cancel: threading.Event | None) -> str | None:
+    """Stream stdout into events.jsonl and the EventStream until the process is done.
+
+    Returns None when it ended by itself, 'interrupted', or 'timeout:<limit>' (the group is
+    then already killed).
+    """
+    clock = _Clock(time.monotonic(), spec.timeout_total, spec.timeout_idle, spec.timeout_first_event)
+    splitter = LineSplitter(MAX_LINE_BYTES)
+    with open(adir / 'events.jsonl', 'ab') as sink:
+        def consume(chunk: bytes) -> None:
+            sink.write(chunk)   # raw bytes, as they arrive: the log survives a crash of ours
+            _consume(splitter.feed(chunk), stream, on_event)
+        ending = _StdoutReader(proc, clock, consume).run(cancel)
+        _consume(splitter.flush(), stream, on_event)
+    if ending is not None:
+        _terminate_group(proc)
+    return ending
+
+
+class _StdoutReader:
+    """Reads a child's stdout until EOF and exit, a limit, or a cancel.
+
+    Any byte on stdout counts as activity for the idle and first-event limits. When the leader
+    has exited but an orphan still holds the pipe open (no EOF ever), reading stops once the
+    pipe has been quiet for EXIT_QUIET seconds.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], clock: _Clock, consume: Callable[[bytes], None]) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.fd = proc.stdout.fileno()
+        self.clock = clock
+        self.consume = consume
+        self.eof = False
+        self.quiet_since: float | None = None
+
+    def run(self, cancel: threading.Event | None) -> str | None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            while True:
+                if _stopping(cancel):
+                    return 'interrupted'
+                limit = self.clock.expired(time.monotonic())
+                if limit is not None:
+                    return f'timeout:{limit}'
+                if self._finished(sel):
+                    return None
+
+    def _finished(self, sel: selectors.BaseSelector) -> bool:
+        """One wait-and-read step; True when the process is done and stdout drained."""
+        now = time.monotonic()
+        exited = _leader_exited(self.proc)
+        if self.eof:
+            if not exited:
+                time.sleep(self.clock.wait_budget(now))
+            return exited
+        if sel.select(min(EXIT_QUIET, POLL) if exited else self.clock.wait_budget(now)):
+            self.quiet_since = None
+            self._read()
+            return False
+        return exited and self._quiet_enough(now)
+
+    def _read(self) -> None:
+        chunk = os.read(self.fd, READ_CHUNK)
+        if not chunk:
+            self.eof = True
+            return
+        self.clock.last_output = time.monotonic()
+        self.consume(chunk)
+
+    def _quiet_enough(self, now: float) -> bool:
+        self.quiet_since = self.quiet_since or now
+        return now - self.quiet_since >= EXIT_QUIET
+
+
+def _consume(lines: Iterator[bytes | None], stream: EventStream, on_event: Callable[[dict], None] | None) -> None:
+    for line in lines:
+        if line is None:
+            stream.note_garbage()
+            continue
+        event = stream.feed_line(line)
+        if event is not None and on_event is not None:
+            try:
+                on_event(event)
+            except Exception:   # a progress display bug must never break the worker
+                pass
+
+
+class LineSplitter:
+    """Split a byte stream into lines without ever buffering more than `limit` bytes.
+
+    `feed` yields complete lines (without the newline) and None for each line that was
+    longer than `limit` (its bytes are dropped as they arrive).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+        self._skipping = False
+
+    def feed(self, chunk: bytes) -> Iterator[bytes | None]:
+        start = 0
+        while True:
+            nl = chunk.find(b'\n', start)
+            if nl == -1:
+                self._add(chunk[start:])
+                return
+            yield self._end_line(chunk[start:nl])
+            start = nl + 1
+
+    def flush(self) -> Iterator[bytes | None]:
+        if self._skipping or self._buf:
+            yield self._end_line(b'')
+
+    def _add(self, piece: bytes) -> None:
+        if self._skipping:
+            return
+        self._buf += piece
+        if len(self._buf) > self._limit:
+            self._buf = bytearray()
+            self._skipping = True
+
+    def _end_line(self, piece: bytes) -> bytes | None:
+        self._add(piece)
+        if self._skipping:
+            self._skipping = False
+            return None
+        line = bytes(self._buf)
+        self._buf = bytearray()
+        return line
+
+
+# ---------------------------------------------------------------------------------------------
+# Process-group handling
+
+def _leader_exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Has the leader exited? Does NOT reap it: its zombie keeps the pgid from being reused."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the group, give it a short grace, then SIGKILL whatever is left."""
+    if proc.returncode is not None:
+        return
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE
+    while time.monotonic() < deadline and not _leader_exited(proc):
+        time.sleep(0.02)
+    _signal_group(proc.pid, signal.SIGKILL)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill leftovers of the group (orphaned background processes), then reap and unregister."""
+    if proc.returncode is None:
+        if not _leader_exited(proc):
+            _terminate_group(proc)
+        # The leader is a zombie now, so the pgid still names this group: safe to signal.
+        _signal_group(proc.pid, signal.SIGKILL)
+    with _LOCK:
+        _LIVE.pop(proc.pid, None)
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging an attempt
+
+def _take_usage(record: AttemptRecord, stream: EventStream, prev: dict[str, int] | None) -> None:
+    """turn.completed usage is cumulative over the thread: the attempt's own cost is the difference."""
+    if stream.usage is None:
+        return
+    cumulative = {key: int(stream.usage.get(key, 0) or 0) for key in USAGE_KEYS}
+    base = prev or zero_usage()
+    record.usage_cumulative = cumulative
+    record.usage = {key: max(cumulative[key] - base.get(key, 0), 0) for key in USAGE_KEYS}
+
+
+def _judge(record: AttemptRecord, ending: str | None, stream: EventStream, adir: Path,
+           validate: Callable[[object], list[str]], cancel: threading.Event | None,
+           spec: WorkerSpec) -> object | None:
+    """Set the attempt's outcome; return the validated answer when ok."""
+    record.thread_id = stream.thread_id or record.thread_id
+    if ending == 'interrupted' or (ending is None and _stopping(cancel) and not stream.turn_completed):
+        _set_outcome(record, 'interrupted', 'interrupted (cancelled)')
+    elif ending is not None:
+        _set_timeout(record, ending.removeprefix('timeout:'), stream, spec)
+    elif not _judge_process(record, stream, adir):
+        return _judge_answer(record, stream, validate)
+    return None
+
+
+def _judge_process(record: AttemptRecord, stream: EventStream, adir: Path) -> bool:
+    """Outcome from how the process ended; False when it ended well enough to judge the answer."""
+    if stream.turn_failed_message is not None:
+        texts = [stream.turn_failed_message, *stream.error_messages]
+        _set_failure(record, 'turn-failed', stream.turn_failed_message, texts)
+        return True
+    if record.exit_code != 0:
+        tail = _stderr_tail(adir)
+        detail = (stream.error_messages[-1:] or [_last_line(tail)])[0]
+        message = f'codex exited with rc {record.exit_code}' + (f': {detail}' if detail else '')
+        _set_failure(record, 'exit-nonzero', message, [*stream.error_messages, tail])
+        return True
+    if not stream.turn_completed:
+        _set_outcome(record, 'exit-nonzero', 'codex exited 0 but emitted no turn.completed')
+        return True
+    return False
+
+
+def _judge_answer(record: AttemptRecord, stream: EventStream,
+                  validate: Callable[[object], list[str]]) -> object | None:
+    text = stream.final_answer()
+    if text is None:
+        return _invalid(record, ['the completed turn has no agent message (no final answer)'])
+    try:
+        answer = parse_answer(text)
+    except ValueError as exc:
+        return _invalid(record, [str(exc)])
+    problems = list(validate(answer))
+    if problems:
+        return _invalid(record, problems)
+    _set_outcome(record, 'ok', None)
+    return answer
+
+
+def _invalid(record: AttemptRecord, problems: list[str]) -> None:
+    record.validation_errors = problems
+    _set_outcome(record, 'invalid-output', 'invalid answer: ' + '; '.join(problems))
+    return None
+
+
+def _set_failure(record: AttemptRecord, outcome: str, message: str, texts: list[str]) -> None:
+    deferred = any(classify_failure(t) == 'deferred' for t in texts)
+    _set_outcome(record, 'deferred' if deferred else outcome, message)
+
+
+def _set_timeout(record: AttemptRecord, limit: str, stream: EventStream, spec: WorkerSpec) -> None:
+    record.timeout = limit
+    seconds = {'total': spec.timeout_total, 'idle': spec.timeout_idle,
+               'first-event': spec.timeout_first_event}.get(limit)
+    what = {'total': f'total timeout: still running after {seconds:g} s',
+            'idle': f'idle timeout: no output for {seconds:g} s',
+            'first-event': f'first-event timeout: no output within {seconds:g} s of start'}[limit]
+    doing = f' (last activity: {stream.last_activity})' if stream.last_activity else ''
+    _set_outcome(record, 'timeout', f'{what}{doing}')
+
+
+def _set_outcome(record: AttemptRecord, outcome: str, error: str | None) -> None:
+    record.outcome = outcome
+    record.error = error
+
+
+def _stderr_tail(adir: Path) -> str:
+    try:
+        with open(adir / 'stderr.log', 'rb') as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - STDERR_TAIL, 0))
+            return f.read().decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ''
+
+
+def _finish_record(record: AttemptRecord, stream: EventStream, adir: Path) -> None:
+    record.ended_at = time.time()
+    record.duration = round(record.ended_at - record.started_at, 3)
+    record.events = stream.events
+    record.garbage_lines = stream.garbage_lines
+    record.thread_id = stream.thread_id or record.thread_id
+    record.last_activity = stream.last_activity
+    write_json(adir / 'attempt.json', record.to_dict())

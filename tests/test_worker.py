@@ -1,0 +1,379 @@
+"""Integration tests of the worker adapter against the fake codex (real subprocesses, no mocks)."""
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from orch.worker import (INSTALL_HINT, USAGE_KEYS, WorkerResult, WorkerSpec, build_argv, kill_all_workers,
+                         live_worker_pgids, reset_worker_shutdown, run_worker)
+from tests.support.fake_codex import LOG_FILE, install_fake_codex, read_log, write_script
+
+SCHEMA = {
+    'type': 'object',
+    'properties': {
+        'status': {'enum': ['done', 'blocked']},
+        'summary': {'type': 'string'},
+        'decisions': {'type': 'array', 'items': {'type': 'string'}},
+    },
+    'required': ['status', 'summary', 'decisions'],
+    'additionalProperties': False,
+}
+PROMPT = 'Implement the thing.\nTask id: T1\n'
+FAKE_USAGE = {'input_tokens': 100, 'cached_input_tokens': 10, 'output_tokens': 20, 'reasoning_output_tokens': 5}
+
+
+def validate(answer: object) -> list[str]:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    return sorted(error.message for error in validator.iter_errors(answer))
+
+
+@dataclass
+class Harness:
+    root: Path
+    bin: Path
+    workdir: Path
+    schema: Path
+    task_dir: Path
+
+    def spec(self, **overrides: Any) -> WorkerSpec:
+        base = WorkerSpec(codex=(str(self.bin / 'codex'),), workdir=self.workdir, sandbox='workspace-write',
+                          model=None, schema_path=self.schema, retry_backoff=0.01)
+        return replace(base, **overrides)
+
+    def script(self, behaviour: dict[str, Any] | list[dict[str, Any]]) -> None:
+        write_script(self.bin, {'tasks': {'T1': behaviour}})
+
+    def run(self, behaviour: dict[str, Any] | list[dict[str, Any]] | None = None, **overrides: Any) -> WorkerResult:
+        if behaviour is not None:
+            self.script(behaviour)
+        return run_worker(self.spec(**overrides), PROMPT, self.task_dir, validate)
+
+    def log(self) -> list[dict[str, Any]]:
+        return read_log(self.bin / LOG_FILE)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    bin_dir = install_fake_codex(tmp_path / 'bin', None)
+    workdir = tmp_path / 'wd'
+    workdir.mkdir()
+    schema = tmp_path / 'schema.json'
+    schema.write_text(json.dumps(SCHEMA))
+    return Harness(tmp_path, bin_dir, workdir, schema, tmp_path / 'tasks' / 'T1')
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, pgid) from /proc, or None when the process does not exist."""
+    try:
+        raw = Path(f'/proc/{pid}/stat').read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw.rsplit(')', 1)[1].split()
+    return fields[0], int(fields[2])
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Non-zombie processes in a group (a zombie orphan waits for PID 1 to reap it; it runs nothing)."""
+    members = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            state = _proc_state(int(entry))
+            if state is not None and state[1] == pgid and state[0] != 'Z':
+                members.append(int(entry))
+    return members
+
+
+def _group_gone(pgid: int, timeout: float = 5.0) -> bool:
+    """True once os.killpg(pgid, 0) raises ProcessLookupError (polling: orphans are reaped by PID 1)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _vm_hwm_kb() -> int:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1])
+    raise AssertionError('no VmHWM in /proc/self/status')
+
+
+# --- success and schema retries ------------------------------------------------------------------
+
+def test_valid_answer_is_ok_in_one_attempt(h: Harness) -> None:
+    events: list[dict] = []
+    result = run_worker(h.spec(), PROMPT, h.task_dir, validate, on_event=events.append)
+    assert result.outcome == 'ok' and result.error is None
+    assert result.answer == {'status': 'done', 'summary': 'auto summary', 'decisions': []}
+    assert len(result.attempts) == 1
+    attempt = result.attempts[0]
+    adir = h.task_dir / 'attempt-1'
+    lines = (adir / 'events.jsonl').read_text().splitlines()
+    assert len(lines) == attempt.events == len(events) >= 4
+    assert json.loads(lines[0])['thread_id'] == result.thread_id == attempt.thread_id
+    assert (adir / 'prompt.txt').read_text() == PROMPT
+    assert json.loads((adir / 'last-message.txt').read_text()) == result.answer
+    assert (adir / 'stderr.log').exists() and int((adir / 'pid').read_text()) == attempt.pid
+    assert json.loads((adir / 'attempt.json').read_text())['outcome'] == 'ok'
+    assert result.usage == FAKE_USAGE == attempt.usage
+    assert attempt.exit_code == 0 and attempt.kind == 'initial'
+    json.dumps(result.to_dict())   # JSON-ready
+
+
+def test_argv_matches_the_cli_contract(h: Harness) -> None:
+    spec = h.spec(model='gpt-test', extra_args=('-c', 'x=1'))
+    first = build_argv(spec, h.root / 'last.txt', None)
+    assert first[:3] == [str(h.bin / 'codex'), 'exec', '--json']
+    assert first[first.index('-C') + 1] == str(h.workdir) and first[first.index('-m') + 1] == 'gpt-test'
+    assert first[-3:] == ['-c', 'x=1', '-']
+    again = build_argv(spec, h.root / 'last.txt', 'thread-1')
+    assert again[-3:] == ['resume', 'thread-1', '-']
+    assert again.index('-C') < again.index('resume') and again.index('--sandbox') < again.index('resume')
+    assert again.index('-c') < again.index('resume') and '--output-schema' in again
+
+
+def test_invalid_then_valid_resumes_same_thread_with_reminder(h: Harness) -> None:
+    result = h.run([{'answer': {'status': 5, 'summary': 'x', 'decisions': []}}, {'answer': 'auto'}],
+                   model='gpt-test')
+    assert result.outcome == 'ok'
+    first, second = result.attempts
+    assert (first.outcome, first.kind, second.kind) == ('invalid-output', 'initial', 'schema-retry')
+    assert first.validation_errors == ["5 is not one of ['done', 'blocked']"]
+    assert second.argv[-3:] == ['resume', first.thread_id, '-'] and second.thread_id == first.thread_id
+    reminder = (h.task_dir / 'attempt-2' / 'prompt.txt').read_text()
+    assert "5 is not one of ['done', 'blocked']" in reminder and 'ONLY a JSON object' in reminder
+    log = h.log()
+    assert [entry['resume'] for entry in log] == [False, True] and log[1]['model'] == 'gpt-test'
+    assert log[1]['workdir'] == str(h.workdir) and log[1]['sandbox'] == 'workspace-write'
+    assert first.usage == FAKE_USAGE == second.usage
+    assert second.usage_cumulative == {k: 2 * v for k, v in FAKE_USAGE.items()}
+    assert result.usage == {k: 2 * v for k, v in FAKE_USAGE.items()}
+
+
+def test_always_invalid_ends_invalid_output_after_schema_retries(h: Harness) -> None:
+    result = h.run({'answer': 'I did it, trust me.'}, schema_retries=1, failure_retries=3)
+    assert result.outcome == 'invalid-output' and result.answer is None
+    assert [a.kind for a in result.attempts] == ['initial', 'schema-retry']
+    assert result.error is not None and 'not JSON' in result.error
+    assert 'not JSON' in (h.task_dir / 'attempt-2' / 'prompt.txt').read_text()
+
+
+def test_fenced_answer_is_accepted(h: Harness) -> None:
+    result = h.run({'answer': 'Done:\n```json\n{"status": "done", "summary": "s", "decisions": ["d"]}\n```'})
+    assert result.outcome == 'ok' and result.answer == {'status': 'done', 'summary': 's', 'decisions': ['d']}
+
+
+# --- failures and retries --------------------------------------------------------------------------
+
+def test_turn_failed_reports_message(h: Harness) -> None:
+    result = h.run({'fail': 'Incomplete response returned, reason: max_output_tokens'})
+    assert result.outcome == 'turn-failed'
+    assert result.error == 'Incomplete response returned, reason: max_output_tokens'
+    assert len(result.attempts) == 1 and result.attempts[0].exit_code == 1
+
+
+def test_quota_failure_is_deferred_and_not_retried(h: Harness) -> None:
+    result = h.run({'fail': 'Quota exceeded. Check your plan and billing details.'}, failure_retries=3)
+    assert result.outcome == 'deferred' and len(result.attempts) == 1
+    assert 'Quota exceeded' in (result.error or '')
+
+
+def test_exit_nonzero_is_retried_with_fresh_sessions(h: Harness) -> None:
+    result = h.run({'exit': 3}, failure_retries=2)
+    assert result.outcome == 'exit-nonzero' and 'rc 3' in (result.error or '')
+    assert [a.kind for a in result.attempts] == ['initial', 'failure-retry', 'failure-retry']
+    assert len({a.thread_id for a in result.attempts}) == 3
+    assert not any(entry['resume'] for entry in h.log())
+
+
+def test_exit_zero_without_turn_completed_is_a_failure(h: Harness) -> None:
+    result = h.run({'no_turn_completed': True})
+    assert result.outcome == 'exit-nonzero' and 'no turn.completed' in (result.error or '')
+    assert result.answer is None
+
+
+def test_transient_failure_then_success(h: Harness) -> None:
+    result = h.run([{'hang': True}, {}], timeout_idle=0.5, failure_retries=1)
+    assert result.outcome == 'ok'
+    assert [(a.kind, a.outcome) for a in result.attempts] == [('initial', 'timeout'), ('failure-retry', 'ok')]
+    assert result.attempts[0].thread_id != result.attempts[1].thread_id
+
+
+def test_missing_binary_is_launch_error_with_install_hint(h: Harness) -> None:
+    result = h.run(codex=(str(h.root / 'no-such-codex'),), failure_retries=2)
+    assert result.outcome == 'launch-error' and len(result.attempts) == 1
+    assert 'npm install -g @openai/codex@0.169.0' in (result.error or '') and 'codex.binary' in INSTALL_HINT
+    assert json.loads((h.task_dir / 'attempt-1' / 'attempt.json').read_text())['outcome'] == 'launch-error'
+
+
+def test_non_executable_binary_is_launch_error(h: Harness) -> None:
+    plain = h.root / 'codex-not-executable'
+    plain.write_text('#!/bin/sh\n')
+    result = h.run(codex=(str(plain),))
+    assert result.outcome == 'launch-error' and 'not executable' in (result.error or '')
+
+
+def test_garbage_lines_are_counted(h: Harness) -> None:
+    result = h.run({'garbage': 5, 'answer': 'no json here'}, schema_retries=0)
+    assert result.outcome == 'invalid-output'
+    assert result.attempts[0].garbage_lines == 5
+    tolerant = h.run({'garbage': 2})
+    assert tolerant.outcome == 'ok' and tolerant.attempts[0].garbage_lines == 2
+
+
+# --- timeouts and process-group hygiene ------------------------------------------------------------
+
+def test_hang_times_out_on_idle_and_kills_the_group(h: Harness) -> None:
+    result = h.run({'hang': True}, timeout_idle=0.6, timeout_total=20)
+    attempt = result.attempts[0]
+    assert result.outcome == 'timeout' and attempt.timeout == 'idle' and 'idle' in (result.error or '')
+    assert attempt.pid is not None and _group_gone(attempt.pid)
+    assert attempt.duration < 4
+    assert live_worker_pgids() == []
+
+
+def test_silent_process_times_out_waiting_for_first_event(h: Harness) -> None:
+    result = h.run({'silent': True}, timeout_first_event=0.6, timeout_idle=0.1)
+    assert result.outcome == 'timeout' and result.attempts[0].timeout == 'first-event'
+    assert result.attempts[0].pid is not None and _group_gone(result.attempts[0].pid)
+
+
+def test_total_timeout(h: Harness) -> None:
+    result = h.run({'sleep': 30}, timeout_total=0.8, timeout_idle=10)
+    assert result.outcome == 'timeout' and result.attempts[0].timeout == 'total'
+
+
+def test_leftover_child_is_killed_with_the_group(h: Harness) -> None:
+    result = h.run({'child': True})
+    assert result.outcome == 'ok'
+    child_pid = h.log()[0]['child_pid']
+    pgid = result.attempts[0].pid
+    assert pgid is not None
+    deadline = time.monotonic() + 5
+    while _live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_members(pgid) == []
+    state = _proc_state(child_pid)
+    assert state is None or state[0] == 'Z'
+
+
+def test_cancel_event_interrupts_and_kills(h: Harness) -> None:
+    h.script({'hang': True})
+    cancel = threading.Event()
+    timer = threading.Timer(0.4, cancel.set)
+    timer.start()
+    result = run_worker(h.spec(failure_retries=2, timeout_idle=30), PROMPT, h.task_dir, validate, cancel=cancel)
+    assert result.outcome == 'interrupted' and len(result.attempts) == 1
+    assert result.attempts[0].pid is not None and _group_gone(result.attempts[0].pid)
+
+
+def test_keyboard_interrupt_kills_group_records_and_reraises(h: Harness) -> None:
+    h.script({'hang': True})
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(h.spec(timeout_idle=30), PROMPT, h.task_dir, validate)
+    record = json.loads((h.task_dir / 'attempt-1' / 'attempt.json').read_text())
+    assert record['outcome'] == 'interrupted'
+    assert _group_gone(record['pid'])
+    assert live_worker_pgids() == []
+
+
+def test_kill_all_workers_from_another_thread(h: Harness) -> None:
+    h.script({'hang': True})
+    results: list[WorkerResult] = []
+    worker = threading.Thread(target=lambda: results.append(
+        run_worker(h.spec(timeout_idle=30, failure_retries=2), PROMPT, h.task_dir, validate)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not live_worker_pgids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pgids = live_worker_pgids()
+        assert len(pgids) == 1
+        assert kill_all_workers(grace=1.0) == 1
+        worker.join(10)
+    finally:
+        reset_worker_shutdown()
+    assert results[0].outcome == 'interrupted' and len(results[0].attempts) == 1
+    assert _group_gone(pgids[0])
+
+
+# --- streaming, memory, robustness ----------------------------------------------------------------
+
+def test_flood_does_not_grow_memory(h: Harness) -> None:
+    before = _vm_hwm_kb()
+    result = h.run({'flood_mb': 50}, timeout_idle=10)
+    after = _vm_hwm_kb()
+    assert result.outcome == 'ok' and result.attempts[0].events > 6000
+    assert (h.task_dir / 'attempt-1' / 'events.jsonl').stat().st_size > 50 * 1024 * 1024
+    assert after - before < 20 * 1024, f'peak RSS grew by {after - before} kB'
+
+
+def test_overlong_line_is_skipped_as_garbage(h: Harness) -> None:
+    result = h.run({'huge_line_mb': 9})
+    assert result.outcome == 'ok' and result.attempts[0].garbage_lines == 1
+
+
+def test_large_prompt_does_not_deadlock(h: Harness) -> None:
+    prompt = PROMPT + ('filler line\n' * 400_000)
+    result = run_worker(h.spec(timeout_total=20), prompt, h.task_dir, validate)
+    assert result.outcome == 'ok'
+    assert (h.task_dir / 'attempt-1' / 'prompt.txt').read_text() == prompt
+    assert h.log()[0]['prompt'] == prompt[:2000]
+
+
+def test_on_event_exceptions_do_not_break_the_worker(h: Harness) -> None:
+    def explode(event: dict) -> None:
+        raise RuntimeError('display bug')
+    result = run_worker(h.spec(), PROMPT, h.task_dir, validate, on_event=explode)
+    assert result.outcome == 'ok'
+
+
+def test_attempt_dirs_continue_numbering_across_runs(h: Harness) -> None:
+    h.run({})
+    h.run({})
+    assert sorted(p.name for p in h.task_dir.iterdir()) == ['attempt-1', 'attempt-2']
+    assert json.loads((h.task_dir / 'attempt-2' / 'attempt.json').read_text())['n'] == 2
+
+
+def test_edits_land_in_the_workdir(h: Harness) -> None:
+    result = h.run({'edits': {'src/a.py': 'print(1)\n'}, 'decisions': ['kept it small']})
+    assert result.outcome == 'ok' and result.answer is not None
+    assert (h.workdir / 'src' / 'a.py').read_text() == 'print(1)\n'
+    assert result.answer['decisions'] == ['kept it small']   # type: ignore[index]
+    assert result.attempts[0].last_activity == 'message'
+
+
+def test_usage_keys_are_complete(h: Harness) -> None:
+    result = h.run({'usage': {'input_tokens': 7}})
+    assert set(result.usage) == set(USAGE_KEYS) and result.usage['input_tokens'] == 7
+
+
+# --- the fake itself behaves like the CLI where the worker depends on it ----------------------------
+
+def test_fake_rejects_cd_after_resume_and_reports_version(h: Harness) -> None:
+    codex = str(h.bin / 'codex')
+    version = subprocess.run([codex, '--version'], capture_output=True, text=True)
+    assert version.stdout.strip() == 'codex-cli 0.169.0'
+    bad = subprocess.run([codex, 'exec', '--json', 'resume', 'x', '-C', str(h.workdir), '-'],
+                         input='hi', capture_output=True, text=True)
+    assert bad.returncode == 2 and "unexpected argument '-C'" in bad.stderr
+    unknown = subprocess.run([codex, 'exec', '--json', '--skip-git-repo-check', 'resume', 'nope', '-'],
+                             input='hi', capture_output=True, text=True)
+    assert unknown.returncode == 1 and unknown.stdout == '' and 'no rollout found' in unknown.stderr
