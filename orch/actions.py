@@ -21,7 +21,7 @@ from orch.prompts import bullet_list, render, upstream_section
 from orch.runtime import Runtime
 from orch.spec import read_spec
 from orch.validate import schema_errors
-from orch.worker import WorkerSpec, run_worker
+from orch.worker import WorkerSpec, kill_stale_attempts, run_worker
 
 
 class Failed(Exception):
@@ -115,6 +115,7 @@ def codex_worker(rt: Runtime, step: Step) -> None:
         # Finished before, but doit's record of it was lost (e.g. a kill): nothing to redo.
         return
     workdir = rt.path(rt.layout.task_worktree(task.id))
+    kill_stale_attempts(task_dir)
     if _finish_interrupted_commit(rt, task, task_dir, result_path, digest, workdir):
         return
     sched = rt.scheduler

@@ -20,9 +20,12 @@ signal handler) and at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import os
 import selectors
 import signal
+import sys
 import subprocess
 import threading
 import time
@@ -353,12 +356,62 @@ def _launch(argv: list[str], spec: WorkerSpec, prompt: bytes, adir: Path) -> sub
     with open(adir / 'stderr.log', 'wb') as stderr:
         with _LOCK:   # registered before any other thread can look: kill_all_workers sees it
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                    env=env, start_new_session=True, bufsize=0)
+                                    env=env, start_new_session=True, bufsize=0,
+                                    preexec_fn=_die_with_parent)
             _LIVE[proc.pid] = proc
     # A thread writes the prompt so a prompt larger than the pipe buffer cannot deadlock.
     threading.Thread(target=_feed_stdin, args=(proc, prompt), daemon=True,
                      name=f'codex-stdin-{proc.pid}').start()
     return proc
+
+
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved once in the parent: the child between fork and exec must only make the C call.
+_PRCTL = _load_prctl() if sys.platform.startswith('linux') else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when codex-orch dies, even by SIGKILL, so no worker outlives it.
+
+    SIGTERM rather than SIGKILL: the npm launcher forwards SIGTERM to the native binary it
+    spawned, while a SIGKILL of the launcher would orphan it (reference/codex-exec.md §8).
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def kill_stale_attempts(task_dir: Path) -> int:
+    """Kill process groups of attempts that never finished (a previous codex-orch was killed).
+
+    Each attempt writes its pgid to `attempt-<n>/pid` at launch and `attempt.json` at the end;
+    a pid file without attempt.json whose group still runs codex is an orphan. Returns how many.
+    """
+    killed = 0
+    for pid_file in Path(task_dir).glob('attempt-*/pid'):
+        if (pid_file.parent / 'attempt.json').exists():
+            continue
+        try:
+            pgid = int(pid_file.read_text().strip())
+            cmdline = Path(f'/proc/{pgid}/cmdline').read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b'codex' not in cmdline:   # the pid was reused by something else: leave it alone
+            continue
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.2)
+        killed += 1
+    return killed
 
 
 def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
