@@ -10,6 +10,8 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from orch import __version__, output
+from orch.commands import demo as demo_cmd
+from orch.commands import doctor as doctor_cmd
 from orch.commands import init as init_cmd
 from orch.commands import report as report_cmd
 from orch.commands import resume as resume_cmd
@@ -29,6 +31,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable
     'resume': (resume_cmd.add_parser, resume_cmd.resume),
     'status': (status_cmd.add_parser, status_cmd.status),
     'report': (report_cmd.add_parser, report_cmd.report),
+    'demo': (demo_cmd.add_parser, demo_cmd.demo),
+    'doctor': (doctor_cmd.add_parser, doctor_cmd.doctor),
 }
 
 

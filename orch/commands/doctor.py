@@ -1,0 +1,76 @@
+"""`codex-orch doctor`: check codex, git, config, schemas, templates and rules; say what to fix."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from orch import git, output
+from orch.codex_bin import INSTALL_HINT, PINNED_VERSION, find_codex
+from orch.config import CONFIG_FILE, Config, load_config
+from orch.errors import OrchError
+from orch.resources import builtin_rules_dir
+from orch.rules import load_rules
+from orch.runs import ORCH_DIR
+from orch.runtime import check_roles
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser('doctor', help='check the codex binary, git, config, schemas and prompts')
+
+
+def _check_codex(config: Config, repo: Path) -> str:
+    binary = find_codex(config.codex.binary, repo)
+    if binary is None:
+        raise OrchError(f'codex executable {config.codex.binary!r} not found: {INSTALL_HINT}')
+    try:
+        proc = subprocess.run([binary, '--version'], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OrchError(f'{binary} --version failed: {exc}')
+    version = proc.stdout.strip().split()[-1] if proc.stdout.strip() else '?'
+    note = '' if version == PINNED_VERSION else f' (codex-orch is tested with {PINNED_VERSION})'
+    return f'{binary}: codex-cli {version}{note}'
+
+
+def _check_git(repo: Path) -> str:
+    version = '.'.join(map(str, git.git_version()))
+    if git.git_version() < (2, 25):
+        raise OrchError(f'git {version} is too old; worktrees need git >= 2.25')
+    return f'git {version}; repository {repo}'
+
+
+def doctor(args: argparse.Namespace) -> int:
+    problems = 0
+
+    def check(name: str, fn: Callable[[], str]) -> None:
+        nonlocal problems
+        try:
+            detail = fn()
+            output.write_line(f'ok    {name}: {detail}')
+        except OrchError as exc:
+            problems += 1
+            output.write_line(f'FAIL  {name}: {exc}')
+
+    try:
+        repo = git.repo_root(Path.cwd())
+    except OrchError as exc:
+        output.write_line(f'FAIL  git repository: {exc}')
+        return 1
+    config_path = repo / ORCH_DIR / CONFIG_FILE
+    config = Config()
+
+    def load() -> str:
+        nonlocal config
+        config = load_config(config_path)
+        return str(config_path) if config_path.exists() else 'no config file; using the defaults (run init)'
+
+    check('config', load)
+    check('codex', lambda: _check_codex(config, repo))
+    check('git', lambda: _check_git(repo))
+    check('schemas and prompts', lambda: (check_roles(repo, config, sorted(config.roles)),
+                                          f'{len(config.roles)} roles: {", ".join(sorted(config.roles))}')[1])
+    check('rules', lambda: f'{len(load_rules(builtin_rules_dir(), repo / ORCH_DIR / "rules").rules)} rules')
+    output.write_line('all checks passed' if not problems else f'{problems} problem(s) to fix (see FAIL above)')
+    return 0 if not problems else 1
