@@ -1,0 +1,581 @@
+"""Every git operation codex-orch performs; the only module that imports GitPython.
+
+The orchestrator, not the worker, owns git: it creates worktrees and branches, commits what a worker
+changed, merges, fast-forwards and cleans. Each function takes explicit paths and reads the repository
+afresh, so callers can treat it as a function of the repository state.
+
+Safety rules live here so that no caller can forget them:
+- the user's main checkout is never modified, except when `fast_forward` moves a *clean* checked-out
+  base branch with `merge --ff-only`, which cannot lose work;
+- every git command runs without the variables that locate a repository (GIT_DIR, GIT_WORK_TREE,
+  GIT_INDEX_FILE, ...), so an orchestrator started from a git hook cannot act on the wrong repository;
+- every failure is a `GitError` with the command, git's stderr and a sentence saying what to do.
+
+GitPython has no worktree API (gitpython-developers/GitPython#719), so everything goes through its
+command wrapper. Needs git >= 2.24 (`merge --no-verify`, `%(trailers:key=...,valueonly)`).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+import re
+import shlex
+import tempfile
+import threading
+from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from pathlib import PurePosixPath
+from typing import BinaryIO
+from typing import TypedDict
+
+from orch.errors import GitError
+
+# GitPython runs `git version` on import and raises ImportError when git is missing; with 'quiet' the
+# import succeeds and the first command fails with GitCommandNotFound, which we turn into a GitError.
+os.environ.setdefault('GIT_PYTHON_REFRESH', 'quiet')
+import git as gitpython  # noqa: E402
+
+# Variables that point git at a repository, index or object store other than the one found from the
+# working directory. Git exports several of them to hooks (pre-commit issue #300).
+_LOCATING_VARS = frozenset({
+    'GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE', 'GIT_OBJECT_DIRECTORY',
+    'GIT_ALTERNATE_OBJECT_DIRECTORIES', 'GIT_COMMON_DIR', 'GIT_NAMESPACE', 'GIT_PREFIX',
+    'GIT_QUARANTINE_PATH',
+})
+# Added to every command: never prompt for credentials or open an editor in an unattended run.
+_FIXED_ENV = {'GIT_TERMINAL_PROMPT': '0', 'GIT_EDITOR': ':'}
+_FALLBACK_IDENTITY = ('codex-orch', 'codex-orch@localhost')
+_LOCK_FILE = 'codex-orch-commit.lock'
+_TRAILER_KEY = re.compile(r'[A-Za-z0-9][A-Za-z0-9-]*')
+_DEFAULT_HINT = 'Check the repository with `git status` and retry.'
+
+_env_guard = threading.Lock()
+_repo_locks: dict[str, threading.Lock] = {}
+_repo_locks_guard = threading.Lock()
+
+
+class WorktreeInfo(TypedDict):
+    path: Path
+    head: str | None
+    branch: str | None  # short name; None when detached or bare
+    detached: bool
+    bare: bool
+    locked: bool
+    prunable: bool  # its directory is gone; `prune_worktrees` drops the record
+
+
+@dataclass(frozen=True)
+class _Result:
+    argv: list[str]
+    status: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return os.fsdecode(self.out).strip()
+
+
+@dataclass(frozen=True)
+class _Location:
+    toplevel: Path
+    git_dir: Path
+    common_dir: Path
+
+    @property
+    def is_main(self) -> bool:
+        # A linked worktree has its own git dir under <common>/worktrees/<name>.
+        return self.git_dir == self.common_dir
+
+
+# --- running git ---------------------------------------------------------------------------------
+
+def _scrub_environment() -> None:
+    # GitPython builds each child's environment from os.environ and can only add variables, never
+    # remove them, so the locating ones are dropped from the process itself. Workers launched later
+    # must not inherit them either. Normally there is nothing to drop and this costs one set test.
+    if _LOCATING_VARS.isdisjoint(os.environ):
+        return
+    with _env_guard:
+        for name in _LOCATING_VARS:
+            os.environ.pop(name, None)
+
+
+def _run(
+    cwd: Path | None,
+    *args: str,
+    ok: tuple[int, ...] = (0,),
+    env: Mapping[str, str] | None = None,
+    stdin: BinaryIO | None = None,
+    hint: str = _DEFAULT_HINT,
+) -> _Result:
+    """Run git (in `cwd` via -C) and return its result; exit codes outside `ok` raise GitError."""
+    _scrub_environment()
+    # `-C` rather than GitPython's working_dir: GitPython silently falls back to the process's cwd
+    # when working_dir is not accessible, which could make git act on the wrong repository.
+    argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git']
+    if cwd is not None:
+        argv += ['-C', str(cwd)]
+    argv += args
+    try:
+        status, out, err = gitpython.Git().execute(
+            argv, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
+            istream=stdin, env={**_FIXED_ENV, **(env or {})},
+        )
+    except (gitpython.exc.GitError, OSError) as exc:
+        raise GitError(f'cannot run git ({exc}); install git or put it on PATH, then retry') from exc
+    if status not in ok:
+        raise GitError(_failure(argv, status, err, hint))
+    return _Result(argv, status, out, err)
+
+
+def _failure(argv: list[str], status: int, err: str, hint: str) -> str:
+    command = ' '.join(shlex.quote(a) for a in argv)
+    detail = '\n'.join(f'  {line}' for line in (err.strip() or '(no output on stderr)').splitlines())
+    return f'git failed (exit {status}): {command}\n{detail}\n{hint}'
+
+
+def _check_name(value: str, what: str) -> str:
+    # A leading '-' would be read as an option by git.
+    if not value or value.startswith('-'):
+        raise GitError(f'invalid {what} {value!r}; use a name that is not empty and does not start with "-".')
+    return value
+
+
+# --- where things are ----------------------------------------------------------------------------
+
+def _locate(path: Path) -> _Location:
+    path = Path(path)
+    if not path.is_dir():
+        raise GitError(f'not a git repository: {path} is not a directory (run codex-orch inside the repository)')
+    res = _run(path, 'rev-parse', '--show-toplevel', '--git-dir', '--git-common-dir', ok=(0, 128))
+    if res.status != 0:
+        raise GitError(f'not a git repository: {path} (run codex-orch inside the repository)\n  {res.err.strip()}')
+    top, git_dir, common = os.fsdecode(res.out).splitlines()[:3]
+    # --git-dir and --git-common-dir may be relative to `path`; an absolute one is kept by `/`.
+    return _Location(Path(top).resolve(), (path / git_dir).resolve(), (path / common).resolve())
+
+
+def _own_worktree(worktree: Path, action: str) -> _Location:
+    """Locate a linked worktree that codex-orch may change; refuse the main checkout and subdirectories."""
+    loc = _locate(worktree)
+    if loc.is_main:
+        raise GitError(
+            f'refusing to {action} {worktree}: it is the main checkout of the repository, which codex-orch '
+            'never changes; pass the path of a codex-orch worktree.')
+    if loc.toplevel != Path(worktree).resolve():
+        raise GitError(
+            f'refusing to {action} {worktree}: it is not the top of a worktree (that is {loc.toplevel}); '
+            'pass the worktree path itself.')
+    return loc
+
+
+def repo_root(path: Path) -> Path:
+    """The top of the repository's main working tree, also when `path` is inside a linked worktree."""
+    loc = _locate(path)
+    if loc.is_main:
+        return loc.toplevel
+    main = list_worktrees(loc.toplevel)[0]  # git always lists the main worktree first
+    if main['bare']:
+        raise GitError(f'{path} belongs to a bare repository ({main["path"]}); run codex-orch in a normal clone.')
+    return main['path']
+
+
+def current_branch(root: Path) -> str | None:
+    res = _run(root, 'symbolic-ref', '--quiet', 'HEAD', ok=(0, 1))
+    return res.text.removeprefix('refs/heads/') if res.status == 0 else None
+
+
+def rev_parse(root: Path, ref: str) -> str:
+    """The commit sha `ref` names (tags are peeled)."""
+    _check_name(ref, 'revision')
+    res = _run(root, 'rev-parse', '--verify', '--quiet', f'{ref}^{{commit}}', ok=(0, 1))
+    if res.status != 0:
+        raise GitError(f'unknown revision {ref!r} in {root}; check the branch or commit name.')
+    return res.text
+
+
+def git_version() -> tuple[int, ...]:
+    match = re.search(r'(\d+(?:\.\d+)*)', _run(None, 'version').text)
+    if match is None:
+        raise GitError('cannot read the git version from `git version`; reinstall git.')
+    return tuple(int(part) for part in match.group(1).split('.'))
+
+
+def _ref_sha(root: Path, ref: str) -> str | None:
+    res = _run(root, 'rev-parse', '--verify', '--quiet', ref, ok=(0, 1))
+    return res.text if res.status == 0 else None
+
+
+# --- worktrees -----------------------------------------------------------------------------------
+
+def worktree_valid(path: Path) -> bool:
+    """Whether `path` is the top of a working tree git recognises."""
+    try:
+        return _locate(path).toplevel == Path(path).resolve()
+    except GitError:
+        return False
+
+
+def ensure_worktree(root: Path, path: Path, branch: str, start_commit: str) -> bool:
+    """Make `path` a worktree on `branch`, creating the branch at `start_commit` if it is new.
+
+    Idempotent. An existing branch keeps its tip (a worktree deleted by hand comes back with the work
+    committed on it, not reset to `start_commit`). Returns True if something was created.
+    """
+    path = Path(path).resolve()
+    _check_name(branch, 'branch name')
+    if worktree_valid(path):
+        _check_existing_worktree(root, path, branch)
+        return False
+    prune_worktrees(root)  # a record whose directory was deleted would block `worktree add`
+    hint = (f'Check that {branch} is not checked out in another worktree and that {path} is free '
+            '(move it away if it is not a worktree), then retry.')
+    if _ref_sha(root, f'refs/heads/{branch}') is not None:
+        _run(root, 'worktree', 'add', str(path), branch, hint=hint)
+    else:
+        start = rev_parse(root, start_commit)
+        _run(root, 'worktree', 'add', '--no-track', '-b', branch, str(path), start, hint=hint)
+    return True
+
+
+def _check_existing_worktree(root: Path, path: Path, branch: str) -> None:
+    loc, root_loc = _locate(path), _locate(root)
+    if loc.common_dir != root_loc.common_dir or loc.is_main:
+        raise GitError(f'{path} is not a worktree of the repository at {root}; move it away and retry.')
+    actual = current_branch(path)
+    if actual != branch:
+        raise GitError(
+            f'worktree {path} has {actual or "a detached HEAD"} checked out, not {branch}; '
+            'remove it (codex-orch clean) and retry.')
+
+
+def list_worktrees(root: Path) -> list[WorktreeInfo]:
+    """Every worktree of the repository, the main one first."""
+    if _worktree_list_has_z():
+        return _parse_worktrees(os.fsdecode(_run(root, 'worktree', 'list', '--porcelain', '-z').out), '\0')
+    return _parse_worktrees(os.fsdecode(_run(root, 'worktree', 'list', '--porcelain').out), '\n')
+
+
+@functools.lru_cache(maxsize=1)
+def _worktree_list_has_z() -> bool:
+    return git_version() >= (2, 36)  # -z keeps paths with newlines intact
+
+
+def _parse_worktrees(text: str, sep: str) -> list[WorktreeInfo]:
+    result: list[WorktreeInfo] = []
+    for record in text.split(sep * 2):
+        attrs = dict(line.partition(' ')[::2] for line in record.split(sep) if line)
+        if 'worktree' not in attrs:
+            continue
+        path = Path(attrs['worktree'])
+        branch = attrs.get('branch')
+        result.append(WorktreeInfo(
+            path=path, head=attrs.get('HEAD'),
+            branch=branch.removeprefix('refs/heads/') if branch else None,
+            detached='detached' in attrs, bare='bare' in attrs, locked='locked' in attrs,
+            # git < 2.31 has no 'prunable' annotation; a missing directory means the same.
+            prunable='prunable' in attrs or not path.exists(),
+        ))
+    return result
+
+
+def prune_worktrees(root: Path) -> None:
+    _run(root, 'worktree', 'prune')
+
+
+def remove_worktree(root: Path, path: Path, *, force: bool = False) -> None:
+    """Remove a worktree, also when its directory was already deleted by hand.
+
+    Without `force`, git refuses a worktree with uncommitted or untracked files.
+    """
+    path = Path(path).resolve()
+    if not path.exists():
+        prune_worktrees(root)
+        return
+    _run(root, 'worktree', 'remove', *(['--force'] if force else []), str(path),
+         hint=f'Commit or discard the changes in {path}, or remove it with force, then retry.')
+
+
+def worktree_of_branch(root: Path, branch: str) -> Path | None:
+    """The worktree (main checkout included) that has `branch` checked out, if any."""
+    for wt in list_worktrees(root):
+        if wt['branch'] == branch:
+            return wt['path']
+    return None
+
+
+# --- changes in a worktree -----------------------------------------------------------------------
+
+def _status_entries(worktree: Path, pathspecs: list[str] | None = None) -> list[tuple[str, str]]:
+    """(path, XY) pairs from `git status`; renames are reported as a deletion plus an addition."""
+    # --no-optional-locks: a read must not take index.lock while another task commits.
+    res = _run(worktree, '--no-optional-locks', 'status', '--porcelain=v1', '-z', '--untracked-files=all',
+               '--no-renames', *(['--', *pathspecs] if pathspecs else []))
+    entries: list[tuple[str, str]] = []
+    fields = iter(res.out.split(b'\0'))
+    for field in fields:
+        if not field:
+            continue
+        xy = field[:2].decode('ascii')
+        entries.append((os.fsdecode(field[3:]), xy))
+        if 'R' in xy or 'C' in xy:  # defensive: -z puts the source path in the next field
+            source = os.fsdecode(next(fields))
+            if 'R' in xy:
+                entries.append((source, xy))
+    return entries
+
+
+def changed_paths(worktree: Path) -> list[str]:
+    """Modified, deleted and untracked (not ignored) files, relative to the worktree, sorted."""
+    return sorted({path for path, _ in _status_entries(Path(worktree))})
+
+
+def is_dirty(worktree: Path) -> bool:
+    res = _run(worktree, '--no-optional-locks', 'status', '--porcelain=v1', '-z', '--untracked-files=normal')
+    return bool(res.out.strip(b'\0'))
+
+
+def discard_changes(worktree: Path, paths: list[str] | None = None) -> None:
+    """Reset tracked and delete untracked (not ignored) changes: all, or those matching pathspecs."""
+    worktree = Path(worktree)
+    loc = _own_worktree(worktree, 'discard changes in')
+    if paths is not None and not paths:
+        return
+    with _repo_lock(loc.common_dir):
+        if paths is None:
+            _run(worktree, 'reset', '--quiet', '--hard', 'HEAD')
+            _run(worktree, 'clean', '-f', '-d', '--quiet')
+            return
+        # Unstage first, so staged additions become untracked and `clean` removes them.
+        _run(worktree, 'reset', '--quiet', 'HEAD', '--', *paths)
+        tracked = [path for path, xy in _status_entries(worktree, paths) if xy != '??']
+        if tracked:  # checkout errors on pathspecs matching nothing, so give it exact paths
+            _run(worktree, '--literal-pathspecs', 'checkout', '--quiet', 'HEAD', '--', *tracked)
+        _run(worktree, 'clean', '-f', '-d', '--quiet', '--', *paths)
+
+
+# --- commits -------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _repo_lock(common_dir: Path) -> Iterator[None]:
+    """Serialise index-writing operations on one repository, across threads and processes."""
+    with _repo_locks_guard:
+        lock = _repo_locks.setdefault(str(common_dir), threading.Lock())
+    # flock alone would do across processes; the thread lock keeps threads from queuing in the kernel.
+    with lock, open(common_dir / _LOCK_FILE, 'a') as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield  # closing the file releases the flock
+
+
+def _message_with_trailers(message: str, trailers: Mapping[str, str]) -> str:
+    if not message.strip():
+        raise ValueError('a commit message must not be empty')
+    lines = []
+    for key, value in trailers.items():
+        if not _TRAILER_KEY.fullmatch(key):
+            raise ValueError(f'invalid trailer key {key!r}: use letters, digits and "-"')
+        if not value.strip() or '\n' in value or '\r' in value:
+            raise ValueError(f'invalid value for trailer {key}: {value!r} (one non-empty line)')
+        lines.append(f'{key}: {value.strip()}')
+    return message.strip() + ('\n\n' + '\n'.join(lines) if lines else '') + '\n'
+
+
+def _identity_env(worktree: Path, author: tuple[str, str] | None) -> dict[str, str]:
+    """Author/committer variables for one command: `author`, else git's identity, else the fallback."""
+    if author is not None:
+        name, email = author
+        return {'GIT_AUTHOR_NAME': name, 'GIT_AUTHOR_EMAIL': email,
+                'GIT_COMMITTER_NAME': name, 'GIT_COMMITTER_EMAIL': email}
+    env: dict[str, str] = {}
+    for role in ('AUTHOR', 'COMMITTER'):
+        # `git var` fails exactly when `git commit` would: no usable configured identity.
+        if _run(worktree, 'var', f'GIT_{role}_IDENT', ok=(0, 128)).status != 0:
+            env[f'GIT_{role}_NAME'], env[f'GIT_{role}_EMAIL'] = _FALLBACK_IDENTITY
+    return env
+
+
+def _stage(worktree: Path, paths: list[str] | None) -> bool:
+    """Stage all changes, or exactly `paths`; return whether anything is staged."""
+    if paths is None:
+        _run(worktree, 'add', '--all')
+    else:
+        wanted = {PurePosixPath(p).as_posix() for p in paths}
+        selected = [p for p in changed_paths(worktree) if p in wanted]
+        _run(worktree, 'reset', '--quiet')  # leftovers staged by a failed attempt must not ride along
+        if selected:
+            _run(worktree, '--literal-pathspecs', 'add', '--all', '--', *selected)
+    return _run(worktree, 'diff', '--cached', '--quiet', ok=(0, 1)).status == 1
+
+
+def commit(
+    worktree: Path,
+    *,
+    message: str,
+    trailers: dict[str, str],
+    paths: list[str] | None = None,
+    author: tuple[str, str] | None = None,
+) -> str | None:
+    """Commit all changes (or only `paths`) in a codex-orch worktree; None when nothing changed."""
+    worktree = Path(worktree)
+    loc = _own_worktree(worktree, 'commit in')
+    text = _message_with_trailers(message, trailers)
+    env = _identity_env(worktree, author)
+    with _repo_lock(loc.common_dir):
+        if not _stage(worktree, paths):
+            return None
+        with tempfile.TemporaryFile() as msg:  # via stdin: no argv size limit, no option parsing
+            msg.write(text.encode('utf-8'))
+            msg.seek(0)
+            # --no-verify: the user's commit hooks would judge (or rewrite) the worker's output;
+            # validating it is the plan's job, not the hooks'.
+            _run(worktree, 'commit', '--quiet', '--no-verify', '--cleanup=whitespace', '--file=-',
+                 env=env, stdin=msg)
+        return rev_parse(worktree, 'HEAD')
+
+
+def find_commit_by_trailer(worktree: Path, key: str, value: str, *, since: str | None = None) -> str | None:
+    """Newest commit reachable from HEAD (after `since`, exclusive) with trailer `key` equal to `value`."""
+    if not _TRAILER_KEY.fullmatch(key) or not value.strip():
+        raise ValueError(f'invalid trailer {key!r}: {value!r}')
+    value = value.strip()
+    revs = f'{_check_name(since, "revision")}..HEAD' if since else 'HEAD'
+    # git parses the trailer block (keys match case-insensitively); --grep only narrows the walk.
+    fmt = f'%H%x1f%(trailers:key={key},valueonly,unfold,separator=%x1f)'
+    res = _run(worktree, 'log', '-z', f'--format={fmt}', '--fixed-strings', f'--grep={value}', revs, '--')
+    for record in os.fsdecode(res.out).split('\0'):
+        sha, _, values = record.partition('\x1f')
+        if value in (v.strip() for v in values.split('\x1f')):
+            return sha.strip()
+    return None
+
+
+def commit_files(repo: Path, sha: str) -> list[str]:
+    """Files a commit changed (against its first parent), sorted."""
+    parents = _run(repo, 'rev-list', '--parents', '-n', '1', _check_name(sha, 'commit'), '--').text.split()[1:]
+    trees = [parents[0], sha] if parents else ['--root', sha]
+    res = _run(repo, 'diff-tree', '-r', '-z', '--name-only', '--no-renames', '--no-commit-id', *trees)
+    return sorted({os.fsdecode(p) for p in res.out.split(b'\0') if p})
+
+
+# --- history and branches ------------------------------------------------------------------------
+
+def is_ancestor(root: Path, a: str, b: str) -> bool:
+    res = _run(root, 'merge-base', '--is-ancestor', _check_name(a, 'revision'), _check_name(b, 'revision'),
+               ok=(0, 1))
+    return res.status == 0
+
+
+def unmerged_commits(root: Path, branch: str, base: str) -> int:
+    """How many commits `branch` has that `base` does not."""
+    revs = f'{_check_name(base, "revision")}..{_check_name(branch, "branch name")}'
+    return int(_run(root, 'rev-list', '--count', revs, '--').text)
+
+
+def merge_into_worktree(worktree: Path, branches: list[str], message: str) -> list[str]:
+    """Merge `branches` one by one into a clean worktree's HEAD with --no-ff.
+
+    Returns [] on success. On a conflict everything is rolled back to the starting HEAD, the worktree
+    is left clean, and the sorted conflicting paths are returned.
+    """
+    worktree = Path(worktree)
+    loc = _own_worktree(worktree, 'merge into')
+    env = _identity_env(worktree, None)
+    with _repo_lock(loc.common_dir):
+        if is_dirty(worktree):
+            raise GitError(f'cannot merge into {worktree}: it has uncommitted changes; commit or discard them first.')
+        start = rev_parse(worktree, 'HEAD')
+        try:
+            for branch in branches:
+                conflicts = _merge_one(worktree, branch, message, env)
+                if conflicts:
+                    _restore(worktree, start)
+                    return conflicts
+        except GitError:
+            _restore(worktree, start)
+            raise
+    return []
+
+
+def _merge_one(worktree: Path, branch: str, message: str, env: Mapping[str, str]) -> list[str]:
+    res = _run(worktree, 'merge', '--no-ff', '--no-edit', '--no-verify', '--quiet', '-m', message,
+               _check_name(branch, 'branch name'), ok=(0, 1), env=env)
+    if res.status == 0:
+        return []
+    if _ref_sha(worktree, 'MERGE_HEAD') is None:  # failed before merging anything: not a conflict
+        raise GitError(_failure(res.argv, res.status, res.err or os.fsdecode(res.out),
+                                f'Check that {branch} exists and that the merge can run in {worktree}.'))
+    unmerged = _run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
+    return sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+
+
+def _restore(worktree: Path, sha: str) -> None:
+    # The worktree was clean before the merge, so anything now untracked came from the merge.
+    _run(worktree, 'reset', '--quiet', '--hard', sha)
+    _run(worktree, 'clean', '-f', '-d', '--quiet')
+
+
+def fast_forward(root: Path, branch: str, to_sha: str) -> None:
+    """Move `branch` to `to_sha` if that is a fast-forward; change nothing otherwise.
+
+    A checked-out branch is moved with `merge --ff-only` in its worktree so the files follow; that
+    worktree must be clean. A branch not checked out is moved with a compare-and-swap update-ref.
+    """
+    ref = f'refs/heads/{_check_name(branch, "branch name")}'
+    old = _ref_sha(root, ref)
+    if old is None:
+        raise GitError(f'cannot fast-forward {branch}: no such branch in {root}; check the base branch name.')
+    new = rev_parse(root, to_sha)
+    if old == new:
+        return
+    if not is_ancestor(root, old, new):
+        ahead = unmerged_commits(root, old, new)
+        raise GitError(
+            f'cannot fast-forward {branch} to {new[:12]}: the base has diverged ({branch} has {ahead} '
+            f'commit(s) not in {new[:12]}). Merge {branch} into the run branch, or merge by hand, then retry.')
+    with _repo_lock(_locate(root).common_dir):
+        checkout = _live_worktree_of_branch(root, branch)
+        if checkout is None:
+            _run(root, 'update-ref', '-m', f'codex-orch: fast-forward {branch}', ref, new, old,
+                 hint=f'{branch} moved while codex-orch was updating it; run the merge again.')
+            return
+        _refuse_dirty_checkout(checkout, branch)
+        _run(checkout, 'merge', '--ff-only', '--quiet', new,
+             hint=f'Nothing was changed; make {checkout} clean and run the merge again.')
+
+
+def _live_worktree_of_branch(root: Path, branch: str) -> Path | None:
+    for wt in list_worktrees(root):
+        if wt['branch'] == branch and not wt['prunable']:
+            return wt['path']
+    return None
+
+
+def _refuse_dirty_checkout(checkout: Path, branch: str) -> None:
+    dirty = changed_paths(checkout)
+    if dirty:
+        shown = ', '.join(dirty[:10]) + (f' and {len(dirty) - 10} more' if len(dirty) > 10 else '')
+        raise GitError(
+            f'refusing to fast-forward {branch}: it is checked out in {checkout}, which has uncommitted '
+            f'changes ({shown}). Commit or stash them there, then run the merge again; nothing was changed.')
+
+
+def delete_branch(root: Path, branch: str, *, base: str, force: bool = False) -> bool:
+    """Delete `branch` if it is fully merged into `base` (or `force`); never a checked-out branch.
+
+    Returns False, changing nothing, when the branch is missing, checked out, or (without force)
+    has commits not in `base`.
+    """
+    ref = f'refs/heads/{_check_name(branch, "branch name")}'
+    old = _ref_sha(root, ref)
+    if old is None or worktree_of_branch(root, branch) is not None:
+        return False
+    if not force and unmerged_commits(root, ref, base) > 0:
+        return False
+    # Compare-and-swap: if someone committed to the branch since the check, nothing is deleted.
+    _run(root, 'update-ref', '-d', ref, old, hint=f'{branch} moved while codex-orch was deleting it; retry.')
+    return True

@@ -1,0 +1,599 @@
+"""orch.git against real temporary repositories."""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from orch import git as og
+from orch.errors import GitError
+from tests.support.gitrepo import commit_all
+from tests.support.gitrepo import file_tree
+from tests.support.gitrepo import git
+from tests.support.gitrepo import isolate_git
+from tests.support.gitrepo import make_repo
+from tests.support.gitrepo import snapshot
+from tests.support.gitrepo import write_files
+
+TRAILERS = {'Orch-Run': 'r1', 'Orch-Task': 't1'}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_git(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path, {'README.md': 'hello\n', 'src/a.py': 'a = 1\n', '.gitignore': '*.log\n'})
+
+
+@pytest.fixture
+def wt(repo: Path, tmp_path: Path) -> Path:
+    """A linked worktree on branch `work`, started from main."""
+    path = tmp_path / 'wt'
+    og.ensure_worktree(repo, path, 'work', 'main')
+    return path.resolve()
+
+
+def _committed(sha: str | None) -> str:
+    assert sha is not None, 'expected a commit'
+    return sha
+
+
+def _message(repo: Path, sha: str) -> str:
+    return git(repo, 'log', '-1', '--format=%B', sha)
+
+
+# --- locating ------------------------------------------------------------------------------------
+
+def test_repo_root_from_main_subdir_and_linked_worktree(repo: Path, wt: Path) -> None:
+    assert og.repo_root(repo) == repo
+    assert og.repo_root(repo / 'src') == repo
+    assert og.repo_root(wt) == repo
+    (wt / 'deep').mkdir()
+    assert og.repo_root(wt / 'deep') == repo
+
+
+def test_repo_root_outside_a_repository(tmp_path: Path) -> None:
+    plain = tmp_path / 'plain'
+    plain.mkdir()
+    with pytest.raises(GitError, match=r'not a git repository: .*plain \(run codex-orch inside the repository\)'):
+        og.repo_root(plain)
+    with pytest.raises(GitError, match='not a git repository'):
+        og.repo_root(tmp_path / 'missing')
+
+
+def test_current_branch_rev_parse_and_version(repo: Path) -> None:
+    head = git(repo, 'rev-parse', 'HEAD')
+    assert og.current_branch(repo) == 'main'
+    assert og.rev_parse(repo, 'main') == head
+    assert og.rev_parse(repo, 'HEAD') == head
+    git(repo, 'tag', '-a', '-m', 'annotated', 'v1')
+    assert og.rev_parse(repo, 'v1') == head  # peeled to the commit
+    git(repo, 'checkout', '--quiet', '--detach')
+    assert og.current_branch(repo) is None
+    version = og.git_version()
+    assert len(version) >= 2 and all(isinstance(p, int) for p in version)
+
+
+def test_failures_are_git_errors_with_command_and_advice(repo: Path) -> None:
+    with pytest.raises(GitError, match="unknown revision 'nope'"):
+        og.rev_parse(repo, 'nope')
+    with pytest.raises(GitError) as info:
+        og.unmerged_commits(repo, 'nope', 'main')
+    text = str(info.value)
+    assert 'git failed (exit 128)' in text and 'rev-list --count main..nope' in text
+    assert 'nope' in text.splitlines()[1]  # git's stderr, indented
+    assert text.splitlines()[-1].endswith('retry.')
+    with pytest.raises(GitError, match='does not start with "-"'):
+        og.rev_parse(repo, '--all')
+
+
+def test_repository_variables_from_a_hook_are_ignored(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = make_repo(tmp_path, {'other.txt': 'x\n'}, name='other', branch='elsewhere')
+    monkeypatch.setenv('GIT_DIR', str(other / '.git'))
+    monkeypatch.setenv('GIT_WORK_TREE', str(other))
+    monkeypatch.setenv('GIT_INDEX_FILE', str(other / '.git' / 'index'))
+    assert og.current_branch(repo) == 'main'
+    assert og.repo_root(repo / 'src') == repo
+    assert 'GIT_DIR' not in os.environ  # dropped, so workers started later do not inherit it
+
+
+# --- worktrees -----------------------------------------------------------------------------------
+
+def test_ensure_worktree_creates_once(repo: Path, tmp_path: Path) -> None:
+    path = tmp_path / 'wt'
+    assert og.ensure_worktree(repo, path, 'work', 'main') is True
+    assert og.worktree_valid(path)
+    assert og.current_branch(path) == 'work'
+    assert (path / 'src' / 'a.py').read_text() == 'a = 1\n'
+    assert og.ensure_worktree(repo, path, 'work', 'main') is False
+    assert 'branch.work' not in git(repo, 'config', '--list')  # no upstream tracking set up
+    assert og.current_branch(repo) == 'main'
+
+
+def test_ensure_worktree_restores_hand_deleted_worktree_on_branch_tip(repo: Path, wt: Path) -> None:
+    start = og.rev_parse(repo, 'main')
+    write_files(wt, {'new.txt': 'work\n'})
+    tip = commit_all(wt, 'work in progress')
+    shutil.rmtree(wt)
+    assert not og.worktree_valid(wt)
+    assert og.ensure_worktree(repo, wt, 'work', start) is True
+    assert og.rev_parse(wt, 'HEAD') == tip
+    assert (wt / 'new.txt').read_text() == 'work\n'
+
+
+def test_ensure_worktree_refuses_a_worktree_on_another_branch(repo: Path, wt: Path) -> None:
+    with pytest.raises(GitError, match='has work checked out, not other'):
+        og.ensure_worktree(repo, wt, 'other', 'main')
+
+
+def test_ensure_worktree_with_unknown_start_commit(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="unknown revision 'no-such-commit'"):
+        og.ensure_worktree(repo, tmp_path / 'x', 'newbranch', 'no-such-commit')
+    assert git(repo, 'branch', '--list', 'newbranch') == ''
+
+
+def test_worktree_valid(repo: Path, wt: Path, tmp_path: Path) -> None:
+    assert og.worktree_valid(wt)
+    assert og.worktree_valid(repo)
+    assert not og.worktree_valid(repo / 'src')  # inside a checkout, not its top
+    assert not og.worktree_valid(tmp_path / 'missing')
+    stray = repo / 'stray'
+    stray.mkdir()
+    assert not og.worktree_valid(stray)
+
+
+def test_list_prune_and_remove_worktrees(repo: Path, wt: Path, tmp_path: Path) -> None:
+    other = tmp_path / 'other'
+    og.ensure_worktree(repo, other, 'other', 'main')
+    listed = og.list_worktrees(repo)
+    assert listed[0]['path'] == repo  # the main checkout comes first
+    by_path = {w['path']: w for w in listed}
+    assert set(by_path) == {repo, wt, other.resolve()}
+    assert by_path[wt]['branch'] == 'work' and by_path[repo]['branch'] == 'main'
+    assert by_path[wt]['head'] == og.rev_parse(repo, 'main')
+    assert not any(w['prunable'] or w['detached'] or w['bare'] for w in listed)
+
+    shutil.rmtree(other)
+    assert [w['path'] for w in og.list_worktrees(repo) if w['prunable']] == [other.resolve()]
+    og.prune_worktrees(repo)
+    assert [w['path'] for w in og.list_worktrees(repo)] == [repo, wt]
+
+    og.remove_worktree(repo, wt)
+    assert not wt.exists()
+    assert [w['path'] for w in og.list_worktrees(repo)] == [repo]
+    assert git(repo, 'branch', '--list', 'work').strip() == 'work'  # the branch stays
+
+
+def test_remove_worktree_deleted_by_hand(repo: Path, wt: Path) -> None:
+    shutil.rmtree(wt)
+    og.remove_worktree(repo, wt)
+    assert [w['path'] for w in og.list_worktrees(repo)] == [repo]
+
+
+def test_remove_dirty_worktree_needs_force(repo: Path, wt: Path) -> None:
+    write_files(wt, {'scratch.txt': 'x\n'})
+    with pytest.raises(GitError, match='Commit or discard the changes'):
+        og.remove_worktree(repo, wt)
+    assert wt.exists()
+    og.remove_worktree(repo, wt, force=True)
+    assert not wt.exists()
+
+
+def test_remove_worktree_refuses_main_checkout(repo: Path) -> None:
+    before = snapshot(repo)
+    with pytest.raises(GitError):
+        og.remove_worktree(repo, repo, force=True)
+    assert snapshot(repo) == before and (repo / 'README.md').exists()
+
+
+def test_worktree_of_branch(repo: Path, wt: Path) -> None:
+    assert og.worktree_of_branch(repo, 'work') == wt
+    assert og.worktree_of_branch(repo, 'main') == repo
+    git(repo, 'branch', 'idle')
+    assert og.worktree_of_branch(repo, 'idle') is None
+
+
+# --- changes -------------------------------------------------------------------------------------
+
+def test_changed_paths_kinds_spaces_and_unicode(repo: Path, wt: Path) -> None:
+    assert og.changed_paths(wt) == []
+    write_files(wt, {
+        'src/a.py': 'a = 2\n',                    # modified
+        'dir with space/fi le.txt': 's\n',       # untracked, in a new directory
+        'ünï/cödé ✓.md': 'u\n',                  # unicode
+        'debug.log': 'ignored\n',                # ignored
+    })
+    (wt / 'README.md').unlink()                  # deleted
+    assert og.changed_paths(wt) == sorted(
+        ['README.md', 'dir with space/fi le.txt', 'src/a.py', 'ünï/cödé ✓.md'])
+    assert og.is_dirty(wt)
+
+
+def test_changed_paths_reports_both_sides_of_a_staged_rename(repo: Path, wt: Path) -> None:
+    git(wt, 'mv', 'src/a.py', 'src/b c.py')
+    assert og.changed_paths(wt) == ['src/a.py', 'src/b c.py']
+
+
+def test_is_dirty(repo: Path, wt: Path) -> None:
+    assert not og.is_dirty(wt)
+    write_files(wt, {'x.log': 'ignored\n'})
+    assert not og.is_dirty(wt)
+    write_files(wt, {'new.txt': 'n\n'})
+    assert og.is_dirty(wt)
+
+
+def test_discard_all_changes(repo: Path, wt: Path) -> None:
+    head = og.rev_parse(wt, 'HEAD')
+    write_files(wt, {'src/a.py': 'changed\n', 'new/dir/file.txt': 'n\n', 'keep.log': 'ignored\n'})
+    git(wt, 'add', 'new/dir/file.txt')
+    (wt / 'README.md').unlink()
+    og.discard_changes(wt)
+    assert og.changed_paths(wt) == []
+    assert (wt / 'src/a.py').read_text() == 'a = 1\n'
+    assert (wt / 'README.md').exists() and not (wt / 'new').exists()
+    assert (wt / 'keep.log').exists()  # ignored files are not the worker's changes
+    assert og.rev_parse(wt, 'HEAD') == head
+
+
+def test_discard_only_matching_paths(repo: Path, wt: Path) -> None:
+    write_files(wt, {'src/a.py': 'changed\n', 'src/new.py': 'n\n', 'README.md': 'mine\n', 'other.txt': 'o\n'})
+    git(wt, 'add', 'src/new.py')
+    og.discard_changes(wt, ['src'])
+    assert og.changed_paths(wt) == ['README.md', 'other.txt']
+    og.discard_changes(wt, ['*.md', 'nothing/matches'])
+    assert og.changed_paths(wt) == ['other.txt']
+    og.discard_changes(wt, [])
+    assert og.changed_paths(wt) == ['other.txt']
+
+
+def test_discard_refuses_main_checkout(repo: Path, wt: Path) -> None:
+    write_files(repo, {'README.md': 'user edit\n', 'user-new.txt': 'u\n'})
+    before = snapshot(repo)
+    for target in (repo, repo / 'src'):
+        with pytest.raises(GitError, match='refusing to discard changes in'):
+            og.discard_changes(target)
+    assert snapshot(repo) == before
+    assert (repo / 'README.md').read_text() == 'user edit\n'
+    assert (repo / 'user-new.txt').exists()
+
+
+def test_discard_refuses_a_subdirectory_of_a_worktree(repo: Path, wt: Path) -> None:
+    write_files(wt, {'README.md': 'changed\n'})
+    with pytest.raises(GitError, match='not the top of a worktree'):
+        og.discard_changes(wt / 'src')
+    assert og.changed_paths(wt) == ['README.md']
+
+
+# --- commits -------------------------------------------------------------------------------------
+
+def test_commit_everything_with_trailers(repo: Path, wt: Path) -> None:
+    write_files(wt, {'src/a.py': 'a = 2\n', 'new file.txt': 'n\n'})
+    (wt / 'README.md').unlink()
+    sha = og.commit(wt, message='t1: do things', trailers=TRAILERS)
+    assert sha == og.rev_parse(wt, 'HEAD')
+    assert _message(wt, sha) == 't1: do things\n\nOrch-Run: r1\nOrch-Task: t1'
+    assert og.commit_files(wt, sha) == ['README.md', 'new file.txt', 'src/a.py']
+    assert og.changed_paths(wt) == []
+    assert git(wt, 'log', '-1', '--format=%an <%ae>|%cn <%ce>') == \
+        'Test Author <test@example.com>|Test Author <test@example.com>'
+    assert og.rev_parse(repo, 'main') != sha  # the main checkout is untouched
+
+
+def test_commit_returns_none_when_nothing_changed(repo: Path, wt: Path) -> None:
+    head = og.rev_parse(wt, 'HEAD')
+    assert og.commit(wt, message='noop', trailers=TRAILERS) is None
+    write_files(wt, {'only.log': 'ignored\n'})
+    assert og.commit(wt, message='noop', trailers=TRAILERS) is None
+    write_files(wt, {'x.txt': 'x\n'})
+    assert og.commit(wt, message='noop', trailers=TRAILERS, paths=['y.txt']) is None
+    assert og.rev_parse(wt, 'HEAD') == head
+
+
+def test_commit_only_given_paths(repo: Path, wt: Path) -> None:
+    write_files(wt, {'mine.txt': 'm\n', 'src/a.py': 'a = 3\n', 'theirs.txt': 't\n'})
+    (wt / 'README.md').unlink()
+    git(wt, 'add', 'theirs.txt')  # staged by someone else: must not ride along
+    sha = og.commit(wt, message='partial', trailers=TRAILERS, paths=['mine.txt', './README.md'])
+    assert sha is not None
+    assert og.commit_files(wt, sha) == ['README.md', 'mine.txt']
+    assert og.changed_paths(wt) == ['src/a.py', 'theirs.txt']
+
+
+def test_commit_author_and_fallback_identity(repo: Path, wt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_files(wt, {'a.txt': 'a\n'})
+    sha = _committed(og.commit(wt, message='by someone', trailers={}, author=('Ada', 'ada@example.com')))
+    assert git(wt, 'log', '-1', '--format=%an <%ae>|%cn <%ce>', sha) == 'Ada <ada@example.com>|Ada <ada@example.com>'
+    assert _message(wt, sha) == 'by someone'
+
+    for var in ('GIT_AUTHOR_NAME', 'GIT_AUTHOR_EMAIL', 'GIT_COMMITTER_NAME', 'GIT_COMMITTER_EMAIL'):
+        monkeypatch.delenv(var)
+    git(repo, 'config', 'user.useConfigOnly', 'true')  # no guessing from the host name
+    write_files(wt, {'b.txt': 'b\n'})
+    sha = _committed(og.commit(wt, message='nobody configured', trailers=TRAILERS))
+    assert git(wt, 'log', '-1', '--format=%an <%ae>', sha) == 'codex-orch <codex-orch@localhost>'
+
+    git(repo, 'config', 'user.name', 'Configured')
+    git(repo, 'config', 'user.email', 'conf@example.com')
+    write_files(wt, {'c.txt': 'c\n'})
+    sha = _committed(og.commit(wt, message='configured', trailers=TRAILERS))
+    assert git(wt, 'log', '-1', '--format=%an <%ae>', sha) == 'Configured <conf@example.com>'
+
+
+def test_commit_runs_no_hooks_and_keeps_message_verbatim(repo: Path, wt: Path) -> None:
+    hook = repo / '.git' / 'hooks' / 'pre-commit'
+    hook.write_text('#!/bin/sh\nexit 1\n')
+    hook.chmod(0o755)
+    write_files(wt, {'a.txt': 'a\n'})
+    sha = og.commit(wt, message='# not a comment\n\nbody -m --amend', trailers=TRAILERS)
+    assert sha is not None
+    assert _message(wt, sha).startswith('# not a comment\n\nbody -m --amend\n\nOrch-Run: r1')
+
+
+def test_commit_rejects_bad_trailers_and_main_checkout(repo: Path, wt: Path) -> None:
+    write_files(wt, {'a.txt': 'a\n'})
+    with pytest.raises(ValueError):
+        og.commit(wt, message='m', trailers={'Bad Key': 'v'})
+    with pytest.raises(ValueError):
+        og.commit(wt, message='m', trailers={'Key': 'two\nlines'})
+    with pytest.raises(ValueError):
+        og.commit(wt, message='  ', trailers={})
+    write_files(repo, {'user.txt': 'u\n'})
+    before = snapshot(repo)
+    with pytest.raises(GitError, match='main checkout'):
+        og.commit(repo, message='m', trailers={})
+    assert snapshot(repo) == before
+
+
+def test_concurrent_commits_in_one_worktree_stay_separate(repo: Path, wt: Path) -> None:
+    names = [f'file{i}.txt' for i in range(4)]  # without the lock even two threads collide
+    write_files(wt, {name: f'{name}\n' for name in names})
+    barrier = threading.Barrier(len(names))
+    results: dict[str, str | None] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            barrier.wait()
+            results[name] = og.commit(wt, message=f'commit {name}', trailers={'Orch-Task': name}, paths=[name])
+        except BaseException as exc:  # re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    shas = [_committed(results[n]) for n in names]
+    assert len(set(shas)) == len(names)
+    for name, sha in zip(names, shas):
+        assert og.commit_files(wt, sha) == [name]
+        assert og.find_commit_by_trailer(wt, 'Orch-Task', name) == sha
+    assert og.changed_paths(wt) == []
+    assert int(git(wt, 'rev-list', '--count', 'main..HEAD')) == len(names)
+
+
+def test_commit_waits_for_the_lock_file_held_by_another_process(repo: Path, wt: Path) -> None:
+    write_files(wt, {'a.txt': 'a\n'})
+    head = og.rev_parse(wt, 'HEAD')
+    done: list[str | None] = []
+    with open(repo / '.git' / 'codex-orch-commit.lock', 'a') as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another open file description, as another process has
+        thread = threading.Thread(target=lambda: done.append(og.commit(wt, message='m', trailers={})))
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and og.rev_parse(wt, 'HEAD') == head
+    thread.join(10)
+    assert done and done[0] == og.rev_parse(wt, 'HEAD') != head
+
+
+def test_find_commit_by_trailer(repo: Path, wt: Path) -> None:
+    base = og.rev_parse(wt, 'HEAD')
+    write_files(wt, {'1.txt': '1\n'})
+    first = og.commit(wt, message='one', trailers={'Orch-Task': 't1', 'Orch-Exec': 'r/t1/abc/1'})
+    write_files(wt, {'2.txt': '2\n'})
+    second = og.commit(wt, message='mentions Orch-Task: t1 in the body\n\nOrch-Task: t1 too', trailers={'Orch-Task': 't10'})
+    write_files(wt, {'3.txt': '3\n'})
+    third = og.commit(wt, message='again', trailers={'Orch-Task': 't1'})
+    assert og.find_commit_by_trailer(wt, 'Orch-Task', 't1') == third
+    assert og.find_commit_by_trailer(wt, 'orch-task', 't1') == third  # git trailer keys ignore case
+    assert og.find_commit_by_trailer(wt, 'Orch-Task', 't10') == second
+    assert og.find_commit_by_trailer(wt, 'Orch-Exec', 'r/t1/abc/1') == first
+    assert og.find_commit_by_trailer(wt, 'Orch-Exec', 'r/t1/abc/1', since=base) == first
+    assert og.find_commit_by_trailer(wt, 'Orch-Exec', 'r/t1/abc/1', since=first) is None
+    assert og.find_commit_by_trailer(wt, 'Orch-Task', 't') is None
+    assert og.find_commit_by_trailer(wt, 'Orch-Run', 't1') is None
+
+
+def test_commit_files_root_and_merge_commits(repo: Path, wt: Path) -> None:
+    root_sha = git(repo, 'rev-list', '--max-parents=0', 'HEAD')
+    assert og.commit_files(repo, root_sha) == ['.gitignore', 'README.md', 'src/a.py']
+    write_files(wt, {'w.txt': 'w\n'})
+    og.commit(wt, message='w', trailers={})
+    git(repo, 'branch', 'side', 'main')
+    side = make_side_commit(repo, 'side', {'s.txt': 's\n'})
+    assert og.merge_into_worktree(wt, ['side'], 'merge side') == []
+    assert og.commit_files(wt, 'HEAD') == ['s.txt']
+    assert og.commit_files(wt, side) == ['s.txt']
+
+
+def make_side_commit(repo: Path, branch: str, files: dict[str, str]) -> str:
+    """Commit `files` on `branch` without touching the main checkout (via a temporary worktree)."""
+    tmp = repo.parent / f'tmp-{branch}'
+    git(repo, 'worktree', 'add', '--quiet', str(tmp), branch)
+    write_files(tmp, files)
+    sha = commit_all(tmp, f'on {branch}')
+    git(repo, 'worktree', 'remove', str(tmp))
+    return sha
+
+
+# --- history, merges and branches ---------------------------------------------------------------
+
+def test_is_ancestor_and_unmerged_commits(repo: Path, wt: Path) -> None:
+    assert og.unmerged_commits(repo, 'work', 'main') == 0
+    for i in range(3):
+        write_files(wt, {f'{i}.txt': 'x\n'})
+        og.commit(wt, message=f'c{i}', trailers={})
+    assert og.unmerged_commits(repo, 'work', 'main') == 3
+    assert og.is_ancestor(repo, 'main', 'work')
+    assert not og.is_ancestor(repo, 'work', 'main')
+    with pytest.raises(GitError):
+        og.is_ancestor(repo, 'main', 'no-such-branch')
+
+
+def test_merge_into_worktree_merges_several_branches(repo: Path, wt: Path) -> None:
+    git(repo, 'branch', 'b1', 'main')
+    git(repo, 'branch', 'b2', 'main')
+    make_side_commit(repo, 'b1', {'one.txt': '1\n'})
+    make_side_commit(repo, 'b2', {'two.txt': '2\n'})
+    assert og.merge_into_worktree(wt, ['b1', 'b2'], 'Merge dependencies of t3') == []
+    assert (wt / 'one.txt').exists() and (wt / 'two.txt').exists()
+    assert og.is_ancestor(repo, 'b1', 'work') and og.is_ancestor(repo, 'b2', 'work')
+    assert git(wt, 'log', '-1', '--format=%s %P').startswith('Merge dependencies of t3 ')
+    assert og.changed_paths(wt) == []
+
+
+def test_merge_into_worktree_conflict_rolls_back(repo: Path, wt: Path) -> None:
+    git(repo, 'branch', 'clean', 'main')
+    git(repo, 'branch', 'clash', 'main')
+    make_side_commit(repo, 'clean', {'fine.txt': 'f\n'})
+    make_side_commit(repo, 'clash', {'src/a.py': 'theirs\n', 'README.md': 'theirs\n', 'added.txt': 'a\n'})
+    write_files(wt, {'src/a.py': 'ours\n', 'README.md': 'ours\n'})
+    og.commit(wt, message='ours', trailers={})
+    head = og.rev_parse(wt, 'HEAD')
+    conflicts = og.merge_into_worktree(wt, ['clean', 'clash'], 'merge deps')
+    assert conflicts == ['README.md', 'src/a.py']
+    assert og.rev_parse(wt, 'HEAD') == head  # the clean merge before the clash is undone too
+    assert og.changed_paths(wt) == [] and not (wt / 'added.txt').exists()
+    assert git(wt, 'status', '--porcelain') == ''
+    assert not (wt / git(wt, 'rev-parse', '--git-path', 'MERGE_HEAD')).exists()  # no merge in progress
+
+
+def test_merge_into_worktree_unknown_branch_and_dirty(repo: Path, wt: Path) -> None:
+    head = og.rev_parse(wt, 'HEAD')
+    with pytest.raises(GitError, match='Check that nope exists'):
+        og.merge_into_worktree(wt, ['nope'], 'm')
+    assert og.rev_parse(wt, 'HEAD') == head and og.changed_paths(wt) == []
+    write_files(wt, {'dirty.txt': 'd\n'})
+    with pytest.raises(GitError, match='uncommitted changes'):
+        og.merge_into_worktree(wt, ['main'], 'm')
+    assert og.changed_paths(wt) == ['dirty.txt']
+
+
+def _advance(wt: Path, files: dict[str, str]) -> str:
+    write_files(wt, files)
+    return _committed(og.commit(wt, message='advance', trailers={}))
+
+
+def test_fast_forward_branch_not_checked_out(repo: Path, wt: Path) -> None:
+    git(repo, 'branch', 'base', 'main')
+    target = _advance(wt, {'r.txt': 'r\n'})
+    before = file_tree(repo)
+    og.fast_forward(repo, 'base', target)
+    assert og.rev_parse(repo, 'base') == target
+    assert file_tree(repo) == before and og.current_branch(repo) == 'main'
+    og.fast_forward(repo, 'base', target)  # already there: nothing to do
+
+
+def test_fast_forward_updates_clean_checked_out_base(repo: Path, wt: Path) -> None:
+    git(repo, 'config', 'user.useConfigOnly', 'true')
+    target = _advance(wt, {'result.txt': 'r\n', 'src/a.py': 'a = 9\n'})
+    og.fast_forward(repo, 'main', target)
+    assert og.rev_parse(repo, 'HEAD') == target and og.current_branch(repo) == 'main'
+    assert (repo / 'result.txt').read_text() == 'r\n'
+    assert (repo / 'src/a.py').read_text() == 'a = 9\n'
+    assert git(repo, 'status', '--porcelain') == ''
+
+
+def test_fast_forward_refuses_dirty_checked_out_base(repo: Path, wt: Path) -> None:
+    target = _advance(wt, {'result.txt': 'r\n'})
+    write_files(repo, {'README.md': 'uncommitted user edit\n'})
+    before, files = snapshot(repo), file_tree(repo)
+    with pytest.raises(GitError) as info:
+        og.fast_forward(repo, 'main', target)
+    text = str(info.value)
+    assert str(repo) in text and 'README.md' in text and 'uncommitted changes' in text
+    assert snapshot(repo) == before and file_tree(repo) == files
+
+
+def test_fast_forward_refuses_untracked_file_in_checked_out_base(repo: Path, wt: Path) -> None:
+    target = _advance(wt, {'result.txt': 'r\n'})
+    write_files(repo, {'notes.txt': 'mine\n'})
+    before = snapshot(repo)
+    with pytest.raises(GitError, match='notes.txt'):
+        og.fast_forward(repo, 'main', target)
+    assert snapshot(repo) == before
+
+
+def test_fast_forward_refuses_diverged_base(repo: Path, wt: Path) -> None:
+    target = _advance(wt, {'result.txt': 'r\n'})
+    git(repo, 'branch', 'base', 'main')
+    make_side_commit(repo, 'base', {'elsewhere.txt': 'e\n'})
+    before, files = snapshot(repo), file_tree(repo)
+    with pytest.raises(GitError, match='the base has diverged'):
+        og.fast_forward(repo, 'base', target)
+    assert snapshot(repo) == before and file_tree(repo) == files
+
+
+def test_fast_forward_refuses_diverged_checked_out_base(repo: Path, wt: Path) -> None:
+    target = _advance(wt, {'result.txt': 'r\n'})
+    write_files(repo, {'user.txt': 'u\n'})
+    commit_all(repo, 'user commit on main')
+    before, files = snapshot(repo), file_tree(repo)
+    with pytest.raises(GitError, match=r'main has 1 commit\(s\) not in'):
+        og.fast_forward(repo, 'main', target)
+    assert snapshot(repo) == before and file_tree(repo) == files
+
+
+def test_fast_forward_missing_branch(repo: Path) -> None:
+    with pytest.raises(GitError, match='no such branch'):
+        og.fast_forward(repo, 'nope', 'main')
+
+
+def test_delete_branch(repo: Path, wt: Path) -> None:
+    git(repo, 'branch', 'merged', 'main')
+    assert og.delete_branch(repo, 'merged', base='main') is True
+    assert git(repo, 'branch', '--list', 'merged') == ''
+    assert og.delete_branch(repo, 'merged', base='main') is False  # already gone
+
+    git(repo, 'branch', 'side', 'main')
+    side = make_side_commit(repo, 'side', {'s.txt': 's\n'})
+    assert og.delete_branch(repo, 'side', base='main') is False
+    assert og.rev_parse(repo, 'side') == side
+    assert og.delete_branch(repo, 'side', base=side) is True  # merged into that base
+
+    git(repo, 'branch', 'side2', 'main')
+    make_side_commit(repo, 'side2', {'s2.txt': 's\n'})
+    assert og.delete_branch(repo, 'side2', base='main', force=True) is True
+
+
+def test_delete_branch_never_deletes_checked_out_branches(repo: Path, wt: Path) -> None:
+    _advance(wt, {'w.txt': 'w\n'})
+    assert og.delete_branch(repo, 'work', base='main', force=True) is False
+    assert og.delete_branch(repo, 'main', base='main', force=True) is False
+    og.remove_worktree(repo, wt)
+    assert og.delete_branch(repo, 'work', base='main') is False  # unmerged
+    assert og.delete_branch(repo, 'work', base='main', force=True) is True
+
+
+def test_worktree_inside_ignored_orchestrator_dir(tmp_path: Path) -> None:
+    """The layout codex-orch uses: worktrees under the repository, ignored by it."""
+    repo = make_repo(tmp_path, {'.gitignore': '/.orchestrator/worktrees/\n', 'a.txt': 'a\n'})
+    path = repo / '.orchestrator' / 'worktrees' / 'run1'
+    assert og.ensure_worktree(repo, path, 'orch/run1', og.rev_parse(repo, 'HEAD'))
+    assert not og.is_dirty(repo)  # the nested worktree does not make the user's checkout dirty
+    write_files(path, {'a.txt': 'b\n'})
+    sha = _committed(og.commit(path, message='t', trailers={'Orch-Task': 't'}))
+    assert og.repo_root(path) == repo
+    og.fast_forward(repo, 'main', sha)
+    assert (repo / 'a.txt').read_text() == 'b\n'
+    with pytest.raises(GitError, match='main checkout'):
+        og.discard_changes(repo / '.orchestrator')
