@@ -35,6 +35,7 @@ Run it standalone with `python -m orch.standin --port 0 --port-file F [--log F]`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.server
 import json
 import math
@@ -643,6 +644,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise _Reply(404, {'error': {'message': f'no route {self.path}'}}, 'not-found')
         body = self._read_json()
         view = view_request(body, {k.lower(): v for k, v in self.headers.items()})
+        forced = self.server.standin.forced
+        if forced:
+            view = dataclasses.replace(view, directives=[*view.directives, *parse_directives(forced)])
         record.update(thread=view.thread_id, scenario=view.scenario, prompt=view.last_prompt,
                       follow_up=view.follow_up, prompts=len(view.prompts))
         usage = _usage_of(view)
@@ -772,6 +776,9 @@ class Standin:
         self._stop = threading.Event()
         self._log_path = Path(log_path) if log_path else None
         self._closed = False
+        # Directives applied to every request on top of the prompt's, e.g. '[[standin: quota]]'
+        # for "the account is out of quota" until a test sets it back to ''.
+        self.forced = ''
         self._server = _Server((host, port), self)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={'poll_interval': 0.05},
