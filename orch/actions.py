@@ -159,6 +159,9 @@ def _run_and_commit(rt: Runtime, step: Step, task: Any, task_dir: Path, result_p
     rt.add_tokens(result.usage)
     common = dict(attempts=state.attempt_count(task_dir), outcome=result.outcome, usage=result.usage,
                   ended_at=time.time(), thread_id=result.thread_id)
+    if result.outcome == 'interrupted':
+        state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', **common)
+        raise Failed('interrupted')
     if result.outcome != 'ok':
         deferred = result.outcome == 'deferred'
         status = 'deferred' if deferred else 'failed'

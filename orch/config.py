@@ -1,6 +1,8 @@
 """`.orchestrator/orchestrator.yaml` as pydantic models, with defaults that work out of the box."""
 from __future__ import annotations
 
+import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +13,7 @@ from orch.errors import ConfigError, problems_message
 from orch.validate import pydantic_errors
 
 CONFIG_FILE = 'orchestrator.yaml'
+_REF_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/-]*$')
 SANDBOXES = ('read-only', 'workspace-write', 'danger-full-access')
 
 
@@ -58,6 +61,24 @@ class CodexSettings(_Model):
 class Branches(_Model):
     shared: str = 'orch/{date}/run-{run_id}/workspace-shared'
     task: str = 'orch/{date}/run-{run_id}/{task_id}'
+
+    @field_validator('shared', 'task')
+    @classmethod
+    def _template(cls, value: str, info: Any) -> str:
+        allowed = {'date', 'run_id'} | ({'task_id'} if info.field_name == 'task' else set())
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f'bad template: {exc}')
+        unknown = names - allowed
+        if unknown:
+            raise ValueError(f'unknown placeholder {{{sorted(unknown)[0]}}} (use {", ".join(sorted(allowed))})')
+        if info.field_name == 'task' and 'task_id' not in names:
+            raise ValueError('must contain {task_id}, or every task would share one branch')
+        sample = value.format(date='20260101', run_id='r', task_id='t')
+        if not _REF_OK.match(sample) or '..' in sample or sample.endswith(('/', '.lock', '.')):
+            raise ValueError('not a valid git branch name')
+        return value
 
 
 class Concurrency(_Model):
