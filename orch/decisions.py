@@ -18,9 +18,11 @@ def render_entry(run_id: str, task_id: str, role: str, title: str, decisions: li
     start, end = _markers(run_id, task_id)
     lines = [start, f'## {task_id} ({role}): {title}', '', f'Run `{run_id}`.', '']
     for item in decisions:
-        lines.append(f'- **{item.get("decision", "").strip()}**')
-        if item.get('rationale'):
-            lines.append(f'  {item["rationale"].strip()}')
+        # One line for the decision (a line break would end the bold text); the rationale keeps its
+        # lines, indented so that each stays inside the list item.
+        lines.append(f'- **{" ".join(str(item.get("decision") or "").split())}**')
+        rationale = str(item.get('rationale') or '').strip()
+        lines += [f'  {line}'.rstrip() for line in rationale.splitlines()]
     lines.append(end)
     return '\n'.join(lines) + '\n'
 

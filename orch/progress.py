@@ -6,11 +6,13 @@ final summary, 1 = every task start and end, 2 = also each worker activity.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
+TICK_SECONDS = 1.0    # how often a terminal's status block is redrawn while nothing happens
 
 
 class Progress:
@@ -26,31 +28,38 @@ class Progress:
         self._lock = threading.Lock()
         self._drawn = 0
         self._last_draw = 0.0
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     # -- events from the doit reporter
     def started(self, name: str) -> None:
         with self._lock:
             self.running[name] = time.time()
             self._emit(f'start  {name}', level=1)
+            self._start_ticker()
 
     def finished(self, name: str) -> None:
         with self._lock:
             took = time.time() - self.running.pop(name, time.time())
             self.activity.pop(name, None)
-            self.done += 1
+            self.done += _is_task(name)
             self._emit(f'done   {name} ({took:.1f}s)', level=1)
 
     def failed_step(self, name: str, reason: str) -> None:
         with self._lock:
             took = time.time() - self.running.pop(name, time.time())
             self.activity.pop(name, None)
-            self.failed += 1
             first = reason.strip().splitlines()[0] if reason.strip() else 'failed'
+            if first.startswith('blocked:'):
+                # Never started: it waits for a failed dependency (status: pending), it did not fail.
+                self._emit(f'blocked {name}: {first.removeprefix("blocked:").strip()}', level=1)
+                return
+            self.failed += _is_task(name)
             self._emit(f'FAILED {name} ({took:.1f}s): {first}', level=0)
 
     def up_to_date(self, name: str) -> None:
         with self._lock:
-            self.skipped += 1
+            self.skipped += _is_task(name)
             self._emit(f'ok     {name} (up to date)', level=2)
 
     # -- events from a worker's stream (called from worker threads)
@@ -66,8 +75,22 @@ class Progress:
                 self._line(f'       work:{task_id}: {text}')
 
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             self._clear()
+
+    def _start_ticker(self) -> None:
+        """On a terminal, keep the elapsed times moving while a worker is quiet (a silent worker must not
+        look like a hung run)."""
+        if self.tty and self._ticker is None and not self._stop.is_set():
+            self._ticker = threading.Thread(target=self._tick, name='progress-ticker', daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            with self._lock:
+                if self.running and not self._stop.is_set():
+                    self._redraw(force=True)
 
     # -- rendering
     def _emit(self, text: str, level: int) -> None:
@@ -91,19 +114,40 @@ class Progress:
         if not force and now - self._last_draw < 0.2:
             return
         self._clear()
-        lines = [f'[{self.done} done, {self.failed} failed, {len(self.running)} running, '
-                 f'{self.skipped} up to date]']
+        lines = [f'[{self.done + self.skipped}/{self.total} tasks done ({self.skipped} up to date), '
+                 f'{self.failed} failed, {len(self.running)} running]']
         for name, since in sorted(self.running.items()):
             act = self.activity.get(name, '')
             lines.append(f'  {name} {now - since:5.0f}s {act[:80]}')
+        # The block is erased by counting lines, so each must take exactly one row: a wrapped one
+        # would leave its first half on the screen at every redraw.
+        width = max(10, self._columns() - 1)
+        lines = [line[:width] for line in lines]
         self.stream.write('\n'.join(lines) + '\n')
         self.stream.flush()
         self._drawn = len(lines)
         self._last_draw = now
 
+    def _columns(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
+        except (OSError, ValueError, AttributeError):
+            return 80
+
+
+def _is_task(name: str) -> bool:
+    """Counts are of plan tasks (their work steps), not of the worktree, gate or report steps."""
+    return name.startswith('work:')
+
 
 def describe_event(event: dict[str, Any]) -> str | None:
-    """A worker event as a short human phrase, or None when it says nothing new."""
+    """A worker event as a short human phrase on one line, or None when it says nothing new."""
+    text = _describe(event)
+    # Commands often span lines (heredocs, `&&` chains); progress shows one line per task.
+    return ' '.join(text.split()) if text else None
+
+
+def _describe(event: dict[str, Any]) -> str | None:
     kind = event.get('type')
     item = event.get('item') or {}
     itype = item.get('type')

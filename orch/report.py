@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from tabulate import tabulate
 
 SUMMARY_VERSION = 1
+# Characters XML 1.0 cannot carry at all (ElementTree writes them anyway, and parsers then reject the
+# whole file); worker errors quote codex's stderr, which often has ANSI colour escapes.
+_XML_ILLEGAL = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
 TOKEN_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
 
 
@@ -33,11 +37,20 @@ def _cell(text: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + '…'
 
 
+def _md(text: Any, limit: int = 80) -> str:
+    """A table cell: one line, and a `|` in a worker's summary must not split the row."""
+    return _cell(text, limit).replace('|', '\\|')
+
+
+def _xml(text: Any) -> str:
+    return _XML_ILLEGAL.sub('\ufffd', str(text or ''))
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     run = summary['run']
     rows = [[t['id'], t['role'], t['status'], t['attempts'], f'{t["duration"]:.1f}s' if t.get('duration') else '',
              _tokens(t.get('usage')), (t.get('commit') or '')[:10], len(t.get('files_changed') or []),
-             _cell(t.get('summary'))] for t in summary['tasks']]
+             _md(t.get('summary'))] for t in summary['tasks']]
     headers = ['task', 'role', 'status', 'attempts', 'duration', 'tokens in/out', 'commit', 'files', 'summary']
     counts = ', '.join(f'{v} {k}' for k, v in sorted(summary['counts'].items()))
     u = summary['usage']
@@ -70,11 +83,11 @@ def render_junit(summary: dict[str, Any]) -> str:
         case = ET.SubElement(suite, 'testcase', classname=f'codex-orch.{task["role"]}', name=task['id'],
                              time=f'{task.get("duration") or 0:.3f}')
         if task['status'] == 'failed':
-            ET.SubElement(case, 'failure', message=_cell(task.get('reason'), 500)).text = task.get('reason') or ''
+            ET.SubElement(case, 'failure', message=_xml(_cell(task.get('reason'), 500))).text = _xml(task.get('reason'))
         elif task['status'] != 'done':
-            ET.SubElement(case, 'skipped', message=f'{task["status"]}: {_cell(task.get("reason"), 300)}')
+            ET.SubElement(case, 'skipped', message=_xml(f'{task["status"]}: {_cell(task.get("reason"), 300)}'))
         if task.get('summary'):
-            ET.SubElement(case, 'system-out').text = task['summary']
+            ET.SubElement(case, 'system-out').text = _xml(task['summary'])
     root = ET.Element('testsuites')
     root.append(suite)
     ET.indent(root)
