@@ -476,11 +476,13 @@ def unmerged_commits(root: Path, branch: str, base: str) -> int:
     return int(_run(root, 'rev-list', '--count', revs, '--').text)
 
 
-def merge_into_worktree(worktree: Path, branches: list[str], message: str) -> list[str]:
+def merge_into_worktree(worktree: Path, branches: list[str], message: str, *,
+                        union: tuple[str, ...] = ()) -> list[str]:
     """Merge `branches` one by one into a clean worktree's HEAD with --no-ff.
 
     Returns [] on success. On a conflict everything is rolled back to the starting HEAD, the worktree
-    is left clean, and the sorted conflicting paths are returned.
+    is left clean, and the sorted conflicting paths are returned. A conflict only in `union` paths
+    (append-only logs such as the decisions file) is resolved by keeping both sides' lines.
     """
     worktree = Path(worktree)
     loc = _own_worktree(worktree, 'merge into')
@@ -491,7 +493,7 @@ def merge_into_worktree(worktree: Path, branches: list[str], message: str) -> li
         start = rev_parse(worktree, 'HEAD')
         try:
             for branch in branches:
-                conflicts = _merge_one(worktree, branch, message, env)
+                conflicts = _merge_one(worktree, branch, message, env, union)
                 if conflicts:
                     _restore(worktree, start)
                     return conflicts
@@ -501,7 +503,8 @@ def merge_into_worktree(worktree: Path, branches: list[str], message: str) -> li
     return []
 
 
-def _merge_one(worktree: Path, branch: str, message: str, env: Mapping[str, str]) -> list[str]:
+def _merge_one(worktree: Path, branch: str, message: str, env: Mapping[str, str],
+               union: tuple[str, ...] = ()) -> list[str]:
     res = _run(worktree, 'merge', '--no-ff', '--no-edit', '--no-verify', '--quiet', '-m', message,
                _check_name(branch, 'branch name'), ok=(0, 1), env=env)
     if res.status == 0:
@@ -510,7 +513,29 @@ def _merge_one(worktree: Path, branch: str, message: str, env: Mapping[str, str]
         raise GitError(_failure(res.argv, res.status, res.err or os.fsdecode(res.out),
                                 f'Check that {branch} exists and that the merge can run in {worktree}.'))
     unmerged = _run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
-    return sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+    conflicts = sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+    if conflicts and set(conflicts) <= set(union) and all(_union_resolve(worktree, p) for p in conflicts):
+        _run(worktree, 'commit', '--quiet', '--no-verify', '--no-edit', '--cleanup=strip', env=env)
+        return []
+    return conflicts
+
+
+def _union_resolve(worktree: Path, path: str) -> bool:
+    """Resolve a conflicted file with the lines of both sides (`git merge-file --union`) and stage it."""
+    res = _run(worktree, 'checkout-index', '--stage=all', '--temp', '--', path)
+    temps = [None if t == '.' else worktree / t for t in res.text.partition('\t')[0].split(' ')]
+    try:
+        base, ours, theirs = temps
+        if ours is None or theirs is None:   # deleted on one side: not a log both appended to
+            return False
+        _run(worktree, 'merge-file', '--union', '-q', str(ours), str(base or os.devnull), str(theirs))
+        os.replace(ours, worktree / path)
+        _run(worktree, '--literal-pathspecs', 'add', '--', path)
+        return True
+    finally:
+        for temp in temps:
+            if temp is not None:
+                temp.unlink(missing_ok=True)
 
 
 def _restore(worktree: Path, sha: str) -> None:
@@ -543,7 +568,7 @@ def fast_forward(root: Path, branch: str, to_sha: str) -> None:
             _run(root, 'update-ref', '-m', f'codex-orch: fast-forward {branch}', ref, new, old,
                  hint=f'{branch} moved while codex-orch was updating it; run the merge again.')
             return
-        _refuse_dirty_checkout(checkout, branch)
+        _refuse_dirty_checkout(checkout, branch, old, new)
         _run(checkout, 'merge', '--ff-only', '--quiet', new,
              hint=f'Nothing was changed; make {checkout} clean and run the merge again.')
 
@@ -555,13 +580,24 @@ def _live_worktree_of_branch(root: Path, branch: str) -> Path | None:
     return None
 
 
-def _refuse_dirty_checkout(checkout: Path, branch: str) -> None:
-    dirty = changed_paths(checkout)
-    if dirty:
-        shown = ', '.join(dirty[:10]) + (f' and {len(dirty) - 10} more' if len(dirty) > 10 else '')
+def _refuse_dirty_checkout(checkout: Path, branch: str, old: str, new: str) -> None:
+    """Refuse when the checkout has tracked changes, or untracked files the update would overwrite.
+
+    Unrelated untracked files (a plan.json, an uncommitted .orchestrator/) are left alone and do
+    not block: a fast-forward never touches them.
+    """
+    entries = _status_entries(checkout)
+    dirty = sorted({path for path, xy in entries if xy != '??'})
+    untracked = {path for path, xy in entries if xy == '??'}
+    incoming = _run(checkout, 'diff', '--name-only', '-z', '--diff-filter=A', old, new).out
+    clobbered = sorted(p for p in map(os.fsdecode, incoming.split(b'\0')) if p in untracked)
+    problems = dirty + clobbered
+    if problems:
+        shown = ', '.join(problems[:10]) + (f' and {len(problems) - 10} more' if len(problems) > 10 else '')
+        what = 'uncommitted changes' if dirty else 'untracked files the merge would overwrite'
         raise GitError(
-            f'refusing to fast-forward {branch}: it is checked out in {checkout}, which has uncommitted '
-            f'changes ({shown}). Commit or stash them there, then run the merge again; nothing was changed.')
+            f'refusing to fast-forward {branch}: it is checked out in {checkout}, which has {what} '
+            f'({shown}). Commit, move or stash them there, then run the merge again; nothing was changed.')
 
 
 def delete_branch(root: Path, branch: str, *, base: str, force: bool = False) -> bool:

@@ -27,6 +27,8 @@ def _literal_prefix(pattern: str) -> str:
 
 def glob_match(pattern: str, path: str) -> bool:
     pattern = pattern.removeprefix('./')
+    if pattern == path:   # as git does: a path is its own pattern, even one with `[` in its name
+        return True
     if pattern.endswith('/'):
         return path.startswith(pattern)
     return fnmatch.fnmatchcase(path, pattern) or path.startswith(pattern.rstrip('/') + '/')
@@ -53,6 +55,7 @@ class Scheduler:
         self.ignore = ignore
         self._cond = threading.Condition()
         self._running: dict[str, tuple[str, ...] | None] = {}   # task id -> checked globs (None = alone)
+        self._paths: dict[str, tuple[str, ...]] = {}             # task id -> its declared paths
         self.commit_lock = threading.Lock()
 
     def checked_globs(self, task: Any) -> tuple[str, ...] | None:
@@ -77,26 +80,54 @@ class Scheduler:
         with self._cond:
             self._cond.wait_for(lambda: self._compatible(globs))
             self._running[task.id] = globs
+            self._paths[task.id] = tuple(task.paths or ())
         try:
             yield
         finally:
             with self._cond:
                 del self._running[task.id]
+                del self._paths[task.id]
                 self._cond.notify_all()
 
-    def discard_scope(self, task: Any) -> list[str] | None:
-        """Pathspecs to reset before a task starts: everything, unless other tasks share the worktree."""
+    def discard_scope(self, task: Any, workdir: Path) -> list[str] | None:
+        """What to reset before a task starts: everything, unless other tasks share the worktree.
+
+        In a shared parallel run only the changed files inside the task's own checked globs (never
+        one under a `concurrency.allow`/`ignore` glob, which another task may be writing right now),
+        as literal pathspecs: git's pathspec matching differs from the globs' (e.g. for `[`).
+        """
         if self.jobs <= 1 or self.per_task:
             return None
-        return list(task.paths) if task.paths else None
+        globs = self.checked_globs(task)
+        if globs is None:
+            return None   # a task without paths runs alone
+        shared = (*self.ignore, *self.allow)
+        return [f':(literal){path}' for path in git.changed_paths(workdir)
+                if any(glob_match(g, path) for g in globs) and not any(glob_match(x, path) for x in shared)]
 
     def commit_scope(self, task: Any, workdir: Path, answer: Any) -> list[str] | None:
-        """Files this task's commit takes: all changes, or in a shared parallel run only its own."""
+        """Files this task's commit takes: all changes, or in a shared parallel run only its own.
+
+        Its own: changed files matching its `paths` or listed in the answer's `files_changed`, less
+        those that belong to another task running now (inside that task's checked globs, or under
+        an allowed/ignored glob both declare, unless this task's answer claims the file).
+        """
         if self.jobs <= 1 or self.per_task:
             return None
+        with self._cond:
+            others = [(self._running[tid], self._paths[tid]) for tid in self._running if tid != task.id]
+        if not task.paths and not others:
+            return None   # a task without paths runs alone: everything changed is its work
         claimed = set(answer.get('files_changed') or []) if isinstance(answer, dict) else set()
+        shared = (*self.ignore, *self.allow)
         mine = []
         for path in git.changed_paths(workdir):
-            if path in claimed or any(glob_match(p, path) for p in task.paths):
-                mine.append(path)
+            if path not in claimed and not any(glob_match(p, path) for p in task.paths):
+                continue
+            if any(glob_match(g, path) for globs, _ in others for g in globs or ()):
+                continue
+            if path not in claimed and any(glob_match(x, path) for x in shared) \
+                    and any(glob_match(p, path) for _, paths in others for p in paths):
+                continue
+            mine.append(path)
         return mine

@@ -524,13 +524,21 @@ def test_fast_forward_refuses_dirty_checked_out_base(repo: Path, wt: Path) -> No
     assert snapshot(repo) == before and file_tree(repo) == files
 
 
-def test_fast_forward_refuses_untracked_file_in_checked_out_base(repo: Path, wt: Path) -> None:
+def test_fast_forward_keeps_unrelated_untracked_files(repo: Path, wt: Path) -> None:
     target = _advance(wt, {'result.txt': 'r\n'})
     write_files(repo, {'notes.txt': 'mine\n'})
-    before = snapshot(repo)
-    with pytest.raises(GitError, match='notes.txt'):
+    og.fast_forward(repo, 'main', target)
+    assert og.rev_parse(repo, 'HEAD') == target
+    assert (repo / 'notes.txt').read_text() == 'mine\n' and (repo / 'result.txt').read_text() == 'r\n'
+
+
+def test_fast_forward_refuses_untracked_file_it_would_overwrite(repo: Path, wt: Path) -> None:
+    target = _advance(wt, {'result.txt': 'r\n'})
+    write_files(repo, {'result.txt': 'mine\n'})
+    before, files = snapshot(repo), file_tree(repo)
+    with pytest.raises(GitError, match='untracked files the merge would overwrite.*result.txt'):
         og.fast_forward(repo, 'main', target)
-    assert snapshot(repo) == before
+    assert snapshot(repo) == before and file_tree(repo) == files
 
 
 def test_fast_forward_refuses_diverged_base(repo: Path, wt: Path) -> None:
