@@ -14,6 +14,7 @@ from orch.validate import pydantic_errors
 
 CONFIG_FILE = 'orchestrator.yaml'
 _REF_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/-]*$')
+_NAME_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 SANDBOXES = ('read-only', 'workspace-write', 'danger-full-access')
 
 
@@ -123,6 +124,26 @@ class Config(_Model):
             return value
         return {'navigator': {}, 'implementer': {}, 'tester': {}, 'reviewer': {'sandbox': 'read-only'},
                 **{k: ({} if v is None else v) for k, v in value.items()}}
+
+    @field_validator('roles')
+    @classmethod
+    def _role_names(cls, value: dict[str, RoleSettings]) -> dict[str, RoleSettings]:
+        # A role name becomes file names (prompts/<role>.md, schemas/<role>.json) and a commit trailer.
+        for name in value:
+            if not _NAME_OK.match(name):
+                raise ValueError(f'role name {name!r} must start with a letter or digit and use only letters, '
+                                 'digits, ".", "_" and "-"')
+        return value
+
+    @field_validator('decisions_file')
+    @classmethod
+    def _inside_repository(cls, value: str) -> str:
+        # Written inside the run's worktree and committed: it must stay there.
+        parts = Path(value).parts
+        if not value.strip() or value.startswith('/') or '..' in parts or value.endswith('/') \
+                or any(ord(ch) < 32 for ch in value):
+            raise ValueError('must be a relative path inside the repository (no leading "/", no "..")')
+        return value
 
     def role(self, name: str) -> ResolvedRole:
         own = self.roles[name]

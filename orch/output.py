@@ -4,11 +4,14 @@ from __future__ import annotations
 import sys
 import threading
 
+from orch.redact import redact
+
 _lock = threading.Lock()
 
 
 def write_line(text: str = '', *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
+    text = redact(text)   # a worker's error text may quote an API key
     with _lock:
         stream.write(text + '\n')
         stream.flush()
@@ -16,6 +19,7 @@ def write_line(text: str = '', *, err: bool = False) -> None:
 
 def write(text: str, *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
+    text = redact(text)
     with _lock:
         stream.write(text)
         stream.flush()

@@ -13,23 +13,37 @@ PLACEHOLDERS = ('task_id', 'title', 'description', 'acceptance', 'paths', 'upstr
 
 
 def check_template(path: Path) -> str:
-    """Read a template and refuse unknown placeholders before any worker starts."""
+    """Read a template and refuse unknown placeholders before any worker starts.
+
+    Only plain `{name}` fields are allowed: attribute access (`{title.__class__}`), indexes,
+    conversions and format specs (`{title:>99999999}`) would let a template reach into objects or
+    blow up at render time, after the run started.
+    """
     try:
         text = Path(path).read_text(encoding='utf-8')
     except FileNotFoundError:
         raise TemplateError(f'{path}: prompt template not found (run `codex-orch init` to restore the defaults)')
-    except UnicodeDecodeError:
-        raise TemplateError(f'{path}: not UTF-8 text')
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)')
+    except OSError as exc:
+        raise TemplateError(f'{path}: cannot read the prompt template: {exc.strerror} (it must be a text file)')
     try:
-        fields = [(lit, f) for lit, f, _, _ in string.Formatter().parse(text)]
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
         raise TemplateError(f'{path}: {exc} (write literal braces as {{{{ and }}}})')
-    for literal, name in fields:
-        if name is None:
-            continue
-        line = text[: text.find('{' + name)].count('\n') + 1 if name else '?'
+    for name, spec, conv in fields:
+        shown = '{' + name + (f'!{conv}' if conv else '') + (f':{spec}' if spec else '') + '}'
+        at = text.find(shown)
+        line = text[:at].count('\n') + 1 if at >= 0 else '?'
+        if name in PLACEHOLDERS and (spec or conv):
+            raise TemplateError(f'{path}: line {line}: {shown}: only plain {{name}} placeholders are allowed '
+                                '(no conversions or format specs)')
         if name not in PLACEHOLDERS:
-            raise TemplateError(f'{path}: line {line}: unknown placeholder {{{name}}} '
+            base = name.split('.')[0].split('[')[0]
+            if base in PLACEHOLDERS:
+                raise TemplateError(f'{path}: line {line}: {shown}: only plain {{name}} placeholders are allowed '
+                                    '(no attributes or indexes)')
+            raise TemplateError(f'{path}: line {line}: unknown placeholder {shown} '
                                 f'(known: {", ".join(PLACEHOLDERS)}; write literal braces as {{{{ and }}}})')
     return text
 

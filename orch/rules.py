@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -91,8 +91,14 @@ def load_rules(builtin_dir: Path, host_dir: Path | None) -> RuleSet:
 def _load_file(path: Path, is_host: bool) -> list[Rule]:
     try:
         data = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RuleError(f'{path}: not a valid YAML rule file: {str(exc).splitlines()[0]}')
+    except UnicodeDecodeError as exc:
+        raise RuleError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)')
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, 'problem_mark', None)
+        where = f'line {mark.line + 1} column {mark.column + 1}: ' if mark else ''
+        problem = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
+        raise RuleError(f'{path}: {where}not a valid YAML rule file: {problem} '
+                        '(only plain YAML is accepted: no tags that construct objects)')
     docs = data.get('rules') if isinstance(data, dict) and 'rules' in data else [data]
     if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
         raise RuleError(f'{path}: a rule file holds one rule (a mapping) or `rules:` with a list of them')
@@ -116,7 +122,7 @@ def _check_rule(rule: Rule) -> None:
         raise RuleError(f'{where}: unknown action {rule.action!r} '
                         f'(use one of {", ".join(BUILTIN_ACTIONS)} or `shell: <command>`)')
     allowed = TASK_PLACEHOLDERS if rule.scope == 'task' else RUN_PLACEHOLDERS
-    texts = [*rule.input, *rule.output, *rule.params.values(), *([rule.log] if rule.log else [])]
+    texts = [*rule.input, *rule.output, *rule.params.values(), *([rule.log] if rule.log else []), rule.doc]
     if rule.is_shell:
         texts.append(rule.action.cwd)
         for name in placeholders(rule.action.shell, where):
@@ -139,14 +145,33 @@ def _check_rule(rule: Rule) -> None:
                             'or {task_id}, or every task would write the same file')
         if names & LIST_PLACEHOLDERS:
             raise RuleError(f'{where}: output {out!r} cannot use a list placeholder')
+    if rule.log and not rule.log.startswith(('{run_dir}', '{task_dir}')):
+        raise RuleError(f'{where}: log {rule.log!r} must start with {{run_dir}} or {{task_dir}} '
+                        '(logs live in the run directory)')
+    written = [*rule.output, *([rule.log] if rule.log else []), *([rule.action.cwd] if rule.is_shell else [])]
+    for text in written:
+        if '..' in PurePosixPath(text).parts:
+            raise RuleError(f'{where}: {text!r} must not contain ".." (paths a rule writes stay inside the run '
+                            'directory or the worktree)')
 
 
 def placeholders(text: str, where: str) -> set[str]:
+    """The `{name}` fields of a text; anything fancier (attributes, indexes, conversions, format specs)
+    is refused: it could fail at expansion time or cut a shell-quoted value apart."""
     try:
-        return {field.split('.')[0].split('[')[0]
-                for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+        parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise RuleError(f'{where}: bad placeholder syntax in {text!r}: {exc} (write literal braces as {{{{ and }}}})')
+    names = set()
+    for _, field, spec, conv in parsed:
+        if field is None:
+            continue
+        if spec or conv or not field.isidentifier():
+            shown = '{' + field + (f'!{conv}' if conv else '') + (f':{spec}' if spec else '') + '}'
+            raise RuleError(f'{where}: {shown} in {text!r}: only plain {{name}} placeholders are allowed '
+                            '(no attributes, indexes, conversions or format specs)')
+        names.add(field)
+    return names
 
 
 def _check_set(rules: list[Rule]) -> None:

@@ -62,11 +62,15 @@ def load_run(repo: Path, run_id: str) -> RunInfo:
         data = json.loads(path.read_text(encoding='utf-8'))
     except FileNotFoundError:
         known = list_run_ids(repo)
-        hint = f'known runs: {", ".join(known[-5:])}' if known else 'there are no runs yet'
+        hint = (f'known runs: {", ".join(known[-5:])}; pass one of them to --run-id' if known
+                else 'there are no runs yet; start one with `codex-orch run --plan-file PLAN`')
         raise RunNotFoundError(f'run {run_id!r} does not exist ({path} is missing; {hint})')
     except (OSError, ValueError) as exc:
-        raise RunNotFoundError(f'{path}: unreadable run record: {exc}')
-    return RunInfo(**data)
+        raise RunNotFoundError(f'{path}: unreadable run record: {exc} (start a new run)')
+    try:
+        return RunInfo(**data)
+    except TypeError as exc:
+        raise RunNotFoundError(f'{path}: not a run record of this codex-orch version ({exc}); start a new run')
 
 
 def save_run(repo: Path, info: RunInfo) -> None:

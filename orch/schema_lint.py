@@ -24,33 +24,51 @@ def strict_problems(schema: Any) -> list[str]:
     if not isinstance(schema, dict) or schema.get('type') != 'object':
         return ['(top level): the root must be {"type": "object", ...}']
     problems: list[str] = []
-    _walk(schema, [], problems)
+    _walk(schema, [], problems, schema)
     return problems
 
 
-def _walk(node: Any, path: list[Any], problems: list[str]) -> None:
+def _ref_problem(ref: Any, root: dict[str, Any]) -> str | None:
+    """Only references inside the schema itself (`#/$defs/x`) work: nothing is fetched."""
+    if not isinstance(ref, str) or not ref.startswith('#'):
+        return f'"$ref" {ref!r} must point inside this schema, like "#/$defs/name"'
+    node: Any = root
+    for part in ref[1:].split('/')[1:] if ref != '#' else []:
+        part = part.replace('~1', '/').replace('~0', '~')
+        if not isinstance(node, dict) or part not in node:
+            return f'"$ref" {ref!r} points to nothing in this schema'
+        node = node[part]
+    return None
+
+
+def _walk(node: Any, path: list[Any], problems: list[str], root: dict[str, Any]) -> None:
     if not isinstance(node, dict):
         return
     where = json_path(path)
     for key in node:
         if key not in _SUPPORTED:
             problems.append(f'{where}: keyword {key!r} is not supported by strict structured output')
+    if '$ref' in node:
+        bad = _ref_problem(node['$ref'], root)
+        if bad:
+            problems.append(f'{where}: {bad}')
     types = node.get('type')
     is_object = types == 'object' or (isinstance(types, list) and 'object' in types)
     if is_object or 'properties' in node:
-        _check_object(node, path, problems)
+        _check_object(node, path, problems, root)
     for key in ('items',):
         if key in node:
-            _walk(node[key], [*path, key], problems)
+            _walk(node[key], [*path, key], problems, root)
     for key in ('anyOf',):
         for i, sub in enumerate(node.get(key) or []):
-            _walk(sub, [*path, key, i], problems)
+            _walk(sub, [*path, key, i], problems, root)
     for key in ('$defs', 'definitions'):
-        for name, sub in (node.get(key) or {}).items():
-            _walk(sub, [*path, key, name], problems)
+        defs = node.get(key)
+        for name, sub in (defs.items() if isinstance(defs, dict) else ()):
+            _walk(sub, [*path, key, name], problems, root)
 
 
-def _check_object(node: dict[str, Any], path: list[Any], problems: list[str]) -> None:
+def _check_object(node: dict[str, Any], path: list[Any], problems: list[str], root: dict[str, Any]) -> None:
     where = json_path(path)
     if node.get('additionalProperties') is not False:
         problems.append(f'{where}: objects must set "additionalProperties": false')
@@ -61,4 +79,4 @@ def _check_object(node: dict[str, Any], path: list[Any], problems: list[str]) ->
             problems.append(f'{json_path([*path, "properties", name])}: property must be listed in "required" '
                             '(make it nullable instead of optional)')
     for name, sub in props.items():
-        _walk(sub, [*path, 'properties', name], problems)
+        _walk(sub, [*path, 'properties', name], problems, root)

@@ -15,9 +15,12 @@ def check_spec(path: str | Path, repo: Path) -> str:
     try:
         resolved = absolute.resolve(strict=True)
     except (FileNotFoundError, RuntimeError):
-        raise InputError(f'--spec-file {path}: file not found')
+        raise InputError(f'--spec-file {path}: file not found (check the path; a relative one starts '
+                         'at the current directory)')
+    if resolved.is_dir():
+        raise InputError(f'--spec-file {path}: is a directory; pass a text file (UTF-8)')
     if not resolved.is_file():
-        raise InputError(f'--spec-file {path}: not a regular file')
+        raise InputError(f'--spec-file {path}: not a regular file; pass a text file (UTF-8)')
     try:
         relative = resolved.relative_to(repo.resolve())
     except ValueError:
@@ -25,9 +28,14 @@ def check_spec(path: str | Path, repo: Path) -> str:
                          '(copy the spec into the repository; symlinks may not point outside it)')
     if resolved.stat().st_size > MAX_SPEC_BYTES:
         raise InputError(f'--spec-file {path}: larger than {MAX_SPEC_BYTES // 2**20} MB; a spec is a text document')
-    data = resolved.read_bytes()
-    if b'\0' in data:
-        raise InputError(f'--spec-file {path}: binary file (a spec must be UTF-8 text)')
+    try:
+        data = resolved.read_bytes()
+    except OSError as exc:
+        raise InputError(f'--spec-file {path}: cannot read it: {exc.strerror} (check its permissions)')
+    nul = data.find(b'\0')
+    if nul >= 0:
+        raise InputError(f'--spec-file {path}: binary file: byte {nul} is NUL '
+                         '(a spec must be UTF-8 text)')
     try:
         data.decode('utf-8')
     except UnicodeDecodeError as exc:

@@ -52,8 +52,12 @@ def pydantic_errors(exc: Any) -> list[str]:
         elif err['type'] == 'missing':
             lines.append(f'{loc}: required key is missing')
         else:
-            lines.append(f'{loc}: {err["msg"]} (got {_short(err.get("input"))})')
+            msg = err['msg'].removeprefix('Value error, ')   # our own validators' messages read as they are
+            lines.append(f'{loc}: {msg} (got {_short(err.get("input"))})')
     return lines
+
+
+_SCHEMA_FIX = 'fix the schema; `codex-orch init --force` restores the shipped defaults, overwriting edits'
 
 
 def load_json_schema(path: Path) -> dict[str, Any]:
@@ -63,15 +67,21 @@ def load_json_schema(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise SchemaError(f'{path}: schema file not found (run `codex-orch init` to restore the defaults)')
     except (OSError, UnicodeDecodeError) as exc:
-        raise SchemaError(f'{path}: cannot read schema: {exc}')
+        raise SchemaError(f'{path}: cannot read schema: {exc} (save it as UTF-8 JSON)')
     try:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SchemaError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}')
+        raise SchemaError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} '
+                          f'({_SCHEMA_FIX})')
     if not isinstance(schema, dict):
-        raise SchemaError(f'{path}: a JSON Schema must be an object, got {type(schema).__name__}')
+        raise SchemaError(f'{path}: (top level): a JSON Schema must be an object, got {type(schema).__name__} '
+                          f'({_SCHEMA_FIX})')
+    if not isinstance(schema.get('$schema', ''), str):
+        raise SchemaError(f'{path}: $schema: must be a string (a JSON Schema dialect URI) ({_SCHEMA_FIX})')
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except _JsonSchemaError as exc:
-        raise SchemaError(f'{path}: {json_path(exc.absolute_path)}: not a valid JSON Schema: {exc.message}')
+        message = exc.message if len(exc.message) <= 200 else exc.message[:197] + '...'
+        raise SchemaError(f'{path}: {json_path(exc.absolute_path)}: not a valid JSON Schema: {message} '
+                          f'({_SCHEMA_FIX})')
     return schema

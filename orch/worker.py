@@ -36,6 +36,7 @@ from typing import Any
 
 from orch.atomic import write_json, write_text
 from orch.events import EventStream, classify_failure, parse_answer
+from orch.redact import redact
 
 INSTALL_HINT = ('install it with `npm install -g @openai/codex@0.169.0`, '
                 'or set `codex.binary` in .orchestrator/orchestrator.yaml')
@@ -246,7 +247,7 @@ def reminder_prompt(problems: list[str]) -> str:
     shown = [p if len(p) <= 500 else p[:499] + '…' for p in problems[:20]]
     if len(problems) > len(shown):
         shown.append(f'... and {len(problems) - len(shown)} more')
-    bullets = '\n'.join(f'- {p}' for p in shown) or '- (no details)'
+    bullets = redact('\n'.join(f'- {p}' for p in shown)) or '- (no details)'
     return ('Your previous final answer was not accepted:\n'
             f'{bullets}\n\n'
             'Your work so far is kept; do not redo it. Reply now with ONLY a JSON object that '

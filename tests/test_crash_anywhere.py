@@ -1,0 +1,243 @@
+"""Nothing is lost: SIGKILL codex-orch at any point of a run, resume, and the end state is a clean run's.
+
+The narrow windows (after the worker answered, after pending.json, after the commit, while
+result.json is written, while the report is written) are hit deterministically through
+`ORCH_TEST_CRASH_AT` (orch/faults.py); the wide one (a worker running) by polling and kill -9.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from orch.lock import holder_pid
+from tests.support.gitrepo import git
+from tests.support.orchtest import Host, cli_subprocess, make_host
+
+RUN = 'crash'
+N = 4
+
+
+def chain_plan() -> dict:
+    return {'version': 1, 'title': 'Chain', 'tasks': [
+        {'id': f'T{i}', 'role': 'implementer', 'title': f'Step {i}', 'description': f'Write f{i}.txt.',
+         'depends_on': [f'T{i - 1}'] if i > 1 else [], 'paths': [f'f{i}.txt']} for i in range(1, N + 1)]}
+
+
+DECISION = {'decision': 'Use plain text', 'rationale': 'Simplest thing.'}
+
+
+def chain_script(sleepy: str | None = None) -> dict:
+    tasks = {f'T{i}': {'edits': {f'f{i}.txt': f'content {i}\n'}} for i in range(1, N + 1)}
+    tasks['T2']['decisions'] = [DECISION]
+    if sleepy:
+        tasks[sleepy]['sleep'] = 5
+    return {'default': {'answer': 'auto'}, 'tasks': tasks}
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
+    monkeypatch.delenv('ORCH_TEST_CRASH_AT', raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, chain_script())
+    h.write_plan(chain_plan())
+    return h
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError('condition not met in time')
+
+
+def _pgid_alive(pgid: int) -> bool:
+    """Does any process of the group still run? Zombies (dead, not yet reaped by init) do not count."""
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rpartition(')')[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != 'Z':
+            return True
+    return False
+
+
+def crashed_run(host: Host, crash_at: str | None = None, *, kill_when=None) -> None:
+    """`codex-orch run` in a subprocess that dies by SIGKILL (at a fault point, or when kill_when() holds)."""
+    env = os.environ.copy()
+    if crash_at:
+        env['ORCH_TEST_CRASH_AT'] = crash_at
+    proc = cli_subprocess(host.repo, 'run', '--plan-file', 'plan.json', '--run-id', RUN, env=env)
+    try:
+        if kill_when is not None:
+            wait_for(kill_when)
+            time.sleep(0.2)
+            os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f'codex-orch was not killed (rc {proc.returncode}):\n{out}\n{err}'
+
+
+def run_dir(host: Host) -> Path:
+    return host.repo / '.orchestrator' / 'runs' / RUN
+
+
+def worktree(host: Host) -> Path:
+    return host.repo / '.orchestrator' / 'worktrees' / RUN
+
+
+def assert_clean_end_state(host: Host, base_tree: set[str]) -> None:
+    assert host.statuses() == {f'T{i}': 'done' for i in range(1, N + 1)}
+    branch = json.loads((run_dir(host) / 'run.json').read_text())['shared_branch']
+    base = json.loads((run_dir(host) / 'run.json').read_text())['base_commit']
+    subjects = git(host.repo, 'log', '--format=%s', f'{base}..{branch}').splitlines()
+    assert sorted(subjects) == [f'T{i}: Step {i}' for i in range(1, N + 1)]   # each commit exactly once
+    # the same files as an uninterrupted run, with the same contents
+    tree = set(git(worktree(host), 'ls-tree', '-r', '--name-only', 'HEAD').splitlines())
+    assert tree == base_tree | {f'f{i}.txt' for i in range(1, N + 1)} | {'docs/ai/decisions.md'}
+    decisions = git(worktree(host), 'show', 'HEAD:docs/ai/decisions.md')
+    assert decisions.count('## T2 (implementer): Step 2') == 1 and 'Use plain text' in decisions
+    for i in range(1, N + 1):
+        assert git(worktree(host), 'show', f'HEAD:f{i}.txt') == f'content {i}'
+    assert git(worktree(host), 'status', '--porcelain') == ''
+    # no orphan worker, no stale lock, no half-written file
+    for entry in host.launches():
+        wait_for(lambda: not _pgid_alive(entry['pgid']), timeout=10)
+    assert holder_pid(run_dir(host)) is None
+    assert host.status()['running'] is False
+    leftovers = [p for root in (run_dir(host), worktree(host)) for p in root.rglob('*.tmp')]
+    assert leftovers == []
+    for path in run_dir(host).rglob('*.json'):
+        json.loads(path.read_text())
+    for name in ('report.md', 'summary.json', 'junit.xml'):
+        assert (run_dir(host) / name).is_file()
+    summary = json.loads((run_dir(host) / 'summary.json').read_text())
+    assert summary['counts'] == {'done': N}
+    assert not (run_dir(host) / 'tasks' / 'T2' / 'pending.json').exists()
+
+
+def _resume(host: Host) -> None:
+    rc, out, err = host.cli('resume', '--run-id', RUN)
+    assert rc == 0, out + err
+
+
+def _base_tree(host: Host) -> set[str]:
+    return set(git(host.repo, 'ls-tree', '-r', '--name-only', 'HEAD').splitlines())
+
+
+def test_uninterrupted_run_is_the_reference(host: Host) -> None:
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', RUN)
+    assert rc == 0, out + err
+    assert host.launched_tasks() == ['T1', 'T2', 'T3', 'T4']
+    assert_clean_end_state(host, _base_tree(host))
+
+
+# point -> tasks a resume must launch (every other task finished before the kill and is kept)
+CRASH_POINTS = [
+    ('after-answer:T2', ['T2', 'T3', 'T4']),       # answer not recorded yet: T2 runs again
+    ('after-pending:T2', ['T3', 'T4']),            # answer recorded: committed from pending.json
+    ('after-commit:T2', ['T3', 'T4']),             # committed: found by its Orch-Exec trailer
+    ('before-result:T2', ['T3', 'T4']),
+    ('write:result.json', ['T2', 'T3', 'T4']),     # T1's result.json half-written (temp file, no rename)
+    ('write:state.json', ['T1', 'T2', 'T3', 'T4']),  # the very first state write
+    ('write:decisions.md', ['T3', 'T4']),          # T2's decisions entry half-written in the worktree
+    ('report', []),                                # every task done, report.md written, summary.json not
+]
+
+
+@pytest.mark.parametrize('point, relaunched', CRASH_POINTS, ids=[p for p, _ in CRASH_POINTS])
+def test_kill_at_fault_point_then_resume(host: Host, point: str, relaunched: list[str]) -> None:
+    base_tree = _base_tree(host)
+    crashed_run(host, point)
+    before = host.launches()
+    host.clear_log()
+    _resume(host)
+    assert host.launched_tasks() == relaunched
+    assert {e['task_id'] for e in before} | set(relaunched) == {f'T{i}' for i in range(1, N + 1)}
+    assert_clean_end_state(host, base_tree)
+    for entry in before:   # the workers of the killed run are gone too
+        wait_for(lambda: not _pgid_alive(entry['pgid']), timeout=10)
+
+
+def test_kill_while_run_json_is_first_written(host: Host) -> None:
+    """The very first write of a new run: the same `run` command again simply starts it."""
+    base_tree = _base_tree(host)
+    crashed_run(host, 'write:run.json')
+    assert not (run_dir(host) / 'run.json').exists()
+    assert list(run_dir(host).glob('.run.json.*.tmp'))   # what the kill left behind
+    rc, out, err = host.cli('resume', '--run-id', RUN)
+    assert rc == 2 and f"run '{RUN}' does not exist" in err
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', RUN)
+    assert rc == 0, out + err
+    assert host.launched_tasks() == ['T1', 'T2', 'T3', 'T4']
+    assert_clean_end_state(host, base_tree)
+
+
+def test_kill_while_a_worker_runs_then_resume(host: Host) -> None:
+    host.script(chain_script(sleepy='T3'))
+    base_tree = _base_tree(host)
+    tasks = run_dir(host) / 'tasks'
+    crashed_run(host, kill_when=lambda: (tasks / 'T3' / 'attempt-1' / 'pid').exists())
+    # the worker was told to stop when codex-orch died: it is gone, and no commit of T3 exists
+    wait_for(lambda: 'T3' in host.launched_tasks(), timeout=10)
+    killed = [e for e in host.launches() if e['task_id'] == 'T3']
+    assert killed and killed[0].get('signal') == signal.SIGTERM
+    host.clear_log()
+    host.script(chain_script())
+    _resume(host)
+    assert host.launched_tasks() == ['T3', 'T4']
+    assert_clean_end_state(host, base_tree)
+    for entry in killed:
+        wait_for(lambda: not _pgid_alive(entry['pgid']), timeout=10)
+
+
+def test_kill_during_commit_leaves_no_index_lock(host: Host) -> None:
+    """A kill right after the commit of T1 (index written, result.json not): the resume commits nothing twice."""
+    base_tree = _base_tree(host)
+    crashed_run(host, 'after-commit:T1')
+    assert not list((host.repo / '.git').rglob('index.lock'))
+    host.clear_log()
+    _resume(host)
+    assert host.launched_tasks() == ['T2', 'T3', 'T4']
+    assert_clean_end_state(host, base_tree)
+
+
+def test_git_killed_mid_commit_leaves_locks_that_resume_clears(host: Host) -> None:
+    """A SIGKILL of the whole process group kills git mid-commit too: its index.lock and ref lock stay behind."""
+    base_tree = _base_tree(host)
+    crashed_run(host, 'after-pending:T2')
+    gitdir = Path((worktree(host) / '.git').read_text().split(': ', 1)[1].strip())
+    branch = json.loads((run_dir(host) / 'run.json').read_text())['shared_branch']
+    for lock in (gitdir / 'index.lock', host.repo / '.git' / 'refs' / 'heads' / f'{branch}.lock'):
+        lock.write_text('')
+    host.clear_log()
+    _resume(host)
+    assert host.launched_tasks() == ['T3', 'T4']
+    assert_clean_end_state(host, base_tree)
+    assert not (gitdir / 'index.lock').exists()
+
+
+def test_a_git_failure_is_recorded_not_left_running(host: Host) -> None:
+    """A commit that git refuses fails the task with git's message (it does not stay 'running')."""
+    crashed_run(host, 'after-pending:T2')
+    gitdir = Path((worktree(host) / '.git').read_text().split(': ', 1)[1].strip())
+    (gitdir / 'index.lock').mkdir()   # a directory is no stale lock file: git cannot lock the index
+    try:
+        rc, out, err = host.cli('resume', '--run-id', RUN)
+    finally:
+        (gitdir / 'index.lock').rmdir()
+    assert rc == 1
+    row = {t['id']: t for t in host.status()['tasks']}['T2']
+    assert row['status'] == 'failed' and row['reason'].startswith('git failed') and 'index.lock' in row['reason']
+    host.clear_log()
+    _resume(host)
+    assert host.launched_tasks() == ['T3', 'T4']
