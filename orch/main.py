@@ -10,14 +10,20 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from orch import __version__, output
+from orch.commands import clean as clean_cmd
 from orch.commands import demo as demo_cmd
 from orch.commands import doctor as doctor_cmd
 from orch.commands import init as init_cmd
+from orch.commands import merge as merge_cmd
+from orch.commands import plan as plan_cmd
+from orch.commands import prune as prune_cmd
 from orch.commands import report as report_cmd
 from orch.commands import resume as resume_cmd
 from orch.commands import run as run_cmd
 from orch.commands import status as status_cmd
+from orch.commands import task as task_cmd
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
+from orch.redact import redact
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -33,6 +39,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable
     'report': (report_cmd.add_parser, report_cmd.report),
     'demo': (demo_cmd.add_parser, demo_cmd.demo),
     'doctor': (doctor_cmd.add_parser, doctor_cmd.doctor),
+    'task': (task_cmd.add_parser, task_cmd.task),
+    'plan': (plan_cmd.add_parser, plan_cmd.plan),
+    'prune': (prune_cmd.add_parser, prune_cmd.prune),
+    'merge': (merge_cmd.add_parser, merge_cmd.merge),
+    'clean': (clean_cmd.add_parser, clean_cmd.clean),
 }
 
 
@@ -73,6 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _write_crash_log() -> str:
     fd, path = tempfile.mkstemp(prefix='codex-orch-crash-', suffix='.log')
     with os.fdopen(fd, 'w') as f:
-        f.write(f'codex-orch {__version__} at {dt.datetime.now().isoformat()}\n{" ".join(sys.argv)}\n\n')
-        f.write(traceback.format_exc())
+        f.write(redact(f'codex-orch {__version__} at {dt.datetime.now().isoformat()}\n{" ".join(sys.argv)}\n\n'
+                       + traceback.format_exc()))
     return path

@@ -3,25 +3,27 @@ from __future__ import annotations
 
 import sys
 
-from orch import output, worker
+from orch import actions, atomic, output, worker
 from orch.commands.common import exit_code, pushd, sigterm_as_interrupt
 from orch.doit_runner import run_doit
 from orch.errors import EXIT_INTERRUPTED
-from orch.lock import RunLock
 from orch.progress import Progress
+from orch.redact import RedactingStream
 from orch.runtime import Runtime
 from orch.services import Services
 from orch.status import task_rows
 
 
 def execute(rt: Runtime) -> int:
-    lock = RunLock(rt.run_dir)
-    lock.acquire()
-    rt.lock = lock
-    progress = Progress(len(rt.plan.tasks), verbosity=rt.options.verbosity, stream=sys.stdout)
+    rt.ensure_lock()   # usually taken already by run/resume, before they wrote anything
+    rt.remember_plan_check()
+    lock = rt.lock
+    progress = Progress(len(rt.plan.tasks), verbosity=rt.options.verbosity, stream=RedactingStream(sys.stdout))
     rt.events = progress
     services = Services(rt.repo, rt.config.services, rt.run_dir)
     try:
+        atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted
+        actions.clear_stale_git_locks(rt)   # and lock files of git commands killed with it
         with sigterm_as_interrupt(), pushd(rt.repo):
             try:
                 services.start()

@@ -6,6 +6,8 @@ import os
 
 from orch import atomic, output
 from orch.commands.common import find_repo
+from orch.faults import crash_point
+from orch.redact import redact_obj
 from orch.report import build_summary, render_json, render_junit, render_markdown
 from orch.runs import latest_run_id
 from orch.runtime import Runtime, open_run
@@ -18,9 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def write_reports(rt: Runtime) -> dict:
-    summary = build_summary(run_record(rt), task_rows(rt), decisions_of(rt))
+    summary = redact_obj(build_summary(run_record(rt), task_rows(rt), decisions_of(rt)))
     markdown = render_markdown(summary)
     atomic.write_if_changed(rt.run_dir / 'report.md', markdown)
+    crash_point('report')
     atomic.write_if_changed(rt.run_dir / 'summary.json', render_json(summary))
     atomic.write_if_changed(rt.run_dir / 'junit.xml', render_junit(summary))
     step_summary = os.environ.get('GITHUB_STEP_SUMMARY')

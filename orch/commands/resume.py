@@ -26,11 +26,11 @@ def resume(args: argparse.Namespace) -> int:
     repo = find_repo()
     run_id = args.run_id or latest_run_id(repo)
     rt = open_run(repo, run_id)
-    if args.spec_file:
-        spec = check_spec(args.spec_file, repo)
-        if spec != rt.run.spec_file:
-            rt.run = dataclasses.replace(rt.run, spec_file=spec)
-            save_run(repo, rt.run)
     rt.options = options_from(args, rt.config.jobs)
+    spec = check_spec(args.spec_file, repo) if args.spec_file else rt.run.spec_file
+    rt.ensure_lock()   # a run in progress is refused before anything is written
+    if spec != rt.run.spec_file:
+        rt.run = dataclasses.replace(rt.run, spec_file=spec)
+        save_run(repo, rt.run)
     rt.scheduler.jobs = rt.options.jobs
     return execute(rt)

@@ -9,9 +9,13 @@ from orch import git
 from orch.commands.common import ensure_orchestrator, find_repo
 from orch.commands.execute import execute
 from orch.errors import GitError, InputError
-from orch.runs import RunInfo, check_run_id, new_run_id, run_dir, save_run
+from orch.lock import RunLock
+from orch.runs import RunInfo, check_run_id, load_run, new_run_id, run_dir, save_run
 from orch.runtime import RunOptions, Runtime, load_inputs
 from orch.spec import check_spec
+
+
+MAX_JOBS = 64   # as for `jobs:` in the config
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -32,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def options_from(args: argparse.Namespace, default_jobs: int) -> RunOptions:
     jobs = args.jobs if args.jobs is not None else default_jobs
-    if jobs < 1:
-        raise InputError(f'-j {jobs}: the number of jobs must be at least 1')
+    if jobs < 1 or jobs > MAX_JOBS:
+        raise InputError(f'-j {jobs}: the number of jobs must be at least 1 and at most {MAX_JOBS}')
     return RunOptions(jobs=jobs, keep_going=args.keep_going, verbosity=max(0, 1 + args.verbose - args.quiet))
 
 
@@ -49,24 +53,51 @@ def run(args: argparse.Namespace) -> int:
     repo = find_repo()
     ensure_orchestrator(repo)
     plan_rel = plan_path_for_record(repo, args.plan_file)
+    return execute(prepare_run(repo, plan_rel, spec_file=args.spec_file, run_id=args.run_id, args=args))
+
+
+def prepare_run(repo: Path, plan_rel: str, *, spec_file: str | None, run_id: str | None,
+                args: argparse.Namespace, kind: str = 'plan') -> Runtime:
+    """Check every input, then create the run record (or update the one --run-id names); runs nothing.
+
+    Shared by `run` and the one-task runs of `task` and `plan`, so all start runs the same way.
+    """
     config, plan, rules, schemas, templates = load_inputs(repo, plan_rel)
-    spec = check_spec(args.spec_file, repo) if args.spec_file else None
+    spec = check_spec(spec_file, repo) if spec_file else None
     options = options_from(args, config.jobs)
-    if args.run_id:
-        check_run_id(args.run_id)
-    run_id = args.run_id or new_run_id()
-    existing = (run_dir(repo, run_id) / 'run.json').exists()
-    if existing:
-        from orch.runs import load_run
-        info = load_run(repo, run_id)
+    if run_id:
+        check_run_id(run_id)
+    run_id = run_id or new_run_id()
+    info = existing_run(repo, run_id, kind)
+    if info is not None:
         info = RunInfo(**{**info.to_dict(), 'plan_file': plan_rel, 'plan_digest': plan.digest,
-                          'spec_file': spec if args.spec_file else info.spec_file})
+                          'spec_file': spec if spec_file else info.spec_file})
     else:
-        info = new_run_info(repo, run_id, config, plan_rel, plan.digest, spec)
-    save_run(repo, info)
-    rt = Runtime(repo=repo, config=config, run=info, plan=plan, rules=rules, schemas=schemas,
-                 templates=templates, options=options)
-    return execute(rt)
+        info = new_run_info(repo, run_id, config, plan_rel, plan.digest, spec, kind)
+    lock = RunLock(run_dir(repo, run_id))
+    lock.acquire()   # one writer per run: a run in progress is refused before run.json is touched
+    try:
+        save_run(repo, info)
+    except BaseException:
+        lock.release()
+        raise
+    return Runtime(repo=repo, config=config, run=info, plan=plan, rules=rules, schemas=schemas,
+                   templates=templates, options=options, lock=lock)
+
+
+_KINDS = {'plan': 'a plan run (`codex-orch run`)',
+          'task': 'a one-task run (`codex-orch task` or `plan`)'}
+
+
+def existing_run(repo: Path, run_id: str, kind: str) -> RunInfo | None:
+    """The run --run-id names, if it exists; it must be of the same kind (a plan run or a one-task run)."""
+    if not (run_dir(repo, run_id) / 'run.json').exists():
+        return None
+    info = load_run(repo, run_id)
+    if info.kind != kind:
+        raise InputError(f'--run-id {run_id}: that is {_KINDS.get(info.kind, info.kind)}, but this command makes '
+                         f'{_KINDS[kind]}; choose a new run id, or omit --run-id')
+    return info
 
 
 def new_run_info(repo: Path, run_id: str, config, plan_rel: str, digest: str, spec: str | None,
