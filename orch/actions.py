@@ -26,7 +26,7 @@ from orch.redact import redact_obj
 from orch.runtime import Runtime
 from orch.spec import read_spec
 from orch.validate import schema_errors
-from orch.worker import WorkerSpec, _die_with_parent, _leader_exited, kill_stale_attempts, run_worker
+from orch.worker import WorkerSpec, die_with_parent, leader_exited, kill_stale_attempts, run_worker
 
 
 class Failed(Exception):
@@ -416,14 +416,14 @@ def _run_gate(command: str, cwd: Path, env: dict[str, str], log: Any, timeout: f
     try:
         proc = subprocess.Popen(['/bin/sh', '-c', command], cwd=cwd, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
     except OSError as exc:
         log.write(f'cannot start /bin/sh: {exc}\n'.encode())
         return 127
     deadline = None if timeout is None else time.monotonic() + timeout
     timed_out = False
     try:
-        while not _leader_exited(proc):   # not reaped yet: the pgid stays ours while we signal it
+        while not leader_exited(proc):   # not reaped yet: the pgid stays ours while we signal it
             if deadline is not None and time.monotonic() >= deadline:
                 timed_out = True
                 break

@@ -86,7 +86,11 @@ def compile_plan(plan: Plan, rules: RuleSet, config: Config, layout: RunLayout) 
         values = _task_values(base, task, plan, roles[task.role], codex_args, layout, gates)
         for rule in task_rules:
             if rule.roles is None or task.role in rule.roles:
-                steps.append(_expand(rule, values, task.id))
+                step = _expand(rule, values, task.id)
+                if rule.gate and layout.result(task.id) not in step.file_dep:
+                    # A gate checks the task's work, so it runs after it even if its rule forgot to say so.
+                    step.file_dep.append(layout.result(task.id))
+                steps.append(step)
     steps.extend(_expand(r, base, None) for r in run_rules if r.name == 'report')
     return steps
 

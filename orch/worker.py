@@ -167,7 +167,7 @@ def live_worker_pgids() -> list[int]:
 
 def _any_alive(pgids: list[int]) -> bool:
     with _LOCK:
-        return any(pgid in _LIVE and not _leader_exited(_LIVE[pgid]) for pgid in pgids)
+        return any(pgid in _LIVE and not leader_exited(_LIVE[pgid]) for pgid in pgids)
 
 
 atexit.register(kill_all_workers)
@@ -358,7 +358,7 @@ def _launch(argv: list[str], spec: WorkerSpec, prompt: bytes, adir: Path) -> sub
         with _LOCK:   # registered before any other thread can look: kill_all_workers sees it
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                     env=env, start_new_session=True, bufsize=0,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent)
             _LIVE[proc.pid] = proc
     # A thread writes the prompt so a prompt larger than the pipe buffer cannot deadlock.
     threading.Thread(target=_feed_stdin, args=(proc, prompt), daemon=True,
@@ -378,7 +378,7 @@ _PRCTL = _load_prctl() if sys.platform.startswith('linux') else None
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGTERM when codex-orch dies, even by SIGKILL, so no worker outlives it.
 
     SIGTERM rather than SIGKILL: the npm launcher forwards SIGTERM to the native binary it
@@ -523,7 +523,7 @@ class _StdoutReader:
     def _finished(self, sel: selectors.BaseSelector) -> bool:
         """One wait-and-read step; True when the process is done and stdout drained."""
         now = time.monotonic()
-        exited = _leader_exited(self.proc)
+        exited = leader_exited(self.proc)
         if self.eof:
             if not exited:
                 time.sleep(self.clock.wait_budget(now))
@@ -607,7 +607,7 @@ class LineSplitter:
 # ---------------------------------------------------------------------------------------------
 # Process-group handling
 
-def _leader_exited(proc: subprocess.Popen[bytes]) -> bool:
+def leader_exited(proc: subprocess.Popen[bytes]) -> bool:
     """Has the leader exited? Does NOT reap it: its zombie keeps the pgid from being reused."""
     if proc.returncode is not None:
         return True
@@ -630,7 +630,7 @@ def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
         return
     _signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + KILL_GRACE
-    while time.monotonic() < deadline and not _leader_exited(proc):
+    while time.monotonic() < deadline and not leader_exited(proc):
         time.sleep(0.02)
     _signal_group(proc.pid, signal.SIGKILL)
 
@@ -638,7 +638,7 @@ def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
 def _reap(proc: subprocess.Popen[bytes]) -> None:
     """Kill leftovers of the group (orphaned background processes), then reap and unregister."""
     if proc.returncode is None:
-        if not _leader_exited(proc):
+        if not leader_exited(proc):
             _terminate_group(proc)
         # The leader is a zombie now, so the pgid still names this group: safe to signal.
         _signal_group(proc.pid, signal.SIGKILL)

@@ -112,3 +112,10 @@ def test_shell_cwd_at_the_repository(tmp_path: Path) -> None:
     assert [s.name for s in steps][:2] == ['worktree', 'lint'] and steps[-1].name == 'report'
     lint = by_name(steps)['lint']
     assert lint.cwd == '.' and lint.shell == f'lint {R} {WT}'
+
+
+def test_a_gate_always_runs_after_its_task(tmp_path: Path) -> None:
+    gate = {'name': 'gate', 'scope': 'task', 'roles': ['implementer'], 'output': '{task_dir}/gate.json',
+            'action': {'shell': 'true'}}
+    steps = by_name(compile_plan(plan(), rules(tmp_path, gate), Config(), layout()))
+    assert steps['gate:T1'].file_dep == [f'{R}/tasks/T1/result.json']
