@@ -3,47 +3,32 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from orch import __version__, output
-from orch.commands import clean as clean_cmd
-from orch.commands import demo as demo_cmd
-from orch.commands import doctor as doctor_cmd
-from orch.commands import init as init_cmd
-from orch.commands import merge as merge_cmd
-from orch.commands import plan as plan_cmd
-from orch.commands import prune as prune_cmd
-from orch.commands import report as report_cmd
-from orch.commands import resume as resume_cmd
-from orch.commands import run as run_cmd
-from orch.commands import status as status_cmd
-from orch.commands import task as task_cmd
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 from orch.redact import redact
 
-
-def _init(args: argparse.Namespace) -> int:
-    from orch.commands.common import find_repo
-    return init_cmd.init(find_repo(), force=args.force)
-
-
-COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
-    'init': (init_cmd.add_parser, _init),
-    'run': (run_cmd.add_parser, run_cmd.run),
-    'resume': (resume_cmd.add_parser, resume_cmd.resume),
-    'status': (status_cmd.add_parser, status_cmd.status),
-    'report': (report_cmd.add_parser, report_cmd.report),
-    'demo': (demo_cmd.add_parser, demo_cmd.demo),
-    'doctor': (doctor_cmd.add_parser, doctor_cmd.doctor),
-    'task': (task_cmd.add_parser, task_cmd.task),
-    'plan': (plan_cmd.add_parser, plan_cmd.plan),
-    'prune': (prune_cmd.add_parser, prune_cmd.prune),
-    'merge': (merge_cmd.add_parser, merge_cmd.merge),
-    'clean': (clean_cmd.add_parser, clean_cmd.clean),
+# command -> (module, function). Only the module of the command being run is imported: every
+# invocation pays for its own command, not for all twelve (a no-op resume is start-up bound).
+COMMANDS: dict[str, tuple[str, str]] = {
+    'init': ('orch.commands.init', 'init_command'),
+    'run': ('orch.commands.run', 'run'),
+    'resume': ('orch.commands.resume', 'resume'),
+    'status': ('orch.commands.status', 'status'),
+    'report': ('orch.commands.report', 'report'),
+    'demo': ('orch.commands.demo', 'demo'),
+    'doctor': ('orch.commands.doctor', 'doctor'),
+    'task': ('orch.commands.task', 'task'),
+    'plan': ('orch.commands.plan', 'plan'),
+    'prune': ('orch.commands.prune', 'prune'),
+    'merge': ('orch.commands.merge', 'merge'),
+    'clean': ('orch.commands.clean', 'clean'),
 }
 
 
@@ -54,20 +39,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `only`, just that subcommand's (the others are not imported)."""
     parser = _Parser(prog='codex-orch', description='Execute implementation plans with Codex workers, '
                      'as a build graph: re-running redoes only what changed.')
     parser.add_argument('--version', action='version', version=f'codex-orch {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND', parser_class=_Parser)
-    for add_parser, _ in COMMANDS.values():
-        add_parser(sub)
+    for name, (module, _) in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    first = next((a for a in argv if not a.startswith('-')), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     try:
-        return COMMANDS[args.command][1](args)
+        module, function = COMMANDS[args.command]
+        return getattr(importlib.import_module(module), function)(args)
     except OrchError as exc:
         output.write_line(f'codex-orch: {exc}', err=True)
         return exc.exit_code

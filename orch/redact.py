@@ -56,7 +56,12 @@ class RedactingStream:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return self._stream.write(redact(text))
+        from orch.output import emit
+        emit(self._stream, redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        pass   # emit() flushed already
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

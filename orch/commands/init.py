@@ -53,3 +53,8 @@ def init(repo: Path, *, force: bool = False) -> int:
     return 0
 
 
+
+
+def init_command(args: argparse.Namespace) -> int:
+    from orch.commands.common import find_repo
+    return init(find_repo(), force=args.force)
