@@ -1,0 +1,105 @@
+"""Run codex-orch with perf_counter timers around its phases; write the totals as JSON.
+
+Usage (in a host repository): python benchmarks/phases.py OUT.json run --plan-file plan.json -q
+
+The timers wrap module functions by name (a name that no longer exists is skipped), so the
+instrumented run is the normal code path plus ~1 us per wrapped call. Times are inclusive;
+`children` lists which timed phases run inside which.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+T0 = time.perf_counter()
+import orch.main  # noqa: E402
+
+IMPORTS = time.perf_counter() - T0
+
+TOTALS: dict[str, float] = {}
+COUNTS: dict[str, int] = {}
+_lock = threading.Lock()
+
+# (module, attribute, label). Inclusive times; nesting is described in PHASES below.
+WRAP = [
+    ('orch.commands.resume', 'open_run', 'open run (load + check inputs)'),
+    ('orch.atomic', 'sweep_temp', 'temp-file sweep'),
+    ('orch.commands.execute', 'run_doit', 'doit runs (main + report)'),
+    ('orch.runtime', 'load_inputs', 'load inputs (config, plan, rules, schemas)'),
+    ('orch.runtime', 'compile_plan', 'compile (rules x plan -> steps)'),
+    ('orch.runtime', 'Runtime.write_task_entries', 'task.json files'),
+    ('orch.doit_runner', 'task_dict', 'doit task dicts'),
+    ('orch.actions', 'worktree', 'worktree'),
+    ('orch.actions', 'render_prompt', 'prompt'),
+    ('orch.actions', 'codex_worker', 'work step (total)'),
+    ('orch.actions', 'inputs_digest', 'inputs digest'),
+    ('orch.actions', 'kill_stale_attempts', 'stale-attempt check'),
+    ('orch.actions', '_finish_interrupted_commit', 'pending.json check'),
+    ('orch.git', 'worktree_valid', 'git: worktree check'),
+    ('orch.git', 'discard_changes', 'git: discard leftovers'),
+    ('orch.state', 'update_state', 'state.json writes'),
+    ('orch.actions', 'run_worker', 'worker (total)'),
+    ('orch.worker', '_launch', 'worker: launch (fork/exec)'),
+    ('orch.worker', '_pump', 'worker: running, events streamed'),
+    ('orch.worker', '_reap', 'worker: reap'),
+    ('orch.worker', '_judge', 'worker: validation'),
+    ('orch.worker', '_finish_record', 'worker: attempt.json'),
+    ('orch.actions', '_record_and_commit', 'commit (decisions + git commit)'),
+    ('orch.actions', '_write_result', 'result.json (+ git diff-tree)'),
+    ('orch.doit_runner', 'write_report', 'report'),
+    ('orch.doit_runner', 'report_digest', 'report digest'),
+    ('orch.commands.execute', 'task_rows', 'summary rows'),
+]
+
+
+def _wrap(module_name: str, attr: str, label: str) -> None:
+    module = sys.modules.get(module_name) or __import__(module_name, fromlist=['_'])
+    owner = module
+    *path, name = attr.split('.')
+    for part in path:
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return
+
+    @functools.wraps(fn)
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent = time.perf_counter() - start
+            with _lock:
+                TOTALS[label] = TOTALS.get(label, 0.0) + spent
+                COUNTS[label] = COUNTS.get(label, 0) + 1
+
+    setattr(owner, name, timed)
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    for module_name, attr, label in WRAP:
+        _wrap(module_name, attr, label)
+    # doit_runner binds the actions in a dict at import time: point it at the wrapped ones.
+    import orch.actions
+    import orch.doit_runner
+    for key in list(getattr(orch.doit_runner, '_ACTIONS', {})):
+        orch.doit_runner._ACTIONS[key] = getattr(orch.actions, orch.doit_runner._ACTIONS[key].__name__)
+    start = time.perf_counter()
+    rc = orch.main.main(sys.argv[2:])
+    total = time.perf_counter() - start
+    out.write_text(json.dumps({'imports': IMPORTS, 'main': total, 'rc': rc, 'totals': TOTALS,
+                               'counts': COUNTS}, indent=1))
+    return rc
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
