@@ -580,24 +580,29 @@ def _live_worktree_of_branch(root: Path, branch: str) -> Path | None:
     return None
 
 
-def _refuse_dirty_checkout(checkout: Path, branch: str, old: str, new: str) -> None:
-    """Refuse when the checkout has tracked changes, or untracked files the update would overwrite.
-
-    Unrelated untracked files (a plan.json, an uncommitted .orchestrator/) are left alone and do
-    not block: a fast-forward never touches them.
-    """
+def checkout_blockers(checkout: Path, old: str, new: str) -> tuple[list[str], list[str]]:
+    """What stops a fast-forward of `checkout` from `old` to `new`: (tracked changes, untracked
+    files the update would overwrite). Unrelated untracked files (a plan.json, an uncommitted
+    .orchestrator/) do not block: a fast-forward never touches them."""
     entries = _status_entries(checkout)
     dirty = sorted({path for path, xy in entries if xy != '??'})
     untracked = {path for path, xy in entries if xy == '??'}
     incoming = _run(checkout, 'diff', '--name-only', '-z', '--diff-filter=A', old, new).out
-    clobbered = sorted(p for p in map(os.fsdecode, incoming.split(b'\0')) if p in untracked)
+    return dirty, sorted(p for p in map(os.fsdecode, incoming.split(b'\0')) if p in untracked)
+
+
+def describe_blockers(branch: str, checkout: Path, dirty: list[str], clobbered: list[str]) -> str:
     problems = dirty + clobbered
-    if problems:
-        shown = ', '.join(problems[:10]) + (f' and {len(problems) - 10} more' if len(problems) > 10 else '')
-        what = 'uncommitted changes' if dirty else 'untracked files the merge would overwrite'
-        raise GitError(
-            f'refusing to fast-forward {branch}: it is checked out in {checkout}, which has {what} '
+    shown = ', '.join(problems[:10]) + (f' and {len(problems) - 10} more' if len(problems) > 10 else '')
+    what = 'uncommitted changes' if dirty else 'untracked files the merge would overwrite'
+    return (f'refusing to fast-forward {branch}: it is checked out in {checkout}, which has {what} '
             f'({shown}). Commit, move or stash them there, then run the merge again; nothing was changed.')
+
+
+def _refuse_dirty_checkout(checkout: Path, branch: str, old: str, new: str) -> None:
+    dirty, clobbered = checkout_blockers(checkout, old, new)
+    if dirty or clobbered:
+        raise GitError(describe_blockers(branch, checkout, dirty, clobbered))
 
 
 def delete_branch(root: Path, branch: str, *, base: str, force: bool = False) -> bool:

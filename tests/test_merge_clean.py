@@ -219,3 +219,20 @@ def test_clean_refuses_a_run_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         rc, out, err = host.cli('merge', '--run-id', run_id, '--allow-automerge')
         assert rc == 1 and 'in progress' in err
     assert frozen(host) == before
+
+
+def test_merge_ignores_unrelated_untracked_files_but_not_ones_it_would_overwrite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    host, run_id = host_with_run(tmp_path, monkeypatch, capsys)
+    (host.repo / 'notes.txt').write_text('mine\n')                 # unrelated: no obstacle
+    (host.repo / 'src').mkdir()
+    (host.repo / 'src' / 'greet.py').write_text('my own draft\n')   # the merge would overwrite it
+    before = frozen(host)
+    rc, out, err = host.cli('merge', '--run-id', run_id, '--allow-automerge')
+    assert rc == 1 and 'untracked files the merge would overwrite (src/greet.py)' in err
+    assert frozen(host) == before
+    (host.repo / 'src' / 'greet.py').unlink()
+    rc, out, err = host.cli('merge', '--run-id', run_id, '--allow-automerge')
+    assert rc == 0, err
+    assert (host.repo / 'notes.txt').read_text() == 'mine\n'
+    assert git(host.repo, 'rev-parse', 'main') == git(host.repo, 'rev-parse', host.shared_branch())

@@ -70,12 +70,9 @@ def merge(args: argparse.Namespace) -> int:
             'Nothing was changed.')
     checkout = _live_checkout(repo, base)
     if checkout is not None:
-        dirty = git.changed_paths(checkout)
-        if dirty:
-            shown = ', '.join(dirty[:10]) + (f' and {len(dirty) - 10} more' if len(dirty) > 10 else '')
-            raise MergeRefused(
-                f'refusing to fast-forward {base}: it is checked out in {checkout}, which has uncommitted changes '
-                f'({shown}). Commit or stash them, then merge again. Nothing was changed.')
+        dirty, clobbered = git.checkout_blockers(checkout, base_sha, result)
+        if dirty or clobbered:
+            raise MergeRefused(git.describe_blockers(base, checkout, dirty, clobbered))
     count = git.unmerged_commits(repo, result, base_sha)
     what = f'{base} {base_sha[:12]} -> {result[:12]} ({count} commit(s) from {source})'
     if not args.allow_automerge:
