@@ -148,16 +148,36 @@ def _check_name(value: str, what: str) -> str:
 
 # --- where things are ----------------------------------------------------------------------------
 
+# Where a directory sits in git does not change while it exists, and every commit asks twice:
+# remembered per directory and its .git entry's identity, so a re-created worktree is looked up again.
+_LOCATIONS: dict[tuple[str, int, int], _Location] = {}
+
+
 def _locate(path: Path) -> _Location:
     path = Path(path)
     if not path.is_dir():
         raise GitError(f'not a git repository: {path} is not a directory (run codex-orch inside the repository)')
+    key = _location_key(path)
+    if key is not None and key in _LOCATIONS:
+        return _LOCATIONS[key]
     res = _run(path, 'rev-parse', '--show-toplevel', '--git-dir', '--git-common-dir', ok=(0, 128))
     if res.status != 0:
         raise GitError(f'not a git repository: {path} (run codex-orch inside the repository)\n  {res.err.strip()}')
     top, git_dir, common = os.fsdecode(res.out).splitlines()[:3]
     # --git-dir and --git-common-dir may be relative to `path`; an absolute one is kept by `/`.
-    return _Location(Path(top).resolve(), (path / git_dir).resolve(), (path / common).resolve())
+    loc = _Location(Path(top).resolve(), (path / git_dir).resolve(), (path / common).resolve())
+    if key is not None:
+        _LOCATIONS[key] = loc
+    return loc
+
+
+def _location_key(path: Path) -> tuple[str, int, int] | None:
+    """(path, inode and mtime of its .git entry); None when it has none (a subdirectory: ask git)."""
+    try:
+        st = os.stat(path / '.git')
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_ino, st.st_mtime_ns)
 
 
 def _own_worktree(worktree: Path, action: str) -> _Location:
@@ -348,6 +368,8 @@ def discard_changes(worktree: Path, paths: list[str] | None = None) -> None:
         return
     with _repo_lock(loc.common_dir):
         if paths is None:
+            if not is_dirty(worktree):   # the usual case: one cheap status instead of reset + clean
+                return
             _run(worktree, 'reset', '--quiet', '--hard', 'HEAD')
             _run(worktree, 'clean', '-f', '-d', '--quiet')
             return
@@ -391,12 +413,38 @@ def _identity_env(worktree: Path, author: tuple[str, str] | None) -> dict[str, s
         name, email = author
         return {'GIT_AUTHOR_NAME': name, 'GIT_AUTHOR_EMAIL': email,
                 'GIT_COMMITTER_NAME': name, 'GIT_COMMITTER_EMAIL': email}
+    key = _identity_key(_locate(worktree).common_dir)
+    if key not in _IDENTITY_GAPS:
+        missing = []
+        for role in ('AUTHOR', 'COMMITTER'):
+            # `git var` fails exactly when `git commit` would: no usable configured identity.
+            if _run(worktree, 'var', f'GIT_{role}_IDENT', ok=(0, 128)).status != 0:
+                missing.append(role)
+        _IDENTITY_GAPS[key] = tuple(missing)
     env: dict[str, str] = {}
-    for role in ('AUTHOR', 'COMMITTER'):
-        # `git var` fails exactly when `git commit` would: no usable configured identity.
-        if _run(worktree, 'var', f'GIT_{role}_IDENT', ok=(0, 128)).status != 0:
-            env[f'GIT_{role}_NAME'], env[f'GIT_{role}_EMAIL'] = _FALLBACK_IDENTITY
+    for role in _IDENTITY_GAPS[key]:
+        env[f'GIT_{role}_NAME'], env[f'GIT_{role}_EMAIL'] = _FALLBACK_IDENTITY
     return env
+
+
+# Which of author/committer git cannot name: asked again only when something it depends on
+# changed (environment, repository or global config), not on every commit.
+_IDENTITY_GAPS: dict[tuple[object, ...], tuple[str, ...]] = {}
+_IDENTITY_VARS = ('GIT_AUTHOR_NAME', 'GIT_AUTHOR_EMAIL', 'GIT_COMMITTER_NAME', 'GIT_COMMITTER_EMAIL', 'EMAIL',
+                  'HOME', 'XDG_CONFIG_HOME', 'GIT_CONFIG_GLOBAL', 'GIT_CONFIG_NOSYSTEM', 'GIT_CONFIG_SYSTEM')
+
+
+def _identity_key(common_dir: Path) -> tuple[object, ...]:
+    configs = [common_dir / 'config', Path(os.environ.get('GIT_CONFIG_GLOBAL') or '~/.gitconfig').expanduser(),
+               Path(os.environ.get('XDG_CONFIG_HOME') or '~/.config').expanduser() / 'git' / 'config',
+               Path(os.environ.get('GIT_CONFIG_SYSTEM') or '/etc/gitconfig')]
+    stamps = []
+    for path in configs:
+        try:
+            stamps.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            stamps.append(None)
+    return (str(common_dir), *(os.environ.get(v) for v in _IDENTITY_VARS), *stamps)
 
 
 def _stage(worktree: Path, paths: list[str] | None) -> bool:
