@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orch.errors import ConfigError, problems_message
-from orch.validate import pydantic_errors
+from orch.validate import pydantic_errors, yaml_problem
 
 CONFIG_FILE = 'orchestrator.yaml'
 _REF_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/-]*$')
@@ -170,9 +170,7 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f'{path}: not UTF-8 text (save it as UTF-8)')
     except yaml.YAMLError as exc:
-        mark = getattr(exc, 'problem_mark', None)
-        where = f'line {mark.line + 1} column {mark.column + 1}: ' if mark else ''
-        problem = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
+        where, problem = yaml_problem(exc)
         raise ConfigError(f'{path}: {where}invalid YAML: {problem} '
                           '(only plain YAML is accepted: no tags that construct objects)')
     if data is None:

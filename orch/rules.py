@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orch.errors import RuleError, problems_message
-from orch.validate import pydantic_errors
+from orch.validate import pydantic_errors, yaml_problem
 
 BUILTIN_ACTIONS = ('worktree', 'task_worktree', 'render_prompt', 'codex_worker', 'report')
 
@@ -94,9 +94,7 @@ def _load_file(path: Path, is_host: bool) -> list[Rule]:
     except UnicodeDecodeError as exc:
         raise RuleError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)')
     except yaml.YAMLError as exc:
-        mark = getattr(exc, 'problem_mark', None)
-        where = f'line {mark.line + 1} column {mark.column + 1}: ' if mark else ''
-        problem = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
+        where, problem = yaml_problem(exc)
         raise RuleError(f'{path}: {where}not a valid YAML rule file: {problem} '
                         '(only plain YAML is accepted: no tags that construct objects)')
     docs = data.get('rules') if isinstance(data, dict) and 'rules' in data else [data]

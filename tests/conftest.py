@@ -7,6 +7,9 @@ import pytest
 
 from tests.support.gitrepo import isolate_git
 
+# The real-Codex fixtures (`standin`) for the end-to-end tests.
+pytest_plugins = ('tests.support.realcodex',)
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitrepo import git, snapshot
+from tests.support.procs import pgid_alive, pid_alive, wait_for
 from tests.support.orchtest import Host, make_host
 
 FAST = """defaults:
@@ -27,39 +28,10 @@ FAST = """defaults:
 """
 
 
-def _pgid_alive(pgid: int) -> bool:
-    """Does any process of the group still run? Zombies (dead, not yet reaped by init) do not count."""
-    for stat in Path('/proc').glob('[0-9]*/stat'):
-        try:
-            fields = stat.read_text().rpartition(')')[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != 'Z':
-            return True
-    return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()[0]
-    except OSError:
-        return False
-    return state != 'Z'
-
-
 def checkout(repo: Path) -> dict[str, str]:
     """The user's own checkout: its HEAD, branch, status and main branch tip (the run's refs may change)."""
     snap = snapshot(repo)
     return {k: snap[k] for k in ('head', 'symbolic_head', 'status')} | {'main': git(repo, 'rev-parse', 'main')}
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture
@@ -137,9 +109,9 @@ def test_broken_workers_fail_cleanly_and_the_run_goes_on(host: Host, tmp_path: P
     assert _attempt(host, 'HANG')['timeout'] == 'idle' and _attempt(host, 'SILENT')['timeout'] == 'first-event'
     # nothing the fakes started is still running: hung workers, the orphaned child
     for entry in host.launches():
-        assert wait_for(lambda: not _pgid_alive(entry['pgid'])), entry
+        assert wait_for(lambda: not pgid_alive(entry['pgid'])), entry
     child = next(e for e in host.launches() if e['task_id'] == 'CHILD')
-    assert child['child_pid'] and wait_for(lambda: not _pid_alive(child['child_pid']))
+    assert child['child_pid'] and wait_for(lambda: not pid_alive(child['child_pid']))
     # a write outside the worktree is not committed; the user's checkout is untouched
     assert outside.read_text() == 'written outside the workspace\n'
     commit = host.result('OUTSIDE')['commit']
@@ -262,7 +234,7 @@ def test_shell_gate_leaves_no_process_behind(host: Host, command: str, timeout: 
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert time.monotonic() - started < 15
     pid = int((host.run_dir() / 'tasks' / 'A' / 'bg.pid').read_text())
-    assert wait_for(lambda: not _pid_alive(pid)), 'the gate left a process behind'
+    assert wait_for(lambda: not pid_alive(pid)), 'the gate left a process behind'
     if status_fragment:
         assert rc == 1 and status_fragment in out, out
         assert host.statuses()['B'] == 'pending'   # a failed gate stops the dependents

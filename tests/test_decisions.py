@@ -82,7 +82,7 @@ def test_upsert_adds_replaces_and_removes(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith('# Decisions\n')
     assert text.count(marker('r1', 'T1')) == 1 and text.count(marker('r0', 'T1')) == 1
-    t1 = text[text.index(marker('r1', 'T1')):text.index(f'<!-- /codex-orch: run=r1 task=T1 -->')]
+    t1 = text[text.index(marker('r1', 'T1')):text.index('<!-- /codex-orch: run=r1 task=T1 -->')]
     assert 'Use str.format' in t1 and 'Use f-strings' not in t1
     assert text.index(marker('r1', 'T1')) < text.index(marker('r1', 'T2'))   # replaced in place
     assert decisions.upsert(path, 'r1', 'T1', 'implementer', 'One', [])

@@ -10,7 +10,7 @@ import pytest
 from orch.standin import Standin
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, make_host
-from tests.support.realcodex import standin, use_real_codex  # noqa: F401  (fixture)
+from tests.support.realcodex import use_real_codex
 
 pytestmark = pytest.mark.e2e
 
@@ -31,14 +31,14 @@ def e2e_plan() -> dict:
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-         standin: Standin) -> Host:  # noqa: F811
+         standin: Standin) -> Host:
     h = make_host(tmp_path, monkeypatch, capsys)
     use_real_codex(h.repo)
     commit_all(h.repo, 'use the real codex')
     return h
 
 
-def test_three_task_plan_with_real_codex(host: Host, standin: Standin) -> None:  # noqa: F811
+def test_three_task_plan_with_real_codex(host: Host, standin: Standin) -> None:
     host.write_plan(e2e_plan())
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md')
     assert rc == 0, out + err

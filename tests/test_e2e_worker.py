@@ -12,7 +12,7 @@ import pytest
 from orch.standin import Standin, write_codex_home
 from tests.support.gitrepo import commit_all
 from tests.support.orchtest import Host, make_host
-from tests.support.realcodex import standin, use_real_codex  # noqa: F401  (fixture)
+from tests.support.realcodex import use_real_codex
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ def one_task(description: str, task_id: str = 'T1') -> dict:
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-         standin: Standin) -> Host:  # noqa: F811
+         standin: Standin) -> Host:
     h = make_host(tmp_path, monkeypatch, capsys)
     use_real_codex(h.repo, 'roles:\n  implementer:\n    timeout_idle: 3\n    failure_retries: 0\n')
     commit_all(h.repo, 'use the real codex')
@@ -52,7 +52,7 @@ def codex_processes(marker: str) -> list[str]:
     return found
 
 
-def test_prose_first_is_fixed_by_one_resume_in_the_same_thread(host: Host, standin: Standin) -> None:  # noqa: F811
+def test_prose_first_is_fixed_by_one_resume_in_the_same_thread(host: Host, standin: Standin) -> None:
     host.write_plan(one_task('Answer.\n[[standin: prose-first]]'))
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert rc == 0, out + err
@@ -83,7 +83,7 @@ def test_server_that_never_answers_times_out_and_leaves_no_process(host: Host, t
 
 
 def test_http_500_once_then_ok(host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               standin: Standin) -> None:  # noqa: F811
+                               standin: Standin) -> None:
     # codex's own request retry absorbs a single 500
     env = write_codex_home(tmp_path / 'codex-home', standin.base_url, request_max_retries=1)
     monkeypatch.setenv('CODEX_HOME', env['CODEX_HOME'])
@@ -93,7 +93,7 @@ def test_http_500_once_then_ok(host: Host, tmp_path: Path, monkeypatch: pytest.M
     assert [r['status'] for r in standin.requests][:2] == [500, 200]
 
 
-def test_http_500_always_fails_with_the_message_and_bounded_retries(host: Host, standin: Standin) -> None:  # noqa: F811
+def test_http_500_always_fails_with_the_message_and_bounded_retries(host: Host, standin: Standin) -> None:
     use_real_codex(host.repo, 'defaults:\n  failure_retries: 2\n  retry_backoff: 0.1\n')
     host.write_plan(one_task('Broken.\n[[standin: http500-always]]'))
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
@@ -105,7 +105,7 @@ def test_http_500_always_fails_with_the_message_and_bounded_retries(host: Host, 
     assert len(standin.requests) == 3
 
 
-def test_quota_defers_and_a_later_resume_finishes(host: Host, standin: Standin) -> None:  # noqa: F811
+def test_quota_defers_and_a_later_resume_finishes(host: Host, standin: Standin) -> None:
     host.write_plan(one_task('Write it.'))
     standin.forced = '[[standin: quota]]'
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
@@ -119,7 +119,7 @@ def test_quota_defers_and_a_later_resume_finishes(host: Host, standin: Standin) 
     assert host.statuses() == {'T1': 'done'}
 
 
-def test_budget_stops_before_the_last_task(host: Host, standin: Standin) -> None:  # noqa: F811
+def test_budget_stops_before_the_last_task(host: Host, standin: Standin) -> None:
     # each task costs 150 tokens (120 in + 30 out) with the stand-in's default usage
     use_real_codex(host.repo, 'token_budget: 250\n')
     plan = {'version': 1, 'tasks': [

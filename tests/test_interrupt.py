@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.orchtest import Host, cli_subprocess, make_host
-from tests.test_kill import chain_plan, wait_for
+from tests.support.procs import wait_for
+from tests.test_kill import chain_plan
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitrepo import git
+from tests.support.procs import pgid_alive, wait_for
 from tests.support.orchtest import Host, cli_subprocess, make_host
 
 
@@ -17,15 +18,6 @@ def chain_plan(n: int) -> dict:
     return {'version': 1, 'tasks': [
         {'id': f'T{i}', 'role': 'implementer', 'title': f'Step {i}', 'description': f'Write f{i}.txt',
          'depends_on': [f'T{i - 1}'] if i > 1 else [], 'paths': [f'f{i}.txt']} for i in range(1, n + 1)]}
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError('condition not met in time')
 
 
 @pytest.fixture
@@ -36,14 +28,6 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     h = make_host(tmp_path, monkeypatch, capsys, script)
     h.write_plan(chain_plan(4))
     return h
-
-
-def _pgid_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_kill_9_mid_run_then_resume(host: Host) -> None:
@@ -57,7 +41,7 @@ def test_kill_9_mid_run_then_resume(host: Host) -> None:
     # the running worker is told to stop when its parent dies (PR_SET_PDEATHSIG): no orphan
     wait_for(lambda: 'T3' in host.launched_tasks(), timeout=10)
     for entry in host.launches():
-        wait_for(lambda: not _pgid_alive(entry['pgid']), timeout=10)
+        wait_for(lambda: not pgid_alive(entry['pgid']), timeout=10)
     host.clear_log()
     rc, out, err = host.cli('resume', '--run-id', 'killed')
     assert rc == 0, out + err

@@ -15,6 +15,7 @@ import pytest
 
 from orch.lock import holder_pid
 from tests.support.gitrepo import git
+from tests.support.procs import wait_for
 from tests.support.orchtest import Host, cli_subprocess, make_host
 
 
@@ -36,15 +37,6 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     h = make_host(tmp_path, monkeypatch, capsys, script(2))
     h.write_plan(plan())
     return h
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError('condition not met in time')
 
 
 # Caches that loading a run may (re)write: derived from the inputs only, written atomically.
