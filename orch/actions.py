@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orch import atomic, decisions, git, state
+from orch.codex_bin import find_codex
 from orch.compile import Step
 from orch.errors import GitError
 from orch.faults import crash_point
@@ -326,12 +326,8 @@ def _fail(task_dir: Path, reason: str) -> Failed:
 
 
 def _codex_argv(rt: Runtime) -> tuple[str, ...]:
-    binary = rt.config.codex.binary
-    if '/' in binary:
-        binary = str((rt.repo / binary).resolve()) if not Path(binary).is_absolute() else binary
-    else:
-        binary = shutil.which(binary) or binary
-    return (binary,)
+    # Resolved like `run` checked it; if it vanished since, the worker records a launch-error.
+    return (find_codex(rt.config.codex.binary, rt.repo) or rt.config.codex.binary,)
 
 
 def _record_and_commit(rt: Runtime, task: Any, workdir: Path, exec_id: str, answer: Any) -> str | None:

@@ -5,6 +5,8 @@ import os
 import shutil
 from pathlib import Path
 
+from orch.errors import LaunchError
+
 PINNED_VERSION = '0.169.0'
 INSTALL_HINT = (f'install it with `npm install -g @openai/codex@{PINNED_VERSION}`, or set codex.binary '
                 'in .orchestrator/orchestrator.yaml to its path')
@@ -25,3 +27,11 @@ def find_codex(configured: str = 'codex', repo: Path | None = None) -> str | Non
         if candidate and os.access(candidate, os.X_OK) and Path(candidate).is_file():
             return str(Path(candidate).absolute())
     return None
+
+
+def require_codex(configured: str, repo: Path) -> str:
+    """The codex executable, or a LaunchError (exit 2) before a run creates anything."""
+    binary = find_codex(configured, repo)
+    if binary is None:
+        raise LaunchError(f'codex executable {configured!r} not found: {INSTALL_HINT}')
+    return binary

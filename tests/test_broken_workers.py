@@ -181,11 +181,28 @@ def test_codex_that_is_not_codex(host: Host, body: str, outcome: str, fragment: 
         assert _state(host, tid)['outcome'] == outcome
 
 
-def test_missing_codex_binary_is_a_launch_error(host: Host) -> None:
+def test_missing_codex_binary_is_refused_before_the_run_starts(host: Host) -> None:
     cfg = host.repo / '.orchestrator' / 'orchestrator.yaml'
     cfg.write_text(FAST + 'codex:\n  binary: /nonexistent/codex\n')
     host.write_plan({'version': 1, 'tasks': [_task('A')]})
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 2
+    assert "codex executable '/nonexistent/codex' not found" in err and 'npm install -g @openai/codex@0.169.0' in err
+    assert not (host.repo / '.orchestrator' / 'runs').exists()
+
+
+def test_codex_gone_mid_run_is_a_launch_error(host: Host) -> None:
+    fake = host.repo.parent / 'gone' / 'codex'
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nexit 0\n')
+    fake.chmod(0o755)
+    cfg = host.repo / '.orchestrator' / 'orchestrator.yaml'
+    cfg.write_text(FAST + f'codex:\n  binary: {fake}\n')
+    host.write_plan({'version': 1, 'tasks': [_task('A')]})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    assert rc == 1                      # the stub exits without any event
+    fake.unlink()
+    rc, out, err = host.cli('resume', '--run-id', 'r1')
     assert rc == 1
     row = host.status()['tasks'][0]
     assert row['status'] == 'failed' and 'launch-error' in row['reason'] and 'not found' in row['reason']

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from orch import git
+from orch.codex_bin import require_codex
 from orch.commands.common import ensure_orchestrator, find_repo
 from orch.commands.execute import execute
 from orch.errors import GitError, InputError
@@ -63,6 +64,7 @@ def prepare_run(repo: Path, plan_rel: str, *, spec_file: str | None, run_id: str
     Shared by `run` and the one-task runs of `task` and `plan`, so all start runs the same way.
     """
     config, plan, rules, schemas, templates = load_inputs(repo, plan_rel)
+    require_codex(config.codex.binary, repo)
     spec = check_spec(spec_file, repo) if spec_file else None
     options = options_from(args, config.jobs)
     if run_id:
