@@ -30,11 +30,8 @@ from orch.worker import WorkerSpec, die_with_parent, leader_exited, kill_stale_a
 
 
 class Failed(Exception):
-    """Raised inside actions for an expected failure; doit_runner turns it into TaskFailed."""
-
-    def __init__(self, message: str, *, deferred: bool = False) -> None:
-        super().__init__(message)
-        self.deferred = deferred
+    """Raised inside actions for an expected failure (recorded in state.json first); doit_runner turns it
+    into TaskFailed."""
 
 
 # ---------------------------------------------------------------- worktrees
@@ -79,7 +76,7 @@ def _prepare_task_worktree(rt: Runtime, task: Any, task_dir: Path, previous: dic
     branch = layout.task_branch(task.id)
     tips = {dep: git.rev_parse(repo, f'refs/heads/{layout.task_branch(dep)}') for dep in task.depends_on}
     needed = _tips_to_merge(repo, list(task.depends_on), tips)
-    tip = _branch_tip(repo, branch)
+    tip = git.branch_tip(repo, branch)
     behind = [d for d in needed if tip is not None and not git.is_ancestor(repo, tips[d], tip)]
     if behind and tip in _own_states(task_dir, previous):
         # Nothing on the branch but this task's stale work: start it afresh from the new tips.
@@ -132,12 +129,6 @@ def _tips_to_merge(repo: Path, deps: list[str], tips: dict[str, str]) -> list[st
         needed.append(dep)
     return needed
 
-
-def _branch_tip(repo: Path, branch: str) -> str | None:
-    try:
-        return git.rev_parse(repo, f'refs/heads/{branch}')
-    except GitError:
-        return None
 
 
 def _own_states(task_dir: Path, previous: dict[str, Any]) -> set[str]:
@@ -213,7 +204,7 @@ def _check_budget(rt: Runtime, task: Any, task_dir: Path) -> None:
         reason = f'token budget of {budget} exhausted ({rt.tokens_spent} spent in this run); not started'
         state.update_state(task_dir, status='deferred', reason=reason, outcome='budget')
         rt.stop_reason = reason
-        raise Failed(reason, deferred=True)
+        raise Failed(reason)
 
 
 def _run_and_commit(rt: Runtime, step: Step, task: Any, task_dir: Path, result_path: Path, digest: str,
@@ -246,11 +237,10 @@ def _run_and_commit(rt: Runtime, step: Step, task: Any, task_dir: Path, result_p
         state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', **common)
         raise Failed('interrupted')
     if result.outcome != 'ok':
-        deferred = result.outcome == 'deferred'
-        status = 'deferred' if deferred else 'failed'
+        status = 'deferred' if result.outcome == 'deferred' else 'failed'
         reason = f'{result.outcome}: {result.error}'
         state.update_state(task_dir, status=status, reason=reason, **common)
-        raise Failed(reason, deferred=deferred)
+        raise Failed(reason)
     if not git.worktree_valid(workdir):
         reason = (f'workspace-lost: the worker deleted or broke its worktree {workdir}, so its work cannot be '
                   'committed; resume recreates the worktree and runs the task again')

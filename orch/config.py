@@ -15,7 +15,6 @@ from orch.validate import pydantic_errors, yaml_problem
 CONFIG_FILE = 'orchestrator.yaml'
 _REF_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/-]*$')
 _NAME_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
-SANDBOXES = ('read-only', 'workspace-write', 'danger-full-access')
 
 
 class _Model(BaseModel):

@@ -44,8 +44,6 @@ def _invoke(rt: Runtime, step: Step) -> Any:
         else:
             _ACTIONS[step.rule.action](rt, step)
     except actions.Failed as exc:
-        if exc.deferred:
-            rt.deferred.add(step.task_id)
         return TaskFailed(str(exc))
     except OrchError as exc:
         return TaskFailed(str(exc))

@@ -226,6 +226,11 @@ def git_version() -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(1).split('.'))
 
 
+def branch_tip(root: Path, branch: str) -> str | None:
+    """The commit `branch` points at, or None when there is no such branch (never a same-named tag)."""
+    return _ref_sha(root, f'refs/heads/{branch}')
+
+
 def _ref_sha(root: Path, ref: str) -> str | None:
     res = _run(root, 'rev-parse', '--verify', '--quiet', ref, ok=(0, 1))
     return res.text if res.status == 0 else None

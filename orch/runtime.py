@@ -51,7 +51,6 @@ class Runtime:
     tokens_spent: int = 0       # by this invocation, for the token budget
     stop_reason: str | None = None
     scheduler: Any = None
-    deferred: set[str] = field(default_factory=set)
     lock: RunLock | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _steps: Any = field(default=None, repr=False, compare=False)
@@ -94,12 +93,15 @@ class Runtime:
         return self.config.role(name)
 
     def steps(self) -> list[Step]:
-        """The compiled steps; compiled once per plan, rules, config and layout (doit loads twice)."""
-        key = (self.plan, self.rules, self.config, self.layout)
-        cached = self._steps
-        if cached is None or any(a is not b for a, b in zip(cached[0][:3], key[:3])) or cached[0][3] != key[3]:
-            cached = self._steps = (key, compile_plan(self.plan, self.rules, self.config, self.layout))
-        return list(cached[1])
+        """The compiled steps, once per invocation (doit loads the tasks twice: the run and the report).
+
+        Plan, rules and config are fixed for a Runtime's life; the layout follows `run`, which resume
+        may replace (a new spec file), so it is the cache key.
+        """
+        layout = self.layout
+        if self._steps is None or self._steps[0] != layout:
+            self._steps = (layout, compile_plan(self.plan, self.rules, self.config, layout))
+        return list(self._steps[1])
 
     def remember_plan_check(self) -> None:
         """Record that this plan passed the plan schema (see open_run); only a cache."""

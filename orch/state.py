@@ -8,8 +8,6 @@ from typing import Any
 
 from orch import atomic
 
-STATUSES = ('done', 'failed', 'deferred', 'pending', 'running', 'stale', 'skipped')
-
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
@@ -39,8 +37,3 @@ def read_result(task_dir: Path) -> dict[str, Any] | None:
 
 def attempt_count(task_dir: Path) -> int:
     return sum(1 for p in task_dir.glob('attempt-*') if p.is_dir())
-
-
-def usage_total(result_or_state: dict[str, Any]) -> int:
-    usage = result_or_state.get('usage') or {}
-    return int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))

@@ -41,8 +41,6 @@ from orch.redact import redact
 INSTALL_HINT = ('install it with `npm install -g @openai/codex@0.169.0`, '
                 'or set `codex.binary` in .orchestrator/orchestrator.yaml')
 USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
-OUTCOMES = ('ok', 'invalid-output', 'turn-failed', 'exit-nonzero', 'timeout', 'interrupted',
-            'launch-error', 'deferred')
 TRANSIENT = frozenset({'exit-nonzero', 'turn-failed', 'timeout'})
 
 MAX_LINE_BYTES = 8 * 1024 * 1024   # a longer stdout line is skipped (counted as garbage)

@@ -12,11 +12,10 @@ import argparse
 from pathlib import Path
 
 from orch import git, output
-from orch.commands.common import find_repo
-from orch.errors import GitError, LockedError
+from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
+from orch.errors import LockedError
 from orch.lock import RunLock, holder_pid
-from orch.runs import ORCH_DIR, RunInfo, load_run, run_dir
-from orch.runtime import layout_for
+from orch.runs import RunInfo, load_run, run_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,24 +35,19 @@ def clean(args: argparse.Namespace) -> int:
         raise LockedError(f'run {info.run_id} is in use by a live process (PID {pid}); wait for it to finish or '
                           'stop it, then clean. Nothing was changed.')
     with RunLock(rdir):
-        branches = _remove_worktrees(repo, info, force=args.force)
+        worktrees = run_worktrees(repo, info.run_id)
+        _remove_worktrees(repo, info, worktrees, force=args.force)
         if not args.keep_branches:
-            _delete_branches(repo, info, branches, force=args.force)
+            _delete_branches(repo, info, run_branches(repo, info, worktrees), force=args.force)
     output.write_line(f'kept the run directory {_show(repo, rdir)} (results, reports, logs)')
     return 0
 
 
-def _remove_worktrees(repo: Path, info: RunInfo, *, force: bool) -> set[str]:
-    """Remove the run's worktrees; returns the branches they had checked out."""
-    root = (repo / ORCH_DIR / 'worktrees' / info.run_id).resolve()
-    branches: set[str] = set()
+def _remove_worktrees(repo: Path, info: RunInfo, worktrees: list[git.WorktreeInfo], *, force: bool) -> None:
+    """Remove the run's worktrees (a dirty one only with force); prune records of ones deleted by hand."""
     gone = []
-    for wt in git.list_worktrees(repo):
+    for wt in worktrees:
         path = Path(wt['path'])
-        if path != root and not path.is_relative_to(root):
-            continue
-        if wt['branch']:
-            branches.add(wt['branch'])
         if wt['prunable'] or not path.exists():
             gone.append(path)
             continue
@@ -69,8 +63,7 @@ def _remove_worktrees(repo: Path, info: RunInfo, *, force: bool) -> set[str]:
         git.prune_worktrees(repo)
         for path in gone:
             output.write_line(f'removed the record of worktree {_show(repo, path)} (its directory was already gone)')
-    _remove_empty_dirs(root)
-    return branches
+    _remove_empty_dirs(worktree_root(repo, info.run_id).resolve())
 
 
 def _remove_empty_dirs(root: Path) -> None:
@@ -87,16 +80,10 @@ def _remove_empty_dirs(root: Path) -> None:
         pass
 
 
-def _delete_branches(repo: Path, info: RunInfo, checked_out: set[str], *, force: bool) -> None:
-    layout = layout_for(info)
-    names = set(checked_out)
-    if info.per_task:
-        names.update(layout.task_branch(tid) for tid in _task_ids(repo, info))
-    else:
-        names.add(info.shared_branch)
+def _delete_branches(repo: Path, info: RunInfo, names: list[str], *, force: bool) -> None:
     base_name, base = _base(repo, info)
-    for branch in sorted(names):
-        if _tip(repo, branch) is None:
+    for branch in names:
+        if git.branch_tip(repo, branch) is None:
             continue
         where = git.worktree_of_branch(repo, branch)
         if where is not None:
@@ -114,24 +101,13 @@ def _delete_branches(repo: Path, info: RunInfo, checked_out: set[str], *, force:
             output.write_line(f'kept branch {branch}: it changed while clean ran; run clean again')
 
 
-def _task_ids(repo: Path, info: RunInfo) -> list[str]:
-    """Every task the run has a directory for (the plan file itself may be gone)."""
-    tasks = run_dir(repo, info.run_id) / 'tasks'
-    return sorted(p.name for p in tasks.iterdir() if p.is_dir()) if tasks.is_dir() else []
-
 
 def _base(repo: Path, info: RunInfo) -> tuple[str, str]:
     """What 'merged' means: the base branch's current tip, or the recorded base commit without one."""
-    if info.base_branch and _tip(repo, info.base_branch) is not None:
+    if info.base_branch and git.branch_tip(repo, info.base_branch) is not None:
         return info.base_branch, f'refs/heads/{info.base_branch}'
     return f'the base commit {info.base_commit[:12]}', info.base_commit
 
-
-def _tip(repo: Path, branch: str) -> str | None:
-    try:
-        return git.rev_parse(repo, f'refs/heads/{branch}')
-    except GitError:
-        return None
 
 
 def _show(repo: Path, path: Path) -> str:

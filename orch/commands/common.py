@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +9,8 @@ from typing import Any
 
 from orch import git, output
 from orch.errors import EXIT_DEFERRED, EXIT_INTERNAL, EXIT_OK, EXIT_TASK_FAILED, OrchError
-from orch.runs import ORCH_DIR, latest_run_id
-from orch.runtime import Runtime, open_run
+from orch.runs import ORCH_DIR, RunInfo, latest_run_id, run_dir
+from orch.runtime import Runtime, layout_for, open_run
 
 
 def find_repo(start: Path | None = None) -> Path:
@@ -42,9 +41,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def pushd(path: Path) -> contextlib.AbstractContextManager[None]:
-    return contextlib.chdir(path)
-
 
 def open_latest_for_dodo(start: Path) -> Runtime | None:
     try:
@@ -68,5 +64,24 @@ def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:
     return EXIT_TASK_FAILED
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, '') not in ('', '0', 'false')
+# ---- what a run owns in git: its worktrees and branches (clean and prune take them apart)
+
+def worktree_root(repo: Path, run_id: str) -> Path:
+    return repo / ORCH_DIR / 'worktrees' / run_id
+
+
+def run_worktrees(repo: Path, run_id: str) -> list[git.WorktreeInfo]:
+    root = worktree_root(repo, run_id).resolve()
+    return [wt for wt in git.list_worktrees(repo) if Path(wt['path']) == root or root in Path(wt['path']).parents]
+
+
+def run_branches(repo: Path, info: RunInfo, worktrees: list[git.WorktreeInfo]) -> list[str]:
+    """The shared branch, or one branch per task that ran (each has a task directory), and those checked out."""
+    names = [wt['branch'] for wt in worktrees if wt['branch']]
+    if not info.per_task:
+        names.append(info.shared_branch)
+    else:
+        tasks = run_dir(repo, info.run_id) / 'tasks'   # the plan file itself may be gone
+        ids = sorted(p.name for p in tasks.iterdir() if p.is_dir()) if tasks.is_dir() else []
+        names += [layout_for(info).task_branch(t) for t in ids]
+    return list(dict.fromkeys(names))

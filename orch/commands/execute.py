@@ -1,10 +1,11 @@
 """Running a loaded run to its end: lock, progress, doit, report, exit code. Shared by run/resume/task."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from orch import actions, atomic, output, worker
-from orch.commands.common import exit_code, pushd, sigterm_as_interrupt
+from orch.commands.common import exit_code, sigterm_as_interrupt
 from orch.doit_runner import run_doit
 from orch.errors import EXIT_INTERRUPTED
 from orch.progress import Progress
@@ -24,7 +25,7 @@ def execute(rt: Runtime) -> int:
     try:
         atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted
         actions.clear_stale_git_locks(rt)   # and lock files of git commands killed with it
-        with sigterm_as_interrupt(), pushd(rt.repo):
+        with sigterm_as_interrupt(), contextlib.chdir(rt.repo):
             try:
                 services.start()
                 rc = run_doit(rt, _argv(rt))

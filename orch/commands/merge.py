@@ -56,7 +56,7 @@ def merge(args: argparse.Namespace) -> int:
         raise MergeRefused(f'not every task of run {run_id} is done ({listed}); finish the run first '
                            f'(codex-orch resume --run-id {run_id}). Nothing was changed.')
     source, result = _result(rt)
-    base_sha = _branch_tip(repo, base)
+    base_sha = git.branch_tip(repo, base)
     if base_sha is None:
         raise MergeRefused(f'the base branch {base} of run {run_id} no longer exists; nothing was changed.')
     if base_sha == result:
@@ -99,7 +99,7 @@ def _result(rt: Runtime) -> tuple[str, str]:
     repo, run_id = rt.repo, rt.run.run_id
     if not rt.run.per_task:
         branch = rt.run.shared_branch
-        sha = _branch_tip(repo, branch)
+        sha = git.branch_tip(repo, branch)
         if sha is None:
             raise MergeRefused(f'the branch {branch} of run {run_id} no longer exists (was the run cleaned?); '
                                'nothing was changed.')
@@ -107,7 +107,7 @@ def _result(rt: Runtime) -> tuple[str, str]:
     layout = rt.layout
     tips: dict[str, str] = {}
     for task in rt.plan.tasks:
-        sha = _branch_tip(repo, layout.task_branch(task.id))
+        sha = git.branch_tip(repo, layout.task_branch(task.id))
         if sha is None:
             raise MergeRefused(f'the branch {layout.task_branch(task.id)} of task {task.id} no longer exists '
                                '(was the run cleaned?); nothing was changed.')
@@ -130,12 +130,6 @@ def _result(rt: Runtime) -> tuple[str, str]:
         f'({", ".join(sinks)} hold separate lines of work: {", ".join(layout.task_branch(s) for s in sinks)}). '
         'Merge them by hand, or add a final task that depends on all of them. Nothing was changed.')
 
-
-def _branch_tip(repo: Path, branch: str) -> str | None:
-    try:
-        return git.rev_parse(repo, f'refs/heads/{branch}')
-    except GitError:
-        return None
 
 
 def _live_checkout(repo: Path, branch: str) -> Path | None:

@@ -18,10 +18,10 @@ from typing import Any
 
 from orch import git, output
 from orch.commands import resume as resume_cmd
-from orch.commands.common import find_repo
+from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
 from orch.errors import EXIT_INTERRUPTED, GitError, InputError, LockedError, OrchError
 from orch.lock import RunLock, holder_pid
-from orch.runs import ORCH_DIR, RunInfo, list_run_ids, load_run, run_dir
+from orch.runs import RunInfo, list_run_ids, load_run, run_dir
 from orch.runtime import open_run
 from orch.spec import check_spec
 from orch.status import task_rows
@@ -106,29 +106,8 @@ def inspect_run(repo: Path, run_id: str) -> RunView:
     return view
 
 
-def worktree_root(repo: Path, run_id: str) -> Path:
-    return repo / ORCH_DIR / 'worktrees' / run_id
-
-
-def run_worktrees(repo: Path, run_id: str) -> list[git.WorktreeInfo]:
-    root = worktree_root(repo, run_id).resolve()
-    return [wt for wt in git.list_worktrees(repo) if Path(wt['path']) == root or root in Path(wt['path']).parents]
-
-
-def run_branches(repo: Path, info: RunInfo, worktrees: list[git.WorktreeInfo]) -> list[str]:
-    """The shared branch, or one branch per task that ran (each has a task directory), and those checked out."""
-    names = [wt['branch'] for wt in worktrees if wt['branch']]
-    if not info.per_task:
-        names.append(info.shared_branch)
-    else:
-        tasks = run_dir(repo, info.run_id) / 'tasks'
-        ids = sorted(p.name for p in tasks.iterdir() if p.is_dir()) if tasks.is_dir() else []
-        names += [info.task_branch_template.format(date=info.date, run_id=info.run_id, task_id=t) for t in ids]
-    return list(dict.fromkeys(names))
-
-
 def branch_view(repo: Path, info: RunInfo, name: str) -> BranchView | None:
-    if not _exists(repo, name):
+    if git.branch_tip(repo, name) is None:
         return None   # never created, or already deleted
     ref = f'refs/heads/{name}'   # never a tag of the same name
     unmerged = git.unmerged_commits(repo, ref, info.base_commit)
@@ -136,17 +115,10 @@ def branch_view(repo: Path, info: RunInfo, name: str) -> BranchView | None:
         return BranchView(name, 0, info.base_commit)
     # Merged since (e.g. `merge --allow-automerge` fast-forwarded the base branch): nothing is lost either.
     base = f'refs/heads/{info.base_branch}'
-    if info.base_branch and _exists(repo, info.base_branch) and git.unmerged_commits(repo, ref, base) == 0:
+    if info.base_branch and git.branch_tip(repo, info.base_branch) is not None and git.unmerged_commits(repo, ref, base) == 0:
         return BranchView(name, 0, base)
     return BranchView(name, unmerged, '')
 
-
-def _exists(repo: Path, branch: str) -> bool:
-    try:
-        git.rev_parse(repo, f'refs/heads/{branch}')
-    except GitError:
-        return False
-    return True
 
 
 def disk_usage(path: Path) -> int:
