@@ -479,7 +479,7 @@ def _pump(proc: subprocess.Popen[bytes], spec: WorkerSpec, adir: Path, stream: E
     """
     clock = _Clock(time.monotonic(), spec.timeout_total, spec.timeout_idle, spec.timeout_first_event)
     splitter = LineSplitter(MAX_LINE_BYTES)
-    with open(adir / 'events.jsonl', 'ab') as sink:
+    with open(adir / 'events.jsonl', 'ab', buffering=0) as sink:   # unbuffered: on disk as it arrives
         def consume(chunk: bytes) -> None:
             sink.write(chunk)   # raw bytes, as they arrive: the log survives a crash of ours
             _consume(splitter.feed(chunk), stream, on_event)

@@ -166,7 +166,8 @@ def test_kill_while_a_worker_runs_then_resume(host: Host) -> None:
     host.script(chain_script(sleepy='T3'))
     base_tree = _base_tree(host)
     tasks = run_dir(host) / 'tasks'
-    crashed_run(host, kill_when=lambda: (tasks / 'T3' / 'attempt-1' / 'pid').exists())
+    events = tasks / 'T3' / 'attempt-1' / 'events.jsonl'   # written once the worker is up and printing
+    crashed_run(host, kill_when=lambda: events.exists() and events.stat().st_size > 0)
     # the worker was told to stop when codex-orch died: it is gone, and no commit of T3 exists
     wait_for(lambda: 'T3' in host.launched_tasks(), timeout=10)
     killed = [e for e in host.launches() if e['task_id'] == 'T3']

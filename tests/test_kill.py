@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -33,9 +32,10 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 def test_kill_9_mid_run_then_resume(host: Host) -> None:
     proc = cli_subprocess(host.repo, 'run', '--plan-file', 'plan.json', '--run-id', 'killed')
     tasks = host.repo / '.orchestrator' / 'runs' / 'killed' / 'tasks'
-    # T3's worker sleeps 3 s: kill codex-orch while it runs, after T1 and T2 finished.
-    wait_for(lambda: (tasks / 'T2' / 'result.json').exists() and (tasks / 'T3' / 'attempt-1').exists())
-    time.sleep(0.3)
+    # T3's worker sleeps 3 s: kill codex-orch while it runs, after T1 and T2 finished. Its first event
+    # on disk means the (fake) worker is up, with the handler that logs its SIGTERM installed.
+    events = tasks / 'T3' / 'attempt-1' / 'events.jsonl'
+    wait_for(lambda: (tasks / 'T2' / 'result.json').exists() and events.exists() and events.stat().st_size > 0)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # the running worker is told to stop when its parent dies (PR_SET_PDEATHSIG): no orphan
