@@ -7,11 +7,11 @@ ROOT=$(mktemp -d /tmp/onetask.XXXX)
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CODEX=$HERE/tools/codex-cli/node_modules/.bin/codex
 PY=$HERE/.venv/bin/python
-$PY -m orch.standin --port 0 --port-file $ROOT/port >/dev/null 2>&1 &
+$PY -m orch.standin.server --port 0 --port-file $ROOT/port >/dev/null 2>&1 &
 SPID=$!
 while [ ! -s $ROOT/port ]; do sleep 0.1; done
 PORT=$(cat $ROOT/port)
-$PY -c "from orch.standin import write_codex_home; write_codex_home(__import__('pathlib').Path('$ROOT/home'), 'http://127.0.0.1:$PORT/v1')" >/dev/null
+$PY -c "from orch.standin.server import write_codex_home; write_codex_home(__import__('pathlib').Path('$ROOT/home'), 'http://127.0.0.1:$PORT/v1')" >/dev/null
 export CODEX_HOME=$ROOT/home STANDIN_API_KEY=standin
 git init -q -b main $ROOT/repo && cd $ROOT/repo && echo x > README.md && git add . && git -c user.name=a -c user.email=a@b commit -qm init
 $PY -m orch init >/dev/null && printf 'codex:\n  binary: %s\n' $CODEX > .orchestrator/orchestrator.yaml

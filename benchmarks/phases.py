@@ -29,32 +29,32 @@ _lock = threading.Lock()
 # (module, attribute, label). Inclusive times; nesting is described in PHASES below.
 WRAP = [
     ('orch.commands.resume', 'open_run', 'open run (load + check inputs)'),
-    ('orch.atomic', 'sweep_temp', 'temp-file sweep'),
-    ('orch.commands.execute', 'run_doit', 'doit runs (main + report)'),
-    ('orch.runtime', 'load_inputs', 'load inputs (config, plan, rules, schemas)'),
-    ('orch.runtime', 'compile_plan', 'compile (rules x plan -> steps)'),
-    ('orch.runtime', 'Runtime.write_task_entries', 'task.json files'),
-    ('orch.doit_runner', 'task_dict', 'doit task dicts'),
-    ('orch.actions', 'worktree', 'worktree'),
-    ('orch.actions', 'render_prompt', 'prompt'),
-    ('orch.actions', 'codex_worker', 'work step (total)'),
-    ('orch.actions', 'inputs_digest', 'inputs digest'),
-    ('orch.actions', 'kill_stale_attempts', 'stale-attempt check'),
-    ('orch.actions', '_finish_interrupted_commit', 'pending.json check'),
-    ('orch.git', 'worktree_valid', 'git: worktree check'),
-    ('orch.git', 'discard_changes', 'git: discard leftovers'),
-    ('orch.state', 'update_state', 'state.json writes'),
-    ('orch.actions', 'run_worker', 'worker (total)'),
-    ('orch.worker', '_launch', 'worker: launch (fork/exec)'),
-    ('orch.worker', '_pump', 'worker: running, events streamed'),
-    ('orch.worker', '_reap', 'worker: reap'),
-    ('orch.worker', '_judge', 'worker: validation'),
-    ('orch.worker', '_finish_record', 'worker: attempt.json'),
-    ('orch.actions', '_record_and_commit', 'commit (decisions + git commit)'),
-    ('orch.actions', '_write_result', 'result.json (+ git diff-tree)'),
-    ('orch.doit_runner', 'write_report', 'report'),
-    ('orch.doit_runner', 'report_digest', 'report digest'),
-    ('orch.commands.execute', 'task_rows', 'summary rows'),
+    ('orch.runstate.atomic', 'sweep_temp', 'temp-file sweep'),
+    ('orch.engine.execute', 'run_doit', 'doit runs (main + report)'),
+    ('orch.engine.runtime', 'load_inputs', 'load inputs (config, plan, rules, schemas)'),
+    ('orch.engine.runtime', 'compile_plan', 'compile (rules x plan -> steps)'),
+    ('orch.engine.runtime', 'Runtime.write_task_entries', 'task.json files'),
+    ('orch.adapters.doit_runner', 'task_dict', 'doit task dicts'),
+    ('orch.steps.actions', 'worktree', 'worktree'),
+    ('orch.steps.actions', 'render_prompt', 'prompt'),
+    ('orch.steps.actions', 'codex_worker', 'work step (total)'),
+    ('orch.steps.actions', 'inputs_digest', 'inputs digest'),
+    ('orch.steps.actions', 'kill_stale_attempts', 'stale-attempt check'),
+    ('orch.steps.actions', '_finish_interrupted_commit', 'pending.json check'),
+    ('orch.adapters.git', 'worktree_valid', 'git: worktree check'),
+    ('orch.adapters.git', 'discard_changes', 'git: discard leftovers'),
+    ('orch.runstate.state', 'update_state', 'state.json writes'),
+    ('orch.steps.actions', 'run_worker', 'worker (total)'),
+    ('orch.adapters.worker', '_launch', 'worker: launch (fork/exec)'),
+    ('orch.adapters.worker', '_pump', 'worker: running, events streamed'),
+    ('orch.adapters.worker', '_reap', 'worker: reap'),
+    ('orch.adapters.worker', '_judge', 'worker: validation'),
+    ('orch.adapters.worker', '_finish_record', 'worker: attempt.json'),
+    ('orch.steps.actions', '_record_and_commit', 'commit (decisions + git commit)'),
+    ('orch.steps.actions', '_write_result', 'result.json (+ git diff-tree)'),
+    ('orch.adapters.doit_runner', 'write_report', 'report'),
+    ('orch.adapters.doit_runner', 'report_digest', 'report digest'),
+    ('orch.engine.execute', 'task_rows', 'summary rows'),
 ]
 
 
@@ -89,10 +89,10 @@ def main() -> int:
     for module_name, attr, label in WRAP:
         _wrap(module_name, attr, label)
     # doit_runner binds the actions in a dict at import time: point it at the wrapped ones.
-    import orch.actions
-    import orch.doit_runner
-    for key in list(getattr(orch.doit_runner, '_ACTIONS', {})):
-        orch.doit_runner._ACTIONS[key] = getattr(orch.actions, orch.doit_runner._ACTIONS[key].__name__)
+    import orch.steps.actions
+    import orch.adapters.doit_runner
+    for key in list(getattr(orch.adapters.doit_runner, '_ACTIONS', {})):
+        orch.adapters.doit_runner._ACTIONS[key] = getattr(orch.steps.actions, orch.adapters.doit_runner._ACTIONS[key].__name__)
     start = time.perf_counter()
     rc = orch.main.main(sys.argv[2:])
     total = time.perf_counter() - start

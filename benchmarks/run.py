@@ -325,7 +325,7 @@ def bench_real_codex(ctx: Ctx) -> dict[str, Any]:
     if not REAL_CODEX.exists():
         ctx.log.say('overhead: the real Codex CLI is not installed (bash scripts/setup.sh); skipped')
         return {'skipped': 'Codex CLI not installed'}
-    from orch.standin import Standin, write_codex_home
+    from orch.standin.server import Standin, write_codex_home
     n = 3 if ctx.quick else 6
     home = BENCH / '.work' / 'codex-home'   # outside /tmp: codex warns about a CODEX_HOME there
     standin = Standin()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from orch import __version__, output
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
-from orch.redact import redact
+from orch.core.redact import redact
 
 # command -> (module, function). Only the module of the command being run is imported: every
 # invocation pays for its own command, not for all twelve (a no-op resume is start-up bound).

@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import TextIO
 
-from orch.redact import redact
+from orch.core.redact import redact
 
 _lock = threading.Lock()
 

@@ -1,15 +1,15 @@
-"""orch.compile: rules x plan -> steps (pure): names, order, inputs, targets, params, quoting, paths."""
+"""orch.core.compile: rules x plan -> steps (pure): names, order, inputs, targets, params, quoting, paths."""
 from __future__ import annotations
 
 import json
 import shlex
 from pathlib import Path
 
-from orch.compile import RunLayout, compile_plan
-from orch.config import Config
-from orch.plan import plan_from_data
-from orch.resources import builtin_rules_dir
-from orch.rules import load_rules
+from orch.core.compile import RunLayout, compile_plan
+from orch.core.config import Config
+from orch.core.plan import plan_from_data
+from orch.core.resources import builtin_rules_dir
+from orch.core.rules import load_rules
 
 R = '.orchestrator/runs/r1'
 WT = '.orchestrator/worktrees/r1'

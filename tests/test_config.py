@@ -1,11 +1,11 @@
-"""orch.config: defaults, role resolution, and the exact messages for bad orchestrator.yaml files."""
+"""orch.core.config: defaults, role resolution, and the exact messages for bad orchestrator.yaml files."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from orch.config import Config, load_config
+from orch.core.config import Config, load_config
 from orch.errors import ConfigError
 
 FIX = '  fix: see the commented defaults written by `codex-orch init`'

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from orch import decisions
+from orch.runstate import decisions
 from tests.support.gitrepo import git
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from orch.standin import Standin
+from orch.standin.server import Standin
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, make_host
 from tests.support.realcodex import use_real_codex

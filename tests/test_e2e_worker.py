@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orch.standin import Standin, write_codex_home
+from orch.standin.server import Standin, write_codex_home
 from tests.support.gitrepo import commit_all
 from tests.support.orchtest import Host, make_host
 from tests.support.realcodex import use_real_codex

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from orch.events import MAX_ERRORS, EventStream, classify_failure, describe_item, parse_answer
+from orch.adapters.events import MAX_ERRORS, EventStream, classify_failure, describe_item, parse_answer
 
 
 def _line(event: dict) -> str:

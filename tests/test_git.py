@@ -1,4 +1,4 @@
-"""orch.git against real temporary repositories."""
+"""orch.adapters.git against real temporary repositories."""
 from __future__ import annotations
 
 import fcntl
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orch import git as og
+from orch.adapters import git as og
 from orch.errors import GitError
 from tests.support.gitrepo import commit_all
 from tests.support.gitrepo import file_tree

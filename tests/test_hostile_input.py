@@ -326,8 +326,8 @@ def test_ten_megabyte_description_just_works(host: Host) -> None:
 
 
 def test_oversized_plan_is_refused(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    import orch.plan
-    monkeypatch.setattr(orch.plan, 'MAX_PLAN_BYTES', 1000)
+    import orch.core.plan
+    monkeypatch.setattr(orch.core.plan, 'MAX_PLAN_BYTES', 1000)
     host.write_plan({'version': 1, 'tasks': [_task('A', description='x' * 2000)]})
     before = disk_snapshot(host.repo)
     rc, out, err = host.cli(*RUN)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orch.lock import holder_pid
+from orch.runstate.lock import holder_pid
 from tests.support.gitrepo import git
 from tests.support.procs import wait_for
 from tests.support.orchtest import Host, cli_subprocess, make_host

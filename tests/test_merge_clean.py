@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orch.lock import RunLock
+from orch.runstate.lock import RunLock
 from tests.support.gitrepo import commit_all, file_tree, git, snapshot
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
 from tests.support.usercheckout import orch_branches, user_view, worktree_paths

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from orch import git as og
-from orch.scheduler import Scheduler
+from orch.adapters import git as og
+from orch.engine.scheduler import Scheduler
 from tests.support.gitrepo import commit_all, git, make_repo
 from tests.support.orchtest import Host, make_host
 from tests.support.usercheckout import user_view

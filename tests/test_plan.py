@@ -1,4 +1,4 @@
-"""orch.plan: ids, paths, the graph checks and plan loading, with their exact messages."""
+"""orch.core.plan: ids, paths, the graph checks and plan loading, with their exact messages."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orch import plan as plan_mod
+from orch.core import plan as plan_mod
 from orch.errors import PlanError
-from orch.plan import (find_cycle, graph_problems, id_problem, load_plan, path_problem, plan_from_data,
+from orch.core.plan import (find_cycle, graph_problems, id_problem, load_plan, path_problem, plan_from_data,
                        topological_order)
 
 ROLES = {'navigator', 'implementer', 'tester', 'reviewer'}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orch import progress
-from orch.progress import Progress, describe_event
+from orch.engine import progress
+from orch.engine.progress import Progress, describe_event
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
 
 CLEAR_LINE = '\x1b[F\x1b[2K'

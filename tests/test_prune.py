@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orch.lock import RunLock
+from orch.runstate.lock import RunLock
 from tests.support.gitrepo import git
 from tests.support.orchtest import Host, make_host
 

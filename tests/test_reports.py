@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orch.report import build_summary, render_junit, render_markdown
+from orch.core.report import build_summary, render_junit, render_markdown
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
 
 INVALID = {'answer': {'status': 'done', 'summary': 'missing fields'}}

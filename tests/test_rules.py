@@ -1,4 +1,4 @@
-"""orch.rules: the built-in rules load; a bad host rule gets one exact message naming file, rule and fix."""
+"""orch.core.rules: the built-in rules load; a bad host rule gets one exact message naming file, rule and fix."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from orch.errors import RuleError
-from orch.resources import builtin_rules_dir
-from orch.rules import SHELL_PLACEHOLDERS, load_rules, placeholders
+from orch.core.resources import builtin_rules_dir
+from orch.core.rules import SHELL_PLACEHOLDERS, load_rules, placeholders
 
 
 def test_builtin_rules() -> None:

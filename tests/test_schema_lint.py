@@ -1,5 +1,5 @@
-"""orch.schema_lint: Codex strict structured-output rules, checked before any token is spent (exact messages);
-orch.validate.load_json_schema: a role schema that is not a JSON Schema at all."""
+"""orch.core.schema_lint: Codex strict structured-output rules, checked before any token is spent (exact messages);
+orch.core.validate.load_json_schema: a role schema that is not a JSON Schema at all."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orch.errors import SchemaError
-from orch.schema_lint import strict_problems
-from orch.validate import load_json_schema
+from orch.core.schema_lint import strict_problems
+from orch.core.validate import load_json_schema
 
 SCHEMAS = Path(__file__).resolve().parents[1] / '.orchestrator' / 'schemas'
 ADDITIONAL = 'objects must set "additionalProperties": false'

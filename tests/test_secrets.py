@@ -105,7 +105,7 @@ def test_crash_log_holds_no_secret(host: Host, tmp_path: Path, monkeypatch: pyte
 
 
 def test_redaction_rules() -> None:
-    from orch.redact import MARK, redact, redact_obj, secret_values
+    from orch.core.redact import MARK, redact, redact_obj, secret_values
     env = {'OPENAI_API_KEY': 'sk-abcdefgh', 'MY_TOKEN': 'tok-12345678', 'SHORT_KEY': '1',
            'SSH_AUTH_SOCK': '/tmp/ssh-x/agent.1', 'PATH': '/usr/bin', 'HOME_SECRET_NOT': 'abc',
            'DB_PASSWORD': 'hunter2hunter2', 'AUTH_INNER': 'sk-abc'}

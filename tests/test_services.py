@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orch import services
-from orch.config import Service
-from orch.services import Services
+from orch.adapters import services
+from orch.core.config import Service
+from orch.adapters.services import Services
 from tests.support.gitrepo import git
 from tests.support.orchtest import Host, make_host
 

@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from orch.standin import (FALLBACK_DOCUMENT, PROSE_ANSWER, Standin, build_document,
+from orch.standin.server import (FALLBACK_DOCUMENT, PROSE_ANSWER, Standin, build_document,
                           parse_directives, view_request, write_codex_home)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_server_survives_odd_input_and_routes_by_content() -> None:
 
 def test_cli_writes_port_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file, log = tmp_path / 'port', tmp_path / 'log.jsonl'
-    proc = subprocess.Popen([sys.executable, '-m', 'orch.standin', '--port', '0',
+    proc = subprocess.Popen([sys.executable, '-m', 'orch.standin.server', '--port', '0',
                              '--port-file', str(port_file), '--log', str(log)],
                             cwd=REPO_ROOT, start_new_session=True)
     try:

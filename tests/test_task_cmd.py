@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from orch.lock import RunLock
+from orch.runstate.lock import RunLock
 from tests.support.gitrepo import git
 from tests.support.orchtest import Host, make_host
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orch import git, output
+from orch import output
+from orch.adapters import git
 from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
 from orch.errors import LockedError
-from orch.lock import RunLock, holder_pid
-from orch.runs import RunInfo, load_run, run_dir
+from orch.runstate.lock import RunLock, holder_pid
+from orch.runstate.runs import RunInfo, load_run, run_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from orch import git, output
+from orch import output
+from orch.adapters import git
 from orch.errors import EXIT_DEFERRED, EXIT_INTERNAL, EXIT_OK, EXIT_TASK_FAILED, OrchError
-from orch.runs import ORCH_DIR, RunInfo, latest_run_id, run_dir
-from orch.runtime import Runtime, layout_for, open_run
+from orch.runstate.runs import ORCH_DIR, RunInfo, latest_run_id, run_dir
+from orch.engine.runtime import Runtime, layout_for, open_run
 
 
 def find_repo(start: Path | None = None) -> Path:

@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 from orch import output
-from orch.codex_bin import INSTALL_HINT, find_codex
+from orch.adapters.codex_bin import INSTALL_HINT, find_codex
 from orch.errors import LaunchError
-from orch.standin import Standin, write_codex_home
+from orch.standin.server import Standin, write_codex_home
 
 SPEC = """# Greeting library
 

@@ -6,14 +6,15 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from orch import git, output
-from orch.codex_bin import INSTALL_HINT, PINNED_VERSION, find_codex
-from orch.config import CONFIG_FILE, Config, load_config
+from orch import output
+from orch.adapters import git
+from orch.adapters.codex_bin import INSTALL_HINT, PINNED_VERSION, find_codex
+from orch.core.config import CONFIG_FILE, Config, load_config
 from orch.errors import OrchError
-from orch.resources import builtin_rules_dir
-from orch.rules import load_rules
-from orch.runs import ORCH_DIR
-from orch.runtime import check_roles
+from orch.core.resources import builtin_rules_dir
+from orch.core.rules import load_rules
+from orch.runstate.runs import ORCH_DIR
+from orch.engine.runtime import check_roles
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

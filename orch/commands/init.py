@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orch import atomic, output
-from orch.resources import defaults_dir
-from orch.runs import ORCH_DIR
+from orch import output
+from orch.runstate import atomic
+from orch.core.resources import defaults_dir
+from orch.runstate.runs import ORCH_DIR
 
 DODO = '''"""doit entry point: `doit list`, `doit info TASK`, `doit run` on the latest codex-orch run."""
-from orch.doit_runner import dodo_namespace
+from orch.adapters.doit_runner import dodo_namespace
 
 globals().update(dodo_namespace())
 '''

@@ -13,14 +13,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from orch import git, output
+from orch import output
+from orch.adapters import git
 from orch.commands.common import find_repo
-from orch.doit_runner import stale_task_ids
+from orch.adapters.doit_runner import stale_task_ids
 from orch.errors import EXIT_TASK_FAILED, GitError, OrchError
-from orch.lock import RunLock, holder_pid
-from orch.plan import topological_order
-from orch.runtime import Runtime, open_run
-from orch.status import task_rows
+from orch.runstate.lock import RunLock, holder_pid
+from orch.core.plan import topological_order
+from orch.engine.runtime import Runtime, open_run
+from orch.runstate.status import task_rows
 
 
 class MergeRefused(OrchError):

@@ -13,15 +13,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from orch import atomic, output
+from orch import output
+from orch.runstate import atomic
 from orch.commands.common import ensure_orchestrator, find_repo
 from orch.commands.task import add_output_options, run_task
-from orch.config import CONFIG_FILE, load_config
+from orch.core.config import CONFIG_FILE, load_config
 from orch.errors import EXIT_TASK_FAILED, InputError
-from orch.plan import graph_problems
-from orch.runs import ORCH_DIR, new_run_id, run_dir
-from orch.spec import check_spec
-from orch.validate import load_json_schema, schema_errors
+from orch.core.plan import graph_problems
+from orch.runstate.runs import ORCH_DIR, new_run_id, run_dir
+from orch.core.spec import check_spec
+from orch.core.validate import load_json_schema, schema_errors
 
 ROLE = 'navigator'
 DEFAULT_TRIES = 3

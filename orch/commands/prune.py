@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch import git, output
+from orch import output
+from orch.adapters import git
 from orch.commands import resume as resume_cmd
 from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
 from orch.errors import EXIT_INTERRUPTED, GitError, InputError, LockedError, OrchError
-from orch.lock import RunLock, holder_pid
-from orch.runs import RunInfo, list_run_ids, load_run, run_dir
-from orch.runtime import open_run
-from orch.spec import check_spec
-from orch.status import task_rows
+from orch.runstate.lock import RunLock, holder_pid
+from orch.runstate.runs import RunInfo, list_run_ids, load_run, run_dir
+from orch.engine.runtime import open_run
+from orch.core.spec import check_spec
+from orch.runstate.status import task_rows
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import os
 
-from orch import atomic, output
+from orch import output
+from orch.runstate import atomic
 from orch.commands.common import find_repo
-from orch.faults import crash_point
-from orch.redact import redact_obj
-from orch.report import build_summary, render_json, render_junit, render_markdown
-from orch.runs import latest_run_id
-from orch.runtime import Runtime, open_run
-from orch.status import decisions_of, run_record, task_rows
+from orch.failpoints import crash_point
+from orch.core.redact import redact_obj
+from orch.core.report import build_summary, render_json, render_junit, render_markdown
+from orch.runstate.runs import latest_run_id
+from orch.engine.runtime import Runtime, open_run
+from orch.runstate.status import decisions_of, run_record, task_rows
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

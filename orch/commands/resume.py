@@ -8,11 +8,11 @@ import argparse
 import dataclasses
 
 from orch.commands.common import find_repo
-from orch.commands.execute import execute
+from orch.engine.execute import execute
 from orch.commands.run import add_run_options, options_from
-from orch.runs import latest_run_id, save_run
-from orch.runtime import open_run
-from orch.spec import check_spec
+from orch.runstate.runs import latest_run_id, save_run
+from orch.engine.runtime import open_run
+from orch.core.spec import check_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,15 +5,15 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from orch import git
-from orch.codex_bin import require_codex
+from orch.adapters import git
+from orch.adapters.codex_bin import require_codex
 from orch.commands.common import ensure_orchestrator, find_repo
-from orch.commands.execute import execute
+from orch.engine.execute import execute
 from orch.errors import GitError, InputError
-from orch.lock import RunLock
-from orch.runs import RunInfo, check_run_id, load_run, new_run_id, run_dir, save_run
-from orch.runtime import RunOptions, Runtime, load_inputs
-from orch.spec import check_spec
+from orch.runstate.lock import RunLock
+from orch.runstate.runs import RunInfo, check_run_id, load_run, new_run_id, run_dir, save_run
+from orch.engine.runtime import RunOptions, Runtime, load_inputs
+from orch.core.spec import check_spec
 
 
 MAX_JOBS = 64   # as for `jobs:` in the config

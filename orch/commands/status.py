@@ -9,11 +9,11 @@ from tabulate import tabulate
 
 from orch import output
 from orch.commands.common import find_repo
-from orch.doit_runner import stale_task_ids
-from orch.lock import holder_pid
-from orch.runs import latest_run_id
-from orch.runtime import open_run
-from orch.status import run_record, task_rows
+from orch.adapters.doit_runner import stale_task_ids
+from orch.runstate.lock import holder_pid
+from orch.runstate.runs import latest_run_id
+from orch.engine.runtime import open_run
+from orch.runstate.status import run_record, task_rows
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

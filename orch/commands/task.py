@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch import atomic, output, state
+from orch import output
+from orch.runstate import atomic
+from orch.runstate import state
 from orch.commands.common import ensure_orchestrator, find_repo
-from orch.commands.execute import execute
+from orch.engine.execute import execute
 from orch.commands.run import existing_run, prepare_run
-from orch.config import CONFIG_FILE, load_config
+from orch.core.config import CONFIG_FILE, load_config
 from orch.errors import InputError
-from orch.lock import RunLock
-from orch.runs import ORCH_DIR, check_run_id, new_run_id, run_dir
+from orch.runstate.lock import RunLock
+from orch.runstate.runs import ORCH_DIR, check_run_id, new_run_id, run_dir
 
 TASK_ID = 'task'
 TITLE_LIMIT = 72

@@ -1,4 +1,4 @@
-"""Real temporary git repositories for tests, built with plain `git` (independent of orch.git)."""
+"""Real temporary git repositories for tests, built with plain `git` (independent of orch.adapters.git)."""
 from __future__ import annotations
 
 import os

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orch.codex_bin import find_codex
-from orch.standin import Standin, write_codex_home
+from orch.adapters.codex_bin import find_codex
+from orch.standin.server import Standin, write_codex_home
 
 
 @pytest.fixture

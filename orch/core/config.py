@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orch.errors import ConfigError, problems_message
-from orch.validate import pydantic_errors, yaml_problem
+from orch.core.validate import pydantic_errors, yaml_problem
 
 CONFIG_FILE = 'orchestrator.yaml'
 _REF_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/-]*$')

@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch.atomic import write_json, write_text
-from orch.events import EventStream, classify_failure, parse_answer
-from orch.redact import redact
+from orch.runstate.atomic import write_json, write_text
+from orch.adapters.events import EventStream, classify_failure, parse_answer
+from orch.core.redact import redact
 
 INSTALL_HINT = ('install it with `npm install -g @openai/codex@0.169.0`, '
                 'or set `codex.binary` in .orchestrator/orchestrator.yaml')

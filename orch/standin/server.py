@@ -30,7 +30,7 @@ prompt carries directives, one per `[[standin: NAME ARGS]]` marker, anywhere in 
 A resume reminder usually carries no directive; then the most recent earlier prompt that has some
 is used, because the resumed request replays the whole thread.
 
-Run it standalone with `python -m orch.standin --port 0 --port-file F [--log F]`.
+Run it standalone with `python -m orch.standin.server --port 0 --port-file F [--log F]`.
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch.atomic import write_text
-from orch.schema_document import FALLBACK_DOCUMENT, build_document
+from orch.runstate.atomic import write_text
+from orch.standin.schema_document import FALLBACK_DOCUMENT, build_document
 
 API_KEY_ENV = 'STANDIN_API_KEY'
 API_KEY_VALUE = 'standin'
@@ -684,7 +684,7 @@ def _toml_str(value: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m orch.standin',
+    parser = argparse.ArgumentParser(prog='python -m orch.standin.server',
                                      description='Serve the local Responses API stand-in.')
     parser.add_argument('--port', type=int, default=0, help='port to listen on (0: any free one)')
     parser.add_argument('--port-file', type=Path, help='write the chosen port here once listening')

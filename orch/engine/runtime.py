@@ -11,19 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch import atomic
-from orch.compile import RunLayout, Step, compile_plan
-from orch.config import CONFIG_FILE, Config, ResolvedRole, load_config
+from orch.runstate import atomic
+from orch.core.compile import RunLayout, Step, compile_plan
+from orch.core.config import CONFIG_FILE, Config, ResolvedRole, load_config
 from orch.errors import SchemaError, problems_message
-from orch.lock import RunLock
-from orch.plan import Plan, load_plan
-from orch.prompts import check_template
-from orch.resources import builtin_rules_dir
-from orch.rules import RuleSet, load_rules
-from orch.runs import ORCH_DIR, RunInfo, load_run, run_dir
-from orch.scheduler import Scheduler
-from orch.schema_lint import strict_problems
-from orch.validate import load_json_schema
+from orch.runstate.lock import RunLock
+from orch.core.plan import Plan, load_plan
+from orch.core.prompts import check_template
+from orch.core.resources import builtin_rules_dir
+from orch.core.rules import RuleSet, load_rules
+from orch.runstate.runs import ORCH_DIR, RunInfo, load_run, run_dir
+from orch.engine.scheduler import Scheduler
+from orch.core.schema_lint import strict_problems
+from orch.core.validate import load_json_schema
 
 
 PLAN_CHECK_FILE = 'plan-schema-checked'
@@ -46,7 +46,7 @@ class Runtime:
     schemas: dict[str, dict[str, Any]]
     templates: dict[str, str]
     options: RunOptions = field(default_factory=RunOptions)
-    events: Any = None          # live progress sink (orch.progress), None when silent
+    events: Any = None          # live progress sink (orch.engine.progress), None when silent
     cancel: threading.Event = field(default_factory=threading.Event)
     tokens_spent: int = 0       # by this invocation, for the token budget
     stop_reason: str | None = None

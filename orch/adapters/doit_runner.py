@@ -23,10 +23,11 @@ from doit.reporter import ConsoleReporter
 from doit.task import dict_to_task
 from doit.tools import config_changed
 
-from orch import actions, state
-from orch.compile import Step
+from orch.steps import actions
+from orch.runstate import state
+from orch.core.compile import Step
 from orch.errors import OrchError
-from orch.runtime import Runtime
+from orch.engine.runtime import Runtime
 
 BACKEND = 'orch-sqlite'
 _ACTIONS = {'worktree': actions.worktree, 'task_worktree': actions.task_worktree,
@@ -138,7 +139,7 @@ def namespace(rt: Runtime, *, backend: str = BACKEND, report: str = 'include') -
 
 
 def run_doit(rt: Runtime, argv: list[str], *, report: str = 'exclude') -> int:
-    extra = {'BACKEND': {BACKEND: 'orch.doit_backend:WriteThroughSqliteDB'}}
+    extra = {'BACKEND': {BACKEND: 'orch.adapters.doit_backend:WriteThroughSqliteDB'}}
     saved = sys.stdout, sys.stderr
     try:
         main = DoitMain(ModuleTaskLoader(namespace(rt, report=report)), config_filenames=(),

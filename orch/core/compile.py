@@ -11,9 +11,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from orch.config import Config, ResolvedRole
-from orch.plan import Plan, Task, topological_order
-from orch.rules import Rule, RuleSet
+from orch.core.config import Config, ResolvedRole
+from orch.core.plan import Plan, Task, topological_order
+from orch.core.rules import Rule, RuleSet
 
 # Built-in rules first in this order, host rules after them, the report last: doit dispatches
 # in definition order (dependencies permitting), so this is also the order of a serial run.

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orch import atomic
+from orch.runstate import atomic
 from orch.errors import InputError, RunNotFoundError
-from orch.plan import id_problem
+from orch.core.plan import id_problem
 
 ORCH_DIR = '.orchestrator'
 

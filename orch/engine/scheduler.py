@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from orch import git
+from orch.adapters import git
 
 _WILDCARDS = '*?['
 

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from orch import atomic
+from orch.runstate import atomic
 
 _HEADER = '# Decisions\n\nDesign decisions reported by codex-orch workers, one section per task.\n'
 

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from orch.faults import crash_point
-from orch.redact import redact_obj
+from orch.failpoints import crash_point
+from orch.core.redact import redact_obj
 
 
 def write_bytes(path: Path, data: bytes) -> None:

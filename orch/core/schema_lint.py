@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orch.validate import json_path
+from orch.core.validate import json_path
 
 # Keywords the strict mode accepts; anything else is refused by the API.
 _SUPPORTED = {

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.errors import PlanError, problems_message
-from orch.validate import schema_errors
+from orch.core.validate import schema_errors
 
 # Ids become directory names and git branch components, so they are kept to a safe alphabet;
 # `..` inside an id and a trailing `.lock`/`.` are illegal in git refs.

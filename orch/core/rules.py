@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orch.errors import RuleError, problems_message
-from orch.validate import pydantic_errors, yaml_problem
+from orch.core.validate import pydantic_errors, yaml_problem
 
 BUILTIN_ACTIONS = ('worktree', 'task_worktree', 'render_prompt', 'codex_worker', 'report')
 

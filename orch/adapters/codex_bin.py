@@ -11,7 +11,7 @@ PINNED_VERSION = '0.169.0'
 INSTALL_HINT = (f'install it with `npm install -g @openai/codex@{PINNED_VERSION}`, or set codex.binary '
                 'in .orchestrator/orchestrator.yaml to its path')
 # A source checkout installs the pinned CLI here (tools/codex-cli/package.json).
-_DEV_COPY = Path(__file__).resolve().parent.parent / 'tools' / 'codex-cli' / 'node_modules' / '.bin' / 'codex'
+_DEV_COPY = Path(__file__).resolve().parents[2] / 'tools' / 'codex-cli' / 'node_modules' / '.bin' / 'codex'
 
 
 def find_codex(configured: str = 'codex', repo: Path | None = None) -> str | None:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orch import atomic
+from orch.runstate import atomic
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from orch import actions, atomic, output, worker
+from orch import output
+from orch.steps import actions
+from orch.runstate import atomic
+from orch.adapters import worker
 from orch.commands.common import exit_code, sigterm_as_interrupt
-from orch.doit_runner import run_doit
+from orch.adapters.doit_runner import run_doit
 from orch.errors import EXIT_INTERRUPTED
-from orch.progress import Progress
-from orch.redact import RedactingStream
-from orch.runtime import Runtime
-from orch.services import Services
-from orch.status import task_rows
+from orch.engine.progress import Progress
+from orch.core.redact import RedactingStream
+from orch.engine.runtime import Runtime
+from orch.adapters.services import Services
+from orch.runstate.status import task_rows
 
 
 def execute(rt: Runtime) -> int:

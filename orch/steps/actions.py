@@ -16,17 +16,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orch import atomic, decisions, git, state
-from orch.codex_bin import find_codex
-from orch.compile import Step
+from orch.runstate import atomic
+from orch.runstate import decisions
+from orch.adapters import git
+from orch.runstate import state
+from orch.adapters.codex_bin import find_codex
+from orch.core.compile import Step
 from orch.errors import GitError
-from orch.faults import crash_point
-from orch.prompts import bullet_list, render, upstream_section
-from orch.redact import redact_obj
-from orch.runtime import Runtime
-from orch.spec import read_spec
-from orch.validate import schema_errors
-from orch.worker import WorkerSpec, die_with_parent, leader_exited, kill_stale_attempts, run_worker
+from orch.failpoints import crash_point
+from orch.core.prompts import bullet_list, render, upstream_section
+from orch.core.redact import redact_obj
+from orch.engine.runtime import Runtime
+from orch.core.spec import read_spec
+from orch.core.validate import schema_errors
+from orch.adapters.worker import WorkerSpec, die_with_parent, leader_exited, kill_stale_attempts, run_worker
 
 
 class Failed(Exception):

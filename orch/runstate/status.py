@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from orch import state
-from orch.lock import holder_pid
-from orch.plan import topological_order
-from orch.runtime import Runtime
+from orch.runstate import state
+from orch.runstate.lock import holder_pid
+from orch.core.plan import topological_order
+from orch.engine.runtime import Runtime
 
 
 def task_rows(rt: Runtime, stale: set[str] | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""The edges: git, process groups, the Codex worker and its events, doit, services."""

@@ -1,0 +1,1 @@
+"""The built-in steps of the pipeline: the actions that rules name."""
