@@ -6,6 +6,7 @@ import sys
 
 from orch import output
 from orch.steps import actions
+from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.runstate import atomic
 from orch.adapters import worker
 from orch.commands.common import exit_code, sigterm_as_interrupt
@@ -27,7 +28,7 @@ def execute(rt: Runtime) -> int:
     services = Services(rt.repo, rt.config.services, rt.run_dir)
     try:
         atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted
-        actions.clear_stale_git_locks(rt)   # and lock files of git commands killed with it
+        clear_stale_git_locks(rt)   # and lock files of git commands killed with it
         with sigterm_as_interrupt(), contextlib.chdir(rt.repo):
             try:
                 services.start()

@@ -283,36 +283,6 @@ def _ensure_workdir(rt: Runtime, task: Any, task_dir: Path, workdir: Path) -> No
                               f'(move the directory away, then resume): {exc}')
 
 
-def clear_stale_git_locks(rt: Runtime) -> list[Path]:
-    """Remove the lock files a git command killed mid-write left in the run's own worktrees and branches.
-
-    Called once at the start of a run, holding the run's lock and before any git command of this process:
-    nothing else may be writing in these worktrees or branches then, so any lock is a leftover (git killed
-    with codex-orch, e.g. by a SIGKILL of the whole process group), which would block every commit.
-    """
-    removed = []
-    layout = rt.layout
-    worktrees = {rt.path(layout.task_worktree(t.id)) for t in rt.plan.tasks}
-    branches = {layout.task_branch(t.id) for t in rt.plan.tasks} if rt.run.per_task else {rt.run.shared_branch}
-    common = rt.repo / '.git'
-    candidates = [common / 'refs' / 'heads' / f'{b}.lock' for b in branches]
-    for wt in worktrees:
-        try:
-            pointer = (wt / '.git').read_text(encoding='utf-8').strip()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if pointer.startswith('gitdir: '):
-            gitdir = wt / pointer.removeprefix('gitdir: ')   # absolute, or relative to the worktree
-            candidates += [gitdir / 'index.lock', gitdir / 'HEAD.lock']
-    for lock in candidates:
-        try:
-            lock.unlink()
-            removed.append(lock)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            pass
-    return removed
-
-
 def _fail(task_dir: Path, reason: str) -> Failed:
     state.update_state(task_dir, status='failed', reason=reason, ended_at=time.time())
     return Failed(reason)
