@@ -1,21 +1,29 @@
 """Atomic file writes: a reader sees the old content or the new, never half of one."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
-import tempfile
+import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from orch.failpoints import crash_point
 from orch.core.redact import redact_obj
+from orch.failpoints import crash_point
+
+# The characters and length of tempfile's random names, so _TEMP_NAME below matches both the names made
+# here and those an older codex-orch (which used tempfile.mkstemp) left behind.
+_TEMP_CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789_'
+_TEMP_TRIES = 100
 
 
 def write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
@@ -24,11 +32,49 @@ def write_bytes(path: Path, data: bytes) -> None:
         crash_point('write', path.name)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+    _fsync_dir(path.parent)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create '.<name>.<8 random chars>.tmp' next to `path`, exclusively, and open it for writing.
+
+    Not tempfile.mkstemp: it forces mode 0600, and the file keeps that mode after the rename, so every
+    file codex-orch wrote (the user's dodo.py and .orchestrator/ too) was private to its owner. Asking for
+    0666 lets the kernel apply the umask (and a default ACL) exactly as for any file a program creates,
+    at creation, with no need to read the umask (os.umask can only be read by setting it, which races
+    with other threads creating files).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_CLOEXEC', 0)
+    for _ in range(_TEMP_TRIES):
+        name = ''.join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        tmp = os.path.join(path.parent, f'.{path.name}.{name}.tmp')
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue   # another writer's temp file of the same name: draw again
+    raise FileExistsError(errno.EEXIST, f'no free temporary name for {path.name} after {_TEMP_TRIES} tries',
+                          str(path.parent))
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable: until the directory itself is synced, a power cut may bring back the old
+    entry (or none) even though the new content is on disk."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except PermissionError:
+        return   # a directory we may write but not read: nothing to sync it with
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems cannot sync a directory (EINVAL, e.g. some FUSE and network mounts); their
+        # rename is as durable as they make it. Any other error is real and is raised.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -53,7 +99,7 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-# mkstemp names made by write_bytes: '.<name>.<8 random chars>.tmp'
+# Temp names made by write_bytes (and by tempfile.mkstemp in older versions): '.<name>.<8 random chars>.tmp'
 _TEMP_NAME = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')
 
 
@@ -61,7 +107,9 @@ def sweep_temp(directory: Path, *, recursive: bool = True) -> int:
     """Delete temp files that a killed write_bytes left behind; call it only while no write is underway
     (e.g. holding the run's lock). Returns how many were removed."""
     removed = 0
-    for root, _dirs, files in os.walk(directory) if recursive else [(directory, [], _names(directory))]:
+    walk: Iterable[tuple[str, list[str], list[str]]] = (
+        os.walk(directory) if recursive else [(str(directory), [], _names(directory))])
+    for root, _dirs, files in walk:
         for name in files:
             if _TEMP_NAME.match(name):
                 try:

@@ -1,0 +1,97 @@
+"""orch.runstate.atomic: files it writes follow the umask, a killed write leaves only a temp file that
+sweep_temp recognises, and a rename is made durable by syncing its directory."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orch.runstate import atomic
+from tests.support.orchtest import REPO_ROOT
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _python(code: str, *, env: dict[str, str] | None = None,
+            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT), **(env or {})}, timeout=60)
+
+
+@pytest.mark.parametrize('mask', [0o022, 0o077, 0o002, 0o027], ids=lambda m: f'umask-{m:03o}')
+def test_written_files_follow_the_umask(tmp_path: Path, umask: None, mask: int) -> None:
+    os.umask(mask)
+    new = tmp_path / 'sub' / 'new.txt'
+    atomic.write_text(new, 'one\n')
+    assert mode(new) == 0o666 & ~mask
+    atomic.write_json(new, {'two': 2})           # a replaced file gets the same mode as a new one
+    assert mode(new) == 0o666 & ~mask and '"two": 2' in new.read_text()
+    assert os.listdir(new.parent) == ['new.txt']   # no temp file left
+
+
+def test_the_umask_of_each_write_applies(tmp_path: Path, umask: None) -> None:
+    """Nothing is cached: a process that changes its umask gets the new one on the next write."""
+    os.umask(0o022)
+    atomic.write_text(tmp_path / 'a', 'a')
+    os.umask(0o077)
+    atomic.write_text(tmp_path / 'b', 'b')
+    assert (mode(tmp_path / 'a'), mode(tmp_path / 'b')) == (0o644, 0o600)
+
+
+def test_a_write_killed_before_its_rename_leaves_a_temp_file_that_sweep_temp_removes(tmp_path: Path) -> None:
+    root = tmp_path / 'run'
+    root.mkdir()
+    target = root / 'state.json'
+    target.write_text('old\n')
+    res = _python(f'import os; os.umask(0o022)\nfrom orch.runstate import atomic\n'
+                  f'atomic.write_text(__import__("pathlib").Path({str(target)!r}), "new\\n")',
+                  env={'ORCH_TEST_CRASH_AT': 'write:state.json'})
+    assert res.returncode == -9, res.stderr
+    assert target.read_text() == 'old\n'   # the reader still sees the old content whole
+    left = [p for p in root.iterdir() if p != target]
+    assert len(left) == 1 and re.fullmatch(r'\.state\.json\.[a-z0-9_]{8}\.tmp', left[0].name), left
+    assert left[0].read_text() == 'new\n' and mode(left[0]) == 0o644
+    assert atomic.sweep_temp(root) == 1
+    assert [p.name for p in root.iterdir()] == ['state.json']
+
+
+@pytest.mark.skipif(shutil.which('strace') is None, reason='needs strace to watch the system calls')
+def test_the_directory_is_synced_after_the_rename(tmp_path: Path) -> None:
+    """Without an fsync of the directory, a power cut after os.replace may lose the new name."""
+    target = tmp_path / 'run.json'
+    trace = tmp_path.parent / f'{tmp_path.name}.strace'
+    res = _python(f'from pathlib import Path\nfrom orch.runstate import atomic\n'
+                  f'atomic.write_text(Path({str(target)!r}), "x")',
+                  prefix=('strace', '-f', '-qq', '-o', str(trace),
+                          '-e', 'trace=openat,open,fsync,fdatasync,rename,renameat,renameat2'))
+    if res.returncode != 0 and 'ptrace' in res.stderr:
+        pytest.skip(f'strace cannot trace here: {res.stderr.strip()}')
+    assert res.returncode == 0, res.stderr
+    lines = trace.read_text().splitlines()
+    renamed = [i for i, line in enumerate(lines)
+               if re.search(r'rename\w*\(.*"' + re.escape(str(target)) + r'"', line) and line.endswith('= 0')]
+    assert len(renamed) == 1, lines[-20:]
+    after = lines[renamed[0] + 1:]
+    opened = [m.group(1) for line in after
+              if (m := re.search(r'open\w*\((?:AT_FDCWD, )?"' + re.escape(str(tmp_path)) + r'", [^)]*O_DIRECTORY'
+                                 r'[^)]*\)\s+= (\d+)$', line))]
+    assert opened, after
+    assert any(re.search(rf'\bf(data)?sync\({opened[0]}\)\s+= 0$', line) for line in after), after
