@@ -180,7 +180,7 @@ def _enters(sched: Any, holder: Any, other: Any) -> bool:
     ({'allow': ['deps.lock']}, True),             # allowed to overlap
 ])
 def test_scheduler_overlap_with_ignore_and_allow(config: dict[str, list[str]], together: bool) -> None:
-    sched = Scheduler(jobs=2, per_task=False, allow=config.get('allow', []), ignore=config.get('ignore', []))
+    sched = Scheduler(per_task=False, allow=config.get('allow', []), ignore=config.get('ignore', []))
     x, y = SimpleNamespace(id='X', paths=['a.txt', 'deps.lock']), SimpleNamespace(id='Y', paths=['b.txt', 'deps.lock'])
     assert _enters(sched, x, y) is together
     assert _enters(sched, x, SimpleNamespace(id='Z', paths=[])) is False   # no paths: alone
@@ -193,10 +193,13 @@ def test_discard_scope_uses_literal_pathspecs(tmp_path: Path) -> None:
     for name in ('data[1].txt', 'data1.txt', 'keep.txt', 'docs/a.md'):
         (wt / name).parent.mkdir(exist_ok=True)
         (wt / name).write_text('x\n')
-    sched = Scheduler(jobs=2, per_task=False, allow=['docs/*'], ignore=[])
+    sched = Scheduler(per_task=False, allow=['docs/*'], ignore=[])
     task_ = SimpleNamespace(id='T', paths=['data[1].txt', 'docs/*'])
-    scope = sched.discard_scope(task_, wt)
+    other = SimpleNamespace(id='O', paths=['other/*'])
+    # Alone in the worktree, everything changed is leftovers of an interrupted attempt: all of it goes.
+    assert sched.discard_scope(task_, wt) is None
+    with sched.slot(other), sched.slot(task_):   # another task works beside it now
+        scope = sched.discard_scope(task_, wt)
     assert scope == [':(literal)data1.txt', ':(literal)data[1].txt']   # docs/* may belong to another task
     og.discard_changes(wt, scope)
     assert og.changed_paths(wt) == ['docs/a.md', 'keep.txt']
-    assert Scheduler(jobs=1, per_task=False, allow=[], ignore=[]).discard_scope(task_, wt) is None

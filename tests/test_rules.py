@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orch.errors import RuleError
 from orch.core.resources import builtin_rules_dir
 from orch.core.rules import SHELL_PLACEHOLDERS, load_rules, placeholders
+from orch.errors import RuleError
 
 
 def test_builtin_rules() -> None:
@@ -53,7 +53,7 @@ ALLOWED = ', '.join(sorted(SHELL_PLACEHOLDERS))
 
 @pytest.mark.parametrize('text, message', [
     (rule(action='frobnicate'),
-     "rule 'x': unknown action 'frobnicate' (use one of worktree, task_worktree, render_prompt, codex_worker, "
+     "rule 'x': action: unknown action 'frobnicate' (use one of worktree, task_worktree, render_prompt, codex_worker, "
      'report or `shell: <command>`)'),
     (rule(output='{task_dir}/{nope}.json'),
      "rule 'x': unknown placeholder {nope} in '{task_dir}/{nope}.json' (known for scope task: all_results, "

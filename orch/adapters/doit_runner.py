@@ -6,14 +6,15 @@ and a host's `dodo.py` (plain `doit list/info/run` on the latest run).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
-import hashlib
+import importlib
 import inspect
-import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from doit.cmd_base import ModuleTaskLoader
 from doit.dependency import Dependency, MD5Checker, SqliteDB
@@ -23,64 +24,60 @@ from doit.reporter import ConsoleReporter
 from doit.task import dict_to_task
 from doit.tools import config_changed
 
-from orch.steps import actions
-from orch.runstate import state
+from orch import output
+from orch.adapters import git
 from orch.core.compile import Step
+from orch.crashlog import write_crash_log
+from orch.engine.inputs import RunInputs, open_run, write_task_entries
+from orch.engine.session import Session
 from orch.errors import OrchError
-from orch.engine.runtime import Runtime
+from orch.runstate import state
+from orch.runstate.runs import latest_run_id
+from orch.steps import gate
+from orch.steps.failure import Failed
 
 BACKEND = 'orch-sqlite'
-_ACTIONS = {'worktree': actions.worktree, 'task_worktree': actions.task_worktree,
-            'render_prompt': actions.render_prompt, 'codex_worker': actions.codex_worker}
 
 
-def _invoke(rt: Runtime, step: Step) -> Any:
-    """Run one step's action; expected failures become doit's TaskFailed with a one-line reason."""
+@functools.cache
+def _implementation(ref: str) -> Callable[..., Any]:
+    """A built-in step's function, from its 'module:function' in the table (imported when first used)."""
+    module, _, name = ref.partition(':')
+    return cast(Callable[..., Any], getattr(importlib.import_module(module), name))
+
+
+def _invoke(rt: RunInputs, session: Session, step: Step) -> Any:
+    """Run one step's action: the one error boundary of every step.
+
+    Expected failures (recorded by the step, or a user-fixable OrchError) become doit's TaskFailed with a
+    one-line reason. Anything else is a bug: a crash log under the run directory, the task failed with a
+    reason pointing at it, and the command exits 3 — never "interrupted", never a bare doit traceback.
+    """
     try:
-        rt.ensure_lock()
-        if step.rule.is_shell:
-            actions.shell(rt, step)
-        elif step.rule.action == 'report':
-            return write_report(rt)
-        else:
-            _ACTIONS[step.rule.action](rt, step)
-    except actions.Failed as exc:
+        session.ensure_lock()
+        kind = step.builtin
+        if kind is None:
+            gate.shell(rt, session, step)
+            return True
+        value = _implementation(kind.implementation)(rt, session, step)
+        return value if isinstance(value, dict) else True
+    except Failed as exc:
         return TaskFailed(str(exc))
     except OrchError as exc:
         return TaskFailed(str(exc))
-    return True
+    except Exception as exc:
+        return TaskFailed(_internal_error(rt, session, step, exc))
 
 
-def report_digest(rt: Runtime) -> str:
-    """Changes whenever any task's state or result changes: the report's input.
-
-    Both files are only ever replaced whole (atomic writes: a new inode, new times), so their stat
-    signature tells a change as surely as their content, for a fraction of the cost (10,000 tasks:
-    0.05 s instead of 0.24 s on every run).
-    """
-    h = hashlib.sha256(rt.plan.digest.encode())
-    layout, repo = rt.layout, rt.repo
-    for task in rt.plan.tasks:
-        task_dir = f'{repo}/{layout.task_dir(task.id)}'
-        for name in ('state.json', 'result.json'):
-            try:
-                st = os.stat(f'{task_dir}/{name}')
-                h.update(f'{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns};'.encode())
-            except FileNotFoundError:
-                h.update(b'-')
-    return h.hexdigest()
-
-
-def write_report(rt: Runtime) -> dict[str, str]:
-    from orch.commands.report import write_reports
-    write_reports(rt)
-    return {'state_digest': report_digest(rt)}
-
-
-def _report_uptodate(rt: Runtime) -> Any:
-    def check(task: Any, values: dict[str, Any]) -> bool:
-        return values.get('state_digest') == report_digest(rt)
-    return check
+def _internal_error(rt: RunInputs, session: Session, step: Step, exc: Exception) -> str:
+    log = write_crash_log(rt.run_dir, rt.config.codex.binary)
+    reason = f'internal error in {step.name}: {type(exc).__name__}: {exc} (traceback in {log})'
+    session.record_internal_error(reason)
+    if step.task_id:
+        with contextlib.suppress(Exception):   # the state file may be what failed; the log has it all
+            state.update_state(rt.task_dir(step.task_id), status='failed', reason=reason,
+                               outcome='internal-error', ended_at=time.time())
+    return reason
 
 
 class _ConfigChanged(config_changed):
@@ -94,10 +91,18 @@ class _ConfigChanged(config_changed):
                                        for name in ('task', 'values')])
 
 
-def task_dict(rt: Runtime, step: Step) -> dict[str, Any]:
+def _uptodate(rt: RunInputs, step: Step, ref: str) -> Callable[[Any, dict[str, Any]], bool]:
+    check = _implementation(ref)
+
+    def uptodate(task: Any, values: dict[str, Any]) -> bool:
+        return bool(check(rt, step, values))
+    return uptodate
+
+
+def task_dict(rt: RunInputs, session: Session, step: Step) -> dict[str, Any]:
     base, _, sub = step.name.partition(':')
     d: dict[str, Any] = {
-        'basename': base, 'actions': [(_invoke, (rt, step))], 'file_dep': step.file_dep,
+        'basename': base, 'actions': [(_invoke, (rt, session, step))], 'file_dep': step.file_dep,
         'targets': step.targets, 'doc': step.doc, 'verbosity': 2, 'clean': True,
         # No stdout capture: doit swaps the global sys.stdout per action, which threads (-P thread)
         # interleave, leaving output in the wrong place; actions write to files and progress anyway.
@@ -106,43 +111,47 @@ def task_dict(rt: Runtime, step: Step) -> dict[str, Any]:
     if sub:
         d['name'] = sub
     uptodate: list[Any] = []
-    if step.rule.is_shell:
+    kind = step.builtin
+    if kind is None:
         uptodate.append(_ConfigChanged({'shell': step.shell, **step.params}))
     elif step.params:
         uptodate.append(_ConfigChanged(step.params))
-    if not step.rule.is_shell and step.rule.action in ('worktree', 'task_worktree'):
-        uptodate.append((actions.worktree_ready, (rt, step), {}))
-    if not step.rule.is_shell and step.rule.action == 'report':
-        uptodate.append(_report_uptodate(rt))
+    if kind is not None and kind.uptodate:
+        uptodate.append(_uptodate(rt, step, kind.uptodate))
     if uptodate:
         d['uptodate'] = uptodate
     return d
 
 
-def doit_config(rt: Runtime, backend: str) -> dict[str, Any]:
+def doit_config(rt: RunInputs, session: Session, backend: str) -> dict[str, Any]:
     return {'dep_file': str(rt.run_dir / 'doit.db'), 'backend': backend, 'check_file_uptodate': 'md5',
-            'verbosity': 2, 'reporter': make_reporter(rt)}
+            'verbosity': 2, 'reporter': make_reporter(rt, session)}
 
 
-def namespace(rt: Runtime, *, backend: str = BACKEND, report: str = 'include') -> dict[str, Any]:
+def is_last(step: Step) -> bool:
+    """A step that reads every task's state (the report): run on its own after the tasks."""
+    return bool(step.builtin and step.builtin.last)
+
+
+def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report: str = 'include') -> dict[str, Any]:
     """A doit namespace for the run. report: 'include' (dodo), 'exclude' (main run) or 'only'."""
     def task_codex_orch() -> Iterator[dict[str, Any]]:
         if report == 'only':
-            steps = [s for s in rt.steps() if s.rule.action == 'report']
+            steps = [s for s in rt.steps if is_last(s)]
         else:
-            rt.write_task_entries()
-            steps = [s for s in rt.steps() if report == 'include' or s.rule.action != 'report']
+            write_task_entries(rt)
+            steps = [s for s in rt.steps if report == 'include' or not is_last(s)]
         for step in steps:
-            yield task_dict(rt, step)
+            yield task_dict(rt, session, step)
     task_codex_orch.__doc__ = f'codex-orch run {rt.run.run_id}'
-    return {'task_codex_orch': task_codex_orch, 'DOIT_CONFIG': doit_config(rt, backend)}
+    return {'task_codex_orch': task_codex_orch, 'DOIT_CONFIG': doit_config(rt, session, backend)}
 
 
-def run_doit(rt: Runtime, argv: list[str], *, report: str = 'exclude') -> int:
+def run_doit(rt: RunInputs, session: Session, argv: list[str], *, report: str = 'exclude') -> int:
     extra = {'BACKEND': {BACKEND: 'orch.adapters.doit_backend:WriteThroughSqliteDB'}}
     saved = sys.stdout, sys.stderr
     try:
-        main = DoitMain(ModuleTaskLoader(namespace(rt, report=report)), config_filenames=(),
+        main = DoitMain(ModuleTaskLoader(namespace(rt, session, report=report)), config_filenames=(),
                         extra_config=extra)
         with few_full_collections():
             return main.run(argv)
@@ -168,15 +177,17 @@ def few_full_collections() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def stale_task_ids(rt: Runtime) -> set[str]:
+def stale_task_ids(rt: RunInputs) -> set[str]:
     """Tasks whose prompt or work step doit would run now (without running anything)."""
     db = rt.run_dir / 'doit.db'
     if not db.exists():
         return set()
-    steps = [s for s in rt.steps() if s.task_id and s.rule.action in ('render_prompt', 'codex_worker')]
+    steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
+    session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
+    task_of = {step.name: step.task_id for step in steps}
     for step in steps:
-        d = task_dict(rt, step)
+        d = task_dict(rt, session, step)
         d['name'] = step.name
         d.pop('basename')
         tasks[step.name] = dict_to_task(d)
@@ -185,47 +196,46 @@ def stale_task_ids(rt: Runtime) -> set[str]:
     try:
         for name, task in tasks.items():
             if dep.get_status(task, tasks).status != 'up-to-date':
-                stale.add(task_of(name))
+                stale.add(task_of[name])
     finally:
         dep.backend._conn.close()
     return stale
 
 
-def task_of(step_name: str) -> str:
-    return step_name.partition(':')[2]
-
-
-def make_reporter(rt: Runtime) -> type:
-    progress = rt.events
+def make_reporter(rt: RunInputs, session: Session) -> type:
+    progress = session.progress
+    steps = rt.steps_by_name
     setup_failed: set[str] = set()   # tasks whose own worktree step failed: their state says why
 
-    class OrchReporter(ConsoleReporter):
+    def shown(name: str) -> bool:
+        step = steps.get(name)
+        return step is not None and (step.builtin is None or step.builtin.shown)
+
+    class OrchReporter(ConsoleReporter):  # type: ignore[misc]
         """doit's lifecycle hooks -> codex-orch's progress; doit's own lines are not printed."""
 
         def execute_task(self, task: Any) -> None:
-            if progress and _shown(task.name):
+            if progress and shown(task.name):
                 progress.started(task.name)
 
         def add_success(self, task: Any) -> None:
-            if progress and _shown(task.name):
+            if progress and shown(task.name):
                 progress.finished(task.name)
 
         def add_failure(self, task: Any, fail: Any) -> None:
+            unmet = fail.get_name() == 'UnmetDependency'
             if progress:
-                name = fail.get_name()
-                reason = 'blocked: a task it depends on did not finish' if name == 'UnmetDependency' \
-                    else fail.get_msg() if name == 'TaskFailed' else fail.get_msg()
-                progress.failed_step(task.name, reason)
-            if task.name.startswith('task_worktree:'):
-                setup_failed.add(task_of(task.name))
-            if fail.get_name() == 'UnmetDependency' and task.name.startswith('work:') \
-                    and task_of(task.name) not in setup_failed:
-                tid = task_of(task.name)
-                state.update_state(rt.path(rt.layout.task_dir(tid)), status='pending',
-                                   reason='blocked: a task it depends on did not finish')
+                progress.failed_step(task.name, _BLOCKED if unmet else fail.get_msg())
+            step = steps.get(task.name)
+            if step is None or step.task_id is None or step.builtin is None:
+                return
+            if step.builtin.task_setup:
+                setup_failed.add(step.task_id)
+            if unmet and step.builtin.task_outcome and step.task_id not in setup_failed:
+                state.update_state(rt.task_dir(step.task_id), status='pending', reason=_BLOCKED)
 
         def skip_uptodate(self, task: Any) -> None:
-            if progress and _shown(task.name):
+            if progress and shown(task.name):
                 progress.up_to_date(task.name)
 
         def skip_ignore(self, task: Any) -> None:
@@ -240,26 +250,34 @@ def make_reporter(rt: Runtime) -> type:
     return OrchReporter
 
 
-def _shown(name: str) -> bool:
-    return ':' in name and not name.startswith('prompt:') or name in ('worktree', 'report')
+_BLOCKED = 'blocked: a task it depends on did not finish'
 
 
 def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
     """What a host's dodo.py exports: the latest run's graph (or nothing, with a hint)."""
-    from orch.commands.common import open_latest_for_dodo
     rt = open_latest_for_dodo(start or Path.cwd())
     if rt is None:
         return {'DOIT_CONFIG': {'verbosity': 2}}
+    session = Session(rt)
     if _doit_command(sys.argv[1:]) not in READ_ONLY_DOIT_COMMANDS:
         # One writer per run: a `doit run` (or clean, forget, ...) on a run in progress is refused at
         # once, before doit touches a task, a target or its database.
         try:
-            rt.ensure_lock()
+            session.ensure_lock()
         except OrchError as exc:
             raise InvalidDodoFile(f'codex-orch: {exc}') from None
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
-    return namespace(rt, backend='sqlite3', report='include')
+    return namespace(rt, session, backend='sqlite3', report='include')
+
+
+def open_latest_for_dodo(start: Path) -> RunInputs | None:
+    try:
+        repo = git.repo_root(start)
+        return open_run(repo, latest_run_id(repo))
+    except OrchError as exc:
+        output.write_line(f'codex-orch: no run to show ({exc})', err=True)
+        return None
 
 
 READ_ONLY_DOIT_COMMANDS = frozenset({'list', 'info', 'help', 'dumpdb', 'tabcompletion'})

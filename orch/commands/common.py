@@ -1,17 +1,12 @@
 """What several subcommands share: finding the repository, running a run to its end."""
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from orch import output
 from orch.adapters import git
-from orch.errors import EXIT_DEFERRED, EXIT_INTERNAL, EXIT_OK, EXIT_TASK_FAILED, OrchError
-from orch.runstate.runs import ORCH_DIR, RunInfo, latest_run_id, run_dir
-from orch.engine.runtime import Runtime, layout_for, open_run
+from orch.runstate.runs import ORCH_DIR, RunInfo, run_dir
+from orch.engine.inputs import layout_for
 
 
 def find_repo(start: Path | None = None) -> Path:
@@ -24,45 +19,6 @@ def ensure_orchestrator(repo: Path) -> None:
         from orch.commands.init import write_defaults
         write_defaults(repo, force=False)
         output.write_line(f'created {ORCH_DIR}/ with the default config, schemas and prompts', err=True)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops a run like Ctrl-C: workers killed, finished work kept, exit 130."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:   # not the main thread (e.g. embedded): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-
-def open_latest_for_dodo(start: Path) -> Runtime | None:
-    try:
-        repo = find_repo(start)
-        return open_run(repo, latest_run_id(repo))
-    except OrchError as exc:
-        output.write_line(f'codex-orch: no run to show ({exc})', err=True)
-        return None
-
-
-def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:
-    statuses = {r['status'] for r in rows}
-    if statuses <= {'done'}:
-        return EXIT_OK
-    if 'failed' in statuses:
-        return EXIT_TASK_FAILED
-    if 'deferred' in statuses:
-        return EXIT_DEFERRED
-    if doit_rc == 3:
-        return EXIT_INTERNAL
-    return EXIT_TASK_FAILED
 
 
 # ---- what a run owns in git: its worktrees and branches (clean and prune take them apart)

@@ -10,11 +10,11 @@ from orch import output
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, PINNED_VERSION, find_codex
 from orch.core.config import CONFIG_FILE, Config, load_config
-from orch.errors import OrchError
 from orch.core.resources import builtin_rules_dir
 from orch.core.rules import load_rules
+from orch.engine.inputs import check_roles, load_host_rules
+from orch.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, InputError, OrchError
 from orch.runstate.runs import ORCH_DIR
-from orch.engine.runtime import check_roles
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def _check_codex(config: Config, repo: Path) -> str:
         proc = subprocess.run([binary, '--version'], capture_output=True, text=True, timeout=30,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise OrchError(f'{binary} --version failed: {exc}')
+        raise OrchError(f'{binary} --version failed: {exc}') from exc
     version = proc.stdout.strip().split()[-1] if proc.stdout.strip() else '?'
     note = '' if version == PINNED_VERSION else f' (codex-orch is tested with {PINNED_VERSION})'
     return f'{binary}: codex-cli {version}{note}'
@@ -44,14 +44,16 @@ def _check_git(repo: Path) -> str:
 
 def doctor(args: argparse.Namespace) -> int:
     problems = 0
+    bad_input = False   # a problem in a file the user wrote: exit 2, as `run` would
 
     def check(name: str, fn: Callable[[], str]) -> None:
-        nonlocal problems
+        nonlocal problems, bad_input
         try:
             detail = fn()
             output.write_line(f'ok    {name}: {detail}')
         except OrchError as exc:
             problems += 1
+            bad_input = bad_input or isinstance(exc, InputError)
             output.write_line(f'FAIL  {name}: {exc}')
 
     try:
@@ -72,6 +74,8 @@ def doctor(args: argparse.Namespace) -> int:
     check('git', lambda: _check_git(repo))
     check('schemas and prompts', lambda: (check_roles(repo, config, sorted(config.roles)),
                                           f'{len(config.roles)} roles: {", ".join(sorted(config.roles))}')[1])
-    check('rules', lambda: f'{len(load_rules(builtin_rules_dir(), repo / ORCH_DIR / "rules").rules)} rules')
+    check('rules', lambda: f'{len(load_host_rules(repo, config).rules)} rules')
     output.write_line('all checks passed' if not problems else f'{problems} problem(s) to fix (see FAIL above)')
-    return 0 if not problems else 1
+    if not problems:
+        return EXIT_OK
+    return EXIT_BAD_INPUT if bad_input else EXIT_TASK_FAILED

@@ -15,12 +15,12 @@ from typing import Any
 
 from orch import output
 from orch.adapters import git
-from orch.commands.common import find_repo
 from orch.adapters.doit_runner import stale_task_ids
+from orch.commands.common import find_repo
+from orch.core.plan import topological_order
+from orch.engine.inputs import RunInputs, open_run
 from orch.errors import EXIT_TASK_FAILED, GitError, OrchError
 from orch.runstate.lock import RunLock, holder_pid
-from orch.core.plan import topological_order
-from orch.engine.runtime import Runtime, open_run
 from orch.runstate.status import task_rows
 
 
@@ -95,7 +95,7 @@ def merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _result(rt: Runtime) -> tuple[str, str]:
+def _result(rt: RunInputs) -> tuple[str, str]:
     """(branch name, commit) the base branch should move to."""
     repo, run_id = rt.repo, rt.run.run_id
     if not rt.run.per_task:

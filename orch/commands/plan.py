@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from orch import output
-from orch.runstate import atomic
 from orch.commands.common import ensure_orchestrator, find_repo
+from orch.commands.run import request_from
 from orch.commands.task import add_output_options, run_task
 from orch.core.config import CONFIG_FILE, load_config
-from orch.errors import EXIT_TASK_FAILED, InputError
 from orch.core.plan import graph_problems
-from orch.runstate.runs import ORCH_DIR, new_run_id, run_dir
 from orch.core.spec import check_spec
 from orch.core.validate import load_json_schema, schema_errors
+from orch.errors import EXIT_TASK_FAILED, InputError
+from orch.runstate import atomic
+from orch.runstate.runs import ORCH_DIR, new_run_id, run_dir
 
 ROLE = 'navigator'
 DEFAULT_TRIES = 3
@@ -31,9 +32,11 @@ DEFAULT_TRIES = 3
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('plan', help='have the navigator write an implementation plan for a spec (validated)')
     p.add_argument('--spec-file', required=True, help='the specification to plan (UTF-8 text in the repository)')
-    p.add_argument('-o', '--output', help='where to write the plan (default: specs/<spec name>_implementation_plan.json)')
+    p.add_argument('-o', '--output',
+                   help='where to write the plan (default: specs/<spec name>_implementation_plan.json)')
     p.add_argument('--tries', type=int, default=DEFAULT_TRIES,
-                   help=f'navigator runs at most, each told what was wrong with the last plan (default: {DEFAULT_TRIES})')
+                   help='navigator runs at most, each told what was wrong with the last plan '
+                        f'(default: {DEFAULT_TRIES})')
     p.add_argument('--force', action='store_true', help='overwrite the output file if it exists')
     p.add_argument('--run-id', help='name of the navigator\'s run (default: a new id)')
     add_output_options(p)
@@ -53,7 +56,7 @@ def output_path(repo: Path, args: argparse.Namespace, spec_rel: str) -> Path:
     return path
 
 
-def plan_problems(data: Any, plan_schema: dict[str, Any], roles: set[str]) -> list[str]:
+def plan_problems(data: object, plan_schema: dict[str, Any], roles: set[str]) -> list[str]:
     """What `run --plan-file` would reject in this plan: schema problems first, then the graph's."""
     if not isinstance(data, dict):
         return ['plan: the answer has no plan object']
@@ -84,7 +87,7 @@ def plan(args: argparse.Namespace) -> int:
     problems: list[str] = []
     for attempt in range(1, args.tries + 1):
         outcome = run_task(repo, ROLE, instructions(out, problems), spec_file=args.spec_file, run_id=run_id,
-                           args=args)
+                           request=request_from(args))
         if outcome.result is None:
             output.write_line(f'codex-orch: the navigator did not finish (run {run_id}); no plan was written',
                               err=True)

@@ -18,12 +18,12 @@ from typing import Any
 
 from orch import output
 from orch.adapters import git
-from orch.commands import resume as resume_cmd
+from orch.engine import start
 from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
 from orch.errors import EXIT_INTERRUPTED, GitError, InputError, LockedError, OrchError
 from orch.runstate.lock import RunLock, holder_pid
 from orch.runstate.runs import RunInfo, list_run_ids, load_run, run_dir
-from orch.engine.runtime import open_run
+from orch.engine.inputs import open_run
 from orch.core.spec import check_spec
 from orch.runstate.status import task_rows
 
@@ -188,10 +188,9 @@ def _short(ref: str) -> str:
 
 # ---------------------------------------------------------------- sweeping
 
-def resume_run(run_id: str, spec_file: str | None) -> int:
-    """The `resume` command itself, continuing past failures so that every finished task is kept."""
-    args = argparse.Namespace(run_id=run_id, spec_file=spec_file, jobs=None, keep_going=True, quiet=0, verbose=0)
-    return resume_cmd.resume(args)
+def resume_run(repo: Path, run_id: str, spec_file: str | None) -> int:
+    """Resume the run as `resume` would, continuing past failures so that every finished task is kept."""
+    return start.resume_run(repo, run_id, start.RunRequest(keep_going=True), spec_file=spec_file)
 
 
 def sweep(repo: Path, view: RunView) -> bool:
@@ -238,7 +237,7 @@ def apply(repo: Path, views: list[RunView], *, resume: bool, spec_file: str | No
         if resume and view.unfinished:
             output.write_line(f'resuming run {run_id} ({len(view.unfinished)} unfinished task(s)) before pruning it')
             try:
-                if resume_run(run_id, spec_file) == EXIT_INTERRUPTED:
+                if resume_run(repo, run_id, spec_file) == EXIT_INTERRUPTED:
                     return EXIT_INTERRUPTED
             except OrchError as exc:
                 output.write_line(f'could not resume run {run_id} ({_first_line(str(exc))}); pruning it as it is')

@@ -12,7 +12,7 @@ from orch.commands.common import find_repo
 from orch.adapters.doit_runner import stale_task_ids
 from orch.runstate.lock import holder_pid
 from orch.runstate.runs import latest_run_id
-from orch.engine.runtime import open_run
+from orch.engine.inputs import open_run
 from orch.runstate.status import run_record, task_rows
 
 

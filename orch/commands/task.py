@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from orch import output
-from orch.runstate import atomic
-from orch.runstate import state
 from orch.commands.common import ensure_orchestrator, find_repo
-from orch.engine.execute import execute
-from orch.commands.run import existing_run, prepare_run
+from orch.commands.run import request_from
 from orch.core.config import CONFIG_FILE, load_config
+from orch.engine.start import RunRequest, existing_run, prepare_run
 from orch.errors import InputError
+from orch.runstate import atomic, state
 from orch.runstate.lock import RunLock
 from orch.runstate.runs import ORCH_DIR, check_run_id, new_run_id, run_dir
 
@@ -68,7 +67,7 @@ def title_of(prompt: str) -> str:
 
 
 def run_task(repo: Path, role: str, prompt: str, *, spec_file: str | None, run_id: str | None,
-             args: argparse.Namespace) -> TaskOutcome:
+             request: RunRequest) -> TaskOutcome:
     """Write the one-task plan into the run, run it to its end and return its result.
 
     Output of the run goes to stderr: stdout belongs to what the command prints as its result.
@@ -88,10 +87,10 @@ def run_task(repo: Path, role: str, prompt: str, *, spec_file: str | None, run_i
             pass   # a run in progress is refused before its plan is touched
         atomic.write_if_changed(plan_path, json.dumps(one_task_plan(role, prompt), indent=2,
                                                       ensure_ascii=False) + '\n')
-        rt = prepare_run(repo, plan_rel, spec_file=spec_file, run_id=run_id, args=args, kind='task')
+        prepared = prepare_run(repo, plan_rel, spec_file=spec_file, run_id=run_id, request=request, kind='task')
     with contextlib.redirect_stdout(sys.stderr):
-        rc = execute(rt)
-    result = state.read_result(rt.path(rt.layout.task_dir(TASK_ID)))
+        rc = prepared.execute()
+    result = state.read_result(prepared.inputs.task_dir(TASK_ID))
     return TaskOutcome(rc, run_id, result if result and result.get('status') == 'done' else None)
 
 
@@ -127,7 +126,7 @@ def task(args: argparse.Namespace) -> int:
     repo = find_repo()
     ensure_orchestrator(repo)
     outcome = run_task(repo, args.role, read_prompt(args.prompt), spec_file=args.spec_file,
-                       run_id=args.run_id, args=args)
+                       run_id=args.run_id, request=request_from(args))
     if outcome.result is not None:
         output.write_line(json.dumps(outcome.result.get('answer'), indent=2, ensure_ascii=False))
     return outcome.exit_code

@@ -5,6 +5,7 @@ Pure: no I/O, no doit import. Paths are relative to the repository root (doit ru
 """
 from __future__ import annotations
 
+import heapq
 import json
 import posixpath
 import shlex
@@ -13,12 +14,8 @@ from typing import Any
 
 from orch.core.config import Config, ResolvedRole
 from orch.core.plan import Plan, Task, topological_order
-from orch.core.rules import Rule, RuleSet
-
-# Built-in rules first in this order, host rules after them, the report last: doit dispatches
-# in definition order (dependencies permitting), so this is also the order of a serial run.
-_ORDER = {'worktree': 0, 'task_worktree': 1, 'prompt': 2, 'work': 3, 'report': 99}
-
+from orch.core.builtin_steps import Builtin
+from orch.core.rules import Rule, RuleSet, ShellAction
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -61,57 +58,128 @@ class Step:
     name: str                      # doit task name, e.g. work:T1
     rule: Rule
     task_id: str | None
-    file_dep: list[str]
-    targets: list[str]
+    inputs: dict[str, list[str]]   # named inputs, as the rule names them
+    outputs: dict[str, str]        # named outputs (the targets)
     params: dict[str, str]
     doc: str
     log: str | None
     shell: str | None = None       # the command, placeholders already quoted in
     cwd: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    after: list[str] = field(default_factory=list)   # further file deps codex-orch adds (a gate's task result)
+
+    @property
+    def builtin(self) -> Builtin | None:
+        return self.rule.builtin
+
+    @property
+    def file_dep(self) -> list[str]:
+        return list(dict.fromkeys([*(p for paths in self.inputs.values() for p in paths), *self.after]))
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.outputs.values())
+
+    def input(self, name: str) -> str:
+        """The one file of a named input (checked to exist when the rules loaded)."""
+        return self.inputs[name][0]
 
 
 def compile_plan(plan: Plan, rules: RuleSet, config: Config, layout: RunLayout) -> list[Step]:
+    """Every rule expanded over the plan, in an order the dependencies allow (see _in_dependency_order)."""
     mode = 'per-task' if layout.per_task else 'shared'
-    run_rules = sorted(rules.for_scope('run', mode), key=_rule_order)
-    task_rules = sorted(rules.for_scope('task', mode), key=_rule_order)
+    run_rules = rules.for_scope('run', mode)
+    task_rules = rules.for_scope('task', mode)
     order = topological_order(plan)
     gates = [r for r in task_rules if r.gate]
-    base = _run_values(layout, plan)
+    provided = _Provided(rules, mode, layout, plan)
+    base = _run_values(layout, plan, provided)
     # Per-run constants, computed once rather than per task.
     roles = {name: config.role(name) for name in {t.role for t in plan.tasks}}
     codex_args = json.dumps([config.codex.binary, *config.codex.extra_args])
-    steps: list[Step] = [_expand(r, base, None) for r in run_rules if r.name != 'report']
+    first = [_expand(r, base, None) for r in run_rules if not (r.builtin and r.builtin.last)]
+    steps: list[Step] = []
     for task in order:
-        values = _task_values(base, task, plan, roles[task.role], codex_args, layout, gates)
+        values = _task_values(base, task, plan, roles[task.role], codex_args, layout, gates, provided)
         for rule in task_rules:
             if rule.roles is None or task.role in rule.roles:
                 step = _expand(rule, values, task.id)
-                if rule.gate and layout.result(task.id) not in step.file_dep:
+                result = provided.result(task.id)
+                if rule.gate and result not in step.file_dep:
                     # A gate checks the task's work, so it runs after it even if its rule forgot to say so.
-                    step.file_dep.append(layout.result(task.id))
+                    step.after.append(result)
                 steps.append(step)
-    steps.extend(_expand(r, base, None) for r in run_rules if r.name == 'report')
-    return steps
+    last = [_expand(r, base, None) for r in run_rules if r.builtin and r.builtin.last]
+    return [*_in_dependency_order([*first, *steps]), *last]
 
 
-def _rule_order(rule: Rule) -> tuple[int, str]:
-    return (_ORDER.get(rule.name, 50), rule.name)
+def _in_dependency_order(steps: list[Step]) -> list[Step]:
+    """Steps ordered so each comes after the steps that write its inputs, otherwise as listed.
+
+    doit dispatches in definition order (dependencies permitting), so this is also the order of a serial
+    run; it comes from the rules' inputs and outputs alone, never from their names.
+    """
+    producer = {target: i for i, step in enumerate(steps) for target in step.targets}
+    deps = [sorted({producer[d] for d in step.file_dep if d in producer and producer[d] != i})
+            for i, step in enumerate(steps)]
+    waiting = [len(d) for d in deps]
+    dependents: list[list[int]] = [[] for _ in steps]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            dependents[d].append(i)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    out: list[Step] = []
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(steps[i])
+        for j in dependents[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(out) != len(steps):   # a cycle among rules: doit reports it, naming the tasks
+        out += [s for i, s in enumerate(steps) if waiting[i] > 0]
+    return out
 
 
-def _run_values(layout: RunLayout, plan: Plan) -> dict[str, Any]:
-    workspace = f'{layout.task_dir("{task_id}")}/worktree.json' if layout.per_task else f'{layout.run_dir}/worktree.json'
+class _Provided:
+    """Placeholders whose values are other rules' outputs (builtin_steps.PROVIDED), not fixed paths."""
+
+    def __init__(self, rules: RuleSet, mode: str, layout: RunLayout, plan: Plan) -> None:
+        self.layout = layout
+        result_rule = rules.providing('result', mode)
+        workspace_rule = rules.providing('workspace', mode)
+        self._result = result_rule.output['result']
+        self._workspace = workspace_rule.output['workspace']
+        self._workspace_per_task = workspace_rule.scope == 'task'
+        self._base = {'run_dir': layout.run_dir, 'run_id': layout.run_id}
+        self.all_results = [self.result(t.id) for t in plan.tasks]
+
+    def _task(self, template: str, task_id: str) -> str:
+        return template.format_map(_Joined({**self._base, 'task_id': task_id,
+                                            'task_dir': self.layout.task_dir(task_id)}))
+
+    def result(self, task_id: str) -> str:
+        return self._task(self._result, task_id)
+
+    def workspace(self, task_id: str | None) -> list[str]:
+        if not self._workspace_per_task:
+            return [self._workspace.format_map(_Joined(self._base))]
+        ids = [task_id] if task_id else []
+        return [self._task(self._workspace, t) for t in ids]
+
+
+def _run_values(layout: RunLayout, plan: Plan, provided: _Provided) -> dict[str, Any]:
     return {
         'run_id': layout.run_id, 'run_dir': layout.run_dir, 'repo': '.', 'date': layout.date,
         'spec_file': [layout.spec_file] if layout.spec_file else [],
         'branch': layout.shared_branch, 'base_commit': layout.base_commit,
-        'worktree': layout.worktree, 'workspace': workspace,
-        'all_results': [layout.result(t.id) for t in plan.tasks],
+        'worktree': layout.worktree, 'workspace': provided.workspace(None),
+        'all_results': provided.all_results,
     }
 
 
 def _task_values(base: dict[str, Any], task: Task, plan: Plan, role: ResolvedRole, codex_args: str,
-                 layout: RunLayout, gates: list[Rule]) -> dict[str, Any]:
+                 layout: RunLayout, gates: list[Rule], provided: _Provided) -> dict[str, Any]:
     values = dict(base)
     upstream_gates = []
     for dep in task.depends_on:
@@ -119,16 +187,16 @@ def _task_values(base: dict[str, Any], task: Task, plan: Plan, role: ResolvedRol
         dep_values = {**base, 'task_id': dep, 'task_dir': layout.task_dir(dep), 'role': dep_task.role}
         for gate in gates:
             if gate.roles is None or dep_task.role in gate.roles:
-                upstream_gates.extend(_fmt(o, dep_values) for o in gate.output)
+                upstream_gates.extend(_fmt(o, dep_values) for o in gate.output_paths)
     values.update({
         'task_id': task.id, 'task_dir': layout.task_dir(task.id), 'role': task.role,
         'template': role.template, 'schema': role.schema_file,
-        'upstream_results': [layout.result(d) for d in task.depends_on],
+        'upstream_results': [provided.result(d) for d in task.depends_on],
         'upstream_gates': upstream_gates,
         'model': role.model or '', 'sandbox': role.sandbox,
         'codex_args': codex_args,
         'worktree': layout.task_worktree(task.id),
-        'workspace': base['workspace'].replace('{task_id}', task.id),
+        'workspace': provided.workspace(task.id),
     })
     if layout.per_task:
         values['branch'] = layout.task_branch(task.id)
@@ -190,13 +258,13 @@ def _relative_to(values: dict[str, Any], cwd: str) -> dict[str, Any]:
 def _expand(rule: Rule, values: dict[str, Any], task_id: str | None) -> Step:
     name = f'{rule.name}:{task_id}' if task_id else rule.name
     shell = cwd = None
-    if rule.is_shell:
+    if isinstance(rule.action, ShellAction):
         cwd = _fmt(rule.action.cwd, values)
         shell = rule.action.shell.format_map(_Joined(_relative_to(values, cwd), shlex.quote))
     return Step(
         name=name, rule=rule, task_id=task_id,
-        file_dep=list(dict.fromkeys(_expand_paths(rule.input, values))),
-        targets=_expand_paths(rule.output, values),
+        inputs={key: list(dict.fromkeys(_expand_paths(paths, values))) for key, paths in rule.input.items()},
+        outputs={key: _fmt(path, values) for key, path in rule.output.items()},
         params={k: _fmt(v, values) for k, v in rule.params.items()},
         doc=_fmt(rule.doc, values) if rule.doc else rule.name,
         log=_fmt(rule.log, values) if rule.log else None,

@@ -1,41 +1,53 @@
-"""Running a loaded run to its end: lock, progress, doit, report, exit code. Shared by run/resume/task."""
+"""Running a run to its end: lock, services, progress, doit, the report, the exit code.
+
+Shared by run, resume, task and plan (and prune when it resumes), so every run goes the same way.
+"""
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 from orch import output
-from orch.steps import actions
-from orch.engine.stale_git_locks import clear_stale_git_locks
-from orch.runstate import atomic
 from orch.adapters import worker
-from orch.commands.common import exit_code, sigterm_as_interrupt
-from orch.adapters.doit_runner import run_doit
-from orch.errors import EXIT_INTERRUPTED
-from orch.engine.progress import Progress
-from orch.core.redact import RedactingStream
-from orch.engine.runtime import Runtime
+from orch.adapters.doit_runner import is_last, run_doit
 from orch.adapters.services import Services
+from orch.core.redact import RedactingStream
+from orch.engine.inputs import RunInputs, remember_plan_check
+from orch.engine.progress import Progress
+from orch.engine.reports import write_reports
+from orch.engine.session import RunOptions, Session
+from orch.engine.stale_git_locks import clear_stale_git_locks
+from orch.errors import EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
+from orch.runstate import atomic
+from orch.runstate.lock import RunLock
 from orch.runstate.status import task_rows
 
 
-def execute(rt: Runtime) -> int:
-    rt.ensure_lock()   # usually taken already by run/resume, before they wrote anything
-    rt.remember_plan_check()
-    lock = rt.lock
-    progress = Progress(len(rt.plan.tasks), verbosity=rt.options.verbosity, stream=RedactingStream(sys.stdout))
-    rt.events = progress
+def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> int:
+    """Run every stale or unfinished step of the run; returns the exit code (see orch.errors).
+
+    lock: the run's lock when the caller already holds it (it took it before writing run.json).
+    """
+    progress = Progress(len(rt.plan.tasks), verbosity=options.verbosity, stream=RedactingStream(sys.stdout),
+                        work_steps=rt.work_step_of)
+    session = Session(rt, options, lock=lock, progress=progress)
+    session.ensure_lock()
+    remember_plan_check(rt)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
     try:
         atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted
-        clear_stale_git_locks(rt)   # and lock files of git commands killed with it
+        clear_stale_git_locks(rt)       # and lock files of git commands killed with it
         with sigterm_as_interrupt(), contextlib.chdir(rt.repo):
             try:
                 services.start()
-                rc = run_doit(rt, _argv(rt))
-                run_doit(rt, ['run', 'report'], report='only')
+                rc = run_doit(rt, session, _argv(options))
+                if any(is_last(s) for s in rt.steps):
+                    run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))], report='only')
             except KeyboardInterrupt:
-                rt.cancel.set()
+                session.cancel.set()
                 worker.kill_all_workers()
                 progress.close()
                 output.write_line(f'interrupted; finished tasks are kept. Resume with: '
@@ -46,31 +58,61 @@ def execute(rt: Runtime) -> int:
                 services.stop()
     finally:
         progress.close()
-        lock.release()
-        rt.lock = None
+        # doit's threads have all returned by now (run_doit waits for them), so no step can still write.
+        session.release_lock()
     rows = task_rows(rt)
-    _summary_line(rt, rows)
+    _summary_line(rt, session, rows)
+    if session.internal_errors:
+        return EXIT_INTERNAL
     return exit_code(rows, rc)
 
 
-def _argv(rt: Runtime) -> list[str]:
+def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:
+    statuses = {r['status'] for r in rows}
+    if statuses <= {'done'}:
+        return EXIT_OK
+    if 'failed' in statuses:
+        return EXIT_TASK_FAILED
+    if 'deferred' in statuses:
+        return EXIT_DEFERRED
+    if doit_rc == 3:
+        return EXIT_INTERNAL
+    return EXIT_TASK_FAILED
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run like Ctrl-C: workers killed, finished work kept, exit 130."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread (e.g. embedded): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _argv(options: RunOptions) -> list[str]:
     argv = ['run']
-    if rt.options.keep_going:
+    if options.keep_going:
         argv.append('--continue')
-    if rt.options.jobs > 1:
-        argv += ['-n', str(rt.options.jobs), '-P', 'thread']
+    if options.jobs > 1:
+        argv += ['-n', str(options.jobs), '-P', 'thread']
     return argv
 
 
-def _final_report(rt: Runtime) -> None:
+def _final_report(rt: RunInputs) -> None:
     try:
-        from orch.commands.report import write_reports
         write_reports(rt)
     except Exception:   # a report must never hide the interrupt itself
         pass
 
 
-def _summary_line(rt: Runtime, rows: list[dict]) -> None:
+def _summary_line(rt: RunInputs, session: Session, rows: list[dict[str, Any]]) -> None:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1
@@ -79,6 +121,8 @@ def _summary_line(rt: Runtime, rows: list[dict]) -> None:
     for row in rows:
         if row['status'] in ('failed', 'deferred'):
             output.write_line(f'  {row["id"]} {row["status"]}: {row["reason"]}')
-    if rt.stop_reason:
-        output.write_line(f'stopped early: {rt.stop_reason}')
+    if session.budget.stop_reason:
+        output.write_line(f'stopped early: {session.budget.stop_reason}')
+    for reason in session.internal_errors:
+        output.write_line(f'{reason}; please report it', err=True)
     output.write_line(f'report: {rt.run_dir / "report.md"}')

@@ -17,7 +17,10 @@ TICK_SECONDS = 1.0    # how often a terminal's status block is redrawn while not
 
 class Progress:
     def __init__(self, total: int, *, verbosity: int = 1, stream: TextIO | None = None,
-                 tty: bool | None = None) -> None:
+                 tty: bool | None = None, work_steps: dict[str, str] | None = None) -> None:
+        # task id -> the step whose outcome is the task's: only those count as tasks done or failed
+        self.work_steps = dict(work_steps or {})
+        self._task_steps = set(self.work_steps.values())
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.verbosity = verbosity
@@ -42,7 +45,7 @@ class Progress:
         with self._lock:
             took = time.time() - self.running.pop(name, time.time())
             self.activity.pop(name, None)
-            self.done += _is_task(name)
+            self.done += name in self._task_steps
             self._emit(f'done   {name} ({took:.1f}s)', level=1)
 
     def failed_step(self, name: str, reason: str) -> None:
@@ -54,12 +57,12 @@ class Progress:
                 # Never started: it waits for a failed dependency (status: pending), it did not fail.
                 self._emit(f'blocked {name}: {first.removeprefix("blocked:").strip()}', level=1)
                 return
-            self.failed += _is_task(name)
+            self.failed += name in self._task_steps
             self._emit(f'FAILED {name} ({took:.1f}s): {first}', level=0)
 
     def up_to_date(self, name: str) -> None:
         with self._lock:
-            self.skipped += _is_task(name)
+            self.skipped += name in self._task_steps
             self._emit(f'ok     {name} (up to date)', level=2)
 
     # -- events from a worker's stream (called from worker threads)
@@ -68,11 +71,12 @@ class Progress:
         if not text:
             return
         with self._lock:
-            self.activity[f'work:{task_id}'] = text
+            name = self.work_steps.get(task_id, task_id)
+            self.activity[name] = text
             if self.tty:
                 self._redraw(force=False)
             elif self.verbosity >= 2:
-                self._line(f'       work:{task_id}: {text}')
+                self._line(f'       {name}: {text}')
 
     def close(self) -> None:
         self._stop.set()
@@ -133,11 +137,6 @@ class Progress:
             return os.get_terminal_size(self.stream.fileno()).columns or 80
         except (OSError, ValueError, AttributeError):
             return 80
-
-
-def _is_task(name: str) -> bool:
-    """Counts are of plan tasks (their work steps), not of the worktree, gate or report steps."""
-    return name.startswith('work:')
 
 
 def describe_event(event: dict[str, Any]) -> str | None:

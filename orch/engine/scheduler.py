@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.adapters import git
+from orch.core.plan import Task
 
 _WILDCARDS = '*?['
 
@@ -48,8 +49,10 @@ def globs_overlap(a: str, b: str) -> bool:
 
 
 class Scheduler:
-    def __init__(self, *, jobs: int, per_task: bool, allow: list[str], ignore: list[str]) -> None:
-        self.jobs = jobs
+    """Decides from the tasks actually running, not from a `-j` it was told: plain `doit run -n 3 -P thread`
+    runs tasks in parallel without codex-orch ever seeing a jobs count."""
+
+    def __init__(self, *, per_task: bool, allow: list[str], ignore: list[str]) -> None:
         self.per_task = per_task
         self.allow = allow
         self.ignore = ignore
@@ -58,7 +61,12 @@ class Scheduler:
         self._paths: dict[str, tuple[str, ...]] = {}             # task id -> its declared paths
         self.commit_lock = threading.Lock()
 
-    def checked_globs(self, task: Any) -> tuple[str, ...] | None:
+    def _others(self, task: Task) -> list[tuple[tuple[str, ...] | None, tuple[str, ...]]]:
+        """(checked globs, declared paths) of every other task running now."""
+        with self._cond:
+            return [(self._running[tid], self._paths[tid]) for tid in self._running if tid != task.id]
+
+    def checked_globs(self, task: Task) -> tuple[str, ...] | None:
         if not task.paths:
             return None
         return tuple(p for p in task.paths
@@ -72,10 +80,7 @@ class Scheduler:
         return not any(globs_overlap(a, b) for other in self._running.values() for a in other for b in globs)
 
     @contextlib.contextmanager
-    def slot(self, task: Any) -> Iterator[None]:
-        if self.jobs <= 1:
-            yield
-            return
+    def slot(self, task: Task) -> Iterator[None]:
         globs = self.checked_globs(task)
         with self._cond:
             self._cond.wait_for(lambda: self._compatible(globs))
@@ -89,15 +94,15 @@ class Scheduler:
                 del self._paths[task.id]
                 self._cond.notify_all()
 
-    def discard_scope(self, task: Any, workdir: Path) -> list[str] | None:
+    def discard_scope(self, task: Task, workdir: Path) -> list[str] | None:
         """What to reset before a task starts: everything, unless other tasks share the worktree.
 
         In a shared parallel run only the changed files inside the task's own checked globs (never
         one under a `concurrency.allow`/`ignore` glob, which another task may be writing right now),
         as literal pathspecs: git's pathspec matching differs from the globs' (e.g. for `[`).
         """
-        if self.jobs <= 1 or self.per_task:
-            return None
+        if self.per_task or not self._others(task):
+            return None   # nobody else is working in the worktree now: everything changed is leftovers
         globs = self.checked_globs(task)
         if globs is None:
             return None   # a task without paths runs alone
@@ -105,17 +110,16 @@ class Scheduler:
         return [f':(literal){path}' for path in git.changed_paths(workdir)
                 if any(glob_match(g, path) for g in globs) and not any(glob_match(x, path) for x in shared)]
 
-    def commit_scope(self, task: Any, workdir: Path, answer: Any) -> list[str] | None:
+    def commit_scope(self, task: Task, workdir: Path, answer: Any) -> list[str] | None:
         """Files this task's commit takes: all changes, or in a shared parallel run only its own.
 
         Its own: changed files matching its `paths` or listed in the answer's `files_changed`, less
         those that belong to another task running now (inside that task's checked globs, or under
         an allowed/ignored glob both declare, unless this task's answer claims the file).
         """
-        if self.jobs <= 1 or self.per_task:
+        if self.per_task:
             return None
-        with self._cond:
-            others = [(self._running[tid], self._paths[tid]) for tid in self._running if tid != task.id]
+        others = self._others(task)
         if not task.paths and not others:
             return None   # a task without paths runs alone: everything changed is its work
         claimed = set(answer.get('files_changed') or []) if isinstance(answer, dict) else set()

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orch.engine.runtime import Runtime
+from orch.engine.inputs import RunInputs
 
 
-def clear_stale_git_locks(rt: Runtime) -> list[Path]:
+def clear_stale_git_locks(rt: RunInputs) -> list[Path]:
     """Remove the lock files a git command killed mid-write left in the run's own worktrees and branches.
 
     Called once at the start of a run, holding the run's lock and before any git command of this process:

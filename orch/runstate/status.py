@@ -6,10 +6,13 @@ from typing import Any
 from orch.runstate import state
 from orch.runstate.lock import holder_pid
 from orch.core.plan import topological_order
-from orch.engine.runtime import Runtime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # the inputs are engine-side; the status reads only their plan, layout and files
+    from orch.engine.inputs import RunInputs
 
 
-def task_rows(rt: Runtime, stale: set[str] | None = None) -> list[dict[str, Any]]:
+def task_rows(rt: RunInputs, stale: set[str] | None = None) -> list[dict[str, Any]]:
     """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ..."""
     live = holder_pid(rt.run_dir) is not None
     stale = stale or set()
@@ -49,7 +52,7 @@ def _duration(st: dict[str, Any]) -> float | None:
     return None
 
 
-def decisions_of(rt: Runtime) -> list[dict[str, Any]]:
+def decisions_of(rt: RunInputs) -> list[dict[str, Any]]:
     out = []
     for task in rt.plan.tasks:
         result = state.read_result(rt.path(rt.layout.task_dir(task.id))) or {}
@@ -61,7 +64,7 @@ def decisions_of(rt: Runtime) -> list[dict[str, Any]]:
     return out
 
 
-def run_record(rt: Runtime) -> dict[str, Any]:
+def run_record(rt: RunInputs) -> dict[str, Any]:
     info = rt.run
     return {'run_id': info.run_id, 'created': info.created, 'base_branch': info.base_branch,
             'base_commit': info.base_commit, 'plan_file': info.plan_file, 'spec_file': info.spec_file,

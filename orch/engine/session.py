@@ -1,0 +1,94 @@
+"""One invocation's mutable state while a run goes: the lock, cancellation, the token budget, the
+scheduler, live progress, and the internal errors steps hit. The run's inputs (RunInputs) are frozen
+beside it; a Session is built complete, never patched from outside.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from orch.engine.inputs import RunInputs
+from orch.engine.scheduler import Scheduler
+from orch.runstate.lock import RunLock
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int = 1
+    keep_going: bool = False
+    verbosity: int = 1          # 0 quiet, 1 normal, 2 verbose
+
+
+class ProgressSink(Protocol):
+    """What steps and the doit reporter tell live progress (orch.engine.progress.Progress)."""
+
+    def started(self, name: str) -> None: ...
+    def finished(self, name: str) -> None: ...
+    def failed_step(self, name: str, reason: str) -> None: ...
+    def up_to_date(self, name: str) -> None: ...
+    def worker_event(self, task_id: str, event: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Budget:
+    """Tokens spent by this invocation against the config's `token_budget` (None: no limit)."""
+
+    limit: int | None
+    spent: int = 0
+    stop_reason: str | None = None
+    _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, usage: dict[str, int] | None) -> None:
+        if usage:
+            with self._mutex:
+                self.spent += int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))
+
+    def exhausted(self) -> str | None:
+        """Why no new task may start, or None."""
+        with self._mutex:
+            if self.limit is None or self.spent < self.limit:
+                return None
+            self.stop_reason = (f'token budget of {self.limit} exhausted ({self.spent} spent in this run); '
+                                'not started')
+            return self.stop_reason
+
+
+class Session:
+    def __init__(self, inputs: RunInputs, options: RunOptions | None = None, *, lock: RunLock | None = None,
+                 progress: ProgressSink | None = None) -> None:
+        self.options = options or RunOptions()
+        self.progress = progress
+        concurrency = inputs.config.concurrency
+        self.scheduler = Scheduler(per_task=inputs.run.per_task, allow=concurrency.allow, ignore=concurrency.ignore)
+        self.budget = Budget(inputs.config.token_budget)
+        self.cancel = threading.Event()
+        self.internal_errors: list[str] = []   # reasons of steps that crashed: the command exits 3
+        self._run_dir = inputs.run_dir
+        self._lock = lock
+        self._mutex = threading.Lock()
+
+    def ensure_lock(self) -> None:
+        """Hold the run's lock (plain `doit run` takes it at its first action; codex-orch up front)."""
+        if self._lock is None:
+            with self._mutex:
+                if self._lock is None:
+                    lock = RunLock(self._run_dir)
+                    lock.acquire()
+                    self._lock = lock
+
+    def release_lock(self) -> None:
+        with self._mutex:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def record_internal_error(self, reason: str) -> None:
+        with self._mutex:
+            self.internal_errors.append(reason)
+
+    def on_worker_event(self, task_id: str) -> Any:
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda event: progress.worker_event(task_id, event)
