@@ -8,15 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from orch.runstate.lock import holder_pid
+from orch.errors import LockedError
+from orch.runstate.lock import RunLock, holder_pid
 from tests.support.gitrepo import git
+from tests.support.orchtest import REPO_ROOT, Host, cli_subprocess, make_host
 from tests.support.procs import wait_for
-from tests.support.orchtest import Host, cli_subprocess, make_host
 
 
 def plan(prefix: str = 'T', n: int = 2) -> dict:
@@ -87,7 +89,7 @@ def test_second_writer_is_refused_at_once_naming_the_pid(host: Host) -> None:
     finally:
         out, err = _finish(proc)
     assert proc.returncode == 0, out + err
-    assert [t for t in host.launched_tasks()] == ['T1', 'T2']   # the refused commands launched nothing
+    assert list(host.launched_tasks()) == ['T1', 'T2']   # the refused commands launched nothing
 
 
 def _doit(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
@@ -169,3 +171,108 @@ def test_two_runs_of_one_repository_proceed_side_by_side(host: Host) -> None:
         branch = json.loads((host.repo / '.orchestrator' / 'runs' / run_id / 'run.json').read_text())['shared_branch']
         subjects = git(host.repo, 'log', '--format=%s', branch).splitlines()
         assert subjects[:2] == [f'{prefix}2: Step 2', f'{prefix}1: Step 1']
+
+
+# ---------------------------------------------------------------- probing never gets in an acquire's way
+
+PROBER = '''
+import sys, time
+from pathlib import Path
+from orch.runstate.lock import holder_pid
+run_dir, seconds = Path(sys.argv[1]), float(sys.argv[2])
+holder_pid(run_dir)
+print('probing', flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    holder_pid(run_dir)
+'''
+
+HOLDER = '''
+import sys, time
+from pathlib import Path
+from orch.runstate.lock import RunLock
+with RunLock(Path(sys.argv[1])):
+    print('holding', flush=True)
+    sys.stdin.read()
+'''
+
+
+def _python(code: str, *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, '-c', code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+    assert proc.stdout is not None
+    proc.stdout.readline()   # 'probing' / 'holding': it is under way
+    return proc
+
+
+def _probers(run_dir: Path, seconds: float, processes: int = 4,
+             threads: int = 2) -> tuple[list[subprocess.Popen[str]], list[threading.Thread]]:
+    """Processes and threads that call holder_pid(run_dir) as fast as they can for `seconds`."""
+    procs = [_python(PROBER, str(run_dir), str(seconds)) for _ in range(processes)]
+    end = time.monotonic() + seconds
+
+    def probe() -> None:
+        while time.monotonic() < end:
+            holder_pid(run_dir)
+
+    workers = [threading.Thread(target=probe, daemon=True) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    return procs, workers
+
+
+def _stop(procs: list[subprocess.Popen[str]], workers: list[threading.Thread]) -> None:
+    for w in workers:
+        w.join(timeout=30)
+    for p in procs:
+        try:
+            p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+
+
+def test_probing_the_lock_never_makes_an_acquire_fail(tmp_path: Path) -> None:
+    """status (--watch), clean, merge and prune probe with holder_pid; a run starting meanwhile must get its lock."""
+    run_dir = tmp_path / 'runs' / 'r1'
+    with RunLock(run_dir):
+        pass
+    procs, workers = _probers(run_dir, seconds=4)
+    refused, acquired = 0, 0
+    try:
+        while any(w.is_alive() for w in workers) and acquired < 3000:
+            lock = RunLock(run_dir)
+            try:
+                lock.acquire()
+            except LockedError:
+                refused += 1
+                continue
+            try:
+                assert holder_pid(run_dir) == os.getpid()   # and a probe still sees the holder
+            finally:
+                lock.release()
+            acquired += 1
+    finally:
+        _stop(procs, workers)
+    assert refused == 0, f'{refused} of {refused + acquired} acquires refused while nobody held the run'
+    assert acquired > 100
+
+
+def test_a_held_run_stays_refused_while_it_is_probed(tmp_path: Path) -> None:
+    """The acquire's second try (after waiting out a probe) refuses a real holder all the same."""
+    run_dir = tmp_path / 'runs' / 'r1'
+    holder = _python(HOLDER, str(run_dir))
+    procs, workers = _probers(run_dir, seconds=2)
+    try:
+        for _ in range(300):
+            refused = f'in use by another codex-orch or doit process \\(PID {holder.pid}\\)'
+            with pytest.raises(LockedError, match=refused):
+                RunLock(run_dir).acquire()
+            assert holder_pid(run_dir) == holder.pid
+    finally:
+        _stop(procs, workers)
+        holder.communicate('', timeout=30)
+    assert holder.returncode == 0
+    with RunLock(run_dir):   # released with its holder
+        assert holder_pid(run_dir) == os.getpid()
+    assert holder_pid(run_dir) is None
