@@ -276,3 +276,33 @@ def test_a_held_run_stays_refused_while_it_is_probed(tmp_path: Path) -> None:
     with RunLock(run_dir):   # released with its holder
         assert holder_pid(run_dir) == os.getpid()
     assert holder_pid(run_dir) is None
+
+
+# ---------------------------------------------------------------- stale git locks of a repository whose .git is a file
+
+def test_stale_git_locks_are_cleared_when_the_git_dir_is_elsewhere(host: Host, tmp_path: Path) -> None:
+    """`git init --separate-git-dir` leaves a `.git` file: the branches are in the directory it names, and a
+    ref lock a killed git left there must be cleared as in `<repo>/.git`, or every commit of the run fails."""
+    elsewhere = tmp_path / 'elsewhere.git'
+    git(host.repo, 'init', '--quiet', f'--separate-git-dir={elsewhere}')   # moves the repository's .git there
+    assert (host.repo / '.git').is_file()
+    host.script({'default': {'answer': 'auto'},
+                 'tasks': {'T1': {'answer': {'status': 'done', 'summary': 'missing fields'}}}})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'sep')
+    assert rc == 1, out + err   # T1 failed: nothing committed yet
+    run_dir = host.repo / '.orchestrator' / 'runs' / 'sep'
+    branch = json.loads((run_dir / 'run.json').read_text())['shared_branch']
+    wt = host.repo / '.orchestrator' / 'worktrees' / 'sep'
+    common = Path(git(wt, 'rev-parse', '--path-format=absolute', '--git-common-dir'))
+    gitdir = Path(git(wt, 'rev-parse', '--path-format=absolute', '--git-dir'))
+    assert common == elsewhere.resolve()
+    locks = [common / 'refs' / 'heads' / f'{branch}.lock', gitdir / 'index.lock']
+    for lock in locks:   # what git killed mid-commit leaves behind
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text('')
+    host.script(script(0))
+    rc, out, err = host.cli('resume', '--run-id', 'sep')
+    assert rc == 0, out + err
+    assert host.statuses() == {'T1': 'done', 'T2': 'done'}
+    assert [lock for lock in locks if lock.exists()] == []
+    assert git(host.repo, 'log', '--format=%s', branch).splitlines()[:2] == ['T2: Step 2', 'T1: Step 1']

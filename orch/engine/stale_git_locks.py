@@ -17,15 +17,16 @@ def clear_stale_git_locks(rt: RunInputs) -> list[Path]:
     layout = rt.layout
     worktrees = {rt.path(layout.task_worktree(t.id)) for t in rt.plan.tasks}
     branches = {layout.task_branch(t.id) for t in rt.plan.tasks} if rt.run.per_task else {rt.run.shared_branch}
-    common = rt.repo / '.git'
-    candidates = [common / 'refs' / 'heads' / f'{b}.lock' for b in branches]
+    candidates: list[Path] = []
+    # Not `<repo>/.git`: that is a file, not the directory holding the branches, when the repository was
+    # made with --separate-git-dir or is a submodule.
+    repo_git_dir = rt.repo / '.git' if (rt.repo / '.git').is_dir() else linked_git_dir(rt.repo)
+    if repo_git_dir is not None:
+        common = common_dir_of(repo_git_dir)
+        candidates += [common / 'refs' / 'heads' / f'{b}.lock' for b in branches]
     for wt in worktrees:
-        try:
-            pointer = (wt / '.git').read_text(encoding='utf-8').strip()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if pointer.startswith('gitdir: '):
-            gitdir = wt / pointer.removeprefix('gitdir: ')   # absolute, or relative to the worktree
+        gitdir = linked_git_dir(wt)   # a worktree of the run's is a linked one: its .git is a file
+        if gitdir is not None:
             candidates += [gitdir / 'index.lock', gitdir / 'HEAD.lock']
     for lock in candidates:
         try:
@@ -35,3 +36,24 @@ def clear_stale_git_locks(rt: RunInputs) -> list[Path]:
             pass
     return removed
 
+
+def linked_git_dir(checkout: Path) -> Path | None:
+    """The git dir a `.git` file names ("gitdir: PATH", PATH absolute or relative to the checkout), as a
+    linked worktree, a submodule and a `git init --separate-git-dir` checkout have; None without one."""
+    try:
+        pointer = (checkout / '.git').read_text(encoding='utf-8').strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not pointer.startswith('gitdir: '):
+        return None
+    return checkout / pointer.removeprefix('gitdir: ')
+
+
+def common_dir_of(git_dir: Path) -> Path:
+    """Where the branches live, by git's rule: the directory a `commondir` file in `git_dir` names
+    (relative to git_dir; a linked worktree's git dir has one), else git_dir itself."""
+    try:
+        named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
+    except (OSError, UnicodeDecodeError):
+        return git_dir
+    return git_dir / named if named else git_dir
