@@ -5,11 +5,15 @@ import json
 import shlex
 from pathlib import Path
 
+import pytest
+
 from orch.core.compile import RunLayout, compile_plan
 from orch.core.config import Config
 from orch.core.plan import plan_from_data
 from orch.core.resources import builtin_rules_dir
 from orch.core.rules import load_rules
+
+pytestmark = pytest.mark.unit   # the pure core: no processes, no git
 
 R = '.orchestrator/runs/r1'
 WT = '.orchestrator/worktrees/r1'

@@ -8,6 +8,8 @@ import pytest
 from orch.core.config import Config, load_config
 from orch.errors import ConfigError
 
+pytestmark = pytest.mark.unit   # the pure core: no processes, no git
+
 FIX = '  fix: see the commented defaults written by `codex-orch init`'
 SHIPPED = Path(__file__).resolve().parents[1] / '.orchestrator' / 'orchestrator.yaml'
 

@@ -7,6 +7,8 @@ import pytest
 
 from orch.adapters.events import MAX_ERRORS, EventStream, classify_failure, describe_item, parse_answer
 
+pytestmark = pytest.mark.unit   # the pure core: no processes, no git
+
 
 def _line(event: dict) -> str:
     return json.dumps(event)
@@ -195,7 +197,7 @@ def test_classify_usage_limits_as_deferred(text: str) -> None:
 
 
 @pytest.mark.parametrize('text', [
-    None, '', 'We’re currently experiencing high demand, which may cause temporary errors.',
+    None, '', 'We’re currently experiencing high demand, which may cause temporary errors.',  # noqa: RUF001 - codex's text
     'exceeded retry limit, last status: 500 Internal Server Error', 'stream closed before response.completed',
     "Codex ran out of room in the model's context window", 'item_4290 failed',
 ])

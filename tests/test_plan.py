@@ -7,9 +7,18 @@ from pathlib import Path
 import pytest
 
 from orch.core import plan as plan_mod
+from orch.core.plan import (
+    find_cycle,
+    graph_problems,
+    id_problem,
+    load_plan,
+    path_problem,
+    plan_from_data,
+    topological_order,
+)
 from orch.errors import PlanError
-from orch.core.plan import (find_cycle, graph_problems, id_problem, load_plan, path_problem, plan_from_data,
-                       topological_order)
+
+pytestmark = pytest.mark.unit   # the pure core: no processes, no git
 
 ROLES = {'navigator', 'implementer', 'tester', 'reviewer'}
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / '.orchestrator' / 'schemas' / 'plan.json').read_text())

@@ -10,6 +10,8 @@ from orch.core.resources import builtin_rules_dir
 from orch.core.rules import SHELL_PLACEHOLDERS, load_rules, placeholders
 from orch.errors import RuleError
 
+pytestmark = pytest.mark.unit   # the pure core: no processes, no git
+
 
 def test_builtin_rules() -> None:
     rules = load_rules(builtin_rules_dir(), None)

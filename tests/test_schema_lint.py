@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orch.errors import SchemaError
 from orch.core.schema_lint import strict_problems
 from orch.core.validate import load_json_schema
+from orch.errors import SchemaError
+
+pytestmark = pytest.mark.unit   # the pure core: no processes, no git
 
 SCHEMAS = Path(__file__).resolve().parents[1] / '.orchestrator' / 'schemas'
 ADDITIONAL = 'objects must set "additionalProperties": false'

@@ -61,7 +61,7 @@ class Scheduler:
         self._paths: dict[str, tuple[str, ...]] = {}             # task id -> its declared paths
         self.commit_lock = threading.Lock()
 
-    def _others(self, task: Task) -> list[tuple[tuple[str, ...] | None, tuple[str, ...]]]:
+    def _others(self, task: Task) -> Running:
         """(checked globs, declared paths) of every other task running now."""
         with self._cond:
             return [(self._running[tid], self._paths[tid]) for tid in self._running if tid != task.id]
@@ -123,15 +123,24 @@ class Scheduler:
         if not task.paths and not others:
             return None   # a task without paths runs alone: everything changed is its work
         claimed = set(answer.get('files_changed') or []) if isinstance(answer, dict) else set()
-        shared = (*self.ignore, *self.allow)
-        mine = []
-        for path in git.changed_paths(workdir):
-            if path not in claimed and not any(glob_match(p, path) for p in task.paths):
-                continue
-            if any(glob_match(g, path) for globs, _ in others for g in globs or ()):
-                continue
-            if path not in claimed and any(glob_match(x, path) for x in shared) \
-                    and any(glob_match(p, path) for _, paths in others for p in paths):
-                continue
-            mine.append(path)
-        return mine
+        return commit_paths(git.changed_paths(workdir), tuple(task.paths), claimed, others,
+                            shared=(*self.ignore, *self.allow))
+
+
+Running = list[tuple[tuple[str, ...] | None, tuple[str, ...]]]   # (checked globs, declared paths) per task
+
+
+def commit_paths(changed: list[str], own: tuple[str, ...], claimed: set[str], others: Running, *,
+                 shared: tuple[str, ...]) -> list[str]:
+    """Pure: which changed files a task's commit takes while `others` run (see Scheduler.commit_scope)."""
+    mine = []
+    for path in changed:
+        if path not in claimed and not any(glob_match(p, path) for p in own):
+            continue
+        if any(glob_match(g, path) for globs, _ in others for g in globs or ()):
+            continue
+        if path not in claimed and any(glob_match(x, path) for x in shared) \
+                and any(glob_match(p, path) for _, paths in others for p in paths):
+            continue
+        mine.append(path)
+    return mine
