@@ -8,11 +8,12 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from orch import __version__, output
-from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 from orch.core.redact import redact
+from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 
 # command -> (module, function). Only the module of the command being run is imported: every
 # invocation pays for its own command, not for all twelve (a no-op resume is start-up bound).
@@ -33,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:   # argparse's own exit code 2 is ours too; keep one line
+    def error(self, message: str) -> NoReturn:   # argparse's own exit code 2 is ours too; keep one line
         self.print_usage(sys.stderr)
         output.write_line(f'codex-orch: error: {message}', err=True)
         raise SystemExit(EXIT_BAD_INPUT)
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(_command_of(argv)).parse_args(argv)
     try:
         module, function = COMMANDS[args.command]
-        return getattr(importlib.import_module(module), function)(args)
+        command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), function)
+        return command(args)
     except OrchError as exc:
         output.write_line(f'codex-orch: {exc}', err=True)
         return exc.exit_code

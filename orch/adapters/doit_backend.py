@@ -6,21 +6,19 @@ backend commits each task's record as soon as doit saves it.
 """
 from __future__ import annotations
 
-from typing import Any
-
-from doit.dependency import SqliteDB
+from doit.dependency import JSONCodec, SqliteDB
 
 
 class WriteThroughSqliteDB(SqliteDB):
     desc = 'sqlite3, committed after every task (codex-orch)'
 
-    def __init__(self, name: str, codec: Any, *, module_name: str | None = None) -> None:
+    def __init__(self, name: str, codec: JSONCodec, *, module_name: str | None = None) -> None:
         super().__init__(name, codec)
         self._conn.execute('pragma journal_mode=wal')
         self._conn.execute('pragma synchronous=normal')
         self._conn.execute('pragma busy_timeout=10000')
 
-    def set(self, task_id: str, dependency: str, value: Any) -> None:
+    def set(self, task_id: str, dependency: str, value: object) -> None:
         super().set(task_id, dependency, value)
         # Dependency.save_success sets 'deps:' last, so the record is complete then ('ignore:'
         # comes alone from `doit ignore`). One commit per finished task.

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 MAX_ERRORS = 20
 _ACTIVITY_MAX = 160
+_T = TypeVar('_T')
 
 
 class EventStream:
@@ -145,7 +146,7 @@ def _error_text(error: object) -> str | None:
     return error if isinstance(error, str) else None
 
 
-def _str_or(value: object, default: Any) -> Any:
+def _str_or(value: object, default: _T) -> str | _T:
     return value if isinstance(value, str) else default
 
 

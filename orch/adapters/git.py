@@ -24,20 +24,17 @@ import re
 import shlex
 import tempfile
 import threading
-from collections.abc import Iterator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from pathlib import PurePosixPath
-from typing import BinaryIO
-from typing import TypedDict
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, TypedDict
 
 from orch.errors import GitError
 
 # GitPython runs `git version` on import and raises ImportError when git is missing; with 'quiet' the
 # import succeeds and the first command fails with GitCommandNotFound, which we turn into a GitError.
 os.environ.setdefault('GIT_PYTHON_REFRESH', 'quiet')
-import git as gitpython  # noqa: E402
+import git as gitpython
 
 # Variables that point git at a repository, index or object store other than the one found from the
 # working directory. Git exports several of them to hooks (pre-commit issue #300).
@@ -443,7 +440,7 @@ def _identity_key(common_dir: Path) -> tuple[object, ...]:
     configs = [common_dir / 'config', Path(os.environ.get('GIT_CONFIG_GLOBAL') or '~/.gitconfig').expanduser(),
                Path(os.environ.get('XDG_CONFIG_HOME') or '~/.config').expanduser() / 'git' / 'config',
                Path(os.environ.get('GIT_CONFIG_SYSTEM') or '/etc/gitconfig')]
-    stamps = []
+    stamps: list[int | None] = []
     for path in configs:
         try:
             stamps.append(os.stat(path).st_mtime_ns)

@@ -9,6 +9,7 @@ the branch is gone) unless --force, and never a branch checked out somewhere. Th
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from orch import output
@@ -71,14 +72,10 @@ def _remove_empty_dirs(root: Path) -> None:
     if not root.is_dir():
         return
     for path in sorted((p for p in root.rglob('*') if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        try:
+        with contextlib.suppress(OSError):
             path.rmdir()
-        except OSError:
-            pass
-    try:
+    with contextlib.suppress(OSError):
         root.rmdir()
-    except OSError:
-        pass
 
 
 def _delete_branches(repo: Path, info: RunInfo, names: list[str], *, force: bool) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from orch import output
@@ -66,7 +67,7 @@ def _make_repo(root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _env(values: dict[str, str]):
+def _env(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

@@ -10,8 +10,6 @@ from orch import output
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, PINNED_VERSION, find_codex
 from orch.core.config import CONFIG_FILE, Config, load_config
-from orch.core.resources import builtin_rules_dir
-from orch.core.rules import load_rules
 from orch.engine.inputs import check_roles, load_host_rules
 from orch.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, InputError, OrchError
 from orch.runstate.runs import ORCH_DIR

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from orch import output
-from orch.runstate import atomic
 from orch.core.resources import defaults_dir
+from orch.runstate import atomic
 from orch.runstate.runs import ORCH_DIR
 
 DODO = '''"""doit entry point: `doit list`, `doit info TASK`, `doit run` on the latest codex-orch run."""

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from orch.errors import ConfigError, problems_message
 from orch.core.validate import pydantic_errors, yaml_problem
+from orch.errors import ConfigError, problems_message
 
 CONFIG_FILE = 'orchestrator.yaml'
 _REF_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/-]*$')
@@ -64,12 +64,12 @@ class Branches(_Model):
 
     @field_validator('shared', 'task')
     @classmethod
-    def _template(cls, value: str, info: Any) -> str:
+    def _template(cls, value: str, info: ValidationInfo) -> str:
         allowed = {'date', 'run_id'} | ({'task_id'} if info.field_name == 'task' else set())
         try:
             names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
         except ValueError as exc:
-            raise ValueError(f'bad template: {exc}')
+            raise ValueError(f'bad template: {exc}') from exc
         unknown = names - allowed
         if unknown:
             raise ValueError(f'unknown placeholder {{{sorted(unknown)[0]}}} (use {", ".join(sorted(allowed))})')
@@ -117,7 +117,7 @@ class Config(_Model):
 
     @field_validator('roles', mode='before')
     @classmethod
-    def _keep_builtin_roles(cls, value: Any) -> Any:
+    def _keep_builtin_roles(cls, value: object) -> object:
         # A config that tunes one role must not make the other built-in roles unknown.
         if not isinstance(value, dict):
             return value
@@ -166,12 +166,12 @@ def load_config(path: Path) -> Config:
         return Config()
     try:
         data = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except UnicodeDecodeError:
-        raise ConfigError(f'{path}: not UTF-8 text (save it as UTF-8)')
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f'{path}: not UTF-8 text (save it as UTF-8)') from exc
     except yaml.YAMLError as exc:
         where, problem = yaml_problem(exc)
         raise ConfigError(f'{path}: {where}invalid YAML: {problem} '
-                          '(only plain YAML is accepted: no tags that construct objects)')
+                          '(only plain YAML is accepted: no tags that construct objects)') from exc
     if data is None:
         return Config()
     if not isinstance(data, dict):
@@ -180,4 +180,4 @@ def load_config(path: Path) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(problems_message(path, pydantic_errors(exc),
-                                           'see the commented defaults written by `codex-orch init`'))
+                                           'see the commented defaults written by `codex-orch init`')) from exc

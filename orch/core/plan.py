@@ -7,15 +7,27 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from orch.errors import PlanError, problems_message
 from orch.core.validate import schema_errors
+from orch.errors import PlanError, problems_message
 
 # Ids become directory names and git branch components, so they are kept to a safe alphabet;
 # `..` inside an id and a trailing `.lock`/`.` are illegal in git refs.
 ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 MAX_PLAN_BYTES = 50 * 1024 * 1024
+
+
+class TaskEntry(TypedDict):
+    """task.json: a task as the plan gives it."""
+
+    id: str
+    role: str
+    title: str
+    description: str
+    depends_on: list[str]
+    paths: list[str]
+    acceptance: list[str]
 
 
 @dataclass(frozen=True)
@@ -28,7 +40,7 @@ class Task:
     paths: tuple[str, ...] = ()
     acceptance: tuple[str, ...] = ()
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self) -> TaskEntry:
         """The task as written to task.json: what makes it stale when it changes."""
         return {'id': self.id, 'role': self.role, 'title': self.title, 'description': self.description,
                 'depends_on': list(self.depends_on), 'paths': list(self.paths),
@@ -53,7 +65,7 @@ class Plan:
 def id_problem(task_id: str) -> str | None:
     if not ID_RE.match(task_id):
         return 'must start with a letter or digit and use only letters, digits, ".", "_" and "-"'
-    if '..' in task_id or task_id.endswith('.lock') or task_id.endswith('.'):
+    if '..' in task_id or task_id.endswith(('.lock', '.')):
         return 'must not contain ".." or end with "." or ".lock" (it becomes a git branch name)'
     return None
 
@@ -101,7 +113,7 @@ def plan_from_data(data: dict[str, Any], *, digest: str | None = None, schema_ke
     return Plan(title=data.get('title', ''), tasks=tasks, digest=digest or _digest(data), schema_key=schema_key)
 
 
-def _digest(data: Any) -> str:
+def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -110,20 +122,20 @@ def _read_json(path: Path) -> Any:
         if path.stat().st_size > MAX_PLAN_BYTES:
             raise PlanError(f'{path}: plan is larger than {MAX_PLAN_BYTES // 2**20} MB')
         text = path.read_text(encoding='utf-8')
-    except FileNotFoundError:
-        raise PlanError(f'{path}: plan file not found (check --plan-file)')
-    except IsADirectoryError:
-        raise PlanError(f'{path}: is a directory, not a plan file (check --plan-file)')
+    except FileNotFoundError as exc:
+        raise PlanError(f'{path}: plan file not found (check --plan-file)') from exc
+    except IsADirectoryError as exc:
+        raise PlanError(f'{path}: is a directory, not a plan file (check --plan-file)') from exc
     except UnicodeDecodeError as exc:
         raise PlanError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (a plan is a JSON file; '
-                        'save it as UTF-8)')
+                        'save it as UTF-8)') from exc
     except OSError as exc:
-        raise PlanError(f'{path}: cannot read plan: {exc.strerror}')
+        raise PlanError(f'{path}: cannot read plan: {exc.strerror}') from exc
     try:
         return _parse_json(text)
     except json.JSONDecodeError as exc:
         raise PlanError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} '
-                        '(fix the JSON syntax there; the plan format is in the README)')
+                        '(fix the JSON syntax there; the plan format is in the README)') from exc
 
 
 def _parse_json(text: str) -> Any:
@@ -190,7 +202,7 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
                 stack.append((node, i + 1))
                 nxt = deps[i]
                 if state.get(nxt) == 1:
-                    return path[path.index(nxt):] + [nxt]
+                    return [*path[path.index(nxt):], nxt]
                 if not state.get(nxt):
                     stack.append((nxt, 0))
             else:

@@ -21,16 +21,18 @@ def check_template(path: Path) -> str:
     """
     try:
         text = Path(path).read_text(encoding='utf-8')
-    except FileNotFoundError:
-        raise TemplateError(f'{path}: prompt template not found (run `codex-orch init` to restore the defaults)')
+    except FileNotFoundError as exc:
+        raise TemplateError(f'{path}: prompt template not found '
+                            '(run `codex-orch init` to restore the defaults)') from exc
     except UnicodeDecodeError as exc:
-        raise TemplateError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)')
+        raise TemplateError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)') from exc
     except OSError as exc:
-        raise TemplateError(f'{path}: cannot read the prompt template: {exc.strerror} (it must be a text file)')
+        raise TemplateError(f'{path}: cannot read the prompt template: {exc.strerror} '
+                            '(it must be a text file)') from exc
     try:
         fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
-        raise TemplateError(f'{path}: {exc} (write literal braces as {{{{ and }}}})')
+        raise TemplateError(f'{path}: {exc} (write literal braces as {{{{ and }}}})') from exc
     for name, spec, conv in fields:
         shown = '{' + name + (f'!{conv}' if conv else '') + (f':{spec}' if spec else '') + '}'
         at = text.find(shown)

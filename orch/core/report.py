@@ -32,17 +32,17 @@ def _tokens(usage: dict[str, Any] | None) -> str:
     return f'{usage.get("input_tokens", 0)}/{usage.get("output_tokens", 0)}'
 
 
-def _cell(text: Any, limit: int = 80) -> str:
-    text = ' '.join(str(text or '').split())
-    return text if len(text) <= limit else text[: limit - 1] + '…'
+def _cell(text: object, limit: int = 80) -> str:
+    line = ' '.join(str(text or '').split())
+    return line if len(line) <= limit else line[: limit - 1] + '…'
 
 
-def _md(text: Any, limit: int = 80) -> str:
+def _md(text: object, limit: int = 80) -> str:
     """A table cell: one line, and a `|` in a worker's summary must not split the row."""
     return _cell(text, limit).replace('|', '\\|')
 
 
-def _xml(text: Any) -> str:
+def _xml(text: object) -> str:
     return _XML_ILLEGAL.sub('\ufffd', str(text or ''))
 
 

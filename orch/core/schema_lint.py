@@ -19,7 +19,7 @@ _SUPPORTED = {
 }
 
 
-def strict_problems(schema: Any) -> list[str]:
+def strict_problems(schema: object) -> list[str]:
     """Every strict-mode violation, as `json.path: problem` lines (empty when the schema is fine)."""
     if not isinstance(schema, dict) or schema.get('type') != 'object':
         return ['(top level): the root must be {"type": "object", ...}']
@@ -28,11 +28,11 @@ def strict_problems(schema: Any) -> list[str]:
     return problems
 
 
-def _ref_problem(ref: Any, root: dict[str, Any]) -> str | None:
+def _ref_problem(ref: object, root: dict[str, Any]) -> str | None:
     """Only references inside the schema itself (`#/$defs/x`) work: nothing is fetched."""
     if not isinstance(ref, str) or not ref.startswith('#'):
         return f'"$ref" {ref!r} must point inside this schema, like "#/$defs/name"'
-    node: Any = root
+    node: object = root
     for part in ref[1:].split('/')[1:] if ref != '#' else []:
         part = part.replace('~1', '/').replace('~0', '~')
         if not isinstance(node, dict) or part not in node:
@@ -41,7 +41,7 @@ def _ref_problem(ref: Any, root: dict[str, Any]) -> str | None:
     return None
 
 
-def _walk(node: Any, path: list[Any], problems: list[str], root: dict[str, Any]) -> None:
+def _walk(node: object, path: list[str | int], problems: list[str], root: dict[str, Any]) -> None:
     if not isinstance(node, dict):
         return
     where = json_path(path)
@@ -68,7 +68,7 @@ def _walk(node: Any, path: list[Any], problems: list[str], root: dict[str, Any])
             _walk(sub, [*path, key, name], problems, root)
 
 
-def _check_object(node: dict[str, Any], path: list[Any], problems: list[str], root: dict[str, Any]) -> None:
+def _check_object(node: dict[str, Any], path: list[str | int], problems: list[str], root: dict[str, Any]) -> None:
     where = json_path(path)
     if node.get('additionalProperties') is not False:
         problems.append(f'{where}: objects must set "additionalProperties": false')

@@ -14,24 +14,24 @@ def check_spec(path: str | Path, repo: Path) -> str:
     absolute = given if given.is_absolute() else Path.cwd() / given
     try:
         resolved = absolute.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
+    except (FileNotFoundError, RuntimeError) as exc:
         raise InputError(f'--spec-file {path}: file not found (check the path; a relative one starts '
-                         'at the current directory)')
+                         'at the current directory)') from exc
     if resolved.is_dir():
         raise InputError(f'--spec-file {path}: is a directory; pass a text file (UTF-8)')
     if not resolved.is_file():
         raise InputError(f'--spec-file {path}: not a regular file; pass a text file (UTF-8)')
     try:
         relative = resolved.relative_to(repo.resolve())
-    except ValueError:
+    except ValueError as exc:
         raise InputError(f'--spec-file {path}: resolves to {resolved}, outside the repository {repo} '
-                         '(copy the spec into the repository; symlinks may not point outside it)')
+                         '(copy the spec into the repository; symlinks may not point outside it)') from exc
     if resolved.stat().st_size > MAX_SPEC_BYTES:
         raise InputError(f'--spec-file {path}: larger than {MAX_SPEC_BYTES // 2**20} MB; a spec is a text document')
     try:
         data = resolved.read_bytes()
     except OSError as exc:
-        raise InputError(f'--spec-file {path}: cannot read it: {exc.strerror} (check its permissions)')
+        raise InputError(f'--spec-file {path}: cannot read it: {exc.strerror} (check its permissions)') from exc
     nul = data.find(b'\0')
     if nul >= 0:
         raise InputError(f'--spec-file {path}: binary file: byte {nul} is NUL '
@@ -40,7 +40,7 @@ def check_spec(path: str | Path, repo: Path) -> str:
         data.decode('utf-8')
     except UnicodeDecodeError as exc:
         raise InputError(f'--spec-file {path}: not UTF-8 text (byte {exc.start} is invalid; '
-                         're-save the file as UTF-8)')
+                         're-save the file as UTF-8)') from exc
     return relative.as_posix()
 
 

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
+from pydantic import ValidationError
 
 from orch.errors import SchemaError
 
 
-def json_path(parts: Any) -> str:
+def json_path(parts: Iterable[str | int]) -> str:
     """Render a location like ['tasks', 1, 'depends_on', 0] as tasks[1].depends_on[0]."""
     out = ''
     for part in parts:
@@ -22,7 +24,7 @@ def json_path(parts: Any) -> str:
     return out or '(top level)'
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: object, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + '...'
 
@@ -42,7 +44,7 @@ def schema_errors(instance: Any, schema: dict[str, Any], limit: int = 20) -> lis
     return lines
 
 
-def pydantic_errors(exc: Any) -> list[str]:
+def pydantic_errors(exc: ValidationError) -> list[str]:
     """pydantic ValidationError -> `path: message` lines."""
     lines = []
     for err in exc.errors():
@@ -64,15 +66,15 @@ def load_json_schema(path: Path) -> dict[str, Any]:
     """Read a JSON Schema file and check it is itself a valid schema."""
     try:
         text = Path(path).read_text(encoding='utf-8')
-    except FileNotFoundError:
-        raise SchemaError(f'{path}: schema file not found (run `codex-orch init` to restore the defaults)')
+    except FileNotFoundError as exc:
+        raise SchemaError(f'{path}: schema file not found (run `codex-orch init` to restore the defaults)') from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise SchemaError(f'{path}: cannot read schema: {exc} (save it as UTF-8 JSON)')
+        raise SchemaError(f'{path}: cannot read schema: {exc} (save it as UTF-8 JSON)') from exc
     try:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SchemaError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} '
-                          f'({_SCHEMA_FIX})')
+                          f'({_SCHEMA_FIX})') from exc
     if not isinstance(schema, dict):
         raise SchemaError(f'{path}: (top level): a JSON Schema must be an object, got {type(schema).__name__} '
                           f'({_SCHEMA_FIX})')
@@ -83,7 +85,7 @@ def load_json_schema(path: Path) -> dict[str, Any]:
     except _JsonSchemaError as exc:
         message = exc.message if len(exc.message) <= 200 else exc.message[:197] + '...'
         raise SchemaError(f'{path}: {json_path(exc.absolute_path)}: not a valid JSON Schema: {message} '
-                          f'({_SCHEMA_FIX})')
+                          f'({_SCHEMA_FIX})') from exc
     return schema
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from orch.runstate import atomic
 
@@ -14,7 +14,7 @@ def _markers(run_id: str, task_id: str) -> tuple[str, str]:
     return (f'<!-- codex-orch: run={run_id} task={task_id} -->', f'<!-- /codex-orch: run={run_id} task={task_id} -->')
 
 
-def render_entry(run_id: str, task_id: str, role: str, title: str, decisions: list[dict[str, Any]]) -> str:
+def render_entry(run_id: str, task_id: str, role: str, title: str, decisions: Sequence[Mapping[str, object]]) -> str:
     start, end = _markers(run_id, task_id)
     lines = [start, f'## {task_id} ({role}): {title}', '', f'Run `{run_id}`.', '']
     for item in decisions:
@@ -28,7 +28,7 @@ def render_entry(run_id: str, task_id: str, role: str, title: str, decisions: li
 
 
 def upsert(path: Path, run_id: str, task_id: str, role: str, title: str,
-           decisions: list[dict[str, Any]]) -> bool:
+           decisions: Sequence[Mapping[str, object]]) -> bool:
     """Add or replace the task's entry; an empty list removes it. Returns True if the file changed."""
     try:
         text = path.read_text(encoding='utf-8')

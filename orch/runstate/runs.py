@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.runstate import atomic
-from orch.errors import InputError, RunNotFoundError
 from orch.core.plan import id_problem
+from orch.errors import InputError, RunNotFoundError
+from orch.runstate import atomic
 
 ORCH_DIR = '.orchestrator'
 
@@ -60,17 +60,17 @@ def load_run(repo: Path, run_id: str) -> RunInfo:
     path = run_dir(repo, run_id) / 'run.json'
     try:
         data = json.loads(path.read_text(encoding='utf-8'))
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         known = list_run_ids(repo)
         hint = (f'known runs: {", ".join(known[-5:])}; pass one of them to --run-id' if known
                 else 'there are no runs yet; start one with `codex-orch run --plan-file PLAN`')
-        raise RunNotFoundError(f'run {run_id!r} does not exist ({path} is missing; {hint})')
+        raise RunNotFoundError(f'run {run_id!r} does not exist ({path} is missing; {hint})') from exc
     except (OSError, ValueError) as exc:
-        raise RunNotFoundError(f'{path}: unreadable run record: {exc} (start a new run)')
+        raise RunNotFoundError(f'{path}: unreadable run record: {exc} (start a new run)') from exc
     try:
         return RunInfo(**data)
     except TypeError as exc:
-        raise RunNotFoundError(f'{path}: not a run record of this codex-orch version ({exc}); start a new run')
+        raise RunNotFoundError(f'{path}: not a run record of this codex-orch version ({exc}); start a new run') from exc
 
 
 def save_run(repo: Path, info: RunInfo) -> None:

@@ -87,7 +87,8 @@ class _DocumentBuilder:
         return node
 
     def _object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
-        props = schema.get('properties') if isinstance(schema.get('properties'), dict) else {}
+        declared = schema.get('properties')
+        props: dict[str, Any] = declared if isinstance(declared, dict) else {}
         required = schema.get('required')
         names = [n for n in required if isinstance(n, str)] if isinstance(required, list) \
             else list(props)
@@ -129,7 +130,7 @@ def _type_of(schema: dict[str, Any]) -> str:
     return 'string'
 
 
-def _first_non_null(branches: list[Any]) -> object:
+def _first_non_null(branches: list[object]) -> object:
     for branch in branches:
         if isinstance(branch, dict) and branch.get('type') != 'null':
             return branch
@@ -153,7 +154,7 @@ def _merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _pick_enum(values: list[Any], name: str) -> Any:
+def _pick_enum(values: list[object], name: str) -> object:
     if name.lower() in _VERDICT_NAMES:
         lowered = {str(v).lower(): v for v in values}
         for good in _GOOD_VERDICTS:

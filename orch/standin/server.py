@@ -35,6 +35,7 @@ Run it standalone with `python -m orch.standin.server --port 0 --port-file F [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import http.server
 import json
@@ -404,13 +405,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         pass  # the JSONL request log replaces the stderr access log
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:  # the stdlib's naming
         self._send(404, *_error_payload({'error': {'message': 'not found'}}))
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:  # the stdlib's naming
         record: dict[str, Any] = {'time': time.time(), 'path': self.path, 'thread': None,
                                   'scenario': None, 'prompt': None, 'follow_up': None,
                                   'action': None, 'usage': None, 'status': None}
@@ -432,10 +433,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Record before answering: whoever has seen the answer then also finds it in .requests.
         self.server.standin._record(record)
         if answer is not None:
-            try:
+            with contextlib.suppress(OSError):  # the client is gone; nothing to tell it
                 self._send(*answer)
-            except OSError:
-                pass  # the client is gone; nothing to tell it
 
     # -- the request
 
@@ -454,7 +453,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         slow = view.first('slow')
         if slow is not None and self._wait_stopped(float(slow.args or 0)):
             record['action'] = 'shutdown'
-            raise _Drop()
+            raise _Drop
         self._maybe_fail(view, record)
         writes = [] if view.follow_up or view.edits_since_directives else _writes_of(view)
         if writes:
@@ -474,13 +473,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             record['action'] = 'hang-headers'
             standin._record_live(record)
             self._hang()
-            raise _Drop()
+            raise _Drop
         if view.has('silent-stream'):
             record.update(action='silent-stream', status=200)
             self._start_stream()
             standin._record_live(record)
             self._hang()
-            raise _Drop()  # headers are out: nothing more can be said, just hang up
+            raise _Drop  # headers are out: nothing more can be said, just hang up
         if view.has('http500-always') or (view.has('http500-once')
                                           and standin._first_time(view.thread_id)):
             raise _Reply(500, SERVER_ERROR_BODY, 'http-500')
@@ -560,6 +559,7 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     # A hung handler must never hold up close(); daemon threads are not joined anyway.
     block_on_close = False
+    server_address: tuple[str, int]  # an AF_INET server: getsockname() is (host, port)
 
     def __init__(self, address: tuple[str, int], standin: Standin) -> None:
         self.standin = standin
