@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitrepo import git, snapshot
-from tests.support.procs import pgid_alive, pid_alive, wait_for
 from tests.support.orchtest import Host, make_host
+from tests.support.procs import pgid_alive, pid_alive, wait_for
 
 FAST = """defaults:
   timeout_total: 30
@@ -109,7 +109,7 @@ def test_broken_workers_fail_cleanly_and_the_run_goes_on(host: Host, tmp_path: P
     assert _attempt(host, 'HANG')['timeout'] == 'idle' and _attempt(host, 'SILENT')['timeout'] == 'first-event'
     # nothing the fakes started is still running: hung workers, the orphaned child
     for entry in host.launches():
-        assert wait_for(lambda: not pgid_alive(entry['pgid'])), entry
+        assert wait_for(lambda pgid=entry['pgid']: not pgid_alive(pgid)), entry
     child = next(e for e in host.launches() if e['task_id'] == 'CHILD')
     assert child['child_pid'] and wait_for(lambda: not pid_alive(child['child_pid']))
     # a write outside the worktree is not committed; the user's checkout is untouched

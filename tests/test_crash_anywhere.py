@@ -16,8 +16,8 @@ import pytest
 
 from orch.runstate.lock import holder_pid
 from tests.support.gitrepo import git
-from tests.support.procs import pgid_alive, wait_for
 from tests.support.orchtest import Host, cli_subprocess, make_host
+from tests.support.procs import pgid_alive, wait_for
 
 RUN = 'crash'
 N = 4
@@ -91,7 +91,7 @@ def assert_clean_end_state(host: Host, base_tree: set[str]) -> None:
     assert git(worktree(host), 'status', '--porcelain') == ''
     # no orphan worker, no stale lock, no half-written file
     for entry in host.launches():
-        wait_for(lambda: not pgid_alive(entry['pgid']), timeout=10)
+        wait_for(lambda pgid=entry['pgid']: not pgid_alive(pgid), timeout=10)
     assert holder_pid(run_dir(host)) is None
     assert host.status()['running'] is False
     leftovers = [p for root in (run_dir(host), worktree(host)) for p in root.rglob('*.tmp')]
@@ -145,7 +145,7 @@ def test_kill_at_fault_point_then_resume(host: Host, point: str, relaunched: lis
     assert {e['task_id'] for e in before} | set(relaunched) == {f'T{i}' for i in range(1, N + 1)}
     assert_clean_end_state(host, base_tree)
     for entry in before:   # the workers of the killed run are gone too
-        wait_for(lambda: not pgid_alive(entry['pgid']), timeout=10)
+        wait_for(lambda pgid=entry['pgid']: not pgid_alive(pgid), timeout=10)
 
 
 def test_kill_while_run_json_is_first_written(host: Host) -> None:
@@ -178,7 +178,7 @@ def test_kill_while_a_worker_runs_then_resume(host: Host) -> None:
     assert host.launched_tasks() == ['T3', 'T4']
     assert_clean_end_state(host, base_tree)
     for entry in killed:
-        wait_for(lambda: not pgid_alive(entry['pgid']), timeout=10)
+        wait_for(lambda pgid=entry['pgid']: not pgid_alive(pgid), timeout=10)
 
 
 def test_kill_during_commit_leaves_no_index_lock(host: Host) -> None:

@@ -11,13 +11,7 @@ import pytest
 
 from orch.adapters import git as og
 from orch.errors import GitError
-from tests.support.gitrepo import commit_all
-from tests.support.gitrepo import file_tree
-from tests.support.gitrepo import git
-from tests.support.gitrepo import isolate_git
-from tests.support.gitrepo import make_repo
-from tests.support.gitrepo import snapshot
-from tests.support.gitrepo import write_files
+from tests.support.gitrepo import commit_all, file_tree, git, isolate_git, make_repo, snapshot, write_files
 
 TRAILERS = {'Orch-Run': 'r1', 'Orch-Task': 't1'}
 
@@ -374,7 +368,7 @@ def test_concurrent_commits_in_one_worktree_stay_separate(repo: Path, wt: Path) 
     assert errors == []
     shas = [_committed(results[n]) for n in names]
     assert len(set(shas)) == len(names)
-    for name, sha in zip(names, shas):
+    for name, sha in zip(names, shas, strict=True):
         assert og.commit_files(wt, sha) == [name]
         assert og.find_commit_by_trailer(wt, 'Orch-Task', name) == sha
     assert og.changed_paths(wt) == []
@@ -400,7 +394,8 @@ def test_find_commit_by_trailer(repo: Path, wt: Path) -> None:
     write_files(wt, {'1.txt': '1\n'})
     first = og.commit(wt, message='one', trailers={'Orch-Task': 't1', 'Orch-Exec': 'r/t1/abc/1'})
     write_files(wt, {'2.txt': '2\n'})
-    second = og.commit(wt, message='mentions Orch-Task: t1 in the body\n\nOrch-Task: t1 too', trailers={'Orch-Task': 't10'})
+    second = og.commit(wt, message='mentions Orch-Task: t1 in the body\n\nOrch-Task: t1 too',
+                       trailers={'Orch-Task': 't10'})
     write_files(wt, {'3.txt': '3\n'})
     third = og.commit(wt, message='again', trailers={'Orch-Task': 't1'})
     assert og.find_commit_by_trailer(wt, 'Orch-Task', 't1') == third
@@ -536,7 +531,7 @@ def test_fast_forward_refuses_untracked_file_it_would_overwrite(repo: Path, wt: 
     target = _advance(wt, {'result.txt': 'r\n'})
     write_files(repo, {'result.txt': 'mine\n'})
     before, files = snapshot(repo), file_tree(repo)
-    with pytest.raises(GitError, match='untracked files the merge would overwrite.*result.txt'):
+    with pytest.raises(GitError, match=r'untracked files the merge would overwrite.*result\.txt'):
         og.fast_forward(repo, 'main', target)
     assert snapshot(repo) == before and file_tree(repo) == files
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitrepo import git
-from tests.support.procs import pgid_alive, wait_for
 from tests.support.orchtest import Host, cli_subprocess, make_host
+from tests.support.procs import pgid_alive, wait_for
 
 
 def chain_plan(n: int) -> dict:
@@ -41,7 +41,7 @@ def test_kill_9_mid_run_then_resume(host: Host) -> None:
     # the running worker is told to stop when its parent dies (PR_SET_PDEATHSIG): no orphan
     wait_for(lambda: 'T3' in host.launched_tasks(), timeout=10)
     for entry in host.launches():
-        wait_for(lambda: not pgid_alive(entry['pgid']), timeout=10)
+        wait_for(lambda pgid=entry['pgid']: not pgid_alive(pgid), timeout=10)
     host.clear_log()
     rc, out, err = host.cli('resume', '--run-id', 'killed')
     assert rc == 0, out + err

@@ -28,7 +28,8 @@ def test_wheel_ships_defaults_and_init_writes_them(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / 'dist').glob('codex_orch-*.whl')
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f'orch/_defaults/{p.relative_to(REPO_ROOT / ".orchestrator").as_posix()}'
-                for p in (REPO_ROOT / '.orchestrator').rglob('*') if p.is_file() and p.suffix in ('.yaml', '.json', '.md')
+                for p in (REPO_ROOT / '.orchestrator').rglob('*')
+                if p.is_file() and p.suffix in ('.yaml', '.json', '.md')
                 and 'runs' not in p.parts and 'worktrees' not in p.parts}
     expected |= {f'orch/_rules/{p.name}' for p in (REPO_ROOT / 'rules').glob('*.yaml')}
     assert expected <= names, expected - names

@@ -27,8 +27,8 @@ WORK = {'A': {'edits': {'a.txt': 'a\n'}}, 'B': {'edits': {'b.txt': 'b\n'}}}
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
-    return make_host(tmp_path, monkeypatch, capsys,
-                     {'default': {'answer': 'auto'}, 'tasks': {'task': [{'answer': CYCLIC}, {'answer': VALID}], **WORK}})
+    script = {'default': {'answer': 'auto'}, 'tasks': {'task': [{'answer': CYCLIC}, {'answer': VALID}], **WORK}}
+    return make_host(tmp_path, monkeypatch, capsys, script)
 
 
 def test_cyclic_plan_is_sent_back_then_the_valid_one_is_written_and_runs(host: Host) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orch.adapters import services
-from orch.core.config import Service
 from orch.adapters.services import Services
+from orch.core.config import Service
 from tests.support.gitrepo import git
 from tests.support.orchtest import Host, make_host
 

@@ -20,8 +20,15 @@ from typing import Any
 import jsonschema
 import pytest
 
-from orch.standin.server import (FALLBACK_DOCUMENT, PROSE_ANSWER, Standin, build_document,
-                          parse_directives, view_request, write_codex_home)
+from orch.standin.server import (
+    FALLBACK_DOCUMENT,
+    PROSE_ANSWER,
+    Standin,
+    build_document,
+    parse_directives,
+    view_request,
+    write_codex_home,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,17 @@ from typing import Any
 import jsonschema
 import pytest
 
-from orch.adapters.worker import (INSTALL_HINT, USAGE_KEYS, WorkerResult, WorkerSpec, build_argv, kill_all_workers,
-                         live_worker_pgids, reset_worker_shutdown, run_worker)
+from orch.adapters.worker import (
+    INSTALL_HINT,
+    USAGE_KEYS,
+    WorkerResult,
+    WorkerSpec,
+    build_argv,
+    kill_all_workers,
+    live_worker_pgids,
+    reset_worker_shutdown,
+    run_worker,
+)
 from tests.support.fake_codex import LOG_FILE, install_fake_codex, read_log, write_script
 
 SCHEMA = {
