@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
-import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from orch import __version__, output
-from orch.core.redact import redact
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 
 # command -> (module, function). Only the module of the command being run is imported: every
@@ -71,15 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.write_line('codex-orch: interrupted', err=True)
         return EXIT_INTERRUPTED
     except Exception:
-        log = _write_crash_log()
+        from orch.crashlog import write_crash_log  # only on the way out: start-up stays lean
+        log = write_crash_log(None)
         output.write_line(f'codex-orch: internal error: {sys.exc_info()[1]!r} (traceback in {log}); '
                           'please report it', err=True)
         return EXIT_INTERNAL
-
-
-def _write_crash_log() -> str:
-    fd, path = tempfile.mkstemp(prefix='codex-orch-crash-', suffix='.log')
-    with os.fdopen(fd, 'w') as f:
-        f.write(redact(f'codex-orch {__version__} at {dt.datetime.now().isoformat()}\n{" ".join(sys.argv)}\n\n'
-                       + traceback.format_exc()))
-    return path

@@ -55,12 +55,13 @@ def _invoke(rt: RunInputs, session: Session, step: Step) -> Any:
     """
     try:
         session.ensure_lock()
-        kind = step.builtin
-        if kind is None:
-            gate.shell(rt, session, step)
-            return True
-        value = _implementation(kind.implementation)(rt, session, step)
-        return value if isinstance(value, dict) else True
+        with session.step_running():
+            kind = step.builtin
+            if kind is None:
+                gate.shell(rt, session, step)
+                return True
+            value = _implementation(kind.implementation)(rt, session, step)
+            return value if isinstance(value, dict) else True
     except Failed as exc:
         return TaskFailed(str(exc))
     except OrchError as exc:
@@ -154,7 +155,7 @@ def run_doit(rt: RunInputs, session: Session, argv: list[str], *, report: str = 
         main = DoitMain(ModuleTaskLoader(namespace(rt, session, report=report)), config_filenames=(),
                         extra_config=extra)
         with few_full_collections():
-            return main.run(argv)
+            return int(main.run(argv))
     finally:
         # doit's output capture swaps sys.stdout; with threads it can leave a stale writer behind.
         sys.stdout, sys.stderr = saved
@@ -185,7 +186,7 @@ def stale_task_ids(rt: RunInputs) -> set[str]:
     steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
-    task_of = {step.name: step.task_id for step in steps}
+    task_of = {step.name: step.task_id or '' for step in steps}
     for step in steps:
         d = task_dict(rt, session, step)
         d['name'] = step.name
@@ -211,7 +212,7 @@ def make_reporter(rt: RunInputs, session: Session) -> type:
         step = steps.get(name)
         return step is not None and (step.builtin is None or step.builtin.shown)
 
-    class OrchReporter(ConsoleReporter):  # type: ignore[misc]
+    class OrchReporter(ConsoleReporter):
         """doit's lifecycle hooks -> codex-orch's progress; doit's own lines are not printed."""
 
         def execute_task(self, task: Any) -> None:

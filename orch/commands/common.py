@@ -5,8 +5,8 @@ from pathlib import Path
 
 from orch import output
 from orch.adapters import git
-from orch.runstate.runs import ORCH_DIR, RunInfo, run_dir
 from orch.engine.inputs import layout_for
+from orch.runstate.runs import ORCH_DIR, RunInfo, run_dir
 
 
 def find_repo(start: Path | None = None) -> Path:

@@ -5,9 +5,9 @@ import argparse
 
 from orch import output
 from orch.commands.common import find_repo
-from orch.runstate.runs import latest_run_id
 from orch.engine.inputs import open_run
 from orch.engine.reports import write_reports
+from orch.runstate.runs import latest_run_id
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
 from orch import output
-from orch.commands.common import find_repo
 from orch.adapters.doit_runner import stale_task_ids
+from orch.commands.common import find_repo
+from orch.engine.inputs import open_run
 from orch.runstate.lock import holder_pid
 from orch.runstate.runs import latest_run_id
-from orch.engine.inputs import open_run
 from orch.runstate.status import run_record, task_rows
 
 
@@ -23,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--watch', action='store_true', help='refresh every second until the run ends')
 
 
-def status_document(repo, run_id: str) -> dict:
+def status_document(repo: Path, run_id: str) -> dict[str, Any]:
     rt = open_run(repo, run_id)
     rows = task_rows(rt, stale_task_ids(rt))
     return {'run': run_record(rt), 'running': holder_pid(rt.run_dir) is not None, 'tasks': rows}

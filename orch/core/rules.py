@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orch.core.builtin_steps import BUILTINS, REQUIRED, Builtin, builtin
-from orch.errors import RuleError, problems_message
 from orch.core.validate import pydantic_errors, yaml_problem
+from orch.errors import RuleError, problems_message
 
 # Placeholders and what they stand for; list-valued ones expand to several paths.
 RUN_PLACEHOLDERS = {
@@ -260,7 +260,8 @@ def placeholders(text: str, where: str) -> set[str]:
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise RuleError(f'{where}: bad placeholder syntax in {text!r}: {exc} (write literal braces as {{{{ and }}}})')
+        raise RuleError(f'{where}: bad placeholder syntax in {text!r}: {exc} '
+                        '(write literal braces as {{ and }})') from None
     names = set()
     for _, field, spec, conv in parsed:
         if field is None:

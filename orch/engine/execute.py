@@ -58,8 +58,7 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
                 services.stop()
     finally:
         progress.close()
-        # doit's threads have all returned by now (run_doit waits for them), so no step can still write.
-        session.release_lock()
+        session.release_lock()   # waits for steps still finishing in doit's threads
     rows = task_rows(rt)
     _summary_line(rt, session, rows)
     if session.internal_errors:
@@ -106,10 +105,8 @@ def _argv(options: RunOptions) -> list[str]:
 
 
 def _final_report(rt: RunInputs) -> None:
-    try:
+    with contextlib.suppress(Exception):   # a report must never hide the interrupt itself
         write_reports(rt)
-    except Exception:   # a report must never hide the interrupt itself
-        pass
 
 
 def _summary_line(rt: RunInputs, session: Session, rows: list[dict[str, Any]]) -> None:

@@ -13,18 +13,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from orch.runstate import atomic
 from orch.core.compile import RunLayout, Step, compile_plan
 from orch.core.config import CONFIG_FILE, Config, ResolvedRole, load_config
-from orch.errors import InputError, SchemaError, problems_message
 from orch.core.plan import Plan, load_plan
 from orch.core.prompts import check_template
 from orch.core.resources import builtin_rules_dir
 from orch.core.rules import RuleSet, load_rules
-from orch.runstate.runs import ORCH_DIR, RunInfo, load_run, run_dir
 from orch.core.schema_lint import strict_problems
 from orch.core.validate import load_json_schema
-
+from orch.errors import InputError, SchemaError, problems_message
+from orch.runstate import atomic
+from orch.runstate.runs import ORCH_DIR, RunInfo, load_run, run_dir
 
 PLAN_CHECK_FILE = 'plan-schema-checked'
 

@@ -12,11 +12,13 @@ import threading
 import time
 from typing import Any, TextIO
 
+from orch.core.redact import RedactingStream
+
 TICK_SECONDS = 1.0    # how often a terminal's status block is redrawn while nothing happens
 
 
 class Progress:
-    def __init__(self, total: int, *, verbosity: int = 1, stream: TextIO | None = None,
+    def __init__(self, total: int, *, verbosity: int = 1, stream: TextIO | RedactingStream | None = None,
                  tty: bool | None = None, work_steps: dict[str, str] | None = None) -> None:
         # task id -> the step whose outcome is the task's: only those count as tasks done or failed
         self.work_steps = dict(work_steps or {})

@@ -14,7 +14,7 @@ from orch.runstate.status import decisions_of, run_record, task_rows
 
 
 def write_reports(rt: RunInputs) -> dict[str, Any]:
-    summary = redact_obj(build_summary(run_record(rt), task_rows(rt), decisions_of(rt)))
+    summary: dict[str, Any] = redact_obj(build_summary(run_record(rt), task_rows(rt), decisions_of(rt)))
     markdown = render_markdown(summary)
     atomic.write_if_changed(rt.run_dir / 'report.md', markdown)
     crash_point('report')

@@ -41,11 +41,7 @@ def globs_overlap(a: str, b: str) -> bool:
         return True
     pa, pb = _literal_prefix(a), _literal_prefix(b)
     wild_a, wild_b = pa != a, pb != b
-    if wild_a and pb.startswith(pa):
-        return True
-    if wild_b and pa.startswith(pb):
-        return True
-    return False
+    return (wild_a and pb.startswith(pa)) or (wild_b and pa.startswith(pb))
 
 
 class Scheduler:
@@ -77,7 +73,7 @@ class Scheduler:
             return True
         if globs is None or any(g is None for g in self._running.values()):
             return False
-        return not any(globs_overlap(a, b) for other in self._running.values() for a in other for b in globs)
+        return not any(globs_overlap(a, b) for other in self._running.values() for a in other or () for b in globs)
 
     @contextlib.contextmanager
     def slot(self, task: Task) -> Iterator[None]:

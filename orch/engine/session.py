@@ -4,7 +4,9 @@ beside it; a Session is built complete, never patched from outside.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +69,8 @@ class Session:
         self._run_dir = inputs.run_dir
         self._lock = lock
         self._mutex = threading.Lock()
+        self._active = 0                       # steps running now, in any thread
+        self._idle = threading.Condition(self._mutex)
 
     def ensure_lock(self) -> None:
         """Hold the run's lock (plain `doit run` takes it at its first action; codex-orch up front)."""
@@ -77,11 +81,25 @@ class Session:
                     lock.acquire()
                     self._lock = lock
 
-    def release_lock(self) -> None:
-        with self._mutex:
+    def release_lock(self, wait: float = 30.0) -> None:
+        """Release the run's lock once no step runs any more (up to `wait` seconds): after an interrupt doit
+        returns while its threads may still be finishing a step, and a resume must not start beside them."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=wait)
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+
+    @contextlib.contextmanager
+    def step_running(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     def record_internal_error(self, reason: str) -> None:
         with self._mutex:

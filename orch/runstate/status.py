@@ -1,12 +1,11 @@
 """Per-task status of a run, from the files the run wrote (and doit's records, for staleness)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from orch.core.plan import topological_order
 from orch.runstate import state
 from orch.runstate.lock import holder_pid
-from orch.core.plan import topological_order
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:   # the inputs are engine-side; the status reads only their plan, layout and files
     from orch.engine.inputs import RunInputs
@@ -48,7 +47,7 @@ def task_rows(rt: RunInputs, stale: set[str] | None = None) -> list[dict[str, An
 
 def _duration(st: dict[str, Any]) -> float | None:
     if st.get('started_at') and st.get('ended_at'):
-        return round(st['ended_at'] - st['started_at'], 3)
+        return round(float(st['ended_at']) - float(st['started_at']), 3)
     return None
 
 

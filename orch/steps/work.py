@@ -116,8 +116,8 @@ def _run_and_commit(work: _Work) -> None:
     crash_point('after-answer', task.id)
     outcome = result.to_dict()
     session.budget.add(result.usage)
-    common = dict(attempts=state.attempt_count(task_dir), outcome=result.outcome, usage=result.usage,
-                  ended_at=time.time(), thread_id=result.thread_id)
+    common: dict[str, Any] = {'attempts': state.attempt_count(task_dir), 'outcome': result.outcome,
+                              'usage': result.usage, 'ended_at': time.time(), 'thread_id': result.thread_id}
     if result.outcome == 'interrupted':
         state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', **common)
         raise Failed('interrupted')
@@ -218,10 +218,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
     atomic.write_json(work.result_path, result)
     state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=result['attempts'],
                        outcome='ok', usage=result['usage'], commit=sha)
-    try:
-        (task_dir / 'pending.json').unlink()
-    except FileNotFoundError:
-        pass
+    (task_dir / 'pending.json').unlink(missing_ok=True)
 
 
 def _finish_interrupted_commit(work: _Work) -> bool:

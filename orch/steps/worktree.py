@@ -70,7 +70,7 @@ def _prepare_task_worktree(rt: RunInputs, step: Step, task: Task, task_dir: Path
                          f'{git.worktree_of_branch(repo, branch)}; check out another branch there, then resume')
         tip, behind = None, []
     fresh = tip is None
-    if fresh:
+    if tip is None:
         git.ensure_worktree(repo, path, branch, tips[needed[0]] if needed else base_commit)
         to_merge = needed[1:]
     else:
@@ -123,4 +123,4 @@ def _own_states(task_dir: Path, previous: dict[str, Any]) -> set[str]:
 def worktree_ready(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
     """uptodate check: the worktree the step made still exists (a hand-deleted one is re-attached)."""
     record = state.read_json(rt.path(step.outputs['workspace']))
-    return bool(record) and git.worktree_valid(rt.path(record['path']))
+    return record is not None and git.worktree_valid(rt.path(record['path']))
