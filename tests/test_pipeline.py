@@ -180,3 +180,13 @@ def test_plain_doit_in_parallel_commits_each_task_its_own_files(tmp_path: Path, 
     assert sorted(s for s in subjects if s[:2] in ('A:', 'B:', 'C:')) == ['A: Task A', 'B: Task B', 'C: Task C']
     assert json.loads(subprocess.run([sys.executable, '-m', 'orch', 'status', '--json'], cwd=host.repo,
                                      capture_output=True, text=True, check=True).stdout)['tasks'][0]['status'] == 'done'
+
+
+def test_a_gate_sees_the_task_worktree_whatever_its_cwd(host: Host) -> None:
+    host_rule(host, 'name: where\nscope: task\nroles: [implementer]\noutput: "{task_dir}/where.json"\n'
+                    'action:\n  shell: \'echo "$ORCH_WORKTREE" > where.txt\'\n  cwd: "{task_dir}"\n')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 0, out + err
+    seen = (host.run_dir() / 'tasks' / 'T1' / 'where.txt').read_text().strip()
+    worktree = host.repo / '.orchestrator' / 'worktrees' / host.run_dir().name
+    assert Path(seen) == worktree
