@@ -1,7 +1,9 @@
 """Helper services: scripts/start_codex_mem.sh runs for the length of a run and no longer."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from orch.adapters import services
 from orch.adapters.services import Services
 from orch.core.config import Service
 from tests.support.gitrepo import git
-from tests.support.orchtest import Host, make_host
+from tests.support.orchtest import Host, cli_subprocess, make_host
+from tests.support.procs import pgid_alive, pid_alive, wait_for
 
 START_SCRIPT = '''#!/bin/bash
 # stand-in for the codex-mem MCP server: records its PID, then serves "forever"
@@ -104,3 +107,37 @@ def test_a_service_that_fails_to_start_is_reported(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     assert 'service broken exited with 3' in err and 'service-broken.log' in err
     assert 'no config' in (tmp_path / 'run' / 'service-broken.log').read_text()
+
+
+def test_a_service_and_its_grandchild_die_with_codex_orch_even_by_kill_9(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    h = make_host(tmp_path, monkeypatch, capsys, {'default': {'answer': 'auto', 'sleep': 60}})
+    h.write_plan({'version': 1, 'tasks': [{'id': 'T1', 'role': 'implementer', 'title': 'Wait',
+                                           'description': 'Take your time.'}]})
+    marks = tmp_path / 'service'
+    marks.mkdir()
+    # The server ignores SIGTERM and is not the service's direct child: neither the parent-death
+    # signal nor a forwarded SIGTERM reaches it, only a SIGKILL of the whole group does.
+    script = (f'echo $$ > {marks}/leader; (trap "" TERM; exec sleep 300) & echo $! > {marks}/child; '
+              'echo up; wait')
+    service = {'name': 'stubborn', 'command': ['bash', '-c', script], 'ready_seconds': 0.1}
+    cfg = h.repo / '.orchestrator' / 'orchestrator.yaml'
+    text = cfg.read_text()
+    assert 'services: []' in text
+    cfg.write_text(text.replace('services: []', f'services: {json.dumps([service])}'))
+    proc = cli_subprocess(h.repo, 'run', '--plan-file', 'plan.json', '--run-id', 'k9')
+    try:
+        attempt = h.repo / '.orchestrator' / 'runs' / 'k9' / 'tasks' / 'T1' / 'attempt-1'
+        events = attempt / 'events.jsonl'
+        wait_for(lambda: events.exists() and events.stat().st_size > 0)   # the run is well under way
+        leader, child = (int((marks / name).read_text()) for name in ('leader', 'child'))
+        worker_pgid = int((attempt / 'pid').read_text())
+        assert pid_alive(leader) and pid_alive(child)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        wait_for(lambda: not pid_alive(leader) and not pid_alive(child), timeout=10)
+        wait_for(lambda: not pgid_alive(leader) and not pgid_alive(worker_pgid), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -1,18 +1,21 @@
 """Helper services started for a run (e.g. the codex-mem server) and stopped after it.
 
 `scripts/start_codex_mem.sh`, when the host has it, is a service even without config.
-Each runs in its own process group with its log under `.codex-mem/` (or `.orchestrator/runs/<id>/`).
+Each runs in its own process group (orch.adapters.procgroup) with its log under `.codex-mem/`
+(or `.orchestrator/runs/<id>/`). A service is its whole group: a script that puts its server in
+the background and exits keeps running as the server until stop(); and like a worker it dies with
+codex-orch, even after `kill -9` of it.
 """
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from orch import output
+from orch.adapters import procgroup
+from orch.adapters.procgroup import Group
 
 CODEX_MEM_SCRIPT = 'scripts/start_codex_mem.sh'
 CODEX_MEM_DIR = '.codex-mem'
@@ -27,27 +30,35 @@ class Services:
             self.specs.append((svc.name, list(svc.command), run_dir / f'service-{svc.name}.log', svc.ready_seconds))
         if (repo / CODEX_MEM_SCRIPT).is_file() and not any(name == 'codex-mem' for name, *_ in self.specs):
             self.specs.append(('codex-mem', ['bash', CODEX_MEM_SCRIPT], repo / CODEX_MEM_DIR / 'server.log', 0.5))
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.groups: list[tuple[str, Group]] = []
 
     def start(self) -> None:
         for name, command, log_path, ready in self.specs:
             _make_log_dir(log_path.parent)
             with open(log_path, 'ab') as log:
                 try:
-                    proc = subprocess.Popen(command, cwd=self.repo, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                    group = procgroup.spawn(command, kind='service', cwd=self.repo, stdout=log,
+                                            stderr=subprocess.STDOUT, grace=STOP_GRACE)
                 except OSError as exc:
                     output.write_line(f'service {name} could not start: {exc}', err=True)
                     continue
-            self.procs.append((name, proc))
-            time.sleep(ready)
-            if proc.poll() is not None and proc.returncode != 0:
-                output.write_line(f'service {name} exited with {proc.returncode}; see {log_path}', err=True)
+            self.groups.append((name, group))
+            ready_at = time.monotonic() + ready
+            group.wait_exit(ready)
+            # Not reaped: its zombie keeps the pgid ours for stop(), which also ends what it left running.
+            code = group.exit_status()
+            if code is not None and code != 0:
+                output.write_line(f'service {name} exited with {code}; see {log_path}', err=True)
+            elif code == 0:
+                # A start script that put its server in the background: give the server its time.
+                time.sleep(max(ready_at - time.monotonic(), 0.0))
 
     def stop(self) -> None:
-        for name, proc in reversed(self.procs):
-            _stop_group(proc)
-        self.procs = []
+        for _name, group in reversed(self.groups):
+            # Not just the leader: a script's shell dies at once, while the server it started cleans up.
+            group.terminate(STOP_GRACE)
+            group.reap()
+        self.groups = []
 
 
 def _make_log_dir(path: Path) -> None:
@@ -55,41 +66,3 @@ def _make_log_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if path.name == CODEX_MEM_DIR and not (path / '.gitignore').exists():
         (path / '.gitignore').write_text('*\n')
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole group, give all of it a moment to exit, then SIGKILL whatever is left of it."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        proc.poll()
-        return
-    # Not just the leader: a script's shell dies at once, while the server it started cleans up.
-    deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and _group_alive(proc):
-        time.sleep(0.05)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
-    """Whether a live process is left in the service's group (zombies that no init reaps do not count)."""
-    proc.poll()
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        return False
-    proc_fs = Path('/proc')
-    if not (proc_fs / 'self' / 'stat').exists():
-        return True   # no procfs: trust killpg
-    for stat in proc_fs.glob('[0-9]*/stat'):
-        try:
-            fields = stat.read_text().rsplit(')', 1)[1].split()   # after "pid (comm)": state ppid pgrp ...
-        except (OSError, IndexError):
-            continue
-        if fields[0] != 'Z' and int(fields[2]) == proc.pid:
-            return True
-    return False

@@ -2,7 +2,8 @@
 
 One call of `run_worker` makes one or more *attempts*; each is one `codex exec` process with
 its own directory `task_dir/attempt-<n>` (prompt.txt, events.jsonl, stderr.log,
-last-message.txt, pid = the process group id while it runs, attempt.json at the end). Attempts are:
+last-message.txt, pid = the process group id and process.json = its leader's identity (pid and start
+time) while it runs, attempt.json at the end). Attempts are:
 - 'initial': a fresh session with the task prompt;
 - 'schema-retry': `resume <thread>` with a reminder after an answer that failed validation;
 - 'failure-retry': a fresh session after a transient failure (crash, failed turn, timeout).
@@ -12,20 +13,16 @@ nothing is restored by resume (§4); usage is cumulative over a thread (§2.1); 
 orphans the native binary on SIGKILL, so we always signal the whole process group (§8); stdin
 must be closed or codex waits for it (§8).
 
-Nothing may outlive a worker: every child runs in its own session/process group, which is
-killed on timeout, on cancel, on KeyboardInterrupt and at the end of every attempt (leftover
-background processes). `kill_all_workers()` does the same from another thread (the CLI's
-signal handler) and at interpreter exit.
+Nothing may outlive a worker: every child runs in its own session/process group (orch.adapters.
+procgroup), which is killed on timeout, on cancel, on KeyboardInterrupt, at the end of every attempt
+(leftover background processes) and when codex-orch dies. `kill_all_workers()` does the same from
+another thread (the CLI's signal handler).
 """
 from __future__ import annotations
 
-import atexit
-import ctypes
-import ctypes.util
+import contextlib
 import os
 import selectors
-import signal
-import sys
 import subprocess
 import threading
 import time
@@ -34,18 +31,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch.runstate.atomic import write_json, write_text
+from orch.adapters import procgroup
 from orch.adapters.events import EventStream, classify_failure, parse_answer
+
+# die_with_parent and leader_exited are re-exported for callers that import them from here.
+from orch.adapters.procgroup import KILL_GRACE, Group, die_with_parent, leader_exited  # noqa: F401
 from orch.core.redact import redact
+from orch.runstate.atomic import write_json, write_text
 
 INSTALL_HINT = ('install it with `npm install -g @openai/codex@0.169.0`, '
                 'or set `codex.binary` in .orchestrator/orchestrator.yaml')
 USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
 TRANSIENT = frozenset({'exit-nonzero', 'turn-failed', 'timeout'})
 
+PROCESS_FILE = 'process.json'      # in an attempt directory while its process runs
 MAX_LINE_BYTES = 8 * 1024 * 1024   # a longer stdout line is skipped (counted as garbage)
 READ_CHUNK = 256 * 1024
-KILL_GRACE = 1.5                   # seconds between SIGTERM and SIGKILL
 EOF_POLL = 0.002
 POLL = 0.1                         # how often cancel/timeouts are checked while waiting
 EXIT_QUIET = 0.2                   # after the leader exits, stop once stdout is quiet this long
@@ -119,39 +120,26 @@ class WorkerResult:
 
 
 def zero_usage() -> dict[str, int]:
-    return {key: 0 for key in USAGE_KEYS}
+    return dict.fromkeys(USAGE_KEYS, 0)
 
 
 # ---------------------------------------------------------------------------------------------
-# Registry of live process groups, so a signal handler in the main thread can kill them all.
+# Shutdown: the process groups themselves are registered in procgroup.
 
-# Reentrant: a signal handler calling kill_all_workers() may interrupt the main thread while it
-# holds the lock (single-threaded runs); a plain Lock would deadlock there.
-_LOCK = threading.RLock()
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _SHUTDOWN = threading.Event()
+# Gates are killed with the workers: both are work of a run that is being stopped. Services are
+# not: Services.stop() ends them after the run, each with its own grace.
+_SHUTDOWN_KINDS = ('worker', 'gate')
 
 
 def kill_all_workers(grace: float = KILL_GRACE) -> int:
-    """Kill every live worker process group (SIGTERM, grace, SIGKILL); returns how many.
+    """Kill every live worker and gate process group (SIGTERM, grace, SIGKILL); returns how many.
 
     Also refuses new attempts from now on (running `run_worker` calls end 'interrupted'),
     because this is called when the whole program shuts down. `reset_worker_shutdown()` undoes it.
     """
     _SHUTDOWN.set()
-    with _LOCK:
-        pgids = list(_LIVE)
-        for pgid in pgids:
-            _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _any_alive(pgids):
-        time.sleep(0.05)
-    with _LOCK:
-        # Only groups still registered: an unregistered one may already be reaped (pgid reusable).
-        for pgid in pgids:
-            if pgid in _LIVE:
-                _signal_group(pgid, signal.SIGKILL)
-    return len(pgids)
+    return procgroup.kill_all(grace, kinds=_SHUTDOWN_KINDS)
 
 
 def reset_worker_shutdown() -> None:
@@ -160,16 +148,7 @@ def reset_worker_shutdown() -> None:
 
 
 def live_worker_pgids() -> list[int]:
-    with _LOCK:
-        return list(_LIVE)
-
-
-def _any_alive(pgids: list[int]) -> bool:
-    with _LOCK:
-        return any(pgid in _LIVE and not leader_exited(_LIVE[pgid]) for pgid in pgids)
-
-
-atexit.register(kill_all_workers)
+    return procgroup.live_pgids(kinds=('worker',))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,83 +313,51 @@ def _launch_and_judge(spec: WorkerSpec, plan: _Plan, adir: Path, record: Attempt
                       validate: Callable[[object], list[str]], on_event: Callable[[dict], None] | None,
                       cancel: threading.Event | None) -> object | None:
     try:
-        proc = _launch(record.argv, spec, plan.prompt.encode('utf-8'), adir)
+        group = _launch(record.argv, spec, plan.prompt.encode('utf-8'), adir)
     except OSError as exc:
         _set_outcome(record, 'launch-error', _launch_error_text(spec.codex, exc))
         return None
-    record.pid = proc.pid
-    # The pgid on disk while it runs: after a SIGKILL of the orchestrator (no cleanup possible)
-    # a later run can find and kill the orphaned group.
-    write_text(adir / 'pid', f'{proc.pid}\n')
+    record.pid = group.pgid
     try:
-        ending = _pump(proc, spec, adir, stream, on_event, cancel)
+        # On disk while it runs: should the watchdog fail to stop the group when codex-orch dies, a
+        # later run can still kill it, after checking by the start time that the pid is still it.
+        procgroup.save_identity(adir / PROCESS_FILE, group.identity)
+        write_text(adir / 'pid', f'{group.pgid}\n')
+        ending = _pump(group, spec, adir, stream, on_event, cancel)
     finally:
-        _reap(proc)   # kills leftovers; on an exception (Ctrl-C) kills the whole group first
-    record.exit_code = proc.returncode
+        _reap(group)   # kills leftovers; on an exception (Ctrl-C) kills the whole group first
+    record.exit_code = group.proc.returncode
     _take_usage(record, stream, plan.prev_cumulative)
     return _judge(record, ending, stream, adir, validate, cancel, spec)
 
 
-def _launch(argv: list[str], spec: WorkerSpec, prompt: bytes, adir: Path) -> subprocess.Popen[bytes]:
+def _launch(argv: list[str], spec: WorkerSpec, prompt: bytes, adir: Path) -> Group:
     env = dict(spec.env) if spec.env is not None else dict(os.environ)
     with open(adir / 'stderr.log', 'wb') as stderr:
-        with _LOCK:   # registered before any other thread can look: kill_all_workers sees it
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                    env=env, start_new_session=True, bufsize=0,
-                                    preexec_fn=die_with_parent)
-            _LIVE[proc.pid] = proc
+        group = procgroup.spawn(argv, kind='worker', env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, bufsize=0)
     # A thread writes the prompt so a prompt larger than the pipe buffer cannot deadlock.
-    threading.Thread(target=_feed_stdin, args=(proc, prompt), daemon=True,
-                     name=f'codex-stdin-{proc.pid}').start()
-    return proc
-
-
-def _load_prctl() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-# Resolved once in the parent: the child between fork and exec must only make the C call.
-_PRCTL = _load_prctl() if sys.platform.startswith('linux') else None
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In the child: get SIGTERM when codex-orch dies, even by SIGKILL, so no worker outlives it.
-
-    SIGTERM rather than SIGKILL: the npm launcher forwards SIGTERM to the native binary it
-    spawned, while a SIGKILL of the launcher would orphan it (reference/codex-exec.md §8).
-    """
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    threading.Thread(target=_feed_stdin, args=(group.proc, prompt), daemon=True,
+                     name=f'codex-stdin-{group.pgid}').start()
+    return group
 
 
 def kill_stale_attempts(task_dir: Path) -> int:
     """Kill process groups of attempts that never finished (a previous codex-orch was killed).
 
-    Each attempt writes its pgid to `attempt-<n>/pid` at launch and `attempt.json` at the end;
-    a pid file without attempt.json whose group still runs codex is an orphan. Returns how many.
+    An attempt records its leader's identity in `attempt-<n>/process.json` at launch and writes
+    `attempt.json` at the end; without attempt.json the group may be an orphan. It is killed only
+    when its leader still has the recorded start time: a pid alone may have been reused by anyone
+    since, so an attempt from before process.json existed (only `pid`) is left alone. Returns how
+    many groups were killed.
     """
     killed = 0
-    for pid_file in Path(task_dir).glob('attempt-*/pid'):
-        if (pid_file.parent / 'attempt.json').exists():
+    for adir in Path(task_dir).glob('attempt-*'):
+        if (adir / 'attempt.json').exists():
             continue
-        try:
-            pgid = int(pid_file.read_text().strip())
-            cmdline = Path(f'/proc/{pgid}/cmdline').read_bytes()
-        except (OSError, ValueError):
-            continue
-        if b'codex' not in cmdline:   # the pid was reused by something else: leave it alone
-            continue
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.2)
-        killed += 1
+        identity = procgroup.load_identity(adir / PROCESS_FILE)
+        if identity is not None and procgroup.kill_stale(identity):
+            killed += 1
     return killed
 
 
@@ -423,10 +370,8 @@ def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
     except (BrokenPipeError, OSError):
         pass   # the child died or does not read stdin; its exit status tells the story
     finally:
-        try:
+        with contextlib.suppress(OSError):
             proc.stdin.close()
-        except OSError:
-            pass
 
 
 def _launch_error_text(codex: tuple[str, ...], exc: OSError) -> str:
@@ -470,7 +415,7 @@ class _Clock:
         return max(min(budgets), 0.0)
 
 
-def _pump(proc: subprocess.Popen[bytes], spec: WorkerSpec, adir: Path, stream: EventStream,
+def _pump(group: Group, spec: WorkerSpec, adir: Path, stream: EventStream,
           on_event: Callable[[dict], None] | None, cancel: threading.Event | None) -> str | None:
     """Stream stdout into events.jsonl and the EventStream until the process is done.
 
@@ -483,10 +428,10 @@ def _pump(proc: subprocess.Popen[bytes], spec: WorkerSpec, adir: Path, stream: E
         def consume(chunk: bytes) -> None:
             sink.write(chunk)   # raw bytes, as they arrive: the log survives a crash of ours
             _consume(splitter.feed(chunk), stream, on_event)
-        ending = _StdoutReader(proc, clock, consume).run(cancel)
+        ending = _StdoutReader(group.proc, clock, consume).run(cancel)
         _consume(splitter.flush(), stream, on_event)
     if ending is not None:
-        _terminate_group(proc)
+        group.terminate()
     return ending
 
 
@@ -555,10 +500,8 @@ def _consume(lines: Iterator[bytes | None], stream: EventStream, on_event: Calla
             continue
         event = stream.feed_line(line)
         if event is not None and on_event is not None:
-            try:
+            with contextlib.suppress(Exception):   # a progress display bug must never break the worker
                 on_event(event)
-            except Exception:   # a progress display bug must never break the worker
-                pass
 
 
 class LineSplitter:
@@ -606,48 +549,13 @@ class LineSplitter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Process-group handling
+# Ending an attempt's process group
 
-def leader_exited(proc: subprocess.Popen[bytes]) -> bool:
-    """Has the leader exited? Does NOT reap it: its zombie keeps the pgid from being reused."""
-    if proc.returncode is not None:
-        return True
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the group, give it a short grace, then SIGKILL whatever is left."""
-    if proc.returncode is not None:
-        return
-    _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE
-    while time.monotonic() < deadline and not leader_exited(proc):
-        time.sleep(0.02)
-    _signal_group(proc.pid, signal.SIGKILL)
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    """Kill leftovers of the group (orphaned background processes), then reap and unregister."""
-    if proc.returncode is None:
-        if not leader_exited(proc):
-            _terminate_group(proc)
-        # The leader is a zombie now, so the pgid still names this group: safe to signal.
-        _signal_group(proc.pid, signal.SIGKILL)
-    with _LOCK:
-        _LIVE.pop(proc.pid, None)
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+def _reap(group: Group) -> None:
+    """Kill leftovers of the group (orphaned background processes), reap and unregister it."""
+    group.reap()
+    if group.proc.stdout is not None:
+        group.proc.stdout.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,14 +607,17 @@ def _judge_answer(record: AttemptRecord, stream: EventStream,
                   validate: Callable[[object], list[str]]) -> object | None:
     text = stream.final_answer()
     if text is None:
-        return _invalid(record, ['the completed turn has no agent message (no final answer)'])
+        _invalid(record, ['the completed turn has no agent message (no final answer)'])
+        return None
     try:
         answer = parse_answer(text)
     except ValueError as exc:
-        return _invalid(record, [str(exc)])
+        _invalid(record, [str(exc)])
+        return None
     problems = list(validate(answer))
     if problems:
-        return _invalid(record, problems)
+        _invalid(record, problems)
+        return None
     _set_outcome(record, 'ok', None)
     return answer
 
@@ -714,7 +625,6 @@ def _judge_answer(record: AttemptRecord, stream: EventStream,
 def _invalid(record: AttemptRecord, problems: list[str]) -> None:
     record.validation_errors = problems
     _set_outcome(record, 'invalid-output', 'invalid answer: ' + '; '.join(problems))
-    return None
 
 
 def _set_failure(record: AttemptRecord, outcome: str, message: str, texts: list[str]) -> None:
