@@ -212,3 +212,59 @@ def test_a_branch_merged_into_the_base_branch_since_is_deleted(host: Host) -> No
     rc, out, err = host.cli('prune', '--run-id', 'merged', '--apply')
     assert rc == 0, err
     assert git(host.repo, 'for-each-ref', 'refs/heads/orch') == ''
+
+
+def _mangle(host: Host, run_id: str, text: str) -> None:
+    (host.run_dir(run_id) / 'run.json').write_text(text)
+
+
+def _old_format(host: Host, run_id: str) -> str:
+    """run.json as another codex-orch version might have written it: a key missing, one unknown."""
+    info = json.loads((host.run_dir(run_id) / 'run.json').read_text())
+    del info['plan_digest']
+    info['flavour'] = 'vintage'
+    return json.dumps(info)
+
+
+def test_unreadable_run_records_are_listed_and_skipped(host: Host) -> None:
+    for rid in ('good', 'corrupt', 'oldformat'):
+        start(host, rid, one_task('reviewer', 'R1'), age_days=10)
+    _mangle(host, 'corrupt', '{"run_id": "corrupt", "created": ')   # cut short, as by a full disk
+    _mangle(host, 'oldformat', _old_format(host, 'oldformat'))
+    (host.repo / '.orchestrator' / 'runs' / 'listy').mkdir()
+    _mangle(host, 'listy', '[]\n')
+    (host.repo / '.orchestrator' / 'runs' / 'bare').mkdir()   # e.g. a run killed before it wrote run.json
+    kept = {rid: tree(host.run_dir(rid)) for rid in ('corrupt', 'oldformat', 'listy', 'bare')}
+
+    rc, out, err = host.cli('prune', '--older-than', '7')
+    assert rc == 0, out + err
+    assert 'run corrupt: cannot read its record (not valid JSON: Expecting value: line 1' in out
+    assert 'run oldformat: cannot read its record (not a record of this codex-orch version: ' in out
+    assert "'plan_digest'" in out or "'flavour'" in out
+    assert 'run listy: cannot read its record (not a record of this codex-orch version: ' in out
+    assert 'run bare: cannot read its record (run.json is missing); skipped' in out
+    assert out.count('); skipped') == 4
+    assert 'would prune 1 run(s)' in out and 'run good (created' in out
+
+    rc, out, err = host.cli('prune', '--older-than', '7', '--apply')
+    assert rc == 0, out + err
+    assert 'pruned run good:' in out and 'pruned 1 of 1 run(s)' in out and out.count('); skipped') == 4
+    assert not host.run_dir('good').exists() and not worktree(host, 'good').exists()
+    assert {rid: tree(host.run_dir(rid)) for rid in kept} == kept   # left exactly as they were
+    assert worktree(host, 'corrupt').is_dir() and worktree(host, 'oldformat').is_dir()
+
+
+def test_a_named_unreadable_run_is_skipped_and_the_others_pruned(host: Host) -> None:
+    start(host, 'good', one_task('reviewer', 'R1'))
+    start(host, 'oldformat', one_task('reviewer', 'R1'))
+    _mangle(host, 'oldformat', _old_format(host, 'oldformat'))
+    rc, out, err = host.cli('prune', '--run-id', 'oldformat', 'good', '--apply')
+    assert rc == 0, out + err
+    assert 'run oldformat: cannot read its record (not a record of this codex-orch version: ' in out
+    assert 'pruned 1 of 1 run(s)' in out and not host.run_dir('good').exists()
+    assert host.run_dir('oldformat').is_dir()
+
+    rc, out, err = host.cli('prune', '--run-id', 'oldformat', '--apply')
+    assert rc == 0, out + err
+    assert '); skipped' in out and 'no readable run selected; nothing to prune' in out
+    assert host.run_dir('oldformat').is_dir()

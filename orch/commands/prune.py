@@ -18,13 +18,14 @@ from typing import Any
 
 from orch import output
 from orch.adapters import git
-from orch.engine import start
 from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
-from orch.errors import EXIT_INTERRUPTED, GitError, InputError, LockedError, OrchError
-from orch.runstate.lock import RunLock, holder_pid
-from orch.runstate.runs import RunInfo, list_run_ids, load_run, run_dir
-from orch.engine.inputs import open_run
+from orch.core.plan import id_problem
 from orch.core.spec import check_spec
+from orch.engine import start
+from orch.engine.inputs import open_run
+from orch.errors import EXIT_INTERRUPTED, GitError, InputError, LockedError, OrchError, RunNotFoundError
+from orch.runstate.lock import RunLock, holder_pid
+from orch.runstate.runs import RunInfo, UnreadableRunError, check_run_id, list_run_ids, load_run, run_dir, runs_dir
 from orch.runstate.status import task_rows
 
 
@@ -66,23 +67,62 @@ class RunView:
 
 # ---------------------------------------------------------------- selecting runs
 
-def select_runs(repo: Path, older_than: float | None, run_ids: list[str], now: dt.datetime) -> list[str]:
-    """The named runs (each must exist) plus the runs created more than `older_than` days ago."""
-    chosen = [load_run(repo, rid).run_id for rid in run_ids]
+def select_runs(repo: Path, older_than: float | None, run_ids: list[str],
+                now: dt.datetime) -> tuple[list[str], dict[str, str]]:
+    """The named runs (each must exist) plus the runs created more than `older_than` days ago; and, apart,
+    the selected runs whose record cannot be read (run id -> why), which prune lists and leaves alone.
+
+    An unreadable record (corrupt, or from another codex-orch version) must not stop the sweep of the
+    others. With --older-than every such run is listed: its age is unknown, and never guessed.
+    """
+    chosen: list[str] = []
+    unreadable: dict[str, str] = {}
+    for rid in run_ids:
+        check_run_id(rid)
+        try:
+            chosen.append(load_run(repo, rid).run_id)
+        except RunNotFoundError as exc:
+            if not run_dir(repo, rid).is_dir():
+                raise   # a run that does not exist at all: a mistyped id, refused before anything is done
+            unreadable[rid] = _record_problem(repo, rid, exc)
     if older_than is not None:
         cutoff = now.timestamp() - older_than * 86400
-        for rid in list_run_ids(repo):
-            created = _created(load_run(repo, rid))
+        listed = list_run_ids(repo)   # creation order; it leaves out the records it cannot parse
+        for rid in listed + sorted(set(_run_dir_names(repo)) - set(listed)):
+            try:
+                info = load_run(repo, rid)
+            except RunNotFoundError as exc:
+                unreadable[rid] = _record_problem(repo, rid, exc)
+                continue
+            created = _created(info)
             if created is not None and created < cutoff:
                 chosen.append(rid)
-    return list(dict.fromkeys(chosen))
+    return list(dict.fromkeys(chosen)), unreadable
+
+
+def _run_dir_names(repo: Path) -> list[str]:
+    """Every directory under runs/ with a name codex-orch could have given a run, whatever it holds."""
+    try:
+        entries = list(runs_dir(repo).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [p.name for p in entries if p.is_dir() and id_problem(p.name) is None]
+
+
+def _record_problem(repo: Path, run_id: str, exc: RunNotFoundError) -> str:
+    """Why the run's record cannot be used, in a few words (the listing names the run)."""
+    if isinstance(exc, UnreadableRunError):
+        return exc.reason
+    if not (run_dir(repo, run_id) / 'run.json').exists():
+        return 'run.json is missing'
+    return _first_line(str(exc))
 
 
 def _created(info: RunInfo) -> float | None:
     try:
         return dt.datetime.fromisoformat(info.created).timestamp()
-    except ValueError:
-        return None   # a hand-edited date: never guess that a run is old
+    except (TypeError, ValueError):
+        return None   # a hand-edited date (or not even a string): never guess that a run is old
 
 
 # ---------------------------------------------------------------- looking at a run
@@ -116,7 +156,8 @@ def branch_view(repo: Path, info: RunInfo, name: str) -> BranchView | None:
         return BranchView(name, 0, info.base_commit)
     # Merged since (e.g. `merge --allow-automerge` fast-forwarded the base branch): nothing is lost either.
     base = f'refs/heads/{info.base_branch}'
-    if info.base_branch and git.branch_tip(repo, info.base_branch) is not None and git.unmerged_commits(repo, ref, base) == 0:
+    if (info.base_branch and git.branch_tip(repo, info.base_branch) is not None
+            and git.unmerged_commits(repo, ref, base) == 0):
         return BranchView(name, 0, base)
     return BranchView(name, unmerged, '')
 
@@ -271,9 +312,12 @@ def prune(args: argparse.Namespace) -> int:
         raise InputError(f'--older-than {args.older_than:g}: the age must be 0 days or more')
     if args.spec_file:
         check_spec(args.spec_file, repo)   # before anything is resumed or removed
-    run_ids = select_runs(repo, args.older_than, args.run_id, dt.datetime.now())
+    run_ids, unreadable = select_runs(repo, args.older_than, args.run_id, dt.datetime.now())
+    for rid, problem in unreadable.items():
+        output.write_line(f'run {rid}: cannot read its record ({problem}); skipped')
     if not run_ids:
-        output.write_line(f'no runs older than {args.older_than:g} days; nothing to prune')
+        nothing = 'no readable run selected' if args.run_id else f'no runs older than {args.older_than:g} days'
+        output.write_line(f'{nothing}; nothing to prune')
         return 0
     views = [inspect_run(repo, rid) for rid in run_ids]
     resume = not args.no_resume

@@ -36,6 +36,14 @@ class RunInfo:
         return asdict(self)
 
 
+class UnreadableRunError(RunNotFoundError):
+    """run.json is there but cannot be used; `reason` says why in a few words, without its path."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def runs_dir(repo: Path) -> Path:
     return repo / ORCH_DIR / 'runs'
 
@@ -66,11 +74,13 @@ def load_run(repo: Path, run_id: str) -> RunInfo:
                 else 'there are no runs yet; start one with `codex-orch run --plan-file PLAN`')
         raise RunNotFoundError(f'run {run_id!r} does not exist ({path} is missing; {hint})') from exc
     except (OSError, ValueError) as exc:
-        raise RunNotFoundError(f'{path}: unreadable run record: {exc} (start a new run)') from exc
+        reason = f'not valid JSON: {exc}' if isinstance(exc, ValueError) else str(exc)
+        raise UnreadableRunError(f'{path}: unreadable run record: {exc} (start a new run)', reason) from exc
     try:
         return RunInfo(**data)
     except TypeError as exc:
-        raise RunNotFoundError(f'{path}: not a run record of this codex-orch version ({exc}); start a new run') from exc
+        raise UnreadableRunError(f'{path}: not a run record of this codex-orch version ({exc}); start a new run',
+                                 f'not a record of this codex-orch version: {exc}') from exc
 
 
 def save_run(repo: Path, info: RunInfo) -> None:
@@ -87,10 +97,13 @@ def list_run_ids(repo: Path) -> list[str]:
         meta = path / 'run.json'
         if meta.is_file():
             try:
-                created = json.loads(meta.read_text(encoding='utf-8')).get('created', '')
+                data = json.loads(meta.read_text(encoding='utf-8'))
             except (OSError, ValueError):
                 continue
-            runs.append((created, path.name))
+            if not isinstance(data, dict):
+                continue   # valid JSON but no record (e.g. a list): as unusable as unparsable JSON
+            created = data.get('created')
+            runs.append((created if isinstance(created, str) else '', path.name))   # str only: sortable
     return [name for _, name in sorted(runs)]
 
 
