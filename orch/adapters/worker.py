@@ -113,6 +113,11 @@ class WorkerResult:
     def ok(self) -> bool:
         return self.outcome == 'ok'
 
+    @property
+    def usage_cumulative(self) -> dict[str, int] | None:
+        """The thread's usage so far, as its last attempt reported it (what a next round counts from)."""
+        return next((a.usage_cumulative for a in reversed(self.attempts) if a.usage_cumulative), None)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data['attempts'] = [a.to_dict() for a in self.attempts]
@@ -165,12 +170,17 @@ class _Plan:
 
 def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable[[object], list[str]],
                *, on_event: Callable[[dict], None] | None = None,
-               cancel: threading.Event | None = None) -> WorkerResult:
-    """Run the task until it yields a valid answer or the retry budget is spent."""
+               cancel: threading.Event | None = None, resume_thread: str | None = None,
+               prev_cumulative: dict[str, int] | None = None) -> WorkerResult:
+    """Run the task until it yields a valid answer or the retry budget is spent.
+
+    resume_thread: continue that Codex thread with `prompt` (a repair or review round) instead of
+    starting one; prev_cumulative is the thread's usage so far, so each attempt counts only its own.
+    """
     started = time.monotonic()
     attempts: list[AttemptRecord] = []
     answer: object | None = None
-    plan: _Plan | None = _Plan('initial', prompt)
+    plan: _Plan | None = _Plan('resume' if resume_thread else 'initial', prompt, resume_thread, prev_cumulative)
     budget = _Budget(spec.schema_retries, spec.failure_retries)
     while plan is not None:
         record, answer = _run_attempt(spec, plan, Path(task_dir), validate, on_event, cancel)
@@ -200,6 +210,9 @@ def _next_plan(spec: WorkerSpec, prompt: str, plan: _Plan, record: AttemptRecord
             return None
         budget.failures_done += 1
         budget.schema_left = spec.schema_retries   # a fresh session gets a fresh schema budget
+        if plan.kind in ('resume', 'resume-retry') and plan.resume_thread:
+            # A round continues its thread: a fresh session would not know the work it is asked to fix.
+            return _Plan('resume-retry', prompt, plan.resume_thread, record.usage_cumulative or plan.prev_cumulative)
         return _Plan('failure-retry', prompt)
     return None
 
