@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -34,6 +34,12 @@ class RoleSettings(_Model):
     retry_backoff: float | None = Field(default=None, ge=0)
     template: str | None = None   # prompt template path; default .orchestrator/prompts/<role>.md
     schema_file: str | None = Field(default=None, alias='schema')
+    # Verification: shell commands run in the task's worktree before its commit (defaults' and the
+    # role's both run, then the task's own), and the bounded rounds that try to make them pass.
+    checks: list[Annotated[str, Field(min_length=1)]] | None = None
+    repair_rounds: int | None = Field(default=None, ge=0, le=10)
+    review_rounds: int | None = Field(default=None, ge=0, le=10)
+    check_timeout: float | None = Field(default=None, gt=0)
 
 
 class ResolvedRole(_Model):
@@ -50,6 +56,10 @@ class ResolvedRole(_Model):
     retry_backoff: float
     template: str
     schema_file: str
+    checks: list[str]
+    repair_rounds: int
+    review_rounds: int
+    check_timeout: float
 
 
 class CodexSettings(_Model):
@@ -97,7 +107,8 @@ class Service(_Model):
 
 
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
-                             timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5)
+                             timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5,
+                             repair_rounds=2, review_rounds=2, check_timeout=1800)
 
 
 class Config(_Model):
@@ -152,8 +163,11 @@ class Config(_Model):
             merged[key] = value if value is not None else getattr(self.defaults, key)
             if merged[key] is None and key in ('sandbox',):
                 merged[key] = _DEFAULT_ROLE.sandbox
-            if merged[key] is None and key in ('schema_retries', 'failure_retries', 'retry_backoff'):
+            if merged[key] is None and key in ('schema_retries', 'failure_retries', 'retry_backoff',
+                                               'repair_rounds', 'review_rounds', 'check_timeout'):
                 merged[key] = getattr(_DEFAULT_ROLE, key)
+        # Checks add up: every task's (defaults), then the role's.
+        merged['checks'] = [*(self.defaults.checks or []), *(own.checks or [])]
         merged['template'] = merged['template'] or f'.orchestrator/prompts/{name}.md'
         merged['schema_file'] = merged['schema_file'] or f'.orchestrator/schemas/{name}.json'
         return ResolvedRole(name=name, **merged)

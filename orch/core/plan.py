@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from orch.core.validate import schema_errors
 from orch.errors import PlanError, problems_message
@@ -28,6 +28,7 @@ class TaskEntry(TypedDict):
     depends_on: list[str]
     paths: list[str]
     acceptance: list[str]
+    checks: NotRequired[list[str]]   # only when the plan gives some: older task.json files stay as they were
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,16 @@ class Task:
     depends_on: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     acceptance: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()     # shell commands that must pass before the task's commit
 
     def entry(self) -> TaskEntry:
         """The task as written to task.json: what makes it stale when it changes."""
-        return {'id': self.id, 'role': self.role, 'title': self.title, 'description': self.description,
-                'depends_on': list(self.depends_on), 'paths': list(self.paths),
-                'acceptance': list(self.acceptance)}
+        entry: TaskEntry = {'id': self.id, 'role': self.role, 'title': self.title, 'description': self.description,
+                            'depends_on': list(self.depends_on), 'paths': list(self.paths),
+                            'acceptance': list(self.acceptance)}
+        if self.checks:
+            entry['checks'] = list(self.checks)
+        return entry
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,8 @@ def load_plan(path: Path, plan_schema: dict[str, Any], roles: set[str], *, schem
 def plan_from_data(data: dict[str, Any], *, digest: str | None = None, schema_key: str = '') -> Plan:
     tasks = tuple(Task(id=t['id'], role=t['role'], title=t['title'], description=t['description'],
                        depends_on=tuple(t.get('depends_on', ())), paths=tuple(t.get('paths', ())),
-                       acceptance=tuple(t.get('acceptance', ()))) for t in data['tasks'])
+                       acceptance=tuple(t.get('acceptance', ())), checks=tuple(t.get('checks', ())))
+                  for t in data['tasks'])
     return Plan(title=data.get('title', ''), tasks=tasks, digest=digest or _digest(data), schema_key=schema_key)
 
 

@@ -12,6 +12,8 @@ SUMMARY_VERSION = 1
 # Characters XML 1.0 cannot carry at all (ElementTree writes them anyway, and parsers then reject the
 # whole file); worker errors quote codex's stderr, which often has ANSI colour escapes.
 _XML_ILLEGAL = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
+# Statuses that are a failure wherever a person or CI looks (deferred: come back later, not a test failure).
+FAILED_STATUSES = frozenset({'failed', 'blocked', 'deferred'})
 TOKEN_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
 
 
@@ -60,10 +62,24 @@ def render_markdown(summary: dict[str, Any]) -> str:
            f'Tokens: {u["input_tokens"]} input ({u["cached_input_tokens"]} cached), '
            f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} reasoning).', '',
            tabulate(rows, headers=headers, tablefmt='github'), '']
-    failures = [t for t in summary['tasks'] if t['status'] in ('failed', 'deferred')]
+    failures = [t for t in summary['tasks'] if t['status'] in FAILED_STATUSES]
     if failures:
         out += ['## Failures', '']
-        out += [f'- **{t["id"]}** ({t["status"]}): {_cell(t.get("reason"), 500)}' for t in failures]
+        for task in failures:
+            out.append(f'- **{task["id"]}** ({task["status"]}): {_cell(task.get("reason"), 500)}')
+            evidence = failure_evidence(task)
+            if evidence:
+                out += ['', '  ```', *(f'  {line}' for line in evidence.splitlines()), '  ```']
+        out.append('')
+    verified = [t for t in summary['tasks'] if t.get('checks') or t.get('gates')]
+    if verified:
+        out += ['## Checks and gates', '']
+        for task in verified:
+            for kind, run in [*(('check', c) for c in task.get('checks') or []),
+                              *(('gate', g) for g in task.get('gates') or [])]:
+                verdict = 'passed' if run.get('passed') else 'FAILED'
+                out.append(f'- **{task["id"]}** {kind} `{_md(run.get("command"), 120)}`: {verdict} '
+                           f'({_ending(run)}, {float(run.get("duration") or 0):.1f}s)')
         out.append('')
     if summary['decisions']:
         out += ['## Decisions', '']
@@ -74,24 +90,51 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 
 def render_junit(summary: dict[str, Any]) -> str:
+    """One test case per task (failed, blocked and changes-requested tasks are failures, with their
+    evidence), and one per gate run, so a CI system reading JUnit sees every failure."""
     tasks = summary['tasks']
-    suite = ET.Element('testsuite', name=f'codex-orch {summary["run"]["run_id"]}', tests=str(len(tasks)),
-                       failures=str(sum(t['status'] == 'failed' for t in tasks)), errors='0',
-                       skipped=str(sum(t['status'] not in ('done', 'failed') for t in tasks)),
+    gates = [(t, g) for t in tasks for g in t.get('gates') or []]
+    failures = sum(t['status'] in FAILED_STATUSES - {'deferred'} for t in tasks) + sum(
+        not g.get('passed') for _, g in gates)
+    suite = ET.Element('testsuite', name=f'codex-orch {summary["run"]["run_id"]}', tests=str(len(tasks) + len(gates)),
+                       failures=str(failures), errors='0',
+                       skipped=str(sum(t['status'] not in FAILED_STATUSES - {'deferred'} | {'done'} for t in tasks)),
                        time=f'{sum(t.get("duration") or 0 for t in tasks):.3f}')
     for task in tasks:
         case = ET.SubElement(suite, 'testcase', classname=f'codex-orch.{task["role"]}', name=task['id'],
                              time=f'{task.get("duration") or 0:.3f}')
-        if task['status'] == 'failed':
-            ET.SubElement(case, 'failure', message=_xml(_cell(task.get('reason'), 500))).text = _xml(task.get('reason'))
+        if task['status'] in FAILED_STATUSES - {'deferred'}:
+            text = '\n\n'.join(filter(None, [str(task.get('reason') or ''), failure_evidence(task)]))
+            ET.SubElement(case, 'failure', type=task['status'],
+                          message=_xml(_cell(task.get('reason'), 500))).text = _xml(text)
         elif task['status'] != 'done':
             ET.SubElement(case, 'skipped', message=_xml(f'{task["status"]}: {_cell(task.get("reason"), 300)}'))
         if task.get('summary'):
             ET.SubElement(case, 'system-out').text = _xml(task['summary'])
+    for task, gate in gates:
+        case = ET.SubElement(suite, 'testcase', classname=f'codex-orch.gate.{gate.get("name")}',
+                             name=f'{task["id"]} {gate.get("name")}', time=f'{float(gate.get("duration") or 0):.3f}')
+        if not gate.get('passed'):
+            ET.SubElement(case, 'failure', type='gate', message=_xml(f'{gate.get("command")} ({_ending(gate)})')
+                          ).text = _xml(gate.get('tail'))
     root = ET.Element('testsuites')
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding='unicode') + '\n'
+
+
+def failure_evidence(task: dict[str, Any]) -> str:
+    """The output tail of what failed the task: its failing check or gate (redacted when recorded)."""
+    runs = [*(task.get('checks') or []), *(task.get('gates') or [])]
+    failed = next((r for r in runs if not r.get('passed')), None)
+    if failed is None:
+        return ''
+    head = f'$ {failed.get("command")}  ({_ending(failed)})'
+    return _xml(f'{head}\n{failed.get("tail") or "(no output)"}')
+
+
+def _ending(run: dict[str, Any]) -> str:
+    return 'timed out' if run.get('exit_code') is None else f'exit {run.get("exit_code")}'
 
 
 def render_json(summary: dict[str, Any]) -> str:

@@ -70,7 +70,7 @@ def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:
     statuses = {r['status'] for r in rows}
     if statuses <= {'done'}:
         return EXIT_OK
-    if 'failed' in statuses:
+    if statuses & {'failed', 'blocked'}:
         return EXIT_TASK_FAILED
     if 'deferred' in statuses:
         return EXIT_DEFERRED
@@ -116,7 +116,7 @@ def _summary_line(rt: RunInputs, session: Session, rows: list[dict[str, Any]]) -
     text = ', '.join(f'{n} {s}' for s, n in sorted(counts.items()))
     output.write_line(f'run {rt.run.run_id}: {text}')
     for row in rows:
-        if row['status'] in ('failed', 'deferred'):
+        if row['status'] in ('failed', 'deferred', 'blocked'):
             output.write_line(f'  {row["id"]} {row["status"]}: {row["reason"]}')
     if session.budget.stop_reason:
         output.write_line(f'stopped early: {session.budget.stop_reason}')

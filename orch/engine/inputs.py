@@ -5,6 +5,7 @@ One loader serves `codex-orch` and a host's `dodo.py`, so both see the same grap
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from typing import Any
 
 from orch.core.compile import RunLayout, Step, compile_plan
 from orch.core.config import CONFIG_FILE, Config, ResolvedRole, load_config
-from orch.core.plan import Plan, load_plan
+from orch.core.plan import Plan, Task, load_plan
 from orch.core.prompts import check_template
 from orch.core.resources import builtin_rules_dir
 from orch.core.rules import RuleSet, load_rules
@@ -90,25 +91,38 @@ def remember_plan_check(inputs: RunInputs) -> None:
             atomic.write_if_changed(inputs.run_dir / PLAN_CHECK_FILE, inputs.plan.schema_key + '\n')
 
 
-def write_task_entries(inputs: RunInputs) -> None:
-    """task.json per task, rewritten only when the plan entry changed (it is a file_dep).
+def task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
+    """task.json: the plan entry as compiled, with the checks the config adds for its role (so editing
+    either re-runs the task). A task without checks keeps the entry it always had."""
+    entry: dict[str, Any] = dict(task.entry())
+    checks = [*inputs.role(task.role).checks, *task.checks]
+    if checks:
+        entry['checks'] = checks
+    return entry
 
-    Once all are written, the plan's digest is recorded beside them; while the plan is unchanged
-    and every file is there, no entry is serialised or compared again (10,000 tasks: 0.26 s saved
-    on every resume).
+
+def write_task_entries(inputs: RunInputs) -> None:
+    """task.json per task, rewritten only when the entry changed (it is a file_dep).
+
+    Once all are written, a digest of the plan and the config's checks is recorded beside them; while
+    both are unchanged and every file is there, no entry is serialised or compared again (10,000 tasks:
+    0.26 s saved on every resume).
     """
     marker = inputs.run_dir / 'task-entries.digest'
-    layout, digest = inputs.layout, inputs.plan.digest
+    layout = inputs.layout
+    config_checks = {name: inputs.role(name).checks for name in sorted({t.role for t in inputs.plan.tasks})}
+    extra = json.dumps({k: v for k, v in config_checks.items() if v}, sort_keys=True)
+    digest = inputs.plan.digest + (f'+{hashlib.sha256(extra.encode()).hexdigest()[:16]}' if extra != '{}' else '')
     files = [f'{inputs.repo}/{layout.task_dir(task.id)}/task.json' for task in inputs.plan.tasks]
     try:
-        if digest and marker.read_text(encoding='utf-8') == digest and all(map(os.path.isfile, files)):
+        if inputs.plan.digest and marker.read_text(encoding='utf-8') == digest and all(map(os.path.isfile, files)):
             return
     except OSError:
         pass
     for task, path in zip(inputs.plan.tasks, files, strict=True):
-        atomic.write_if_changed(Path(path), json.dumps(task.entry(), indent=2, sort_keys=True,
+        atomic.write_if_changed(Path(path), json.dumps(task_entry(inputs, task), indent=2, sort_keys=True,
                                                        ensure_ascii=False) + '\n')
-    if digest:
+    if inputs.plan.digest:
         atomic.write_text(marker, digest)
 
 

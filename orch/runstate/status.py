@@ -26,10 +26,17 @@ def task_rows(rt: RunInputs, stale: set[str] | None = None) -> list[dict[str, An
             status = 'pending'
         if status == 'running' and not live:
             status, reason = 'pending', 'interrupted; resume to run it again'
+        gates = [{'name': name, **g} for name, g in sorted((st.get('gates') or {}).items())]
+        failed_gate = next((g for g in gates if not g.get('passed')), None)
+        if status == 'done' and failed_gate is not None:
+            # A gate is a result of its task: the work is committed, but not verified.
+            status = 'failed'
+            why = 'timed out' if failed_gate.get('exit_code') is None else f'exit {failed_gate.get("exit_code")}'
+            reason = f'gate {failed_gate["name"]} failed: {failed_gate.get("command")} ({why})'
         if status == 'done' and (task.id in stale or any(rows[d]['status'] != 'done' for d in task.depends_on)):
             status, reason = 'stale', 'its inputs changed since it ran'
         if status == 'pending' and reason is None:
-            blocked = [d for d in task.depends_on if rows[d]['status'] in ('failed', 'deferred')]
+            blocked = [d for d in task.depends_on if rows[d]['status'] in ('failed', 'deferred', 'blocked')]
             if blocked:
                 reason = f'waiting for {", ".join(blocked)}'
         answer = (result or {}).get('answer') or st.get('answer') or {}
@@ -41,6 +48,10 @@ def task_rows(rt: RunInputs, stale: set[str] | None = None) -> list[dict[str, An
             'commit': (result or {}).get('commit'), 'files_changed': (result or {}).get('files_changed') or [],
             'summary': answer.get('summary') if isinstance(answer, dict) else None,
             'depends_on': list(task.depends_on),
+            'round': st.get('round') if status == 'running' else None,
+            'checks': (result or {}).get('checks') or st.get('checks') or [],
+            'repair_rounds': (result or {}).get('repair_rounds') or st.get('repair_rounds') or 0,
+            'gates': gates,
         }
     return [rows[t.id] for t in rt.plan.tasks]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from orch.adapters import git
 from orch.adapters.codex_bin import find_codex
-from orch.adapters.worker import WorkerSpec, kill_stale_attempts, run_worker
+from orch.adapters.worker import WorkerResult, WorkerSpec, kill_stale_attempts, run_worker
 from orch.core.compile import Step
 from orch.core.plan import Task
 from orch.core.redact import redact_obj
@@ -24,7 +24,9 @@ from orch.engine.session import Session
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
+from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed, fail
+from orch.steps.rounds import Rounds, repair_prompt, tree_digest
 from orch.steps.worktree import worktree_lock
 
 
@@ -51,6 +53,7 @@ class _Work:
     digest: str
     workdir: Path
     branch: str
+    checks: tuple[str, ...]         # the role's (with the defaults') and the task's own, in that order
 
 
 def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
@@ -66,8 +69,9 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     workspace = state.read_json(rt.path(step.input('workspace'))) or {}
     if not workspace.get('path') or not workspace.get('branch'):
         raise fail(task_dir, f'{step.input("workspace")}: no worktree record; resume to set the worktree up again')
+    checks = (*rt.role(task.role).checks, *task.checks)
     work = _Work(rt, session, step, task, task_dir, result_path, digest, rt.path(workspace['path']),
-                 workspace['branch'])
+                 workspace['branch'], checks)
     kill_stale_attempts(task_dir)
     try:
         if _finish_interrupted_commit(work):
@@ -101,21 +105,48 @@ def worker_spec(work: _Work) -> WorkerSpec:
 
 
 def _run_and_commit(work: _Work) -> None:
-    rt, session, step, task = work.rt, work.session, work.step, work.task
-    task_dir, workdir = work.task_dir, work.workdir
+    """The first answer (or the rounds under way, after a kill), its verification, then the commit."""
+    rounds = Rounds.load(work.task_dir, work.digest) if git.worktree_valid(work.workdir) else None
+    if rounds is None:
+        rounds = _first_answer(work)
+    else:   # a kill interrupted this execution's rounds: go on where it stood, keeping the worker's edits
+        state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
+    _verify(work, rounds)
+    _commit_verified(work, rounds)
+
+
+def _first_answer(work: _Work) -> Rounds:
+    rt, session, task, task_dir = work.rt, work.session, work.task, work.task_dir
     started = time.time()
+    note = rerun_note(state.read_state(task_dir), state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
-                       pid=os.getpid())
+                       pid=os.getpid(), round=None, checks=None, gates=None)
     _ensure_workdir(work)
-    # Leftovers of a killed attempt must not be committed as this task's work.
-    git.discard_changes(workdir, session.scheduler.discard_scope(task, workdir))
-    schema = rt.schema(step.input('schema'))
-    prompt = rt.path(step.input('prompt')).read_text(encoding='utf-8')
-    result = run_worker(worker_spec(work), prompt, task_dir, lambda answer: schema_errors(answer, schema),
-                        on_event=session.on_worker_event(task.id), cancel=session.cancel)
+    # Leftovers of a killed or failed attempt must not be committed as this task's work.
+    git.discard_changes(work.workdir, session.scheduler.discard_scope(task, work.workdir))
+    prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
+    result = _call_worker(work, prompt + note)
     crash_point('after-answer', task.id)
-    outcome = result.to_dict()
-    session.budget.add(result.usage)
+    answer = _accept(work, result)
+    rounds = Rounds(inputs_digest=work.digest, thread_id=result.thread_id, answer=answer, usage=dict(result.usage),
+                    cumulative=result.usage_cumulative, started_at=started)
+    rounds.save(task_dir)
+    return rounds
+
+
+def _call_worker(work: _Work, prompt: str, resume: Rounds | None = None) -> WorkerResult:
+    schema = work.rt.schema(work.step.input('schema'))
+    result = run_worker(worker_spec(work), prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
+                        on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
+                        resume_thread=resume.thread_id if resume else None,
+                        prev_cumulative=resume.cumulative if resume else None)
+    work.session.budget.add(result.usage)
+    return result
+
+
+def _accept(work: _Work, result: WorkerResult) -> Any:
+    """The worker's valid answer, or the task's state says why there is none (and Failed is raised)."""
+    task_dir, workdir = work.task_dir, work.workdir
     common: dict[str, Any] = {'attempts': state.attempt_count(task_dir), 'outcome': result.outcome,
                               'usage': result.usage, 'ended_at': time.time(), 'thread_id': result.thread_id}
     if result.outcome == 'interrupted':
@@ -130,20 +161,130 @@ def _run_and_commit(work: _Work) -> None:
         reason = (f'workspace-lost: the worker deleted or broke its worktree {workdir}, so its work cannot be '
                   'committed; resume recreates the worktree and runs the task again')
         state.update_state(task_dir, status='failed', reason=reason, **{**common, 'outcome': 'workspace-lost'})
+        Rounds.clear(task_dir)
         raise Failed(reason)
     answer = redact_obj(result.answer)   # it goes into result.json, decisions.md and the reports
     if isinstance(answer, dict) and answer.get('status') == 'blocked':
-        reason = f'worker reported blocked: {answer.get("summary", "")}'
-        state.update_state(task_dir, status='failed', reason=reason, answer=answer, **common)
+        # Its own outcome, not a failure of the worker: it says it cannot go on, and why.
+        reason = f'blocked: {answer.get("summary") or "(the worker gave no reason)"}'
+        state.update_state(task_dir, status='blocked', reason=reason, answer=answer, **common)
+        Rounds.clear(task_dir)
         raise Failed(reason)
-    exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{common["attempts"]}'
-    pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': answer, 'worker': outcome,
-               'started_at': started}
+    return answer
+
+
+def _verify(work: _Work, rounds: Rounds) -> None:
+    """The task's checks, with repair rounds in the worker's own thread until they pass (bounded)."""
+    if not work.checks:
+        return
+    limit = work.rt.role(work.task.role).repair_rounds
+    while True:
+        if rounds.phase == 'repairing' and rounds.failure:
+            fixing = CommandRun(**{k: v for k, v in rounds.failure.items() if k != 'passed'})
+        else:
+            runs = _run_checks(work, rounds)
+            failed = next((r for r in runs if not r.passed), None)
+            if failed is None:
+                return
+            _start_repair(work, rounds, failed, limit)
+            fixing = failed
+        _repair(work, rounds, fixing, limit)
+
+
+def _run_checks(work: _Work, rounds: Rounds) -> list[CommandRun]:
+    """Run the checks in order, up to the first failure; each run keeps its output in the task's directory."""
+    rt, task = work.rt, work.task
+    timeout = rt.role(task.role).check_timeout
+    env = command_env(rt, task.id)
+    runs: list[CommandRun] = []
+    state.update_state(work.task_dir, round=f'checks (after {rounds.repairs} repair rounds)' if rounds.repairs
+                       else 'checks')
+    for i, command in enumerate(work.checks, 1):
+        log = work.task_dir / 'checks' / f'round-{rounds.repairs}' / f'check-{i}.log'
+        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout,
+                          cancel=work.session.cancel)
+        runs.append(run)
+        if work.session.cancel.is_set():
+            state.update_state(work.task_dir, status='pending', reason='interrupted; resume to run it again')
+            raise Failed('interrupted')
+        if not run.passed:
+            break
+    rounds.checks = [r.to_dict() for r in runs]
+    rounds.save(work.task_dir)
+    state.update_state(work.task_dir, checks=rounds.checks)
+    return runs
+
+
+def _start_repair(work: _Work, rounds: Rounds, failed: CommandRun, limit: int) -> None:
+    if rounds.repairs >= limit:
+        raise _checks_failed(work, rounds, failed,
+                             f'after {limit} repair round{"s" if limit != 1 else ""}' if limit else 'no repair rounds')
+    fingerprint = failed.fingerprint()
+    if rounds.fingerprints and rounds.fingerprints[-1] == fingerprint:
+        raise _checks_failed(work, rounds, failed, 'the same failure again after a repair round')
+    rounds.fingerprints.append(fingerprint)
+    rounds.repairs += 1
+    rounds.phase, rounds.failure, rounds.tree_before = 'repairing', failed.to_dict(), tree_digest(work.workdir)
+    rounds.save(work.task_dir)
+
+
+def _repair(work: _Work, rounds: Rounds, failed: CommandRun, limit: int) -> None:
+    """One repair round: the worker's thread resumed with the failure; its new answer must validate too."""
+    state.update_state(work.task_dir, round=f'repair {rounds.repairs} of {limit}')
+    result = _call_worker(work, repair_prompt(failed, rounds.repairs, limit), resume=rounds)
+    rounds.add_usage(result.usage)
+    rounds.save(work.task_dir)   # paid for: counted even if the round's answer is refused below
+    answer = _accept(work, result)
+    changed = tree_digest(work.workdir) != rounds.tree_before
+    rounds.answer = answer
+    rounds.thread_id = result.thread_id or rounds.thread_id
+    rounds.cumulative = result.usage_cumulative or rounds.cumulative
+    rounds.phase, rounds.failure, rounds.tree_before = 'checking', None, None
+    rounds.save(work.task_dir)
+    if not changed:
+        raise _checks_failed(work, rounds, failed, 'the repair round changed nothing')
+
+
+def _checks_failed(work: _Work, rounds: Rounds, failed: CommandRun, why: str) -> Failed:
+    reason = f'checks failed: {failed.command} ({failed.why}); {why}'
+    state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
+                       outcome='checks-failed', usage=rounds.usage, checks=rounds.checks,
+                       repair_rounds=rounds.repairs, attempts=state.attempt_count(work.task_dir))
+    Rounds.clear(work.task_dir)   # a resume starts a fresh execution: the unverified edits are not kept
+    return Failed(reason)
+
+
+def _commit_verified(work: _Work, rounds: Rounds) -> None:
+    rt, task, task_dir = work.rt, work.task, work.task_dir
+    attempts = state.attempt_count(task_dir)
+    exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
+    pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': rounds.answer,
+               'worker': {'usage': rounds.usage, 'thread_id': rounds.thread_id}, 'checks': rounds.checks,
+               'repair_rounds': rounds.repairs, 'started_at': rounds.started_at}
     atomic.write_json(task_dir / 'pending.json', pending)
+    Rounds.clear(task_dir)
     crash_point('after-pending', task.id)
-    sha = _record_and_commit(work, exec_id, answer)
+    sha = _record_and_commit(work, exec_id, rounds.answer)
     crash_point('after-commit', task.id)
     _write_result(work, pending, sha)
+
+
+def rerun_note(previous: dict[str, Any], result: dict[str, Any] | None) -> str:
+    """Appended to the prompt of a task that ran before: why it runs again, and what its last run left."""
+    if not previous.get('status'):
+        return ''
+    lines = ['', '', '## This task ran before', '']
+    if previous.get('status') in ('failed', 'blocked', 'deferred') and previous.get('reason'):
+        lines.append(f'Its previous execution ended {previous["status"]}: {previous["reason"]}. Its uncommitted '
+                     'changes were discarded; the worktree holds what was committed.')
+    elif result and result.get('commit'):
+        files = ', '.join(result.get('files_changed') or []) or '(none)'
+        lines.append(f'Its previous result is already committed in the worktree (commit {result["commit"][:12]}, '
+                     f'files: {files}). Its inputs changed since: update that work to match the task as it is '
+                     'now; do not add a second copy of it.')
+    else:
+        return ''
+    return '\n'.join(lines) + '\n'
 
 
 def _ensure_workdir(work: _Work) -> None:
@@ -205,7 +346,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
     rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
     worker = pending['worker']
     now = time.time()
-    result = {
+    result: dict[str, Any] = {
         'task_id': task.id, 'role': task.role, 'title': task.title, 'status': 'done',
         'answer': pending['answer'], 'commit': sha,
         'files_changed': git.commit_files(workdir, sha) if sha else [],
@@ -213,11 +354,12 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
         'thread_id': worker.get('thread_id'), 'started_at': pending['started_at'], 'finished_at': now,
         'duration': round(now - pending['started_at'], 3), 'inputs_digest': pending['inputs_digest'],
         'exec_id': pending['exec_id'], 'run_id': rt.run.run_id,
+        'checks': pending.get('checks') or [], 'repair_rounds': pending.get('repair_rounds', 0),
     }
     crash_point('before-result', task.id)
     atomic.write_json(work.result_path, result)
     state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=result['attempts'],
-                       outcome='ok', usage=result['usage'], commit=sha)
+                       outcome='ok', usage=result['usage'], commit=sha, round=None, checks=result['checks'])
     (task_dir / 'pending.json').unlink(missing_ok=True)
 
 

@@ -1,0 +1,90 @@
+"""Running a user's shell command (a gate or a check) in a worktree: one environment, one log, one result."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from orch.adapters.procgroup import run_to_end
+from orch.core.redact import redact
+from orch.engine.inputs import RunInputs
+
+TAIL_LINES = 40
+TAIL_BYTES = 4000
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    """One run of one command: what a report, JUnit and a repair prompt show."""
+
+    command: str
+    exit_code: int | None          # None: it timed out (or was cancelled)
+    duration: float
+    log: str                       # repo-relative
+    tail: str                      # the last lines of its output, redacted
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def why(self) -> str:
+        return 'timed out' if self.exit_code is None else f'exit {self.exit_code}'
+
+    def fingerprint(self) -> str:
+        """Same command, same ending, same output up to numbers (timings, PIDs, addresses): the same failure."""
+        text = re.sub(r'0x[0-9a-f]+|\d+', '#', self.tail)
+        return hashlib.sha256(f'{self.command}\0{self.exit_code}\0{text}'.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), 'passed': self.passed}
+
+
+def command_env(rt: RunInputs, task_id: str | None) -> dict[str, str]:
+    """The environment of gates and checks: codex-orch's own plus where the run and the task's worktree are."""
+    worktree = rt.layout.task_worktree(task_id) if task_id else rt.layout.worktree
+    return {**os.environ, 'ORCH_RUN_ID': rt.run.run_id, 'ORCH_REPO': str(rt.repo),
+            'ORCH_TASK_ID': task_id or '', 'ORCH_WORKTREE': str(rt.path(worktree))}
+
+
+def run_command(rt: RunInputs, command: str, *, cwd: Path, env: dict[str, str], log_path: Path,
+                timeout: float | None, cancel: threading.Event | None = None) -> CommandRun:
+    """`/bin/sh -c command` in its own process group (killed with everything it started when it ends)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log_path, 'wb') as log:
+        if not cwd.is_dir():
+            log.write(f'cannot start: the working directory {cwd} does not exist\n'.encode())
+            code: int | None = 127
+        else:
+            try:
+                code = run_to_end(['/bin/sh', '-c', command], cwd=cwd, env=env, stdout=log, timeout=timeout,
+                                  cancel=cancel)
+            except OSError as exc:
+                log.write(f'cannot start /bin/sh: {exc}\n'.encode())
+                code = 127
+    return CommandRun(command=command, exit_code=code, duration=round(time.monotonic() - started, 3),
+                      log=_relative(log_path, rt.repo), tail=tail_of(log_path))
+
+
+def tail_of(path: Path) -> str:
+    try:
+        with open(path, 'rb') as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES))
+            data = f.read()
+    except OSError:
+        return ''
+    lines = data.decode('utf-8', errors='replace').splitlines()[-TAIL_LINES:]
+    return redact('\n'.join(lines))
+
+
+def _relative(path: Path, repo: Path) -> str:
+    try:
+        return path.relative_to(repo).as_posix()
+    except ValueError:
+        return str(path)

@@ -1,0 +1,91 @@
+"""The rounds of one task execution, kept on disk so that they are build steps like the rest.
+
+After the worker's first answer validated, a task may go through repair rounds (a check failed: the
+worker's own Codex thread is resumed with the evidence) and review rounds (its reviewer asked for
+changes). `rounds.json` records where the execution stands — the thread, the latest valid answer,
+the usage so far, which round is under way — so a kill at any point resumes there: a finished round is
+never paid for again, and the worker's uncommitted edits are not discarded as leftovers.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.adapters import git
+from orch.runstate import atomic, state
+from orch.steps.commands import CommandRun
+
+ROUNDS_FILE = 'rounds.json'
+
+
+@dataclass
+class Rounds:
+    inputs_digest: str
+    thread_id: str | None
+    answer: Any
+    usage: dict[str, int]                      # every attempt of this execution, all rounds
+    cumulative: dict[str, int] | None          # the thread's usage as last reported (rounds count from it)
+    started_at: float
+    attempts_before: int = 0                   # attempt dirs that belong to earlier executions
+    repairs: int = 0                           # repair rounds started
+    phase: str = 'checking'                    # 'checking', or 'repairing' (the worker is fixing `failure`)
+    failure: dict[str, Any] | None = None      # the check run a repair round is fixing
+    tree_before: str | None = None             # the worktree before that repair round (see tree_digest)
+    fingerprints: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)   # the latest run of each check
+
+    @staticmethod
+    def load(task_dir: Path, digest: str) -> Rounds | None:
+        data = state.read_json(task_dir / ROUNDS_FILE)
+        if not data or data.get('inputs_digest') != digest:
+            return None   # another execution's (its inputs changed since): it starts over
+        try:
+            return Rounds(**data)
+        except TypeError:
+            return None
+
+    def save(self, task_dir: Path) -> None:
+        atomic.write_json(task_dir / ROUNDS_FILE, asdict(self))
+
+    def add_usage(self, usage: dict[str, int] | None) -> None:
+        for key, value in (usage or {}).items():
+            self.usage[key] = int(self.usage.get(key, 0)) + int(value or 0)
+
+    @staticmethod
+    def clear(task_dir: Path) -> None:
+        (task_dir / ROUNDS_FILE).unlink(missing_ok=True)
+
+
+def repair_prompt(failed: CommandRun, round_no: int, limit: int) -> str:
+    """What a repair round tells the worker: the command, how it ended, the tail of its output. Evidence from
+    the check, never the worker's own words fed back to it."""
+    tail = failed.tail.strip() or '(it printed nothing)'
+    return (f'A check of your work failed (repair round {round_no} of {limit}):\n\n'
+            f'    $ {failed.command}\n'
+            f'    {failed.why}\n\n'
+            f'The last lines of its output:\n\n```\n{tail}\n```\n\n'
+            'Your changes are still in the worktree: fix the problem there, do not start over and do not '
+            'weaken or delete the check. Then reply with ONLY a JSON object that matches the output schema, '
+            'describing the task as a whole (all files changed, not just this fix).\n')
+
+
+def tree_digest(workdir: Path) -> str:
+    """What the worktree holds beyond its commit: changed paths and their content. Equal before and after a
+    repair round means the round changed nothing."""
+    h = hashlib.sha256()
+    for path in git.changed_paths(workdir):
+        h.update(os.fsencode(path) + b'\0')
+        full = workdir / path
+        try:
+            if full.is_symlink():
+                h.update(b'L' + os.fsencode(os.readlink(full)))
+            elif full.is_file():
+                h.update(b'F' + hashlib.sha256(full.read_bytes()).digest())
+            else:
+                h.update(b'-')
+        except OSError:
+            h.update(b'?')
+    return h.hexdigest()
