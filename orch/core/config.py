@@ -108,7 +108,7 @@ class Service(_Model):
 
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
                              timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5,
-                             repair_rounds=2, review_rounds=2, check_timeout=1800)
+                             checks=[], repair_rounds=2, review_rounds=2, check_timeout=1800)
 
 
 class Config(_Model):

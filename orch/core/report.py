@@ -125,6 +125,9 @@ def render_junit(summary: dict[str, Any]) -> str:
 
 def failure_evidence(task: dict[str, Any]) -> str:
     """The output tail of what failed the task: its failing check or gate (redacted when recorded)."""
+    if task.get('findings'):
+        return _xml('\n'.join(f'[{f.get("severity", "?")}] {f.get("file", "")}: {f.get("message", "")}'
+                               for f in task['findings'] if isinstance(f, dict)))
     runs = [*(task.get('checks') or []), *(task.get('gates') or [])]
     failed = next((r for r in runs if not r.get('passed')), None)
     if failed is None:

@@ -36,6 +36,10 @@ class Rounds:
     tree_before: str | None = None             # the worktree before that repair round (see tree_digest)
     fingerprints: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)   # the latest run of each check
+    reviews: int = 0                           # review rounds started (a reviewer asked for changes)
+    review_phase: str | None = None            # 'fixing' (the reviewed task's thread) or 'reviewing' again
+    fix_cumulative: dict[str, int] | None = None   # the reviewed task's thread usage, as last reported
+    fixes: list[dict[str, Any]] = field(default_factory=list)    # one commit per review round
 
     @staticmethod
     def load(task_dir: Path, digest: str) -> Rounds | None:

@@ -26,6 +26,7 @@ from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
 from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed, fail
+from orch.steps.review import run_review_rounds
 from orch.steps.rounds import Rounds, repair_prompt, tree_digest
 from orch.steps.worktree import worktree_lock
 
@@ -112,6 +113,8 @@ def _run_and_commit(work: _Work) -> None:
     else:   # a kill interrupted this execution's rounds: go on where it stood, keeping the worker's edits
         state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
     _verify(work, rounds)
+    run_review_rounds(work, rounds, lambda result: _accept(work, result),
+                      lambda prompt, resume: _call_worker(work, prompt, resume))
     _commit_verified(work, rounds)
 
 
@@ -260,7 +263,8 @@ def _commit_verified(work: _Work, rounds: Rounds) -> None:
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
     pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': rounds.answer,
                'worker': {'usage': rounds.usage, 'thread_id': rounds.thread_id}, 'checks': rounds.checks,
-               'repair_rounds': rounds.repairs, 'started_at': rounds.started_at}
+               'repair_rounds': rounds.repairs, 'review_rounds': rounds.reviews, 'fixes': rounds.fixes,
+               'started_at': rounds.started_at}
     atomic.write_json(task_dir / 'pending.json', pending)
     Rounds.clear(task_dir)
     crash_point('after-pending', task.id)
@@ -329,13 +333,13 @@ def _commit(work: _Work, exec_id: str, answer: Any) -> str | None:
     paths = work.session.scheduler.commit_scope(task, workdir, answer)
     if paths is not None:   # a scoped commit must still take the task's own decisions entry
         paths.append(rt.config.decisions_file)
-    author = _author(rt.config.git.author)
+    author = author_of(rt.config.git.author)
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': task.id, 'Orch-Role': task.role, 'Orch-Exec': exec_id}
     message = f'{task.id}: {" ".join(task.title.split())}'   # a title with line breaks stays the subject
     return git.commit(workdir, message=message, trailers=trailers, paths=paths, author=author)
 
 
-def _author(text: str | None) -> tuple[str, str] | None:
+def author_of(text: str | None) -> tuple[str, str] | None:
     if not text:
         return None
     name, _, email = text.partition(' <')
@@ -355,6 +359,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
         'duration': round(now - pending['started_at'], 3), 'inputs_digest': pending['inputs_digest'],
         'exec_id': pending['exec_id'], 'run_id': rt.run.run_id,
         'checks': pending.get('checks') or [], 'repair_rounds': pending.get('repair_rounds', 0),
+        'review_rounds': pending.get('review_rounds', 0), 'fixes': pending.get('fixes') or [],
     }
     crash_point('before-result', task.id)
     atomic.write_json(work.result_path, result)

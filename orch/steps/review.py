@@ -1,0 +1,176 @@
+"""Reviewer rounds: a reviewer's `request_changes` goes back to the work it reviewed.
+
+The Codex thread of the reviewed task is resumed with the findings, in the reviewer's worktree (which
+holds that work); its fix must validate against its own role's schema and pass its own checks, and is
+committed as a commit of the reviewed task (trailers name the reviewer and the round). Then the reviewer's
+thread looks again. At most `review_rounds` rounds; a reviewer still asking for changes after them leaves
+its task failed, `changes requested`, with the findings in the report. Which task gets the findings: the
+first task the reviewer depends on whose role is `implementer`, else its first dependency that is not a
+reviewer (documented in the README).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+from orch.adapters import git
+from orch.adapters.worker import WorkerResult, run_worker
+from orch.core.plan import Plan, Task
+from orch.core.validate import schema_errors
+from orch.runstate import state
+from orch.steps.commands import command_env, run_command
+from orch.steps.failure import Failed
+from orch.steps.rounds import Rounds
+
+if TYPE_CHECKING:
+    from orch.steps.work import _Work
+
+
+def requests_changes(answer: Any) -> bool:
+    return isinstance(answer, dict) and answer.get('verdict') == 'request_changes'
+
+
+def reviewed_task(plan: Plan, reviewer: Task) -> Task | None:
+    deps = [plan.by_id[d] for d in reviewer.depends_on]
+    return next((t for t in deps if t.role == 'implementer'), None) or \
+        next((t for t in deps if t.role != 'reviewer'), None)
+
+
+def run_review_rounds(work: _Work, rounds: Rounds, accept: Any, call: Any) -> None:
+    """Until the reviewer approves, or the rounds are spent. `accept(result)` checks a reviewer answer (as
+    for the first one), `call(prompt, resume)` runs the reviewer's worker."""
+    rt, task = work.rt, work.task
+    limit = rt.role(task.role).review_rounds
+    target = reviewed_task(rt.plan, task)
+    while requests_changes(rounds.answer):
+        if rounds.review_phase is None:
+            if target is None or rounds.reviews >= limit:
+                raise _changes_requested(work, rounds, target, limit)
+            rounds.reviews += 1
+            rounds.review_phase = 'fixing'
+            rounds.save(work.task_dir)
+        assert target is not None
+        if rounds.review_phase == 'fixing':
+            _fix(work, rounds, target, limit)
+            rounds.review_phase = 'reviewing'
+            rounds.save(work.task_dir)
+        state.update_state(work.task_dir, round=f'review {rounds.reviews} of {limit}')
+        result = call(_review_again_prompt(rounds, limit), rounds)
+        rounds.add_usage(result.usage)
+        rounds.save(work.task_dir)
+        rounds.answer = accept(result)
+        rounds.thread_id = result.thread_id or rounds.thread_id
+        rounds.cumulative = result.usage_cumulative or rounds.cumulative
+        rounds.review_phase = None
+        rounds.save(work.task_dir)
+
+
+def _fix(work: _Work, rounds: Rounds, target: Task, limit: int) -> None:
+    """The reviewed task's thread, resumed with the findings; its fix checked and committed on its own."""
+    rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
+    round_no = rounds.reviews
+    exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/review-{round_no}'
+    if git.find_commit_by_trailer(workdir, 'Orch-Exec', exec_id, since=rt.run.base_commit) is None:
+        state.update_state(task_dir, round=f'review {round_no} of {limit}: {target.id} fixes')
+        answer = _fixed_answer(work, rounds, target, round_no, limit)
+        _check_fix(work, rounds, target, round_no)
+        sha = _commit_fix(work, target, exec_id, round_no)
+    else:   # committed before a kill: not paid or committed again
+        sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', exec_id, since=rt.run.base_commit)
+        answer = None
+    rounds.fixes.append({'round': round_no, 'task': target.id, 'commit': sha,
+                         'files': git.commit_files(workdir, sha) if sha else [],
+                         'summary': answer.get('summary') if isinstance(answer, dict) else None})
+
+
+def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limit: int) -> Any:
+    from orch.steps.work import worker_spec   # the work step builds the spec; review is one of its phases
+    rt = work.rt
+    target_result = state.read_result(rt.task_dir(target.id)) or {}
+    thread = target_result.get('thread_id')
+    if not thread:
+        raise _fail(work, rounds, f'changes requested, but {target.id} has no Codex thread to resume')
+    role = rt.role(target.role)
+    schema = rt.schema(role.schema_file)
+    spec = dataclasses.replace(worker_spec(work), sandbox=role.sandbox, model=role.model or None,
+                               schema_path=rt.path(role.schema_file).resolve())
+    result: WorkerResult = run_worker(
+        spec, _findings_prompt(rounds.answer, work.task, round_no, limit), work.task_dir,
+        lambda answer: schema_errors(answer, schema), on_event=work.session.on_worker_event(work.task.id),
+        cancel=work.session.cancel, resume_thread=thread,
+        prev_cumulative=rounds.fix_cumulative or target_result.get('usage'))
+    work.session.budget.add(result.usage)
+    rounds.add_usage(result.usage)
+    rounds.fix_cumulative = result.usage_cumulative or rounds.fix_cumulative
+    rounds.save(work.task_dir)
+    if result.outcome == 'interrupted':
+        state.update_state(work.task_dir, status='pending', reason='interrupted; resume to run it again')
+        raise Failed('interrupted')
+    if not result.ok:
+        raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} failed: '
+                                  f'{result.outcome}: {result.error}')
+    return result.answer
+
+
+def _check_fix(work: _Work, rounds: Rounds, target: Task, round_no: int) -> None:
+    rt = work.rt
+    checks = (*rt.role(target.role).checks, *target.checks)
+    env = command_env(rt, work.task.id)
+    for i, command in enumerate(checks, 1):
+        log = work.task_dir / 'checks' / f'review-{round_no}' / f'check-{i}.log'
+        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log,
+                          timeout=rt.role(target.role).check_timeout, cancel=work.session.cancel)
+        if not run.passed:
+            rounds.checks = [run.to_dict()]
+            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its checks: '
+                                      f'{run.command} ({run.why})')
+
+
+def _commit_fix(work: _Work, target: Task, exec_id: str, round_no: int) -> str | None:
+    from orch.steps.work import author_of
+    rt = work.rt
+    trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': target.id, 'Orch-Role': target.role, 'Orch-Exec': exec_id,
+                'Orch-Review': f'{work.task.id} round {round_no}'}
+    message = f'{target.id}: {" ".join(target.title.split())} (review round {round_no} by {work.task.id})'
+    with work.session.scheduler.commit_lock:
+        return git.commit(work.workdir, message=message, trailers=trailers, author=author_of(rt.config.git.author))
+
+
+def _findings_prompt(answer: Any, reviewer: Task, round_no: int, limit: int) -> str:
+    findings = answer.get('findings') if isinstance(answer, dict) else None
+    lines = [f'- [{f.get("severity", "?")}] {f.get("file", "")}: {f.get("message", "")}'
+             for f in findings or [] if isinstance(f, dict)] or ['- (the reviewer listed no findings)']
+    summary = answer.get('summary', '') if isinstance(answer, dict) else ''
+    return (f'Your work was reviewed by task {reviewer.id}, which requests changes (review round {round_no} of '
+            f'{limit}). Its summary: {summary}\n\nIts findings:\n' + '\n'.join(lines) + '\n\n'
+            'Your work is in the worktree: change it to resolve the findings (only what they ask for). '
+            'Then reply with ONLY a JSON object that matches the output schema, describing what you changed.\n')
+
+
+def _review_again_prompt(rounds: Rounds, limit: int) -> str:
+    fix = rounds.fixes[-1] if rounds.fixes else {}
+    files = ', '.join(fix.get('files') or []) or '(no files)'
+    commit = (fix.get('commit') or '')[:12] or '(no commit: nothing changed)'
+    return (f'The reviewed work was changed in response to your findings (review round {rounds.reviews} of '
+            f'{limit}): commit {commit}, files: {files}. Review the worktree as it is now. Answer with verdict '
+            '`approve` when your findings are resolved, or `request_changes` with the findings that remain. '
+            'Reply with ONLY a JSON object that matches the output schema.\n')
+
+
+def _changes_requested(work: _Work, rounds: Rounds, target: Task | None, limit: int) -> Failed:
+    findings = rounds.answer.get('findings') if isinstance(rounds.answer, dict) else None
+    count = len(findings or [])
+    why = (f'after {rounds.reviews} review round{"s" if rounds.reviews != 1 else ""}' if target is not None
+           else 'no task to send them to')
+    return _fail(work, rounds, f'changes requested: {count} finding{"s" if count != 1 else ""} {why}',
+                 outcome='changes-requested')
+
+
+def _fail(work: _Work, rounds: Rounds, reason: str, outcome: str = 'review-failed') -> Failed:
+    state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
+                       outcome=outcome, usage=rounds.usage, answer=rounds.answer, checks=rounds.checks,
+                       review_rounds=rounds.reviews, fixes=rounds.fixes,
+                       attempts=state.attempt_count(work.task_dir))
+    Rounds.clear(work.task_dir)
+    return Failed(reason)
