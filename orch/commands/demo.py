@@ -9,10 +9,13 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from orch import output
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
@@ -25,22 +28,30 @@ Provide `greet(name)` in `src/greet.py` returning `"Hello, <name>!"`, with a tes
 `tests/test_greet.py`, and have the change reviewed.
 """
 
+BUGGY = 'def greet(name: str) -> str:\n    return f"Hello {name}"\n'
 GREET = 'def greet(name: str) -> str:\n    return f"Hello, {name}!"\n'
+STRIPPED = 'def greet(name: str) -> str:\n    return f"Hello, {name.strip()}!"\n'
 TEST = 'from src.greet import greet\n\n\ndef test_greet():\n    assert greet("Ada") == "Hello, Ada!"\n'
 
 
-def demo_plan() -> dict:
-    # The [[standin: ...]] lines script the local model stand-in; a real model ignores nothing
-    # of the rest, so the same plan is a fair example of a real one.
+def demo_plan(python: str = sys.executable) -> dict[str, Any]:
+    """The example plan. The [[standin: ...]] lines script the local model stand-in (a real model would
+    just read them as part of the description): T1's first version is wrong, so its check fails and a
+    repair round fixes it; the reviewer asks for one change, which goes back to T1's thread."""
+    check = f'{shlex.quote(python)} -c "from src.greet import greet; r = greet(\'Ada\'); assert r == \'Hello, Ada!\', r"'
     return {'version': 1, 'title': 'Greeting library', 'tasks': [
         {'id': 'T1', 'role': 'implementer', 'title': 'Add greet()', 'paths': ['src/greet.py'],
-         'description': f'Create src/greet.py with greet(name).\n[[standin: write src/greet.py]]\n```\n{GREET}```\n',
-         'acceptance': ['greet("Ada") == "Hello, Ada!"']},
+         'description': ('Create src/greet.py with greet(name).\n'
+                         f'[[standin: write src/greet.py]]\n```\n{BUGGY}```\n'
+                         f'[[standin: write-at 2 src/greet.py]]\n```\n{GREET}```\n'
+                         f'[[standin: write-at 3 src/greet.py]]\n```\n{STRIPPED}```\n'),
+         'acceptance': ['greet("Ada") == "Hello, Ada!"'], 'checks': [check]},
         {'id': 'T2', 'role': 'tester', 'title': 'Test greet()', 'depends_on': ['T1'],
          'paths': ['tests/test_greet.py'],
          'description': f'Add a pytest test.\n[[standin: write tests/test_greet.py]]\n```\n{TEST}```\n'},
-        {'id': 'T3', 'role': 'reviewer', 'title': 'Review the change', 'depends_on': ['T2'],
-         'description': 'Review src/greet.py and its test against the spec.'},
+        {'id': 'T3', 'role': 'reviewer', 'title': 'Review the change', 'depends_on': ['T1', 'T2'],
+         'description': ('Review src/greet.py and its test against the spec.\n'
+                         '[[standin: review-once greet() should strip whitespace around the name]]\n')},
     ]}
 
 
@@ -116,6 +127,10 @@ def _show(repo: Path) -> None:
     output.write_line('\n== results (tasks/<id>/result.json):')
     for tid in ('T1', 'T2', 'T3'):
         result = json.loads((repo / '.orchestrator' / 'runs' / 'demo' / 'tasks' / tid / 'result.json').read_text())
-        output.write_line(f'  {tid} {result["role"]:<11} {result["answer"]["status"]}: {result["answer"]["summary"]}')
+        rounds = [f'{n} {kind} round{"s" if n != 1 else ""}' for kind, n in
+                  (('repair', result.get('repair_rounds', 0)), ('review', result.get('review_rounds', 0))) if n]
+        shown = f' ({", ".join(rounds)})' if rounds else ''
+        output.write_line(f'  {tid} {result["role"]:<11} {result["answer"]["status"]}{shown}: '
+                          f'{result["answer"]["summary"]}')
     output.write_line('\n== report.md:')
     output.write(Path(repo / '.orchestrator' / 'runs' / 'demo' / 'report.md').read_text())

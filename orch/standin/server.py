@@ -17,6 +17,10 @@ prompt carries directives, one per `[[standin: NAME ARGS]]` marker, anywhere in 
                                (files_changed lists the written paths)
     prose-first                answer prose while the thread has one prompt, the schema document
                                once a later prompt (a resume reminder) follows
+    write-at <n> <rel/path>    followed by a fenced block: like write, but only for the thread's n-th
+                               prompt (e.g. 2: the fix a repair round asks for)
+    review-once <message>      while the thread has one prompt, answer the schema document with
+                               verdict request_changes and this finding; later prompts approve
     http500-once               the first POST of the thread gets HTTP 500, later ones succeed
     http500-always             every POST gets HTTP 500
     quota                      HTTP 429 insufficient_quota
@@ -141,7 +145,7 @@ def parse_directives(text: str) -> list[Directive]:
             continue
         name, _, args = inner.partition(' ')
         name = name.strip().lower()
-        block = _fenced_block_after(text, close + 2) if name == 'write' else None
+        block = _fenced_block_after(text, close + 2) if name in ('write', 'write-at') else None
         found.append(Directive(name=name, args=args.strip(), block=block))
     return found
 
@@ -187,6 +191,7 @@ class RequestView:
     schema: object  # body.text.format.schema, or None
     edits_since_directives: bool  # a stand-in edit call already follows the directive prompt
     edited_paths: list[str] = field(default_factory=list)  # written by the stand-in in this thread
+    edits_since_last_prompt: bool = False  # a stand-in edit call follows the thread's last prompt
 
     @property
     def last_prompt(self) -> str:
@@ -257,6 +262,7 @@ def view_request(body: Mapping[str, Any], headers: Mapping[str, str] | None = No
         schema=_schema_of(body),
         edits_since_directives=any(i > source_index for i, _ in own_calls) and source_index >= 0,
         edited_paths=list(dict.fromkeys(p for _, it in own_calls for p in _patched_paths(it))),
+        edits_since_last_prompt=bool(prompts) and any(i > prompts[-1][0] for i, _ in own_calls),
     )
 
 
@@ -342,12 +348,27 @@ def _edit_call_item(view: RequestView, writes: Sequence[tuple[str, str]],
             'arguments': json.dumps({'cmd': cmd})}
 
 
-def _writes_of(view: RequestView) -> list[tuple[str, str]]:
+def _edits_for(view: RequestView) -> list[tuple[str, str]]:
+    """The edits this request should make: the thread's n-th prompt's `write-at n`, else (once) `write`."""
+    if view.follow_up:
+        return []
+    numbered = [d for d in view.directives if d.name == 'write-at']
+    if numbered:
+        if view.edits_since_last_prompt:
+            return []
+        at = [d for d in numbered if d.args.split(None, 1)[0] == str(len(view.prompts))]
+        if at:
+            return _writes_of([dataclasses.replace(d, args=d.args.split(None, 1)[1] if ' ' in d.args else '')
+                               for d in at])
+    if view.edits_since_directives:
+        return []
+    return _writes_of([d for d in view.directives if d.name == 'write'])
+
+
+def _writes_of(directives: list[Directive]) -> list[tuple[str, str]]:
     """(path, content) for each write directive; raises ValueError on an unusable one."""
     writes: list[tuple[str, str]] = []
-    for d in view.directives:
-        if d.name != 'write':
-            continue
+    for d in directives:
         path = d.args.strip()
         if not path or path.startswith('/') or any(c in path for c in '\r\n\t'):
             raise ValueError(f'write directive needs a relative path, got {d.args!r}')
@@ -365,7 +386,14 @@ def _answer_text(view: RequestView) -> str:
         return PROSE_ANSWER
     if view.schema is None:
         return json.dumps(FALLBACK_DOCUMENT)
-    return json.dumps(build_document(view.schema, files_changed=view.edited_paths))
+    document = build_document(view.schema, files_changed=view.edited_paths)
+    review = view.first('review-once')
+    if review is not None and isinstance(document, dict) and 'verdict' in document:
+        first = len(view.prompts) <= 1
+        document['verdict'] = 'request_changes' if first else 'approve'
+        if 'findings' in document:
+            document['findings'] = [{'severity': 'major', 'file': '', 'message': review.args.strip()}] if first else []
+    return json.dumps(document)
 
 
 def _usage_of(view: RequestView) -> Usage:
@@ -455,7 +483,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             record['action'] = 'shutdown'
             raise _Drop
         self._maybe_fail(view, record)
-        writes = [] if view.follow_up or view.edits_since_directives else _writes_of(view)
+        writes = _edits_for(view)
         if writes:
             items = [_edit_call_item(view, writes, len(body['input']))]
             record['action'] = 'tool-call'
