@@ -32,7 +32,8 @@ def status_document(repo: Path, run_id: str) -> dict[str, Any]:
 
 
 def render_table(doc: dict) -> str:
-    rows = [[t['id'], t['role'], t['status'], t['attempts'], (t['reason'] or '')[:100]] for t in doc['tasks']]
+    rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else ''), t['attempts'],
+             (t['reason'] or '')[:100]] for t in doc['tasks']]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
     return head + '\n' + tabulate(rows, headers=['task', 'role', 'status', 'attempts', 'reason'], tablefmt='simple')
 
