@@ -113,7 +113,7 @@ def test_a_repair_that_changes_nothing_or_fails_the_same_way_stops_early(
 def test_config_checks_for_every_task_and_per_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: Any) -> None:
     host = make(tmp_path, monkeypatch, capsys, {'tasks': {'T1': [edit('fixed\n')]}}, plan(checks=[]),
-                config={'  sandbox: workspace-write\n': '  sandbox: workspace-write\n  checks: ["test -f src/x.py"]\n',
+                config={'  checks: []  ': '  checks: ["test -f src/x.py"]  ',
                         '  implementer: {}': '  implementer: {checks: ["echo role-check > role.txt"]}'})
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert rc == 0, out + err
