@@ -29,6 +29,7 @@ class TaskEntry(TypedDict):
     paths: list[str]
     acceptance: list[str]
     checks: NotRequired[list[str]]   # only when the plan gives some: older task.json files stay as they were
+    control_files: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Task:
     paths: tuple[str, ...] = ()
     acceptance: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()     # shell commands that must pass before the task's commit
+    control_files: bool = False      # it may change codex-orch's control files (.orchestrator/, dodo.py, ...)
 
     def entry(self) -> TaskEntry:
         """The task as written to task.json: what makes it stale when it changes."""
@@ -49,6 +51,8 @@ class Task:
                             'acceptance': list(self.acceptance)}
         if self.checks:
             entry['checks'] = list(self.checks)
+        if self.control_files:
+            entry['control_files'] = True
         return entry
 
 
@@ -114,7 +118,8 @@ def load_plan(path: Path, plan_schema: dict[str, Any], roles: set[str], *, schem
 def plan_from_data(data: dict[str, Any], *, digest: str | None = None, schema_key: str = '') -> Plan:
     tasks = tuple(Task(id=t['id'], role=t['role'], title=t['title'], description=t['description'],
                        depends_on=tuple(t.get('depends_on', ())), paths=tuple(t.get('paths', ())),
-                       acceptance=tuple(t.get('acceptance', ())), checks=tuple(t.get('checks', ())))
+                       acceptance=tuple(t.get('acceptance', ())), checks=tuple(t.get('checks', ())),
+                       control_files=bool(t.get('control_files', False)))
                   for t in data['tasks'])
     return Plan(title=data.get('title', ''), tasks=tasks, digest=digest or _digest(data), schema_key=schema_key)
 

@@ -26,6 +26,7 @@ from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
 from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed, fail
+from orch.steps.guard import EscapesWorktree, inside, touched_control_files
 from orch.steps.review import run_review_rounds
 from orch.steps.rounds import Rounds, repair_prompt, tree_digest
 from orch.steps.worktree import worktree_lock
@@ -257,8 +258,24 @@ def _checks_failed(work: _Work, rounds: Rounds, failed: CommandRun, why: str) ->
     return Failed(reason)
 
 
+def _refuse_control_changes(work: _Work, rounds: Rounds) -> None:
+    """A worker's edits to codex-orch's own control files fail its task, unless the plan task opts in."""
+    if work.task.control_files:
+        return
+    touched = touched_control_files(git.changed_paths(work.workdir), work.rt.config)
+    if touched:
+        reason = (f'the worker changed codex-orch control files: {", ".join(touched)}; nothing was committed '
+                  '(they decide what later runs execute; a plan task may change them only with '
+                  '"control_files": true)')
+        state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
+                           outcome='control-files', usage=rounds.usage, answer=rounds.answer)
+        Rounds.clear(work.task_dir)
+        raise Failed(reason)
+
+
 def _commit_verified(work: _Work, rounds: Rounds) -> None:
     rt, task, task_dir = work.rt, work.task, work.task_dir
+    _refuse_control_changes(work, rounds)
     attempts = state.attempt_count(task_dir)
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
     pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': rounds.answer,
@@ -324,7 +341,11 @@ def _record_and_commit(work: _Work, exec_id: str, answer: Any) -> str | None:
 def _record_decisions(rt: RunInputs, task: Task, answer: Any, workdir: Path) -> None:
     items = answer.get('decisions') if isinstance(answer, dict) else None
     if isinstance(items, list):
-        decisions.upsert(workdir / rt.config.decisions_file, rt.run.run_id, task.id, task.role, task.title,
+        try:
+            path = inside(workdir, rt.config.decisions_file)
+        except EscapesWorktree as exc:
+            raise fail(rt.task_dir(task.id), f'cannot record the decisions: {exc}') from None
+        decisions.upsert(path, rt.run.run_id, task.id, task.role, task.title,
                          [i for i in items if isinstance(i, dict)])
 
 

@@ -1,0 +1,43 @@
+"""What a worker may not do to codex-orch through its worktree: change the control files (they decide what
+later runs execute, unsandboxed), or plant symlinks that make codex-orch read or write outside it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+from orch.core.config import Config
+
+# Files whose content codex-orch executes or obeys: its config, rules, schemas and prompts, the
+# dodo.py that plain doit imports, and the scripts it starts as services.
+CONTROL_FILES = ('.orchestrator/', 'dodo.py', 'scripts/start_codex_mem.sh')
+
+
+def control_files(config: Config) -> tuple[str, ...]:
+    """The control files (a trailing / is a whole directory), with the scripts of configured services."""
+    scripts = [arg for svc in config.services for arg in svc.command
+               if not arg.startswith('-') and '/' in arg and not os.path.isabs(arg) and '..' not in arg.split('/')]
+    return tuple(dict.fromkeys([*CONTROL_FILES, *scripts]))
+
+
+def touched_control_files(changed: list[str], config: Config) -> list[str]:
+    patterns = control_files(config)
+    return [path for path in changed
+            if any(path.startswith(p) if p.endswith('/') else path == p for p in patterns)]
+
+
+class EscapesWorktree(Exception):
+    """A path inside the worktree goes through a symlink (it could lead anywhere)."""
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing any component that is a symlink, so codex-orch never follows one that a
+    worker planted out of its worktree (nor reads a symlinked file's target into a commit)."""
+    path = root
+    for part in PurePosixPath(relative).parts:
+        if part in ('..', '/'):
+            raise EscapesWorktree(f'{relative}: must stay inside the worktree')
+        path = path / part
+        if path.is_symlink():
+            raise EscapesWorktree(f'{path.relative_to(root).as_posix()} is a symlink (to {os.readlink(path)}); '
+                                  'codex-orch does not follow symlinks in a worktree')
+    return path

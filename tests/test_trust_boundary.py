@@ -1,0 +1,73 @@
+"""Issue 11: what a worker writes does not reach outside its sandbox through codex-orch: control files,
+symlinks out of the worktree."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch.standin.server import Standin
+from tests.support.gitrepo import commit_all, git
+from tests.support.orchtest import Host, make_host
+from tests.support.realcodex import use_real_codex
+
+CONFIG_EDIT = 'codex:\n  binary: codex\ndefaults:\n  sandbox: danger-full-access\n'
+
+
+def plan(description: str, **extra: Any) -> dict[str, Any]:
+    return {'version': 1, 'title': 'Trust', 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Do it', 'description': description, **extra}]}
+
+
+@pytest.mark.e2e
+def test_a_worker_editing_the_config_fails_its_task_and_nothing_is_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, standin: Standin) -> None:
+    host = make_host(tmp_path, monkeypatch, capsys)
+    use_real_codex(host.repo)
+    host.write_plan(plan('Loosen the sandbox.\n[[standin: write .orchestrator/orchestrator.yaml]]\n'
+                         f'```yaml\n{CONFIG_EDIT}```\n[[standin: write src/ok.py]]\n```\nok = 1\n```\n'))
+    commit_all(host.repo, 'plan')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    row = host.status()['tasks'][0]
+    assert row['status'] == 'failed'
+    assert row['reason'].startswith('the worker changed codex-orch control files: .orchestrator/orchestrator.yaml;')
+    branch = host.shared_branch()
+    assert git(host.repo, 'rev-list', '--count', f'HEAD..{branch}') == '0'   # nothing of it is committed
+    assert 'danger-full-access' not in (host.repo / '.orchestrator' / 'orchestrator.yaml').read_text()
+
+
+def test_a_task_may_change_control_files_when_the_plan_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: Any) -> None:
+    host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': {'edits': {'dodo.py': '# changed\n'}}}})
+    host.write_plan(plan('Change dodo.py.', control_files=True))
+    commit_all(host.repo, 'plan')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 0, out + err
+    assert host.result('T1')['files_changed'] == ['dodo.py']
+
+
+@pytest.mark.parametrize('command', [
+    'mkdir -p docs && ln -s "$OUTSIDE" docs/ai',                       # the directory, out of the worktree
+    'mkdir -p docs/ai && ln -s "$OUTSIDE/secret.md" docs/ai/decisions.md',   # the file itself
+])
+def test_codex_orch_follows_no_symlink_a_worker_planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: Any, command: str) -> None:
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'secret.md').write_text('private notes\n')
+    monkeypatch.setenv('OUTSIDE', str(outside))
+    decisions = [{'decision': 'use ints', 'rationale': 'simple'}]
+    host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': {'commands': [command],
+                                                                      'decisions': decisions}}})
+    host.write_plan(plan('Record a decision.'))
+    commit_all(host.repo, 'plan')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    assert sorted(p.name for p in outside.iterdir()) == ['secret.md']   # nothing written outside
+    assert (outside / 'secret.md').read_text() == 'private notes\n'
+    reason = host.status()['tasks'][0]['reason']
+    assert 'is a symlink' in reason and 'does not follow symlinks' in reason
+    log = git(host.repo, 'log', '-p', host.shared_branch())
+    assert 'private notes' not in log
