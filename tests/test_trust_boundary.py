@@ -71,3 +71,46 @@ def test_codex_orch_follows_no_symlink_a_worker_planted(tmp_path: Path, monkeypa
     assert 'is a symlink' in reason and 'does not follow symlinks' in reason
     log = git(host.repo, 'log', '-p', host.shared_branch())
     assert 'private notes' not in log
+
+
+def _parallel_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, script: dict[str, Any]) -> Host:
+    host = make_host(tmp_path, monkeypatch, capsys, script)
+    host.write_plan({'version': 1, 'title': 'Parallel', 'tasks': [
+        {'id': 'A', 'role': 'implementer', 'title': 'A', 'description': 'a', 'paths': ['a/*']},
+        {'id': 'B', 'role': 'implementer', 'title': 'B', 'description': 'b', 'paths': ['b/*']}]})
+    commit_all(host.repo, 'plan')
+    return host
+
+
+def _files(host: Host, tid: str) -> list[str]:
+    return git(host.repo, 'show', '--format=', '--name-only', host.result(tid)['commit']).splitlines()
+
+
+def test_an_edit_outside_the_task_paths_is_committed_with_a_warning(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: Any) -> None:
+    answer = {'status': 'done', 'summary': 'A', 'files_changed': ['a/one.txt', 'notes/stray.txt'],
+              'decisions': [], 'follow_ups': []}
+    host = _parallel_host(tmp_path, monkeypatch, capsys, {'tasks': {
+        'A': {'edits': {'a/one.txt': 'A\n', 'notes/stray.txt': 'A wrote this too\n'}, 'answer': answer, 'sleep': 1},
+        'B': {'edits': {'b/two.txt': 'B\n'}, 'sleep': 0.5}}})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+    assert rc == 0, out + err
+    assert _files(host, 'A') == ['a/one.txt', 'notes/stray.txt'] and _files(host, 'B') == ['b/two.txt']
+    warning = 'changed files outside its paths, committed with it: notes/stray.txt'
+    assert f'warning: A {warning}' in err
+    assert any(warning in w for w in host.result('A')['warnings'])
+    assert warning in (host.run_dir() / 'report.md').read_text()
+
+
+def test_an_answer_claiming_a_running_task_s_file_fails_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: Any) -> None:
+    claims = {'status': 'done', 'summary': 'A', 'files_changed': ['a/one.txt', 'b/two.txt'], 'decisions': [],
+              'follow_ups': []}
+    host = _parallel_host(tmp_path, monkeypatch, capsys, {'tasks': {
+        'A': {'edits': {'a/one.txt': 'A\n', 'b/two.txt': 'A was here\n'}, 'answer': claims, 'sleep': 0.5},
+        'B': {'edits': {'b/other.txt': 'B\n'}, 'sleep': 3}}})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2', '--continue')
+    assert rc == 1, out + err
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['A']['status'] == 'failed' and 'claims b/two.txt, inside the paths of a task' in rows['A']['reason']

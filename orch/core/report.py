@@ -71,6 +71,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
             if evidence:
                 out += ['', '  ```', *(f'  {line}' for line in evidence.splitlines()), '  ```']
         out.append('')
+    warned = [t for t in summary['tasks'] if t.get('warnings')]
+    if warned:
+        out += ['## Warnings', '']
+        out += [f'- **{t["id"]}**: {_cell(w, 500)}' for t in warned for w in t['warnings']]
+        out.append('')
     verified = [t for t in summary['tasks'] if t.get('checks') or t.get('gates')]
     if verified:
         out += ['## Checks and gates', '']

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import threading
+from dataclasses import dataclass, field
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,18 +107,13 @@ class Scheduler:
         return [f':(literal){path}' for path in git.changed_paths(workdir)
                 if any(glob_match(g, path) for g in globs) and not any(glob_match(x, path) for x in shared)]
 
-    def commit_scope(self, task: Task, workdir: Path, answer: Any) -> list[str] | None:
-        """Files this task's commit takes: all changes, or in a shared parallel run only its own.
-
-        Its own: changed files matching its `paths` or listed in the answer's `files_changed`, less
-        those that belong to another task running now (inside that task's checked globs, or under
-        an allowed/ignored glob both declare, unless this task's answer claims the file).
-        """
+    def commit_scope(self, task: Task, workdir: Path, answer: Any) -> CommitScope:
+        """Files this task's commit takes: all changes, or in a shared worktree its own (see commit_paths)."""
         if self.per_task:
-            return None
+            return CommitScope(None)
         others = self._others(task)
         if not task.paths and not others:
-            return None   # a task without paths runs alone: everything changed is its work
+            return CommitScope(None)   # a task without paths runs alone: everything changed is its work
         claimed = set(answer.get('files_changed') or []) if isinstance(answer, dict) else set()
         return commit_paths(git.changed_paths(workdir), tuple(task.paths), claimed, others,
                             shared=(*self.ignore, *self.allow))
@@ -126,17 +122,42 @@ class Scheduler:
 Running = list[tuple[tuple[str, ...] | None, tuple[str, ...]]]   # (checked globs, declared paths) per task
 
 
+@dataclass(frozen=True)
+class CommitScope:
+    paths: list[str] | None                               # None: every change
+    strays: list[str] = field(default_factory=list)       # outside the task's paths, no running task's: taken
+    collisions: list[str] = field(default_factory=list)   # its answer claims them, inside a running task's paths
+
+
 def commit_paths(changed: list[str], own: tuple[str, ...], claimed: set[str], others: Running, *,
-                 shared: tuple[str, ...]) -> list[str]:
-    """Pure: which changed files a task's commit takes while `others` run (see Scheduler.commit_scope)."""
-    mine = []
+                 shared: tuple[str, ...]) -> CommitScope:
+    """Pure: which changed files a task's commit takes while `others` run.
+
+    Its own: changed files matching its `paths` or listed in its answer's `files_changed`. A file inside
+    another running task's paths is that task's; if this task's answer claims it, the two collide (the task
+    fails, naming it). A file no one's paths cover is committed with the task that claims it, or with the
+    task that commits when no other runs, and reported as a stray: no edit is ever silently dropped. Files
+    under an allowed/ignored glob that a running task also declares are left to it unless this task claims
+    them.
+    """
+    mine: list[str] = []
+    strays: list[str] = []
+    collisions: list[str] = []
     for path in changed:
-        if path not in claimed and not any(glob_match(p, path) for p in own):
-            continue
         if any(glob_match(g, path) for globs, _ in others for g in globs or ()):
+            if path in claimed:
+                collisions.append(path)
             continue
         if path not in claimed and any(glob_match(x, path) for x in shared) \
                 and any(glob_match(p, path) for _, paths in others for p in paths):
-            continue
-        mine.append(path)
-    return mine
+            continue   # under an allowed/ignored glob another running task declares: its, unless claimed
+        if path not in claimed and any(glob_match(p, path) for _, paths in others for p in paths):
+            continue   # inside another running task's declared paths: its
+        if any(glob_match(p, path) for p in own):
+            mine.append(path)
+        elif path in claimed or not others:
+            # Outside its paths: taken when its answer claims it, or when no other task could have made it.
+            mine.append(path)
+            strays.append(path)
+        # else: a running task may claim it when it commits; the last one to commit takes what is left
+    return CommitScope(mine, strays, collisions)

@@ -53,6 +53,7 @@ def task_rows(rt: RunInputs, stale: set[str] | None = None) -> list[dict[str, An
             'repair_rounds': (result or {}).get('repair_rounds') or st.get('repair_rounds') or 0,
             'gates': gates,
             'review_rounds': (result or {}).get('review_rounds') or st.get('review_rounds') or 0,
+            'warnings': (result or {}).get('warnings') or st.get('warnings') or [],
             'fixes': (result or {}).get('fixes') or st.get('fixes') or [],
             'findings': answer.get('findings') if isinstance(answer, dict) and
             answer.get('verdict') == 'request_changes' else None,

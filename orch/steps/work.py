@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orch import output
 from orch.adapters import git
 from orch.adapters.codex_bin import find_codex
 from orch.adapters.worker import WorkerResult, WorkerSpec, kill_stale_attempts, run_worker
@@ -124,7 +125,7 @@ def _first_answer(work: _Work) -> Rounds:
     started = time.time()
     note = rerun_note(state.read_state(task_dir), state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
-                       pid=os.getpid(), round=None, checks=None, gates=None)
+                       pid=os.getpid(), round=None, checks=None, gates=None, warnings=None)
     _ensure_workdir(work)
     # Leftovers of a killed or failed attempt must not be committed as this task's work.
     git.discard_changes(work.workdir, session.scheduler.discard_scope(task, work.workdir))
@@ -351,9 +352,19 @@ def _record_decisions(rt: RunInputs, task: Task, answer: Any, workdir: Path) -> 
 
 def _commit(work: _Work, exec_id: str, answer: Any) -> str | None:
     rt, task, workdir = work.rt, work.task, work.workdir
-    paths = work.session.scheduler.commit_scope(task, workdir, answer)
+    scope = work.session.scheduler.commit_scope(task, workdir, answer)
+    if scope.collisions:
+        raise fail(work.task_dir, f'its answer claims {", ".join(scope.collisions)}, inside the paths of a task '
+                                  'running beside it in the shared worktree; declare paths that do not overlap, '
+                                  'or run with -j 1')
+    if scope.strays:
+        warning = (f'changed files outside its paths, committed with it: {", ".join(scope.strays)} '
+                   '(add them to the task\'s paths)')
+        state.update_state(work.task_dir, warnings=[warning])
+        output.write_line(f'warning: {task.id} {warning}', err=True)
+    paths = scope.paths
     if paths is not None:   # a scoped commit must still take the task's own decisions entry
-        paths.append(rt.config.decisions_file)
+        paths = [*paths, rt.config.decisions_file]
     author = author_of(rt.config.git.author)
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': task.id, 'Orch-Role': task.role, 'Orch-Exec': exec_id}
     message = f'{task.id}: {" ".join(task.title.split())}'   # a title with line breaks stays the subject
@@ -381,6 +392,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
         'exec_id': pending['exec_id'], 'run_id': rt.run.run_id,
         'checks': pending.get('checks') or [], 'repair_rounds': pending.get('repair_rounds', 0),
         'review_rounds': pending.get('review_rounds', 0), 'fixes': pending.get('fixes') or [],
+        'warnings': state.read_state(task_dir).get('warnings') or [],
     }
     crash_point('before-result', task.id)
     atomic.write_json(work.result_path, result)
