@@ -106,9 +106,11 @@ def test_apply_resumes_unfinished_runs_first(host: Host) -> None:
     host.script(SCRIPT)
     host.clear_log()
     rc, out, err = host.cli('prune', '--run-id', 'broken')
+    assert 'unfinished tasks: swept as they are (--resume to finish them first)' in out   # opt-in: it spends
+    rc, out, err = host.cli('prune', '--run-id', 'broken', '--resume')
     assert 'T1 failed' in out and 'T2 pending' in out and 'unfinished tasks: resumed first' in out
     assert host.launches() == []
-    rc, out, err = host.cli('prune', '--run-id', 'broken', '--apply')
+    rc, out, err = host.cli('prune', '--run-id', 'broken', '--apply', '--resume')
     assert rc == 0, out + err
     assert host.launched_tasks() == ['T1', 'T2']
     assert not host.run_dir('broken').exists()
@@ -121,7 +123,7 @@ def test_no_resume_sweeps_as_it_is(host: Host) -> None:
     host.script({'default': {'answer': 'auto'}, 'tasks': {'T1': INVALID}})
     start(host, 'broken', two_tasks(), expect=1)
     host.clear_log()
-    rc, out, err = host.cli('prune', '--run-id', 'broken', '--apply', '--no-resume')
+    rc, out, err = host.cli('prune', '--run-id', 'broken', '--apply')   # the default: no resume
     assert rc == 0, out + err
     assert host.launches() == []
     assert not host.run_dir('broken').exists()

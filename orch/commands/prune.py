@@ -1,10 +1,11 @@
 """`codex-orch prune [--older-than N] [--run-id ID ...] [--apply]`: sweep old runs (a dry run by default).
 
-For each selected run, --apply first resumes it when it has unfinished tasks (so finished work
-lands on its branch), then removes its worktrees and its run directory, and deletes only the
+For each selected run, --apply removes its worktrees and its run directory, and deletes only the
 branches whose commits are all merged into the run's base (its base commit, or its base branch
 as it is now). Branches holding unmerged work are kept and listed, never forced. A run that a
 live process holds, or whose worktree has uncommitted changes, is left alone with a message.
+With --resume (opt-in: it spends tokens) a run with unfinished tasks is resumed first, so that
+finished work lands on its branch.
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--older-than', type=float, metavar='DAYS', help='select runs created more than DAYS days ago')
     p.add_argument('--run-id', nargs='+', action='extend', default=[], metavar='ID', help='select these runs')
     p.add_argument('--apply', action='store_true', help='do it (default: only list what would be done)')
-    p.add_argument('--no-resume', action='store_true',
-                   help='do not resume runs with unfinished tasks before sweeping them')
+    p.add_argument('--resume', action='store_true',
+                   help='resume runs with unfinished tasks before sweeping them (spends tokens)')
+    p.add_argument('--no-resume', action='store_true', help='the default; kept for older scripts')
     p.add_argument('--spec-file', help='spec file for the runs that are resumed (replaces theirs)')
 
 
@@ -204,7 +206,9 @@ def describe(repo: Path, view: RunView, *, resume: bool) -> list[str]:
         lines += [f'    {r["id"]} {r["status"]}' + (f': {_first_line(r["reason"])[:160]}' if r['reason'] else '')
                   for r in view.unfinished]
         if view.unfinished and resume:
-            lines.append('  unfinished tasks: resumed first (--no-resume to skip that)')
+            lines.append('  unfinished tasks: resumed first (--resume)')
+        elif view.unfinished:
+            lines.append('  unfinished tasks: swept as they are (--resume to finish them first)')
     for wt in view.worktrees:
         where = os.path.relpath(wt['path'], repo)
         lines.append(f'  worktree {where}' + (f' (branch {wt["branch"]})' if wt['branch'] else ''))
@@ -320,7 +324,7 @@ def prune(args: argparse.Namespace) -> int:
         output.write_line(f'{nothing}; nothing to prune')
         return 0
     views = [inspect_run(repo, rid) for rid in run_ids]
-    resume = not args.no_resume
+    resume = bool(args.resume) and not args.no_resume
     if args.apply:
         return apply(repo, views, resume=resume, spec_file=args.spec_file)
     output.write_line(f'would prune {len(views)} run(s) (dry run: nothing was changed; add --apply to do it)')
