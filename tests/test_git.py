@@ -600,3 +600,96 @@ def test_worktree_inside_ignored_orchestrator_dir(tmp_path: Path) -> None:
     assert (repo / 'a.txt').read_text() == 'b\n'
     with pytest.raises(GitError, match='main checkout'):
         og.discard_changes(repo / '.orchestrator')
+
+
+# --- nothing a worker writes runs ----------------------------------------------------------------
+
+HOOKS = ('pre-commit', 'prepare-commit-msg', 'commit-msg', 'post-commit', 'reference-transaction',
+         'post-checkout', 'pre-merge-commit', 'post-merge', 'post-rewrite', 'pre-auto-gc', 'post-index-change')
+
+
+def _write_hooks(where: Path, markers: Path) -> None:
+    for name in HOOKS:
+        hook = where / '.husky' / name
+        hook.parent.mkdir(parents=True, exist_ok=True)
+        hook.write_text(f'#!/bin/sh\ntouch "{markers}/{name}"\n')
+        hook.chmod(0o755)
+
+
+def test_no_hook_runs_for_any_git_operation(repo: Path, tmp_path: Path) -> None:
+    """Hooks committed in the repository, live through a relative core.hooksPath (as husky sets it):
+    none runs for worktree add, commit, discard, merge, fast-forward or branch deletion."""
+    markers = tmp_path / 'markers'
+    markers.mkdir()
+    _write_hooks(repo, markers)
+    commit_all(repo, 'hooks')
+    git(repo, 'branch', 'spare', 'main')
+    git(repo, 'config', 'core.hooksPath', '.husky')   # from here on, plain git would run them
+    wt, side = tmp_path / 'wt', tmp_path / 'side'
+    og.ensure_worktree(repo, wt, 'work', 'main')
+    og.ensure_worktree(repo, side, 'side', 'main')
+    write_files(wt, {'w.txt': 'w\n', 'junk.txt': 'j\n'})
+    og.commit(wt, message='w', trailers=TRAILERS, paths=['w.txt'])
+    og.discard_changes(wt)
+    write_files(side, {'s.txt': 's\n'})
+    og.commit(side, message='s', trailers=TRAILERS)
+    assert og.merge_into_worktree(wt, ['side'], 'merge side') == []
+    write_files(side, {'w.txt': 'conflict\n'})
+    og.commit(side, message='conflict', trailers=TRAILERS)
+    assert og.merge_into_worktree(wt, ['side'], 'merge side again') == ['w.txt']   # rolled back
+    og.fast_forward(repo, 'spare', og.rev_parse(repo, 'work'))   # update-ref
+    og.fast_forward(repo, 'main', og.rev_parse(repo, 'work'))    # merge --ff-only in the user's checkout
+    assert og.delete_branch(repo, 'spare', base='main')
+    og.remove_worktree(repo, side, force=True)
+    assert sorted(p.name for p in markers.iterdir()) == []
+    git(wt, 'commit', '--quiet', '--allow-empty', '-m', 'plain git')   # the control: the hooks are live
+    assert {'post-commit', 'reference-transaction'} <= {p.name for p in markers.iterdir()}
+
+
+def test_fsmonitor_and_external_diff_never_run(repo: Path, wt: Path, tmp_path: Path) -> None:
+    marker = tmp_path / 'ran'
+    script = tmp_path / 'tool.sh'
+    script.write_text(f'#!/bin/sh\necho "$0" >> "{marker}"\n')
+    script.chmod(0o755)
+    git(repo, 'config', 'core.fsmonitor', str(script))
+    git(repo, 'config', 'diff.external', str(script))
+    write_files(wt, {'README.md': 'changed\n', 'new.txt': 'n\n'})
+    assert og.changed_paths(wt) == ['README.md', 'new.txt']
+    assert og.is_dirty(wt)
+    sha = _committed(og.commit(wt, message='m', trailers=TRAILERS))
+    og.checkout_blockers(repo, og.rev_parse(repo, 'main'), sha)
+    assert not marker.exists()
+    git(wt, 'status', '--porcelain')   # the control: plain git runs the fsmonitor hook
+    assert marker.exists()
+
+
+def test_head_state_and_commit_checks_branch_and_head(repo: Path, wt: Path) -> None:
+    start = og.rev_parse(wt, 'HEAD')
+    assert og.head_state(wt) == ('work', start)
+    git(wt, 'switch', '--quiet', '-c', 'elsewhere')   # what a worker with full access could do
+    write_files(wt, {'x.txt': 'x\n'})
+    with pytest.raises(GitError, match=r'is on the branch elsewhere .*expected work.*Nothing was committed'):
+        og.commit(wt, message='m', trailers=TRAILERS, expect_branch='work')
+    git(wt, 'switch', '--quiet', '--detach')
+    assert og.head_state(wt) == (None, start)
+    with pytest.raises(GitError, match=r'is on a detached HEAD .*expected work'):
+        og.commit(wt, message='m', trailers=TRAILERS, expect_branch='work')
+    git(wt, 'switch', '--quiet', 'work')
+    write_files(wt, {'y.txt': 'y\n'})
+    git(wt, 'add', 'y.txt')
+    git(wt, 'commit', '--quiet', '-m', 'a worker commits by itself')
+    moved = git(wt, 'rev-parse', 'HEAD')
+    with pytest.raises(GitError, match=rf'HEAD is at {moved[:12]}, expected {start[:12]}'):
+        og.commit(wt, message='m', trailers=TRAILERS, expect_branch='work', expect_head=start)
+    assert git(wt, 'rev-parse', 'HEAD') == moved and git(wt, 'diff', '--cached', '--name-only') == ''
+    assert git(wt, 'status', '--porcelain') == '?? x.txt'   # the refusals staged nothing
+    sha = _committed(og.commit(wt, message='m', trailers=TRAILERS, expect_branch='work', expect_head=moved))
+    assert og.head_state(wt) == ('work', sha)
+
+
+def test_contains(repo: Path, wt: Path) -> None:
+    base = og.rev_parse(repo, 'main')
+    ahead = _advance(wt, {'a.txt': 'a\n'})
+    assert og.contains(repo, ahead, base) and og.contains(repo, ahead, ahead)
+    assert not og.contains(repo, base, ahead)
+    assert not og.contains(repo, ahead, 'f' * 40)   # not in the repository at all

@@ -112,6 +112,27 @@ def test_merge_refuses_a_dirty_checkout_of_the_base(
     assert (host.repo / 'README.md').read_text() == 'my own uncommitted edit\n'
 
 
+@pytest.mark.parametrize('per_task', [False, True], ids=['shared', 'per-task'])
+def test_merge_refuses_a_result_without_a_task_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, per_task: bool) -> None:
+    """A worker that switched branches (or reset) leaves the run's branch without a task's commit:
+    fast-forwarding to it would silently drop that task's work."""
+    host, run_id = host_with_run(tmp_path, monkeypatch, capsys, per_task=per_task)
+    t1, t2 = host.result('T1')['commit'], host.result('T2')['commit']
+    assert t1 and t2 and host.result('T3')['commit'] is None
+    worktrees = host.repo / '.orchestrator' / 'worktrees' / run_id
+    # Move the branch the merge would fast-forward to (T3's in per-task mode) back to T1's commit.
+    for wt in ([worktrees / 'T2', worktrees / 'T3'] if per_task else [worktrees]):
+        git(wt, 'reset', '--quiet', '--hard', t1)
+    before = frozen(host)
+    for extra in ((), ('--allow-automerge',)):
+        rc, out, err = host.cli('merge', '--run-id', run_id, *extra)
+        assert rc == 1, out + err
+        assert f'does not contain the commit of task T2 ({t2[:12]})' in err and 'Nothing was changed' in err
+        assert 'T1 (' not in err
+        assert frozen(host) == before
+
+
 def test_merge_bad_usage_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     host = make_host(tmp_path, monkeypatch, capsys)
     before = frozen(host)

@@ -9,6 +9,10 @@ Safety rules live here so that no caller can forget them:
   base branch with `merge --ff-only`, which cannot lose work;
 - every git command runs without the variables that locate a repository (GIT_DIR, GIT_WORK_TREE,
   GIT_INDEX_FILE, ...), so an orchestrator started from a git hook cannot act on the wrong repository;
+- a worker is untrusted code and writes files in the worktree, so nothing there may run through
+  codex-orch's git: every command runs with hooks and the fsmonitor hook off and never recurses into
+  submodules (`_SAFE_CONFIG`), and nothing is committed that git would store as a pointer to another
+  repository (a nested repository, a submodule a worker filled in or moved);
 - every failure is a `GitError` with the command, git's stderr and a sentence saying what to do.
 
 GitPython has no worktree API (gitpython-developers/GitPython#719), so everything goes through its
@@ -22,6 +26,7 @@ import functools
 import os
 import re
 import shlex
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -45,6 +50,19 @@ _LOCATING_VARS = frozenset({
 })
 # Added to every command: never prompt for credentials or open an editor in an unattended run.
 _FIXED_ENV = {'GIT_TERMINAL_PROMPT': '0', 'GIT_EDITOR': ':'}
+# Given with -c on every command, so they beat every config file (git passes them on to the git
+# processes it starts). A worker writes files in its worktree; none of them may run as the user:
+_SAFE_CONFIG = (
+    # No hook runs at all: a relative hooksPath (husky sets `.husky`) points into the worktree, where
+    # a worker can write post-commit or reference-transaction, which `commit --no-verify` still runs.
+    'core.hooksPath=/dev/null',
+    # The fsmonitor hook is a command too. Empty means off, for git before 2.36 (a hook path) and after.
+    'core.fsmonitor=',
+    # A submodule directory in a worktree is the worker's: git must never run itself inside it.
+    'submodule.recurse=false',
+)
+_SAFE_ARGS = tuple(arg for setting in _SAFE_CONFIG for arg in ('-c', setting))
+_GITLINK = '160000'
 _FALLBACK_IDENTITY = ('codex-orch', 'codex-orch@localhost')
 _LOCK_FILE = 'codex-orch-commit.lock'
 _TRAILER_KEY = re.compile(r'[A-Za-z0-9][A-Za-z0-9-]*')
@@ -53,6 +71,11 @@ _DEFAULT_HINT = 'Check the repository with `git status` and retry.'
 _env_guard = threading.Lock()
 _repo_locks: dict[str, threading.Lock] = {}
 _repo_locks_guard = threading.Lock()
+
+
+class CommitRefused(GitError):
+    """`commit` refused the worktree's state: it is on another branch or commit than expected, or its
+    changes hold a git repository. Nothing was staged or committed."""
 
 
 class WorktreeInfo(TypedDict):
@@ -114,7 +137,7 @@ def _run(
     _scrub_environment()
     # `-C` rather than GitPython's working_dir: GitPython silently falls back to the process's cwd
     # when working_dir is not accessible, which could make git act on the wrong repository.
-    argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git']
+    argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git', *_SAFE_ARGS]
     if cwd is not None:
         argv += ['-C', str(cwd)]
     argv += args
@@ -205,6 +228,11 @@ def repo_root(path: Path) -> Path:
 def current_branch(root: Path) -> str | None:
     res = _run(root, 'symbolic-ref', '--quiet', 'HEAD', ok=(0, 1))
     return res.text.removeprefix('refs/heads/') if res.status == 0 else None
+
+
+def head_state(worktree: Path) -> tuple[str | None, str]:
+    """(branch checked out, or None when HEAD is detached; the commit HEAD is at) of a worktree."""
+    return current_branch(worktree), rev_parse(worktree, 'HEAD')
 
 
 def rev_parse(root: Path, ref: str) -> str:
@@ -333,11 +361,18 @@ def worktree_of_branch(root: Path, branch: str) -> Path | None:
 
 # --- changes in a worktree -----------------------------------------------------------------------
 
-def _status_entries(worktree: Path, pathspecs: list[str] | None = None) -> list[tuple[str, str]]:
-    """(path, XY) pairs from `git status`; renames are reported as a deletion plus an addition."""
+def _status_entries(worktree: Path, pathspecs: list[str] | None = None, *,
+                    submodules: bool = False) -> list[tuple[str, str]]:
+    """(path, XY) pairs from `git status`; renames are reported as a deletion plus an addition.
+
+    Submodules are left out unless `submodules` (only for the user's own checkout): in a worktree
+    their directories are the worker's, and git would run `git status` inside them, with whatever
+    config and attributes a worker put there. `filled_submodules` reports them instead.
+    """
     # --no-optional-locks: a read must not take index.lock while another task commits.
     res = _run(worktree, '--no-optional-locks', 'status', '--porcelain=v1', '-z', '--untracked-files=all',
-               '--no-renames', *(['--', *pathspecs] if pathspecs else []))
+               '--no-renames', *([] if submodules else ['--ignore-submodules=all']),
+               *(['--', *pathspecs] if pathspecs else []))
     entries: list[tuple[str, str]] = []
     fields = iter(res.out.split(b'\0'))
     for field in fields:
@@ -353,34 +388,149 @@ def _status_entries(worktree: Path, pathspecs: list[str] | None = None) -> list[
 
 
 def changed_paths(worktree: Path) -> list[str]:
-    """Modified, deleted and untracked (not ignored) files, relative to the worktree, sorted."""
-    return sorted({path for path, _ in _status_entries(Path(worktree))})
+    """Modified, deleted and untracked (not ignored) files, relative to the worktree, sorted.
+
+    A nested repository is one entry ending in '/' (as git reports it), and so is a submodule whose
+    directory is not empty (see `filled_submodules`): git would not commit their files one by one.
+    """
+    worktree = Path(worktree)
+    paths = {path for path, _ in _status_entries(worktree)}
+    paths.update(f'{name}/' for name in filled_submodules(worktree))
+    return sorted(paths)
 
 
 def is_dirty(worktree: Path) -> bool:
-    res = _run(worktree, '--no-optional-locks', 'status', '--porcelain=v1', '-z', '--untracked-files=normal')
+    res = _run(worktree, '--no-optional-locks', 'status', '--porcelain=v1', '-z', '--untracked-files=normal',
+               '--ignore-submodules=all')
     return bool(res.out.strip(b'\0'))
 
 
+def nested_repositories(worktree: Path, paths: list[str] | None = None) -> list[str]:
+    """Git repositories inside the worktree that are not part of it, sorted, without a trailing '/'.
+
+    Untracked directories with their own `.git` (`git init`, `git clone`, a `.git` file pointing
+    anywhere): git would commit each as a gitlink, a pointer to a commit that exists nowhere else.
+    With `paths` (worktree-relative), only those at, inside or containing one of them.
+    """
+    found = sorted(path.rstrip('/') for path, xy in _status_entries(Path(worktree))
+                   if xy == '??' and path.endswith('/'))
+    return _related_to(found, paths)
+
+
+def filled_submodules(worktree: Path, paths: list[str] | None = None) -> list[str]:
+    """Submodules of the repository whose directory in this worktree is not empty, sorted.
+
+    codex-orch never initialises submodules in its worktrees (`worktree add` leaves their
+    directories empty), so anything in one was written by a worker: git would silently drop files
+    written there, or commit a moved submodule as a pointer to a commit that exists nowhere else.
+    With `paths`, only those at, inside or containing one of them.
+    """
+    worktree = Path(worktree)
+    filled = []
+    for name in _gitlinks(worktree):
+        fd = _open_inside(worktree, name)
+        if fd is None:
+            continue   # gone, or replaced by a file or a symlink: git sees that as a change of its own
+        try:
+            with os.scandir(fd) as entries:
+                if next(entries, None) is not None:
+                    filled.append(name)
+        finally:
+            os.close(fd)
+    return _related_to(filled, paths)
+
+
+def _related_to(found: list[str], paths: list[str] | None) -> list[str]:
+    if paths is None:
+        return found
+    wanted = [PurePosixPath(p).as_posix() for p in paths]
+    return [f for f in found if any(p == f or p.startswith(f'{f}/') or f.startswith(f'{p}/') for p in wanted)]
+
+
+# The submodules (gitlinks) in a commit's tree, by repository and commit: a commit codex-orch makes
+# never adds or moves one, so this is asked once per commit, not once per status.
+_GITLINKS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def _gitlinks(worktree: Path) -> tuple[str, ...]:
+    head = _ref_sha(worktree, 'HEAD')
+    if head is None:
+        return ()
+    key = (str(_locate(worktree).common_dir), head)
+    if key not in _GITLINKS:
+        res = _run(worktree, 'ls-tree', '-r', '-z', '--full-tree', head)
+        _GITLINKS[key] = tuple(os.fsdecode(entry.partition(b'\t')[2]) for entry in res.out.split(b'\0')
+                               if entry.startswith(_GITLINK.encode() + b' '))
+    return _GITLINKS[key]
+
+
+def _open_inside(worktree: Path, rel: str) -> int | None:
+    """A descriptor of directory `rel` under `worktree`, following no symlink on the way; None if
+    some part of it is missing, a symlink or not a directory."""
+    fd = os.open(worktree, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in PurePosixPath(rel).parts:
+            if part in ('.', '..'):
+                return None
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _empty_submodules(worktree: Path, names: list[str]) -> None:
+    """Empty submodule directories a worker filled, back to what `worktree add` made. Never follows a
+    symlink: a worker may have put one there, pointing anywhere."""
+    for name in names:
+        fd = _open_inside(worktree, name)
+        if fd is None:
+            continue
+        try:
+            with os.scandir(fd) as it:
+                entries = list(it)
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.name, dir_fd=fd)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+
+def _literal(pathspec: str) -> str:
+    return pathspec.removeprefix(':(literal)')
+
+
 def discard_changes(worktree: Path, paths: list[str] | None = None) -> None:
-    """Reset tracked and delete untracked (not ignored) changes: all, or those matching pathspecs."""
+    """Reset tracked and delete untracked (not ignored) changes: all, or those matching pathspecs.
+
+    Nested repositories and the contents of submodule directories go too (plain paths or
+    `:(literal)` pathspecs name them): in a codex-orch worktree they are a worker's leftovers.
+    """
     worktree = Path(worktree)
     loc = _own_worktree(worktree, 'discard changes in')
     if paths is not None and not paths:
         return
     with _repo_lock(loc.common_dir):
         if paths is None:
-            if not is_dirty(worktree):   # the usual case: one cheap status instead of reset + clean
+            filled = filled_submodules(worktree)
+            if not filled and not is_dirty(worktree):   # the usual case: one cheap status instead of reset + clean
                 return
+            _empty_submodules(worktree, filled)
             _run(worktree, 'reset', '--quiet', '--hard', 'HEAD')
-            _run(worktree, 'clean', '-f', '-d', '--quiet')
+            # -ff: also nested repositories, which a single -f keeps.
+            _run(worktree, 'clean', '-f', '-f', '-d', '--quiet')
             return
+        _empty_submodules(worktree, filled_submodules(worktree, [_literal(p) for p in paths]))
         # Unstage first, so staged additions become untracked and `clean` removes them.
         _run(worktree, 'reset', '--quiet', 'HEAD', '--', *paths)
         tracked = [path for path, xy in _status_entries(worktree, paths) if xy != '??']
         if tracked:  # checkout errors on pathspecs matching nothing, so give it exact paths
             _run(worktree, '--literal-pathspecs', 'checkout', '--quiet', 'HEAD', '--', *tracked)
-        _run(worktree, 'clean', '-f', '-d', '--quiet', '--', *paths)
+        _run(worktree, 'clean', '-f', '-f', '-d', '--quiet', '--', *paths)
 
 
 # --- commits -------------------------------------------------------------------------------------
@@ -459,7 +609,7 @@ def _stage(worktree: Path, paths: list[str] | None) -> bool:
         _run(worktree, 'reset', '--quiet')  # leftovers staged by a failed attempt must not ride along
         if selected:
             _run(worktree, '--literal-pathspecs', 'add', '--all', '--', *selected)
-    return _run(worktree, 'diff', '--cached', '--quiet', ok=(0, 1)).status == 1
+    return _run(worktree, 'diff', '--cached', '--quiet', '--no-ext-diff', '--no-textconv', ok=(0, 1)).status == 1
 
 
 def commit(
@@ -469,23 +619,93 @@ def commit(
     trailers: dict[str, str],
     paths: list[str] | None = None,
     author: tuple[str, str] | None = None,
+    expect_branch: str | None = None,
+    expect_head: str | None = None,
 ) -> str | None:
-    """Commit all changes (or only `paths`) in a codex-orch worktree; None when nothing changed."""
+    """Commit all changes (or only `paths`) in a codex-orch worktree; None when nothing changed.
+
+    Raises CommitRefused (a GitError), committing and staging nothing, when the worktree is not on `expect_branch` or
+    its HEAD is not `expect_head` (when given: a worker must not switch branches, commit, reset or
+    rebase), or when the changes hold a git repository: a nested one, a submodule a worker filled
+    in (`nested_repositories`, `filled_submodules`) or any gitlink added or moved in the index.
+    """
     worktree = Path(worktree)
     loc = _own_worktree(worktree, 'commit in')
     text = _message_with_trailers(message, trailers)
     env = _identity_env(worktree, author)
     with _repo_lock(loc.common_dir):
+        _check_head(worktree, expect_branch, expect_head)
+        _refuse_repositories(worktree, nested_repositories(worktree, paths), filled_submodules(worktree, paths))
         if not _stage(worktree, paths):
             return None
+        staged = _staged_gitlinks(worktree)
+        if staged:
+            _run(worktree, 'reset', '--quiet')   # nothing stays staged after a refusal
+            nested, moved = staged
+            _refuse_repositories(worktree, nested, moved)
         with tempfile.TemporaryFile() as msg:  # via stdin: no argv size limit, no option parsing
             msg.write(text.encode('utf-8'))
             msg.seek(0)
-            # --no-verify: the user's commit hooks would judge (or rewrite) the worker's output;
-            # validating it is the plan's job, not the hooks'.
+            # No hook runs at all (_SAFE_CONFIG); --no-verify says so here too: the user's commit hooks
+            # would judge (or rewrite) the worker's output, and validating it is the plan's job.
             _run(worktree, 'commit', '--quiet', '--no-verify', '--cleanup=whitespace', '--file=-',
                  env=env, stdin=msg)
         return rev_parse(worktree, 'HEAD')
+
+
+def _check_head(worktree: Path, expect_branch: str | None, expect_head: str | None) -> None:
+    if expect_branch is None and expect_head is None:
+        return
+    branch, sha = head_state(worktree)
+    if expect_branch is not None and branch != expect_branch:
+        where = f'on the branch {branch}' if branch else 'on a detached HEAD'
+        raise CommitRefused(
+            f'refusing to commit in {worktree}: the worktree is {where} (at {sha[:12]}), expected {expect_branch}; '
+            'something in it (a worker?) switched branches. Nothing was committed. Switch it back '
+            f'(git -C {shlex.quote(str(worktree))} switch {shlex.quote(expect_branch)}) or remove it '
+            '(codex-orch clean), then run the task again.')
+    if expect_head is not None and sha != rev_parse(worktree, expect_head):
+        raise CommitRefused(
+            f'refusing to commit in {worktree}: its HEAD is at {sha[:12]}, expected {expect_head[:12]}; something in '
+            'it (a worker?) committed, reset or rebased. Nothing was committed. Check its history '
+            f'(git -C {shlex.quote(str(worktree))} log), then run the task again.')
+
+
+def _staged_gitlinks(worktree: Path) -> tuple[list[str], list[str]] | None:
+    """Gitlinks the index adds (nested repositories) and moves (submodules) against HEAD; None if none."""
+    # Index against HEAD only: nothing looks inside the submodule directories.
+    res = _run(worktree, 'diff-index', '--cached', '--raw', '-z', '--no-renames', '--ignore-submodules=none',
+               'HEAD', '--')
+    fields = res.out.split(b'\0')
+    added: list[str] = []
+    moved: list[str] = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):   # the output ends with NUL
+        old_mode, new_mode = meta.lstrip(b':').split(b' ')[:2]
+        if new_mode.decode() == _GITLINK:
+            (moved if old_mode.decode() == _GITLINK else added).append(os.fsdecode(path))
+    return (sorted(added), sorted(moved)) if added or moved else None
+
+
+def _refuse_repositories(worktree: Path, nested: list[str], submodules: list[str]) -> None:
+    problems = []
+    if nested:
+        problems.append(
+            f'{_listed(nested)} {"is a git repository" if len(nested) == 1 else "are git repositories"} inside the '
+            'worktree (made by git init or git clone?), which git would commit as a gitlink: a pointer to a commit '
+            'that exists nowhere else. Remove its .git to have its files committed as ordinary files, or delete it')
+    if submodules:
+        problems.append(
+            f'the submodule{"s" if len(submodules) > 1 else ""} {_listed(submodules)} changed: codex-orch does not '
+            'initialise submodules in its worktrees, so files written in one would be lost and a moved one would '
+            'point at a commit that exists nowhere else. Change a submodule in its own repository, and its pointer '
+            'by hand')
+    if problems:
+        raise CommitRefused(f'refusing to commit in {worktree}: ' + '; '.join(problems) +
+                       '. Nothing was committed; a resume discards these leftovers and runs the task again.')
+
+
+def _listed(paths: list[str]) -> str:
+    return ', '.join(paths[:10]) + (f' and {len(paths) - 10} more' if len(paths) > 10 else '')
 
 
 def find_commit_by_trailer(worktree: Path, key: str, value: str, *, since: str | None = None) -> str | None:
@@ -518,6 +738,13 @@ def is_ancestor(root: Path, a: str, b: str) -> bool:
     res = _run(root, 'merge-base', '--is-ancestor', _check_name(a, 'revision'), _check_name(b, 'revision'),
                ok=(0, 1))
     return res.status == 0
+
+
+def contains(root: Path, tip: str, sha: str) -> bool:
+    """Whether commit `sha` is in the history of `tip`; False when the repository has no such commit."""
+    if _ref_sha(root, f'{_check_name(sha, "commit")}^{{commit}}') is None:
+        return False
+    return is_ancestor(root, sha, tip)
 
 
 def unmerged_commits(root: Path, branch: str, base: str) -> int:
@@ -634,10 +861,11 @@ def checkout_blockers(checkout: Path, old: str, new: str) -> tuple[list[str], li
     """What stops a fast-forward of `checkout` from `old` to `new`: (tracked changes, untracked
     files the update would overwrite). Unrelated untracked files (a plan.json, an uncommitted
     .orchestrator/) do not block: a fast-forward never touches them."""
-    entries = _status_entries(checkout)
+    entries = _status_entries(checkout, submodules=True)   # the user's own checkout and submodules
     dirty = sorted({path for path, xy in entries if xy != '??'})
     untracked = {path for path, xy in entries if xy == '??'}
-    incoming = _run(checkout, 'diff', '--name-only', '-z', '--diff-filter=A', old, new).out
+    incoming = _run(checkout, 'diff', '--name-only', '-z', '--no-ext-diff', '--no-textconv', '--diff-filter=A',
+                    old, new).out
     return dirty, sorted(p for p in map(os.fsdecode, incoming.split(b'\0')) if p in untracked)
 
 

@@ -3,9 +3,11 @@
 The base branch is the one recorded when the run started (run.json), never whatever is checked out
 now. The result is the run's branch (shared workspace), or in per-task mode the task branch that
 contains every other one, each task's branch containing its dependencies' (otherwise the result is
-not one line of work and merging it is left to the user). Without --allow-automerge nothing changes:
-the command says what it would do. It only ever fast-forwards: no merge commit, no rebase, no
-checkout; a checked-out base branch moves only when its checkout is clean, and its files follow.
+not one line of work and merging it is left to the user). The result must contain every task's
+recorded commit (`result.json`): a worker may have moved the branch. Without --allow-automerge
+nothing changes: the command says what it would do. It only ever fast-forwards: no merge commit, no
+rebase, no checkout; a checked-out base branch moves only when its checkout is clean, and its files
+follow.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def merge(args: argparse.Namespace) -> int:
         raise MergeRefused(f'not every task of run {run_id} is done ({listed}); finish the run first '
                            f'(codex-orch resume --run-id {run_id}). Nothing was changed.')
     source, result = _result(rt)
+    _check_task_commits(rt, rows, source, result)
     base_sha = git.branch_tip(repo, base)
     if base_sha is None:
         raise MergeRefused(f'the base branch {base} of run {run_id} no longer exists; nothing was changed.')
@@ -131,6 +134,19 @@ def _result(rt: RunInputs) -> tuple[str, str]:
         f'({", ".join(sinks)} hold separate lines of work: {", ".join(layout.task_branch(s) for s in sinks)}). '
         'Merge them by hand, or add a final task that depends on all of them. Nothing was changed.')
 
+
+def _check_task_commits(rt: RunInputs, rows: list[dict[str, Any]], source: str, result: str) -> None:
+    """Refuse a result that lacks a task's recorded commit (a worker switched branches, reset or rebased)."""
+    missing = [row for row in rows if row.get('commit') and not git.contains(rt.repo, result, row['commit'])]
+    if not missing:
+        return
+    one = len(missing) == 1
+    listed = ', '.join(f'{row["id"]} ({row["commit"][:12]})' for row in missing)
+    raise MergeRefused(
+        f'the result of run {rt.run.run_id} ({source} at {result[:12]}) does not contain the commit of '
+        f'{"task" if one else "tasks"} {listed}: the branch was moved after {"it" if one else "they"} committed '
+        f'(a worker that switched branches, reset or rebased?). Inspect it (git log {source}) and put the missing '
+        'work back on it, or merge by hand. Nothing was changed.')
 
 
 def _live_checkout(repo: Path, branch: str) -> Path | None:
