@@ -1,7 +1,12 @@
-"""`codex-orch doctor`: check codex, git, config, schemas, templates and rules; say what to fix."""
+"""`codex-orch doctor`: check codex, git, config, schemas, templates and rules; say what to fix.
+
+It also checks, without a model call, that the model provider's key reaches codex, and names the variables
+workers' shells will not get (orch/adapters/worker_env.py).
+"""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +14,7 @@ from pathlib import Path
 from orch import output
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, PINNED_VERSION, find_codex
+from orch.adapters.worker_env import codex_environment, codex_home, provider_key, withheld_variables
 from orch.core.config import CONFIG_FILE, Config, load_config
 from orch.engine.inputs import check_roles, load_host_rules
 from orch.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, InputError, OrchError
@@ -40,6 +46,34 @@ def _check_git(repo: Path) -> str:
     return f'git {version}; repository {repo}'
 
 
+def _check_provider_key(config: Config) -> str:
+    env = codex_environment(config)
+    home = env.get('CODEX_HOME')
+    if home and not Path(home).is_dir():
+        raise OrchError(f'CODEX_HOME is {home}, which does not exist: codex refuses to start (create it, or unset '
+                        'CODEX_HOME to use ~/.codex)')
+    key = provider_key(config, env)
+    if key.problem:
+        raise OrchError(key.problem)
+    if key.found is None:
+        return f'model provider {key.provider!r} needs no key'
+    where = f'from {key.found}' if key.found.startswith(('/', 'the ')) else f'{key.found} is set'
+    return f'model provider {key.provider!r}: key {where}' + (f' (note: {key.note})' if key.note else '')
+
+
+def _check_worker_env(config: Config) -> str:
+    env = codex_environment(config)
+    withheld = withheld_variables(config, env)
+    passed = sorted(n for n in env if n not in withheld and any(
+        fnmatch.fnmatchcase(n, p) for p in config.codex.pass_env))
+    text = (f"{len(withheld)} variable(s) withheld from workers' shells: {', '.join(withheld)}" if withheld
+            else "no secret-looking variable to withhold from workers' shells")
+    text += f' (codex itself gets them; codex home {codex_home(env)})'
+    if passed:
+        text += f'; passed through by codex.pass_env: {", ".join(passed)}'
+    return text
+
+
 def doctor(args: argparse.Namespace) -> int:
     problems = 0
     bad_input = False   # a problem in a file the user wrote: exit 2, as `run` would
@@ -69,6 +103,8 @@ def doctor(args: argparse.Namespace) -> int:
 
     check('config', load)
     check('codex', lambda: _check_codex(config, repo))
+    check('model provider key', lambda: _check_provider_key(config))
+    check('worker environment', lambda: _check_worker_env(config))
     check('git', lambda: _check_git(repo))
     check('schemas and prompts', lambda: (check_roles(repo, config, sorted(config.roles)),
                                           f'{len(config.roles)} roles: {", ".join(sorted(config.roles))}')[1])

@@ -15,6 +15,7 @@ from orch.errors import ConfigError, problems_message
 CONFIG_FILE = 'orchestrator.yaml'
 _REF_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/-]*$')
 _NAME_OK = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+_ENV_NAME_OK = re.compile(r'^[A-Za-z0-9_.*?-]+$')
 
 
 class _Model(BaseModel):
@@ -66,6 +67,16 @@ class CodexSettings(_Model):
     binary: str = 'codex'
     extra_args: list[str] = []
     env: dict[str, str] = {}
+    # Variables (names or globs) that workers' shells get although they look secret (orch/adapters/worker_env.py)
+    pass_env: list[str] = []
+
+    @field_validator('pass_env')
+    @classmethod
+    def _variable_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ENV_NAME_OK.match(name):
+                raise ValueError(f'{name!r} is not an environment variable name (letters, digits, "_"; globs "*", "?")')
+        return value
 
 
 class Branches(_Model):
