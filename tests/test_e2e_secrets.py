@@ -127,7 +127,6 @@ def run_branch_log(host: Host) -> str:
     return git(host.repo, 'log', '-p', '--format=%H%n%B%n%an <%ae>', host.shared_branch())
 
 
-@pytest.mark.xfail(strict=True, reason='wired in by work.py: worker_codex_args on every codex exec call')
 def test_a_worker_dumping_its_environment_commits_no_token(host: Host) -> None:
     host.write_plan({'version': 1, 'tasks': [{
         'id': 'T1', 'role': 'implementer', 'title': 'Dump the environment', 'paths': ['env.txt'],
@@ -178,7 +177,6 @@ def test_a_password_a_worker_quotes_reaches_none_of_codex_orchs_records(host: Ho
     assert 'Use [REDACTED]' in records['git log -p']   # the decisions entry, committed with the task
 
 
-@pytest.mark.xfail(strict=True, reason='work.py: the commit message (from the plan\'s title) is not redacted yet')
 def test_a_password_in_a_task_title_stays_out_of_the_commit_message(host: Host) -> None:
     host.write_plan({'version': 1, 'tasks': [{
         'id': 'T1', 'role': 'implementer', 'title': 'Point the app at mysql://admin:hunter2@db.internal/app',

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orch.adapters import git
 from orch.adapters.worker import WorkerResult, run_worker
 from orch.core.plan import Plan, Task
+from orch.core.redact import redact
 from orch.core.validate import schema_errors
 from orch.runstate import state
 from orch.steps.commands import command_env, run_command
@@ -85,7 +86,7 @@ def _fix(work: _Work, rounds: Rounds, target: Task, limit: int) -> None:
 
 
 def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limit: int) -> Any:
-    from orch.steps.work import worker_spec   # the work step builds the spec; review is one of its phases
+    from orch.steps.work import worker_spec  # the work step builds the spec; review is one of its phases
     rt = work.rt
     target_result = state.read_result(rt.task_dir(target.id)) or {}
     thread = target_result.get('thread_id')
@@ -132,9 +133,10 @@ def _commit_fix(work: _Work, target: Task, exec_id: str, round_no: int) -> str |
     rt = work.rt
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': target.id, 'Orch-Role': target.role, 'Orch-Exec': exec_id,
                 'Orch-Review': f'{work.task.id} round {round_no}'}
-    message = f'{target.id}: {" ".join(target.title.split())} (review round {round_no} by {work.task.id})'
+    message = redact(f'{target.id}: {" ".join(target.title.split())} (review round {round_no} by {work.task.id})')
     with work.session.scheduler.commit_lock:
-        return git.commit(work.workdir, message=message, trailers=trailers, author=author_of(rt.config.git.author))
+        return git.commit(work.workdir, message=message, trailers=trailers, author=author_of(rt.config.git.author),
+                          expect_branch=work.branch)
 
 
 def _findings_prompt(answer: Any, reviewer: Task, round_no: int, limit: int) -> str:

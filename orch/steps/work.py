@@ -16,9 +16,10 @@ from orch import output
 from orch.adapters import git
 from orch.adapters.codex_bin import find_codex
 from orch.adapters.worker import WorkerResult, WorkerSpec, kill_stale_attempts, run_worker
+from orch.adapters.worker_env import worker_codex_args
 from orch.core.compile import Step
 from orch.core.plan import Task
-from orch.core.redact import redact_obj
+from orch.core.redact import redact, redact_obj
 from orch.core.validate import schema_errors
 from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
@@ -29,7 +30,7 @@ from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside, touched_control_files
 from orch.steps.review import run_review_rounds
-from orch.steps.rounds import Rounds, repair_prompt, tree_digest
+from orch.steps.rounds import Rounds, changed_files, repair_prompt, tree_digest
 from orch.steps.worktree import worktree_lock
 
 
@@ -81,9 +82,21 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
             return
         with session.scheduler.slot(task):
             _check_budget(work)
-            _run_and_commit(work)
+            try:
+                _run_and_commit(work)
+            finally:   # what this execution leaves uncommitted is its own: the next start may discard it
+                _remember_leftovers(work)
     except GitError as exc:   # recorded, or the task would show as 'running' / 'interrupted' forever
         raise fail(task_dir, str(exc)) from None
+
+
+def _remember_leftovers(work: _Work) -> None:
+    try:
+        left = changed_files(work.workdir, work.session.scheduler.discard_scope(work.task, work.workdir)) \
+            if git.worktree_valid(work.workdir) else {}
+    except GitError:
+        left = {}
+    state.update_state(work.task_dir, left=left)
 
 
 def _check_budget(work: _Work) -> None:
@@ -98,10 +111,13 @@ def worker_spec(work: _Work) -> WorkerSpec:
     rt, params = work.rt, work.step.params
     role = rt.role(work.task.role)
     binary, *extra = json.loads(params['codex_args'])
+    env = {**os.environ, **rt.config.codex.env}
     return WorkerSpec(
         codex=(find_codex(binary, rt.repo) or binary,), workdir=work.workdir, sandbox=params['sandbox'],
         model=params['model'] or None, schema_path=rt.path(work.step.input('schema')).resolve(),
-        extra_args=tuple(extra), env={**os.environ, **rt.config.codex.env}, timeout_total=role.timeout_total,
+        # codex itself keeps its environment (its provider key); the shells it runs for the worker do not get
+        # secret-like variables (Codex's shell_environment_policy), unless `codex.pass_env` names them.
+        extra_args=(*extra, *worker_codex_args(rt.config, env)), env=env, timeout_total=role.timeout_total,
         timeout_idle=role.timeout_idle, timeout_first_event=role.timeout_first_event,
         schema_retries=role.schema_retries, failure_retries=role.failure_retries,
         retry_backoff=role.retry_backoff)
@@ -123,12 +139,16 @@ def _run_and_commit(work: _Work) -> None:
 def _first_answer(work: _Work) -> Rounds:
     rt, session, task, task_dir = work.rt, work.session, work.task, work.task_dir
     started = time.time()
-    note = rerun_note(state.read_state(task_dir), state.read_result(task_dir))
+    previous = state.read_state(task_dir)
+    note = rerun_note(previous, state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
                        pid=os.getpid(), round=None, checks=None, gates=None, warnings=None)
     _ensure_workdir(work)
-    # Leftovers of a killed or failed attempt must not be committed as this task's work.
-    git.discard_changes(work.workdir, session.scheduler.discard_scope(task, work.workdir))
+    # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
+    # uncommitted in the worktree is someone's work, and is never silently discarded.
+    scope = session.scheduler.discard_scope(task, work.workdir)
+    _refuse_unknown_changes(work, scope, previous)
+    git.discard_changes(work.workdir, scope)
     prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
     result = _call_worker(work, prompt + note)
     crash_point('after-answer', task.id)
@@ -137,6 +157,28 @@ def _first_answer(work: _Work) -> Rounds:
                     cumulative=result.usage_cumulative, started_at=started)
     rounds.save(task_dir)
     return rounds
+
+
+def _refuse_unknown_changes(work: _Work, scope: list[str] | None, previous: dict[str, Any]) -> None:
+    """Refuse to start over changes that no codex-orch attempt of this run left (a user's edits in the
+    worktree): name them and the ways out, unless the run was told to discard them."""
+    if work.session.options.discard_changes:
+        return
+    current = changed_files(work.workdir, scope)
+    if not current:
+        return
+    known: dict[str, str] = {}
+    for other in work.rt.plan.tasks:   # this task's own state as it was before this execution began
+        st = previous if other.id == work.task.id else state.read_state(work.rt.task_dir(other.id))
+        if st.get('status') == 'running' and st.get('pid') != os.getpid():
+            return   # an attempt killed mid-way: what it left is unknowable, and it is codex-orch's own
+        known.update(st.get('left') or {})
+    unknown = sorted(p for p, digest in current.items() if known.get(p) != digest)
+    if unknown:
+        shown = ', '.join(unknown[:10]) + (f' and {len(unknown) - 10} more' if len(unknown) > 10 else '')
+        raise fail(work.task_dir, f'uncommitted changes in its worktree {work.workdir} that codex-orch did not make: '
+                                  f'{shown}; commit them there (git -C {work.workdir} commit), or resume with '
+                                  '--discard-changes to drop them')
 
 
 def _call_worker(work: _Work, prompt: str, resume: Rounds | None = None) -> WorkerResult:
@@ -286,7 +328,13 @@ def _commit_verified(work: _Work, rounds: Rounds) -> None:
     atomic.write_json(task_dir / 'pending.json', pending)
     Rounds.clear(task_dir)
     crash_point('after-pending', task.id)
-    sha = _record_and_commit(work, exec_id, rounds.answer)
+    try:
+        sha = _record_and_commit(work, exec_id, rounds.answer)
+    except git.CommitRefused as exc:
+        # Refused for what is in the worktree (a nested repository, a switched branch): the worker must run
+        # again, so the pending answer must not be committed on resume either.
+        (task_dir / 'pending.json').unlink(missing_ok=True)
+        raise fail(task_dir, f'its changes cannot be committed: {exc}') from None
     crash_point('after-commit', task.id)
     _write_result(work, pending, sha)
 
@@ -314,6 +362,11 @@ def _ensure_workdir(work: _Work) -> None:
     branch before the task starts: the work committed so far lives on the branch, so nothing is lost."""
     rt, workdir, branch = work.rt, work.workdir, work.branch
     if git.worktree_valid(workdir):
+        on, _ = git.head_state(workdir)
+        if on != branch:   # a worker with full access switched it: later commits would go elsewhere
+            raise fail(work.task_dir, f'the worktree {workdir} is on {on or "a detached HEAD"}, not on the run\'s '
+                                      f'branch {branch}; check out {branch} there (git -C {workdir} checkout '
+                                      f'{branch}), then resume')
         return
     try:
         git.rev_parse(rt.repo, f'refs/heads/{branch}')
@@ -367,8 +420,10 @@ def _commit(work: _Work, exec_id: str, answer: Any) -> str | None:
         paths = [*paths, rt.config.decisions_file]
     author = author_of(rt.config.git.author)
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': task.id, 'Orch-Role': task.role, 'Orch-Exec': exec_id}
-    message = f'{task.id}: {" ".join(task.title.split())}'   # a title with line breaks stays the subject
-    return git.commit(workdir, message=message, trailers=trailers, paths=paths, author=author)
+    # A title with line breaks stays the subject; no secret from the plan reaches the history.
+    message = redact(f'{task.id}: {" ".join(task.title.split())}')
+    return git.commit(workdir, message=message, trailers=trailers, paths=paths, author=author,
+                      expect_branch=work.branch)
 
 
 def author_of(text: str | None) -> tuple[str, str] | None:
