@@ -202,3 +202,25 @@ def test_a_failing_gate_on_a_leaf_task_fails_the_run_and_blocks_merge(tmp_path: 
     rc, out, err = host.cli('merge', '--run-id', host.run_dir().name, '--allow-automerge')
     assert rc != 0 and 'T1' in out + err
     assert git(host.repo, 'rev-parse', 'HEAD') == base
+
+
+def test_in_a_parallel_shared_run_a_gate_tests_its_own_task_s_work(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: Any) -> None:
+    """A's gate runs while B is still writing the shared worktree: it must see A's commit, not B's files."""
+    host = make(tmp_path, monkeypatch, capsys, {'tasks': {
+        'A': [{'edits': {'a/one.txt': 'A\n'}}],
+        'B': [{'edits': {'b/two.txt': 'B\n'}, 'sleep': 3}]}},
+        {'version': 1, 'title': 'Gates', 'tasks': [
+            {'id': 'A', 'role': 'implementer', 'title': 'A', 'description': 'a', 'paths': ['a/*']},
+            {'id': 'B', 'role': 'implementer', 'title': 'B', 'description': 'b', 'paths': ['b/*']}]})
+    (host.repo / '.orchestrator' / 'rules').mkdir()
+    (host.repo / '.orchestrator' / 'rules' / 'gate.yaml').write_text(
+        'name: own_work\nscope: task\nroles: [implementer]\noutput: "{task_dir}/own_work.json"\n'
+        'action:\n  shell: \'test "$ORCH_TASK_ID" = B || ! test -e b/two.txt\'\n')
+    commit_all(host.repo, 'gate')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+    assert rc == 0, out + err
+    gates = {t['id']: t['gates'][0] for t in host.status()['tasks']}
+    assert gates['A']['passed'] and gates['A']['snapshot'] is True   # B was working: a snapshot of A's commit
+    assert not list((host.run_dir() / 'gates').iterdir())            # and it is gone afterwards

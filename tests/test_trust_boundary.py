@@ -114,3 +114,46 @@ def test_an_answer_claiming_a_running_task_s_file_fails_naming_it(tmp_path: Path
     assert rc == 1, out + err
     rows = {t['id']: t for t in host.status()['tasks']}
     assert rows['A']['status'] == 'failed' and 'claims b/two.txt, inside the paths of a task' in rows['A']['reason']
+
+
+def test_user_edits_in_a_run_worktree_survive_resume_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: Any) -> None:
+    invalid = {'answer': {'status': 'done'}}   # not valid for the schema: the task fails, nothing edited
+    host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': invalid}})
+    host.write_plan(plan('Do it.', paths=['src/*']))
+    commit_all(host.repo, 'plan')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    assert rc == 1, out + err
+    worktree = host.repo / '.orchestrator' / 'worktrees' / 'r1'
+    (worktree / 'src').mkdir()
+    (worktree / 'src' / 'mine.py').write_text('my own work\n')          # the user's, uncommitted
+    (worktree / 'README.md').write_text('edited by hand\n')
+    host.script({'tasks': {'T1': {'edits': {'src/x.py': 'x\n'}}}})
+    host.clear_log()
+    rc, out, err = host.cli('resume')
+    assert rc == 1, out + err
+    assert host.launches() == []   # refused before paying
+    reason = host.status()['tasks'][0]['reason']
+    assert 'that codex-orch did not make: README.md, src/mine.py' in reason and '--discard-changes' in reason
+    assert (worktree / 'src' / 'mine.py').read_text() == 'my own work\n'
+    # prune --apply keeps the run, with the edits (and resumes nothing unless asked)
+    rc, out, err = host.cli('prune', '--run-id', 'r1', '--apply')
+    assert 'uncommitted changes' in out and (worktree / 'src' / 'mine.py').is_file()
+    assert host.launches() == []
+    # the explicit way out
+    rc, out, err = host.cli('resume', '--discard-changes')
+    assert rc == 0, out + err
+    assert not (worktree / 'src' / 'mine.py').exists() and host.statuses() == {'T1': 'done'}
+
+
+def test_a_task_s_own_leftovers_are_discarded_without_asking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: Any) -> None:
+    host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': {'edits': {'src/x.py': 'broken\n'}}}})
+    host.write_plan(plan('Do it.', paths=['src/*'], checks=['grep -q fixed src/x.py']))
+    commit_all(host.repo, 'plan')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    assert rc == 1, out + err   # checks failed: the worker's unverified edits are left uncommitted
+    host.script({'tasks': {'T1': {'edits': {'src/x.py': 'fixed\n'}}}})
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert host.statuses() == {'T1': 'done'}

@@ -338,6 +338,16 @@ def prune_worktrees(root: Path) -> None:
     _run(root, 'worktree', 'prune')
 
 
+def snapshot_worktree(root: Path, path: Path, commit: str) -> None:
+    """A throw-away detached worktree at `commit` (what a gate tests when others changed the shared one)."""
+    path = Path(path).resolve()
+    if path.exists() or any(Path(w['path']) == path for w in list_worktrees(root)):
+        remove_worktree(root, path, force=True)
+    prune_worktrees(root)
+    _run(root, 'worktree', 'add', '--detach', str(path), rev_parse(root, commit),
+         hint=f'Remove {path} and retry.')
+
+
 def remove_worktree(root: Path, path: Path, *, force: bool = False) -> None:
     """Remove a worktree, also when its directory was already deleted by hand.
 

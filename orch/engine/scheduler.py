@@ -63,6 +63,11 @@ class Scheduler:
         with self._cond:
             return [(self._running[tid], self._paths[tid]) for tid in self._running if tid != task.id]
 
+    def busy(self) -> bool:
+        """Whether any task is working now (in a shared worktree: changing it)."""
+        with self._cond:
+            return bool(self._running)
+
     def checked_globs(self, task: Task) -> tuple[str, ...] | None:
         if not task.paths:
             return None

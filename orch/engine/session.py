@@ -20,6 +20,7 @@ class RunOptions:
     jobs: int = 1
     keep_going: bool = False
     verbosity: int = 1          # 0 quiet, 1 normal, 2 verbose
+    discard_changes: bool = False   # drop uncommitted changes in a worktree that codex-orch did not make
 
 
 class ProgressSink(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from orch.adapters import git
 from orch.core.compile import Step
 from orch.core.rules import ShellAction
 from orch.engine.inputs import RunInputs
@@ -11,30 +12,69 @@ from orch.engine.session import Session
 from orch.runstate import atomic, state
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
+from orch.steps.rounds import changed_files
 
 
 def shell(rt: RunInputs, session: Session, step: Step) -> None:
     action = step.rule.action
     assert isinstance(action, ShellAction)
-    cwd = rt.path(step.cwd or '.')
     log_path = rt.path(step.log) if step.log else rt.path(step.targets[0]).with_suffix('.log')
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = command_env(rt, step.task_id)
+    cwd = rt.path(step.cwd or '.')
+    snapshot = _snapshot_for(rt, session, step)
+    if snapshot is not None:
+        cwd, env['ORCH_WORKTREE'] = _inside_snapshot(rt, step.cwd or '.', snapshot), str(snapshot)
     started = time.time()
-    run = run_command(rt, step.shell or '', cwd=cwd, env=command_env(rt, step.task_id), log_path=log_path,
-                      timeout=action.timeout, cancel=session.cancel)
+    try:
+        run = run_command(rt, step.shell or '', cwd=cwd, env=env, log_path=log_path, timeout=action.timeout,
+                          cancel=session.cancel)
+    finally:
+        if snapshot is not None:
+            git.remove_worktree(rt.repo, snapshot, force=True)
     record: dict[str, object] = {
         'rule': step.rule.name, 'command': step.shell, 'exit_code': run.exit_code, 'passed': run.passed,
-        'duration': run.duration, 'log': run.log, 'tail': run.tail, 'started_at': started, 'finished_at': time.time()}
+        'duration': run.duration, 'log': run.log, 'tail': run.tail, 'started_at': started, 'finished_at': time.time(),
+        'snapshot': snapshot is not None}
     if step.task_id:
         # A gate is a result of its task: a failing one fails the task (status, report, JUnit, exit code).
-        _record_gate(rt.task_dir(step.task_id), step.rule.name, record)
+        _record_gate(rt, step.task_id, step.rule.name, record)
     if not run.passed:
         raise Failed(f'gate {step.rule.name} failed: `{step.shell}` ({run.why}); see {run.log}')
     for target in step.targets:
         atomic.write_json(rt.path(target), record)
 
 
-def _record_gate(task_dir: Path, name: str, record: dict[str, object]) -> None:
-    gates = dict(state.read_state(task_dir).get('gates') or {})
+def _snapshot_for(rt: RunInputs, session: Session, step: Step) -> Path | None:
+    """Where a task's gate must run to test that task's own work: in the shared worktree when it still is
+    exactly that work, else in a throw-away worktree at the task's commit (another task committed after it, or
+    is changing the worktree now), so a gate never blames a task for another's work."""
+    if step.task_id is None or rt.run.per_task:
+        return None
+    commit = (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit')
+    shared = rt.path(rt.layout.worktree)
+    if not commit or not git.worktree_valid(shared):
+        return None
+    if git.head_state(shared)[1] == commit and not session.scheduler.busy():
+        return None
+    path = rt.run_dir / 'gates' / f'{step.task_id}-{step.rule.name}'
+    git.snapshot_worktree(rt.repo, path, commit)
+    return path
+
+
+def _inside_snapshot(rt: RunInputs, cwd: str, snapshot: Path) -> Path:
+    shared = rt.layout.worktree
+    if cwd == shared or cwd.startswith(shared + '/'):
+        return snapshot / cwd[len(shared):].lstrip('/')
+    return rt.path(cwd)
+
+
+def _record_gate(rt: RunInputs, task_id: str, name: str, record: dict[str, object]) -> None:
+    task_dir = rt.task_dir(task_id)
+    st = state.read_state(task_dir)
+    gates = dict(st.get('gates') or {})
     gates[name] = record
-    state.update_state(task_dir, gates=gates)
+    # What the gate left in the worktree (build output, caches) is codex-orch's own doing, not a user's.
+    worktree = rt.path(rt.layout.task_worktree(task_id))
+    left = {**(st.get('left') or {}), **(changed_files(worktree, None) if git.worktree_valid(worktree) else {})}
+    state.update_state(task_dir, gates=gates, left=left)

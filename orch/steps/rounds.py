@@ -93,3 +93,19 @@ def tree_digest(workdir: Path) -> str:
         except OSError:
             h.update(b'?')
     return h.hexdigest()
+
+
+def changed_files(workdir: Path, scope: list[str] | None) -> dict[str, str]:
+    """Uncommitted files (within a discard scope) -> a digest of their content."""
+    wanted = None if scope is None else {s.removeprefix(':(literal)') for s in scope}
+    out: dict[str, str] = {}
+    for path in git.changed_paths(workdir):
+        if wanted is not None and path not in wanted:
+            continue
+        full = workdir / path
+        try:
+            out[path] = hashlib.sha256(os.fsencode(os.readlink(full)) if full.is_symlink()
+                                       else full.read_bytes()).hexdigest() if full.exists() else '-'
+        except OSError:
+            out[path] = '?'
+    return out
