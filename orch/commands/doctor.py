@@ -19,6 +19,7 @@ from orch.core.config import CONFIG_FILE, Config, load_config
 from orch.engine.inputs import check_roles, load_host_rules
 from orch.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, InputError, OrchError
 from orch.runstate.runs import ORCH_DIR
+from orch.steps.guard import control_files
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +110,8 @@ def doctor(args: argparse.Namespace) -> int:
     check('schemas and prompts', lambda: (check_roles(repo, config, sorted(config.roles)),
                                           f'{len(config.roles)} roles: {", ".join(sorted(config.roles))}')[1])
     check('rules', lambda: f'{len(load_host_rules(repo, config).rules)} rules')
+    check('control files', lambda: 'a worker changing these fails its task (unless the plan task says '
+                                   f'"control_files": true): {", ".join(control_files(config))}')
     output.write_line('all checks passed' if not problems else f'{problems} problem(s) to fix (see FAIL above)')
     if not problems:
         return EXIT_OK
