@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.gitrepo import commit_all, git
-from tests.support.orchtest import Host, cli_subprocess, make_host
+from tests.support.orchtest import Host, cli_subprocess, edit_config, make_host
 
 CHECK = "grep -q fixed src/x.py || { echo \"src/x.py is still broken: $(cat src/x.py)\"; exit 3; }"
 
@@ -26,12 +26,7 @@ def plan(checks: list[str] | None = None, **extra: Any) -> dict[str, Any]:
 def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, script: dict[str, Any],
          the_plan: dict[str, Any] | None = None, config: dict[str, str] | None = None) -> Host:
     host = make_host(tmp_path, monkeypatch, capsys, script)
-    path = host.repo / '.orchestrator' / 'orchestrator.yaml'
-    text = path.read_text()
-    for old, new in (config or {}).items():
-        assert old in text
-        text = text.replace(old, new)
-    path.write_text(text)
+    edit_config(host.repo, config)
     host.write_plan(the_plan or plan())
     commit_all(host.repo, 'plan')
     return host

@@ -13,7 +13,7 @@ import pytest
 from orch.adapters import git as og
 from orch.engine.scheduler import Scheduler
 from tests.support.gitrepo import commit_all, git, make_repo
-from tests.support.orchtest import Host, make_host
+from tests.support.orchtest import Host, edit_config, make_host
 from tests.support.usercheckout import user_view
 
 
@@ -21,12 +21,7 @@ def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, tasks: li
          script: dict[str, Any], config: dict[str, str] | None = None) -> Host:
     """A host with the plan committed; `config` replaces text in the default orchestrator.yaml."""
     host = make_host(tmp_path, monkeypatch, capsys, script)
-    path = host.repo / '.orchestrator' / 'orchestrator.yaml'
-    text = path.read_text()
-    for old, new in (config or {}).items():
-        assert old in text
-        text = text.replace(old, new)
-    path.write_text(text)
+    edit_config(host.repo, config)
     host.write_plan({'version': 1, 'title': 'Parallel', 'tasks': tasks})
     commit_all(host.repo, 'plan')
     return host

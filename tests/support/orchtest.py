@@ -108,6 +108,16 @@ def make_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any,
     return host
 
 
+def edit_config(repo: Path, replacements: dict[str, str] | None) -> None:
+    """Replace text in the host's orchestrator.yaml (each old text must be there)."""
+    path = repo / '.orchestrator' / 'orchestrator.yaml'
+    text = path.read_text()
+    for old, new in (replacements or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
 def cli_subprocess(repo: Path, *args: str, env: dict[str, str] | None = None,
                    **kwargs: Any) -> subprocess.Popen[str]:
     """codex-orch in its own process (for kill tests)."""
