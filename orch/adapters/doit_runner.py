@@ -10,6 +10,7 @@ import functools
 import gc
 import importlib
 import inspect
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from orch import output
 from orch.adapters import git
 from orch.core.compile import Step
 from orch.crashlog import write_crash_log
-from orch.engine.inputs import RunInputs, open_run, write_task_entries
+from orch.engine.inputs import RunInputs, open_run, task_entry, write_task_entries
 from orch.engine.session import Session
 from orch.errors import OrchError
 from orch.runstate import state
@@ -134,13 +135,18 @@ def is_last(step: Step) -> bool:
     return bool(step.builtin and step.builtin.last)
 
 
-def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report: str = 'include') -> dict[str, Any]:
-    """A doit namespace for the run. report: 'include' (dodo), 'exclude' (main run) or 'only'."""
+def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report: str = 'include',
+              read_only: bool = False) -> dict[str, Any]:
+    """A doit namespace for the run. report: 'include' (dodo), 'exclude' (main run) or 'only'.
+
+    read_only: for `doit list`/`info`, which must not write (task.json is written by a run).
+    """
     def task_codex_orch() -> Iterator[dict[str, Any]]:
         if report == 'only':
             steps = [s for s in rt.steps if is_last(s)]
         else:
-            write_task_entries(rt)
+            if not read_only:
+                write_task_entries(rt)
             steps = [s for s in rt.steps if report == 'include' or not is_last(s)]
         for step in steps:
             yield task_dict(rt, session, step)
@@ -178,11 +184,24 @@ def few_full_collections() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def stale_task_ids(rt: RunInputs) -> set[str]:
-    """Tasks whose prompt or work step doit would run now (without running anything)."""
+def stale_task_ids(rt: RunInputs) -> dict[str, str]:
+    """Tasks whose prompt or work step doit would run now, with why (without running or writing anything).
+
+    From any directory: doit's file dependencies are relative to the repository. A plan entry (or the
+    checks the config adds) that changed since task.json was written counts too, although task.json itself
+    is only rewritten by the next run.
+    """
+    stale: dict[str, str] = {}
+    for task in rt.plan.tasks:
+        try:
+            on_disk = json.loads((rt.task_dir(task.id) / 'task.json').read_text(encoding='utf-8'))
+        except (OSError, ValueError):
+            continue   # never written: the task never ran, the status says so already
+        if on_disk != json.loads(json.dumps(task_entry(rt, task))):
+            stale[task.id] = 'its plan entry changed since it ran'
     db = rt.run_dir / 'doit.db'
     if not db.exists():
-        return set()
+        return stale
     steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
@@ -192,14 +211,14 @@ def stale_task_ids(rt: RunInputs) -> set[str]:
         d['name'] = step.name
         d.pop('basename')
         tasks[step.name] = dict_to_task(d)
-    dep = Dependency(SqliteDB, str(db), checker_cls=MD5Checker)
-    stale = set()
-    try:
-        for name, task in tasks.items():
-            if dep.get_status(task, tasks).status != 'up-to-date':
-                stale.add(task_of[name])
-    finally:
-        dep.backend._conn.close()
+    with contextlib.chdir(rt.repo):
+        dep = Dependency(SqliteDB, str(db), checker_cls=MD5Checker)
+        try:
+            for name, task in tasks.items():
+                if dep.get_status(task, tasks).status != 'up-to-date':
+                    stale.setdefault(task_of[name], 'its inputs changed since it ran')
+        finally:
+            dep.backend._conn.close()
     return stale
 
 
@@ -260,7 +279,8 @@ def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
     if rt is None:
         return {'DOIT_CONFIG': {'verbosity': 2}}
     session = Session(rt)
-    if _doit_command(sys.argv[1:]) not in READ_ONLY_DOIT_COMMANDS:
+    read_only = _doit_command(sys.argv[1:]) in READ_ONLY_DOIT_COMMANDS
+    if not read_only:
         # One writer per run: a `doit run` (or clean, forget, ...) on a run in progress is refused at
         # once, before doit touches a task, a target or its database.
         try:
@@ -269,7 +289,7 @@ def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
             raise InvalidDodoFile(f'codex-orch: {exc}') from None
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
-    return namespace(rt, session, backend='sqlite3', report='include')
+    return namespace(rt, session, backend='sqlite3', report='include', read_only=read_only)
 
 
 def open_latest_for_dodo(start: Path) -> RunInputs | None:

@@ -11,10 +11,10 @@ if TYPE_CHECKING:   # the inputs are engine-side; the status reads only their pl
     from orch.engine.inputs import RunInputs
 
 
-def task_rows(rt: RunInputs, stale: set[str] | None = None) -> list[dict[str, Any]]:
+def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ..."""
     live = holder_pid(rt.run_dir) is not None
-    stale = stale or set()
+    stale = stale or {}
     rows: dict[str, dict[str, Any]] = {}
     for task in topological_order(rt.plan):
         task_dir = rt.path(rt.layout.task_dir(task.id))
@@ -33,8 +33,11 @@ def task_rows(rt: RunInputs, stale: set[str] | None = None) -> list[dict[str, An
             status = 'failed'
             why = 'timed out' if failed_gate.get('exit_code') is None else f'exit {failed_gate.get("exit_code")}'
             reason = f'gate {failed_gate["name"]} failed: {failed_gate.get("command")} ({why})'
-        if status == 'done' and (task.id in stale or any(rows[d]['status'] != 'done' for d in task.depends_on)):
-            status, reason = 'stale', 'its inputs changed since it ran'
+        if status == 'done' and task.id in stale:
+            status, reason = 'stale', stale[task.id]
+        elif status == 'done' and any(rows[d]['status'] != 'done' for d in task.depends_on):
+            waiting = [d for d in task.depends_on if rows[d]['status'] != 'done']
+            status, reason = 'stale', f'upstream {", ".join(waiting)} will run again'
         if status == 'pending' and reason is None:
             blocked = [d for d in task.depends_on if rows[d]['status'] in ('failed', 'deferred', 'blocked')]
             if blocked:

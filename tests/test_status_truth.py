@@ -1,0 +1,63 @@
+"""Issue 13 (first part): status is truthful after an edit, gives the same answer from any directory, and
+read-only commands write nothing."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    h.write_plan(three_task_plan())
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    assert rc == 0, out + err
+    return h
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root -> its content digest and mtime (a write of the same bytes shows too)."""
+    return {str(p.relative_to(root)): f'{hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_mtime_ns}'
+            for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def test_an_edited_plan_entry_is_stale_at_once_and_its_dependents_too(host: Host) -> None:
+    plan = three_task_plan()
+    plan['tasks'][0]['description'] = 'Create src/greet.py, and make it polite.'
+    host.write_plan(plan)
+    before = snapshot(host.repo / '.orchestrator')
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert (rows['T1']['status'], rows['T1']['reason']) == ('stale', 'its plan entry changed since it ran')
+    assert (rows['T2']['status'], rows['T2']['reason']) == ('stale', 'upstream T1 will run again')
+    assert rows['T3']['status'] == 'stale'
+    assert snapshot(host.repo / '.orchestrator') == before   # status wrote nothing
+    rc, out, err = host.cli('merge', '--run-id', 'r1', '--allow-automerge')
+    assert rc != 0 and 'T1' in out + err                       # a stale result is not shipped
+
+
+def test_status_is_the_same_from_a_subdirectory(host: Host) -> None:
+    (host.repo / 'src').mkdir(exist_ok=True)
+    top = subprocess.run([sys.executable, '-m', 'orch', 'status', '--json'], cwd=host.repo, capture_output=True,
+                         text=True, check=True).stdout
+    below = subprocess.run([sys.executable, '-m', 'orch', 'status', '--json'], cwd=host.repo / 'src',
+                           capture_output=True, text=True, check=True).stdout
+    assert top == below and '"stale"' not in below
+
+
+def test_doit_list_and_info_write_nothing(host: Host) -> None:
+    plan = three_task_plan()
+    plan['tasks'][1]['description'] = 'Test it twice.'
+    host.write_plan(plan)
+    before = snapshot(host.repo / '.orchestrator')
+    for args in (['list', '--all'], ['info', 'work:T2']):
+        done = subprocess.run([sys.executable, '-m', 'doit', *args], cwd=host.repo, capture_output=True, text=True,
+                              env=os.environ.copy(), timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert snapshot(host.repo / '.orchestrator') == before
