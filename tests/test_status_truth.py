@@ -17,7 +17,7 @@ from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_tas
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
     h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
     h.write_plan(three_task_plan())
-    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', 'r1')
     assert rc == 0, out + err
     return h
 
@@ -34,7 +34,7 @@ def test_an_edited_plan_entry_is_stale_at_once_and_its_dependents_too(host: Host
     host.write_plan(plan)
     before = snapshot(host.repo / '.orchestrator')
     rows = {t['id']: t for t in host.status()['tasks']}
-    assert (rows['T1']['status'], rows['T1']['reason']) == ('stale', 'its plan entry changed since it ran')
+    assert (rows['T1']['status'], rows['T1']['reason']) == ('stale', 'description changed (+1 line, -1 line)')
     assert (rows['T2']['status'], rows['T2']['reason']) == ('stale', 'upstream T1 will run again')
     assert rows['T3']['status'] == 'stale'
     assert snapshot(host.repo / '.orchestrator') == before   # status wrote nothing
@@ -61,3 +61,17 @@ def test_doit_list_and_info_write_nothing(host: Host) -> None:
                               env=os.environ.copy(), timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
     assert snapshot(host.repo / '.orchestrator') == before
+
+
+def test_every_reason_has_its_delta(host: Host) -> None:
+    plan = three_task_plan()
+    plan['tasks'][0]['description'] += '\nAlso handle empty names.'
+    plan['tasks'][0]['acceptance'] = ["greet('') == 'Hello, '"]
+    host.write_plan(plan)
+    (host.repo / 'spec.md').write_text('# Spec\nGreet people warmly.\n')
+    (host.repo / '.orchestrator' / 'prompts' / 'tester.md').write_text(
+        (host.repo / '.orchestrator' / 'prompts' / 'tester.md').read_text() + '\nBe thorough.\n')
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['T1']['reason'].startswith('acceptance changed; description changed (+1 line)')
+    assert 'spec.md changed' in rows['T1']['reason']
+    assert '.orchestrator/prompts/tester.md changed' in rows['T2']['reason']

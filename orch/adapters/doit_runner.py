@@ -191,35 +191,79 @@ def stale_task_ids(rt: RunInputs) -> dict[str, str]:
     checks the config adds) that changed since task.json was written counts too, although task.json itself
     is only rewritten by the next run.
     """
-    stale: dict[str, str] = {}
+    stale: dict[str, list[str]] = {}
     for task in rt.plan.tasks:
         try:
             on_disk = json.loads((rt.task_dir(task.id) / 'task.json').read_text(encoding='utf-8'))
         except (OSError, ValueError):
             continue   # never written: the task never ran, the status says so already
-        if on_disk != json.loads(json.dumps(task_entry(rt, task))):
-            stale[task.id] = 'its plan entry changed since it ran'
+        changes = entry_changes(on_disk, json.loads(json.dumps(task_entry(rt, task))))
+        if changes:
+            stale[task.id] = changes
     db = rt.run_dir / 'doit.db'
     if not db.exists():
-        return stale
+        return {tid: '; '.join(why) for tid, why in stale.items()}
     steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
-    task_of = {step.name: step.task_id or '' for step in steps}
+    by_name = {step.name: step for step in steps}
     for step in steps:
         d = task_dict(rt, session, step)
         d['name'] = step.name
         d.pop('basename')
         tasks[step.name] = dict_to_task(d)
+    results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
+    own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
     with contextlib.chdir(rt.repo):
         dep = Dependency(SqliteDB, str(db), checker_cls=MD5Checker)
         try:
             for name, task in tasks.items():
-                if dep.get_status(task, tasks).status != 'up-to-date':
-                    stale.setdefault(task_of[name], 'its inputs changed since it ran')
+                status = dep.get_status(task, tasks, get_log=True)
+                if status.status == 'up-to-date':
+                    continue
+                why = stale.setdefault(by_name[name].task_id or '', [])
+                for reason in _doit_reasons(status.reasons, results, own):
+                    if reason not in why:
+                        why.append(reason)
         finally:
             dep.backend._conn.close()
-    return stale
+    return {tid: '; '.join(why) or 'its inputs changed since it ran' for tid, why in stale.items()}
+
+
+def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Which fields of a plan entry changed, with a short delta for text ('description changed (+1 line)')."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if isinstance(before, str) and isinstance(after, str):
+            a, b = before.splitlines(), after.splitlines()
+            added, removed = sum(1 for x in b if x not in a), sum(1 for x in a if x not in b)
+            delta = ', '.join(f'{sign}{n} line{"s" if n != 1 else ""}' for sign, n in (('+', added), ('-', removed))
+                              if n)
+            out.append(f'{key} changed ({delta or "reworded"})')
+        elif before is None:
+            out.append(f'{key} added')
+        elif after is None:
+            out.append(f'{key} removed')
+        else:
+            out.append(f'{key} changed')
+    return out
+
+
+def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str]) -> list[str]:
+    out: list[str] = []
+    for path in [*reasons.get('changed_file_dep', []), *reasons.get('missing_file_dep', [])]:
+        if path in results:
+            out.append(f'upstream {results[path]}\'s result changed')
+        elif path not in own:   # task.json: its plan entry, already explained field by field
+            out.append(f'{path} changed')
+    if reasons.get('has_no_dependencies') or reasons.get('missing_target'):
+        out.append('it has no valid result')
+    if reasons.get('uptodate_false'):
+        out.append('its parameters (model, sandbox, codex arguments) changed')
+    return out
 
 
 def make_reporter(rt: RunInputs, session: Session) -> type:
