@@ -1,6 +1,9 @@
 """What several subcommands share: finding the repository, running a run to its end."""
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from orch import output
@@ -13,12 +16,51 @@ def find_repo(start: Path | None = None) -> Path:
     return git.repo_root(Path(start or Path.cwd()))
 
 
-def ensure_orchestrator(repo: Path) -> None:
-    """First use in a repository: write the defaults, as `init` would."""
-    if not (repo / ORCH_DIR).is_dir():
-        from orch.commands.init import write_defaults
-        write_defaults(repo, force=False)
+def ensure_orchestrator(repo: Path) -> list[str]:
+    """First use in a repository: write the defaults, as `init` would; returns what was written.
+
+    Every command that calls this starts a run, and a run starts from a commit: a repository without
+    one is refused here, before anything is written.
+    """
+    written = _write_first_defaults(repo)
+    if written:
         output.write_line(f'created {ORCH_DIR}/ with the default config, schemas and prompts', err=True)
+    return written
+
+
+@contextlib.contextmanager
+def first_use(repo: Path) -> Iterator[None]:
+    """ensure_orchestrator for a command that may still refuse its input in the body: then what was
+    written here is taken back, so a refused command leaves the repository as it found it."""
+    written = _write_first_defaults(repo)
+    try:
+        yield
+    except BaseException:
+        _take_back(repo, written)
+        raise
+    if written:
+        output.write_line(f'created {ORCH_DIR}/ with the default config, schemas and prompts', err=True)
+
+
+def _write_first_defaults(repo: Path) -> list[str]:
+    if (repo / ORCH_DIR).is_dir():
+        return []
+    from orch.engine.start import require_commit
+    require_commit(repo)
+    from orch.commands.init import write_defaults
+    return write_defaults(repo, force=False)
+
+
+def _take_back(repo: Path, written: list[str]) -> None:
+    """Remove the files first use wrote, then the directories left empty under .orchestrator/."""
+    if not written:
+        return
+    for rel in written:
+        with contextlib.suppress(OSError):
+            (repo / rel).unlink()
+    for dirpath, _, _ in os.walk(repo / ORCH_DIR, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)   # only an empty one: whatever else is there stays
 
 
 # ---- what a run owns in git: its worktrees and branches (clean and prune take them apart)

@@ -19,7 +19,7 @@ from typing import Any
 
 from orch import output
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
-from orch.errors import LaunchError
+from orch.errors import InputError, LaunchError
 from orch.standin.server import Standin, write_codex_home
 
 SPEC = """# Greeting library
@@ -38,7 +38,8 @@ def demo_plan(python: str = sys.executable) -> dict[str, Any]:
     """The example plan. The [[standin: ...]] lines script the local model stand-in (a real model would
     just read them as part of the description): T1's first version is wrong, so its check fails and a
     repair round fixes it; the reviewer asks for one change, which goes back to T1's thread."""
-    check = f'{shlex.quote(python)} -c "from src.greet import greet; r = greet(\'Ada\'); assert r == \'Hello, Ada!\', r"'
+    check = (f'{shlex.quote(python)} -c "from src.greet import greet; r = greet(\'Ada\'); '
+             'assert r == \'Hello, Ada!\', r"')
     return {'version': 1, 'title': 'Greeting library', 'tasks': [
         {'id': 'T1', 'role': 'implementer', 'title': 'Add greet()', 'paths': ['src/greet.py'],
          'description': ('Create src/greet.py with greet(name).\n'
@@ -64,9 +65,28 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(['git', '-C', str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
+def _checked_dir(given: str | None) -> Path | None:
+    """--dir, resolved and checked before anything is written: the demo makes a new repository there."""
+    if not given:
+        return None
+    root = Path(given).resolve()
+    repo = root / 'greeting'
+    if root.exists() and not root.is_dir():
+        raise InputError(f'--dir {given}: {root} is a file, not a directory; choose another --dir '
+                         '(a new or existing directory)')
+    if repo.exists() or repo.is_symlink():
+        raise InputError(f'--dir {given}: {repo} already exists (a demo ran there before?); choose another '
+                         f'--dir, or remove {repo} to run the demo there again')
+    return root
+
+
 def _make_repo(root: Path) -> Path:
     repo = root / 'greeting'
-    repo.mkdir(parents=True)
+    try:
+        repo.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(f'--dir {root}: cannot create {repo}: {exc.strerror or exc}; choose another --dir '
+                         '(one you can write to)') from None
     _git(repo, 'init', '-q', '-b', 'main')
     (repo / 'README.md').write_text('# greeting\n')
     (repo / 'spec.md').write_text(SPEC)
@@ -93,10 +113,11 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 
 def demo(args: argparse.Namespace) -> int:
     from orch.main import main
+    root = _checked_dir(args.dir)
     binary = find_codex()
     if binary is None:
         raise LaunchError(f'the demo runs the real Codex CLI, and no codex executable was found: {INSTALL_HINT}')
-    root = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix='codex-orch-demo-'))
+    root = root or Path(tempfile.mkdtemp(prefix='codex-orch-demo-'))
     repo = _make_repo(root)
     with Standin() as server:
         env = write_codex_home(root / 'codex-home', server.base_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orch.commands.common import ensure_orchestrator, find_repo
+from orch.commands.common import find_repo, first_use
 from orch.engine.start import RunRequest, prepare_run
 
 
@@ -38,7 +38,8 @@ def plan_path_for_record(repo: Path, plan_file: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     repo = find_repo()
-    ensure_orchestrator(repo)
-    plan_rel = plan_path_for_record(repo, args.plan_file)
-    prepared = prepare_run(repo, plan_rel, spec_file=args.spec_file, run_id=args.run_id, request=request_from(args))
+    with first_use(repo):   # bad input leaves nothing behind, not even a first .orchestrator/
+        plan_rel = plan_path_for_record(repo, args.plan_file)
+        prepared = prepare_run(repo, plan_rel, spec_file=args.spec_file, run_id=args.run_id,
+                               request=request_from(args))
     return prepared.execute()

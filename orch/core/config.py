@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from orch.core.files import NestingError, load_yaml, read_input, too_deep_message
 from orch.core.validate import pydantic_errors, yaml_problem
 from orch.errors import ConfigError, problems_message
 
@@ -184,15 +185,22 @@ class Config(_Model):
         return ResolvedRole(name=name, **merged)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_config(path: Path) -> Config:
     """Load and validate the config; a missing file means all defaults."""
     path = Path(path)
     if not path.exists():
         return Config()
+    raw = read_input(path, limit=MAX_CONFIG_BYTES, what='config', error=ConfigError,
+                     fix='replace it with the YAML config, or remove it to use the defaults')
     try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+        data = load_yaml(raw.decode('utf-8'))
     except UnicodeDecodeError as exc:
         raise ConfigError(f'{path}: not UTF-8 text (save it as UTF-8)') from exc
+    except NestingError as exc:
+        raise ConfigError(too_deep_message(str(path), 'config', yaml_problem(exc)[0])) from None
     except yaml.YAMLError as exc:
         where, problem = yaml_problem(exc)
         raise ConfigError(f'{path}: {where}invalid YAML: {problem} '

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
+from orch.core.files import json_too_deep_at, read_input, too_deep_message
 from orch.core.validate import schema_errors
 from orch.errors import PlanError, problems_message
 
@@ -102,14 +103,17 @@ def load_plan(path: Path, plan_schema: dict[str, Any], roles: set[str], *, schem
     content (jsonschema costs ~30 us per task: 0.3 s for 10,000). The graph checks always run.
     """
     path = Path(path)
-    data = _read_json(path)
-    digest = _digest(data)
-    key = hashlib.sha256(f'{digest}\0{json.dumps(plan_schema, sort_keys=True)}'.encode()).hexdigest()
-    if key != schema_valid:
-        problems = schema_errors(data, plan_schema)
-        if problems:
-            raise PlanError(problems_message(path, problems, 'see the plan format in the README'))
-    problems = graph_problems(data, roles)
+    data, text = _read_json(path)
+    try:
+        digest = _digest(data)
+        key = hashlib.sha256(f'{digest}\0{json.dumps(plan_schema, sort_keys=True)}'.encode()).hexdigest()
+        if key != schema_valid:
+            problems = schema_errors(data, plan_schema)
+            if problems:
+                raise PlanError(problems_message(path, problems, 'see the plan format in the README'))
+        problems = graph_problems(data, roles)
+    except RecursionError:   # JSON nested deeper than parsing, digesting or checking it can go
+        raise PlanError(too_deep_message(str(path), 'plan', json_too_deep_at(text))) from None
     if problems:
         raise PlanError(problems_message(path, problems))
     return plan_from_data(data, digest=digest, schema_key=key)
@@ -128,22 +132,18 @@ def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> tuple[Any, str]:
+    """The plan's data and its text; a RecursionError (nesting too deep) is the caller's to report."""
+    raw = read_input(path, limit=MAX_PLAN_BYTES, what='plan', fix='check --plan-file', error=PlanError)
     try:
-        if path.stat().st_size > MAX_PLAN_BYTES:
-            raise PlanError(f'{path}: plan is larger than {MAX_PLAN_BYTES // 2**20} MB')
-        text = path.read_text(encoding='utf-8')
-    except FileNotFoundError as exc:
-        raise PlanError(f'{path}: plan file not found (check --plan-file)') from exc
-    except IsADirectoryError as exc:
-        raise PlanError(f'{path}: is a directory, not a plan file (check --plan-file)') from exc
+        text = raw.decode('utf-8')
     except UnicodeDecodeError as exc:
         raise PlanError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (a plan is a JSON file; '
                         'save it as UTF-8)') from exc
-    except OSError as exc:
-        raise PlanError(f'{path}: cannot read plan: {exc.strerror}') from exc
     try:
-        return _parse_json(text)
+        return _parse_json(text), text
+    except RecursionError:
+        raise PlanError(too_deep_message(str(path), 'plan', json_too_deep_at(text))) from None
     except json.JSONDecodeError as exc:
         raise PlanError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} '
                         '(fix the JSON syntax there; the plan format is in the README)') from exc

@@ -6,8 +6,10 @@ import string
 from pathlib import Path
 from typing import Any
 
+from orch.core.files import read_input, universal_newlines
 from orch.errors import TemplateError
 
+MAX_TEMPLATE_BYTES = 5 * 1024 * 1024
 PLACEHOLDERS = ('task_id', 'title', 'description', 'acceptance', 'paths', 'upstream', 'spec', 'schema',
                 'role', 'run_id')
 
@@ -19,16 +21,13 @@ def check_template(path: Path) -> str:
     conversions and format specs (`{title:>99999999}`) would let a template reach into objects or
     blow up at render time, after the run started.
     """
+    raw = read_input(path, limit=MAX_TEMPLATE_BYTES, what='prompt template', error=TemplateError,
+                     missing='run `codex-orch init` to restore the defaults',
+                     fix='a template is a text file: put one there; `codex-orch init --force` restores the defaults')
     try:
-        text = Path(path).read_text(encoding='utf-8')
-    except FileNotFoundError as exc:
-        raise TemplateError(f'{path}: prompt template not found '
-                            '(run `codex-orch init` to restore the defaults)') from exc
+        text = universal_newlines(raw.decode('utf-8'))
     except UnicodeDecodeError as exc:
         raise TemplateError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)') from exc
-    except OSError as exc:
-        raise TemplateError(f'{path}: cannot read the prompt template: {exc.strerror} '
-                            '(it must be a text file)') from exc
     try:
         fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:

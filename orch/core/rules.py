@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orch.core.builtin_steps import BUILTINS, REQUIRED, Builtin, builtin
+from orch.core.files import NestingError, load_yaml, read_input, too_deep_message
 from orch.core.validate import pydantic_errors, yaml_problem
 from orch.errors import RuleError, problems_message
 
@@ -130,11 +131,18 @@ def load_rules(builtin_dir: Path, host_dir: Path | None, roles: set[str] | None 
     return RuleSet(tuple(rules))
 
 
+MAX_RULE_BYTES = 1024 * 1024
+
+
 def _load_file(path: Path, is_host: bool, roles: set[str] | None) -> list[Rule]:
+    raw = read_input(path, limit=MAX_RULE_BYTES, what='rule', error=RuleError,
+                     fix='a rule is a YAML file: replace it with one, or move it out of the rules directory')
     try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+        data = load_yaml(raw.decode('utf-8'))
     except UnicodeDecodeError as exc:
         raise RuleError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)') from None
+    except NestingError as exc:
+        raise RuleError(too_deep_message(str(path), 'rule file', yaml_problem(exc)[0])) from None
     except yaml.YAMLError as exc:
         where, problem = yaml_problem(exc)
         raise RuleError(f'{path}: {where}not a valid YAML rule file: {problem} '
@@ -147,7 +155,8 @@ def _load_file(path: Path, is_host: bool, roles: set[str] | None) -> list[Rule]:
         try:
             rule = Rule.model_validate({**doc, 'source': str(path)})
         except ValidationError as exc:
-            where = f'rule {doc.get("name", i)!r}'
+            name = doc.get('name')
+            where = f'rule {name!r}' if isinstance(name, str) and len(name) <= 100 else f'rule {i}'   # no alias bomb
             raise RuleError(problems_message(f'{path}: {where}', pydantic_errors(exc))) from None
         _check_rule(rule, is_host, roles)
         if is_host and rule.scope == 'task' and rule.is_shell:

@@ -10,6 +10,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
 from pydantic import ValidationError
 
+from orch.core.files import json_depth_exceeds, json_too_deep_at, read_input, too_deep_message
 from orch.errors import SchemaError
 
 
@@ -25,7 +26,20 @@ def json_path(parts: Iterable[str | int]) -> str:
 
 
 def _short(value: object, limit: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    """A value quoted in a message, at most `limit` characters. Encoded lazily and only as far as shown
+    (a YAML alias bomb expands to billions of items when serialised whole), and total: a YAML date is
+    not JSON, and an alias can make a list contain itself."""
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        text = ''
+        try:
+            for chunk in json.JSONEncoder(ensure_ascii=False, default=str).iterencode(value):
+                text += chunk
+                if len(text) > limit:
+                    break
+        except (ValueError, RecursionError):   # a list or mapping containing itself
+            text = text + '...' if text else type(value).__name__
     return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
@@ -62,19 +76,29 @@ def pydantic_errors(exc: ValidationError) -> list[str]:
 _SCHEMA_FIX = 'fix the schema; `codex-orch init --force` restores the shipped defaults, overwriting edits'
 
 
+MAX_SCHEMA_BYTES = 5 * 1024 * 1024
+
+
 def load_json_schema(path: Path) -> dict[str, Any]:
     """Read a JSON Schema file and check it is itself a valid schema."""
+    raw = read_input(path, limit=MAX_SCHEMA_BYTES, what='schema', error=SchemaError,
+                     missing='run `codex-orch init` to restore the defaults',
+                     fix='codex-orch cannot read schema from anything but a regular file: put the JSON Schema '
+                         'there; `codex-orch init --force` restores the shipped defaults')
     try:
-        text = Path(path).read_text(encoding='utf-8')
-    except FileNotFoundError as exc:
-        raise SchemaError(f'{path}: schema file not found (run `codex-orch init` to restore the defaults)') from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SchemaError(f'{path}: cannot read schema: {exc} (save it as UTF-8 JSON)') from exc
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f'{path}: cannot read schema: not UTF-8 text: byte {exc.start} is invalid '
+                          '(save it as UTF-8 JSON)') from exc
     try:
         schema = json.loads(text)
+    except RecursionError:
+        raise SchemaError(too_deep_message(str(path), 'schema', json_too_deep_at(text))) from None
     except json.JSONDecodeError as exc:
         raise SchemaError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} '
                           f'({_SCHEMA_FIX})') from exc
+    if json_depth_exceeds(schema):   # checking a schema recurses through it: bounded here, deterministically
+        raise SchemaError(too_deep_message(str(path), 'schema', json_too_deep_at(text)))
     if not isinstance(schema, dict):
         raise SchemaError(f'{path}: (top level): a JSON Schema must be an object, got {type(schema).__name__} '
                           f'({_SCHEMA_FIX})')
@@ -82,6 +106,8 @@ def load_json_schema(path: Path) -> dict[str, Any]:
         raise SchemaError(f'{path}: $schema: must be a string (a JSON Schema dialect URI) ({_SCHEMA_FIX})')
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
+    except RecursionError:
+        raise SchemaError(too_deep_message(str(path), 'schema')) from None
     except _JsonSchemaError as exc:
         message = exc.message if len(exc.message) <= 200 else exc.message[:197] + '...'
         raise SchemaError(f'{path}: {json_path(exc.absolute_path)}: not a valid JSON Schema: {message} '

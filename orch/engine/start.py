@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from orch.engine.inputs import RunInputs, load_inputs, open_run
 from orch.engine.session import RunOptions
 from orch.errors import GitError, InputError
 from orch.runstate.lock import RunLock
-from orch.runstate.runs import RunInfo, check_run_id, latest_run_id, load_run, new_run_id, run_dir, save_run
+from orch.runstate.runs import ORCH_DIR, RunInfo, check_run_id, latest_run_id, load_run, new_run_id, run_dir, save_run
 
 MAX_JOBS = 64   # as for `jobs:` in the config
 
@@ -58,20 +60,13 @@ def prepare_run(repo: Path, plan_rel: str, *, spec_file: str | None, run_id: str
     if run_id:
         check_run_id(run_id)
     run_id = run_id or new_run_id()
-    info = existing_run(repo, run_id, kind)
+    info = existing_run(repo, run_id, kind, plan_file=plan_rel)
     if info is not None:
         info = RunInfo(**{**info.to_dict(), 'plan_file': plan_rel, 'plan_digest': loaded.plan.digest,
                           'spec_file': spec if spec_file else info.spec_file})
     else:
         info = new_run_info(repo, run_id, loaded.config, plan_rel, loaded.plan.digest, spec, kind)
-    lock = RunLock(run_dir(repo, run_id))
-    lock.acquire()   # one writer per run: a run in progress is refused before run.json is touched
-    try:
-        save_run(repo, info)
-    except BaseException:
-        lock.release()
-        raise
-    return PreparedRun(loaded.for_run(repo, info), options, lock)
+    return PreparedRun(loaded.for_run(repo, info), options, _record_run(repo, info))
 
 
 def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file: str | None = None) -> int:
@@ -99,24 +94,35 @@ _KINDS = {'plan': 'a plan run (`codex-orch run`)',
           'task': 'a one-task run (`codex-orch task` or `plan`)'}
 
 
-def existing_run(repo: Path, run_id: str, kind: str) -> RunInfo | None:
-    """The run run_id names, if it exists; it must be of the same kind (a plan run or a one-task run)."""
+def existing_run(repo: Path, run_id: str, kind: str, *, plan_file: str | None = None) -> RunInfo | None:
+    """The run run_id names, if it exists; it must be of the same kind (a plan run or a one-task run) and,
+    given plan_file, run that plan file: a run follows one plan (its edits are how a run is continued),
+    and mixing two plans' tasks on one branch is refused."""
     if not (run_dir(repo, run_id) / 'run.json').exists():
         return None
     info = load_run(repo, run_id)
     if info.kind != kind:
         raise InputError(f'--run-id {run_id}: that is {_KINDS.get(info.kind, info.kind)}, but this command makes '
                          f'{_KINDS[kind]}; choose a new run id, or omit --run-id')
+    if plan_file is not None and info.plan_file != plan_file:
+        raise InputError(f'--run-id {run_id}: that run executes the plan {info.plan_file}, not {plan_file}, and a run '
+                         f'follows one plan; to run {plan_file}, choose a new run id (or omit --run-id); to continue '
+                         f'run {run_id}, edit {info.plan_file} and `codex-orch resume --run-id {run_id}`')
     return info
+
+
+def require_commit(repo: Path) -> str:
+    """The commit HEAD is at: a run starts from it, so a repository without one is refused (before any write)."""
+    try:
+        return git.rev_parse(repo, 'HEAD')
+    except GitError:
+        raise InputError(f'{repo}: the repository has no commit yet; commit something first '
+                         '(a run starts from the current commit)') from None
 
 
 def new_run_info(repo: Path, run_id: str, config: Config, plan_rel: str, digest: str, spec: str | None,
                  kind: str = 'plan') -> RunInfo:
-    try:
-        base_commit = git.rev_parse(repo, 'HEAD')
-    except GitError:
-        raise InputError(f'{repo}: the repository has no commit yet; commit something first '
-                         '(a run starts from the current commit)') from None
+    base_commit = require_commit(repo)
     now = dt.datetime.now()
     date = f'{now:%Y%m%d}'
     values = {'date': date, 'run_id': run_id}
@@ -125,3 +131,41 @@ def new_run_info(repo: Path, run_id: str, config: Config, plan_rel: str, digest:
                    per_task=not config.use_single_workspace, plan_file=plan_rel, plan_digest=digest,
                    spec_file=spec, shared_branch=config.branches.shared.format(**values),
                    task_branch_template=config.branches.task, kind=kind)
+
+
+def _record_run(repo: Path, info: RunInfo) -> RunLock:
+    """Take the run's lock and write run.json: the first writes of a run. A runs directory that cannot be
+    written is bad input (exit 2), and a new run's directory is taken back when its record cannot be written."""
+    directory = run_dir(repo, info.run_id)
+    created = not directory.exists()
+    lock = RunLock(directory)
+    try:
+        lock.acquire()   # one writer per run: a run in progress is refused before run.json is touched
+        try:
+            save_run(repo, info)
+        except BaseException:
+            lock.release()
+            raise
+    except BaseException as exc:
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise InputError(_unwritable(repo, directory, exc)) from None
+        raise
+    return lock
+
+
+def _unwritable(repo: Path, directory: Path, exc: OSError) -> str:
+    """Why a run's directory cannot be written, naming the path that is in the way and the fix."""
+    runs = directory.parent
+    inside = [p for p in (repo / ORCH_DIR, runs, directory) if p.exists() or p.is_symlink()]
+    blocker = next((p for p in inside if not p.is_dir()), None)
+    if blocker is not None:
+        return (f'{blocker}: is not a directory, and codex-orch keeps each run in {runs}/<run id>; '
+                f'move {blocker} out of the way (rename or remove it), then run again')
+    existing = inside[-1] if inside else repo
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f'{existing}: cannot create the run {directory.name} there: {reason}; codex-orch writes '
+                f'each run into {runs}/<run id>: make {existing} writable for this user (or run as its owner)')
+    return f'{directory}: cannot create the run there: {reason} (check the disk and the path, then run again)'

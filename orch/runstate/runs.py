@@ -57,7 +57,13 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return f'{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}'
 
 
+MAX_RUN_ID = 100   # as for task ids: it becomes a directory name and part of branch names
+
+
 def check_run_id(run_id: str) -> None:
+    if len(run_id) > MAX_RUN_ID:
+        raise InputError(f'--run-id {run_id[:40]!r}...: {len(run_id)} characters long, at most {MAX_RUN_ID} are '
+                         'allowed (it becomes a directory and a branch name); choose a shorter run id')
     problem = id_problem(run_id)
     if problem:
         raise InputError(f'--run-id {run_id!r}: {problem}')
