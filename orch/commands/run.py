@@ -14,6 +14,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help='keep running independent tasks after a failure')
     p.add_argument('-q', '--quiet', action='count', default=0, help='less output')
     p.add_argument('-v', '--verbose', action='count', default=0, help='more output (worker activity)')
+    p.add_argument('--discard-changes', action='store_true',
+                   help="drop uncommitted changes in the run's worktrees that codex-orch did not make "
+                        '(by default a task refuses to start over them)')
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def request_from(args: argparse.Namespace) -> RunRequest:
-    return RunRequest(jobs=args.jobs, keep_going=args.keep_going, verbosity=max(0, 1 + args.verbose - args.quiet))
+    return RunRequest(jobs=args.jobs, keep_going=args.keep_going, verbosity=max(0, 1 + args.verbose - args.quiet),
+                      discard_changes=getattr(args, 'discard_changes', False))
 
 
 def plan_path_for_record(repo: Path, plan_file: str) -> str:

@@ -29,12 +29,14 @@ class RunRequest:
     jobs: int | None = None
     keep_going: bool = False
     verbosity: int = 1
+    discard_changes: bool = False
 
     def options(self, default_jobs: int) -> RunOptions:
         jobs = self.jobs if self.jobs is not None else default_jobs
         if jobs < 1 or jobs > MAX_JOBS:
             raise InputError(f'-j {jobs}: the number of jobs must be at least 1 and at most {MAX_JOBS}')
-        return RunOptions(jobs=jobs, keep_going=self.keep_going, verbosity=self.verbosity)
+        return RunOptions(jobs=jobs, keep_going=self.keep_going, verbosity=self.verbosity,
+                          discard_changes=self.discard_changes)
 
 
 @dataclass(frozen=True)
