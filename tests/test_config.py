@@ -79,7 +79,7 @@ def test_bad_config_messages(tmp_path: Path, text: str, problems: list[str]) -> 
     ('- jobs\n', 'the top level must be a mapping of keys, got list'),
     ('jobs: [1\n', "line 2 column 1: invalid YAML: expected ',' or ']', but got '<stream end>' "
                    '(only plain YAML is accepted: no tags that construct objects)'),
-    (b'jobs: 1\n\xff\n', 'not UTF-8 text (save it as UTF-8)'),
+    (b'jobs: 1\n\xff\n', 'not UTF-8 text: byte 8 is invalid (save it as UTF-8)'),
     ('jobs: !!python/object/apply:os.system ["true"]\n',
      "line 1 column 7: invalid YAML: could not determine a constructor for the tag "
      "'tag:yaml.org,2002:python/object/apply:os.system' (only plain YAML is accepted: no tags that construct objects)"),

@@ -6,11 +6,10 @@ import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from orch.core.files import NestingError, load_yaml, read_input, too_deep_message
-from orch.core.validate import pydantic_errors, yaml_problem
+from orch.core.files import read_yaml_input
+from orch.core.validate import pydantic_errors
 from orch.errors import ConfigError, problems_message
 
 CONFIG_FILE = 'orchestrator.yaml'
@@ -193,18 +192,8 @@ def load_config(path: Path) -> Config:
     path = Path(path)
     if not path.exists():
         return Config()
-    raw = read_input(path, limit=MAX_CONFIG_BYTES, what='config', error=ConfigError,
-                     fix='replace it with the YAML config, or remove it to use the defaults')
-    try:
-        data = load_yaml(raw.decode('utf-8'))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f'{path}: not UTF-8 text (save it as UTF-8)') from exc
-    except NestingError as exc:
-        raise ConfigError(too_deep_message(str(path), 'config', yaml_problem(exc)[0])) from None
-    except yaml.YAMLError as exc:
-        where, problem = yaml_problem(exc)
-        raise ConfigError(f'{path}: {where}invalid YAML: {problem} '
-                          '(only plain YAML is accepted: no tags that construct objects)') from exc
+    data = read_yaml_input(path, limit=MAX_CONFIG_BYTES, what='config', error=ConfigError, invalid='invalid YAML',
+                           fix='replace it with the YAML config, or remove it to use the defaults')
     if data is None:
         return Config()
     if not isinstance(data, dict):

@@ -182,3 +182,26 @@ def load_yaml(text: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def yaml_problem(exc: Exception) -> tuple[str, str]:
+    """A YAML parse error as ('line L column C: ', problem); PyYAML's own text spans several lines."""
+    mark = getattr(exc, 'problem_mark', None)
+    where = f'line {mark.line + 1} column {mark.column + 1}: ' if mark else ''
+    return where, getattr(exc, 'problem', None) or str(exc).splitlines()[0]
+
+
+def read_yaml_input(path: Path, *, limit: int, what: str, fix: str, error: type[InputError], invalid: str) -> Any:
+    """A YAML input file read and parsed (bounded in size and nesting), or `error` naming the file, the place
+    and the fix. `invalid` starts the message of a parse error ('invalid YAML', 'not a valid YAML rule file')."""
+    raw = read_input(path, limit=limit, what=what, error=error, fix=fix)
+    try:
+        return load_yaml(raw.decode('utf-8'))
+    except UnicodeDecodeError as exc:
+        raise error(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)') from None
+    except NestingError as exc:
+        raise error(too_deep_message(str(path), what, yaml_problem(exc)[0])) from None
+    except yaml.YAMLError as exc:
+        where, problem = yaml_problem(exc)
+        raise error(f'{path}: {where}{invalid}: {problem} '
+                    '(only plain YAML is accepted: no tags that construct objects)') from None

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orch.core.builtin_steps import BUILTINS, REQUIRED, Builtin, builtin
-from orch.core.files import NestingError, load_yaml, read_input, too_deep_message
-from orch.core.validate import pydantic_errors, yaml_problem
+from orch.core.files import read_yaml_input
+from orch.core.validate import pydantic_errors
 from orch.errors import RuleError, problems_message
 
 # Placeholders and what they stand for; list-valued ones expand to several paths.
@@ -135,18 +134,9 @@ MAX_RULE_BYTES = 1024 * 1024
 
 
 def _load_file(path: Path, is_host: bool, roles: set[str] | None) -> list[Rule]:
-    raw = read_input(path, limit=MAX_RULE_BYTES, what='rule', error=RuleError,
-                     fix='a rule is a YAML file: replace it with one, or move it out of the rules directory')
-    try:
-        data = load_yaml(raw.decode('utf-8'))
-    except UnicodeDecodeError as exc:
-        raise RuleError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (save it as UTF-8)') from None
-    except NestingError as exc:
-        raise RuleError(too_deep_message(str(path), 'rule file', yaml_problem(exc)[0])) from None
-    except yaml.YAMLError as exc:
-        where, problem = yaml_problem(exc)
-        raise RuleError(f'{path}: {where}not a valid YAML rule file: {problem} '
-                        '(only plain YAML is accepted: no tags that construct objects)') from None
+    data = read_yaml_input(path, limit=MAX_RULE_BYTES, what='rule file', error=RuleError,
+                           invalid='not a valid YAML rule file',
+                           fix='a rule is a YAML file: replace it with one, or move it out of the rules directory')
     docs = data.get('rules') if isinstance(data, dict) and 'rules' in data else [data]
     if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
         raise RuleError(f'{path}: a rule file holds one rule (a mapping) or `rules:` with a list of them')

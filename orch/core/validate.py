@@ -113,10 +113,3 @@ def load_json_schema(path: Path) -> dict[str, Any]:
         raise SchemaError(f'{path}: {json_path(exc.absolute_path)}: not a valid JSON Schema: {message} '
                           f'({_SCHEMA_FIX})') from exc
     return schema
-
-
-def yaml_problem(exc: Exception) -> tuple[str, str]:
-    """A YAML parse error as ('line L column C: ', problem); PyYAML's own text spans several lines."""
-    mark = getattr(exc, 'problem_mark', None)
-    where = f'line {mark.line + 1} column {mark.column + 1}: ' if mark else ''
-    return where, getattr(exc, 'problem', None) or str(exc).splitlines()[0]
