@@ -1,4 +1,9 @@
-"""All of codex-orch's own printing goes through here (tests capture it in one place)."""
+"""All of codex-orch's own printing goes through here (tests capture it in one place).
+
+What is printed may quote a worker (its answer, its errors, its file names) or a plan (titles): it is
+made terminal-safe (orch.core.text.terminal_safe) so that no control character or ANSI escape sequence
+reaches the terminal, and a character the stream cannot encode is written as a backslash escape.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +12,7 @@ import threading
 from typing import TextIO
 
 from orch.core.redact import redact
+from orch.core.text import terminal_safe
 
 _lock = threading.Lock()
 
@@ -17,7 +23,7 @@ def write_line(text: str = '', *, err: bool = False) -> None:
 
 def write(text: str, *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
-    text = redact(text)   # a worker's error text may quote an API key
+    text = terminal_safe(redact(text))   # a worker's error text may quote an API key, or move the cursor
     with _lock:
         emit(stream, text)
 
@@ -26,7 +32,11 @@ def emit(stream: TextIO, text: str) -> None:
     """Write and flush; a reader that went away (`codex-orch status | head -1`) silences the stream
     instead of aborting the command, so a run piped into `head` still finishes its work."""
     try:
-        stream.write(text)
+        try:
+            stream.write(text)
+        except UnicodeEncodeError:   # e.g. LANG=C with an ASCII stdout: say it with escapes instead
+            encoding = getattr(stream, 'encoding', None) or 'ascii'
+            stream.write(text.encode(encoding, 'backslashreplace').decode(encoding, 'replace'))
         stream.flush()
     except BrokenPipeError:
         try:

@@ -203,3 +203,47 @@ def test_classify_usage_limits_as_deferred(text: str) -> None:
 ])
 def test_classify_other_failures_as_none(text: str | None) -> None:
     assert classify_failure(text) is None
+
+
+# --- text no encoder likes: lone surrogates become U+FFFD in answers, records stay UTF-8 -------------
+
+def _encodable(text: str | None) -> bool:
+    if text is None:
+        return True
+    text.encode('utf-8')
+    return True
+
+
+@pytest.mark.parametrize('text', [
+    '{"summary": "a \\ud800 b", "\\udcff": ["\\udfff\\ud83d"]}',   # JSON escapes of lone surrogates
+    '{"summary": "a \ud800 b", "\udcff": ["\udfff\ud83d"]}',        # the characters themselves
+    '```json\n{"summary": "a \\ud800 b", "\\udcff": ["\\udfff\\ud83d"]}\n```',
+    'Here: {"summary": "a \\ud800 b", "\\udcff": ["\\udfff\\ud83d"]} done',
+])
+def test_parse_replaces_lone_surrogates(text: str) -> None:
+    assert parse_answer(text) == {'summary': 'a \ufffd b', '\ufffd': ['\ufffd\ufffd']}
+
+
+def test_parse_keeps_real_pairs_and_controls() -> None:
+    # a JSON surrogate pair is one character; control characters are the answer's (JSON escapes them)
+    assert parse_answer('{"s": "\\ud83d\\ude00 \\u001b[2J\\u0007"}') == {'s': '\U0001F600 \x1b[2J\x07'}
+
+
+def test_unparseable_answer_with_surrogates_gives_an_encodable_reason() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_answer('prose \ud800 \udcff and \x1b[2J')
+    assert _encodable(str(info.value)) and 'not JSON' in str(info.value)
+
+
+def test_event_texts_kept_for_records_are_encodable() -> None:
+    stream = EventStream()
+    stream.feed_line(b'{"type":"thread.started","thread_id":"t\\ud800"}')
+    stream.feed_line(b'{"type":"error","message":"retry \\udcff"}')
+    stream.feed_line(b'{"type":"item.completed","item":{"type":"error","message":"warn \\ud800"}}')
+    stream.feed_line(b'{"type":"item.started","item":{"type":"command_execution","command":"ls \\udcff"}}')
+    stream.feed_line(b'{"type":"turn.failed","error":{"message":"bad \\ud800"}}')
+    assert stream.events == 5
+    for text in (stream.thread_id, stream.turn_failed_message, stream.last_activity,
+                 *stream.error_messages, *stream.warnings):
+        assert _encodable(text)
+    assert stream.error_messages == ['retry \\xff'] and stream.last_activity == 'running: ls \\xff'

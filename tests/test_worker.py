@@ -5,6 +5,7 @@ import _thread
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -386,3 +387,172 @@ def test_fake_rejects_cd_after_resume_and_reports_version(h: Harness) -> None:
     unknown = subprocess.run([codex, 'exec', '--json', '--skip-git-repo-check', 'resume', 'nope', '-'],
                              input='hi', capture_output=True, text=True)
     assert unknown.returncode == 1 and unknown.stdout == '' and 'no rollout found' in unknown.stderr
+
+
+# --- an attempt whose turn completed before codex-orch was killed is recovered, never paid again ----
+
+def _killed_after_turn(h: Harness, n: int) -> None:
+    """What a kill between turn.completed and codex's exit leaves: events.jsonl complete, no attempt.json."""
+    (h.task_dir / f'attempt-{n}' / 'attempt.json').unlink()
+
+
+def _recover(h: Harness, prompt: str = PROMPT, **overrides: Any) -> tuple[WorkerResult, list[str]]:
+    fresh: list[str] = []
+    result = run_worker(h.spec(**overrides), prompt, h.task_dir, validate, recover=True,
+                        before_fresh_start=lambda: fresh.append('discard'))
+    return result, fresh
+
+
+def test_completed_turn_of_a_killed_run_is_recovered_without_launching(h: Harness) -> None:
+    first = h.run({'edits': {'a.txt': 'a\n'}})
+    _killed_after_turn(h, 1)
+    h.script({'fail': 'a second launch must not happen'})
+    result, fresh = _recover(h)
+    assert len(h.log()) == 1 and fresh == []   # no model request, and the worker's edits are kept
+    assert result.outcome == 'ok' and result.answer == first.answer
+    assert result.thread_id == first.thread_id and result.usage == first.usage == FAKE_USAGE
+    (attempt,) = result.attempts
+    assert attempt.recovered and attempt.n == 1 and attempt.kind == 'initial' and attempt.exit_code is None
+    recorded = json.loads((h.task_dir / 'attempt-1' / 'attempt.json').read_text())
+    assert recorded['outcome'] == 'ok' and recorded['recovered'] is True and recorded['usage'] == FAKE_USAGE
+    assert recorded['argv'] == first.attempts[0].argv and recorded['duration'] >= 0
+    assert (h.workdir / 'a.txt').read_text() == 'a\n'
+    # recovered once: the next call is an ordinary run
+    h.script({})
+    again, fresh = _recover(h)
+    assert again.outcome == 'ok' and fresh == ['discard'] and len(h.log()) == 2
+
+
+def test_recover_completed_attempt_alone(h: Harness) -> None:
+    from orch.adapters.worker import recover_completed_attempt
+    assert recover_completed_attempt(h.spec(), PROMPT, h.task_dir, validate) is None   # nothing there yet
+    first = h.run({})
+    assert recover_completed_attempt(h.spec(), PROMPT, h.task_dir, validate) is None   # it ended: attempt.json
+    _killed_after_turn(h, 1)
+    result = recover_completed_attempt(h.spec(), PROMPT, h.task_dir, validate)
+    assert result is not None and result.ok and result.answer == first.answer and len(h.log()) == 1
+
+
+def test_a_turn_that_did_not_complete_is_not_recovered(h: Harness) -> None:
+    h.run({'no_turn_completed': True}, failure_retries=0)
+    _killed_after_turn(h, 1)
+    h.script({})
+    result, fresh = _recover(h)
+    assert fresh == ['discard'] and len(h.log()) == 2
+    assert result.outcome == 'ok' and [a.n for a in result.attempts] == [2] and not result.attempts[0].recovered
+
+
+def test_a_truncated_event_log_is_not_recovered(h: Harness) -> None:
+    h.run({})
+    _killed_after_turn(h, 1)
+    events = h.task_dir / 'attempt-1' / 'events.jsonl'
+    lines = events.read_bytes().splitlines(keepends=True)
+    assert b'turn.completed' in lines[-1]
+    events.write_bytes(b''.join(lines[:-1]) + lines[-1][:20])   # killed while turn.completed was being written
+    result, fresh = _recover(h)
+    assert fresh == ['discard'] and len(h.log()) == 2 and not result.attempts[0].recovered
+
+
+def test_an_attempt_for_another_prompt_or_spec_is_not_recovered(h: Harness) -> None:
+    h.run({})
+    _killed_after_turn(h, 1)
+    result, fresh = _recover(h, PROMPT + 'The spec changed.\n')
+    assert fresh == ['discard'] and len(h.log()) == 2 and not result.attempts[0].recovered
+    _killed_after_turn(h, 2)
+    result, fresh = _recover(h, PROMPT + 'The spec changed.\n', model='another-model')
+    assert fresh == ['discard'] and len(h.log()) == 3
+    _killed_after_turn(h, 3)
+    h.schema.write_text(json.dumps({**SCHEMA, 'description': 'edited'}))
+    result, fresh = _recover(h, PROMPT + 'The spec changed.\n', model='another-model')
+    assert fresh == ['discard'] and len(h.log()) == 4
+
+
+def test_only_the_latest_attempt_is_recovered(h: Harness) -> None:
+    h.run({})
+    h.run({})
+    _killed_after_turn(h, 1)   # an old one (its run went on afterwards), not the latest
+    result, fresh = _recover(h)
+    assert fresh == ['discard'] and len(h.log()) == 3 and result.attempts[0].n == 3
+
+
+def test_without_recover_nothing_is_recovered(h: Harness) -> None:
+    h.run({})
+    _killed_after_turn(h, 1)
+    result = h.run({})
+    assert len(h.log()) == 2 and not result.attempts[0].recovered
+
+
+def test_a_recovered_invalid_answer_is_resumed_by_a_schema_retry(h: Harness) -> None:
+    first = h.run({'answer': {'status': 'maybe', 'summary': 'x', 'decisions': []}}, schema_retries=0)
+    assert first.outcome == 'invalid-output'
+    _killed_after_turn(h, 1)
+    h.script({'answer': 'auto'})
+    result, fresh = _recover(h)
+    assert fresh == []   # the worker's edits stay for its own thread
+    assert [a.outcome for a in result.attempts] == ['invalid-output', 'ok']
+    assert result.attempts[0].recovered and result.attempts[1].kind == 'schema-retry'
+    assert result.attempts[1].argv[-3:] == ['resume', first.thread_id, '-']
+    assert [entry['resume'] for entry in h.log()] == [False, True]
+    assert result.usage == {k: 2 * v for k, v in FAKE_USAGE.items()}   # each turn counted once
+    # with no schema retry left, it is simply the invalid-output attempt
+    _killed_after_turn(h, 2)
+    h.script({'answer': 'still not JSON'})
+    (h.task_dir / 'attempt-3').mkdir()
+    assert _recover(h, schema_retries=0)[0].attempts[0].n == 4
+
+
+def test_recovery_continues_the_killed_runs_schema_retry_chain(h: Harness) -> None:
+    """attempt-1 invalid, attempt-2 (its schema retry) killed after its turn: both count, like an unkilled run."""
+    h.run([{'answer': 'prose'}, {'answer': 'auto'}])
+    _killed_after_turn(h, 2)
+    result, fresh = _recover(h)
+    assert len(h.log()) == 2 and fresh == []
+    assert [(a.n, a.outcome) for a in result.attempts] == [(1, 'invalid-output'), (2, 'ok')]
+    assert result.attempts[1].recovered and result.attempts[1].usage == FAKE_USAGE   # its own turn only
+    assert result.usage == {k: 2 * v for k, v in FAKE_USAGE.items()}
+
+
+def test_the_schema_retry_budget_is_not_renewed_by_recovery(h: Harness) -> None:
+    h.run([{'answer': 'prose'}, {'answer': 'more prose'}], schema_retries=1)
+    _killed_after_turn(h, 2)   # the killed run had used its one schema retry on attempt-2
+    result, _ = _recover(h, schema_retries=1)
+    assert len(h.log()) == 2 and result.outcome == 'invalid-output'
+    assert [a.n for a in result.attempts] == [1, 2]
+
+
+_CRASH_AFTER_TURN = '''
+import json, sys
+from pathlib import Path
+from orch.adapters.worker import WorkerSpec, run_worker
+root = Path(sys.argv[1])
+spec = WorkerSpec(codex=(str(root / 'bin' / 'codex'),), workdir=root / 'wd', sandbox='workspace-write',
+                  model=None, schema_path=root / 'schema.json')
+run_worker(spec, sys.argv[2], root / 'tasks' / 'T1', lambda answer: [])
+print('not killed')
+'''
+
+
+def test_failpoint_after_turn_then_recover(h: Harness) -> None:
+    """SIGKILL right after turn.completed reached events.jsonl (ORCH_TEST_CRASH_AT=after-turn:T1)."""
+    h.script({'edits': {'b.txt': 'b\n'}})
+    env = {**os.environ, 'ORCH_TEST_CRASH_AT': 'after-turn:T1'}
+    done = subprocess.run([sys.executable, '-c', _CRASH_AFTER_TURN, str(h.root), PROMPT], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == -9, done.stdout + done.stderr
+    adir = h.task_dir / 'attempt-1'
+    assert b'turn.completed' in (adir / 'events.jsonl').read_bytes() and not (adir / 'attempt.json').exists()
+    h.script({'fail': 'a second launch must not happen'})
+    result, fresh = _recover(h)
+    assert result.outcome == 'ok' and result.attempts[0].recovered and fresh == []
+    assert len(h.log()) <= 1 and not any(entry.get('resume') for entry in h.log())
+    assert (h.workdir / 'b.txt').read_text() == 'b\n'
+
+
+# --- answers no encoder likes ---------------------------------------------------------------------
+
+def test_an_answer_with_a_lone_surrogate_is_recorded_with_a_replacement(h: Harness) -> None:
+    result = h.run({'answer': '{"status": "done", "summary": "bad \\ud800 half \\udcff", "decisions": ["\\udfff"]}'})
+    assert result.outcome == 'ok'
+    assert result.answer == {'status': 'done', 'summary': 'bad \ufffd half \ufffd', 'decisions': ['\ufffd']}
+    assert json.loads((h.task_dir / 'attempt-1' / 'attempt.json').read_text())['outcome'] == 'ok'
+

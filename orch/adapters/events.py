@@ -11,12 +11,18 @@ Facts this relies on (docs: reference/codex-exec.md §2):
   messages and a failed turn may still have emitted one, so nothing is trusted before
   turn.completed;
 - `error` events are retry notices or the final failure text; `error` *items* are warnings.
+
+Text the stream keeps for records (errors, warnings, activity, the thread id) is made UTF-8-safe
+(orch.core.text.utf8_safe); the answer's text is kept as it came, and `parse_answer` turns every lone
+surrogate in the parsed answer into U+FFFD, so a schema-valid answer can always be recorded.
 """
 from __future__ import annotations
 
 import json
 import re
 from typing import Any, TypeVar
+
+from orch.core.text import clean_json, replace_surrogates, utf8_safe
 
 MAX_ERRORS = 20
 _ACTIVITY_MAX = 160
@@ -65,7 +71,8 @@ class EventStream:
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get('type')
         if kind == 'thread.started':
-            self.thread_id = _str_or(event.get('thread_id'), self.thread_id)
+            thread_id = event.get('thread_id')
+            self.thread_id = utf8_safe(thread_id) if isinstance(thread_id, str) else self.thread_id
         elif kind == 'turn.started':
             self._start_turn()
         elif kind == 'turn.completed':
@@ -73,7 +80,7 @@ class EventStream:
             usage = event.get('usage')
             self.usage = dict(usage) if isinstance(usage, dict) else None
         elif kind == 'turn.failed':
-            self.turn_failed_message = _error_text(event.get('error')) or 'turn failed'
+            self.turn_failed_message = utf8_safe(_error_text(event.get('error')) or 'turn failed')
         elif kind == 'error':
             _push(self.error_messages, _str_or(event.get('message'), 'error'))
         elif isinstance(kind, str) and kind.startswith('item.'):
@@ -151,12 +158,12 @@ def _str_or(value: object, default: _T) -> str | _T:
 
 
 def _push(bounded: list[str], text: str) -> None:
-    bounded.append(text)
+    bounded.append(utf8_safe(text))
     del bounded[:-MAX_ERRORS]
 
 
 def _clip(text: str) -> str:
-    one_line = ' '.join(text.split())
+    one_line = ' '.join(utf8_safe(text).split())
     return one_line if len(one_line) <= _ACTIVITY_MAX else one_line[:_ACTIVITY_MAX - 1] + '…'
 
 
@@ -171,8 +178,13 @@ def parse_answer(text: str) -> object:
     """Parse the agent's final message as JSON.
 
     Accepts plain JSON, a fenced ```json block, or one JSON object surrounded by prose.
-    Raises ValueError with a readable reason otherwise.
+    Raises ValueError with a readable reason otherwise. Every lone surrogate in the result (a JSON
+    `"\\ud800"`, or one in the text itself) is U+FFFD: the answer is recorded as UTF-8.
     """
+    return clean_json(_parse_answer(text), replace_surrogates)
+
+
+def _parse_answer(text: str) -> object:
     stripped = text.strip()
     if not stripped:
         raise ValueError('the answer is empty; expected a JSON object')
@@ -188,7 +200,8 @@ def parse_answer(text: str) -> object:
     found = _embedded_object(stripped)
     if found is not None:
         return found
-    raise ValueError(f'the answer is not JSON (expected one JSON object); it starts with: {_clip(stripped[:80])!r}')
+    start = _clip(replace_surrogates(stripped[:80]))
+    raise ValueError(f'the answer is not JSON (expected one JSON object); it starts with: {start!r}')
 
 
 def _fenced_blocks(text: str) -> list[str]:

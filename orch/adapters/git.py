@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TypedDict
 
+from orch.core.text import display_path
 from orch.errors import GitError
 
 # GitPython runs `git version` on import and raises ImportError when git is missing; with 'quiet' the
@@ -735,11 +736,12 @@ def find_commit_by_trailer(worktree: Path, key: str, value: str, *, since: str |
 
 
 def commit_files(repo: Path, sha: str) -> list[str]:
-    """Files a commit changed (against its first parent), sorted."""
+    """Files a commit changed (against its first parent), sorted, for records: an undecodable byte of a name
+    is written `\\xNN` (orch.core.text.display_path), so these are names to show, not pathspecs."""
     parents = _run(repo, 'rev-list', '--parents', '-n', '1', _check_name(sha, 'commit'), '--').text.split()[1:]
     trees = [parents[0], sha] if parents else ['--root', sha]
     res = _run(repo, 'diff-tree', '-r', '-z', '--name-only', '--no-renames', '--no-commit-id', *trees)
-    return sorted({os.fsdecode(p) for p in res.out.split(b'\0') if p})
+    return sorted({display_path(os.fsdecode(p)) for p in res.out.split(b'\0') if p})
 
 
 # --- history and branches ------------------------------------------------------------------------

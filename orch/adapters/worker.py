@@ -7,6 +7,13 @@ time) while it runs, attempt.json at the end). Attempts are:
 - 'initial': a fresh session with the task prompt;
 - 'schema-retry': `resume <thread>` with a reminder after an answer that failed validation;
 - 'failure-retry': a fresh session after a transient failure (crash, failed turn, timeout).
+Each attempt also writes launch.json before it starts (its kind, argv, thread, the run_worker call it
+belongs to and a fingerprint of the task prompt, schema and launch parameters).
+
+A kill of codex-orch after the worker's turn completed but before codex exited (the answer is in
+events.jsonl, attempt.json was never written) must not make the next run pay the model again:
+`run_worker(..., recover=True)` first looks for such an attempt, the latest of the task, made for the
+same fingerprint, and finishes it from its events as if it had ended normally (`recover_completed_attempt`).
 
 Facts this relies on (reference/codex-exec.md): `-C`/`--sandbox` must precede `resume` and
 nothing is restored by resume (§4); usage is cumulative over a thread (§2.1); the npm launcher
@@ -21,6 +28,8 @@ another thread (the CLI's signal handler).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import selectors
 import subprocess
@@ -37,6 +46,8 @@ from orch.adapters.events import EventStream, classify_failure, parse_answer
 # die_with_parent and leader_exited are re-exported for callers that import them from here.
 from orch.adapters.procgroup import KILL_GRACE, Group, die_with_parent, leader_exited  # noqa: F401
 from orch.core.redact import redact
+from orch.core.text import encode_utf8
+from orch.failpoints import crash_point
 from orch.runstate.atomic import write_json, write_text
 
 INSTALL_HINT = ('install it with `npm install -g @openai/codex@0.169.0`, '
@@ -45,6 +56,8 @@ USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning
 TRANSIENT = frozenset({'exit-nonzero', 'turn-failed', 'timeout'})
 
 PROCESS_FILE = 'process.json'      # in an attempt directory while its process runs
+LAUNCH_FILE = 'launch.json'        # in an attempt directory from before its process starts
+ATTEMPT_FILE = 'attempt.json'      # in an attempt directory once it ended
 MAX_LINE_BYTES = 8 * 1024 * 1024   # a longer stdout line is skipped (counted as garbage)
 READ_CHUNK = 256 * 1024
 EOF_POLL = 0.002
@@ -94,6 +107,7 @@ class AttemptRecord:
     pid: int | None = None
     timeout: str | None = None     # which limit fired: 'total' | 'idle' | 'first-event'
     last_activity: str | None = None
+    recovered: bool = False        # finished by a later run from events.jsonl (codex-orch was killed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,24 +180,47 @@ class _Plan:
     prompt: str
     resume_thread: str | None = None
     prev_cumulative: dict[str, int] | None = None
+    call: str = ''   # the run_worker call the attempt belongs to (in launch.json: what recovery continues)
 
 
 def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable[[object], list[str]],
                *, on_event: Callable[[dict], None] | None = None,
                cancel: threading.Event | None = None, resume_thread: str | None = None,
-               prev_cumulative: dict[str, int] | None = None) -> WorkerResult:
+               prev_cumulative: dict[str, int] | None = None, recover: bool = False,
+               before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
     """Run the task until it yields a valid answer or the retry budget is spent.
 
     resume_thread: continue that Codex thread with `prompt` (a repair or review round) instead of
     starting one; prev_cumulative is the thread's usage so far, so each attempt counts only its own.
+
+    recover: first finish an attempt that a killed run left after its turn had completed, made for this
+    same prompt and spec (`recover_completed_attempt`): a valid answer is returned without launching
+    codex; an invalid one is that run's invalid-output attempt, which a schema retry resumes in its
+    thread as usual. Its edits are still in the worktree: a caller that discards a killed attempt's
+    leftovers does it in `before_fresh_start`, called only when nothing was recovered, before the
+    first launch.
     """
     started = time.monotonic()
-    attempts: list[AttemptRecord] = []
-    answer: object | None = None
-    plan: _Plan | None = _Plan('resume' if resume_thread else 'initial', prompt, resume_thread, prev_cumulative)
+    task_dir = Path(task_dir)
     budget = _Budget(spec.schema_retries, spec.failure_retries)
+    found = _recover(spec, prompt, task_dir, validate) if recover else None
+    plan: _Plan | None
+    if found is not None:
+        attempts, answer, last = found
+        for earlier in attempts:
+            budget.replay(earlier, spec.schema_retries)
+        plan = _next_plan(spec, prompt, last, attempts[-1], budget, cancel)
+        call = last.call or os.urandom(8).hex()   # its retries continue the killed run's chain of attempts
+    else:
+        attempts, answer = [], None
+        if before_fresh_start is not None:
+            before_fresh_start()
+        plan = _Plan('resume' if resume_thread else 'initial', prompt, resume_thread, prev_cumulative)
+        call = os.urandom(8).hex()
+    fingerprint = launch_fingerprint(spec, prompt)
     while plan is not None:
-        record, answer = _run_attempt(spec, plan, Path(task_dir), validate, on_event, cancel)
+        plan.call = call
+        record, answer = _run_attempt(spec, plan, task_dir, validate, on_event, cancel, fingerprint)
         attempts.append(record)
         plan = _next_plan(spec, prompt, plan, record, budget, cancel)
     return _result(attempts, answer, time.monotonic() - started)
@@ -194,6 +231,15 @@ class _Budget:
     schema_left: int
     failure_left: int
     failures_done: int = 0
+
+    def replay(self, record: AttemptRecord, schema_retries: int) -> None:
+        """Count an attempt a killed run made, as _next_plan did when it planned it."""
+        if record.kind == 'schema-retry':
+            self.schema_left = max(self.schema_left - 1, 0)
+        elif record.kind in ('failure-retry', 'resume-retry'):
+            self.failure_left = max(self.failure_left - 1, 0)
+            self.failures_done += 1
+            self.schema_left = schema_retries
 
 
 def _next_plan(spec: WorkerSpec, prompt: str, plan: _Plan, record: AttemptRecord, budget: _Budget,
@@ -297,13 +343,14 @@ def next_attempt_dir(task_dir: Path) -> tuple[int, Path]:
 
 
 def _run_attempt(spec: WorkerSpec, plan: _Plan, task_dir: Path, validate: Callable[[object], list[str]],
-                 on_event: Callable[[dict], None] | None,
-                 cancel: threading.Event | None) -> tuple[AttemptRecord, object | None]:
+                 on_event: Callable[[dict], None] | None, cancel: threading.Event | None,
+                 fingerprint: str = '') -> tuple[AttemptRecord, object | None]:
     n, adir = next_attempt_dir(task_dir)
     argv = build_argv(spec, adir / 'last-message.txt', plan.resume_thread)
     record = AttemptRecord(n=n, kind=plan.kind, argv=argv, started_at=time.time(),
                            thread_id=plan.resume_thread, usage=zero_usage())
     write_text(adir / 'prompt.txt', plan.prompt)
+    _save_launch(adir, plan, record, fingerprint)
     stream = EventStream()
     answer: object | None = None
     try:
@@ -326,7 +373,7 @@ def _launch_and_judge(spec: WorkerSpec, plan: _Plan, adir: Path, record: Attempt
                       validate: Callable[[object], list[str]], on_event: Callable[[dict], None] | None,
                       cancel: threading.Event | None) -> object | None:
     try:
-        group = _launch(record.argv, spec, plan.prompt.encode('utf-8'), adir)
+        group = _launch(record.argv, spec, encode_utf8(plan.prompt), adir)
     except OSError as exc:
         _set_outcome(record, 'launch-error', _launch_error_text(spec.codex, exc))
         return None
@@ -366,7 +413,7 @@ def kill_stale_attempts(task_dir: Path) -> int:
     """
     killed = 0
     for adir in Path(task_dir).glob('attempt-*'):
-        if (adir / 'attempt.json').exists():
+        if (adir / ATTEMPT_FILE).exists():
             continue
         identity = procgroup.load_identity(adir / PROCESS_FILE)
         if identity is not None and procgroup.kill_stale(identity):
@@ -441,6 +488,8 @@ def _pump(group: Group, spec: WorkerSpec, adir: Path, stream: EventStream,
         def consume(chunk: bytes) -> None:
             sink.write(chunk)   # raw bytes, as they arrive: the log survives a crash of ours
             _consume(splitter.feed(chunk), stream, on_event)
+            if stream.turn_completed:   # the answer is paid for and on disk, codex has not exited yet
+                crash_point('after-turn', adir.parent.name)
         ending = _StdoutReader(group.proc, clock, consume).run(cancel)
         _consume(splitter.flush(), stream, on_event)
     if ending is not None:
@@ -675,11 +724,160 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ''
 
 
-def _finish_record(record: AttemptRecord, stream: EventStream, adir: Path) -> None:
-    record.ended_at = time.time()
+def _finish_record(record: AttemptRecord, stream: EventStream, adir: Path, ended_at: float | None = None) -> None:
+    record.ended_at = time.time() if ended_at is None else ended_at
     record.duration = round(record.ended_at - record.started_at, 3)
     record.events = stream.events
     record.garbage_lines = stream.garbage_lines
     record.thread_id = stream.thread_id or record.thread_id
     record.last_activity = stream.last_activity
-    write_json(adir / 'attempt.json', record.to_dict())
+    write_json(adir / ATTEMPT_FILE, record.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovering an attempt that a killed codex-orch left after its turn had completed
+
+def launch_fingerprint(spec: WorkerSpec, prompt: str) -> str:
+    """What an attempt's answer depends on: the prompt, the schema's content and how codex is launched.
+
+    An attempt is recovered only for a run_worker call with the same fingerprint, so an answer is
+    never taken for a prompt, schema, model, sandbox or worktree it was not given.
+    """
+    try:
+        schema = hashlib.sha256(Path(spec.schema_path).read_bytes()).hexdigest()
+    except OSError:
+        schema = None
+    data = {'prompt': prompt, 'schema': schema, 'codex': list(spec.codex),
+            'workdir': str(Path(spec.workdir).absolute()), 'sandbox': spec.sandbox, 'model': spec.model,
+            'extra_args': list(spec.extra_args)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode('ascii')).hexdigest()
+
+
+def _save_launch(adir: Path, plan: _Plan, record: AttemptRecord, fingerprint: str) -> None:
+    write_json(adir / LAUNCH_FILE, {
+        'n': record.n, 'kind': plan.kind, 'argv': record.argv, 'call': plan.call, 'fingerprint': fingerprint,
+        'resume_thread': plan.resume_thread, 'prev_cumulative': plan.prev_cumulative,
+        'started_at': record.started_at})
+
+
+def recover_completed_attempt(spec: WorkerSpec, prompt: str, task_dir: Path,
+                              validate: Callable[[object], list[str]]) -> WorkerResult | None:
+    """Finish the attempt a killed codex-orch left after its worker's turn had completed, or None.
+
+    The attempt must be the task's latest (`attempt-<n>` with the highest n), have no attempt.json (it
+    never ended), have been launched for this prompt and spec (launch.json's fingerprint), and its
+    events.jsonl must hold a completed turn (turn.completed, no turn.failed). Its process group is
+    killed if it still lives; its answer (the last agent_message of that turn) is parsed and validated,
+    its usage taken, and its attempt.json written with `recovered: true`, exactly as if it had ended by
+    itself. The result has the outcome 'ok' with the answer, or 'invalid-output' (`run_worker` with
+    `recover=True` then resumes its thread with a schema retry); the attempts the same killed run made
+    before it are included, so usage and attempts add up as in an uninterrupted run.
+    """
+    started = time.monotonic()
+    found = _recover(spec, prompt, Path(task_dir), validate)
+    if found is None:
+        return None
+    attempts, answer, _plan = found
+    return _result(attempts, answer, time.monotonic() - started)
+
+
+def _recover(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable[[object], list[str]]
+             ) -> tuple[list[AttemptRecord], object | None, _Plan] | None:
+    """(the killed run's attempts with the recovered one last, its answer if valid, its plan) or None."""
+    latest = _latest_attempt_dir(task_dir)
+    if latest is None or (latest / ATTEMPT_FILE).exists():
+        return None
+    launch = _read_json(latest / LAUNCH_FILE)
+    if launch is None or launch.get('fingerprint') != launch_fingerprint(spec, prompt):
+        return None
+    identity = procgroup.load_identity(latest / PROCESS_FILE)
+    if identity is not None:
+        procgroup.kill_stale(identity)   # between turn.completed and its exit: nothing more will come
+    stream = _read_events(latest / 'events.jsonl')
+    if not stream.turn_completed or stream.turn_failed_message is not None:
+        return None   # not paid for, or failed: the attempt is simply lost, as before
+    plan = _Plan(str(launch.get('kind') or 'initial'), _read_text(latest / 'prompt.txt'),
+                 _str(launch.get('resume_thread')), _usage_or_none(launch.get('prev_cumulative')),
+                 _str(launch.get('call')) or '')
+    record = AttemptRecord(n=_attempt_number(latest), kind=plan.kind, argv=_str_list(launch.get('argv')),
+                           thread_id=plan.resume_thread, usage=zero_usage(), recovered=True,
+                           started_at=float(launch.get('started_at') or 0.0))
+    pid = _read_text(latest / 'pid').strip()
+    record.pid = int(pid) if pid.isdigit() else None
+    _take_usage(record, stream, plan.prev_cumulative)
+    record.thread_id = stream.thread_id or record.thread_id
+    answer = _judge_answer(record, stream, validate)
+    try:   # it ended with its last event, not with this recovery
+        ended_at: float | None = max((latest / 'events.jsonl').stat().st_mtime, record.started_at)
+    except OSError:
+        ended_at = None
+    _finish_record(record, stream, latest, ended_at)
+    return [*_earlier_attempts(task_dir, plan.call, record.n), record], answer, plan
+
+
+def _latest_attempt_dir(task_dir: Path) -> Path | None:
+    numbered = [(_attempt_number(p), p) for p in task_dir.glob('attempt-*') if p.is_dir()]
+    numbered = [(n, p) for n, p in numbered if n > 0]
+    return max(numbered)[1] if numbered else None
+
+
+def _attempt_number(adir: Path) -> int:
+    suffix = adir.name.removeprefix('attempt-')
+    return int(suffix) if suffix.isdigit() else 0
+
+
+def _earlier_attempts(task_dir: Path, call: str, before: int) -> list[AttemptRecord]:
+    """The ended attempts of run_worker call `call` numbered below `before`, in order."""
+    if not call:
+        return []
+    found: list[AttemptRecord] = []
+    for adir in sorted(task_dir.glob('attempt-*'), key=_attempt_number):
+        n = _attempt_number(adir)
+        if not 0 < n < before or (_read_json(adir / LAUNCH_FILE) or {}).get('call') != call:
+            continue
+        data = _read_json(adir / ATTEMPT_FILE)
+        if data is not None:
+            known = {k: v for k, v in data.items() if k in AttemptRecord.__dataclass_fields__}
+            with contextlib.suppress(TypeError):
+                found.append(AttemptRecord(**known))
+    return found
+
+
+def _read_events(path: Path) -> EventStream:
+    """An EventStream fed from a saved events.jsonl, read in chunks (memory stays flat)."""
+    stream = EventStream()
+    splitter = LineSplitter(MAX_LINE_BYTES)
+    with contextlib.suppress(OSError), open(path, 'rb') as f:
+        while chunk := f.read(READ_CHUNK):
+            _consume(splitter.feed(chunk), stream, None)
+    _consume(splitter.flush(), stream, None)
+    return stream
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding='utf-8', errors='replace')
+    except OSError:
+        return ''
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _str_list(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _usage_or_none(value: object) -> dict[str, int] | None:
+    if not isinstance(value, dict):
+        return None
+    return {key: int(value.get(key, 0) or 0) for key in USAGE_KEYS}

@@ -3,6 +3,9 @@
 Two renderings: on a terminal a status block redrawn in place; elsewhere (CI, pipes) one plain
 line per event, so logs stay greppable. Verbosity: 0 = start/end lines only for failures and the
 final summary, 1 = every task start and end, 2 = also each worker activity.
+
+Reasons and activities quote workers (their commands, file names, error texts): every line is made
+terminal-safe (orch.core.text), so only the display's own escape sequences reach the terminal.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import time
 from typing import Any, TextIO
 
 from orch.core.redact import RedactingStream
+from orch.core.text import one_line, terminal_safe
 
 TICK_SECONDS = 1.0    # how often a terminal's status block is redrawn while nothing happens
 
@@ -107,7 +111,7 @@ class Progress:
             self._redraw(force=True)
 
     def _line(self, text: str) -> None:
-        self.stream.write(text + '\n')
+        self.stream.write(terminal_safe(text) + '\n')
         self.stream.flush()
 
     def _clear(self) -> None:
@@ -128,7 +132,7 @@ class Progress:
         # The block is erased by counting lines, so each must take exactly one row: a wrapped one
         # would leave its first half on the screen at every redraw.
         width = max(10, self._columns() - 1)
-        lines = [line[:width] for line in lines]
+        lines = [_one_row(line)[:width] for line in lines]
         self.stream.write('\n'.join(lines) + '\n')
         self.stream.flush()
         self._drawn = len(lines)
@@ -141,11 +145,17 @@ class Progress:
             return 80
 
 
+def _one_row(text: str) -> str:
+    """Terminal-safe and without a line break, but keeping the block's own alignment spaces."""
+    return ' '.join(terminal_safe(text).replace('\t', ' ').splitlines())
+
+
 def describe_event(event: dict[str, Any]) -> str | None:
     """A worker event as a short human phrase on one line, or None when it says nothing new."""
     text = _describe(event)
-    # Commands often span lines (heredocs, `&&` chains); progress shows one line per task.
-    return ' '.join(text.split()) if text else None
+    # Commands often span lines (heredocs, `&&` chains); progress shows one line per task, and a
+    # command or file name may hold control characters meant for the terminal.
+    return one_line(text) if text else None
 
 
 def _describe(event: dict[str, Any]) -> str | None:

@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader sees the old content or the new, never half of one."""
+"""Atomic file writes: a reader sees the old content or the new, never half of one.
+
+Text is written as UTF-8 and no write ever raises UnicodeEncodeError: a lone surrogate left in it
+(a file name's undecodable byte, or text no one cleaned) is written by the rule of
+orch.core.text.utf8_safe (`\\xNN` for a surrogateescape'd byte, else U+FFFD).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.core.redact import redact_obj
+from orch.core.text import encode_utf8
 from orch.failpoints import crash_point
 
 # The characters and length of tempfile's random names, so _TEMP_NAME below matches both the names made
@@ -78,18 +84,19 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode('utf-8'))
+    write_bytes(path, encode_utf8(text))
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Every JSON record codex-orch keeps (state, result, attempt, run) goes through here: no secrets."""
+    """Every JSON record codex-orch keeps (state, result, attempt, run) goes through here: no secrets, and
+    any string is written (the last line of defence: a lone surrogate is replaced, never raised)."""
     write_text(path, json.dumps(redact_obj(obj), indent=2, sort_keys=True, ensure_ascii=False) + '\n')
 
 
 def write_if_changed(path: Path, text: str) -> bool:
     """Write only when the content differs, so mtimes and md5 checks stay quiet. Returns True if written."""
     path = Path(path)
-    data = text.encode('utf-8')
+    data = encode_utf8(text)
     try:
         if path.read_bytes() == data:
             return False
