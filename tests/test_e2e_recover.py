@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import orch.steps.work
 from orch.standin.server import Standin
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, cli_subprocess, make_host
@@ -23,13 +22,6 @@ from tests.support.procs import pgid_alive, wait_for
 from tests.support.realcodex import use_real_codex
 
 RUN = 'killed'
-
-# The work step must ask run_worker to recover (and discard a killed attempt's leftovers only when nothing
-# was recovered): `run_worker(..., recover=True, before_fresh_start=<the discard>)`.
-needs_recovering_step = pytest.mark.skipif(
-    'recover=True' not in Path(orch.steps.work.__file__).read_text(encoding='utf-8'),
-    reason='orch/steps/work.py does not call run_worker(..., recover=True, before_fresh_start=...) yet')
-
 
 def crashed_run(host: Host, *, crash_at: str | None = None, kill_when: Callable[[], bool] | None = None) -> None:
     env = os.environ.copy()
@@ -108,7 +100,6 @@ def _assert_finished_without_paying(host: Host, standin: Standin) -> None:
 
 
 @pytest.mark.e2e
-@needs_recovering_step
 def test_real_codex_failpoint_after_turn_completed(real: Host, standin: Standin) -> None:
     crashed_run(real, crash_at='after-turn:T1')
     assert turn_completed(real, 'T1') and not list(task_dir(real, 'T1').glob('attempt-*/attempt.json'))
@@ -118,7 +109,6 @@ def test_real_codex_failpoint_after_turn_completed(real: Host, standin: Standin)
 
 
 @pytest.mark.e2e
-@needs_recovering_step
 def test_real_codex_sigkill_once_events_show_turn_completed(real: Host, standin: Standin) -> None:
     crashed_run(real, kill_when=lambda: turn_completed(real, 'T1'))
     _assert_finished_without_paying(real, standin)
@@ -147,7 +137,6 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     return h
 
 
-@needs_recovering_step
 def test_fake_codex_chain_killed_after_a_completed_turn(fake: Host) -> None:
     crashed_run(fake, crash_at='after-turn:T2')
     before = fake.launched_tasks()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import orch.steps.work
 from orch import output
 from orch.engine.progress import Progress, describe_event
 from tests.support.gitrepo import git
@@ -99,8 +98,6 @@ def test_terminal_controls_in_a_worker_error_never_reach_the_terminal(host: Host
     assert '\x1b' not in out + err and '\x07' not in out + err
 
 
-@pytest.mark.skipif('one_line(' not in Path(orch.steps.work.__file__).read_text(encoding='utf-8'),
-                    reason='orch/steps/work.py does not build the commit subject with orch.core.text.one_line yet')
 def test_a_title_with_controls_and_a_surrogate_makes_a_clean_commit_subject(host: Host) -> None:
     host.script({'default': {'answer': 'auto', 'edits': {'out.txt': 'x\n'}}})
     host.write_plan(one_task(title=f'Add\n{EVIL} greet\ud800()'))

@@ -18,6 +18,7 @@ from orch.adapters import git
 from orch.adapters.worker import WorkerResult, run_worker
 from orch.core.plan import Plan, Task
 from orch.core.redact import redact
+from orch.core.text import one_line
 from orch.core.validate import schema_errors
 from orch.runstate import state
 from orch.steps.commands import command_env, run_command
@@ -100,7 +101,7 @@ def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limi
         spec, _findings_prompt(rounds.answer, work.task, round_no, limit), work.task_dir,
         lambda answer: schema_errors(answer, schema), on_event=work.session.on_worker_event(work.task.id),
         cancel=work.session.cancel, resume_thread=thread,
-        prev_cumulative=rounds.fix_cumulative or target_result.get('usage'))
+        prev_cumulative=rounds.fix_cumulative or target_result.get('usage'), recover=True)
     work.session.budget.add(result.usage)
     rounds.add_usage(result.usage)
     rounds.fix_cumulative = result.usage_cumulative or rounds.fix_cumulative
@@ -133,7 +134,7 @@ def _commit_fix(work: _Work, target: Task, exec_id: str, round_no: int) -> str |
     rt = work.rt
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': target.id, 'Orch-Role': target.role, 'Orch-Exec': exec_id,
                 'Orch-Review': f'{work.task.id} round {round_no}'}
-    message = redact(f'{target.id}: {" ".join(target.title.split())} (review round {round_no} by {work.task.id})')
+    message = redact(f'{target.id}: {one_line(target.title)} (review round {round_no} by {work.task.id})')
     with work.session.scheduler.commit_lock:
         return git.commit(work.workdir, message=message, trailers=trailers, author=author_of(rt.config.git.author),
                           expect_branch=work.branch)

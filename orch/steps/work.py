@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from orch.adapters.worker_env import worker_codex_args
 from orch.core.compile import Step
 from orch.core.plan import Task
 from orch.core.redact import redact, redact_obj
+from orch.core.text import one_line
 from orch.core.validate import schema_errors
 from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
@@ -140,17 +142,22 @@ def _first_answer(work: _Work) -> Rounds:
     rt, session, task, task_dir = work.rt, work.session, work.task, work.task_dir
     started = time.time()
     previous = state.read_state(task_dir)
-    note = rerun_note(previous, state.read_result(task_dir))
+    # The note of an execution a kill interrupted is kept: the same prompt lets its completed turn be recovered.
+    note = previous.get('rerun_note') or '' if previous.get('status') == 'running' else \
+        rerun_note(previous, state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
-                       pid=os.getpid(), round=None, checks=None, gates=None, warnings=None)
+                       pid=os.getpid(), round=None, checks=None, gates=None, warnings=None, rerun_note=note)
     _ensure_workdir(work)
     # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
     # uncommitted in the worktree is someone's work, and is never silently discarded.
     scope = session.scheduler.discard_scope(task, work.workdir)
-    _refuse_unknown_changes(work, scope, previous)
-    git.discard_changes(work.workdir, scope)
+
+    def discard_leftovers() -> None:   # only when no killed attempt's completed turn is recovered
+        _refuse_unknown_changes(work, scope, previous)
+        git.discard_changes(work.workdir, scope)
+
     prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
-    result = _call_worker(work, prompt + note)
+    result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers)
     crash_point('after-answer', task.id)
     answer = _accept(work, result)
     rounds = Rounds(inputs_digest=work.digest, thread_id=result.thread_id, answer=answer, usage=dict(result.usage),
@@ -181,12 +188,14 @@ def _refuse_unknown_changes(work: _Work, scope: list[str] | None, previous: dict
                                   '--discard-changes to drop them')
 
 
-def _call_worker(work: _Work, prompt: str, resume: Rounds | None = None) -> WorkerResult:
+def _call_worker(work: _Work, prompt: str, resume: Rounds | None = None,
+                 before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
     schema = work.rt.schema(work.step.input('schema'))
     result = run_worker(worker_spec(work), prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
                         on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
                         resume_thread=resume.thread_id if resume else None,
-                        prev_cumulative=resume.cumulative if resume else None)
+                        prev_cumulative=resume.cumulative if resume else None,
+                        recover=True, before_fresh_start=before_fresh_start)
     work.session.budget.add(result.usage)
     return result
 
@@ -421,7 +430,7 @@ def _commit(work: _Work, exec_id: str, answer: Any) -> str | None:
     author = author_of(rt.config.git.author)
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': task.id, 'Orch-Role': task.role, 'Orch-Exec': exec_id}
     # A title with line breaks stays the subject; no secret from the plan reaches the history.
-    message = redact(f'{task.id}: {" ".join(task.title.split())}')
+    message = redact(f'{task.id}: {one_line(task.title)}')   # one line, no terminal controls, encodable
     return git.commit(workdir, message=message, trailers=trailers, paths=paths, author=author,
                       expect_branch=work.branch)
 
