@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import threading
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
