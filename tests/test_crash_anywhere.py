@@ -7,16 +7,16 @@ result.json is written, while the report is written) are hit deterministically t
 from __future__ import annotations
 
 import json
-import os
 import signal
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orch.runstate.lock import holder_pid
 from tests.support.gitrepo import git
-from tests.support.orchtest import Host, cli_subprocess, make_host
+from tests.support.orchtest import Host, make_host
+from tests.support.orchtest import crashed_run as run_killed
 from tests.support.procs import pgid_alive, wait_for
 
 RUN = 'crash'
@@ -48,23 +48,9 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     return h
 
 
-def crashed_run(host: Host, crash_at: str | None = None, *, kill_when=None) -> None:
+def crashed_run(host: Host, crash_at: str | None = None, *, kill_when: Callable[[], bool] | None = None) -> None:
     """`codex-orch run` in a subprocess that dies by SIGKILL (at a fault point, or when kill_when() holds)."""
-    env = os.environ.copy()
-    if crash_at:
-        env['ORCH_TEST_CRASH_AT'] = crash_at
-    proc = cli_subprocess(host.repo, 'run', '--plan-file', 'plan.json', '--run-id', RUN, env=env)
-    try:
-        if kill_when is not None:
-            wait_for(kill_when)
-            time.sleep(0.2)
-            os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f'codex-orch was not killed (rc {proc.returncode}):\n{out}\n{err}'
+    run_killed(host, RUN, crash_at, kill_when=kill_when, settle=0.2, timeout=60)
 
 
 def run_dir(host: Host) -> Path:

@@ -7,8 +7,6 @@ Real Codex CLI against the stand-in (which counts requests), and the fake codex 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,27 +15,15 @@ import pytest
 
 from orch.standin.server import Standin
 from tests.support.gitrepo import commit_all, git
-from tests.support.orchtest import Host, cli_subprocess, make_host
+from tests.support.orchtest import Host, make_host
+from tests.support.orchtest import crashed_run as run_killed
 from tests.support.procs import pgid_alive, wait_for
 from tests.support.realcodex import use_real_codex
 
 RUN = 'killed'
 
 def crashed_run(host: Host, *, crash_at: str | None = None, kill_when: Callable[[], bool] | None = None) -> None:
-    env = os.environ.copy()
-    if crash_at:
-        env['ORCH_TEST_CRASH_AT'] = crash_at
-    proc = cli_subprocess(host.repo, 'run', '--plan-file', 'plan.json', '--run-id', RUN, env=env)
-    try:
-        if kill_when is not None:
-            wait_for(kill_when, timeout=60)
-            os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f'codex-orch was not killed (rc {proc.returncode}):\n{out}\n{err}'
+    run_killed(host, RUN, crash_at, kill_when=kill_when)
 
 
 def task_dir(host: Host, task_id: str) -> Path:

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 from orch.main import main
 from tests.support.fake_codex import install_fake_codex, read_log, write_script
 from tests.support.gitrepo import commit_all, git, make_repo
+from tests.support.procs import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,3 +128,24 @@ def cli_subprocess(repo: Path, *args: str, env: dict[str, str] | None = None,
     return subprocess.Popen([sys.executable, '-m', 'orch', *args], cwd=repo, env=env or os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             **kwargs)
+
+
+def crashed_run(host: Host, run_id: str, crash_at: str | None = None, *,
+                kill_when: Callable[[], bool] | None = None, settle: float = 0.0, timeout: float = 120) -> None:
+    """`codex-orch run` in a subprocess that dies by SIGKILL: at a fault point (`crash_at`), or when
+    `kill_when()` holds (then `settle` seconds later)."""
+    env = os.environ.copy()
+    if crash_at:
+        env['ORCH_TEST_CRASH_AT'] = crash_at
+    proc = cli_subprocess(host.repo, 'run', '--plan-file', 'plan.json', '--run-id', run_id, env=env)
+    try:
+        if kill_when is not None:
+            wait_for(kill_when, timeout=60)
+            time.sleep(settle)
+            os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f'codex-orch was not killed (rc {proc.returncode}):\n{out}\n{err}'
