@@ -31,11 +31,10 @@ import contextlib
 import hashlib
 import json
 import os
-import selectors
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,14 @@ from orch.adapters.events import EventStream, classify_failure, parse_answer
 
 # die_with_parent and leader_exited are re-exported for callers that import them from here.
 from orch.adapters.procgroup import KILL_GRACE, Group, die_with_parent, leader_exited  # noqa: F401
+from orch.adapters.worker_stream import (
+    MAX_LINE_BYTES,
+    READ_CHUNK,
+    Clock,
+    LineSplitter,
+    StdoutReader,
+    consume_lines,
+)
 from orch.core.redact import redact
 from orch.core.text import encode_utf8
 from orch.failpoints import crash_point
@@ -58,11 +65,7 @@ TRANSIENT = frozenset({'exit-nonzero', 'turn-failed', 'timeout'})
 PROCESS_FILE = 'process.json'      # in an attempt directory while its process runs
 LAUNCH_FILE = 'launch.json'        # in an attempt directory from before its process starts
 ATTEMPT_FILE = 'attempt.json'      # in an attempt directory once it ended
-MAX_LINE_BYTES = 8 * 1024 * 1024   # a longer stdout line is skipped (counted as garbage)
-READ_CHUNK = 256 * 1024
-EOF_POLL = 0.002
 POLL = 0.1                         # how often cancel/timeouts are checked while waiting
-EXIT_QUIET = 0.2                   # after the leader exits, stop once stdout is quiet this long
 MAX_BACKOFF = 60.0
 STDERR_TAIL = 4096
 
@@ -444,37 +447,6 @@ def _launch_error_text(codex: tuple[str, ...], exc: OSError) -> str:
 # ---------------------------------------------------------------------------------------------
 # Reading stdout with deadlines
 
-@dataclass
-class _Clock:
-    """The three limits, checked against monotonic time."""
-    start: float
-    total: float | None
-    idle: float | None
-    first: float | None
-    last_output: float | None = None
-
-    def expired(self, now: float) -> str | None:
-        if self.total is not None and now - self.start >= self.total:
-            return 'total'
-        if self.last_output is None:
-            if self.first is not None and now - self.start >= self.first:
-                return 'first-event'
-        elif self.idle is not None and now - self.last_output >= self.idle:
-            return 'idle'
-        return None
-
-    def wait_budget(self, now: float) -> float:
-        """Seconds until the nearest limit, capped at POLL so cancel is noticed quickly."""
-        budgets = [POLL]
-        if self.total is not None:
-            budgets.append(self.start + self.total - now)
-        if self.last_output is None and self.first is not None:
-            budgets.append(self.start + self.first - now)
-        if self.last_output is not None and self.idle is not None:
-            budgets.append(self.last_output + self.idle - now)
-        return max(min(budgets), 0.0)
-
-
 def _pump(group: Group, spec: WorkerSpec, adir: Path, stream: EventStream,
           on_event: Callable[[dict], None] | None, cancel: threading.Event | None) -> str | None:
     """Stream stdout into events.jsonl and the EventStream until the process is done.
@@ -482,132 +454,19 @@ def _pump(group: Group, spec: WorkerSpec, adir: Path, stream: EventStream,
     Returns None when it ended by itself, 'interrupted', or 'timeout:<limit>' (the group is
     then already killed).
     """
-    clock = _Clock(time.monotonic(), spec.timeout_total, spec.timeout_idle, spec.timeout_first_event)
+    clock = Clock(time.monotonic(), spec.timeout_total, spec.timeout_idle, spec.timeout_first_event)
     splitter = LineSplitter(MAX_LINE_BYTES)
     with open(adir / 'events.jsonl', 'ab', buffering=0) as sink:   # unbuffered: on disk as it arrives
         def consume(chunk: bytes) -> None:
             sink.write(chunk)   # raw bytes, as they arrive: the log survives a crash of ours
-            _consume(splitter.feed(chunk), stream, on_event)
+            consume_lines(splitter.feed(chunk), stream, on_event)
             if stream.turn_completed:   # the answer is paid for and on disk, codex has not exited yet
                 crash_point('after-turn', adir.parent.name)
-        ending = _StdoutReader(group.proc, clock, consume).run(cancel)
-        _consume(splitter.flush(), stream, on_event)
+        ending = StdoutReader(group.proc, clock, consume).run(lambda: _stopping(cancel))
+        consume_lines(splitter.flush(), stream, on_event)
     if ending is not None:
         group.terminate()
     return ending
-
-
-class _StdoutReader:
-    """Reads a child's stdout until EOF and exit, a limit, or a cancel.
-
-    Any byte on stdout counts as activity for the idle and first-event limits. When the leader
-    has exited but an orphan still holds the pipe open (no EOF ever), reading stops once the
-    pipe has been quiet for EXIT_QUIET seconds.
-    """
-
-    def __init__(self, proc: subprocess.Popen[bytes], clock: _Clock, consume: Callable[[bytes], None]) -> None:
-        assert proc.stdout is not None
-        self.proc = proc
-        self.fd = proc.stdout.fileno()
-        self.clock = clock
-        self.consume = consume
-        self.eof = False
-        self.quiet_since: float | None = None
-
-    def run(self, cancel: threading.Event | None) -> str | None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.fd, selectors.EVENT_READ)
-            while True:
-                if _stopping(cancel):
-                    return 'interrupted'
-                limit = self.clock.expired(time.monotonic())
-                if limit is not None:
-                    return f'timeout:{limit}'
-                if self._finished(sel):
-                    return None
-
-    def _finished(self, sel: selectors.BaseSelector) -> bool:
-        """One wait-and-read step; True when the process is done and stdout drained."""
-        now = time.monotonic()
-        exited = leader_exited(self.proc)
-        if self.eof:
-            if not exited:
-                # stdout closed, the process exits within moments: poll finely, or each attempt
-                # would pay up to a whole poll interval here (benchmarks: ~30 ms per task).
-                time.sleep(min(EOF_POLL, self.clock.wait_budget(now)))
-            return exited
-        if sel.select(min(EXIT_QUIET, POLL) if exited else self.clock.wait_budget(now)):
-            self.quiet_since = None
-            self._read()
-            return False
-        return exited and self._quiet_enough(now)
-
-    def _read(self) -> None:
-        chunk = os.read(self.fd, READ_CHUNK)
-        if not chunk:
-            self.eof = True
-            return
-        self.clock.last_output = time.monotonic()
-        self.consume(chunk)
-
-    def _quiet_enough(self, now: float) -> bool:
-        self.quiet_since = self.quiet_since or now
-        return now - self.quiet_since >= EXIT_QUIET
-
-
-def _consume(lines: Iterator[bytes | None], stream: EventStream, on_event: Callable[[dict], None] | None) -> None:
-    for line in lines:
-        if line is None:
-            stream.note_garbage()
-            continue
-        event = stream.feed_line(line)
-        if event is not None and on_event is not None:
-            with contextlib.suppress(Exception):   # a progress display bug must never break the worker
-                on_event(event)
-
-
-class LineSplitter:
-    """Split a byte stream into lines without ever buffering more than `limit` bytes.
-
-    `feed` yields complete lines (without the newline) and None for each line that was
-    longer than `limit` (its bytes are dropped as they arrive).
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._buf = bytearray()
-        self._skipping = False
-
-    def feed(self, chunk: bytes) -> Iterator[bytes | None]:
-        start = 0
-        while True:
-            nl = chunk.find(b'\n', start)
-            if nl == -1:
-                self._add(chunk[start:])
-                return
-            yield self._end_line(chunk[start:nl])
-            start = nl + 1
-
-    def flush(self) -> Iterator[bytes | None]:
-        if self._skipping or self._buf:
-            yield self._end_line(b'')
-
-    def _add(self, piece: bytes) -> None:
-        if self._skipping:
-            return
-        self._buf += piece
-        if len(self._buf) > self._limit:
-            self._buf = bytearray()
-            self._skipping = True
-
-    def _end_line(self, piece: bytes) -> bytes | None:
-        self._add(piece)
-        if self._skipping:
-            self._skipping = False
-            return None
-        line = bytes(self._buf)
-        self._buf = bytearray()
-        return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -849,8 +708,8 @@ def _read_events(path: Path) -> EventStream:
     splitter = LineSplitter(MAX_LINE_BYTES)
     with contextlib.suppress(OSError), open(path, 'rb') as f:
         while chunk := f.read(READ_CHUNK):
-            _consume(splitter.feed(chunk), stream, None)
-    _consume(splitter.flush(), stream, None)
+            consume_lines(splitter.feed(chunk), stream, None)
+    consume_lines(splitter.flush(), stream, None)
     return stream
 
 
