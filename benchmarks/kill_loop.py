@@ -17,6 +17,7 @@ the end and counts:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -98,10 +99,11 @@ def trial(codex: str, rng: random.Random) -> dict[str, Any]:
             proc = subprocess.Popen([*cli, 'run', '--plan-file', 'plan.json', '--run-id', 'k', '-q'], cwd=repo,
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True)
-            delay = rng.uniform(0.3, 6.0)
+            delay = rng.uniform(0.3, 4.5)
             time.sleep(delay)
             finished_early = proc.poll() is not None
-            os.killpg(proc.pid, signal.SIGKILL)   # the whole group, as a CI runner's timeout would
+            with contextlib.suppress(ProcessLookupError):   # the run may have ended already
+                os.killpg(proc.pid, signal.SIGKILL)   # the whole group, as a CI runner's timeout would
             proc.wait()
             tasks = repo / '.orchestrator' / 'runs' / 'k' / 'tasks'
             before = {f'T{i}': attempts(tasks / f'T{i}') for i in range(1, TASKS + 1)}
