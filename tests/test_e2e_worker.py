@@ -138,7 +138,16 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'report: ' in proc.stdout and 'model requests during the second run: 0' in proc.stdout
-    assert (tmp_path / 'demo' / 'greeting' / '.orchestrator' / 'runs' / 'demo' / 'report.md').exists()
+    run = tmp_path / 'demo' / 'greeting' / '.orchestrator' / 'runs' / 'demo'
+    assert (run / 'report.md').exists()
+    # the loop, with the real Codex CLI: T1's check fails once and a repair round in its own thread fixes
+    # it; the reviewer requests one change, which goes back to T1's thread and is committed as T1's
+    t1 = json.loads((run / 'tasks' / 'T1' / 'result.json').read_text())
+    t3 = json.loads((run / 'tasks' / 'T3' / 'result.json').read_text())
+    assert t1['repair_rounds'] == 1 and [c['passed'] for c in t1['checks']] == [True]
+    assert t3['review_rounds'] == 1 and t3['answer']['verdict'] == 'approve'
+    assert [f['task'] for f in t3['fixes']] == ['T1'] and t3['fixes'][0]['commit']
+    assert '(1 repair round)' in proc.stdout and 'T1: Add greet() (review round 1 by T3)' in proc.stdout
 
 
 def test_doctor_reports_a_missing_codex(host: Host) -> None:
