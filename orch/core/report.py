@@ -131,8 +131,11 @@ def render_junit(summary: dict[str, Any]) -> str:
 def failure_evidence(task: dict[str, Any]) -> str:
     """The output tail of what failed the task: its failing check or gate (redacted when recorded)."""
     if task.get('findings'):
+        findings = task['findings'] if isinstance(task['findings'], list) else [task['findings']]
         return _xml('\n'.join(f'[{f.get("severity", "?")}] {f.get("file", "")}: {f.get("message", "")}'
-                               for f in task['findings'] if isinstance(f, dict)))
+                               if isinstance(f, dict) and 'message' in f else
+                               f if isinstance(f, str) else json.dumps(f, ensure_ascii=False, sort_keys=True)
+                               for f in findings))
     runs = [*(task.get('checks') or []), *(task.get('gates') or [])]
     failed = next((r for r in runs if not r.get('passed')), None)
     if failed is None:

@@ -14,6 +14,10 @@ if TYPE_CHECKING:   # the inputs are engine-side; the status reads only their pl
 def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ..."""
     live = holder_pid(rt.run_dir) is not None
+    expected_gates: dict[str, list[str]] = {}
+    for step in rt.steps:
+        if step.task_id and step.builtin is None and step.rule.gate:
+            expected_gates.setdefault(step.task_id, []).append(step.rule.name)
     stale = stale or {}
     rows: dict[str, dict[str, Any]] = {}
     for task in topological_order(rt.plan):
@@ -33,6 +37,14 @@ def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[s
             status = 'failed'
             why = 'timed out' if failed_gate.get('exit_code') is None else f'exit {failed_gate.get("exit_code")}'
             reason = f'gate {failed_gate["name"]} failed: {failed_gate.get("command")} ({why})'
+        if status == 'done' and result is not None:
+            # Verified only once every gate ran on this result (a kill can come between the two).
+            finished = float(result.get('finished_at') or 0)
+            recorded = {g['name']: g for g in gates}
+            unrun = [name for name in expected_gates.get(task.id, [])
+                     if name not in recorded or float(recorded[name].get('finished_at') or 0) < finished]
+            if unrun:
+                status, reason = 'pending', f'gate {", ".join(unrun)} has not run on its latest work yet'
         if status == 'done' and task.id in stale:
             status, reason = 'stale', stale[task.id]
         elif status == 'done' and any(rows[d]['status'] != 'done' for d in task.depends_on):

@@ -11,18 +11,20 @@ reviewer (documented in the README).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from orch.adapters import git
 from orch.adapters.worker import WorkerResult, run_worker
 from orch.core.plan import Plan, Task
-from orch.core.redact import redact
+from orch.core.redact import redact, redact_obj
 from orch.core.text import one_line
 from orch.core.validate import schema_errors
 from orch.runstate import state
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
+from orch.steps.guard import touched_control_files
 from orch.steps.rounds import Rounds
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ def run_review_rounds(work: _Work, rounds: Rounds, accept: Any, call: Any) -> No
             rounds.review_phase = 'fixing'
             rounds.save(work.task_dir)
         assert target is not None
-        if rounds.review_phase == 'fixing':
+        if rounds.review_phase in ('fixing', 'fix-checking'):
             _fix(work, rounds, target, limit)
             rounds.review_phase = 'reviewing'
             rounds.save(work.task_dir)
@@ -72,18 +74,23 @@ def _fix(work: _Work, rounds: Rounds, target: Task, limit: int) -> None:
     """The reviewed task's thread, resumed with the findings; its fix checked and committed on its own."""
     rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
     round_no = rounds.reviews
-    exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/review-{round_no}'
-    if git.find_commit_by_trailer(workdir, 'Orch-Exec', exec_id, since=rt.run.base_commit) is None:
-        state.update_state(task_dir, round=f'review {round_no} of {limit}: {target.id} fixes')
-        answer = _fixed_answer(work, rounds, target, round_no, limit)
+    # Names this execution (started_at survives a kill in rounds.json; a new execution has its own), so an
+    # earlier execution's fix commit is never mistaken for this round's.
+    exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{int(rounds.started_at * 1000)}/review-{round_no}'
+    sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', exec_id, since=rt.run.base_commit)
+    answer = rounds.fix_answer
+    if sha is None:
+        if rounds.review_phase != 'fix-checking':   # the fix itself is paid for once, then recorded
+            state.update_state(task_dir, round=f'review {round_no} of {limit}: {target.id} fixes')
+            answer = _fixed_answer(work, rounds, target, round_no, limit)
+            rounds.fix_answer, rounds.review_phase = answer, 'fix-checking'
+            rounds.save(task_dir)
         _check_fix(work, rounds, target, round_no)
-        sha = _commit_fix(work, target, exec_id, round_no)
-    else:   # committed before a kill: not paid or committed again
-        sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', exec_id, since=rt.run.base_commit)
-        answer = None
+        sha = _commit_fix(work, rounds, target, exec_id, round_no, answer)
     rounds.fixes.append({'round': round_no, 'task': target.id, 'commit': sha,
                          'files': git.commit_files(workdir, sha) if sha else [],
                          'summary': answer.get('summary') if isinstance(answer, dict) else None})
+    rounds.fix_answer = None
 
 
 def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limit: int) -> Any:
@@ -112,38 +119,80 @@ def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limi
     if not result.ok:
         raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} failed: '
                                   f'{result.outcome}: {result.error}')
-    return result.answer
+    answer = redact_obj(result.answer)
+    if isinstance(answer, dict) and answer.get('status') == 'blocked':
+        raise _fail(work, rounds, f'review round {round_no}: {target.id} reported blocked: '
+                                  f'{answer.get("summary") or "(no reason given)"}', outcome='blocked')
+    return answer
 
 
 def _check_fix(work: _Work, rounds: Rounds, target: Task, round_no: int) -> None:
+    """The fix passes what the reviewed task's own work had to: its checks, then its gates (run here, on the
+    fix, since the reviewed task's gate steps ran before it), and it changes no control file."""
     rt = work.rt
-    checks = (*rt.role(target.role).checks, *target.checks)
     env = command_env(rt, work.task.id)
-    for i, command in enumerate(checks, 1):
-        log = work.task_dir / 'checks' / f'review-{round_no}' / f'check-{i}.log'
-        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log,
-                          timeout=rt.role(target.role).check_timeout, cancel=work.session.cancel)
+    timeout = rt.role(target.role).check_timeout
+    commands = [(f'check-{i}', c) for i, c in enumerate((*rt.role(target.role).checks, *target.checks), 1)]
+    commands += [(f'gate-{s.rule.name}', s.shell or '') for s in rt.steps
+                 if s.task_id == target.id and s.builtin is None and s.rule.gate]
+    for name, command in commands:
+        log = work.task_dir / 'checks' / f'review-{round_no}' / f'{name}.log'
+        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout,
+                          cancel=work.session.cancel)
         if not run.passed:
             rounds.checks = [run.to_dict()]
-            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its checks: '
+            what = 'gate' if name.startswith('gate-') else 'check'
+            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its {what}: '
                                       f'{run.command} ({run.why})')
+    if not target.control_files:
+        touched = touched_control_files(git.changed_paths(work.workdir), rt.config)
+        if touched:
+            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} changed codex-orch '
+                                      f'control files: {", ".join(touched)}; nothing was committed',
+                        outcome='control-files')
 
 
-def _commit_fix(work: _Work, target: Task, exec_id: str, round_no: int) -> str | None:
+def _commit_fix(work: _Work, rounds: Rounds, target: Task, exec_id: str, round_no: int, answer: Any) -> str | None:
     from orch.steps.work import author_of
     rt = work.rt
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': target.id, 'Orch-Role': target.role, 'Orch-Exec': exec_id,
                 'Orch-Review': f'{work.task.id} round {round_no}'}
     message = redact(f'{target.id}: {one_line(target.title)} (review round {round_no} by {work.task.id})')
     with work.session.scheduler.commit_lock:
-        return git.commit(work.workdir, message=message, trailers=trailers, author=author_of(rt.config.git.author),
-                          expect_branch=work.branch)
+        # Only the reviewed task's files (and what its fix's answer claims), as for any task's commit in a
+        # shared worktree: another task's edits in progress stay out.
+        scope = work.session.scheduler.commit_scope(target, work.workdir, answer)
+        if scope.collisions:
+            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} claims '
+                                      f'{", ".join(scope.collisions)}, inside the paths of a running task')
+        try:
+            return git.commit(work.workdir, message=message, trailers=trailers, paths=scope.paths,
+                              author=author_of(rt.config.git.author), expect_branch=work.branch)
+        except git.CommitRefused as exc:
+            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} cannot be committed: '
+                                      f'{exc}') from None
+
+
+def findings_lines(findings: Any) -> list[str]:
+    """A reviewer's findings as lines, whatever shape its schema gives them (a list of objects with
+    severity/file/message, of other objects, of strings, or a single value)."""
+    if findings is None or findings == []:
+        return []
+    items = findings if isinstance(findings, list) else [findings]
+    lines = []
+    for item in items:
+        if isinstance(item, dict) and {'severity', 'file', 'message'} <= set(item):
+            lines.append(f'[{item.get("severity")}] {item.get("file")}: {item.get("message")}')
+        elif isinstance(item, str):
+            lines.append(item)
+        else:
+            lines.append(json.dumps(item, ensure_ascii=False, sort_keys=True))
+    return lines
 
 
 def _findings_prompt(answer: Any, reviewer: Task, round_no: int, limit: int) -> str:
     findings = answer.get('findings') if isinstance(answer, dict) else None
-    lines = [f'- [{f.get("severity", "?")}] {f.get("file", "")}: {f.get("message", "")}'
-             for f in findings or [] if isinstance(f, dict)] or ['- (the reviewer listed no findings)']
+    lines = [f'- {line}' for line in findings_lines(findings)] or ['- (the reviewer listed no findings)']
     summary = answer.get('summary', '') if isinstance(answer, dict) else ''
     return (f'Your work was reviewed by task {reviewer.id}, which requests changes (review round {round_no} of '
             f'{limit}). Its summary: {summary}\n\nIts findings:\n' + '\n'.join(lines) + '\n\n'
@@ -163,7 +212,7 @@ def _review_again_prompt(rounds: Rounds, limit: int) -> str:
 
 def _changes_requested(work: _Work, rounds: Rounds, target: Task | None, limit: int) -> Failed:
     findings = rounds.answer.get('findings') if isinstance(rounds.answer, dict) else None
-    count = len(findings or [])
+    count = len(findings_lines(findings))
     why = (f'after {rounds.reviews} review round{"s" if rounds.reviews != 1 else ""}' if target is not None
            else 'no task to send them to')
     return _fail(work, rounds, f'changes requested: {count} finding{"s" if count != 1 else ""} {why}',

@@ -37,7 +37,8 @@ class Rounds:
     fingerprints: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)   # the latest run of each check
     reviews: int = 0                           # review rounds started (a reviewer asked for changes)
-    review_phase: str | None = None            # 'fixing' (the reviewed task's thread) or 'reviewing' again
+    review_phase: str | None = None            # 'fixing' (the reviewed task's thread), 'fix-checking', 'reviewing'
+    fix_answer: Any = None                     # the fix's answer, paid for, while its checks and commit are due
     fix_cumulative: dict[str, int] | None = None   # the reviewed task's thread usage, as last reported
     fixes: list[dict[str, Any]] = field(default_factory=list)    # one commit per review round
 

@@ -135,6 +135,10 @@ def _run_and_commit(work: _Work) -> None:
     _verify(work, rounds)
     run_review_rounds(work, rounds, lambda result: _accept(work, result),
                       lambda prompt, resume: _call_worker(work, prompt, resume))
+    if rounds.fixes and work.checks:   # the reviewed work changed: the reviewer's own checks see the fix too
+        failed = next((r for r in _run_checks(work, rounds) if not r.passed), None)
+        if failed is not None:
+            raise _checks_failed(work, rounds, failed, f'after the fix of review round {rounds.reviews}')
     _commit_verified(work, rounds)
 
 
