@@ -109,8 +109,10 @@ def trial(codex: str, rng: random.Random) -> dict[str, Any]:
             before = {f'T{i}': attempts(tasks / f'T{i}') for i in range(1, TASKS + 1)}
             had_result = {t for t in before if (tasks / t / 'result.json').exists()}
             time.sleep(0.5)   # the watchdog's grace for what it stops
-            resumed = subprocess.run([*cli, 'resume', '--run-id', 'k', '-q'], cwd=repo, env=env,
-                                     capture_output=True, text=True)
+            # Killed before the run existed: the same command again is how a user goes on.
+            again = ['resume', '--run-id', 'k'] if (tasks.parent / 'run.json').exists() else \
+                ['run', '--plan-file', 'plan.json', '--run-id', 'k']
+            resumed = subprocess.run([*cli, *again, '-q'], cwd=repo, env=env, capture_output=True, text=True)
             after = {f'T{i}': attempts(tasks / f'T{i}') for i in range(1, TASKS + 1)}
             status = json.loads(subprocess.run([*cli, 'status', '--json'], cwd=repo, env=env, capture_output=True,
                                                text=True).stdout or '{}')
