@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orch.core.plan import topological_order
+from orch.core.plan import Task, topological_order
 from orch.runstate import state
 from orch.runstate.lock import holder_pid
 
@@ -31,20 +31,8 @@ def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[s
         if status == 'running' and not live:
             status, reason = 'pending', 'interrupted; resume to run it again'
         gates = [{'name': name, **g} for name, g in sorted((st.get('gates') or {}).items())]
-        failed_gate = next((g for g in gates if not g.get('passed')), None)
-        if status == 'done' and failed_gate is not None:
-            # A gate is a result of its task: the work is committed, but not verified.
-            status = 'failed'
-            why = 'timed out' if failed_gate.get('exit_code') is None else f'exit {failed_gate.get("exit_code")}'
-            reason = f'gate {failed_gate["name"]} failed: {failed_gate.get("command")} ({why})'
         if status == 'done' and result is not None:
-            # Verified only once every gate ran on this result (a kill can come between the two).
-            finished = float(result.get('finished_at') or 0)
-            recorded = {g['name']: g for g in gates}
-            unrun = [name for name in expected_gates.get(task.id, [])
-                     if name not in recorded or float(recorded[name].get('finished_at') or 0) < finished]
-            if unrun:
-                status, reason = 'pending', f'gate {", ".join(unrun)} has not run on its latest work yet'
+            status, reason = _gated(status, reason, gates, expected_gates.get(task.id, []), result)
         if status == 'done' and task.id in stale:
             status, reason = 'stale', stale[task.id]
         elif status == 'done' and any(rows[d]['status'] != 'done' for d in task.depends_on):
@@ -54,26 +42,46 @@ def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[s
             blocked = [d for d in task.depends_on if rows[d]['status'] in ('failed', 'deferred', 'blocked')]
             if blocked:
                 reason = f'waiting for {", ".join(blocked)}'
-        answer = (result or {}).get('answer') or st.get('answer') or {}
-        rows[task.id] = {
-            'id': task.id, 'role': task.role, 'title': task.title, 'status': status,
-            'attempts': state.attempt_count(task_dir), 'reason': reason,
-            'usage': (result or {}).get('usage') or st.get('usage'),
-            'duration': (result or {}).get('duration') or _duration(st),
-            'commit': (result or {}).get('commit'), 'files_changed': (result or {}).get('files_changed') or [],
-            'summary': answer.get('summary') if isinstance(answer, dict) else None,
-            'depends_on': list(task.depends_on),
-            'round': st.get('round') if status == 'running' else None,
-            'checks': (result or {}).get('checks') or st.get('checks') or [],
-            'repair_rounds': (result or {}).get('repair_rounds') or st.get('repair_rounds') or 0,
-            'gates': gates,
-            'review_rounds': (result or {}).get('review_rounds') or st.get('review_rounds') or 0,
-            'warnings': (result or {}).get('warnings') or st.get('warnings') or [],
-            'fixes': (result or {}).get('fixes') or st.get('fixes') or [],
-            'findings': answer.get('findings') if isinstance(answer, dict) and
-            answer.get('verdict') == 'request_changes' else None,
-        }
+        rows[task.id] = _row(task, status, reason, st, result, gates, state.attempt_count(task_dir))
     return [rows[t.id] for t in rt.plan.tasks]
+
+
+def _gated(status: str, reason: str | None, gates: list[dict[str, Any]], expected: list[str],
+           result: dict[str, Any]) -> tuple[str, str | None]:
+    """A done task is verified only when every gate of it passed on its latest result."""
+    failed = next((g for g in gates if not g.get('passed')), None)
+    if failed is not None:   # a gate is a result of its task: the work is committed, but not verified
+        why = 'timed out' if failed.get('exit_code') is None else f'exit {failed.get("exit_code")}'
+        return 'failed', f'gate {failed["name"]} failed: {failed.get("command")} ({why})'
+    finished = float(result.get('finished_at') or 0)   # a kill can come between the work and its gate
+    recorded = {g['name']: g for g in gates}
+    unrun = [name for name in expected
+             if name not in recorded or float(recorded[name].get('finished_at') or 0) < finished]
+    if unrun:
+        return 'pending', f'gate {", ".join(unrun)} has not run on its latest work yet'
+    return status, reason
+
+
+def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result: dict[str, Any] | None,
+         gates: list[dict[str, Any]], attempts: int) -> dict[str, Any]:
+    done = result or {}
+
+    def either(key: str, default: Any) -> Any:   # the result's, else what state.json recorded
+        return done.get(key) or st.get(key) or default
+
+    answer = done.get('answer') or st.get('answer') or {}
+    return {
+        'id': task.id, 'role': task.role, 'title': task.title, 'status': status, 'attempts': attempts,
+        'reason': reason, 'usage': either('usage', None), 'duration': done.get('duration') or _duration(st),
+        'commit': done.get('commit'), 'files_changed': done.get('files_changed') or [],
+        'summary': answer.get('summary') if isinstance(answer, dict) else None,
+        'depends_on': list(task.depends_on), 'round': st.get('round') if status == 'running' else None,
+        'checks': either('checks', []), 'repair_rounds': either('repair_rounds', 0), 'gates': gates,
+        'review_rounds': either('review_rounds', 0), 'warnings': either('warnings', []),
+        'fixes': either('fixes', []),
+        'findings': answer.get('findings') if isinstance(answer, dict) and
+        answer.get('verdict') == 'request_changes' else None,
+    }
 
 
 def _duration(st: dict[str, Any]) -> float | None:
