@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.gitrepo import commit_all, git
-from tests.support.orchtest import Host, make_host, three_task_plan
+from tests.support.orchtest import Host, edit_config, make_host, three_task_plan
 
 
 @pytest.fixture
@@ -156,6 +156,7 @@ def test_plain_doit_in_parallel_commits_each_task_its_own_files(tmp_path: Path, 
     tasks = [{'id': t, 'role': 'implementer', 'title': f'Task {t}', 'description': f'Do {t}.', 'depends_on': [],
               'paths': [f'{t.lower()}/*']} for t in ('A', 'B', 'C')]
     host = make_host(tmp_path, monkeypatch, capsys, {'default': {'fail': 'not yet'}})
+    edit_config(host.repo, {'failure_retries: 1 ': 'failure_retries: 0 '})   # fail at once, no backoff
     host.write_plan({'version': 1, 'title': 'Parallel', 'tasks': tasks})
     commit_all(host.repo, 'plan')
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--continue')

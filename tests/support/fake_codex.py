@@ -216,6 +216,10 @@ class Log:
 
 def _install_signal_handlers(log: Log) -> None:
     def on_term(signum: int, _frame: Any) -> None:
+        # codex-orch's end can bring two SIGTERMs (the parent-death signal and its watchdog's): a second one
+        # re-entering here would kill us before the first one's log line is written.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         log.done(-signum, signal=signum)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)   # die by the signal like the real CLI (returncode -15)
