@@ -131,6 +131,14 @@ def test_budget_stops_before_the_last_task(host: Host, standin: Standin) -> None
     assert host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'deferred'}
     assert 'token budget of 250 exhausted' in out
     assert sum(1 for r in standin.requests if r.get('usage')) == 2
+    # the budget is the run's: a resume does not start counting from zero again
+    rc, out, err = host.cli('resume')
+    assert rc == 75 and 'token budget of 250 exhausted (300 spent in this run)' in out
+    assert sum(1 for r in standin.requests if r.get('usage')) == 2
+    # and every paid request is in the totals, report and summary alike
+    reported = sum(r['usage']['input_tokens'] for r in standin.requests if r.get('usage'))
+    summary = json.loads((host.run_dir() / 'summary.json').read_text())
+    assert summary['usage']['input_tokens'] == reported
 
 
 def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:

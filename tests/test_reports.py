@@ -116,3 +116,22 @@ def test_junit_survives_control_characters_in_reasons() -> None:
     assert case is not None
     failure = case.find('failure')
     assert failure is not None and 'codex crashed' in (failure.text or '') and '\x1b' not in (failure.text or '')
+
+
+def test_token_totals_count_every_paid_attempt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid answer, a schema retry and a failed execution are paid too: the totals count them all."""
+    host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': [{'answer': {'status': 'done'}},
+                                                                      {'answer': {'status': 'done'}}]}})
+    host.write_plan({'version': 1, 'tasks': [{'id': 'T1', 'role': 'implementer', 'title': 't', 'description': 'd'}]})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1   # two invalid answers (the first and its schema retry): failed
+    host.script({'tasks': {'T1': {'answer': 'auto'}}})
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    attempts = len(host.launches())
+    assert attempts == 3
+    summary = json.loads((host.run_dir() / 'summary.json').read_text())
+    assert summary['usage']['input_tokens'] == 100 * attempts   # the fake's 100 input tokens per call
+    assert host.result('T1')['usage']['input_tokens'] == 100    # the result: its own execution's
+    assert f'Tokens: {100 * attempts} input' in (host.run_dir() / 'report.md').read_text()

@@ -23,7 +23,7 @@ def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: l
     for task in tasks:
         counts[task['status']] = counts.get(task['status'], 0) + 1
         for key in TOKEN_KEYS:
-            usage[key] += int((task.get('usage') or {}).get(key, 0))
+            usage[key] += int((task.get('usage_total') or task.get('usage') or {}).get(key, 0))
     return {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage,
             'tasks': tasks, 'decisions': decisions}
 
@@ -51,7 +51,8 @@ def _xml(text: object) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     run = summary['run']
     rows = [[t['id'], t['role'], t['status'], t['attempts'], f'{t["duration"]:.1f}s' if t.get('duration') else '',
-             _tokens(t.get('usage')), (t.get('commit') or '')[:10], len(t.get('files_changed') or []),
+             _tokens(t.get('usage_total') or t.get('usage')), (t.get('commit') or '')[:10],
+             len(t.get('files_changed') or []),
              _md(t.get('summary'))] for t in summary['tasks']]
     headers = ['task', 'role', 'status', 'attempts', 'duration', 'tokens in/out', 'commit', 'files', 'summary']
     counts = ', '.join(f'{v} {k}' for k, v in sorted(summary['counts'].items()))

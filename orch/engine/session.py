@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from orch.engine.inputs import RunInputs
 from orch.engine.scheduler import Scheduler
 from orch.runstate.lock import RunLock
+from orch.runstate.state import attempts_usage
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ class Session:
         self.progress = progress
         concurrency = inputs.config.concurrency
         self.scheduler = Scheduler(per_task=inputs.run.per_task, allow=concurrency.allow, ignore=concurrency.ignore)
-        self.budget = Budget(inputs.config.token_budget)
+        # The budget is the run's, not this invocation's: what earlier invocations paid counts too.
+        self.budget = Budget(inputs.config.token_budget, spent=_spent_so_far(inputs) if inputs.config.token_budget
+                             else 0)
         self.cancel = threading.Event()
         self.internal_errors: list[str] = []   # reasons of steps that crashed: the command exits 3
         self._run_dir = inputs.run_dir
@@ -111,3 +114,11 @@ class Session:
         if progress is None:
             return None
         return lambda event: progress.worker_event(task_id, event)
+
+
+def _spent_so_far(inputs: RunInputs) -> int:
+    total = 0
+    for task in inputs.plan.tasks:
+        usage = attempts_usage(inputs.task_dir(task.id))
+        total += usage['input_tokens'] + usage['output_tokens']
+    return total

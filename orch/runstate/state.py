@@ -37,3 +37,19 @@ def read_result(task_dir: Path) -> dict[str, Any] | None:
 
 def attempt_count(task_dir: Path) -> int:
     return sum(1 for p in task_dir.glob('attempt-*') if p.is_dir())
+
+
+USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
+
+
+def attempts_usage(task_dir: Path) -> dict[str, int]:
+    """Tokens of every attempt the task made in this run, all executions and rounds: what it was paid.
+
+    A review fix runs in its reviewer's task directory, so it is counted there."""
+    total = dict.fromkeys(USAGE_KEYS, 0)
+    for record in task_dir.glob('attempt-*/attempt.json'):
+        usage = (read_json(record) or {}).get('usage') or {}
+        for key in USAGE_KEYS:
+            value = usage.get(key) if isinstance(usage, dict) else None
+            total[key] += int(value) if isinstance(value, int | float) else 0
+    return total

@@ -43,6 +43,7 @@ def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[s
             if blocked:
                 reason = f'waiting for {", ".join(blocked)}'
         rows[task.id] = _row(task, status, reason, st, result, gates, state.attempt_count(task_dir))
+        rows[task.id]['usage_total'] = state.attempts_usage(task_dir)
     return [rows[t.id] for t in rt.plan.tasks]
 
 
