@@ -75,3 +75,17 @@ def test_every_reason_has_its_delta(host: Host) -> None:
     assert rows['T1']['reason'].startswith('acceptance changed; description changed (+1 line)')
     assert 'spec.md changed' in rows['T1']['reason']
     assert '.orchestrator/prompts/tester.md changed' in rows['T2']['reason']
+
+
+def test_status_json_carries_stable_reason_codes(host: Host) -> None:
+    plan = three_task_plan()
+    plan['tasks'][0]['description'] += '\nAlso handle empty names.'
+    plan['tasks'].append({'id': 'T4', 'role': 'implementer', 'title': 'New', 'description': 'A new task.'})
+    host.write_plan(plan)
+    (host.repo / 'spec.md').write_text('# Spec\nGreet people warmly.\n')
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert [r['code'] for r in rows['T1']['reasons']] == ['plan_field_changed', 'input_changed']
+    assert rows['T1']['reasons'][0]['detail'] == 'description changed (+1 line)'
+    assert 'upstream_will_run' in [r['code'] for r in rows['T2']['reasons']]
+    assert rows['T4']['reasons'] == [{'code': 'never_ran', 'detail': 'it never ran'}]
+    assert rows['T3']['status'] == 'stale'

@@ -184,14 +184,14 @@ def few_full_collections() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def stale_task_ids(rt: RunInputs) -> dict[str, str]:
+def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     """Tasks whose prompt or work step doit would run now, with why (without running or writing anything).
 
     From any directory: doit's file dependencies are relative to the repository. A plan entry (or the
     checks the config adds) that changed since task.json was written counts too, although task.json itself
     is only rewritten by the next run.
     """
-    stale: dict[str, list[str]] = {}
+    stale: dict[str, list[tuple[str, str]]] = {}
     for task in rt.plan.tasks:
         try:
             on_disk = json.loads((rt.task_dir(task.id) / 'task.json').read_text(encoding='utf-8'))
@@ -199,10 +199,10 @@ def stale_task_ids(rt: RunInputs) -> dict[str, str]:
             continue   # never written: the task never ran, the status says so already
         changes = entry_changes(on_disk, json.loads(json.dumps(task_entry(rt, task))))
         if changes:
-            stale[task.id] = changes
+            stale[task.id] = [('plan_field_changed', change) for change in changes]
     db = rt.run_dir / 'doit.db'
     if not db.exists():
-        return {tid: '; '.join(why) for tid, why in stale.items()}
+        return stale
     steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
@@ -227,7 +227,7 @@ def stale_task_ids(rt: RunInputs) -> dict[str, str]:
                         why.append(reason)
         finally:
             dep.backend._conn.close()
-    return {tid: '; '.join(why) or 'its inputs changed since it ran' for tid, why in stale.items()}
+    return {tid: why or [('inputs_changed', 'its inputs changed since it ran')] for tid, why in stale.items()}
 
 
 def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -252,17 +252,18 @@ def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str]) -> list[str]:
-    out: list[str] = []
+def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str]) -> list[tuple[str, str]]:
+    """doit's reasons as (stable code, text): the codes are listed in the README."""
+    out: list[tuple[str, str]] = []
     for path in [*reasons.get('changed_file_dep', []), *reasons.get('missing_file_dep', [])]:
         if path in results:
-            out.append(f'upstream {results[path]}\'s result changed')
+            out.append(('upstream_result_changed', f'upstream {results[path]}\'s result changed'))
         elif path not in own:   # task.json: its plan entry, already explained field by field
-            out.append(f'{path} changed')
+            out.append(('input_changed', f'{path} changed'))
     if reasons.get('has_no_dependencies') or reasons.get('missing_target'):
-        out.append('it has no valid result')
+        out.append(('no_result', 'it has no valid result'))
     if reasons.get('uptodate_false'):
-        out.append('its parameters (model, sandbox, codex arguments) changed')
+        out.append(('params_changed', 'its parameters (model, sandbox, codex arguments) changed'))
     return out
 
 

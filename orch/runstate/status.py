@@ -11,7 +11,7 @@ if TYPE_CHECKING:   # the inputs are engine-side; the status reads only their pl
     from orch.engine.inputs import RunInputs
 
 
-def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = None) -> list[dict[str, Any]]:
     """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ..."""
     live = holder_pid(rt.run_dir) is not None
     expected_gates: dict[str, list[str]] = {}
@@ -33,18 +33,38 @@ def task_rows(rt: RunInputs, stale: dict[str, str] | None = None) -> list[dict[s
         gates = [{'name': name, **g} for name, g in sorted((st.get('gates') or {}).items())]
         if status == 'done' and result is not None:
             status, reason = _gated(status, reason, gates, expected_gates.get(task.id, []), result)
+        causes: list[tuple[str, str]] = []
         if status == 'done' and task.id in stale:
-            status, reason = 'stale', stale[task.id]
-        elif status == 'done' and any(rows[d]['status'] != 'done' for d in task.depends_on):
+            causes = stale[task.id]
+        if status == 'done' and any(rows[d]['status'] != 'done' for d in task.depends_on):
             waiting = [d for d in task.depends_on if rows[d]['status'] != 'done']
-            status, reason = 'stale', f'upstream {", ".join(waiting)} will run again'
+            causes = [*causes, ('upstream_will_run', f'upstream {", ".join(waiting)} will run again')]
+        if causes:
+            status, reason = 'stale', '; '.join(text for _, text in causes)
         if status == 'pending' and reason is None:
             blocked = [d for d in task.depends_on if rows[d]['status'] in ('failed', 'deferred', 'blocked')]
             if blocked:
                 reason = f'waiting for {", ".join(blocked)}'
         rows[task.id] = _row(task, status, reason, st, result, gates, state.attempt_count(task_dir))
         rows[task.id]['usage_total'] = state.attempts_usage(task_dir)
+        rows[task.id]['reasons'] = [{'code': c, 'detail': d} for c, d in causes or _causes(status, reason, st)]
     return [rows[t.id] for t in rt.plan.tasks]
+
+
+def _causes(status: str, reason: str | None, st: dict[str, Any]) -> list[tuple[str, str]]:
+    """Why a task that is not stale would run (or wait), as (stable code, text); none for a done task."""
+    if status == 'done':
+        return []
+    if status == 'pending' and not st.get('status'):
+        return [('never_ran', reason or 'it never ran')]
+    if reason and reason.startswith('interrupted'):
+        return [('interrupted', reason)]
+    if reason and reason.startswith('gate ') and status == 'pending':
+        return [('gate_not_run', reason)]
+    if reason and reason.startswith(('waiting for', 'blocked: a task it depends on')):
+        return [('waiting', reason)]
+    codes = {'failed': 'failed_last_time', 'blocked': 'blocked', 'deferred': 'deferred', 'running': 'running'}
+    return [(codes.get(status, status), reason or status)]
 
 
 def _gated(status: str, reason: str | None, gates: list[dict[str, Any]], expected: list[str],
