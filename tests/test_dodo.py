@@ -56,3 +56,16 @@ def test_doit_without_runs_lists_nothing(host: Host) -> None:
     listed = doit(host, 'list')
     assert listed.returncode == 0
     assert 'no run' in listed.stderr
+
+
+def test_plain_doit_run_says_what_ran_and_what_failed(host: Host) -> None:
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md')
+    assert rc == 0, err
+    plan = three_task_plan()
+    plan['tasks'][0]['description'] = 'Create src/greet.py, politely.'
+    host.write_plan(plan)
+    host.script({'default': {'answer': 'auto'}, 'tasks': {'T1': {'answer': {'status': 'done'}}}})
+    ran = doit(host, 'run')
+    assert ran.returncode != 0
+    assert 'start  work:T1' in ran.stdout and 'FAILED work:T1' in ran.stdout
+    assert 'T1 failed: invalid-output' in ran.stdout and '1 failed, 2 stale' in ran.stdout

@@ -28,8 +28,10 @@ from doit.tools import config_changed
 from orch import output
 from orch.adapters import git
 from orch.core.compile import Step
+from orch.core.redact import RedactingStream, redact
 from orch.crashlog import write_crash_log
 from orch.engine.inputs import RunInputs, open_run, task_entry, write_task_entries
+from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.errors import OrchError
 from orch.runstate import state
@@ -125,9 +127,9 @@ def task_dict(rt: RunInputs, session: Session, step: Step) -> dict[str, Any]:
     return d
 
 
-def doit_config(rt: RunInputs, session: Session, backend: str) -> dict[str, Any]:
+def doit_config(rt: RunInputs, session: Session, backend: str, summarize: bool = False) -> dict[str, Any]:
     return {'dep_file': str(rt.run_dir / 'doit.db'), 'backend': backend, 'check_file_uptodate': 'md5',
-            'verbosity': 2, 'reporter': make_reporter(rt, session)}
+            'verbosity': 2, 'reporter': make_reporter(rt, session, summarize)}
 
 
 def is_last(step: Step) -> bool:
@@ -136,7 +138,7 @@ def is_last(step: Step) -> bool:
 
 
 def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report: str = 'include',
-              read_only: bool = False) -> dict[str, Any]:
+              read_only: bool = False, summarize: bool = False) -> dict[str, Any]:
     """A doit namespace for the run. report: 'include' (dodo), 'exclude' (main run) or 'only'.
 
     read_only: for `doit list`/`info`, which must not write (task.json is written by a run).
@@ -151,7 +153,7 @@ def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report
         for step in steps:
             yield task_dict(rt, session, step)
     task_codex_orch.__doc__ = f'codex-orch run {rt.run.run_id}'
-    return {'task_codex_orch': task_codex_orch, 'DOIT_CONFIG': doit_config(rt, session, backend)}
+    return {'task_codex_orch': task_codex_orch, 'DOIT_CONFIG': doit_config(rt, session, backend, summarize)}
 
 
 def run_doit(rt: RunInputs, session: Session, argv: list[str], *, report: str = 'exclude') -> int:
@@ -267,7 +269,7 @@ def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str
     return out
 
 
-def make_reporter(rt: RunInputs, session: Session) -> type:
+def make_reporter(rt: RunInputs, session: Session, summarize: bool = False) -> type:
     progress = session.progress
     steps = rt.steps_by_name
     setup_failed: set[str] = set()   # tasks whose own worktree step failed: their state says why
@@ -307,7 +309,9 @@ def make_reporter(rt: RunInputs, session: Session) -> type:
             pass
 
         def complete_run(self) -> None:
-            pass   # codex-orch prints its own summary
+            if summarize:   # plain doit: nobody else says how the run ended (codex-orch prints its own)
+                self.outstream.write(_summary(rt, session))
+                self.outstream.flush()
 
         def runtime_error(self, msg: str) -> None:
             sys.stderr.write(f'doit: {msg}\n')
@@ -318,13 +322,29 @@ def make_reporter(rt: RunInputs, session: Session) -> type:
 _BLOCKED = 'blocked: a task it depends on did not finish'
 
 
+def _summary(rt: RunInputs, session: Session) -> str:
+    from orch.runstate.status import task_rows
+    rows = task_rows(rt)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row['status']] = counts.get(row['status'], 0) + 1
+    lines = [f'run {rt.run.run_id}: ' + ', '.join(f'{n} {s}' for s, n in sorted(counts.items()))]
+    lines += [f'  {row["id"]} {row["status"]}: {row["reason"]}' for row in rows
+              if row['status'] in ('failed', 'blocked', 'deferred')]
+    lines += [f'{reason}; please report it' for reason in session.internal_errors]
+    return redact('\n'.join(lines) + '\n')
+
+
 def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
     """What a host's dodo.py exports: the latest run's graph (or nothing, with a hint)."""
     rt = open_latest_for_dodo(start or Path.cwd())
     if rt is None:
         return {'DOIT_CONFIG': {'verbosity': 2}}
-    session = Session(rt)
     read_only = _doit_command(sys.argv[1:]) in READ_ONLY_DOIT_COMMANDS
+    # Plain `doit run` shows what codex-orch shows without a terminal: a line per step, then a summary.
+    progress = None if read_only else Progress(len(rt.plan.tasks), verbosity=1, stream=RedactingStream(sys.stdout),
+                                                tty=False, work_steps=rt.work_step_of)
+    session = Session(rt, progress=progress)
     if not read_only:
         # One writer per run: a `doit run` (or clean, forget, ...) on a run in progress is refused at
         # once, before doit touches a task, a target or its database.
@@ -334,7 +354,8 @@ def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
             raise InvalidDodoFile(f'codex-orch: {exc}') from None
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
-    return namespace(rt, session, backend='sqlite3', report='include', read_only=read_only)
+    return namespace(rt, session, backend='sqlite3', report='include', read_only=read_only,
+                     summarize=not read_only)
 
 
 def open_latest_for_dodo(start: Path) -> RunInputs | None:
