@@ -14,9 +14,11 @@ Bad input is refused with one message and exit 2, and reading it is bounded:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,21 @@ def read_yaml_input(path: Path, *, limit: int, what: str, fix: str, error: type[
         where, problem = yaml_problem(exc)
         raise error(f'{path}: {where}{invalid}: {problem} '
                     '(only plain YAML is accepted: no tags that construct objects)') from None
+
+
+def decode_json_input(raw: bytes, path: Path, *, what: str, error: type[InputError], utf8: str, fix: str,
+                      loads: Callable[[str], Any] = json.loads) -> tuple[Any, str]:
+    """JSON input bytes -> (data, text), or `error` naming the file, the place and the fix.
+
+    utf8: the fix for text that is not UTF-8; fix: the fix for invalid JSON. Nesting too deep for Python's
+    parser is reported where it passes MAX_DEPTH, never as a RecursionError."""
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        raise error(f'{path}: {utf8.format(byte=exc.start)}') from exc
+    try:
+        return loads(text), text
+    except RecursionError:
+        raise error(too_deep_message(str(path), what, json_too_deep_at(text))) from None
+    except json.JSONDecodeError as exc:
+        raise error(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} ({fix})') from exc

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from orch.core.files import json_too_deep_at, read_input, too_deep_message
+from orch.core.files import decode_json_input, json_too_deep_at, read_input, too_deep_message
 from orch.core.validate import schema_errors
 from orch.errors import PlanError, problems_message
 
@@ -135,18 +135,9 @@ def _digest(data: object) -> str:
 def _read_json(path: Path) -> tuple[Any, str]:
     """The plan's data and its text; a RecursionError (nesting too deep) is the caller's to report."""
     raw = read_input(path, limit=MAX_PLAN_BYTES, what='plan', fix='check --plan-file', error=PlanError)
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as exc:
-        raise PlanError(f'{path}: not UTF-8 text: byte {exc.start} is invalid (a plan is a JSON file; '
-                        'save it as UTF-8)') from exc
-    try:
-        return _parse_json(text), text
-    except RecursionError:
-        raise PlanError(too_deep_message(str(path), 'plan', json_too_deep_at(text))) from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} '
-                        '(fix the JSON syntax there; the plan format is in the README)') from exc
+    return decode_json_input(raw, path, what='plan', error=PlanError, loads=_parse_json,
+                             utf8='not UTF-8 text: byte {byte} is invalid (a plan is a JSON file; save it as UTF-8)',
+                             fix='fix the JSON syntax there; the plan format is in the README')
 
 
 def _parse_json(text: str) -> Any:

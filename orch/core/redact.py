@@ -30,6 +30,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from orch.core.text import clean_json
+
 MARK = '[REDACTED]'
 MIN_LENGTH = 8   # shorter values ("1", "true") are not secrets and would mangle ordinary text
 _MIN_MATCH = 6   # the shortest text a fixed shape can match ('://:p@'): shorter strings are skipped
@@ -139,17 +141,7 @@ def redact(text: str, values: list[str] | None = None) -> str:
 
 def redact_obj(obj: Any, values: list[str] | None = None) -> Any:
     """A copy of JSON-like data with every string redacted (keys too)."""
-    return _redact_obj(obj, _redactor(tuple(secret_values() if values is None else values)))
-
-
-def _redact_obj(obj: Any, redactor: Redactor) -> Any:
-    if isinstance(obj, str):
-        return redactor(obj)
-    if isinstance(obj, dict):
-        return {_redact_obj(k, redactor): _redact_obj(v, redactor) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_redact_obj(v, redactor) for v in obj]
-    return obj
+    return clean_json(obj, _redactor(tuple(secret_values() if values is None else values)))
 
 
 class RedactingStream:

@@ -10,7 +10,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
 from pydantic import ValidationError
 
-from orch.core.files import json_depth_exceeds, json_too_deep_at, read_input, too_deep_message
+from orch.core.files import decode_json_input, json_depth_exceeds, json_too_deep_at, read_input, too_deep_message
 from orch.errors import SchemaError
 
 
@@ -85,18 +85,9 @@ def load_json_schema(path: Path) -> dict[str, Any]:
                      missing='run `codex-orch init` to restore the defaults',
                      fix='codex-orch cannot read schema from anything but a regular file: put the JSON Schema '
                          'there; `codex-orch init --force` restores the shipped defaults')
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as exc:
-        raise SchemaError(f'{path}: cannot read schema: not UTF-8 text: byte {exc.start} is invalid '
-                          '(save it as UTF-8 JSON)') from exc
-    try:
-        schema = json.loads(text)
-    except RecursionError:
-        raise SchemaError(too_deep_message(str(path), 'schema', json_too_deep_at(text))) from None
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f'{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg} '
-                          f'({_SCHEMA_FIX})') from exc
+    schema, text = decode_json_input(raw, path, what='schema', error=SchemaError, fix=_SCHEMA_FIX,
+                                     utf8='cannot read schema: not UTF-8 text: byte {byte} is invalid '
+                                          '(save it as UTF-8 JSON)')
     if json_depth_exceeds(schema):   # checking a schema recurses through it: bounded here, deterministically
         raise SchemaError(too_deep_message(str(path), 'schema', json_too_deep_at(text)))
     if not isinstance(schema, dict):
