@@ -208,8 +208,7 @@ def test_classify_other_failures_as_none(text: str | None) -> None:
 # --- text no encoder likes: lone surrogates become U+FFFD in answers, records stay UTF-8 -------------
 
 def _encodable(text: str | None) -> bool:
-    if text is None:
-        return True
+    assert text is not None   # the text must have been parsed to be checked at all
     text.encode('utf-8')
     return True
 

@@ -191,3 +191,36 @@ def test_a_gate_sees_the_task_worktree_whatever_its_cwd(host: Host) -> None:
     seen = (host.run_dir() / 'tasks' / 'T1' / 'where.txt').read_text().strip()
     worktree = host.repo / '.orchestrator' / 'worktrees' / host.run_dir().name
     assert Path(seen) == worktree
+
+
+def test_a_failing_run_level_rule_fails_the_run(host: Host) -> None:
+    """A run-scope shell rule belongs to no task: its failure must still reach the exit code."""
+    host_rule(host, 'name: lint_all\nscope: run\noutput: "{run_dir}/lint_all.json"\ninput: "{all_results}"\n'
+                    'action:\n  shell: "exit 4"\n', name='lint.yaml')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    assert 'FAILED lint_all:' in out and host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done'}
+
+
+def test_a_kill_between_result_and_state_leaves_no_task_stuck(host: Host) -> None:
+    """result.json written, state.json still 'running' by a dead process, doit's record lost: the resume
+    finishes the state instead of leaving the task 'interrupted' for ever."""
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    assert rc == 0, out + err
+    state_file = host.run_dir() / 'tasks' / 'T3' / 'state.json'
+    st = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**st, 'status': 'running', 'pid': 2 ** 22 + 1}))
+    (host.run_dir() / 'doit.db').unlink()
+    host.clear_log()
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert host.launches() == [] and host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done'}
+
+
+def test_a_missing_result_is_reason_no_result(host: Host) -> None:
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 0, out + err
+    (host.run_dir() / 'tasks' / 'T2' / 'result.json').unlink()
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['T2']['status'] == 'pending'
+    assert rows['T2']['reasons'] == [{'code': 'no_result', 'detail': 'it has no valid result'}]

@@ -65,9 +65,9 @@ def _invoke(rt: RunInputs, session: Session, step: Step) -> Any:
                 return True
             value = _implementation(kind.implementation)(rt, session, step)
             return value if isinstance(value, dict) else True
-    except Failed as exc:
-        return TaskFailed(str(exc))
-    except OrchError as exc:
+    except (Failed, OrchError) as exc:
+        if step.task_id is None:   # a run-level step (a run rule, the report): no task's state says it failed
+            session.record_step_failure(f'{step.name}: {exc}')
         return TaskFailed(str(exc))
     except Exception as exc:
         return TaskFailed(_internal_error(rt, session, step, exc))

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.adapters import procgroup
+from orch.adapters.codex_bin import INSTALL_HINT
 from orch.adapters.events import EventStream, classify_failure, parse_answer
 
 # die_with_parent and leader_exited are re-exported for callers that import them from here.
@@ -57,8 +58,6 @@ from orch.core.text import encode_utf8
 from orch.failpoints import crash_point
 from orch.runstate.atomic import write_json, write_text
 
-INSTALL_HINT = ('install it with `npm install -g @openai/codex@0.169.0`, '
-                'or set `codex.binary` in .orchestrator/orchestrator.yaml')
 USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
 TRANSIENT = frozenset({'exit-nonzero', 'turn-failed', 'timeout'})
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from orch import output
 from orch.adapters import git
-from orch.engine.inputs import layout_for
 from orch.runstate.runs import ORCH_DIR, RunInfo, run_dir
 
 
@@ -82,5 +81,6 @@ def run_branches(repo: Path, info: RunInfo, worktrees: list[git.WorktreeInfo]) -
     else:
         tasks = run_dir(repo, info.run_id) / 'tasks'   # the plan file itself may be gone
         ids = sorted(p.name for p in tasks.iterdir() if p.is_dir()) if tasks.is_dir() else []
+        from orch.engine.inputs import layout_for  # only here: it imports the config models and the compiler
         names += [layout_for(info).task_branch(t) for t in ids]
     return list(dict.fromkeys(names))

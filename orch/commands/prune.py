@@ -1,4 +1,4 @@
-"""`codex-orch prune [--older-than N] [--run-id ID ...] [--apply]`: sweep old runs (a dry run by default).
+"""`codex-orch prune [--older-than N] [--run-id ID ...] [--apply] [--resume]`: sweep old runs (a dry run by default).
 
 For each selected run, --apply removes its worktrees and its run directory, and deletes only the
 branches whose commits are all merged into the run's base (its base commit, or its base branch

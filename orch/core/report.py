@@ -129,14 +129,27 @@ def render_junit(summary: dict[str, Any]) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding='unicode') + '\n'
 
 
+def findings_lines(findings: Any) -> list[str]:
+    """A reviewer's findings as lines, whatever shape its schema gives them (a list of objects with
+    severity/file/message, of other objects, of strings, or a single value)."""
+    if findings is None or findings == []:
+        return []
+    items = findings if isinstance(findings, list) else [findings]
+    lines = []
+    for item in items:
+        if isinstance(item, dict) and {'severity', 'file', 'message'} <= set(item):
+            lines.append(f'[{item.get("severity")}] {item.get("file")}: {item.get("message")}')
+        elif isinstance(item, str):
+            lines.append(item)
+        else:
+            lines.append(json.dumps(item, ensure_ascii=False, sort_keys=True))
+    return lines
+
+
 def failure_evidence(task: dict[str, Any]) -> str:
     """The output tail of what failed the task: its failing check or gate (redacted when recorded)."""
     if task.get('findings'):
-        findings = task['findings'] if isinstance(task['findings'], list) else [task['findings']]
-        return _xml('\n'.join(f'[{f.get("severity", "?")}] {f.get("file", "")}: {f.get("message", "")}'
-                               if isinstance(f, dict) and 'message' in f else
-                               f if isinstance(f, str) else json.dumps(f, ensure_ascii=False, sort_keys=True)
-                               for f in findings))
+        return _xml('\n'.join(findings_lines(task['findings'])))
     runs = [*(task.get('checks') or []), *(task.get('gates') or [])]
     failed = next((r for r in runs if not r.get('passed')), None)
     if failed is None:

@@ -18,7 +18,7 @@ from orch.core.redact import RedactingStream
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
 from orch.engine.reports import write_reports
-from orch.engine.session import RunOptions, Session
+from orch.engine.session import RunOptions, Session, spent_so_far
 from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.errors import EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
 from orch.runstate import atomic
@@ -33,7 +33,8 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     """
     progress = Progress(len(rt.plan.tasks), verbosity=options.verbosity, stream=RedactingStream(sys.stdout),
                         work_steps=rt.work_step_of)
-    session = Session(rt, options, lock=lock, progress=progress)
+    session = Session(rt, options, lock=lock, progress=progress,
+                      spent_before=spent_so_far(rt) if rt.config.token_budget else 0)
     session.ensure_lock()
     remember_plan_check(rt)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
@@ -45,7 +46,9 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
                 services.start()
                 rc = run_doit(rt, session, _argv(options))
                 if any(is_last(s) for s in rt.steps):
-                    run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))], report='only')
+                    report_rc = run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))],
+                                         report='only')
+                    rc = rc or report_rc
             except KeyboardInterrupt:
                 session.cancel.set()
                 worker.kill_all_workers()
@@ -63,7 +66,8 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     _summary_line(rt, session, rows)
     if session.internal_errors:
         return EXIT_INTERNAL
-    return exit_code(rows, rc)
+    code = exit_code(rows, rc)
+    return EXIT_TASK_FAILED if code == EXIT_OK and session.step_failures else code
 
 
 def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:
@@ -120,6 +124,8 @@ def _summary_line(rt: RunInputs, session: Session, rows: list[dict[str, Any]]) -
             output.write_line(f'  {row["id"]} {row["status"]}: {row["reason"]}')
     if session.budget.stop_reason:
         output.write_line(f'stopped early: {session.budget.stop_reason}')
+    for reason in session.step_failures:
+        output.write_line(f'  FAILED {reason}')
     for reason in session.internal_errors:
         output.write_line(f'{reason}; please report it', err=True)
     output.write_line(f'report: {rt.run_dir / "report.md"}')

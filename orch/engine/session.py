@@ -60,16 +60,16 @@ class Budget:
 
 class Session:
     def __init__(self, inputs: RunInputs, options: RunOptions | None = None, *, lock: RunLock | None = None,
-                 progress: ProgressSink | None = None) -> None:
+                 progress: ProgressSink | None = None, spent_before: int = 0) -> None:
         self.options = options or RunOptions()
         self.progress = progress
         concurrency = inputs.config.concurrency
         self.scheduler = Scheduler(per_task=inputs.run.per_task, allow=concurrency.allow, ignore=concurrency.ignore)
         # The budget is the run's, not this invocation's: what earlier invocations paid counts too.
-        self.budget = Budget(inputs.config.token_budget, spent=_spent_so_far(inputs) if inputs.config.token_budget
-                             else 0)
+        self.budget = Budget(inputs.config.token_budget, spent=spent_before)
         self.cancel = threading.Event()
         self.internal_errors: list[str] = []   # reasons of steps that crashed: the command exits 3
+        self.step_failures: list[str] = []     # run-level steps that failed (no task records them): exit 1
         self._run_dir = inputs.run_dir
         self._lock = lock
         self._mutex = threading.Lock()
@@ -89,7 +89,8 @@ class Session:
         """Release the run's lock once no step runs any more (up to `wait` seconds): after an interrupt doit
         returns while its threads may still be finishing a step, and a resume must not start beside them."""
         with self._idle:
-            self._idle.wait_for(lambda: self._active == 0, timeout=wait)
+            if not self._idle.wait_for(lambda: self._active == 0, timeout=wait):
+                return   # still running: the lock goes with this process (the kernel drops an flock at exit)
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -105,6 +106,10 @@ class Session:
                 self._active -= 1
                 self._idle.notify_all()
 
+    def record_step_failure(self, reason: str) -> None:
+        with self._mutex:
+            self.step_failures.append(reason)
+
     def record_internal_error(self, reason: str) -> None:
         with self._mutex:
             self.internal_errors.append(reason)
@@ -116,7 +121,8 @@ class Session:
         return lambda event: progress.worker_event(task_id, event)
 
 
-def _spent_so_far(inputs: RunInputs) -> int:
+def spent_so_far(inputs: RunInputs) -> int:
+    """Tokens the run paid before this invocation: its token budget is the run's, not the invocation's."""
     total = 0
     for task in inputs.plan.tasks:
         usage = attempts_usage(inputs.task_dir(task.id))

@@ -24,9 +24,11 @@ def clear_stale_git_locks(rt: RunInputs) -> list[Path]:
     if repo_git_dir is not None:
         common = common_dir_of(repo_git_dir)
         candidates += [common / 'refs' / 'heads' / f'{b}.lock' for b in branches]
+    own = (common_dir_of(repo_git_dir) / 'worktrees').resolve() if repo_git_dir is not None else None
     for wt in worktrees:
         gitdir = linked_git_dir(wt)   # a worktree of the run's is a linked one: its .git is a file
-        if gitdir is not None:
+        # The worker can rewrite that file: only a git dir of the repository's own worktrees is swept.
+        if gitdir is not None and own is not None and gitdir.resolve().parent == own:
             candidates += [gitdir / 'index.lock', gitdir / 'HEAD.lock']
     for lock in candidates:
         try:

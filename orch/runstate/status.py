@@ -27,7 +27,7 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
         status = st.get('status') or 'pending'
         reason = st.get('reason')
         if status == 'done' and result is None:
-            status = 'pending'
+            status, reason = 'pending', 'it has no valid result'
         if status == 'running' and not live:
             status, reason = 'pending', 'interrupted; resume to run it again'
         gates = [{'name': name, **g} for name, g in sorted((st.get('gates') or {}).items())]
@@ -63,7 +63,8 @@ def _causes(status: str, reason: str | None, st: dict[str, Any]) -> list[tuple[s
         return [('gate_not_run', reason)]
     if reason and reason.startswith(('waiting for', 'blocked: a task it depends on')):
         return [('waiting', reason)]
-    codes = {'failed': 'failed_last_time', 'blocked': 'blocked', 'deferred': 'deferred', 'running': 'running'}
+    codes = {'failed': 'failed_last_time', 'blocked': 'blocked', 'deferred': 'deferred', 'running': 'running',
+             'pending': 'no_result'}
     return [(codes.get(status, status), reason or status)]
 
 

@@ -11,7 +11,6 @@ reviewer (documented in the README).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from orch.adapters import git
 from orch.adapters.worker import WorkerResult, run_worker
 from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
+from orch.core.report import findings_lines
 from orch.core.text import one_line
 from orch.core.validate import schema_errors
 from orch.runstate import state
@@ -171,23 +171,6 @@ def _commit_fix(work: _Work, rounds: Rounds, target: Task, exec_id: str, round_n
         except git.CommitRefused as exc:
             raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} cannot be committed: '
                                       f'{exc}') from None
-
-
-def findings_lines(findings: Any) -> list[str]:
-    """A reviewer's findings as lines, whatever shape its schema gives them (a list of objects with
-    severity/file/message, of other objects, of strings, or a single value)."""
-    if findings is None or findings == []:
-        return []
-    items = findings if isinstance(findings, list) else [findings]
-    lines = []
-    for item in items:
-        if isinstance(item, dict) and {'severity', 'file', 'message'} <= set(item):
-            lines.append(f'[{item.get("severity")}] {item.get("file")}: {item.get("message")}')
-        elif isinstance(item, str):
-            lines.append(item)
-        else:
-            lines.append(json.dumps(item, ensure_ascii=False, sort_keys=True))
-    return lines
 
 
 def _findings_prompt(answer: Any, reviewer: Task, round_no: int, limit: int) -> str:

@@ -29,7 +29,6 @@ class Rounds:
     usage: dict[str, int]                      # every attempt of this execution, all rounds
     cumulative: dict[str, int] | None          # the thread's usage as last reported (rounds count from it)
     started_at: float
-    attempts_before: int = 0                   # attempt dirs that belong to earlier executions
     repairs: int = 0                           # repair rounds started
     phase: str = 'checking'                    # 'checking', or 'repairing' (the worker is fixing `failure`)
     failure: dict[str, Any] | None = None      # the check run a repair round is fixing

@@ -70,7 +70,11 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     digest = inputs_digest(rt, step)
     previous = state.read_json(result_path)
     if previous and previous.get('inputs_digest') == digest:
-        # Finished before, but doit's record of it was lost (e.g. a kill): nothing to redo.
+        # Finished before, but doit's record of it was lost (e.g. a kill): nothing to redo — only the state
+        # a kill right after result.json may not have caught up with.
+        if state.read_state(task_dir).get('status') != 'done':
+            state.update_state(task_dir, status='done', reason=None, commit=previous.get('commit'), round=None)
+            (task_dir / 'pending.json').unlink(missing_ok=True)
         return
     workspace = state.read_json(rt.path(step.input('workspace'))) or {}
     if not workspace.get('path') or not workspace.get('branch'):
