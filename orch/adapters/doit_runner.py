@@ -34,7 +34,7 @@ from orch.engine.inputs import RunInputs, open_run, task_entry, write_task_entri
 from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.errors import OrchError
-from orch.runstate import state
+from orch.runstate import manifest, state
 from orch.runstate.runs import latest_run_id
 from orch.steps import gate
 from orch.steps.failure import Failed
@@ -193,6 +193,26 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     checks the config adds) that changed since task.json was written counts too, although task.json itself
     is only rewritten by the next run.
     """
+    stale = changed_entries(rt)
+    db = rt.run_dir / 'doit.db'
+    if not db.exists():
+        return stale
+    steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
+    by_name = {step.name: step for step in steps}
+    results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
+    own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
+    for name, status in _doit_statuses(rt, steps, db):
+        if status.status == 'up-to-date':
+            continue
+        why = stale.setdefault(by_name[name].task_id or '', [])
+        for reason in _doit_reasons(status.reasons, results, own):
+            if reason not in why:
+                why.append(reason)
+    return {tid: why or [('inputs_changed', 'its inputs changed since it ran')] for tid, why in stale.items()}
+
+
+def changed_entries(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
+    """Tasks whose plan entry (or the checks the config adds) differs from their task.json, field by field."""
     stale: dict[str, list[tuple[str, str]]] = {}
     for task in rt.plan.tasks:
         try:
@@ -202,34 +222,34 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
         changes = entry_changes(on_disk, json.loads(json.dumps(task_entry(rt, task))))
         if changes:
             stale[task.id] = [('plan_field_changed', change) for change in changes]
+    return stale
+
+
+def all_up_to_date(rt: RunInputs) -> bool:
+    """Whether a `doit run` of the whole graph would run nothing now and status would call nothing stale:
+    doit's own check of every step (file deps by md5, targets, uptodate callables such as worktree_ready),
+    and every task.json equal to its plan entry; without running or writing anything."""
     db = rt.run_dir / 'doit.db'
-    if not db.exists():
-        return stale
-    steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
+    if not db.exists() or changed_entries(rt):
+        return False
+    return all(status.status == 'up-to-date' for _, status in _doit_statuses(rt, list(rt.steps), db))
+
+
+def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str, Any]]:
+    """doit's Dependency.get_status of each step, read from the run's database (which is not written)."""
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
-    by_name = {step.name: step for step in steps}
     for step in steps:
         d = task_dict(rt, session, step)
         d['name'] = step.name
         d.pop('basename')
         tasks[step.name] = dict_to_task(d)
-    results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
-    own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
     with contextlib.chdir(rt.repo):
         dep = Dependency(SqliteDB, str(db), checker_cls=MD5Checker)
         try:
-            for name, task in tasks.items():
-                status = dep.get_status(task, tasks, get_log=True)
-                if status.status == 'up-to-date':
-                    continue
-                why = stale.setdefault(by_name[name].task_id or '', [])
-                for reason in _doit_reasons(status.reasons, results, own):
-                    if reason not in why:
-                        why.append(reason)
+            return [(name, dep.get_status(task, tasks, get_log=True)) for name, task in tasks.items()]
         finally:
             dep.backend._conn.close()
-    return {tid: why or [('inputs_changed', 'its inputs changed since it ran')] for tid, why in stale.items()}
 
 
 def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -352,6 +372,9 @@ def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
             session.ensure_lock()
         except OrchError as exc:
             raise InvalidDodoFile(f'codex-orch: {exc}') from None
+        # Plain doit may now run, forget or clean steps: the no-op manifest vouches for nothing any more
+        # (the next codex-orch run writes a new one once everything is up to date again).
+        manifest.invalidate(rt.run_dir)
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
     return namespace(rt, session, backend='sqlite3', report='include', read_only=read_only,
