@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from orch.commands.common import find_repo
 from orch.commands.run import add_run_options, request_from
-from orch.engine.start import resume_run
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,4 +17,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def resume(args: argparse.Namespace) -> int:
+    from orch import fastpath
+    answered = fastpath.resume(args)   # nothing changed since a run found nothing to do (no doit import)
+    if answered is not None:
+        return answered
+    from orch.commands.common import find_repo
+    from orch.engine.start import resume_run
     return resume_run(find_repo(), args.run_id, request_from(args), spec_file=args.spec_file)

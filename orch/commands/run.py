@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orch.commands.common import find_repo, first_use
-from orch.engine.start import RunRequest, prepare_run
+if TYPE_CHECKING:   # imported when used: `resume` shares the options but may answer without loading the engine
+    from orch.engine.start import RunRequest
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def request_from(args: argparse.Namespace) -> RunRequest:
+    from orch.engine.start import RunRequest
     return RunRequest(jobs=args.jobs, keep_going=args.keep_going, verbosity=max(0, 1 + args.verbose - args.quiet),
                       discard_changes=getattr(args, 'discard_changes', False))
 
@@ -41,6 +43,8 @@ def plan_path_for_record(repo: Path, plan_file: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orch.commands.common import find_repo, first_use
+    from orch.engine.start import prepare_run
     repo = find_repo()
     with first_use(repo):   # bad input leaves nothing behind, not even a first .orchestrator/
         plan_rel = plan_path_for_record(repo, args.plan_file)

@@ -7,15 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from orch import output
-from orch.adapters.doit_runner import stale_task_ids
-from orch.commands.common import find_repo
-from orch.engine.inputs import open_run
-from orch.runstate.lock import holder_pid
-from orch.runstate.runs import latest_run_id
-from orch.runstate.status import run_record, task_rows
+
+# doit, the config models, git and tabulate are imported where they are used: a status answered from the
+# run's no-op manifest (orch.fastpath) needs none of them, and importing them costs more than doit's run.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,12 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def status_document(repo: Path, run_id: str) -> dict[str, Any]:
+    from orch.adapters.doit_runner import stale_task_ids
+    from orch.engine.inputs import open_run
+    from orch.runstate.lock import holder_pid
+    from orch.runstate.status import run_record, task_rows
+
     rt = open_run(repo, run_id)
     rows = task_rows(rt, stale_task_ids(rt))
     return {'run': run_record(rt), 'running': holder_pid(rt.run_dir) is not None, 'tasks': rows}
 
 
 def render_table(doc: dict) -> str:
+    from tabulate import tabulate
+
     rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else ''), t['attempts'],
              (t['reason'] or '')[:100]] for t in doc['tasks']]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
@@ -39,6 +41,13 @@ def render_table(doc: dict) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
+    from orch import fastpath
+    answered = fastpath.status(args)   # unchanged since a run found nothing to do: its answer, at once
+    if answered is not None:
+        return answered
+    from orch.commands.common import find_repo
+    from orch.runstate.runs import latest_run_id
+
     repo = find_repo()
     run_id = args.run_id or latest_run_id(repo)
     while True:

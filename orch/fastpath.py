@@ -1,0 +1,112 @@
+"""Answering `status` and a no-op `resume` from the run's no-op manifest, before anything heavy loads.
+
+The manifest (orch.runstate.manifest) holds the signature of every input of a run at a moment doit
+found the whole graph up to date, and what status and resume printed then. When every signature still
+holds, doit would decide the same now, so the answer is given without importing doit, the config models,
+GitPython or jsonschema (their imports alone cost more than plain doit's whole no-op run). Whenever
+anything differs, or anything is in doubt, these functions return None and the command takes its full
+path, which finds the change and says why.
+
+Nothing here writes: status is read-only, and a no-op resume has nothing to write.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from orch import output
+from orch.failpoints import ENV as CRASH_ENV
+from orch.runstate import manifest
+
+# Asks for the full path every time (benchmarks and tests compare the two answers).
+FULL_CHECK_ENV = 'CODEX_ORCH_FULL_CHECK'
+# Variables that move git's repository discovery (or codex-orch's crash tests): the full path decides.
+_IN_DOUBT_ENV = ('GIT_DIR', 'GIT_WORK_TREE', 'GIT_COMMON_DIR', 'GIT_CEILING_DIRECTORIES',
+                 'GIT_DISCOVERY_ACROSS_FILESYSTEM', CRASH_ENV, FULL_CHECK_ENV)
+
+
+def status(args: argparse.Namespace) -> int | None:
+    """Print the status as the full path would, or return None to let it."""
+    answers = _answers(args.run_id)
+    if answers is None:
+        return None
+    text = answers.get('status_json' if args.json else 'status_table')
+    if not isinstance(text, str):
+        return None
+    output.write_line(text)
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int | None:
+    """Print what a no-op resume prints (nothing is stale, every task is done), or return None."""
+    if getattr(args, 'spec_file', None) or getattr(args, 'dry_run', False):
+        return None   # a new spec changes the run; a dry run has its own output
+    if max(0, 1 + args.verbose - args.quiet) >= 2:
+        return None   # -v lists every up-to-date step: the full path prints those
+    if args.jobs is not None and not 1 <= args.jobs <= 64:
+        return None   # the full path refuses it, with its message
+    answers = _answers(args.run_id)
+    lines = answers.get('resume_lines') if answers is not None else None
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        return None
+    for line in lines:
+        output.write_line(line)
+    return 0
+
+
+def _answers(run_id: str | None) -> dict | None:
+    if any(os.environ.get(name) for name in _IN_DOUBT_ENV):
+        return None
+    repo = repo_root(Path.cwd())
+    if repo is None:
+        return None
+    from orch.errors import OrchError
+    from orch.runstate.lock import holder_pid
+    from orch.runstate.runs import latest_run_id, run_dir
+    try:
+        run_id = run_id or latest_run_id(repo)
+    except (OrchError, OSError):
+        return None
+    if '/' in run_id or run_id in ('', '.', '..'):
+        return None   # only a plain name can be the run a manifest records (its header says which)
+    directory = run_dir(repo, run_id)
+    found = manifest.load(directory, manifest.header(repo, run_id))
+    if found is None:
+        return None
+    try:
+        if holder_pid(directory) is not None:
+            return None   # a run in progress: the full path says so
+    except OSError:
+        return None
+    if manifest.first_difference(str(repo), found) is not None:
+        return None
+    return found.answers
+
+
+def repo_root(start: Path) -> Path | None:
+    """The repository's top directory as git finds it, for the plain case only: the nearest directory
+    with a `.git` directory, owned by this user. A `.git` file (a linked worktree or a submodule, whose
+    main checkout git would look up) or anything unusual returns None."""
+    try:
+        here = Path(os.path.realpath(start))
+    except OSError:
+        return None
+    for directory in (here, *here.parents):
+        git_entry = directory / '.git'
+        try:
+            st = os.lstat(git_entry)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        import stat
+        if not stat.S_ISDIR(st.st_mode) or not os.path.isfile(git_entry / 'HEAD'):
+            return None
+        try:
+            if os.stat(directory).st_uid != os.geteuid() or st.st_uid != os.geteuid():
+                return None   # git's safe.directory rules: the full path asks git
+        except OSError:
+            return None
+        return directory
+    return None
