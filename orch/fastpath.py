@@ -26,6 +26,50 @@ _IN_DOUBT_ENV = ('GIT_DIR', 'GIT_WORK_TREE', 'GIT_COMMON_DIR', 'GIT_CEILING_DIRE
                  'GIT_DISCOVERY_ACROSS_FILESYSTEM', CRASH_ENV, FULL_CHECK_ENV)
 
 
+def from_argv(argv: list[str]) -> tuple[argparse.Namespace | None, int | None]:
+    """Try the fast answer for the plain forms of `status` and `resume`, before argparse is even built
+    (building the parser costs more than answering): (the namespace argparse would make, the answer).
+
+    Only forms that argparse parses in exactly one way are recognised (no abbreviations, no combined
+    flags); anything else returns (None, None) and goes through argparse and the command as usual.
+    """
+    args = _simple_namespace(argv)
+    if args is None:
+        return None, None
+    return args, (status(args) if args.command == 'status' else resume(args))
+
+
+_STATUS_FLAGS = {'--json': 'json', '--watch': 'watch'}
+_RESUME_FLAGS = {'--continue': 'keep_going', '--discard-changes': 'discard_changes'}
+
+
+def _simple_namespace(argv: list[str]) -> argparse.Namespace | None:
+    if not argv or argv[0] not in ('status', 'resume'):
+        return None
+    command = argv[0]
+    if command == 'status':
+        ns = argparse.Namespace(command=command, run_id=None, json=False, watch=False)
+        flags = _STATUS_FLAGS
+    else:
+        ns = argparse.Namespace(command=command, run_id=None, spec_file=None, jobs=None, keep_going=False,
+                                quiet=0, verbose=0, discard_changes=False)
+        flags = _RESUME_FLAGS
+    rest = argv[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg in flags:
+            setattr(ns, flags[arg], True)
+        elif command == 'resume' and arg in ('-q', '--quiet'):
+            ns.quiet += 1
+        elif arg == '--run-id' and rest and rest[0] and not rest[0].startswith('-'):
+            ns.run_id = rest.pop(0)
+        elif command == 'resume' and arg in ('-j', '--jobs') and rest and rest[0].isdigit() and rest[0].isascii():
+            ns.jobs = int(rest.pop(0))
+        else:
+            return None
+    return ns
+
+
 def status(args: argparse.Namespace) -> int | None:
     """Print the status as the full path would, or return None to let it."""
     answers = _answers(args.run_id)

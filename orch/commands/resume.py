@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def resume(args: argparse.Namespace) -> int:
     from orch import fastpath
-    answered = fastpath.resume(args)   # nothing changed since a run found nothing to do (no doit import)
+    # nothing changed since a run found nothing to do (no doit import); main() may have asked already
+    answered = None if getattr(args, 'fast_path_tried', False) else fastpath.resume(args)
     if answered is not None:
         return answered
     from orch.commands.common import find_repo

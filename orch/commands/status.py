@@ -42,7 +42,8 @@ def render_table(doc: dict) -> str:
 
 def status(args: argparse.Namespace) -> int:
     from orch import fastpath
-    answered = fastpath.status(args)   # unchanged since a run found nothing to do: its answer, at once
+    # unchanged since a run found nothing to do: its answer, at once; main() may have asked already
+    answered = None if getattr(args, 'fast_path_tried', False) else fastpath.status(args)
     if answered is not None:
         return answered
     from orch.commands.common import find_repo

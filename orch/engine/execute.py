@@ -64,6 +64,11 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     finally:
         progress.close()
         session.release_lock()   # waits for steps still finishing in doit's threads
+    clean = rc == 0 and not (session.internal_errors or session.step_failures or session.budget.stop_reason)
+    before = None
+    if clean:   # the no-op manifest's first snapshot, before the rows below are read
+        with contextlib.suppress(OSError):
+            before = noop_record.snapshot_before(rt, previous)
     rows = task_rows(rt)
     lines = summary_lines(rt, session, rows)
     for line, err in lines:
@@ -72,11 +77,11 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
         return EXIT_INTERNAL
     code = exit_code(rows, rc)
     code = EXIT_TASK_FAILED if code == EXIT_OK and session.step_failures else code
-    if code == EXIT_OK and not session.budget.stop_reason:
+    if code == EXIT_OK and before is not None:
         # What a no-op resume of this state would print is what this one printed (every task done);
-        # the manifest is written only if doit finds nothing left to run.
+        # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
-            noop_record.record(rt, [line for line, err in lines if not err], previous)
+            noop_record.record(rt, before, rows, [line for line, err in lines if not err])
     return code
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orch.core.resources import builtin_rules_dir
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs
@@ -37,26 +39,38 @@ def load_previous(rt: RunInputs) -> manifest.Manifest | None:
     return previous
 
 
-def record(rt: RunInputs, summary_lines: list[str], previous: manifest.Manifest | None = None) -> bool:
-    """Write the manifest if doit finds the whole graph up to date and every task is done; returns
-    whether it was written. summary_lines: what a no-op resume of this state prints."""
+@dataclass(frozen=True)
+class Before:
+    """The first of the two snapshots, taken before the task rows are read and before doit's check."""
+
+    files: list[str]
+    dirs: list[str]
+    snapshot: manifest.Manifest
+
+
+def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None) -> Before | None:
+    """Take it before reading anything the manifest will vouch for (the rows of the summary): a change
+    after this shows in the second snapshot, and then no manifest is written."""
+    if rt.config.services:
+        return None   # a resume starts and stops the services even when nothing is stale: not skipped
+    files, dirs = inputs_of(rt)
+    snap = manifest.build(str(rt.repo), manifest.header(rt.repo, rt.run.run_id), files, dirs, {}, previous=previous)
+    return Before(files, dirs, snap) if snap is not None else None
+
+
+def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str]) -> bool:
+    """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
+    changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
+    summary_lines: what a no-op resume of this state prints."""
     from orch.adapters.doit_runner import all_up_to_date
     from orch.commands.status import render_table
-    from orch.runstate.status import run_record, task_rows
+    from orch.runstate.status import run_record
 
-    if rt.config.services:
-        return False   # a resume starts and stops the services even when nothing is stale: not skipped
-    root = str(rt.repo)
-    head = manifest.header(rt.repo, rt.run.run_id)
-    files, dirs = inputs_of(rt)
-    before = manifest.build(root, head, files, dirs, {}, previous=previous)
-    if before is None:
-        return False
-    rows = task_rows(rt, {})
     if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt):
         return False
-    after = manifest.build(root, head, files, dirs, {}, previous=before)
-    if after is None or not manifest.same_signatures(before, after):
+    first = before.snapshot
+    after = manifest.build(str(rt.repo), first.header, before.files, before.dirs, {}, previous=first)
+    if after is None or not manifest.same_signatures(first, after):
         return False   # something changed while doit looked: vouch for nothing
     doc = {'run': run_record(rt), 'running': False, 'tasks': rows}
     answers = {'status_table': render_table(doc), 'status_json': json.dumps(doc, indent=2, sort_keys=True),
