@@ -320,6 +320,12 @@ def test_resume_options_the_fast_path_does_not_answer(host: Host) -> None:
         assert fastpath.resume(args(dry_run=True)) is None
         assert fastpath.resume(args(run_id='../r1')) is None
         assert fastpath.resume(args(run_id='other')) is None
+        os.environ['GITHUB_STEP_SUMMARY'] = str(host.repo / 'summary.md')
+        try:
+            assert fastpath.resume(args()) is None                # the full path may append the report
+        finally:
+            del os.environ['GITHUB_STEP_SUMMARY']
+        assert fastpath.resume(args()) == 0
     finally:
         os.chdir(cwd)
 
@@ -402,3 +408,26 @@ def test_load_refuses_other_headers_and_bad_shapes(tmp_path: Path) -> None:
     manifest.invalidate(tmp_path)
     manifest.invalidate(tmp_path)   # twice: nothing to remove is fine
     assert manifest.load(tmp_path, head) is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('argv', [
+    ['status'], ['status', '--json'], ['status', '--watch', '--json'], ['status', '--run-id', 'r1'],
+    ['resume'], ['resume', '-q'], ['resume', '-q', '--quiet'], ['resume', '--run-id', 'r1', '-j', '3'],
+    ['resume', '--continue', '--discard-changes', '--jobs', '12'], ['resume', '-j', '0'],
+])
+def test_the_plain_forms_parse_as_argparse_parses_them(argv: list[str]) -> None:
+    from orch.main import build_parser
+    simple = fastpath._simple_namespace(argv)
+    assert simple is not None
+    assert vars(simple) == vars(build_parser(argv[0]).parse_args(argv))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('argv', [
+    ['status', '--js'], ['status', '--run-id=r1'], ['status', '--run-id'], ['status', '--run-id', '-x'],
+    ['resume', '-qq'], ['resume', '-v'], ['resume', '--spec-file', 's.md'], ['resume', '-j', 'x'],
+    ['resume', '-j', '-1'], ['resume', '--dry-run'], ['resume', '--help'], ['run'], [],
+])
+def test_other_forms_go_through_argparse(argv: list[str]) -> None:
+    assert fastpath._simple_namespace(argv) is None
