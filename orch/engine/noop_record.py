@@ -9,7 +9,8 @@ Every input that can change what a resume would run, or what status shows, gets 
 - the non-file conditions of doit's uptodate callables: worktree_ready (the worktree's `.git` file, its
   administrative files in the repository's .git, the repository's git config) and config_changed (the
   params are compiled from the config, rules and run.json, all above);
-- codex-orch's and doit's own code (every file of both packages, and their listings) and the version.
+- codex-orch's and doit's own code (every file of both packages, and their listings), the version, and
+  the listing of the directory doit is installed in (an upgraded library changes a dist-info name).
 
 The manifest is written only when the run ended with every task done and no failure, and only when two
 snapshots taken before and after doit's own check of the whole graph (orch.adapters.doit_runner.
@@ -105,10 +106,14 @@ def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
         files += [f'{task_dir}/state.json', f'{task_dir}/task.json']
         files += [f'{task_dir}/{name}/attempt.json' for name in _attempt_dirs(rt.repo / task_dir)]
     files.append('.git/config')   # core.bare, core.worktree ...: where git finds worktrees
-    for package in _code_packages():
+    packages = _code_packages()
+    for package in packages:
         for directory, names in _package_files(package):
             dirs.append(directory)
             files += [os.path.join(directory, n) for n in names]
+    # The installed distributions beside doit (their dist-info names carry versions): an upgrade of a
+    # library the config, plan or rules are read with shows as a changed listing.
+    dirs.append(str(packages[-1].parent))
     return files, dirs
 
 
