@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from doit.cmd_base import ModuleTaskLoader
-from doit.dependency import Dependency, MD5Checker, SqliteDB
+from doit.dependency import Dependency, MD5Checker
 from doit.doit_cmd import DoitMain
 from doit.exceptions import InvalidDodoFile, TaskFailed
 from doit.reporter import ConsoleReporter
@@ -27,6 +27,7 @@ from doit.tools import config_changed
 
 from orch import output
 from orch.adapters import git
+from orch.adapters.doit_backend import ReadOnlySqliteDB
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
 from orch.crashlog import write_crash_log
@@ -217,7 +218,7 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
     own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
     with contextlib.chdir(rt.repo):
-        dep = Dependency(SqliteDB, str(db), checker_cls=MD5Checker)
+        dep = Dependency(ReadOnlySqliteDB, str(db), checker_cls=MD5Checker)
         try:
             for name, task in tasks.items():
                 status = dep.get_status(task, tasks, get_log=True)
