@@ -85,13 +85,13 @@ class Host:
     def result(self, task_id: str) -> dict[str, Any]:
         return json.loads((self.run_dir() / 'tasks' / task_id / 'result.json').read_text())
 
-    def status(self) -> dict[str, Any]:
-        rc, out, err = self.cli('status', '--json')
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        rc, out, err = self.cli('status', '--json', *(['--run-id', run_id] if run_id else []))
         assert rc == 0, err
         return json.loads(out)
 
-    def statuses(self) -> dict[str, str]:
-        return {t['id']: t['status'] for t in self.status()['tasks']}
+    def statuses(self, run_id: str | None = None) -> dict[str, str]:
+        return {t['id']: t['status'] for t in self.status(run_id)['tasks']}
 
     def branch_log(self, branch: str) -> list[str]:
         return git(self.repo, 'log', '--format=%s', branch).splitlines()
