@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,29 @@ def test_runs_says_whether_a_result_is_merged(host: Host) -> None:
     assert row['run_id'] == 'r1' and row['problem'].startswith('run.json: not valid JSON')
     rc, out, err = host.cli('runs')
     assert rc == 0 and 'r1' in out and 'not valid JSON' in out
+
+
+def test_status_and_graph_read_doit_records_of_a_run_in_progress_without_writing(host: Host) -> None:
+    """A run holding doit.db open (its -wal and -shm files there, a finished task in the WAL): read through them."""
+    run_plan(host, 'r1')
+    plan = three_task_plan()
+    plan['tasks'][1]['description'] = 'Test it twice.'
+    host.write_plan(plan)
+    writer = sqlite3.connect(host.run_dir('r1') / 'doit.db')
+    try:
+        writer.execute('pragma journal_mode=wal')
+        writer.execute("insert or replace into doit values ('unrelated', '{}')")   # lives in the WAL for now
+        writer.commit()
+        assert (host.run_dir('r1') / 'doit.db-wal').exists()
+        # doit.db-shm is sqlite's shared memory: a reader of a live WAL takes its read lock in it (the run's
+        # own connection rewrites it all the time); every file that holds data stays as it was
+        shm = 'runs/r1/doit.db-shm'
+        before = snapshot(host.repo / '.orchestrator')
+        assert host.statuses() == {'T1': 'done', 'T2': 'stale', 'T3': 'stale'}
+        rc, out, err = host.cli('graph')
+        assert rc == 0 and mermaid_statuses(out) == {'T1': 'done', 'T2': 'stale', 'T3': 'stale'}
+        after = snapshot(host.repo / '.orchestrator')
+        assert shm in after and {k: v for k, v in after.items() if k != shm} == {
+            k: v for k, v in before.items() if k != shm}
+    finally:
+        writer.close()

@@ -49,7 +49,9 @@ class ReadOnlySqliteDB(SqliteDB):
     it, which the last connection to close deletes again: a read-only command would write into the run
     directory (and fail in one it cannot write). Without a `-wal` file no one has the database open (the
     last writer's close checkpointed and removed it), so `immutable` reads the file alone. With one (a run
-    in progress, or one that was killed), `mode=ro` reads through the existing -wal and -shm files.
+    in progress, or one that was killed), `mode=ro` reads through the existing -wal and -shm files: records
+    still in the WAL count. sqlite then keeps its read lock in the -shm file (shared memory, no data; after
+    a kill it rebuilds the index there): the one file a reader of a live WAL database cannot leave alone.
     """
 
     desc = 'sqlite3, read only (codex-orch)'
