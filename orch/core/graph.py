@@ -33,8 +33,9 @@ FORMATS = ('mermaid', 'dot')
 MERMAID_MAX_TEXT = 50_000
 MERMAID_MAX_EDGES = 500
 
-# Plain enough for both languages inside a quoted label; everything else is escaped.
-_PLAIN = frozenset(' .,:_()/+=?!\'')
+# Plain enough for Mermaid inside a quoted label; everything else is an entity. Not ':': before it renders,
+# Mermaid strips the last ';' of any text shaped like `style ...:...#...;` (a colour), an entity's too.
+_PLAIN = frozenset(' .,_()/+=?!\'')
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def render_mermaid(graph: Sequence[Node], statuses: Mapping[str, str]) -> str:
     lines = ['flowchart TD']
     for n in graph:
         status = statuses.get(n.id, 'pending')
-        label = _mermaid_text(f'{one_line(n.id)}: {short_title(n.title)}') + '<br/>' + _mermaid_text(one_line(status))
+        label = (f'{_mermaid_text(one_line(n.id))}: {_mermaid_text(short_title(n.title))}<br/>'
+                 f'{_mermaid_text(one_line(status))}')
         lines.append(f'    {names[n.id]}["{label}"]')
     lines += [f'    {names[a]} --> {names[b]}' for a, b in edges(graph)]
     used: dict[str, list[str]] = {}
