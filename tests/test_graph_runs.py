@@ -156,6 +156,10 @@ def test_runs_says_whether_a_result_is_merged(host: Host) -> None:
     row = runs_json(host)['runs'][0]
     assert (row['merged'], row['counts']) == (True, {'done': 3})
 
+    (host.repo / 'plan.json').unlink()   # the plan is gone: the counts are the recorded states, and why
+    row = runs_json(host)['runs'][0]
+    assert row['counts'] == {'done': 3} and 'plan.json' in row['problem'] and row['merged'] is True
+
     (host.run_dir('r1') / 'run.json').write_text('{not json')   # a broken record is listed, not a crash
     row = runs_json(host)['runs'][0]
     assert row['run_id'] == 'r1' and row['problem'].startswith('run.json: not valid JSON')

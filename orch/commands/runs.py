@@ -51,28 +51,35 @@ def _row(repo: Path, run_id: str, latest: bool) -> dict[str, Any]:
     try:
         info = load_run(repo, run_id)
     except UnreadableRunError as exc:
-        return _broken_row(repo, run_id, exc.reason)
+        return _broken_row(repo, run_id, f'run.json: {exc.reason}')
+    except OrchError as exc:   # a directory name no run can have, or a record removed since it was listed
+        return _broken_row(repo, run_id, _first_line(exc))
     counts, commits, problem = _counts(repo, info)
+    try:
+        merged = _merged(repo, info, commits)
+    except OrchError as exc:   # one run's odd branch must not hide the others
+        merged, problem = None, problem or _first_line(exc)
     return {'run_id': run_id, 'kind': info.kind, 'plan_file': info.plan_file, 'spec_file': info.spec_file,
             'created': info.created, 'last_used': last_used(repo, run_id), 'latest': latest,
             'running': holder_pid(run_dir(repo, run_id)) is not None,
             'base_branch': info.base_branch, 'workspace': 'per-task' if info.per_task else 'shared',
-            'tasks': sum(counts.values()), 'counts': counts, 'merged': _merged(repo, info, commits),
+            'tasks': sum(counts.values()), 'counts': counts, 'merged': merged,
             'problem': problem}
 
 
-def _broken_row(repo: Path, run_id: str, reason: str | None = None) -> dict[str, Any]:
-    if reason is None:
+def _broken_row(repo: Path, run_id: str, problem: str | None = None) -> dict[str, Any]:
+    """A run whose record cannot be used: listed by its directory, with why (`prune` can remove it)."""
+    if problem is None:
         try:
             load_run(repo, run_id)
-            reason = 'unreadable run record'
+            problem = 'run.json: unreadable run record'
         except UnreadableRunError as exc:
-            reason = exc.reason
+            problem = f'run.json: {exc.reason}'
         except OrchError:
-            reason = 'run.json is missing'
+            problem = 'run.json is missing'
     return {'run_id': run_id, 'kind': None, 'plan_file': None, 'spec_file': None, 'created': None,
             'last_used': last_used(repo, run_id), 'latest': False, 'running': False, 'base_branch': None,
-            'workspace': None, 'tasks': 0, 'counts': {}, 'merged': None, 'problem': f'run.json: {reason}'}
+            'workspace': None, 'tasks': 0, 'counts': {}, 'merged': None, 'problem': problem}
 
 
 def _counts(repo: Path, info: RunInfo) -> tuple[dict[str, int], list[str], str | None]:
@@ -90,10 +97,15 @@ def _counts(repo: Path, info: RunInfo) -> tuple[dict[str, int], list[str], str |
             commit = (state.read_result(task_dir) or {}).get('commit')
             if isinstance(commit, str):
                 commits.append(commit)
-        return dict(sorted(counts.items())), commits, one_line(str(exc).splitlines()[0] if str(exc) else repr(exc))
+        return dict(sorted(counts.items())), commits, _first_line(exc)
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1
     return dict(sorted(counts.items())), [row['commit'] for row in rows if row.get('commit')], None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return one_line(text.splitlines()[0]) if text.strip() else type(exc).__name__
 
 
 def _merged(repo: Path, info: RunInfo, commits: list[str]) -> bool | None:
