@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.gitrepo import git
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
+from tests.support.gitrepo import commit_all, git
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
 
 TOKEN = 'sk-proj-abcDEF1234567890abcdefXYZ'   # '-' is escaped in a label: redacted first, or it leaks
 HOSTILE_TITLE = f'{TOKEN} "it"] --> n0\n```\n<script>x</script> \x1b[31m`rm`'
@@ -191,3 +191,14 @@ def test_status_and_graph_read_doit_records_of_a_run_in_progress_without_writing
             k: v for k, v in before.items() if k != shm}
     finally:
         writer.close()
+
+
+def test_runs_tells_a_merged_per_task_run(host: Host) -> None:
+    edit_config(host.repo, {'use_single_workspace: true': 'use_single_workspace: false'})
+    commit_all(host.repo, 'per-task workspaces')
+    run_plan(host, 'p1')
+    row = runs_json(host)['runs'][0]
+    assert (row['workspace'], row['merged']) == ('per-task', False)
+    rc, out, err = host.cli('merge', '--run-id', 'p1', '--allow-automerge')
+    assert rc == 0, out + err
+    assert runs_json(host)['runs'][0]['merged'] is True
