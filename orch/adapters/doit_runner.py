@@ -36,7 +36,7 @@ from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.errors import OrchError
 from orch.runstate import state
-from orch.runstate.runs import latest_run_id
+from orch.runstate.runs import latest_run_id, record_use
 from orch.steps import gate
 from orch.steps.failure import Failed
 
@@ -353,6 +353,8 @@ def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
             session.ensure_lock()
         except OrchError as exc:
             raise InvalidDodoFile(f'codex-orch: {exc}') from None
+        if _doit_command(sys.argv[1:]) == 'run':
+            record_use(rt.repo, rt.run.run_id)   # a plain `doit run` runs the run, as `resume` would
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
     return namespace(rt, session, backend='sqlite3', report='include', read_only=read_only,
