@@ -143,3 +143,9 @@ def test_a_graph_too_big_for_github_is_not_embedded_in_the_report() -> None:
     assert 'codex-orch graph --run-id big --format dot' in markdown
     small = render_markdown(build_summary(summary['run'], tasks[:5], []))
     assert '```mermaid' in small
+
+
+def test_a_diagram_over_githubs_text_limit_is_not_offered() -> None:
+    wide = [graph.Node(f'T{i}', 'w' * 60) for i in range(1000)]   # no edges, but ~100 characters a node
+    assert graph.mermaid_for_github(wide, {}) is None
+    assert graph.mermaid_for_github(wide[:100], {}) == graph.render_mermaid(wide[:100], {})

@@ -96,9 +96,15 @@ def render_mermaid(graph: Sequence[Node], statuses: Mapping[str, str]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def fits_mermaid(graph: Sequence[Node], text: str) -> bool:
-    """Whether GitHub's Mermaid (default limits) would draw it rather than show an error."""
-    return len(text) <= MERMAID_MAX_TEXT and len(edges(graph)) <= MERMAID_MAX_EDGES
+def mermaid_for_github(graph: Sequence[Node], statuses: Mapping[str, str]) -> str | None:
+    """The Mermaid source if GitHub's Mermaid (default limits) would draw it rather than an error box, else None.
+
+    A node takes over 25 characters, so a plan too big is told without rendering it (a 10,000-task report).
+    """
+    if len(graph) > MERMAID_MAX_TEXT // 25 or len(edges(graph)) > MERMAID_MAX_EDGES:
+        return None
+    text = render_mermaid(graph, statuses)
+    return text if len(text) <= MERMAID_MAX_TEXT else None
 
 
 def _dot_string(text: str) -> str:

@@ -103,9 +103,9 @@ def _graph_section(summary: dict[str, Any]) -> list[str]:
     if not tasks:
         return []
     nodes = graph.nodes(tasks)
-    diagram = graph.render_mermaid(nodes, {t['id']: t['status'] for t in tasks})
+    diagram = graph.mermaid_for_github(nodes, {t['id']: t['status'] for t in tasks})
     out = ['## Graph', '']
-    if graph.fits_mermaid(nodes, diagram):
+    if diagram is not None:
         out += ['```mermaid', diagram.rstrip('\n'), '```']
     else:   # an error box instead of a diagram helps nobody: say where the whole graph is
         out.append(f'{len(tasks)} tasks and {len(graph.edges(nodes))} dependencies: more than GitHub draws as a '
