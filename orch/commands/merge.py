@@ -55,7 +55,8 @@ def merge(args: argparse.Namespace) -> int:
     rows = task_rows(rt, stale_task_ids(rt))
     unfinished = [r for r in rows if r['status'] != 'done']
     if unfinished:
-        listed = ', '.join(f'{r["id"]} {r["status"]}' for r in unfinished)
+        listed = '; '.join(f'{r["id"]} {r["status"]}' + (f' ({r["reason"]})' if r.get('reason') else '')
+                           for r in unfinished)
         raise MergeRefused(f'not every task of run {run_id} is done ({listed}); finish the run first '
                            f'(codex-orch resume --run-id {run_id}). Nothing was changed.')
     source, result = _result(rt)
