@@ -89,3 +89,19 @@ def test_status_json_carries_stable_reason_codes(host: Host) -> None:
     assert 'upstream_will_run' in [r['code'] for r in rows['T2']['reasons']]
     assert rows['T4']['reasons'] == [{'code': 'never_ran', 'detail': 'it never ran'}]
     assert rows['T3']['status'] == 'stale'
+
+
+def test_a_task_removed_from_the_plan_is_shown_and_its_work_not_shipped(host: Host) -> None:
+    plan = three_task_plan()
+    plan['tasks'][2]['depends_on'] = ['T1']
+    del plan['tasks'][1]                       # T2 (its commit is on the run's branch) is gone from the plan
+    host.write_plan(plan)
+    doc = host.status()
+    assert [t['id'] for t in doc['tasks']] == ['T1', 'T3']
+    assert [(t['id'], t['status']) for t in doc['removed']] == [('T2', 'removed')]
+    assert "its commit" in doc['removed'][0]['reason']
+    rc, out, err = host.cli('status')
+    assert 'T2' in out and 'removed from the plan' in out
+    assert host.cli('resume')[0] == 0
+    rc, out, err = host.cli('merge', '--run-id', 'r1', '--allow-automerge')
+    assert rc == 1 and 'T2' in err and 'the plan no longer has' in err
