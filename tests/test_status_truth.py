@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
 
 
 @pytest.fixture
@@ -105,3 +105,12 @@ def test_a_task_removed_from_the_plan_is_shown_and_its_work_not_shipped(host: Ho
     assert host.cli('resume')[0] == 0
     rc, out, err = host.cli('merge', '--run-id', 'r1', '--allow-automerge')
     assert rc == 1 and 'T2' in err and 'the plan no longer has' in err
+
+
+def test_a_config_value_is_named_with_before_and_now(host: Host) -> None:
+    edit_config(host.repo, {'  model: null              # null': '  model: gpt-5             # null'})
+    rows = {t['id']: t for t in host.status()['tasks']}
+    for tid in ('T1', 'T2', 'T3'):
+        assert {'code': 'params_changed', 'detail': 'model: null → gpt-5'} in rows[tid]['reasons'], rows[tid]
+    rc, out, err = host.cli('resume', '--dry-run')
+    assert rc == 1 and 'model: null → gpt-5' in out

@@ -30,6 +30,7 @@ from orch import output
 from orch.adapters import git
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
+from orch.core.text import one_line
 from orch.crashlog import write_crash_log
 from orch.engine.inputs import RunInputs, open_run, task_entry, write_task_entries
 from orch.engine.progress import Progress
@@ -233,8 +234,9 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
                 status = dep.get_status(task, tasks, get_log=True)
                 if status.status == 'up-to-date':
                     continue
-                why = stale.setdefault(by_name[name].task_id or '', [])
-                for reason in _doit_reasons(status.reasons, results, own):
+                step = by_name[name]
+                why = stale.setdefault(step.task_id or '', [])
+                for reason in _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params):
                     if reason not in why:
                         why.append(reason)
         finally:
@@ -264,7 +266,26 @@ def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str]) -> list[tuple[str, str]]:
+def _ran_with(rt: RunInputs, step: Step) -> dict[str, Any] | None:
+    """The params the step's latest result was made with (execution.json keeps them), when it has any."""
+    if not step.params or step.task_id is None or step.builtin is None or not step.builtin.task_outcome:
+        return None
+    params = (state.read_result(rt.task_dir(step.task_id)) or {}).get('params')
+    return params if isinstance(params, dict) else None
+
+
+def params_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'model: null → gpt-5' for each param that differs (an empty value is the default: null)."""
+    def shown(value: Any) -> str:
+        text = 'null' if value in ('', None) else one_line(str(value))
+        return text if len(text) <= 60 else text[:59] + '…'
+    return [f'{key}: {shown(before.get(key))} → {shown(now.get(key))}'
+            for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+
+
+def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str],
+                  ran_with: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                  ) -> list[tuple[str, str]]:
     """doit's reasons as (stable code, text): the codes are listed in the README."""
     out: list[tuple[str, str]] = []
     for path in [*reasons.get('changed_file_dep', []), *reasons.get('missing_file_dep', [])]:
@@ -275,7 +296,9 @@ def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str
     if reasons.get('has_no_dependencies') or reasons.get('missing_target'):
         out.append(('no_result', 'it has no valid result'))
     if reasons.get('uptodate_false'):
-        out.append(('params_changed', 'its parameters (model, sandbox, codex arguments) changed'))
+        changes = params_changes(ran_with, params) if ran_with is not None and params is not None else []
+        out += [('params_changed', change) for change in changes] or [
+            ('params_changed', 'its parameters (model, sandbox, codex arguments) changed')]
     return out
 
 

@@ -462,7 +462,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
         'usage': worker.get('usage'), 'attempts': state.attempt_count(task_dir),
         'thread_id': worker.get('thread_id'), 'started_at': pending['started_at'], 'finished_at': now,
         'duration': round(now - pending['started_at'], 3), 'inputs_digest': pending['inputs_digest'],
-        'exec_id': pending['exec_id'], 'run_id': rt.run.run_id,
+        'exec_id': pending['exec_id'], 'run_id': rt.run.run_id, 'params': work.step.params,
         'checks': pending.get('checks') or [], 'repair_rounds': pending.get('repair_rounds', 0),
         'review_rounds': pending.get('review_rounds', 0), 'fixes': pending.get('fixes') or [],
         'warnings': state.read_state(task_dir).get('warnings') or [],
