@@ -216,7 +216,7 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     db = rt.run_dir / 'doit.db'
     if not db.exists():
         return stale
-    steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
+    steps = [s for s in rt.steps if s.task_id and (s.builtin.task_input if s.builtin else s.rule.gate)]
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
     by_name = {step.name: step for step in steps}
@@ -235,8 +235,12 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
                 if status.status == 'up-to-date':
                     continue
                 step = by_name[name]
+                found = _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params) \
+                    if step.builtin else _gate_reasons(rt, step, status.reasons, results)
+                if not found and step.builtin is None:
+                    continue
                 why = stale.setdefault(step.task_id or '', [])
-                for reason in _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params):
+                for reason in found:
                     if reason not in why:
                         why.append(reason)
         finally:
@@ -263,6 +267,21 @@ def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out.append(f'{key} removed')
         else:
             out.append(f'{key} changed')
+    return out
+
+
+def _gate_reasons(rt: RunInputs, step: Step, reasons: dict[str, Any], results: dict[str, str]) -> list[tuple[str, str]]:
+    """Why a passed gate of a task would run again: its command or an input of its rule changed. (Its task's
+    new result is the task's own reason; a gate that failed or never ran, the task's status says already.)"""
+    name = step.rule.name
+    out: list[tuple[str, str]] = []
+    changed = [p for p in reasons.get('changed_file_dep', []) if p not in results]
+    out += [('gate_will_run', f'gate {name} will run again: {path} changed') for path in changed]
+    if reasons.get('uptodate_false'):
+        ran = ((state.read_state(rt.task_dir(step.task_id or '')).get('gates') or {}).get(name) or {}).get('command')
+        what = f'command {one_line(str(ran))} → {one_line(step.shell or "")}' if ran and ran != step.shell \
+            else 'its rule changed'
+        out.append(('gate_will_run', f'gate {name} will run again: {what}'))
     return out
 
 
