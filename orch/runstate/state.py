@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.core.text import encode_utf8
+from orch.failpoints import crash_point
 from orch.runstate import atomic
 
 
@@ -75,6 +76,7 @@ def write_result(task_dir: Path, result: dict[str, Any], execution: dict[str, An
     since = before.get('result_changed_at') or before.get('finished_at') or time.time()
     atomic.write_json(task_dir / 'execution.json', {**execution, 'result_changed_at': since,
                                                      'result_sha256': hashlib.sha256(data).hexdigest()})
+    crash_point('after-execution', task_dir.name)
     atomic.write_if_changed(task_dir / 'result.json', text)
 
 
