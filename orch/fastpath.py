@@ -7,7 +7,8 @@ GitPython or jsonschema (their imports alone cost more than plain doit's whole n
 anything differs, or anything is in doubt, these functions return None and the command takes its full
 path, which finds the change and says why.
 
-Nothing here writes: status is read-only, and a no-op resume has nothing to write.
+Nothing here writes but what every resume writes: the run's `used.json` (which run is the latest), under
+the run's lock. Status and the dry run write nothing.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def from_argv(argv: list[str]) -> tuple[argparse.Namespace | None, int | None]:
 
 
 _STATUS_FLAGS = {'--json': 'json', '--watch': 'watch'}
-_RESUME_FLAGS = {'--continue': 'keep_going', '--discard-changes': 'discard_changes'}
+_RESUME_FLAGS = {'--continue': 'keep_going', '--discard-changes': 'discard_changes', '--dry-run': 'dry_run'}
 
 
 def _simple_namespace(argv: list[str]) -> argparse.Namespace | None:
@@ -52,7 +53,7 @@ def _simple_namespace(argv: list[str]) -> argparse.Namespace | None:
         flags = _STATUS_FLAGS
     else:
         ns = argparse.Namespace(command=command, run_id=None, spec_file=None, jobs=None, keep_going=False,
-                                quiet=0, verbose=0, discard_changes=False)
+                                quiet=0, verbose=0, discard_changes=False, dry_run=False)
         flags = _RESUME_FLAGS
     rest = argv[1:]
     while rest:
@@ -72,7 +73,7 @@ def _simple_namespace(argv: list[str]) -> argparse.Namespace | None:
 
 def status(args: argparse.Namespace) -> int | None:
     """Print the status as the full path would, or return None to let it."""
-    answers = _answers(args.run_id)
+    answers = noop_answers(args.run_id)
     if answers is None:
         return None
     text = answers.get('status_json' if args.json else 'status_table')
@@ -83,9 +84,12 @@ def status(args: argparse.Namespace) -> int | None:
 
 
 def resume(args: argparse.Namespace) -> int | None:
-    """Print what a no-op resume prints (nothing is stale, every task is done), or return None."""
-    if getattr(args, 'spec_file', None) or getattr(args, 'dry_run', False):
-        return None   # a new spec changes the run; a dry run has its own output
+    """Print what a no-op resume (or its dry run) prints, or return None. Like the full path, a resume
+    records the run's use under its lock (it is then the latest run); a dry run writes nothing."""
+    if getattr(args, 'spec_file', None):
+        return None   # a new spec changes the run
+    if getattr(args, 'dry_run', False):
+        return _print(noop_answers(args.run_id), 'dry_run_lines')
     if os.environ.get('GITHUB_STEP_SUMMARY'):
         # After a checkout that only touched files, doit re-runs the report step (its digest is of
         # stat signatures), which appends the report to the job summary: the full path does that.
@@ -94,8 +98,11 @@ def resume(args: argparse.Namespace) -> int | None:
         return None   # -v lists every up-to-date step: the full path prints those
     if args.jobs is not None and not 1 <= args.jobs <= 64:
         return None   # the full path refuses it, with its message
-    answers = _answers(args.run_id)
-    lines = answers.get('resume_lines') if answers is not None else None
+    return _print(noop_answers(args.run_id, use=True), 'resume_lines')
+
+
+def _print(answers: dict | None, key: str) -> int | None:
+    lines = answers.get(key) if answers is not None else None
     if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
         return None
     for line in lines:
@@ -103,15 +110,17 @@ def resume(args: argparse.Namespace) -> int | None:
     return 0
 
 
-def _answers(run_id: str | None) -> dict | None:
+def noop_answers(run_id: str | None, *, use: bool = False) -> dict | None:
+    """What status and a no-op resume printed when the run (default: the latest, from the current
+    directory's repository) was last found up to date, if nothing changed since; else None."""
     if any(os.environ.get(name) for name in _IN_DOUBT_ENV):
         return None
     repo = repo_root(Path.cwd())
     if repo is None:
         return None
     from orch.errors import OrchError
-    from orch.runstate.lock import holder_pid
-    from orch.runstate.runs import latest_run_id, run_dir
+    from orch.runstate.lock import RunLock, holder_pid
+    from orch.runstate.runs import latest_run_id, record_use, run_dir
     try:
         run_id = run_id or latest_run_id(repo)
     except (OrchError, OSError):
@@ -122,14 +131,25 @@ def _answers(run_id: str | None) -> dict | None:
     found = manifest.load(directory, manifest.header(repo, run_id))
     if found is None:
         return None
+    if not use:
+        try:
+            if holder_pid(directory) is not None:
+                return None   # a run in progress: the full path says so
+        except OSError:
+            return None
+        return found.answers if manifest.first_difference(str(repo), found) is None else None
+    lock = RunLock(directory)
     try:
-        if holder_pid(directory) is not None:
-            return None   # a run in progress: the full path says so
-    except OSError:
+        lock.acquire()   # as the full path does first: a run in progress is its to report
+    except (OrchError, OSError):
         return None
-    if manifest.first_difference(str(repo), found) is not None:
-        return None
-    return found.answers
+    try:
+        if manifest.first_difference(str(repo), found) is not None:
+            return None
+        record_use(repo, run_id)   # the run is now the latest, as after any resume (not in the manifest)
+        return found.answers
+    finally:
+        lock.release()
 
 
 def repo_root(start: Path) -> Path | None:

@@ -42,7 +42,7 @@ def fast(host: Host) -> dict[str, Any] | None:
     cwd = os.getcwd()
     os.chdir(host.repo)
     try:
-        return fastpath._answers(None)
+        return fastpath.noop_answers(None)
     finally:
         os.chdir(cwd)
 
@@ -75,15 +75,21 @@ def test_a_finished_run_is_answered_from_its_manifest_as_the_full_path_answers(
         host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     assert fast(host) is not None
     host.clear_log()
-    for args in (['status'], ['status', '--json'], ['resume'], ['resume', '-q']):
+    for args in (['status'], ['status', '--json'], ['resume'], ['resume', '-q'], ['resume', '--dry-run']):
         assert host.cli(*args) == full(host, monkeypatch, *args), args
     assert host.launched_tasks() == []
     assert fast(host) is not None   # the full no-op resumes wrote it again
     before = snapshot(host.repo)
-    for args in (['status'], ['status', '--json'], ['resume'], ['status', '--watch']):
+    for args in (['status'], ['status', '--json'], ['status', '--watch'], ['resume', '--dry-run']):
         rc, _, _ = host.cli(*args)
         assert rc == 0
-    assert snapshot(host.repo) == before   # the fast answers wrote nothing, anywhere
+    assert snapshot(host.repo) == before   # status and the dry run wrote nothing, anywhere
+    rc, _, _ = host.cli('resume')
+    assert rc == 0
+    after = snapshot(host.repo)
+    changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}
+    # What every resume writes, the full path too: the lock's PID and which run was used last.
+    assert changed == {f'.orchestrator/runs/{RUN}/lock', f'.orchestrator/runs/{RUN}/used.json'}
     assert host.launched_tasks() == []
 
 
@@ -317,7 +323,7 @@ def test_resume_options_the_fast_path_does_not_answer(host: Host) -> None:
         assert fastpath.resume(args(verbose=1)) is None          # lists every up-to-date step
         assert fastpath.resume(args(spec_file='spec.md')) is None
         assert fastpath.resume(args(jobs=0)) is None              # refused by the full path
-        assert fastpath.resume(args(dry_run=True)) is None
+        assert fastpath.resume(args(dry_run=True, spec_file='spec.md')) is None   # a dry run with a new spec
         assert fastpath.resume(args(run_id='../r1')) is None
         assert fastpath.resume(args(run_id='other')) is None
         os.environ['GITHUB_STEP_SUMMARY'] = str(host.repo / 'summary.md')
@@ -414,7 +420,7 @@ def test_load_refuses_other_headers_and_bad_shapes(tmp_path: Path) -> None:
 @pytest.mark.parametrize('argv', [
     ['status'], ['status', '--json'], ['status', '--watch', '--json'], ['status', '--run-id', 'r1'],
     ['resume'], ['resume', '-q'], ['resume', '-q', '--quiet'], ['resume', '--run-id', 'r1', '-j', '3'],
-    ['resume', '--continue', '--discard-changes', '--jobs', '12'], ['resume', '-j', '0'],
+    ['resume', '--continue', '--discard-changes', '--jobs', '12'], ['resume', '-j', '0'], ['resume', '--dry-run'],
 ])
 def test_the_plain_forms_parse_as_argparse_parses_them(argv: list[str]) -> None:
     from orch.main import build_parser
@@ -427,7 +433,17 @@ def test_the_plain_forms_parse_as_argparse_parses_them(argv: list[str]) -> None:
 @pytest.mark.parametrize('argv', [
     ['status', '--js'], ['status', '--run-id=r1'], ['status', '--run-id'], ['status', '--run-id', '-x'],
     ['resume', '-qq'], ['resume', '-v'], ['resume', '--spec-file', 's.md'], ['resume', '-j', 'x'],
-    ['resume', '-j', '-1'], ['resume', '--dry-run'], ['resume', '--help'], ['run'], [],
+    ['resume', '-j', '-1'], ['resume', '--help'], ['run'], [],
 ])
 def test_other_forms_go_through_argparse(argv: list[str]) -> None:
     assert fastpath._simple_namespace(argv) is None
+
+
+def test_a_fast_resume_makes_its_run_the_latest_as_a_full_one_does(host: Host) -> None:
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', 'r2')
+    assert rc == 0, out + err
+    assert host.cli('status')[1].startswith('run r2')
+    assert fast(host) is not None   # r2's own manifest
+    rc, out, _ = host.cli('resume', '--run-id', RUN)
+    assert rc == 0 and out.startswith(f'run {RUN}: 3 done')
+    assert host.cli('status')[1].startswith(f'run {RUN}')   # used most recently: the latest now

@@ -7,10 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orch import output
+from tabulate import tabulate
 
-# doit, the config models, git and tabulate are imported where they are used: a status answered from the
-# run's no-op manifest (orch.fastpath) needs none of them, and importing them costs more than doit's run.
+from orch import output
+from orch.adapters.doit_runner import stale_task_ids
+from orch.commands.common import find_repo
+from orch.engine.inputs import RunInputs, open_run
+from orch.runstate.lock import holder_pid
+from orch.runstate.runs import latest_run_id
+from orch.runstate.status import removed_tasks, run_record, task_rows
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,34 +26,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def status_document(repo: Path, run_id: str) -> dict[str, Any]:
-    from orch.adapters.doit_runner import stale_task_ids
-    from orch.engine.inputs import open_run
-    from orch.runstate.lock import holder_pid
-    from orch.runstate.status import run_record, task_rows
-
     rt = open_run(repo, run_id)
-    rows = task_rows(rt, stale_task_ids(rt))
-    return {'run': run_record(rt), 'running': holder_pid(rt.run_dir) is not None, 'tasks': rows}
+    return document(rt, task_rows(rt, stale_task_ids(rt)), running=holder_pid(rt.run_dir) is not None)
+
+
+def document(rt: RunInputs, rows: list[dict[str, Any]], *, running: bool) -> dict[str, Any]:
+    """The status of a run from its task rows (also what the no-op manifest records, orch.engine.noop_record)."""
+    return {'run': run_record(rt), 'running': running, 'tasks': rows, 'removed': removed_tasks(rt)}
 
 
 def render_table(doc: dict) -> str:
-    from tabulate import tabulate
-
     rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else ''), t['attempts'],
              (t['reason'] or '')[:100]] for t in doc['tasks']]
+    rows += [[t['id'], '', 'removed', '', t['reason']] for t in doc.get('removed') or []]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
     return head + '\n' + tabulate(rows, headers=['task', 'role', 'status', 'attempts', 'reason'], tablefmt='simple')
 
 
 def status(args: argparse.Namespace) -> int:
-    from orch import fastpath
-    # unchanged since a run found nothing to do: its answer, at once; main() may have asked already
-    answered = None if getattr(args, 'fast_path_tried', False) else fastpath.status(args)
-    if answered is not None:
-        return answered
-    from orch.commands.common import find_repo
-    from orch.runstate.runs import latest_run_id
-
     repo = find_repo()
     run_id = args.run_id or latest_run_id(repo)
     while True:

@@ -8,6 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from orch.core import graph
+
 SUMMARY_VERSION = 1
 # Characters XML 1.0 cannot carry at all (ElementTree writes them anyway, and parsers then reject the
 # whole file); worker errors quote codex's stderr, which often has ANSI colour escapes.
@@ -18,14 +20,37 @@ TOKEN_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning
 
 
 def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """`usage`: what the latest execution of each task used; `usage_total`: everything the run paid, every
+    execution, attempt and round (the keys are the same)."""
     counts: dict[str, int] = {}
     usage = dict.fromkeys(TOKEN_KEYS, 0)
+    total = dict.fromkeys(TOKEN_KEYS, 0)
     for task in tasks:
         counts[task['status']] = counts.get(task['status'], 0) + 1
         for key in TOKEN_KEYS:
-            usage[key] += int((task.get('usage_total') or task.get('usage') or {}).get(key, 0))
-    return {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage,
+            usage[key] += int((task.get('usage') or {}).get(key, 0))
+            total[key] += int((task.get('usage_total') or task.get('usage') or {}).get(key, 0))
+    return {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage, 'usage_total': total,
             'tasks': tasks, 'decisions': decisions}
+
+
+def _token_line(summary: dict[str, Any]) -> str:
+    u = summary.get('usage_total') or summary['usage']
+    line = (f'Tokens: {u["input_tokens"]} input ({u["cached_input_tokens"]} cached), '
+            f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} reasoning), every execution counted.')
+    latest = summary['usage']
+    if latest != u:
+        line += (f' The latest execution of each task: {latest["input_tokens"]} input, '
+                 f'{latest["output_tokens"]} output.')
+    return line
+
+
+def _task_tokens(task: dict[str, Any]) -> str:
+    total, latest = task.get('usage_total') or task.get('usage'), task.get('usage')
+    shown = _tokens(total)
+    if latest and _tokens(latest) != shown:
+        shown += f' (latest {_tokens(latest)})'
+    return shown
 
 
 def _tokens(usage: dict[str, Any] | None) -> str:
@@ -51,18 +76,16 @@ def _xml(text: object) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     run = summary['run']
     rows = [[t['id'], t['role'], t['status'], t['attempts'], f'{t["duration"]:.1f}s' if t.get('duration') else '',
-             _tokens(t.get('usage_total') or t.get('usage')), (t.get('commit') or '')[:10],
+             _task_tokens(t), (t.get('commit') or '')[:10],
              len(t.get('files_changed') or []),
              _md(t.get('summary'))] for t in summary['tasks']]
     headers = ['task', 'role', 'status', 'attempts', 'duration', 'tokens in/out', 'commit', 'files', 'summary']
     counts = ', '.join(f'{v} {k}' for k, v in sorted(summary['counts'].items()))
-    u = summary['usage']
     out = [f'# codex-orch run {run["run_id"]}', '',
            f'Base: `{run.get("base_branch") or "(detached)"}` at `{run["base_commit"][:10]}`. '
            f'Plan: `{run["plan_file"]}`. Tasks: {counts}.', '',
-           f'Tokens: {u["input_tokens"]} input ({u["cached_input_tokens"]} cached), '
-           f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} reasoning).', '',
-           tabulate(rows, headers=headers, tablefmt='github'), '']
+           _token_line(summary), '',
+           tabulate(rows, headers=headers, tablefmt='github'), '', *_graph_section(summary)]
     failures = [t for t in summary['tasks'] if t['status'] in FAILED_STATUSES]
     if failures:
         out += ['## Failures', '']
@@ -93,6 +116,23 @@ def render_markdown(summary: dict[str, Any]) -> str:
             out.append(f'- **{d["task_id"]}**: {_cell(d.get("decision"), 300)} — {_cell(d.get("rationale"), 500)}')
         out.append('')
     return '\n'.join(out)
+
+
+def _graph_section(summary: dict[str, Any]) -> list[str]:
+    """The plan as a Mermaid diagram (GitHub draws it, in a step summary too), each task in its status's colour."""
+    tasks = summary['tasks']
+    if not tasks:
+        return []
+    nodes = graph.nodes(tasks)
+    diagram = graph.mermaid_for_github(nodes, {t['id']: t['status'] for t in tasks})
+    out = ['## Graph', '']
+    if diagram is not None:
+        out += ['```mermaid', diagram.rstrip('\n'), '```']
+    else:   # an error box instead of a diagram helps nobody: say where the whole graph is
+        out.append(f'{len(tasks)} tasks and {len(graph.edges(nodes))} dependencies: more than GitHub draws as a '
+                   f'diagram; `codex-orch graph --run-id {summary["run"]["run_id"]} --format dot` prints it '
+                   'for Graphviz.')
+    return [*out, '']
 
 
 def render_junit(summary: dict[str, Any]) -> str:

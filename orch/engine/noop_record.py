@@ -64,8 +64,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
     summary_lines: what a no-op resume of this state prints."""
     from orch.adapters.doit_runner import all_up_to_date
-    from orch.commands.status import render_table
-    from orch.runstate.status import run_record
+    from orch.commands.dry_run import nothing_would_run
+    from orch.commands.status import document, render_table
 
     if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt):
         return False
@@ -73,9 +73,9 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     after = manifest.build(str(rt.repo), first.header, before.files, before.dirs, {}, previous=first)
     if after is None or not manifest.same_signatures(first, after):
         return False   # something changed while doit looked: vouch for nothing
-    doc = {'run': run_record(rt), 'running': False, 'tasks': rows}
+    doc = document(rt, rows, running=False)
     answers = {'status_table': render_table(doc), 'status_json': json.dumps(doc, indent=2, sort_keys=True),
-               'resume_lines': summary_lines}
+               'resume_lines': summary_lines, 'dry_run_lines': [nothing_would_run(rt.run.run_id, len(rows))]}
     manifest.save(rt.run_dir, manifest.Manifest(after.header, after.files, after.dirs, answers))
     return True
 
@@ -100,11 +100,21 @@ def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
         files += step.targets
         if step.builtin is not None and step.builtin.provides == 'workspace':
             files += _worktree_files(rt, step.outputs['workspace'])
+    # Every task directory, also of tasks the plan no longer has (status lists them as removed): its
+    # listing, every file in it (state, result, task entry, rounds, a pending answer ...) and the record of
+    # each attempt; the plan's tasks' state.json and task.json even when missing.
+    tasks_dir = f'{run_dir}/tasks'
+    dirs.append(tasks_dir)
     for task in rt.plan.tasks:
-        task_dir = rt.layout.task_dir(task.id)
+        files += [f'{tasks_dir}/{task.id}/state.json', f'{tasks_dir}/{task.id}/task.json']
+    for name in _entries(rt.repo / tasks_dir, dirs_only=True):
+        task_dir = f'{tasks_dir}/{name}'
         dirs.append(task_dir)
-        files += [f'{task_dir}/state.json', f'{task_dir}/task.json']
-        files += [f'{task_dir}/{name}/attempt.json' for name in _attempt_dirs(rt.repo / task_dir)]
+        for entry in _entries(rt.repo / task_dir):
+            if entry.startswith('attempt-'):
+                files.append(f'{task_dir}/{entry}/attempt.json')
+            elif os.path.isfile(rt.repo / task_dir / entry):
+                files.append(f'{task_dir}/{entry}')
     files.append('.git/config')   # core.bare, core.worktree ...: where git finds worktrees
     packages = _code_packages()
     for package in packages:
@@ -124,9 +134,9 @@ def _files_in(directory: Path) -> list[str]:
         return []
 
 
-def _attempt_dirs(task_dir: Path) -> list[str]:
+def _entries(directory: Path, *, dirs_only: bool = False) -> list[str]:
     try:
-        return sorted(e.name for e in os.scandir(task_dir) if e.name.startswith('attempt-') and e.is_dir())
+        return sorted(e.name for e in os.scandir(directory) if not dirs_only or e.is_dir(follow_symlinks=False))
     except OSError:
         return []
 

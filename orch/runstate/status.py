@@ -70,15 +70,19 @@ def _causes(status: str, reason: str | None, st: dict[str, Any]) -> list[tuple[s
 
 def _gated(status: str, reason: str | None, gates: list[dict[str, Any]], expected: list[str],
            result: dict[str, Any]) -> tuple[str, str | None]:
-    """A done task is verified only when every gate of it passed on its latest result."""
-    failed = next((g for g in gates if not g.get('passed')), None)
+    """A done task is verified only when every gate its rules have now passed on its latest result.
+
+    A gate's record counts when it ran after the result last changed: a kill can come between the work and
+    its gate, and a re-run that left the result as it was is not gated again (nothing it checks changed)."""
+    since = float(result.get('result_changed_at') or result.get('finished_at') or 0)
+    recorded = {g['name']: g for g in gates}
+    current = [recorded[name] for name in expected
+               if name in recorded and float(recorded[name].get('finished_at') or 0) >= since]
+    failed = next((g for g in current if not g.get('passed')), None)
     if failed is not None:   # a gate is a result of its task: the work is committed, but not verified
         why = 'timed out' if failed.get('exit_code') is None else f'exit {failed.get("exit_code")}'
         return 'failed', f'gate {failed["name"]} failed: {failed.get("command")} ({why})'
-    finished = float(result.get('finished_at') or 0)   # a kill can come between the work and its gate
-    recorded = {g['name']: g for g in gates}
-    unrun = [name for name in expected
-             if name not in recorded or float(recorded[name].get('finished_at') or 0) < finished]
+    unrun = [name for name in expected if name not in {g['name'] for g in current}]
     if unrun:
         return 'pending', f'gate {", ".join(unrun)} has not run on its latest work yet'
     return status, reason
@@ -130,3 +134,21 @@ def run_record(rt: RunInputs) -> dict[str, Any]:
             'base_commit': info.base_commit, 'plan_file': info.plan_file, 'spec_file': info.spec_file,
             'workspace': 'per-task' if info.per_task else 'shared',
             'worktree': rt.layout.worktree, 'branch': None if info.per_task else info.shared_branch}
+
+
+def removed_tasks(rt: RunInputs) -> list[dict[str, Any]]:
+    """Tasks this run ran that its plan no longer has: their results and commits are still the run's.
+
+    Found from the run's task directories, so a plan edit that drops a task is seen without a resume."""
+    tasks_dir = rt.run_dir / 'tasks'
+    planned = set(rt.plan.by_id)
+    out = []
+    for task_dir in sorted(tasks_dir.iterdir()) if tasks_dir.is_dir() else []:
+        if task_dir.name in planned or not task_dir.is_dir():
+            continue
+        result = state.read_result(task_dir) or {}
+        commit = result.get('commit') if isinstance(result.get('commit'), str) else None
+        out.append({'id': task_dir.name, 'status': 'removed', 'commit': commit,
+                    'reason': 'removed from the plan' + (f'; its commit {commit[:12]} is on the run\'s branch'
+                                                         if commit else '')})
+    return out

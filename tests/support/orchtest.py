@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orch.main import main
+from orch.runstate.state import read_result
 from tests.support.fake_codex import install_fake_codex, read_log, write_script
 from tests.support.gitrepo import commit_all, git, make_repo
 from tests.support.procs import wait_for
@@ -83,15 +84,18 @@ class Host:
         return dirs[-1]
 
     def result(self, task_id: str) -> dict[str, Any]:
-        return json.loads((self.run_dir() / 'tasks' / task_id / 'result.json').read_text())
+        # result.json with its execution.json merged in: the whole record of the task's latest result
+        found = read_result(self.run_dir() / 'tasks' / task_id)
+        assert found is not None, f'{task_id} has no result'
+        return found
 
-    def status(self) -> dict[str, Any]:
-        rc, out, err = self.cli('status', '--json')
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        rc, out, err = self.cli('status', '--json', *(['--run-id', run_id] if run_id else []))
         assert rc == 0, err
         return json.loads(out)
 
-    def statuses(self) -> dict[str, str]:
-        return {t['id']: t['status'] for t in self.status()['tasks']}
+    def statuses(self, run_id: str | None = None) -> dict[str, str]:
+        return {t['id']: t['status'] for t in self.status(run_id)['tasks']}
 
     def branch_log(self, branch: str) -> list[str]:
         return git(self.repo, 'log', '--format=%s', branch).splitlines()
