@@ -147,6 +147,8 @@ def check_answers(host: Host, plan: dict[str, Any], log: Log) -> dict[str, Any]:
     out = host.orch('resume').out
     checks['touched_resume_noop'] = f'{n} done' in out and not launches(host.codex)
     # 2. One changed description: exactly that task and its dependents are stale.
+    original = (host.repo / 'plan.json').read_bytes()
+    plan = json.loads(original)   # the plan the run ran (a reused host may have had edits since)
     middle = plan['tasks'][n // 2]['id']
     edited = json.loads(json.dumps(plan))
     edited['tasks'][n // 2]['description'] += ' Politely.'
@@ -157,7 +159,7 @@ def check_answers(host: Host, plan: dict[str, Any], log: Log) -> dict[str, Any]:
     checks['edit_stale_exact'] = stale == want
     checks['edit_stale_count'] = len(stale)
     checks['edit_reason'] = next(t['reason'] for t in status['tasks'] if t['id'] == middle)
-    host.write_plan(plan)   # back as it was: a no-op again (content, not mtime)
+    (host.repo / 'plan.json').write_bytes(original)   # back as it was: a no-op again (content, not mtime)
     status = json.loads(host.orch('status', '--json').out)
     checks['restored_all_done'] = all(t['status'] == 'done' for t in status['tasks'])
     log.say(f'  checks: {checks}')
