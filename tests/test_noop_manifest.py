@@ -447,3 +447,19 @@ def test_a_fast_resume_makes_its_run_the_latest_as_a_full_one_does(host: Host) -
     rc, out, _ = host.cli('resume', '--run-id', RUN)
     assert rc == 0 and out.startswith(f'run {RUN}: 3 done')
     assert host.cli('status')[1].startswith(f'run {RUN}')   # used most recently: the latest now
+
+
+def test_any_file_of_a_task_directory_and_a_removed_task_are_noticed(host: Host,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = run_dir(host) / 'tasks'
+    for name in sorted(p.name for p in (tasks / 'T2').iterdir() if p.is_file()):
+        path = tasks / 'T2' / name
+        data = path.read_bytes()
+        path.write_bytes(data + b' ')   # any file beside result.json (execution.json, rounds ...) counts
+        assert fast(host) is None, name
+        path.write_bytes(data)
+        assert fast(host) is not None, name
+    shutil.copytree(tasks / 'T3', tasks / 'T9')   # a task the plan no longer has: status lists it as removed
+    assert fast(host) is None
+    rc, out, _ = full(host, monkeypatch, 'status')
+    assert rc == 0 and 'removed' in out and 'T9' in out
