@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 from pathlib import Path
 
 from orch import output
@@ -115,7 +116,10 @@ def noop_answers(run_id: str | None, *, use: bool = False) -> dict | None:
     directory's repository) was last found up to date, if nothing changed since; else None."""
     if any(os.environ.get(name) for name in _IN_DOUBT_ENV):
         return None
-    repo = repo_root(Path.cwd())
+    try:
+        repo = repo_root(Path.cwd())
+    except OSError:   # a working directory that is gone: the full path says so
+        return None
     if repo is None:
         return None
     from orch.errors import OrchError
@@ -148,6 +152,8 @@ def noop_answers(run_id: str | None, *, use: bool = False) -> dict | None:
             return None
         record_use(repo, run_id)   # the run is now the latest, as after any resume (not in the manifest)
         return found.answers
+    except OSError:
+        return None   # e.g. used.json cannot be written: the full path meets the same and says so
     finally:
         lock.release()
 
@@ -168,7 +174,6 @@ def repo_root(start: Path) -> Path | None:
             continue
         except OSError:
             return None
-        import stat
         if not stat.S_ISDIR(st.st_mode) or not os.path.isfile(git_entry / 'HEAD'):
             return None
         try:

@@ -5,7 +5,8 @@ Every input that can change what a resume would run, or what status shows, gets 
   listings), every role schema and template, run.json and the run's caches (plan check, task entries);
 - every step's file deps and targets (task.json, prompt.md, result.json, worktree.json, gate outputs,
   the reports), and doit's database with its journal files (`doit forget` changes it);
-- what status reads besides: each task's state.json, its attempt directories (listing) and attempt.json;
+- what status reads besides: the run's task directories, also of tasks removed from the plan (their
+  listings, every file in them: state.json, execution.json, ...) and each attempt's attempt.json;
 - the non-file conditions of doit's uptodate callables: worktree_ready (the worktree's `.git` file, its
   administrative files in the repository's .git, the repository's git config) and config_changed (the
   params are compiled from the config, rules and run.json, all above);
@@ -64,18 +65,20 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
     summary_lines: what a no-op resume of this state prints."""
     from orch.adapters.doit_runner import all_up_to_date
+
+    # The answers are rendered by the commands' own functions, so that they are their text exactly.
     from orch.commands.dry_run import nothing_would_run
     from orch.commands.status import document, render_table
 
     if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt):
         return False
+    doc = document(rt, rows, running=False)   # read between the snapshots, like the rows
+    answers = {'status_table': render_table(doc), 'status_json': json.dumps(doc, indent=2, sort_keys=True),
+               'resume_lines': summary_lines, 'dry_run_lines': [nothing_would_run(rt.run.run_id, len(rows))]}
     first = before.snapshot
     after = manifest.build(str(rt.repo), first.header, before.files, before.dirs, {}, previous=first)
     if after is None or not manifest.same_signatures(first, after):
         return False   # something changed while doit looked: vouch for nothing
-    doc = document(rt, rows, running=False)
-    answers = {'status_table': render_table(doc), 'status_json': json.dumps(doc, indent=2, sort_keys=True),
-               'resume_lines': summary_lines, 'dry_run_lines': [nothing_would_run(rt.run.run_id, len(rows))]}
     manifest.save(rt.run_dir, manifest.Manifest(after.header, after.files, after.dirs, answers))
     return True
 
