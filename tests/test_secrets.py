@@ -103,6 +103,7 @@ def test_crash_log_holds_no_secret(host: Host, tmp_path: Path, monkeypatch: pyte
     logs.mkdir()
     monkeypatch.setattr(tempfile, 'tempdir', str(logs))
     monkeypatch.setattr(status_cmd, 'status_document', boom)
+    monkeypatch.setenv('CODEX_ORCH_FULL_CHECK', '1')   # the no-op fast path would answer without it
     rc, out, err = host.cli('status')
     assert rc == 3 and 'internal error' in err and str(logs) in err
     assert _leaks(out + err) == []
