@@ -929,7 +929,7 @@ def snapshot_commit(root: Path, commit: str) -> str:
     """A parentless commit with `commit`'s tree: what a remote worker starts from, without the history.
 
     Deterministic (fixed identity and dates): the same tree always gives the same snapshot."""
-    tree = rev_parse(root, f'{_check_name(commit, "commit")}^{{tree}}')
+    tree = _run(root, 'rev-parse', '--verify', f'{_check_name(commit, "commit")}^{{tree}}').text
     res = _run(root, 'commit-tree', tree, '-m', 'codex-orch snapshot', env=_SNAPSHOT_IDENTITY)
     return res.text
 
@@ -989,7 +989,7 @@ def apply_commit_changes(worktree: Path, a: str, b: str) -> None:
     if not patch:
         return
     with tempfile.TemporaryFile() as f:
-        f.write(patch)
+        f.write(patch + b'\n')   # GitPython strips the output's last newline; a patch needs it
         f.seek(0)
         _run(worktree, 'apply', '--binary', '--whitespace=nowarn', '-', stdin=f,
              hint='The change does not apply to the files of the run\'s branch (another task changed them).')
@@ -1018,3 +1018,7 @@ def scratch_commit(worktree: Path, message: str) -> str | None:
         msg.seek(0)
         _run(worktree, 'commit', '--quiet', '--no-verify', '--file=-', env=_SNAPSHOT_IDENTITY, stdin=msg)
     return rev_parse(worktree, 'HEAD')
+
+
+def delete_ref(root: Path, ref: str) -> None:
+    _run(root, 'update-ref', '-d', _check_name(ref, 'ref'))

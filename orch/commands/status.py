@@ -32,10 +32,12 @@ def status_document(repo: Path, run_id: str) -> dict[str, Any]:
 
 
 def render_table(doc: dict) -> str:
+    remote = any(t.get('worker') for t in doc['tasks'])   # a Dask run: which worker ran each task
     rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else ''), t['attempts'],
-             (t['reason'] or '')[:100]] for t in doc['tasks']]
+             *([t.get('worker') or ''] if remote else []), (t['reason'] or '')[:100]] for t in doc['tasks']]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
-    return head + '\n' + tabulate(rows, headers=['task', 'role', 'status', 'attempts', 'reason'], tablefmt='simple')
+    headers = ['task', 'role', 'status', 'attempts', *(['worker'] if remote else []), 'reason']
+    return head + '\n' + tabulate(rows, headers=headers, tablefmt='simple')
 
 
 def status(args: argparse.Namespace) -> int:

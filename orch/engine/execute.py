@@ -62,6 +62,9 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     finally:
         progress.close()
         session.release_lock()   # waits for steps still finishing in doit's threads
+        if session.executor is not None:
+            from orch.adapters.dask_executor import close_all
+            close_all()
     rows = task_rows(rt)
     _summary_line(rt, session, rows)
     if session.internal_errors:

@@ -99,6 +99,10 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
             return
         with session.scheduler.slot(task):
             _check_budget(work)
+            if session.executor is not None:   # the worker part runs on a Dask cluster
+                from orch.steps.remote_work import run_remote
+                run_remote(work)
+                return
             try:
                 _run_and_commit(work)
             finally:   # what this execution leaves uncommitted is its own: the next start may discard it
@@ -165,7 +169,8 @@ def _first_answer(work: _Work) -> Rounds:
     note = previous.get('rerun_note') or '' if previous.get('status') == 'running' else \
         rerun_note(previous, state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
-                       pid=os.getpid(), round=None, checks=None, gates=None, warnings=None, rerun_note=note)
+                       pid=os.getpid(), round=None, checks=None, gates=None, warnings=None, rerun_note=note,
+                       worker=None)
     _ensure_workdir(work)
     # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
     # uncommitted in the worktree is someone's work, and is never silently discarded.
@@ -296,13 +301,17 @@ def _ensure_workdir(work: _Work) -> None:
                                   f'(move the directory away, then resume): {exc}') from None
 
 
-def _record_and_commit(work: _Work, exec_id: str, answer: Any) -> str | None:
-    """The task's decisions entry and its changes, in its own commit.
+def _record_and_commit(work: _Work, exec_id: str, answer: Any,
+                       before: Callable[[], None] | None = None) -> str | None:
+    """The task's decisions entry and its changes, in its own commit (`before` runs first, under the same lock:
+    a remote worker's changes are written into the worktree there).
 
     Serialised: parallel tasks sharing a worktree would otherwise both rewrite the decisions file
     (one entry lost) or commit each other's entries.
     """
     with work.session.scheduler.commit_lock:
+        if before is not None:
+            before()
         _record_decisions(work.rt, work.task, answer, work.workdir)
         return _commit(work, exec_id, answer)
 
@@ -379,9 +388,13 @@ def _finish_interrupted_commit(work: _Work) -> bool:
         return False
     sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', pending['exec_id'], since=rt.run.base_commit)
     if sha is None:
-        # The commit never happened: commit the worker's changes now (they are still in the worktree),
-        # but not the temp file of a decisions write the kill interrupted.
+        # The commit never happened: commit the worker's changes now (they are still in the worktree, or for a
+        # remote worker in the commit it returned), but not the temp file of a decisions write the kill interrupted.
         atomic.sweep_temp((workdir / rt.config.decisions_file).parent, recursive=False)
-        sha = _record_and_commit(work, pending['exec_id'], pending['answer'])
+        if pending.get('remote'):
+            from orch.steps.remote_work import commit_remote
+            sha = commit_remote(work, pending)
+        else:
+            sha = _record_and_commit(work, pending['exec_id'], pending['answer'])
     _write_result(work, pending, sha)
     return True

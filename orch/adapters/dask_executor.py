@@ -1,0 +1,135 @@
+"""The Dask executor: work steps submitted to a Dask cluster (the only module that imports distributed).
+
+doit stays the scheduler; this only runs one work unit (orch.remote.run_unit) on a worker that has the
+resources the config asks for (`{codex: 1}` by default), and waits for its outcome.
+
+- The submission's key names the execution (run, task, inputs digest, submission number), so a resubmission
+  is recognisable on the dashboard and in the scheduler's logs; `pure=False`: never deduplicated by content.
+- A lost worker: Dask itself reschedules the unit on another worker (the scheduler's allowed-failures);
+  when it gives up (KilledWorker) or the unit is lost with the connection, the unit is submitted again under
+  a new key, at most `resubmits` times, then the task fails with the reason. Never done without a result.
+- An abandoned submission (cancelled, or resubmitted) is released; a late result of it is never read.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from orch.errors import LaunchError
+from orch.remote.unit import WorkOutcome, WorkUnit
+
+POLL = 0.25
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+class Interrupted(Exception):
+    """The run was cancelled while the unit was on the cluster."""
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise LaunchError("executor kind dask needs Dask distributed: pip install 'codex-orch[dask]'") from None
+    return distributed
+
+
+def connect(address: str, timeout: float) -> Any:
+    """A client of the scheduler at `address` (one per address and process), or a LaunchError (exit 2)."""
+    distributed = _distributed()
+    with _clients_lock:
+        client = _clients.get(address)
+        if client is not None and client.status == 'running':
+            return client
+        try:
+            client = distributed.Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise LaunchError(f'cannot reach the Dask scheduler at {address} (executor.address): {exc}; start it '
+                              f'(`dask scheduler`), or fix the address, or run with --executor local') from None
+        _clients[address] = client
+        return client
+
+
+def close_all() -> None:
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        with contextlib.suppress(Exception):   # closing at the end: nothing left to do about a failure
+            client.close(timeout=5)
+
+
+def workers(address: str, timeout: float) -> dict[str, dict[str, Any]]:
+    """Address -> {'resources': ..., 'host': ...} of the workers the scheduler knows now."""
+    info = connect(address, timeout).scheduler_info(n_workers=-1)
+    return {addr: {'resources': w.get('resources') or {}, 'host': w.get('host'), 'name': w.get('name')}
+            for addr, w in (info.get('workers') or {}).items()}
+
+
+def run_on_workers(address: str, timeout: float, function: Callable[[], Any]) -> dict[str, Any]:
+    """`function()` on every worker (doctor's probes); worker address -> its result."""
+    return dict(connect(address, timeout).run(function))
+
+
+class DaskExecutor:
+    def __init__(self, address: str, *, resources: dict[str, float], connect_timeout: float, resubmits: int) -> None:
+        self.address = address
+        self.resources = resources
+        self.connect_timeout = connect_timeout
+        self.resubmits = resubmits
+
+    def describe(self) -> str:
+        return f'dask {self.address}'
+
+    def run(self, unit: WorkUnit, *, cancel: threading.Event,
+            on_submitted: Callable[[str], None] | None = None) -> WorkOutcome:
+        """Submit `unit` and wait for its outcome (resubmitting it after lost workers, bounded)."""
+        distributed = _distributed()
+        from orch.remote.run_unit import run_unit
+        client = connect(self.address, self.connect_timeout)
+        lost: list[str] = []
+        for n in range(self.resubmits + 1):
+            key = unit.key if n == 0 else f'{unit.key}-resubmit-{n}'
+            future = client.submit(run_unit, unit, key=key, pure=False, resources=dict(self.resources) or None,
+                                   retries=0)
+            if on_submitted is not None:
+                on_submitted(key)
+            try:
+                result = self._wait(future, cancel)
+            except distributed.client.FutureCancelledError as exc:
+                lost.append(f'{key}: cancelled on the cluster ({exc})')
+            except distributed.KilledWorker as exc:
+                lost.append(f'{key}: its worker died ({exc})')
+            except (OSError, distributed.comm.CommClosedError) as exc:
+                lost.append(f'{key}: lost the connection to the scheduler ({exc})')
+                client = connect(self.address, self.connect_timeout)
+            except Interrupted:
+                raise
+            except Exception as exc:   # the unit itself raised (it reports the task's failures as outcomes)
+                where = ''.join(traceback.format_tb(exc.__traceback__, limit=-3)).strip().replace('\n', ' | ')
+                return WorkOutcome(key=unit.key, status='error', outcome='worker-error',
+                                   reason=f'the unit raised on the Dask worker: {type(exc).__name__}: {exc} '
+                                          f'[{where}]')
+            else:
+                if isinstance(result, WorkOutcome) and result.key == unit.key:
+                    return result
+                lost.append(f'{key}: the worker returned something that is not this unit\'s outcome')
+            finally:
+                future.release()   # abandoned or read: its result is not wanted again
+        reason = f'lost on the Dask cluster {len(lost)} times; ' + '; '.join(lost[-3:])
+        return WorkOutcome(key=unit.key, status='failed', outcome='worker-lost', reason=reason)
+
+    @staticmethod
+    def _wait(future: Any, cancel: threading.Event) -> Any:
+        while True:
+            if cancel.is_set():
+                future.cancel()
+                raise Interrupted
+            try:
+                return future.result(timeout=POLL)
+            except TimeoutError:
+                continue

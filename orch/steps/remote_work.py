@@ -1,0 +1,219 @@
+"""The work step's coordinator side when its worker part runs on a Dask cluster (executor kind `dask`).
+
+The unit sent: the rendered prompt, the schema, the codex settings, the checks and their limits, and a bundle
+of one parentless snapshot commit with the tree the task starts from (no history, nothing else of the
+repository). What comes back (orch.remote.unit.WorkOutcome) is recorded before it is applied:
+
+1. the attempt files are copied into the task directory (renumbered after the task's earlier attempts), and
+   the outcome with the worker's bundle is written to `remote-outcome.json`: a coordinator killed from here on
+   applies it on resume instead of submitting again, so a finished model call is never paid twice;
+2. the worker's commit is fetched into `refs/orch-remote/<run>/<task>/result` and checked: its parent is the
+   snapshot sent, it adds no gitlink (a nested repository or submodule), it changes no control file unless
+   the task may;
+3. pending.json is written, then the commit's changes are applied to the run's worktree (on top of its current
+   tip: a task that committed meanwhile changed other paths) and committed there exactly as a local commit is
+   (same scope rules, decisions entry, trailers, Orch-Exec), then result.json is written by the same code.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any
+
+from orch import output
+from orch.adapters import git
+from orch.remote.unit import WorkOutcome, WorkUnit
+from orch.runstate import atomic, state
+from orch.steps.failure import Failed, fail
+from orch.steps.guard import touched_control_files
+from orch.steps.review import requests_changes
+from orch.steps.work import (
+    _ensure_workdir,
+    _record_and_commit,
+    _Work,
+    _write_result,
+    rerun_note,
+)
+
+OUTCOME_FILE = 'remote-outcome.json'
+_FAILED_STATUSES = ('failed', 'blocked', 'deferred')
+
+
+def run_remote(work: _Work) -> None:
+    """Submit the task's work unit (or take the outcome a killed coordinator had received), then apply it."""
+    saved = state.read_json(work.task_dir / OUTCOME_FILE)
+    if not saved or saved.get('inputs_digest') != work.digest:
+        saved = _submit(work)
+    apply_outcome(work, saved)
+
+
+def _submit(work: _Work) -> dict[str, Any]:
+    rt, task, task_dir, session = work.rt, work.task, work.task_dir, work.session
+    started = time.time()
+    previous = state.read_state(task_dir)
+    note = rerun_note(previous, state.read_result(task_dir)) if previous.get('status') != 'running' \
+        else previous.get('rerun_note') or ''
+    submissions = int(previous.get('remote_submissions') or 0) + 1
+    state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None, pid=os.getpid(),
+                       round='remote: sending', checks=None, gates=None, warnings=None, rerun_note=note,
+                       worker=None, remote_submissions=submissions)
+    _ensure_workdir(work)
+    tip = git.rev_parse(work.workdir, 'HEAD')
+    snapshot = git.snapshot_commit(work.workdir, tip)
+    bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'
+    bundle = git.create_bundle(work.workdir, snapshot, bundle_ref)
+    params, role = work.step.params, rt.role(task.role)
+    _, *extra = json.loads(params['codex_args'])
+    unit = WorkUnit(
+        key=f'codex-orch-{rt.run.run_id}-{task.id}-{work.digest[:12]}-{submissions}', run_id=rt.run.run_id,
+        task_id=task.id, role=task.role,
+        prompt=rt.path(work.step.input('prompt')).read_text(encoding='utf-8') + note,
+        schema=rt.schema(work.step.input('schema')), codex=rt.config.codex.model_dump(), extra_args=list(extra),
+        sandbox=params['sandbox'], model=params['model'] or None,
+        limits={'timeout_total': role.timeout_total, 'timeout_idle': role.timeout_idle,
+                'timeout_first_event': role.timeout_first_event, 'schema_retries': role.schema_retries,
+                'failure_retries': role.failure_retries, 'retry_backoff': role.retry_backoff},
+        checks=list(work.checks), repair_rounds=role.repair_rounds, check_timeout=role.check_timeout,
+        bundle=bundle, bundle_ref=bundle_ref, snapshot=snapshot)
+    from orch.adapters.dask_executor import Interrupted
+    try:
+        outcome: WorkOutcome = session.executor.run(
+            unit, cancel=session.cancel,
+            on_submitted=lambda key: state.update_state(task_dir, round=f'remote: {key}'))
+    except Interrupted:
+        state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', round=None)
+        raise Failed('interrupted') from None
+    _import_files(work, outcome)
+    session.budget.add(outcome.usage)
+    saved = {'inputs_digest': work.digest, 'snapshot': snapshot, 'tip': tip, 'started_at': started,
+             'outcome': outcome.to_json()}
+    atomic.write_json(task_dir / OUTCOME_FILE, saved)   # from here on, a resume applies it: paid once
+    return saved
+
+
+def _import_files(work: _Work, outcome: WorkOutcome) -> None:
+    """The attempts' files into the task directory, numbered after its earlier attempts; check logs beside."""
+    task_dir = work.task_dir
+    base = max((int(p.name.split('-', 1)[1]) for p in task_dir.glob('attempt-*')
+                if p.is_dir() and p.name.split('-', 1)[1].isdigit()), default=0)
+    renamed: dict[str, str] = {}
+    for rel, data in sorted(outcome.files.items()):
+        parts = rel.split('/')
+        if '..' in parts or not parts[0] or rel.startswith('/'):
+            continue
+        if parts[0].startswith('attempt-') and parts[0][8:].isdigit():
+            parts[0] = renamed.setdefault(parts[0], f'attempt-{base + int(parts[0][8:])}')
+        elif parts[0] != 'checks':
+            continue
+        atomic.write_bytes(task_dir.joinpath(*parts), data)
+    prefix = task_dir.relative_to(work.rt.repo).as_posix() if task_dir.is_relative_to(work.rt.repo) \
+        else str(task_dir)
+    for check in outcome.checks:
+        if isinstance(check, dict) and check.get('log') and not str(check['log']).startswith(prefix):
+            check['log'] = f'{prefix}/{check["log"]}'
+    outcome.files = {}
+
+
+def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
+    rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
+    outcome = WorkOutcome.from_json(saved['outcome'])
+    where = _where(outcome)
+    state.update_state(task_dir, worker=outcome.worker or None, executor='dask')
+    if work.session.options.verbosity >= 1:
+        output.write_line(f'  {task.id}: ran on Dask worker {where}: {outcome.status}')
+    attempts = state.attempt_count(task_dir)
+    if outcome.status != 'done':
+        status = outcome.status if outcome.status in _FAILED_STATUSES else \
+            'pending' if outcome.status == 'interrupted' else 'failed'
+        reason = f'{outcome.reason or outcome.outcome or outcome.status} (on Dask worker {where})'
+        state.update_state(task_dir, status=status, reason=reason, outcome=outcome.outcome, usage=outcome.usage,
+                           attempts=attempts, ended_at=time.time(), round=None, answer=outcome.answer,
+                           checks=outcome.checks, thread_id=outcome.thread_id)
+        (task_dir / OUTCOME_FILE).unlink(missing_ok=True)
+        raise Failed(reason)
+    if requests_changes(outcome.answer):
+        (task_dir / OUTCOME_FILE).unlink(missing_ok=True)
+        raise fail(task_dir, 'changes requested: review rounds resume the reviewed task\'s Codex thread, which '
+                             'lives on the Dask worker that ran it; they are not supported with executor dask yet '
+                             '(run the reviewer with --executor local)')
+    commit, paths = None, []
+    if outcome.bundle:
+        commit = git.fetch_bundle(workdir, outcome.bundle, outcome.bundle_ref or '',
+                                  f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
+        paths = _check_commit(work, saved['snapshot'], commit)
+    exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
+    pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': outcome.answer,
+               'worker': {'usage': outcome.usage, 'thread_id': outcome.thread_id}, 'checks': outcome.checks,
+               'repair_rounds': outcome.repair_rounds, 'review_rounds': 0, 'fixes': [],
+               'started_at': saved.get('started_at') or outcome.started_at,
+               'remote': {'snapshot': saved['snapshot'], 'commit': commit, 'paths': paths, 'worker': outcome.worker}}
+    atomic.write_json(task_dir / 'pending.json', pending)
+    (task_dir / OUTCOME_FILE).unlink(missing_ok=True)   # pending.json carries it on from here
+    from orch.failpoints import crash_point
+    crash_point('after-pending', task.id)
+    sha = commit_remote(work, pending)
+    crash_point('after-commit', task.id)
+    _write_result(work, pending, sha)
+    _drop_refs(work)
+
+
+def commit_remote(work: _Work, pending: dict[str, Any]) -> str | None:
+    """Apply the worker's commit to the run's worktree and commit it there, as a local commit is made."""
+    remote = pending['remote']
+    workdir = work.workdir
+
+    def apply() -> None:
+        if remote.get('commit'):
+            git.restore_paths(workdir, remote['paths'])   # what a kill during an earlier apply left
+            git.apply_commit_changes(workdir, remote['snapshot'], remote['commit'])
+
+    try:
+        return _record_and_commit(work, pending['exec_id'], pending['answer'], before=apply)
+    except git.CommitRefused as exc:
+        (work.task_dir / 'pending.json').unlink(missing_ok=True)
+        raise fail(work.task_dir, f'its changes cannot be committed: {exc}') from None
+    except Failed:
+        raise
+    except git.GitError as exc:
+        (work.task_dir / 'pending.json').unlink(missing_ok=True)
+        if remote.get('commit'):
+            git.restore_paths(workdir, remote['paths'])
+        raise fail(work.task_dir, 'the change made on the Dask worker does not apply to the run\'s branch (a task '
+                                  f'that committed meanwhile changed the same files?): {exc}') from None
+
+
+def _check_commit(work: _Work, snapshot: str, commit: str) -> list[str]:
+    """The worker's commit: on the snapshot sent, no gitlink, no control file unless the task may."""
+    parents = git.parents_of(work.workdir, commit)
+    if parents != [snapshot]:
+        raise fail(work.task_dir, f'the commit returned by the Dask worker ({commit[:12]}) is not on the snapshot '
+                                  f'it was sent ({snapshot[:12]}): its parents are {parents or "none"}; refused')
+    changes = git.tree_changes(work.workdir, snapshot, commit)
+    links = [c.path for c in changes if '160000' in (c.new_mode,)]
+    if links:
+        raise fail(work.task_dir, f'refusing the commit of the Dask worker: {", ".join(links)} would be committed '
+                                  'as gitlinks (a nested git repository or a changed submodule); nothing was '
+                                  'committed')
+    paths = [c.path for c in changes]
+    if not work.task.control_files:
+        touched = touched_control_files(paths, work.rt.config)
+        if touched:
+            raise fail(work.task_dir, f'the worker changed codex-orch control files: {", ".join(touched)}; nothing '
+                                      'was committed (they decide what later runs execute; a plan task may change '
+                                      'them only with "control_files": true)')
+    return paths
+
+
+def _drop_refs(work: _Work) -> None:
+    rt, task = work.rt, work.task
+    for name in ('start', 'result'):
+        with contextlib.suppress(git.GitError):
+            git.delete_ref(work.workdir, f'refs/orch-remote/{rt.run.run_id}/{task.id}/{name}')
+
+
+def _where(outcome: WorkOutcome) -> str:
+    worker = outcome.worker or {}
+    address, host = worker.get('address'), worker.get('host')
+    return f'{address} ({host})' if address and host else str(address or host or 'unknown')
