@@ -209,7 +209,7 @@ def test_worker_killed_mid_task_then_resume(tmp_path: Path, monkeypatch: pytest.
                 for key, value in write_codex_home(tmp_path / 'coordinator-home', coordinator.base_url).items():
                     monkeypatch.setenv(key, value)
                 host = dask_host(tmp_path, monkeypatch, capsys, cluster.address, 'killed')
-                host.write_plan(diamond_plan('[[standin: slow 3]]\n'))
+                host.write_plan(diamond_plan('[[standin: slow 2]]\n'))
                 env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
                 proc = subprocess.Popen([sys.executable, '-m', 'orch', 'run', '--plan-file', 'plan.json',
                                          '-j', '2'], cwd=host.repo, env=env, stdout=subprocess.PIPE,
