@@ -69,3 +69,37 @@ def test_plain_doit_run_says_what_ran_and_what_failed(host: Host) -> None:
     assert ran.returncode != 0
     assert 'start  work:T1' in ran.stdout and 'FAILED work:T1' in ran.stdout
     assert 'T1 failed: invalid-output' in ran.stdout and '1 failed, 2 stale' in ran.stdout
+
+
+def test_groups_are_not_perpetually_out_of_date(host: Host) -> None:
+    assert host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md')[0] == 0
+    listed = doit(host, 'list', '--status', '--all')
+    assert listed.returncode == 0, listed.stderr
+    status = {line.split()[1]: line.split()[0] for line in listed.stdout.splitlines()}
+    assert status['work'] == status['prompt'] == 'U' and status['work:T2'] == 'U'
+    # a group being up to date by itself still runs whichever of its tasks are not
+    plan = three_task_plan()
+    plan['tasks'][2]['description'] = 'Review harder.'
+    host.write_plan(plan)
+    host.clear_log()
+    ran = doit(host, 'run', 'prompt', 'work')
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert host.launched_tasks() == ['T3']
+
+
+def test_a_dodo_can_target_a_run_other_than_the_latest(host: Host) -> None:
+    assert host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', 'first')[0] == 0
+    plan = three_task_plan()
+    plan['tasks'] = plan['tasks'][:1]
+    host.write_plan(plan, 'small.json')
+    assert host.cli('run', '--plan-file', 'small.json', '--run-id', 'second')[0] == 0
+    latest = doit(host, 'list', '--all')
+    assert 'work:T1' in latest.stdout and 'work:T2' not in latest.stdout        # the latest: second
+    by_var = doit(host, 'run_id=first', 'list', '--all')
+    assert by_var.returncode == 0 and 'work:T2' in by_var.stdout and 'run first' in by_var.stdout
+    by_env = subprocess.run([sys.executable, '-m', 'doit', 'list', '--all'], cwd=host.repo, capture_output=True,
+                            text=True, env={**os.environ, 'CODEX_ORCH_RUN_ID': 'first'}, timeout=120)
+    assert by_env.returncode == 0 and 'work:T2' in by_env.stdout
+    # a run asked for by name that does not exist is an error, never an empty (green) build
+    typo = doit(host, 'run_id=frist', 'run')
+    assert typo.returncode == 3 and "run 'frist' does not exist" in typo.stdout + typo.stderr

@@ -59,3 +59,31 @@ def test_three_task_plan_with_real_codex(host: Host, standin: Standin) -> None:
     rc, out, err = host.cli('resume')
     assert rc == 0, err
     assert len(standin.requests) == before
+
+
+def test_an_identical_rerun_stops_there_and_every_token_is_counted(host: Host, standin: Standin) -> None:
+    """Early cut-off, counted at the model: T1 runs again after an edit, writes the same file and answers the
+    same, so T2 and T3 make no request; usage_total is what the stand-in reported, over both executions."""
+    host.write_plan(e2e_plan())
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md')
+    assert rc == 0, out + err
+    first = {t: host.result(t) for t in ('T1', 'T2', 'T3')}
+    before = len(standin.requests)
+    plan = e2e_plan()
+    plan['tasks'][0]['description'] = 'Please ' + plan['tasks'][0]['description']
+    host.write_plan(plan)
+    rc, out, err = host.cli('resume', '--dry-run')
+    assert rc == 1 and len(standin.requests) == before            # the dry run asked the model nothing
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    again = standin.requests[before:]
+    t1 = host.result('T1')
+    assert again and {r.get('thread') for r in again} == {t1['thread_id']}   # only T1's worker asked
+    assert t1['exec_id'] != first['T1']['exec_id'] and t1['commit'] == first['T1']['commit']
+    for tid in ('T2', 'T3'):
+        assert host.result(tid)['exec_id'] == first[tid]['exec_id']          # not run again
+    summary = json.loads((host.run_dir() / 'summary.json').read_text())
+    reported = {key: sum(r['usage'][key] for r in standin.requests if r.get('usage'))
+                for key in ('input_tokens', 'output_tokens')}
+    assert {k: summary['usage_total'][k] for k in reported} == reported
+    assert summary['usage']['input_tokens'] < summary['usage_total']['input_tokens']   # T1's first execution

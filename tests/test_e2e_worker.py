@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from orch.runstate.state import read_result
 from orch.standin.server import Standin, write_codex_home
 from tests.support.gitrepo import commit_all
 from tests.support.orchtest import Host, make_host
@@ -138,7 +139,7 @@ def test_budget_stops_before_the_last_task(host: Host, standin: Standin) -> None
     # and every paid request is in the totals, report and summary alike
     reported = sum(r['usage']['input_tokens'] for r in standin.requests if r.get('usage'))
     summary = json.loads((host.run_dir() / 'summary.json').read_text())
-    assert summary['usage']['input_tokens'] == reported
+    assert summary['usage_total']['input_tokens'] == reported
 
 
 def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
@@ -150,8 +151,8 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     assert (run / 'report.md').exists()
     # the loop, with the real Codex CLI: T1's check fails once and a repair round in its own thread fixes
     # it; the reviewer requests one change, which goes back to T1's thread and is committed as T1's
-    t1 = json.loads((run / 'tasks' / 'T1' / 'result.json').read_text())
-    t3 = json.loads((run / 'tasks' / 'T3' / 'result.json').read_text())
+    t1, t3 = read_result(run / 'tasks' / 'T1'), read_result(run / 'tasks' / 'T3')
+    assert t1 is not None and t3 is not None
     assert t1['repair_rounds'] == 1 and [c['passed'] for c in t1['checks']] == [True]
     assert t3['review_rounds'] == 1 and t3['answer']['verdict'] == 'approve'
     assert [f['task'] for f in t3['fixes']] == ['T1'] and t3['fixes'][0]['commit']

@@ -132,6 +132,12 @@ def test_token_totals_count_every_paid_attempt(tmp_path: Path, monkeypatch: pyte
     attempts = len(host.launches())
     assert attempts == 3
     summary = json.loads((host.run_dir() / 'summary.json').read_text())
-    assert summary['usage']['input_tokens'] == 100 * attempts   # the fake's 100 input tokens per call
+    assert summary['usage_total']['input_tokens'] == 100 * attempts   # the fake's 100 input tokens per call
+    assert summary['usage']['input_tokens'] == 100                    # the latest execution's
+    assert set(summary['usage_total']) == set(summary['usage'])
+    row = summary['tasks'][0]
+    assert (row['usage_total']['input_tokens'], row['usage']['input_tokens']) == (100 * attempts, 100)
     assert host.result('T1')['usage']['input_tokens'] == 100    # the result: its own execution's
-    assert f'Tokens: {100 * attempts} input' in (host.run_dir() / 'report.md').read_text()
+    report = (host.run_dir() / 'report.md').read_text()
+    assert f'Tokens: {100 * attempts} input' in report and 'The latest execution of each task: 100 input' in report
+    assert f'{100 * attempts}/' in report and '(latest 100/' in report

@@ -67,22 +67,54 @@ def _edit_and_resume(host: Host, edit) -> list[str]:
     return host.launched_tasks()
 
 
+def _edit_t2_description(host: Host) -> None:
+    plan = three_task_plan()
+    plan['tasks'][1]['description'] = 'Test greet() with two names.'
+    host.write_plan(plan)
+
+
 def test_edit_one_description_runs_it_and_dependents(host: Host) -> None:
     def edit() -> None:
-        plan = three_task_plan()
-        plan['tasks'][1]['description'] = 'Test greet() with two names.'
-        host.write_plan(plan)
+        _edit_t2_description(host)
+        # T2's worker does something else this time: its result changes, so T3 runs again too
+        host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T2': {
+            'edits': {'tests/test_greet.py': 'from src.greet import greet\n\n\ndef test_two(): pass\n'}}}})
     assert _edit_and_resume(host, edit) == ['T2', 'T3']
+
+
+def test_a_rerun_with_the_same_answer_and_tree_stops_there(host: Host) -> None:
+    """Early cut-off: T2 runs again, answers the same and changes nothing, so T3 is given nothing new."""
+    assert run_plan(host)[0] == 0
+    before = host.result('T2')
+    result_file = host.run_dir() / 'tasks' / 'T2' / 'result.json'
+    text, mtime = result_file.read_bytes(), result_file.stat().st_mtime_ns
+    host.clear_log()
+    _edit_t2_description(host)
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert host.launched_tasks() == ['T2']
+    after = host.result('T2')
+    assert after['commit'] == before['commit'] and after['exec_id'] != before['exec_id']
+    assert (result_file.read_bytes(), result_file.stat().st_mtime_ns) == (text, mtime)   # not even rewritten
+    assert host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done'}
+    host.clear_log()
+    assert host.cli('resume')[0] == 0 and host.launched_tasks() == []
 
 
 def test_edit_spec_runs_everything(host: Host) -> None:
     assert _edit_and_resume(host, lambda: (host.repo / 'spec.md').write_text('# Spec v2\n')) == ['T1', 'T2', 'T3']
 
 
-def test_edit_tester_template_runs_tester_and_dependents(host: Host) -> None:
+def test_edit_tester_template_runs_tester_and_dependents_whose_input_changed(host: Host) -> None:
     template = host.repo / '.orchestrator' / 'prompts' / 'tester.md'
     assert _edit_and_resume(host, lambda: template.write_text(template.read_text() + '\nBe thorough.\n')) \
-        == ['T2', 'T3']
+        == ['T2']   # T2 answered the same and changed nothing: T3 is given nothing new
+    host.clear_log()
+    host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T2': {
+        'edits': {'tests/test_greet.py': 'from src.greet import greet  # thoroughly\n'}}}})
+    template.write_text(template.read_text() + '\nReally.\n')
+    assert host.cli('resume')[0] == 0
+    assert host.launched_tasks() == ['T2', 'T3']   # new work: its dependent runs
 
 
 def test_edit_role_schema_runs_that_role_and_dependents(host: Host) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_an_edited_plan_entry_is_stale_at_once_and_its_dependents_too(host: Host
     assert rows['T3']['status'] == 'stale'
     assert snapshot(host.repo / '.orchestrator') == before   # status wrote nothing
     rc, out, err = host.cli('merge', '--run-id', 'r1', '--allow-automerge')
-    assert rc != 0 and 'T1' in out + err                       # a stale result is not shipped
+    assert rc != 0 and 'T1 stale (description changed (+1 line, -1 line))' in err   # not shipped, and why
 
 
 def test_status_is_the_same_from_a_subdirectory(host: Host) -> None:
@@ -89,3 +89,28 @@ def test_status_json_carries_stable_reason_codes(host: Host) -> None:
     assert 'upstream_will_run' in [r['code'] for r in rows['T2']['reasons']]
     assert rows['T4']['reasons'] == [{'code': 'never_ran', 'detail': 'it never ran'}]
     assert rows['T3']['status'] == 'stale'
+
+
+def test_a_task_removed_from_the_plan_is_shown_and_its_work_not_shipped(host: Host) -> None:
+    plan = three_task_plan()
+    plan['tasks'][2]['depends_on'] = ['T1']
+    del plan['tasks'][1]                       # T2 (its commit is on the run's branch) is gone from the plan
+    host.write_plan(plan)
+    doc = host.status()
+    assert [t['id'] for t in doc['tasks']] == ['T1', 'T3']
+    assert [(t['id'], t['status']) for t in doc['removed']] == [('T2', 'removed')]
+    assert "its commit" in doc['removed'][0]['reason']
+    rc, out, err = host.cli('status')
+    assert 'T2' in out and 'removed from the plan' in out
+    assert host.cli('resume')[0] == 0
+    rc, out, err = host.cli('merge', '--run-id', 'r1', '--allow-automerge')
+    assert rc == 1 and 'T2' in err and 'the plan no longer has' in err
+
+
+def test_a_config_value_is_named_with_before_and_now(host: Host) -> None:
+    edit_config(host.repo, {'  model: null              # null': '  model: gpt-5             # null'})
+    rows = {t['id']: t for t in host.status()['tasks']}
+    for tid in ('T1', 'T2', 'T3'):
+        assert {'code': 'params_changed', 'detail': 'model: null → gpt-5'} in rows[tid]['reasons'], rows[tid]
+    rc, out, err = host.cli('resume', '--dry-run')
+    assert rc == 1 and 'model: null → gpt-5' in out

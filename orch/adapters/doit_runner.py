@@ -11,6 +11,7 @@ import gc
 import importlib
 import inspect
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from typing import Any, cast
 
 from doit.cmd_base import ModuleTaskLoader
 from doit.dependency import Dependency, MD5Checker, SqliteDB
-from doit.doit_cmd import DoitMain
+from doit.doit_cmd import DoitMain, get_var
 from doit.exceptions import InvalidDodoFile, TaskFailed
 from doit.reporter import ConsoleReporter
 from doit.task import dict_to_task
@@ -29,13 +30,14 @@ from orch import output
 from orch.adapters import git
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
+from orch.core.text import one_line
 from orch.crashlog import write_crash_log
 from orch.engine.inputs import RunInputs, open_run, task_entry, write_task_entries
 from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.errors import OrchError
 from orch.runstate import state
-from orch.runstate.runs import latest_run_id
+from orch.runstate.runs import check_run_id, latest_run_id
 from orch.steps import gate
 from orch.steps.failure import Failed
 
@@ -150,7 +152,16 @@ def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report
             if not read_only:
                 write_task_entries(rt)
             steps = [s for s in rt.steps if report == 'include' or not is_last(s)]
+        groups: set[str] = set()
         for step in steps:
+            base, _, sub = step.name.partition(':')
+            if sub and base not in groups:
+                # The group doit makes of `work:T1`, `work:T2`, ... has no action and no dependency of its
+                # own, which doit reports as always out of date (`doit list --status`: R). It is up to date
+                # by itself; running it still runs whichever of its tasks are not.
+                groups.add(base)
+                yield {'basename': base, 'name': None, 'uptodate': [True],
+                       'doc': f'every {base} step of run {rt.run.run_id}'}
             yield task_dict(rt, session, step)
     task_codex_orch.__doc__ = f'codex-orch run {rt.run.run_id}'
     return {'task_codex_orch': task_codex_orch, 'DOIT_CONFIG': doit_config(rt, session, backend, summarize)}
@@ -223,8 +234,9 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
                 status = dep.get_status(task, tasks, get_log=True)
                 if status.status == 'up-to-date':
                     continue
-                why = stale.setdefault(by_name[name].task_id or '', [])
-                for reason in _doit_reasons(status.reasons, results, own):
+                step = by_name[name]
+                why = stale.setdefault(step.task_id or '', [])
+                for reason in _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params):
                     if reason not in why:
                         why.append(reason)
         finally:
@@ -254,7 +266,26 @@ def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str]) -> list[tuple[str, str]]:
+def _ran_with(rt: RunInputs, step: Step) -> dict[str, Any] | None:
+    """The params the step's latest result was made with (execution.json keeps them), when it has any."""
+    if not step.params or step.task_id is None or step.builtin is None or not step.builtin.task_outcome:
+        return None
+    params = (state.read_result(rt.task_dir(step.task_id)) or {}).get('params')
+    return params if isinstance(params, dict) else None
+
+
+def params_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'model: null → gpt-5' for each param that differs (an empty value is the default: null)."""
+    def shown(value: Any) -> str:
+        text = 'null' if value in ('', None) else one_line(str(value))
+        return text if len(text) <= 60 else text[:59] + '…'
+    return [f'{key}: {shown(before.get(key))} → {shown(now.get(key))}'
+            for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+
+
+def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str],
+                  ran_with: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                  ) -> list[tuple[str, str]]:
     """doit's reasons as (stable code, text): the codes are listed in the README."""
     out: list[tuple[str, str]] = []
     for path in [*reasons.get('changed_file_dep', []), *reasons.get('missing_file_dep', [])]:
@@ -265,7 +296,9 @@ def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str
     if reasons.get('has_no_dependencies') or reasons.get('missing_target'):
         out.append(('no_result', 'it has no valid result'))
     if reasons.get('uptodate_false'):
-        out.append(('params_changed', 'its parameters (model, sandbox, codex arguments) changed'))
+        changes = params_changes(ran_with, params) if ran_with is not None and params is not None else []
+        out += [('params_changed', change) for change in changes] or [
+            ('params_changed', 'its parameters (model, sandbox, codex arguments) changed')]
     return out
 
 
@@ -335,9 +368,16 @@ def _summary(rt: RunInputs, session: Session) -> str:
     return redact('\n'.join(lines) + '\n')
 
 
-def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
-    """What a host's dodo.py exports: the latest run's graph (or nothing, with a hint)."""
-    rt = open_latest_for_dodo(start or Path.cwd())
+RUN_ID_VAR = 'run_id'             # `doit run_id=ID list`: a doit command-line variable
+RUN_ID_ENV = 'CODEX_ORCH_RUN_ID'  # or the environment, e.g. for a whole CI job
+
+
+def dodo_namespace(start: Path | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """What a host's dodo.py exports: a run's graph (or nothing, with a hint).
+
+    The run: `run_id` (a dodo.py may pin one), else `doit run_id=ID ...`, else $CODEX_ORCH_RUN_ID, else the
+    latest plan run."""
+    rt = open_for_dodo(start or Path.cwd(), run_id or get_var(RUN_ID_VAR) or os.environ.get(RUN_ID_ENV) or None)
     if rt is None:
         return {'DOIT_CONFIG': {'verbosity': 2}}
     read_only = _doit_command(sys.argv[1:]) in READ_ONLY_DOIT_COMMANDS
@@ -358,11 +398,15 @@ def dodo_namespace(start: Path | None = None) -> dict[str, Any]:
                      summarize=not read_only)
 
 
-def open_latest_for_dodo(start: Path) -> RunInputs | None:
+def open_for_dodo(start: Path, run_id: str | None) -> RunInputs | None:
     try:
         repo = git.repo_root(start)
-        return open_run(repo, latest_run_id(repo))
+        if run_id is not None:
+            check_run_id(run_id)
+        return open_run(repo, run_id or latest_run_id(repo))
     except OrchError as exc:
+        if run_id is not None:   # a run asked for by name that is not there is an error, not an empty graph
+            raise InvalidDodoFile(f'codex-orch: {exc}') from None
         output.write_line(f'codex-orch: no run to show ({exc})', err=True)
         return None
 

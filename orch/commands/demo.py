@@ -20,6 +20,7 @@ from typing import Any
 from orch import output
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
 from orch.errors import InputError, LaunchError
+from orch.runstate.state import read_result
 from orch.standin.server import Standin, write_codex_home
 
 SPEC = """# Greeting library
@@ -145,9 +146,9 @@ def _show(repo: Path) -> None:
     run = json.loads((repo / '.orchestrator' / 'runs' / 'demo' / 'run.json').read_text())
     output.write_line(f'\n== worktree .orchestrator/worktrees/demo on branch {run["shared_branch"]}:')
     output.write(_git(repo, 'log', '--format=  %h %s', f'{run["base_commit"]}..{run["shared_branch"]}'))
-    output.write_line('\n== results (tasks/<id>/result.json):')
+    output.write_line('\n== results (tasks/<id>/result.json, and how each was made: execution.json):')
     for tid in ('T1', 'T2', 'T3'):
-        result = json.loads((repo / '.orchestrator' / 'runs' / 'demo' / 'tasks' / tid / 'result.json').read_text())
+        result = read_result(repo / '.orchestrator' / 'runs' / 'demo' / 'tasks' / tid) or {}
         rounds = [f'{n} {kind} round{"s" if n != 1 else ""}' for kind, n in
                   (('repair', result.get('repair_rounds', 0)), ('review', result.get('review_rounds', 0))) if n]
         shown = f' ({", ".join(rounds)})' if rounds else ''

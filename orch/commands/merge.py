@@ -23,7 +23,7 @@ from orch.core.plan import topological_order
 from orch.engine.inputs import RunInputs, open_run
 from orch.errors import EXIT_TASK_FAILED, GitError, OrchError
 from orch.runstate.lock import RunLock, holder_pid
-from orch.runstate.status import task_rows
+from orch.runstate.status import removed_tasks, task_rows
 
 
 class MergeRefused(OrchError):
@@ -55,11 +55,13 @@ def merge(args: argparse.Namespace) -> int:
     rows = task_rows(rt, stale_task_ids(rt))
     unfinished = [r for r in rows if r['status'] != 'done']
     if unfinished:
-        listed = ', '.join(f'{r["id"]} {r["status"]}' for r in unfinished)
+        listed = '; '.join(f'{r["id"]} {r["status"]}' + (f' ({r["reason"]})' if r.get('reason') else '')
+                           for r in unfinished)
         raise MergeRefused(f'not every task of run {run_id} is done ({listed}); finish the run first '
                            f'(codex-orch resume --run-id {run_id}). Nothing was changed.')
     source, result = _result(rt)
     _check_task_commits(rt, rows, source, result)
+    _check_removed_tasks(rt, source, result)
     base_sha = git.branch_tip(repo, base)
     if base_sha is None:
         raise MergeRefused(f'the base branch {base} of run {run_id} no longer exists; nothing was changed.')
@@ -158,3 +160,15 @@ def _list_tasks(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         commit = (row.get('commit') or '')[:12] or '(no changes)'
         output.write_line(f'  {row["id"]:<12} {commit:<12} {row["title"]}')
+
+
+def _check_removed_tasks(rt: RunInputs, source: str, result: str) -> None:
+    """Refuse a result that still holds the work of a task the plan no longer has: it is not wanted."""
+    shipped = [t for t in removed_tasks(rt) if t['commit'] and git.contains(rt.repo, result, t['commit'])]
+    if not shipped:
+        return
+    listed = ', '.join(f'{t["id"]} ({t["commit"][:12]})' for t in shipped)
+    raise MergeRefused(
+        f'the result of run {rt.run.run_id} ({source}) still holds the commits of {listed}, which the plan no longer '
+        f'has. Put the task back in {rt.run.plan_file}, or revert its commit in the run\'s worktree (git revert), '
+        'then merge. Nothing was changed.')

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 
 from orch.commands.common import find_repo, first_use
-from orch.engine.start import RunRequest, prepare_run
+from orch.commands.dry_run import add_dry_run_option, dry_run_existing, dry_run_new
+from orch.engine.start import RunRequest, existing_run, prepare_run
+from orch.runstate.runs import check_run_id
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -28,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument('--spec-file', help='specification given to every worker (UTF-8 text in the repository)')
     p.add_argument('--run-id', help='name of a new run, or of an existing run to continue')
     add_run_options(p)
+    add_dry_run_option(p)
 
 
 def request_from(args: argparse.Namespace) -> RunRequest:
@@ -46,8 +49,22 @@ def plan_path_for_record(repo: Path, plan_file: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     repo = find_repo()
+    if args.dry_run:
+        return _dry_run(repo, args)
     with first_use(repo):   # bad input leaves nothing behind, not even a first .orchestrator/
         plan_rel = plan_path_for_record(repo, args.plan_file)
         prepared = prepare_run(repo, plan_rel, spec_file=args.spec_file, run_id=args.run_id,
                                request=request_from(args))
     return prepared.execute()
+
+
+def _dry_run(repo: Path, args: argparse.Namespace) -> int:
+    plan_rel = plan_path_for_record(repo, args.plan_file)
+    info = None
+    if args.run_id:
+        check_run_id(args.run_id)
+        info = existing_run(repo, args.run_id, 'plan', plan_file=plan_rel)
+    if info is None:
+        return dry_run_new(repo, plan_rel, args.run_id)
+    return dry_run_existing(repo, info, args.spec_file,
+                            ['codex-orch', 'run', '--plan-file', args.plan_file, '--run-id', info.run_id])

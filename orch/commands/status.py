@@ -15,7 +15,7 @@ from orch.commands.common import find_repo
 from orch.engine.inputs import open_run
 from orch.runstate.lock import holder_pid
 from orch.runstate.runs import latest_run_id
-from orch.runstate.status import run_record, task_rows
+from orch.runstate.status import removed_tasks, run_record, task_rows
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def status_document(repo: Path, run_id: str) -> dict[str, Any]:
     rt = open_run(repo, run_id)
     rows = task_rows(rt, stale_task_ids(rt))
-    return {'run': run_record(rt), 'running': holder_pid(rt.run_dir) is not None, 'tasks': rows}
+    return {'run': run_record(rt), 'running': holder_pid(rt.run_dir) is not None, 'tasks': rows,
+            'removed': removed_tasks(rt)}
 
 
 def render_table(doc: dict) -> str:
     remote = any(t.get('worker') for t in doc['tasks'])   # a Dask run: which worker ran each task
     rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else ''), t['attempts'],
              *([t.get('worker') or ''] if remote else []), (t['reason'] or '')[:100]] for t in doc['tasks']]
+    rows += [[t['id'], '', 'removed', '', *([''] if remote else []), t['reason']] for t in doc.get('removed') or []]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
     headers = ['task', 'role', 'status', 'attempts', *(['worker'] if remote else []), 'reason']
     return head + '\n' + tabulate(rows, headers=headers, tablefmt='simple')

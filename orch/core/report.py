@@ -18,14 +18,37 @@ TOKEN_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning
 
 
 def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """`usage`: what the latest execution of each task used; `usage_total`: everything the run paid, every
+    execution, attempt and round (the keys are the same)."""
     counts: dict[str, int] = {}
     usage = dict.fromkeys(TOKEN_KEYS, 0)
+    total = dict.fromkeys(TOKEN_KEYS, 0)
     for task in tasks:
         counts[task['status']] = counts.get(task['status'], 0) + 1
         for key in TOKEN_KEYS:
-            usage[key] += int((task.get('usage_total') or task.get('usage') or {}).get(key, 0))
-    return {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage,
+            usage[key] += int((task.get('usage') or {}).get(key, 0))
+            total[key] += int((task.get('usage_total') or task.get('usage') or {}).get(key, 0))
+    return {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage, 'usage_total': total,
             'tasks': tasks, 'decisions': decisions}
+
+
+def _token_line(summary: dict[str, Any]) -> str:
+    u = summary.get('usage_total') or summary['usage']
+    line = (f'Tokens: {u["input_tokens"]} input ({u["cached_input_tokens"]} cached), '
+            f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} reasoning), every execution counted.')
+    latest = summary['usage']
+    if latest != u:
+        line += (f' The latest execution of each task: {latest["input_tokens"]} input, '
+                 f'{latest["output_tokens"]} output.')
+    return line
+
+
+def _task_tokens(task: dict[str, Any]) -> str:
+    total, latest = task.get('usage_total') or task.get('usage'), task.get('usage')
+    shown = _tokens(total)
+    if latest and _tokens(latest) != shown:
+        shown += f' (latest {_tokens(latest)})'
+    return shown
 
 
 def _tokens(usage: dict[str, Any] | None) -> str:
@@ -51,17 +74,15 @@ def _xml(text: object) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     run = summary['run']
     rows = [[t['id'], t['role'], t['status'], t['attempts'], f'{t["duration"]:.1f}s' if t.get('duration') else '',
-             _tokens(t.get('usage_total') or t.get('usage')), (t.get('commit') or '')[:10],
+             _task_tokens(t), (t.get('commit') or '')[:10],
              len(t.get('files_changed') or []),
              _md(t.get('summary'))] for t in summary['tasks']]
     headers = ['task', 'role', 'status', 'attempts', 'duration', 'tokens in/out', 'commit', 'files', 'summary']
     counts = ', '.join(f'{v} {k}' for k, v in sorted(summary['counts'].items()))
-    u = summary['usage']
     out = [f'# codex-orch run {run["run_id"]}', '',
            f'Base: `{run.get("base_branch") or "(detached)"}` at `{run["base_commit"][:10]}`. '
            f'Plan: `{run["plan_file"]}`. Tasks: {counts}.', '',
-           f'Tokens: {u["input_tokens"]} input ({u["cached_input_tokens"]} cached), '
-           f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} reasoning).', '',
+           _token_line(summary), '',
            tabulate(rows, headers=headers, tablefmt='github'), '']
     failures = [t for t in summary['tasks'] if t['status'] in FAILED_STATUSES]
     if failures:

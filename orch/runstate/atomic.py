@@ -87,10 +87,14 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, encode_utf8(text))
 
 
+def json_text(obj: Any) -> str:
+    """Every JSON record codex-orch keeps (state, result, attempt, run) is this text: no secrets, and any
+    string is written (the last line of defence: a lone surrogate is replaced, never raised)."""
+    return json.dumps(redact_obj(obj), indent=2, sort_keys=True, ensure_ascii=False) + '\n'
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Every JSON record codex-orch keeps (state, result, attempt, run) goes through here: no secrets, and
-    any string is written (the last line of defence: a lone surrogate is replaced, never raised)."""
-    write_text(path, json.dumps(redact_obj(obj), indent=2, sort_keys=True, ensure_ascii=False) + '\n')
+    write_text(path, json_text(obj))
 
 
 def write_if_changed(path: Path, text: str) -> bool:

@@ -1,11 +1,14 @@
-"""Per-task state on disk: state.json (what happened, updated as it happens) and result.json (the target)."""
+"""Per-task state on disk: state.json (what happened, updated as it happens), result.json (the target) and
+execution.json (how that result was made)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from orch.core.text import encode_utf8
 from orch.runstate import atomic
 
 
@@ -31,8 +34,39 @@ def update_state(task_dir: Path, **changes: Any) -> dict[str, Any]:
     return state
 
 
+# result.json holds only what the task produced — its answer, its commit and the files that commit changed — so
+# that an execution ending with the same answer on the same commit rewrites it byte for byte, and the tasks that
+# depend on it (their file_dep) do not run again: early cut-off. How it was made (usage, attempts, times, the
+# execution id, the inputs digest, checks and rounds) changes with every execution and lives beside it, in
+# execution.json, which no task depends on.
+RESULT_FIELDS = ('task_id', 'role', 'title', 'status', 'answer', 'commit', 'files_changed')
+
+
 def read_result(task_dir: Path) -> dict[str, Any] | None:
-    return read_json(task_dir / 'result.json')
+    """result.json, with the bookkeeping of the execution that wrote it merged in.
+
+    execution.json names the content of the result.json it belongs to: a kill between the two writes leaves an
+    execution.json of a result that was never written, and that one is ignored (its inputs digest would
+    otherwise vouch for the old result)."""
+    try:
+        data = (task_dir / 'result.json').read_bytes()
+        result = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict):
+        return None
+    execution = read_json(task_dir / 'execution.json') or {}
+    if execution.pop('result_sha256', None) != hashlib.sha256(data).hexdigest():
+        return result
+    return {**execution, **result}
+
+
+def write_result(task_dir: Path, result: dict[str, Any], execution: dict[str, Any]) -> None:
+    """execution.json, then result.json (the target, last); an unchanged result.json is not touched."""
+    text = atomic.json_text({k: result.get(k) for k in RESULT_FIELDS})
+    digest = hashlib.sha256(encode_utf8(text)).hexdigest()
+    atomic.write_json(task_dir / 'execution.json', {**execution, 'result_sha256': digest})
+    atomic.write_if_changed(task_dir / 'result.json', text)
 
 
 def attempt_count(task_dir: Path) -> int:

@@ -139,3 +139,21 @@ def run_record(rt: RunInputs) -> dict[str, Any]:
             'base_commit': info.base_commit, 'plan_file': info.plan_file, 'spec_file': info.spec_file,
             'workspace': 'per-task' if info.per_task else 'shared',
             'worktree': rt.layout.worktree, 'branch': None if info.per_task else info.shared_branch}
+
+
+def removed_tasks(rt: RunInputs) -> list[dict[str, Any]]:
+    """Tasks this run ran that its plan no longer has: their results and commits are still the run's.
+
+    Found from the run's task directories, so a plan edit that drops a task is seen without a resume."""
+    tasks_dir = rt.run_dir / 'tasks'
+    planned = set(rt.plan.by_id)
+    out = []
+    for task_dir in sorted(tasks_dir.iterdir()) if tasks_dir.is_dir() else []:
+        if task_dir.name in planned or not task_dir.is_dir():
+            continue
+        result = state.read_result(task_dir) or {}
+        commit = result.get('commit') if isinstance(result.get('commit'), str) else None
+        out.append({'id': task_dir.name, 'status': 'removed', 'commit': commit,
+                    'reason': 'removed from the plan' + (f'; its commit {commit[:12]} is on the run\'s branch'
+                                                         if commit else '')})
+    return out

@@ -79,7 +79,7 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     task_dir = rt.task_dir(task.id)
     result_path = rt.path(step.outputs['result'])
     digest = inputs_digest(rt, step)
-    previous = state.read_json(result_path)
+    previous = state.read_result(task_dir)
     if previous and previous.get('inputs_digest') == digest:
         # Finished before, but doit's record of it was lost (e.g. a kill): nothing to redo — only the state
         # a kill right after result.json may not have caught up with.
@@ -358,26 +358,42 @@ def author_of(text: str | None) -> tuple[str, str] | None:
 
 
 def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None:
-    rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
+    rt, task, task_dir = work.rt, work.task, work.task_dir
     worker = pending['worker']
     now = time.time()
+    commit, files = _task_commit(work, sha)
     result: dict[str, Any] = {
         'task_id': task.id, 'role': task.role, 'title': task.title, 'status': 'done',
-        'answer': pending['answer'], 'commit': sha,
-        'files_changed': git.commit_files(workdir, sha) if sha else [],
+        'answer': pending['answer'], 'commit': commit, 'files_changed': files}
+    execution: dict[str, Any] = {
         'usage': worker.get('usage'), 'attempts': state.attempt_count(task_dir),
         'thread_id': worker.get('thread_id'), 'started_at': pending['started_at'], 'finished_at': now,
         'duration': round(now - pending['started_at'], 3), 'inputs_digest': pending['inputs_digest'],
-        'exec_id': pending['exec_id'], 'run_id': rt.run.run_id,
+        'exec_id': pending['exec_id'], 'run_id': rt.run.run_id, 'params': work.step.params,
         'checks': pending.get('checks') or [], 'repair_rounds': pending.get('repair_rounds', 0),
         'review_rounds': pending.get('review_rounds', 0), 'fixes': pending.get('fixes') or [],
         'warnings': state.read_state(task_dir).get('warnings') or [],
     }
     crash_point('before-result', task.id)
-    atomic.write_json(work.result_path, result)
-    state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=result['attempts'],
-                       outcome='ok', usage=result['usage'], commit=sha, round=None, checks=result['checks'])
+    state.write_result(task_dir, result, execution)
+    state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=execution['attempts'],
+                       outcome='ok', usage=execution['usage'], commit=commit, round=None, checks=execution['checks'])
     (task_dir / 'pending.json').unlink(missing_ok=True)
+
+
+def _task_commit(work: _Work, sha: str | None) -> tuple[str | None, list[str]]:
+    """The commit holding the task's work, and the files it changed.
+
+    An execution that changed nothing (it ran again and found its earlier work right) made no commit: its work
+    is still the earlier commit, when that is on the branch. Keeping it keeps result.json byte for byte, so the
+    tasks that depend on it do not run again."""
+    if sha is not None:
+        return sha, git.commit_files(work.workdir, sha)
+    before = state.read_result(work.task_dir) or {}
+    earlier = before.get('commit')
+    if isinstance(earlier, str) and git.contains(work.workdir, 'HEAD', earlier):
+        return earlier, list(before.get('files_changed') or [])
+    return None, []
 
 
 def _finish_interrupted_commit(work: _Work) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orch.main import main
+from orch.runstate.state import read_result
 from tests.support.fake_codex import install_fake_codex, read_log, write_script
 from tests.support.gitrepo import commit_all, git, make_repo
 from tests.support.procs import wait_for
@@ -83,7 +84,10 @@ class Host:
         return dirs[-1]
 
     def result(self, task_id: str) -> dict[str, Any]:
-        return json.loads((self.run_dir() / 'tasks' / task_id / 'result.json').read_text())
+        # result.json with its execution.json merged in: the whole record of the task's latest result
+        found = read_result(self.run_dir() / 'tasks' / task_id)
+        assert found is not None, f'{task_id} has no result'
+        return found
 
     def status(self) -> dict[str, Any]:
         rc, out, err = self.cli('status', '--json')
