@@ -265,3 +265,18 @@ def _alive(proc: object) -> bool:
         return bool(proc.status() != psutil.STATUS_ZOMBIE)   # type: ignore[attr-defined]
     except psutil.Error:
         return False
+
+
+def test_doctor_checks_the_scheduler_and_each_worker(cluster: Cluster, coordinator_standin: Standin,
+                                                     hosts_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, 'doctor')
+    rc, out, err = host.cli('doctor')
+    line = next(li for li in out.splitlines() if 'dask executor' in li)
+    assert line.startswith('ok') and line.count('codex-cli 0.169.0') == 2, out
+    assert line.count('key STANDIN_API_KEY') == 2, out
+    config = host.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text() + '  resources: {gpu: 1}\n')
+    rc, out, err = host.cli('doctor')
+    line = next(li for li in out.splitlines() if 'dask executor' in li)
+    assert line.startswith('FAIL') and 'none with the resources' in line and rc != 0, out

@@ -131,3 +131,34 @@ def _identity() -> dict[str, Any]:
         from distributed import get_worker
         address = get_worker().address
     return {'host': socket.gethostname(), 'address': address, 'pid': os.getpid()}
+
+
+def probe(codex: dict[str, Any]) -> dict[str, Any]:
+    """What doctor asks of each worker, without a model call: git, this machine's codex and its version, and
+    whether the model provider's key is there."""
+    import subprocess
+
+    from orch.adapters.worker_env import codex_environment, provider_key
+    report: dict[str, Any] = {'host': socket.gethostname()}
+    try:
+        report['git'] = '.'.join(map(str, git.git_version()))
+    except Exception as exc:
+        report['git_problem'] = str(exc).splitlines()[0]
+    settings = CodexSettings(**codex)
+    binary = (find_codex(settings.binary) if '/' not in settings.binary else None) or find_codex('codex')
+    if binary is None:
+        report['codex_problem'] = f'no codex executable: {INSTALL_HINT}'
+    else:
+        try:
+            proc = subprocess.run([binary, '--version'], capture_output=True, text=True, timeout=30,
+                                  stdin=subprocess.DEVNULL)
+            report['codex'] = proc.stdout.strip().split()[-1] if proc.stdout.strip() else '?'
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            report['codex_problem'] = f'{binary} --version failed: {exc}'
+    config = Config(codex=settings)
+    key = provider_key(config, codex_environment(config))
+    if key.problem:
+        report['key_problem'] = key.problem
+    else:
+        report['key'] = key.found or 'none needed'
+    return report
