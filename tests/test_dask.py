@@ -280,3 +280,32 @@ def test_doctor_checks_the_scheduler_and_each_worker(cluster: Cluster, coordinat
     rc, out, err = host.cli('doctor')
     line = next(li for li in out.splitlines() if 'dask executor' in li)
     assert line.startswith('FAIL') and 'none with the resources' in line and rc != 0, out
+
+
+@pytest.mark.parametrize('crash_at', [None, 'after-pending:T1'])
+def test_killed_coordinator_resumes_without_paying_again(cluster: Cluster, worker_standin: Standin,
+                                                         coordinator_standin: Standin, hosts_root: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         crash_at: str | None) -> None:
+    """Killed while its unit runs on the cluster (None), or after it recorded the outcome: resume takes that
+    outcome (the running unit's, or the recorded one) instead of submitting the unit again."""
+    from tests.support.orchtest import crashed_run
+    host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, f'coordinator-killed-{bool(crash_at)}')
+    host.write_plan({'version': 1, 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Write', 'paths': ['src/x.py'],
+         'description': write('src/x.py', 'X = 1\n', '[[standin: slow 1.5]]\n')}]})
+    before = {r.get('thread') for r in worker_standin.requests}
+    state_file = host.repo / '.orchestrator' / 'runs' / 'r' / 'tasks' / 'T1' / 'state.json'
+
+    def submitted() -> bool:
+        return state_file.exists() and '"remote"' in state_file.read_text()
+
+    crashed_run(host, 'r', crash_at, kill_when=None if crash_at else submitted, settle=0.3)
+    rc, out, err = host.cli('resume', '--run-id', 'r')
+    assert rc == 0, out + err
+    assert host.statuses() == {'T1': 'done'}
+    threads = {r.get('thread') for r in worker_standin.requests} - before
+    assert len(threads) == 1, threads          # one Codex session: the model was paid once
+    assert exec_ids(host, host.shared_branch()) == [host.result('T1')['exec_id']]
+    assert json.loads((host.run_dir() / 'tasks' / 'T1' / 'state.json').read_text())['remote_submissions'] == 1

@@ -9,6 +9,11 @@ resources the config asks for (`{codex: 1}` by default), and waits for its outco
   when it gives up (KilledWorker) or the unit is lost with the connection, the unit is submitted again under
   a new key, at most `resubmits` times, then the task fails with the reason. Never done without a result.
 - An abandoned submission (cancelled, or resubmitted) is released; a late result of it is never read.
+- A killed coordinator: the submission is fire-and-forget, so it runs on without a client, and the unit publishes
+  its outcome on the scheduler under its key (orch.remote.run_unit) before it returns. The next coordinator
+  (resume) first asks for the recorded key: the published outcome, or the still-running task, instead of a new
+  submission, so a model call that finished is not paid again. The coordinator unpublishes it once it has
+  recorded it (`forget`).
 """
 from __future__ import annotations
 
@@ -85,6 +90,40 @@ class DaskExecutor:
     def describe(self) -> str:
         return f'dask {self.address}'
 
+    def recover(self, unit_key: str, key: str, *, cancel: threading.Event) -> WorkOutcome | None:
+        """The outcome of an earlier submission (unit `unit_key`, task `key`) a killed coordinator left: published,
+        or (still running, fire-and-forget) waited for until it is; None when the cluster has neither (then the
+        unit is submitted again)."""
+        distributed = _distributed()
+        client = connect(self.address, self.connect_timeout)
+        while True:
+            found = self.recover_published(unit_key)
+            if found is not None:
+                return found
+            try:
+                task_state = client.run_on_scheduler(_task_state, key)
+            except (OSError, distributed.comm.CommClosedError):
+                return None
+            if task_state not in ('waiting', 'no-worker', 'queued', 'processing', 'memory'):
+                return self.recover_published(unit_key)   # it may have published just now
+            if cancel.wait(POLL * 2):
+                raise Interrupted
+
+    def recover_published(self, unit_key: str) -> WorkOutcome | None:
+        client = connect(self.address, self.connect_timeout)
+        try:
+            found = client.get_dataset(unit_key) if unit_key in client.list_datasets() else None
+        except Exception:
+            return None
+        return found if isinstance(found, WorkOutcome) and found.key == unit_key else None
+
+    def forget(self, key: str) -> None:
+        """The outcome of `key` is recorded by the coordinator: the scheduler need not keep it."""
+        with contextlib.suppress(Exception):
+            client = connect(self.address, self.connect_timeout)
+            if key in client.list_datasets():
+                client.unpublish_dataset(key)
+
     def run(self, unit: WorkUnit, *, cancel: threading.Event,
             on_submitted: Callable[[str], None] | None = None) -> WorkOutcome:
         """Submit `unit` and wait for its outcome (resubmitting it after lost workers, bounded)."""
@@ -94,10 +133,11 @@ class DaskExecutor:
         lost: list[str] = []
         for n in range(self.resubmits + 1):
             key = unit.key if n == 0 else f'{unit.key}-resubmit-{n}'
+            if on_submitted is not None:
+                on_submitted(key)   # recorded before it is submitted: a resume asks the cluster for it
             future = client.submit(run_unit, unit, key=key, pure=False, resources=dict(self.resources) or None,
                                    retries=0)
-            if on_submitted is not None:
-                on_submitted(key)
+            distributed.fire_and_forget(future)   # runs on to its end (and publishes) if this coordinator dies
             try:
                 result = self._wait(future, cancel)
             except distributed.client.FutureCancelledError as exc:
@@ -133,3 +173,9 @@ class DaskExecutor:
                 return future.result(timeout=POLL)
             except TimeoutError:
                 continue
+
+
+def _task_state(key: str, dask_scheduler: Any = None) -> str | None:
+    """On the scheduler: the state of task `key`, None when it does not know it."""
+    task = dask_scheduler.tasks.get(key) if dask_scheduler is not None else None
+    return str(task.state) if task is not None else None

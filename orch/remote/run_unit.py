@@ -59,7 +59,17 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
         out.files.update(_task_files(scratch / 'task'))
         out.ended_at = time.time()
         shutil.rmtree(scratch, ignore_errors=True)
+    _publish(out)
     return out
+
+
+def _publish(out: WorkOutcome) -> None:
+    """Keep the outcome on the scheduler under the unit's key: a coordinator killed meanwhile gets it on resume
+    instead of paying for the model calls again (orch.adapters.dask_executor.recover). Outside Dask: nothing."""
+    with contextlib.suppress(Exception):
+        from distributed import get_client, get_worker
+        get_worker()
+        get_client().publish_dataset(out, name=out.key, override=True)
 
 
 def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from orch import output
 from orch.adapters import git
+from orch.failpoints import crash_point
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import atomic, state
 from orch.steps.failure import Failed, fail
@@ -51,8 +52,19 @@ def run_remote(work: _Work) -> None:
 
 def _submit(work: _Work) -> dict[str, Any]:
     rt, task, task_dir, session = work.rt, work.task, work.task_dir, work.session
-    started = time.time()
     previous = state.read_state(task_dir)
+    prior = previous.get('remote') if isinstance(previous.get('remote'), dict) else None
+    if prior and prior.get('inputs_digest') == work.digest and previous.get('status') == 'running':
+        # A coordinator killed while its unit was on the cluster: its outcome, not a second submission.
+        from orch.adapters.dask_executor import Interrupted
+        try:
+            recovered = session.executor.recover(prior['unit_key'], prior['key'], cancel=session.cancel)
+        except Interrupted:
+            state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', round=None)
+            raise Failed('interrupted') from None
+        if recovered is not None:
+            return _record(work, recovered, prior)
+    started = time.time()
     note = rerun_note(previous, state.read_result(task_dir)) if previous.get('status') != 'running' \
         else previous.get('rerun_note') or ''
     submissions = int(previous.get('remote_submissions') or 0) + 1
@@ -77,19 +89,33 @@ def _submit(work: _Work) -> dict[str, Any]:
                 'failure_retries': role.failure_retries, 'retry_backoff': role.retry_backoff},
         checks=list(work.checks), repair_rounds=role.repair_rounds, check_timeout=role.check_timeout,
         bundle=bundle, bundle_ref=bundle_ref, snapshot=snapshot)
+    record = {'inputs_digest': work.digest, 'unit_key': unit.key, 'key': unit.key, 'snapshot': snapshot,
+              'tip': tip, 'started_at': started}
+
+    def submitted(key: str) -> None:
+        record['key'] = key
+        state.update_state(task_dir, round=f'remote: {key}', remote=dict(record))
+
     from orch.adapters.dask_executor import Interrupted
     try:
-        outcome: WorkOutcome = session.executor.run(
-            unit, cancel=session.cancel,
-            on_submitted=lambda key: state.update_state(task_dir, round=f'remote: {key}'))
+        outcome: WorkOutcome = session.executor.run(unit, cancel=session.cancel, on_submitted=submitted)
     except Interrupted:
         state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', round=None)
         raise Failed('interrupted') from None
+    return _record(work, outcome, record)
+
+
+def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[str, Any]:
+    """The outcome into the task directory (attempt files, then remote-outcome.json): paid once, applied from
+    here on, even by a resume."""
+    crash_point('remote-received', work.task.id)
     _import_files(work, outcome)
-    session.budget.add(outcome.usage)
-    saved = {'inputs_digest': work.digest, 'snapshot': snapshot, 'tip': tip, 'started_at': started,
-             'outcome': outcome.to_json()}
-    atomic.write_json(task_dir / OUTCOME_FILE, saved)   # from here on, a resume applies it: paid once
+    work.session.budget.add(outcome.usage)
+    saved = {'inputs_digest': work.digest, 'snapshot': record['snapshot'], 'tip': record['tip'],
+             'started_at': record['started_at'], 'outcome': outcome.to_json()}
+    atomic.write_json(work.task_dir / OUTCOME_FILE, saved)
+    work.session.executor.forget(record['unit_key'])
+    crash_point('remote-recorded', work.task.id)
     return saved
 
 
@@ -151,7 +177,6 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
                'remote': {'snapshot': saved['snapshot'], 'commit': commit, 'paths': paths, 'worker': outcome.worker}}
     atomic.write_json(task_dir / 'pending.json', pending)
     (task_dir / OUTCOME_FILE).unlink(missing_ok=True)   # pending.json carries it on from here
-    from orch.failpoints import crash_point
     crash_point('after-pending', task.id)
     sha = commit_remote(work, pending)
     crash_point('after-commit', task.id)
