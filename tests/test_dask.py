@@ -113,6 +113,7 @@ def test_diamond_plan_on_two_workers(cluster: Cluster, worker_standin: Standin, 
     before = len(worker_standin.requests)
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1', '-j', '2')
     assert rc == 0, out + err
+    assert out.count('ran on Dask worker tcp://127.0.0.1:') == 4, out   # progress names the worker
     assert host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done', 'T4': 'done'}
     # every model request made by the workers, none by the coordinator
     assert len(worker_standin.requests) > before

@@ -22,8 +22,8 @@ import os
 import time
 from typing import Any
 
-from orch import output
 from orch.adapters import git
+from orch.core.redact import redact_obj
 from orch.failpoints import crash_point
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import atomic, state
@@ -95,6 +95,8 @@ def _submit(work: _Work) -> dict[str, Any]:
     def submitted(key: str) -> None:
         record['key'] = key
         state.update_state(task_dir, round=f'remote: {key}', remote=dict(record))
+        if session.progress is not None:
+            session.progress.remote(task.id, f'on the Dask cluster ({key})', line=False)
 
     from orch.adapters.dask_executor import Interrupted
     try:
@@ -131,7 +133,7 @@ def _import_files(work: _Work, outcome: WorkOutcome) -> None:
             continue
         if parts[0].startswith('attempt-') and parts[0][8:].isdigit():
             parts[0] = renamed.setdefault(parts[0], f'attempt-{base + int(parts[0][8:])}')
-        elif parts[0] != 'checks':
+        elif parts[0] != 'checks' and rel != 'remote-error.txt':
             continue
         atomic.write_bytes(task_dir.joinpath(*parts), data)
     prefix = task_dir.relative_to(work.rt.repo).as_posix() if task_dir.is_relative_to(work.rt.repo) \
@@ -145,10 +147,11 @@ def _import_files(work: _Work, outcome: WorkOutcome) -> None:
 def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
     rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
     outcome = WorkOutcome.from_json(saved['outcome'])
+    outcome.answer = redact_obj(outcome.answer)   # as a local answer: by this machine's secrets too
     where = _where(outcome)
     state.update_state(task_dir, worker=outcome.worker or None, executor='dask')
-    if work.session.options.verbosity >= 1:
-        output.write_line(f'  {task.id}: ran on Dask worker {where}: {outcome.status}')
+    if work.session.progress is not None:
+        work.session.progress.remote(task.id, f'ran on Dask worker {where}: {outcome.status}', line=True)
     attempts = state.attempt_count(task_dir)
     if outcome.status != 'done':
         status = outcome.status if outcome.status in _FAILED_STATUSES else \
