@@ -310,3 +310,28 @@ def test_killed_coordinator_resumes_without_paying_again(cluster: Cluster, worke
     assert len(threads) == 1, threads          # one Codex session: the model was paid once
     assert exec_ids(host, host.shared_branch()) == [host.result('T1')['exec_id']]
     assert json.loads((host.run_dir() / 'tasks' / 'T1' / 'state.json').read_text())['remote_submissions'] == 1
+
+
+def test_demo_plan_with_repair_and_review_rounds(cluster: Cluster, worker_standin: Standin,
+                                                 coordinator_standin: Standin, hosts_root: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's plan: T1's check fails once (a repair round on its worker), the reviewer asks for a change,
+    which goes back to T1's thread on the worker that holds it; then the reviewer approves."""
+    from orch.commands.demo import demo_plan
+    results = {}
+    for name, address in (('demo-dask', cluster.address), ('demo-local', None)):
+        host = dask_host(hosts_root, monkeypatch, capsys, address, name)
+        host.write_plan(demo_plan())
+        if address is None:
+            monkeypatch.setenv('CODEX_HOME', str(cluster.root / 'w1' / 'codex-home'))
+        rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', 'demo')
+        assert rc == 0, out + err
+        assert host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done'}
+        assert host.result('T1')['repair_rounds'] == 1 and host.result('T3')['review_rounds'] == 1
+        results[name] = (host, tree_listing(host.repo, host.shared_branch()),
+                         host.branch_log(host.shared_branch())[:4])
+    assert coordinator_standin.requests == []
+    (_, dask_tree, dask_log), (_, local_tree, local_log) = results['demo-dask'], results['demo-local']
+    assert dask_tree == local_tree
+    assert dask_log == local_log and 'T1: Add greet() (review round 1 by T3)' in dask_log, dask_log

@@ -135,11 +135,16 @@ class DaskExecutor:
             key = unit.key if n == 0 else f'{unit.key}-resubmit-{n}'
             if on_submitted is not None:
                 on_submitted(key)   # recorded before it is submitted: a resume asks the cluster for it
+            if unit.pin is not None and unit.pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
+                return WorkOutcome(key=unit.key, status='failed', outcome='worker-lost',
+                                   reason=f'the Dask worker {unit.pin}, which holds the Codex thread to resume, '
+                                          'is gone')
             future = client.submit(run_unit, unit, key=key, pure=False, resources=dict(self.resources) or None,
-                                   retries=0)
+                                   retries=0, workers=[unit.pin] if unit.pin else None,
+                                   allow_other_workers=False)
             distributed.fire_and_forget(future)   # runs on to its end (and publishes) if this coordinator dies
             try:
-                result = self._wait(future, cancel)
+                result = self._wait(future, cancel, client if unit.pin else None, unit.pin)
             except distributed.client.FutureCancelledError as exc:
                 lost.append(f'{key}: cancelled on the cluster ({exc})')
             except distributed.KilledWorker as exc:
@@ -164,7 +169,9 @@ class DaskExecutor:
         return WorkOutcome(key=unit.key, status='failed', outcome='worker-lost', reason=reason)
 
     @staticmethod
-    def _wait(future: Any, cancel: threading.Event) -> Any:
+    def _wait(future: Any, cancel: threading.Event, client: Any = None, pin: str | None = None) -> Any:
+        """The future's result; with `pin`, KilledWorker when that worker leaves (a pinned unit would wait)."""
+        polls = 0
         while True:
             if cancel.is_set():
                 future.cancel()
@@ -172,7 +179,11 @@ class DaskExecutor:
             try:
                 return future.result(timeout=POLL)
             except TimeoutError:
-                continue
+                polls += 1
+                if pin is not None and polls % 8 == 0 and \
+                        pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
+                    future.cancel()
+                    raise _distributed().KilledWorker(future.key, pin, None) from None
 
 
 def _task_state(key: str, dask_scheduler: Any = None) -> str | None:

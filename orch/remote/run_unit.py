@@ -84,6 +84,9 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome) -> None:
         check_timeout=unit.check_timeout, log_root=task_dir,
         command_env={**os.environ, 'ORCH_RUN_ID': unit.run_id, 'ORCH_REPO': str(workdir),
                      'ORCH_TASK_ID': unit.task_id, 'ORCH_WORKTREE': str(workdir)})
+    if unit.resume_thread is not None:
+        _turn(unit, ex, repo, workdir, out)
+        return
     result = verify.call_worker(ex, unit.prompt)
     out.usage = dict(result.usage)
     answer = verify.accept(ex, result)
@@ -98,6 +101,22 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome) -> None:
         out.bundle = git.create_bundle(repo, sha, RESULT_REF, exclude=unit.snapshot)
         out.bundle_ref = RESULT_REF
     out.status, out.outcome = 'done', 'ok'
+
+
+def _turn(unit: WorkUnit, ex: verify.Execution, repo: Path, workdir: Path, out: WorkOutcome) -> None:
+    """One resumed turn of a thread that lives here (a review round): the raw result and what it changed."""
+    resume = Rounds(inputs_digest=unit.key, thread_id=unit.resume_thread, answer=None, usage={},
+                    cumulative=unit.prev_cumulative, started_at=out.started_at)
+    result = verify.call_worker(ex, unit.prompt, resume=resume)
+    out.outcome, out.answer, out.error = result.outcome, result.answer, result.error
+    out.usage, out.thread_id, out.usage_cumulative = dict(result.usage), result.thread_id, result.usage_cumulative
+    if result.ok and git.worktree_valid(workdir):
+        sha = git.scratch_commit(workdir, f'{unit.task_id}: remote turn {unit.key}')
+        if sha is not None:
+            out.commit = sha
+            out.bundle = git.create_bundle(repo, sha, RESULT_REF, exclude=unit.snapshot)
+            out.bundle_ref = RESULT_REF
+    out.status = 'done'
 
 
 def _spec(unit: WorkUnit, workdir: Path, scratch: Path) -> WorkerSpec:

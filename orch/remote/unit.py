@@ -34,6 +34,11 @@ class WorkUnit:
     bundle: bytes                     # a bundle of one parentless snapshot commit (the start tree)
     bundle_ref: str
     snapshot: str                     # that commit
+    # A turn (a review round): resume this Codex thread, which lives in the CODEX_HOME of the worker `pin`, and
+    # return the worker's raw result (no acceptance, no checks: the coordinator's review code does them).
+    resume_thread: str | None = None
+    prev_cumulative: dict[str, int] | None = None
+    pin: str | None = None
     version: int = UNIT_VERSION
 
 
@@ -46,6 +51,8 @@ class WorkOutcome:
     answer: Any = None
     usage: dict[str, int] = field(default_factory=dict)
     thread_id: str | None = None
+    error: str | None = None          # a turn: the worker's error text
+    usage_cumulative: dict[str, int] | None = None   # a turn: the thread's usage as last reported
     checks: list[dict[str, Any]] = field(default_factory=list)
     repair_rounds: int = 0
     files: dict[str, bytes] = field(default_factory=dict)   # task-dir-relative: attempt-*/..., checks/...

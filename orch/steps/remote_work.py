@@ -23,6 +23,8 @@ import time
 from typing import Any
 
 from orch.adapters import git
+from orch.adapters.worker import AttemptRecord, WorkerResult, WorkerSpec
+from orch.core.plan import Task
 from orch.core.redact import redact_obj
 from orch.failpoints import crash_point
 from orch.remote.unit import WorkOutcome, WorkUnit
@@ -30,11 +32,13 @@ from orch.runstate import atomic, state
 from orch.steps.failure import Failed, fail
 from orch.steps.guard import touched_control_files
 from orch.steps.review import requests_changes
+from orch.steps.rounds import Rounds
 from orch.steps.work import (
     _ensure_workdir,
     _record_and_commit,
     _Work,
     _write_result,
+    finish_rounds,
     rerun_note,
 )
 
@@ -44,6 +48,11 @@ _FAILED_STATUSES = ('failed', 'blocked', 'deferred')
 
 def run_remote(work: _Work) -> None:
     """Submit the task's work unit (or take the outcome a killed coordinator had received), then apply it."""
+    rounds = Rounds.load(work.task_dir, work.digest)
+    if rounds is not None and git.worktree_valid(work.workdir):   # a kill in the middle of a reviewer's rounds
+        state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
+        finish_rounds(work, rounds)
+        return
     saved = state.read_json(work.task_dir / OUTCOME_FILE)
     if not saved or saved.get('inputs_digest') != work.digest:
         saved = _submit(work)
@@ -162,16 +171,14 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
                            checks=outcome.checks, thread_id=outcome.thread_id)
         (task_dir / OUTCOME_FILE).unlink(missing_ok=True)
         raise Failed(reason)
-    if requests_changes(outcome.answer):
-        (task_dir / OUTCOME_FILE).unlink(missing_ok=True)
-        raise fail(task_dir, 'changes requested: review rounds resume the reviewed task\'s Codex thread, which '
-                             'lives on the Dask worker that ran it; they are not supported with executor dask yet '
-                             '(run the reviewer with --executor local)')
     commit, paths = None, []
     if outcome.bundle:
         commit = git.fetch_bundle(workdir, outcome.bundle, outcome.bundle_ref or '',
                                   f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
         paths = _check_commit(work, saved['snapshot'], commit)
+    if requests_changes(outcome.answer):
+        _review(work, saved, outcome, commit, paths)
+        return
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
     pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': outcome.answer,
                'worker': {'usage': outcome.usage, 'thread_id': outcome.thread_id}, 'checks': outcome.checks,
@@ -185,6 +192,80 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
     crash_point('after-commit', task.id)
     _write_result(work, pending, sha)
     _drop_refs(work)
+
+
+def _review(work: _Work, saved: dict[str, Any], outcome: WorkOutcome, commit: str | None, paths: list[str]) -> None:
+    """A reviewer run on Dask asked for changes: its rounds go on from here with the local review code, each
+    turn on the Dask worker that holds the thread it resumes (remote_turn), then the local commit path."""
+    rounds = Rounds.load(work.task_dir, work.digest)
+    if rounds is None:   # the first time (not a resume in the middle of the rounds)
+        if commit is not None:
+            with work.session.scheduler.commit_lock:
+                git.restore_paths(work.workdir, paths)
+                git.apply_commit_changes(work.workdir, saved['snapshot'], commit)
+        rounds = Rounds(inputs_digest=work.digest, thread_id=outcome.thread_id, answer=outcome.answer,
+                        usage=dict(outcome.usage), cumulative=outcome.usage_cumulative,
+                        started_at=saved.get('started_at') or outcome.started_at, repairs=outcome.repair_rounds,
+                        checks=list(outcome.checks))
+        rounds.save(work.task_dir)
+    (work.task_dir / OUTCOME_FILE).unlink(missing_ok=True)   # rounds.json carries it on from here
+    finish_rounds(work, rounds)
+    _drop_refs(work)
+
+
+def remote_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
+                prev_cumulative: dict[str, int] | None, owner: Task) -> WorkerResult:
+    """One resumed turn of `owner`'s thread on the Dask worker that ran `owner` (its CODEX_HOME holds the thread),
+    on a snapshot of the worktree's tip; what it changed comes back into the worktree, uncommitted."""
+    rt, task, task_dir = work.rt, work.task, work.task_dir
+    holder = state.read_state(rt.task_dir(owner.id)).get('worker') or {}
+    pin = holder.get('address') if isinstance(holder, dict) else None
+    if not thread or not pin:
+        return _turn_failed(f'{owner.id} has no Codex thread on a Dask worker to resume')
+    tip = git.rev_parse(work.workdir, 'HEAD')
+    snapshot = git.snapshot_commit(work.workdir, tip)
+    bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'
+    turns = int(state.read_state(task_dir).get('remote_turns') or 0) + 1
+    state.update_state(task_dir, remote_turns=turns)
+    unit = WorkUnit(
+        key=f'codex-orch-{rt.run.run_id}-{task.id}-{work.digest[:12]}-turn-{turns}', run_id=rt.run.run_id,
+        task_id=task.id, role=owner.role, prompt=prompt, schema=schema, codex=rt.config.codex.model_dump(),
+        extra_args=list(json.loads(work.step.params['codex_args'])[1:]), sandbox=spec.sandbox, model=spec.model,
+        limits={'timeout_total': spec.timeout_total, 'timeout_idle': spec.timeout_idle,
+                'timeout_first_event': spec.timeout_first_event, 'schema_retries': spec.schema_retries,
+                'failure_retries': spec.failure_retries, 'retry_backoff': spec.retry_backoff},
+        checks=[], repair_rounds=0, check_timeout=1.0, bundle=git.create_bundle(work.workdir, snapshot, bundle_ref),
+        bundle_ref=bundle_ref, snapshot=snapshot, resume_thread=thread, prev_cumulative=prev_cumulative, pin=pin)
+    if work.session.progress is not None:
+        work.session.progress.remote(task.id, f'{owner.id}\'s thread on Dask worker {pin}', line=False)
+    from orch.adapters.dask_executor import Interrupted
+    try:
+        outcome: WorkOutcome = work.session.executor.run(unit, cancel=work.session.cancel)
+    except Interrupted:
+        return _turn_failed('interrupted', outcome='interrupted')
+    _import_files(work, outcome)
+    work.session.budget.add(outcome.usage)
+    work.session.executor.forget(unit.key)
+    if outcome.status != 'done':   # the unit itself did not run (lost worker, a broken machine)
+        return _turn_failed(f'{outcome.reason or outcome.outcome} (Dask worker {pin})', usage=outcome.usage)
+    if outcome.bundle:
+        commit = git.fetch_bundle(work.workdir, outcome.bundle, outcome.bundle_ref or '',
+                                  f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
+        paths = _check_commit(work, snapshot, commit)
+        with work.session.scheduler.commit_lock:
+            git.apply_commit_changes(work.workdir, snapshot, commit)
+        del paths
+    record = AttemptRecord(n=0, kind='remote-turn', argv=[], thread_id=outcome.thread_id,
+                           outcome=outcome.outcome or 'ok', error=outcome.error, usage=dict(outcome.usage),
+                           usage_cumulative=outcome.usage_cumulative)
+    return WorkerResult(outcome=outcome.outcome or 'ok', answer=outcome.answer, error=outcome.error,
+                        thread_id=outcome.thread_id, attempts=[record], usage=dict(outcome.usage),
+                        duration=outcome.ended_at - outcome.started_at)
+
+
+def _turn_failed(reason: str, *, outcome: str = 'worker-lost', usage: dict[str, int] | None = None) -> WorkerResult:
+    return WorkerResult(outcome=outcome, answer=None, error=reason, thread_id=None, attempts=[],
+                        usage=dict(usage or {}), duration=0.0)
 
 
 def commit_remote(work: _Work, pending: dict[str, Any]) -> str | None:

@@ -17,12 +17,13 @@ from typing import Any
 from orch import output
 from orch.adapters import git
 from orch.adapters.codex_bin import find_codex
-from orch.adapters.worker import WorkerResult, WorkerSpec, kill_stale_attempts
+from orch.adapters.worker import WorkerResult, WorkerSpec, kill_stale_attempts, run_worker
 from orch.adapters.worker_env import worker_codex_args
 from orch.core.compile import Step
 from orch.core.plan import Task
 from orch.core.redact import redact
 from orch.core.text import one_line
+from orch.core.validate import schema_errors
 from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
 from orch.errors import GitError
@@ -152,6 +153,11 @@ def _run_and_commit(work: _Work) -> None:
     else:   # a kill interrupted this execution's rounds: go on where it stood, keeping the worker's edits
         state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
     verify.verify(work.ex, rounds)
+    finish_rounds(work, rounds)
+
+
+def finish_rounds(work: _Work, rounds: Rounds) -> None:
+    """After the answer passed its checks: the review rounds (a reviewer), then the commit and result.json."""
     run_review_rounds(work, rounds, lambda result: _accept(work, result),
                       lambda prompt, resume: _call_worker(work, prompt, resume))
     if rounds.fixes and work.checks:   # the reviewed work changed: the reviewer's own checks see the fix too
@@ -214,7 +220,23 @@ def _refuse_unknown_changes(work: _Work, scope: list[str] | None, previous: dict
 
 def _call_worker(work: _Work, prompt: str, resume: Rounds | None = None,
                  before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
+    if work.session.executor is not None and resume is not None:   # a review round of a task run on Dask
+        return call_turn(work, work.ex.spec, work.ex.schema, prompt, resume.thread_id, resume.cumulative, work.task)
     return verify.call_worker(work.ex, prompt, resume, before_fresh_start)
+
+
+def call_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
+              prev_cumulative: dict[str, int] | None, owner: Task) -> WorkerResult:
+    """One resumed turn of `owner`'s Codex thread, in the worktree of `work`: here, or (executor dask) on the
+    Dask worker that holds the thread, its changes brought back into the worktree uncommitted."""
+    if work.session.executor is not None:
+        from orch.steps.remote_work import remote_turn
+        return remote_turn(work, spec, schema, prompt, thread, prev_cumulative, owner)
+    result = run_worker(spec, prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
+                        on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
+                        resume_thread=thread, prev_cumulative=prev_cumulative, recover=True)
+    work.session.budget.add(result.usage)
+    return result
 
 
 def _accept(work: _Work, result: WorkerResult) -> Any:
