@@ -142,8 +142,12 @@ def doctor(args: argparse.Namespace) -> int:
         return str(config_path) if config_path.exists() else 'no config file; using the defaults (run init)'
 
     check('config', load)
-    check('codex', lambda: _check_codex(config, repo))
-    check('model provider key', lambda: _check_provider_key(config))
+    if config.executor.kind == 'dask':   # this machine runs no codex: the workers' are checked below
+        output.write_line('skip  codex, model provider key: executor dask runs codex on the Dask workers '
+                          '(see "dask executor")')
+    else:
+        check('codex', lambda: _check_codex(config, repo))
+        check('model provider key', lambda: _check_provider_key(config))
     check('worker environment', lambda: _check_worker_env(config))
     check('git', lambda: _check_git(repo))
     check('schemas and prompts', lambda: (check_roles(repo, config, sorted(config.roles)),
