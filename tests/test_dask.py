@@ -273,13 +273,13 @@ def test_doctor_checks_the_scheduler_and_each_worker(cluster: Cluster, coordinat
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, 'doctor')
     rc, out, err = host.cli('doctor')
-    line = next(li for li in out.splitlines() if 'dask executor' in li)
+    line = next(li for li in out.splitlines() if li.partition(':')[0].endswith(' dask executor'))
     assert line.startswith('ok') and line.count('codex-cli 0.169.0') == 2, out
     assert line.count('key STANDIN_API_KEY') == 2, out
     config = host.repo / '.orchestrator' / 'orchestrator.yaml'
     config.write_text(config.read_text() + '  resources: {gpu: 1}\n')
     rc, out, err = host.cli('doctor')
-    line = next(li for li in out.splitlines() if 'dask executor' in li)
+    line = next(li for li in out.splitlines() if li.partition(':')[0].endswith(' dask executor'))
     assert line.startswith('FAIL') and 'none with the resources' in line and rc != 0, out
 
 

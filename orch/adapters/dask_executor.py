@@ -171,19 +171,22 @@ class DaskExecutor:
     @staticmethod
     def _wait(future: Any, cancel: threading.Event, client: Any = None, pin: str | None = None) -> Any:
         """The future's result; with `pin`, KilledWorker when that worker leaves (a pinned unit would wait)."""
+        # Polls the future's own state (no round trip): `future.result(timeout=...)` from several threads at once
+        # can fail inside distributed's sync() with an UnboundLocalError (seen with 2026.8.0).
+        finished = threading.Event()
+        future.add_done_callback(lambda _: finished.set())   # wakes this thread at once (no polling latency)
         polls = 0
-        while True:
+        while not (finished.wait(POLL) or future.done()):
             if cancel.is_set():
                 future.cancel()
                 raise Interrupted
-            try:
-                return future.result(timeout=POLL)
-            except TimeoutError:
-                polls += 1
-                if pin is not None and polls % 8 == 0 and \
-                        pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
-                    future.cancel()
-                    raise _distributed().KilledWorker(future.key, pin, None) from None
+            polls += 1
+            if pin is not None and polls % 8 == 0 and pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
+                future.cancel()
+                raise _distributed().KilledWorker(future.key, pin, None)
+        if cancel.is_set():
+            raise Interrupted
+        return future.result()
 
 
 def _task_state(key: str, dask_scheduler: Any = None) -> str | None:
