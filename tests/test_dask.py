@@ -335,3 +335,29 @@ def test_demo_plan_with_repair_and_review_rounds(cluster: Cluster, worker_standi
     (_, dask_tree, dask_log), (_, local_tree, local_log) = results['demo-dask'], results['demo-local']
     assert dask_tree == local_tree
     assert dask_log == local_log and 'T1: Add greet() (review round 1 by T3)' in dask_log, dask_log
+
+
+def test_per_task_worktrees_and_a_failing_check_on_the_cluster(cluster: Cluster, coordinator_standin: Standin,
+                                                                hosts_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, 'per-task')
+    config = host.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text() + 'use_single_workspace: false\n')
+    commit_all(host.repo, 'one worktree per task')
+    host.write_plan({'version': 1, 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Write a', 'paths': ['src/a.py'],
+         'description': write('src/a.py', 'A = 1\n'), 'checks': ['test -f src/a.py']},
+        {'id': 'T2', 'role': 'implementer', 'title': 'Write b', 'paths': ['src/b.py'], 'depends_on': ['T1'],
+         'description': write('src/b.py', 'B = 1\n'), 'checks': ['test -f src/a.py && test -f src/nope.py']}]})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['T1']['status'] == 'done' and rows['T2']['status'] == 'failed', rows
+    assert rows['T2']['reason'].startswith('checks failed: test -f src/a.py && test -f src/nope.py (exit 1)'), rows
+    log = host.repo / rows['T2']['checks'][0]['log']
+    assert log.is_file(), rows['T2']['checks']   # the worker's check log came back
+    t1 = host.result('T1')
+    branch = git(host.repo, 'branch', '--list', '--format=%(refname:short)', '*T1').strip()
+    assert git(host.repo, 'show', f'{branch}:src/a.py') == 'A = 1'
+    assert t1['commit'] == git(host.repo, 'rev-parse', branch)
+    assert coordinator_standin.requests == []
