@@ -193,6 +193,13 @@ def test_bad_executor_config_is_one_clear_message(tmp_path: Path, monkeypatch: p
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert rc == 2 and 'cannot reach the Dask scheduler' in err and 'Traceback' not in err, err
     assert not (host.repo / '.orchestrator' / 'runs').exists()
+    # the dask extra not installed
+    config.write_text(original + 'executor:\n  kind: dask\n  address: tcp://127.0.0.1:1\n')
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, 'distributed', None)
+        rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 2 and "pip install 'codex-orch[dask]'" in err and 'Traceback' not in err, err
+    assert not (host.repo / '.orchestrator' / 'runs').exists()
     # --executor dask without an address
     config.write_text(original)
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--executor', 'dask')
@@ -203,13 +210,19 @@ def test_bad_executor_config_is_one_clear_message(tmp_path: Path, monkeypatch: p
 def test_worker_killed_mid_task_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     server = Standin()
+    # Dask gives up on a unit whose worker died at once (allowed-failures 0): codex-orch's own resubmission
+    # runs it on the other worker.
     try:
-        with local_cluster(tmp_path / 'cluster', server.base_url) as cluster:
+        with local_cluster(tmp_path / 'cluster', server.base_url,
+                           scheduler_env={'DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES': '0'}) as cluster:
             coordinator = Standin()
             try:
                 for key, value in write_codex_home(tmp_path / 'coordinator-home', coordinator.base_url).items():
                     monkeypatch.setenv(key, value)
                 host = dask_host(tmp_path, monkeypatch, capsys, cluster.address, 'killed')
+                config = host.repo / '.orchestrator' / 'orchestrator.yaml'
+                config.write_text(config.read_text() + '  resubmits: 1\n')
+                commit_all(host.repo, 'resubmit once')
                 host.write_plan(diamond_plan('[[standin: slow 2]]\n'))
                 env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
                 proc = subprocess.Popen([sys.executable, '-m', 'orch', 'run', '--plan-file', 'plan.json',
@@ -224,7 +237,11 @@ def test_worker_killed_mid_task_then_resume(tmp_path: Path, monkeypatch: pytest.
                     if proc.poll() is None:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
-                # the lost worker's unit ran again on the other one; resume finishes whatever is left
+                # the lost worker's unit was submitted again and ran on the other one
+                assert proc.returncode == 0, out + err
+                keys = {t: json.loads((host.run_dir() / 'tasks' / t / 'state.json').read_text())['remote']['key']
+                        for t in ('T1', 'T2', 'T3', 'T4')}
+                assert sum(k.endswith('-resubmit-1') for k in keys.values()) == 1, keys
                 rc, out2, err2 = host.cli('resume')
                 assert rc == 0, out + err + out2 + err2
                 assert host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done', 'T4': 'done'}
@@ -232,7 +249,7 @@ def test_worker_killed_mid_task_then_resume(tmp_path: Path, monkeypatch: pytest.
                 assert len(ids) == len(set(ids)) == 4, ids
                 log = host.branch_log(host.shared_branch())
                 assert sorted(log[:4]) == ['T1: Base', 'T2: Left', 'T3: Right', 'T4: Join'], log
-                assert log[4] == 'use the real codex', log   # one commit per task, none twice
+                assert log[4] == 'resubmit once', log   # one commit per task, none twice
                 assert coordinator.requests == []
             finally:
                 coordinator.close()

@@ -118,7 +118,8 @@ def wait_workers(cluster: Cluster, count: int, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(root: Path, base_url: str, *, workers: int = 2, hidden: tuple[Path, ...] = ()) -> Iterator[Cluster]:
+def local_cluster(root: Path, base_url: str, *, workers: int = 2, hidden: tuple[Path, ...] = (),
+                  scheduler_env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """`dask scheduler` plus `workers` workers, torn down (process groups killed) on exit."""
     if not DASK.exists():
         pytest.skip("the dask extra is not installed (pip install -e '.[dev,dask]')")
@@ -130,6 +131,7 @@ def local_cluster(root: Path, base_url: str, *, workers: int = 2, hidden: tuple[
     with open(log, 'wb') as out:
         scheduler = subprocess.Popen([str(DASK), 'scheduler', '--host', '127.0.0.1', '--port', str(port),
                                       '--no-dashboard'], stdout=out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(scheduler_env or {})},
                                      stdin=subprocess.DEVNULL, start_new_session=True)
     cluster = Cluster(f'tcp://127.0.0.1:{port}', root, scheduler, hidden=hidden)
     try:
