@@ -300,16 +300,18 @@ def test_doctor_checks_the_scheduler_and_each_worker(cluster: Cluster, coordinat
     assert line.startswith('FAIL') and 'none with the resources' in line and rc != 0, out
 
 
-@pytest.mark.parametrize('crash_at', [None, 'after-pending:T1'])
+@pytest.mark.parametrize('crash_at', [None, 'remote-received:T1', 'after-pending:T1'])
 def test_killed_coordinator_resumes_without_paying_again(cluster: Cluster, worker_standin: Standin,
                                                          coordinator_standin: Standin, hosts_root: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str],
                                                          crash_at: str | None) -> None:
-    """Killed while its unit runs on the cluster (None), or after it recorded the outcome: resume takes that
-    outcome (the running unit's, or the recorded one) instead of submitting the unit again."""
+    """Killed while its unit runs on the cluster (None), as its outcome arrived (before it was recorded), or after
+    it recorded it: resume takes that outcome (the running unit's, the one published on the scheduler, or the
+    recorded one) instead of submitting the unit again, and commits once."""
     from tests.support.orchtest import crashed_run
-    host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, f'coordinator-killed-{bool(crash_at)}')
+    name = f'coordinator-killed-{(crash_at or "running").split(":")[0]}'
+    host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, name)
     host.write_plan({'version': 1, 'tasks': [
         {'id': 'T1', 'role': 'implementer', 'title': 'Write', 'paths': ['src/x.py'],
          'description': write('src/x.py', 'X = 1\n', '[[standin: slow 1.5]]\n')}]})
@@ -327,6 +329,7 @@ def test_killed_coordinator_resumes_without_paying_again(cluster: Cluster, worke
     assert len(threads) == 1, threads          # one Codex session: the model was paid once
     assert exec_ids(host, host.shared_branch()) == [host.result('T1')['exec_id']]
     assert json.loads((host.run_dir() / 'tasks' / 'T1' / 'state.json').read_text())['remote_submissions'] == 1
+    assert host.result('T1')['attempts'] == 1   # the attempt came back once, whatever the kill
 
 
 def test_demo_plan_with_repair_and_review_rounds(cluster: Cluster, worker_standin: Standin,

