@@ -11,12 +11,14 @@ from orch import __version__, output
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 
 # command -> (module, function). Only the module of the command being run is imported: every
-# invocation pays for its own command, not for all twelve (a no-op resume is start-up bound).
+# invocation pays for its own command, not for all fourteen (a no-op resume is start-up bound).
 COMMANDS: dict[str, tuple[str, str]] = {
     'init': ('orch.commands.init', 'init_command'),
     'run': ('orch.commands.run', 'run'),
     'resume': ('orch.commands.resume', 'resume'),
     'status': ('orch.commands.status', 'status'),
+    'graph': ('orch.commands.graph', 'graph'),
+    'runs': ('orch.commands.runs', 'runs'),
     'report': ('orch.commands.report', 'report'),
     'demo': ('orch.commands.demo', 'demo'),
     'doctor': ('orch.commands.doctor', 'doctor'),

@@ -220,3 +220,42 @@ def test_in_a_parallel_shared_run_a_gate_tests_its_own_task_s_work(tmp_path: Pat
     gates = {t['id']: t['gates'][0] for t in host.status()['tasks']}
     assert gates['A']['passed'] and gates['A']['snapshot'] is True   # B was working: a snapshot of A's commit
     assert not list((host.run_dir() / 'gates').iterdir())            # and it is gone afterwards
+
+
+def test_a_gate_that_changed_shows_runs_alone_and_cuts_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: Any) -> None:
+    """A gate's command edited: status names it, the dry run says no model call, resume runs only the gate,
+    and its passing again (a target without times) runs nothing after it. A task that runs again to the same
+    result needs no new gate run to count as verified."""
+    the_plan = plan(checks=[])
+    the_plan['tasks'].append({'id': 'T2', 'role': 'tester', 'title': 'Test x', 'description': 'Test it.',
+                              'depends_on': ['T1'], 'paths': ['tests/*']})
+    host = make(tmp_path, monkeypatch, capsys, {'tasks': {'T1': edit('good\n')}}, the_plan)
+    rules = host.repo / '.orchestrator' / 'rules'
+    rules.mkdir()
+    (rules / 'gate.yaml').write_text(GATE)
+    commit_all(host.repo, 'gate')
+    assert host.cli('run', '--plan-file', 'plan.json')[0] == 0
+    gate_log = host.run_dir() / 'tasks' / 'T1' / 'tests_gate.log'
+    (rules / 'gate.yaml').write_text(GATE.replace('grep -q good', 'grep -q goo'))
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['T1']['status'] == 'stale'
+    assert rows['T1']['reasons'] == [{'code': 'gate_will_run', 'detail': 'gate tests_gate will run again: command '
+                                      'grep -q good src/x.py → grep -q goo src/x.py'}]
+    rc, out, err = host.cli('resume', '--dry-run')
+    assert rc == 1 and 'no model call (its gates only)' in out
+    host.clear_log()
+    assert host.cli('resume')[0] == 0
+    assert host.launched_tasks() == []                        # the gate ran again; no worker did
+    assert host.statuses() == {'T1': 'done', 'T2': 'done'}
+    assert host.status()['tasks'][0]['gates'][0]['command'] == 'grep -q goo src/x.py'
+    # T1 runs again after an edit and ends the same: verified still, its gate and T2 not run again
+    the_plan['tasks'][0]['description'] = 'Make x work, please.'
+    host.write_plan(the_plan)
+    gate_ran = gate_log.stat().st_mtime_ns if gate_log.exists() else None
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert host.launched_tasks() == ['T1']
+    assert host.statuses() == {'T1': 'done', 'T2': 'done'}
+    if gate_ran is not None:
+        assert gate_log.stat().st_mtime_ns == gate_ran

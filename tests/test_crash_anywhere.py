@@ -113,6 +113,8 @@ CRASH_POINTS = [
     ('after-pending:T2', ['T3', 'T4']),            # answer recorded: committed from pending.json
     ('after-commit:T2', ['T3', 'T4']),             # committed: found by its Orch-Exec trailer
     ('before-result:T2', ['T3', 'T4']),
+    ('after-execution:T2', ['T3', 'T4']),          # execution.json written, result.json not: it is ignored
+    ('write:execution.json', ['T2', 'T3', 'T4']),  # T1's execution.json half-written
     ('write:result.json', ['T2', 'T3', 'T4']),     # T1's result.json half-written (temp file, no rename)
     ('write:state.json', ['T1', 'T2', 'T3', 'T4']),  # the very first state write
     ('write:decisions.md', ['T3', 'T4']),          # T2's decisions entry half-written in the worktree

@@ -39,9 +39,11 @@ def test_doit_list_info_and_run(host: Host) -> None:
     assert 'tasks/T1/result.json' in info.stdout and 'prompt.md' in info.stdout
     # up to date: plain doit launches no worker
     host.clear_log()
+    used = (host.run_dir() / 'used.json').read_text()
     ran = doit(host, 'run')
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert host.launched_tasks() == []
+    assert (host.run_dir() / 'used.json').read_text() != used   # a plain doit run is a use of the run
     # an edit re-executes exactly the affected tasks, through plain doit too
     plan = three_task_plan()
     plan['tasks'][2]['description'] = 'Review harder.'

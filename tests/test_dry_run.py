@@ -71,7 +71,7 @@ def test_spec_and_failed_tasks_are_named(host: Host) -> None:
     assert rc == 1, out + err
     assert sorted(lines_of(out)) == ['T1', 'T2', 'T3'] and 'spec2.md' in lines_of(out)['T1']
     assert 'To do it: codex-orch resume --run-id r1 --spec-file spec2.md' in out
-    assert json.loads((host.run_dir('r1') / 'run.json').read_text())['spec_file'] == 'spec.md'                     # the new spec was not recorded
+    assert json.loads((host.run_dir('r1') / 'run.json').read_text())['spec_file'] == 'spec.md'   # not recorded
 
 
 def test_a_new_run_lists_every_task_and_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

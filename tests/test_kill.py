@@ -57,7 +57,7 @@ def test_interrupted_commit_is_finished_not_redone(host: Host) -> None:
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
     assert rc == 0, err
     task_dir = host.repo / '.orchestrator' / 'runs' / 'r1' / 'tasks' / 'T4'
-    result = json.loads((task_dir / 'result.json').read_text())
+    result = host.result('T4')
     # Simulate the kill window: the answer was recorded (pending.json) and committed, result.json not written.
     pending = {'inputs_digest': result['inputs_digest'], 'exec_id': result['exec_id'],
                'answer': result['answer'], 'worker': {'usage': result['usage'], 'thread_id': result['thread_id']},

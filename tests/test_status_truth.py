@@ -71,10 +71,13 @@ def test_every_reason_has_its_delta(host: Host) -> None:
     (host.repo / 'spec.md').write_text('# Spec\nGreet people warmly.\n')
     (host.repo / '.orchestrator' / 'prompts' / 'tester.md').write_text(
         (host.repo / '.orchestrator' / 'prompts' / 'tester.md').read_text() + '\nBe thorough.\n')
+    schema = host.repo / '.orchestrator' / 'schemas' / 'reviewer.json'
+    schema.write_text(schema.read_text().replace('"type": "object"', '"type": "object", "title": "Review"', 1))
     rows = {t['id']: t for t in host.status()['tasks']}
     assert rows['T1']['reason'].startswith('acceptance changed; description changed (+1 line)')
     assert 'spec.md changed' in rows['T1']['reason']
     assert '.orchestrator/prompts/tester.md changed' in rows['T2']['reason']
+    assert '.orchestrator/schemas/reviewer.json changed' in rows['T3']['reason']
 
 
 def test_status_json_carries_stable_reason_codes(host: Host) -> None:

@@ -6,7 +6,11 @@ backend commits each task's record as soon as doit saves it.
 """
 from __future__ import annotations
 
-from doit.dependency import JSONCodec, SqliteDB
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from doit.dependency import DatabaseException, JSONCodec, SqliteDB
 
 
 class WriteThroughSqliteDB(SqliteDB):
@@ -36,3 +40,37 @@ class WriteThroughSqliteDB(SqliteDB):
     def remove_all(self) -> None:
         super().remove_all()
         self._conn.commit()
+
+
+class ReadOnlySqliteDB(SqliteDB):
+    """doit's records for a read-only command (status, graph, merge): nothing is created, changed or deleted.
+
+    The run's database is in WAL mode, and a plain connection to it creates `doit.db-wal` and `-shm` beside
+    it, which the last connection to close deletes again: a read-only command would write into the run
+    directory (and fail in one it cannot write). Without a `-wal` file no one has the database open (the
+    last writer's close checkpointed and removed it), so `immutable` reads the file alone. With one (a run
+    in progress, or one that was killed), `mode=ro` reads through the existing -wal and -shm files: records
+    still in the WAL count. sqlite then keeps its read lock in the -shm file (shared memory, no data; after
+    a kill it rebuilds the index there): the one file a reader of a live WAL database cannot leave alone.
+    """
+
+    desc = 'sqlite3, read only (codex-orch)'
+
+    def _sqlite3(self, name: str) -> sqlite3.Connection:
+        path = Path(name).resolve()
+        modes = ['mode=ro', 'immutable=1'] if path.with_name(path.name + '-wal').exists() else ['immutable=1']
+        sqlite3.register_converter('json', lambda data: self.codec.decode(data.decode('utf-8')))
+        for mode in modes:
+            try:
+                conn = sqlite3.connect(f'{path.as_uri()}?{mode}', uri=True, isolation_level='DEFERRED',
+                                       detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES)
+                conn.row_factory = _dict_row
+                conn.execute('select count(*) from doit').fetchone()   # readable now, not at the first get
+                return conn
+            except sqlite3.Error as exc:
+                error = exc
+        raise DatabaseException(f'{name}: cannot read doit\'s records: {error} (resume the run to rebuild them)')
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}

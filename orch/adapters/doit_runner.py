@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from doit.cmd_base import ModuleTaskLoader
-from doit.dependency import Dependency, MD5Checker, SqliteDB
+from doit.dependency import Dependency, MD5Checker
 from doit.doit_cmd import DoitMain, get_var
 from doit.exceptions import InvalidDodoFile, TaskFailed
 from doit.reporter import ConsoleReporter
@@ -28,6 +28,7 @@ from doit.tools import config_changed
 
 from orch import output
 from orch.adapters import git
+from orch.adapters.doit_backend import ReadOnlySqliteDB
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
 from orch.core.text import one_line
@@ -37,7 +38,7 @@ from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.errors import OrchError
 from orch.runstate import state
-from orch.runstate.runs import check_run_id, latest_run_id
+from orch.runstate.runs import check_run_id, latest_run_id, record_use
 from orch.steps import gate
 from orch.steps.failure import Failed
 
@@ -216,7 +217,7 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     db = rt.run_dir / 'doit.db'
     if not db.exists():
         return stale
-    steps = [s for s in rt.steps if s.task_id and s.builtin and s.builtin.task_input]
+    steps = [s for s in rt.steps if s.task_id and (s.builtin.task_input if s.builtin else s.rule.gate)]
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
     by_name = {step.name: step for step in steps}
@@ -228,15 +229,19 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
     own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
     with contextlib.chdir(rt.repo):
-        dep = Dependency(SqliteDB, str(db), checker_cls=MD5Checker)
+        dep = Dependency(ReadOnlySqliteDB, str(db), checker_cls=MD5Checker)
         try:
             for name, task in tasks.items():
                 status = dep.get_status(task, tasks, get_log=True)
                 if status.status == 'up-to-date':
                     continue
                 step = by_name[name]
+                found = _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params) \
+                    if step.builtin else _gate_reasons(rt, step, status.reasons, results)
+                if not found and step.builtin is None:
+                    continue
                 why = stale.setdefault(step.task_id or '', [])
-                for reason in _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params):
+                for reason in found:
                     if reason not in why:
                         why.append(reason)
         finally:
@@ -263,6 +268,21 @@ def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out.append(f'{key} removed')
         else:
             out.append(f'{key} changed')
+    return out
+
+
+def _gate_reasons(rt: RunInputs, step: Step, reasons: dict[str, Any], results: dict[str, str]) -> list[tuple[str, str]]:
+    """Why a passed gate of a task would run again: its command or an input of its rule changed. (Its task's
+    new result is the task's own reason; a gate that failed or never ran, the task's status says already.)"""
+    name = step.rule.name
+    out: list[tuple[str, str]] = []
+    changed = [p for p in reasons.get('changed_file_dep', []) if p not in results]
+    out += [('gate_will_run', f'gate {name} will run again: {path} changed') for path in changed]
+    if reasons.get('uptodate_false'):
+        ran = ((state.read_state(rt.task_dir(step.task_id or '')).get('gates') or {}).get(name) or {}).get('command')
+        what = f'command {one_line(str(ran))} → {one_line(step.shell or "")}' if ran and ran != step.shell \
+            else 'its rule changed'
+        out.append(('gate_will_run', f'gate {name} will run again: {what}'))
     return out
 
 
@@ -392,6 +412,8 @@ def dodo_namespace(start: Path | None = None, run_id: str | None = None) -> dict
             session.ensure_lock()
         except OrchError as exc:
             raise InvalidDodoFile(f'codex-orch: {exc}') from None
+        if _doit_command(sys.argv[1:]) == 'run':
+            record_use(rt.repo, rt.run.run_id)   # a plain `doit run` runs the run, as `resume` would
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
     return namespace(rt, session, backend='sqlite3', report='include', read_only=read_only,

@@ -104,7 +104,13 @@ def _tokens(usage: dict[str, Any] | None) -> tuple[int, int]:
     return int(usage.get('input_tokens') or 0), int(usage.get('output_tokens') or 0)
 
 
+def _gates_only(row: dict[str, Any]) -> bool:
+    return bool(row['reasons']) and all(r['code'] == 'gate_will_run' for r in row['reasons'])
+
+
 def _last_time(row: dict[str, Any]) -> str:
+    if _gates_only(row):
+        return 'no model call (its gates only)'
     tokens_in, tokens_out = _tokens(row.get('usage'))
     if not row.get('attempts') and not tokens_in and not tokens_out:
         return '-'
@@ -114,6 +120,7 @@ def _last_time(row: dict[str, Any]) -> str:
 
 
 def _cost_line(rows: list[dict[str, Any]]) -> str:
+    rows = [r for r in rows if not _gates_only(r)]
     tokens_in = sum(_tokens(r.get('usage'))[0] for r in rows)
     tokens_out = sum(_tokens(r.get('usage'))[1] for r in rows)
     seconds = sum(float(r.get('duration') or 0) for r in rows)

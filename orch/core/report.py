@@ -8,6 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from orch.core import graph
+
 SUMMARY_VERSION = 1
 # Characters XML 1.0 cannot carry at all (ElementTree writes them anyway, and parsers then reject the
 # whole file); worker errors quote codex's stderr, which often has ANSI colour escapes.
@@ -83,7 +85,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
            f'Base: `{run.get("base_branch") or "(detached)"}` at `{run["base_commit"][:10]}`. '
            f'Plan: `{run["plan_file"]}`. Tasks: {counts}.', '',
            _token_line(summary), '',
-           tabulate(rows, headers=headers, tablefmt='github'), '']
+           tabulate(rows, headers=headers, tablefmt='github'), '', *_graph_section(summary)]
     failures = [t for t in summary['tasks'] if t['status'] in FAILED_STATUSES]
     if failures:
         out += ['## Failures', '']
@@ -114,6 +116,23 @@ def render_markdown(summary: dict[str, Any]) -> str:
             out.append(f'- **{d["task_id"]}**: {_cell(d.get("decision"), 300)} — {_cell(d.get("rationale"), 500)}')
         out.append('')
     return '\n'.join(out)
+
+
+def _graph_section(summary: dict[str, Any]) -> list[str]:
+    """The plan as a Mermaid diagram (GitHub draws it, in a step summary too), each task in its status's colour."""
+    tasks = summary['tasks']
+    if not tasks:
+        return []
+    nodes = graph.nodes(tasks)
+    diagram = graph.mermaid_for_github(nodes, {t['id']: t['status'] for t in tasks})
+    out = ['## Graph', '']
+    if diagram is not None:
+        out += ['```mermaid', diagram.rstrip('\n'), '```']
+    else:   # an error box instead of a diagram helps nobody: say where the whole graph is
+        out.append(f'{len(tasks)} tasks and {len(graph.edges(nodes))} dependencies: more than GitHub draws as a '
+                   f'diagram; `codex-orch graph --run-id {summary["run"]["run_id"]} --format dot` prints it '
+                   'for Graphviz.')
+    return [*out, '']
 
 
 def render_junit(summary: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.errors import EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
 from orch.runstate import atomic
 from orch.runstate.lock import RunLock
+from orch.runstate.runs import record_use
 from orch.runstate.status import task_rows
 
 
@@ -37,6 +38,7 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
                       spent_before=spent_so_far(rt) if rt.config.token_budget else 0)
     session.ensure_lock()
     remember_plan_check(rt)
+    record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
     try:
         atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted

@@ -93,12 +93,12 @@ def save_run(repo: Path, info: RunInfo) -> None:
     atomic.write_json(run_dir(repo, info.run_id) / 'run.json', info.to_dict())
 
 
-def list_run_ids(repo: Path) -> list[str]:
-    """Runs in creation order (oldest first)."""
+def _records(repo: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(run id, run.json) of every run whose record parses, in no particular order."""
     root = runs_dir(repo)
     if not root.is_dir():
         return []
-    runs = []
+    out = []
     for path in root.iterdir():
         meta = path / 'run.json'
         if meta.is_file():
@@ -108,13 +108,72 @@ def list_run_ids(repo: Path) -> list[str]:
                 continue
             if not isinstance(data, dict):
                 continue   # valid JSON but no record (e.g. a list): as unusable as unparsable JSON
-            created = data.get('created')
-            runs.append((created if isinstance(created, str) else '', path.name))   # str only: sortable
-    return [name for _, name in sorted(runs)]
+            out.append((path.name, data))
+    return out
+
+
+def _created_of(data: dict[str, Any]) -> str:
+    created = data.get('created')
+    return created if isinstance(created, str) else ''   # str only: sortable
+
+
+def list_run_ids(repo: Path) -> list[str]:
+    """Runs in creation order (oldest first)."""
+    return [name for _, name in sorted((_created_of(data), name) for name, data in _records(repo))]
+
+
+# Beside run.json, not in it: run.json is what a run was started from (and a record an older codex-orch
+# must still read); when it was last used changes on every run and resume.
+USED_FILE = 'used.json'
+
+
+def record_use(repo: Path, run_id: str, now: dt.datetime | None = None) -> None:
+    """Note that the run is being run or resumed now: the latest run is the plan run used most recently.
+
+    Only a command that runs the run calls this (it holds the run's lock); read-only ones never do.
+    """
+    when = (now or dt.datetime.now()).astimezone().isoformat(timespec='microseconds')
+    atomic.write_json(run_dir(repo, run_id) / USED_FILE, {'last_used': when})
+
+
+def last_used(repo: Path, run_id: str) -> str | None:
+    """When the run was last run or resumed (ISO 8601 with offset), or None (never since this was recorded)."""
+    try:
+        data = json.loads((run_dir(repo, run_id) / USED_FILE).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+    value = data.get('last_used') if isinstance(data, dict) else None
+    return value if isinstance(value, str) and timestamp(value) is not None else None
+
+
+def timestamp(value: object) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time; one without an offset (run.json's `created`) is local."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None   # a hand-edited record: never a crash, just no time
 
 
 def latest_run_id(repo: Path) -> str:
-    runs = list_run_ids(repo)
-    if not runs:
+    """The plan run used most recently: the newest `last used`, or `created` for a run from before that was
+    recorded. One-task runs (`task`, `plan`) are never it: `resume`, `status` and plain doit mean the plan."""
+    records = _records(repo)
+    plans = [(name, data) for name, data in records if data.get('kind', 'plan') == 'plan']
+    if not records:
         raise RunNotFoundError(f'no runs in {runs_dir(repo)} yet (start one with `codex-orch run --plan-file PLAN`)')
-    return runs[-1]
+    if not plans:
+        some = f'{len(records)} one-task run{"s" if len(records) != 1 else ""}'
+        raise RunNotFoundError(f'no plan runs in {runs_dir(repo)} yet, only {some} of `codex-orch task` or `plan`, '
+                               'which are never the latest: pass --run-id to name one, or start a plan run with '
+                               '`codex-orch run --plan-file PLAN`')
+
+    def recency(item: tuple[str, dict[str, Any]]) -> tuple[float, float, str, str]:
+        name, data = item
+        created = timestamp(data.get('created'))
+        used = timestamp(last_used(repo, name))
+        newest = max(t for t in (used, created, float('-inf')) if t is not None)
+        return newest, created if created is not None else float('-inf'), _created_of(data), name
+
+    return max(plans, key=recency)[0]

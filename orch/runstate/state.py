@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.core.text import encode_utf8
+from orch.failpoints import crash_point
 from orch.runstate import atomic
 
 
@@ -62,10 +63,20 @@ def read_result(task_dir: Path) -> dict[str, Any] | None:
 
 
 def write_result(task_dir: Path, result: dict[str, Any], execution: dict[str, Any]) -> None:
-    """execution.json, then result.json (the target, last); an unchanged result.json is not touched."""
+    """execution.json, then result.json (the target, last); an unchanged result.json is not touched.
+
+    `result_changed_at` is when the result last changed: what a gate of the task must have run after."""
     text = atomic.json_text({k: result.get(k) for k in RESULT_FIELDS})
-    digest = hashlib.sha256(encode_utf8(text)).hexdigest()
-    atomic.write_json(task_dir / 'execution.json', {**execution, 'result_sha256': digest})
+    data = encode_utf8(text)
+    try:
+        same = (task_dir / 'result.json').read_bytes() == data
+    except OSError:
+        same = False
+    before = read_result(task_dir) or {} if same else {}
+    since = before.get('result_changed_at') or before.get('finished_at') or time.time()
+    atomic.write_json(task_dir / 'execution.json', {**execution, 'result_changed_at': since,
+                                                     'result_sha256': hashlib.sha256(data).hexdigest()})
+    crash_point('after-execution', task_dir.name)
     atomic.write_if_changed(task_dir / 'result.json', text)
 
 

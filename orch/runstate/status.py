@@ -70,15 +70,19 @@ def _causes(status: str, reason: str | None, st: dict[str, Any]) -> list[tuple[s
 
 def _gated(status: str, reason: str | None, gates: list[dict[str, Any]], expected: list[str],
            result: dict[str, Any]) -> tuple[str, str | None]:
-    """A done task is verified only when every gate of it passed on its latest result."""
-    failed = next((g for g in gates if not g.get('passed')), None)
+    """A done task is verified only when every gate its rules have now passed on its latest result.
+
+    A gate's record counts when it ran after the result last changed: a kill can come between the work and
+    its gate, and a re-run that left the result as it was is not gated again (nothing it checks changed)."""
+    since = float(result.get('result_changed_at') or result.get('finished_at') or 0)
+    recorded = {g['name']: g for g in gates}
+    current = [recorded[name] for name in expected
+               if name in recorded and float(recorded[name].get('finished_at') or 0) >= since]
+    failed = next((g for g in current if not g.get('passed')), None)
     if failed is not None:   # a gate is a result of its task: the work is committed, but not verified
         why = 'timed out' if failed.get('exit_code') is None else f'exit {failed.get("exit_code")}'
         return 'failed', f'gate {failed["name"]} failed: {failed.get("command")} ({why})'
-    finished = float(result.get('finished_at') or 0)   # a kill can come between the work and its gate
-    recorded = {g['name']: g for g in gates}
-    unrun = [name for name in expected
-             if name not in recorded or float(recorded[name].get('finished_at') or 0) < finished]
+    unrun = [name for name in expected if name not in {g['name'] for g in current}]
     if unrun:
         return 'pending', f'gate {", ".join(unrun)} has not run on its latest work yet'
     return status, reason

@@ -41,8 +41,12 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
         _record_gate(rt, step.task_id, step.rule.name, record)
     if not run.passed:
         raise Failed(f'gate {step.rule.name} failed: `{step.shell}` ({run.why}); see {run.log}')
+    # The target is what the tasks after it depend on: that this rule passed, never its times or output, so
+    # a gate that runs again and passes again does not make them run again (early cut-off). The whole
+    # record is in the task's state.json (gates) and in the log.
     for target in step.targets:
-        atomic.write_json(rt.path(target), record)
+        atomic.write_if_changed(rt.path(target), atomic.json_text(
+            {'rule': step.rule.name, 'task_id': step.task_id, 'passed': True, 'log': run.log}))
 
 
 def _snapshot_for(rt: RunInputs, session: Session, step: Step) -> Path | None:

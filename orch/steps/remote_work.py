@@ -79,7 +79,7 @@ def _submit(work: _Work) -> dict[str, Any]:
         else previous.get('rerun_note') or ''
     submissions = int(previous.get('remote_submissions') or 0) + 1
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None, pid=os.getpid(),
-                       round='remote: sending', checks=None, gates=None, warnings=None, rerun_note=note,
+                       round='remote: sending', checks=None, warnings=None, rerun_note=note,
                        worker=None, remote_submissions=submissions)
     _ensure_workdir(work)
     tip = git.rev_parse(work.workdir, 'HEAD')

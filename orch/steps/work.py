@@ -175,8 +175,7 @@ def _first_answer(work: _Work) -> Rounds:
     note = previous.get('rerun_note') or '' if previous.get('status') == 'running' else \
         rerun_note(previous, state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
-                       pid=os.getpid(), round=None, checks=None, gates=None, warnings=None, rerun_note=note,
-                       worker=None)
+                       pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None)
     _ensure_workdir(work)
     # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
     # uncommitted in the worktree is someone's work, and is never silently discarded.

@@ -89,13 +89,13 @@ class Host:
         assert found is not None, f'{task_id} has no result'
         return found
 
-    def status(self) -> dict[str, Any]:
-        rc, out, err = self.cli('status', '--json')
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        rc, out, err = self.cli('status', '--json', *(['--run-id', run_id] if run_id else []))
         assert rc == 0, err
         return json.loads(out)
 
-    def statuses(self) -> dict[str, str]:
-        return {t['id']: t['status'] for t in self.status()['tasks']}
+    def statuses(self, run_id: str | None = None) -> dict[str, str]:
+        return {t['id']: t['status'] for t in self.status(run_id)['tasks']}
 
     def branch_log(self, branch: str) -> list[str]:
         return git(self.repo, 'log', '--format=%s', branch).splitlines()
