@@ -2,6 +2,7 @@
 processes, each with its own CODEX_HOME on a stand-in of the model API, running the real Codex CLI."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -257,24 +258,30 @@ def test_worker_killed_mid_task_then_resume(tmp_path: Path, monkeypatch: pytest.
         server.close()
 
 
-def _worker_running_codex(cluster: Cluster, timeout: float) -> str:
+def _codex_running(cluster: Cluster) -> list[str]:
+    """The workers with a live codex process among their descendants."""
     import psutil
     found: list[str] = []
-
-    def running() -> bool:
-        for name, proc in cluster.workers.items():
-            try:
-                children = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                continue
-            if any('codex' in ' '.join(c.cmdline()) for c in children if _alive(c)):
+    for name, proc in cluster.workers.items():
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if any(_is_codex(c.cmdline()) for c in children if _alive(c)):
                 found.append(name)
-                return True
-        return False
+    return found
 
-    wait_for(running, timeout=timeout)
+
+def _is_codex(cmdline: list[str]) -> bool:
+    """The Codex CLI (its npm launcher or native binary), not codex-orch's own watchdog."""
+    return any(os.path.basename(arg).startswith('codex') and 'codex-orch' not in arg for arg in cmdline[:2])
+
+
+def _worker_running_codex(cluster: Cluster, timeout: float) -> str:
+    wait_for(lambda: _codex_running(cluster), timeout=timeout)
     time.sleep(0.5)
-    return found[0]
+    return _codex_running(cluster)[0]
 
 
 def _alive(proc: object) -> bool:
@@ -381,3 +388,27 @@ def test_per_task_worktrees_and_a_failing_check_on_the_cluster(cluster: Cluster,
     assert git(host.repo, 'show', f'{branch}:src/a.py') == 'A = 1'
     assert t1['commit'] == git(host.repo, 'rev-parse', branch)
     assert coordinator_standin.requests == []
+
+
+def test_interrupted_coordinator_stops_the_codex_on_the_worker(cluster: Cluster, coordinator_standin: Standin,
+                                                               hosts_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM (as Ctrl-C) of the coordinator while its unit runs: the worker kills that unit's codex, as a local
+    run kills its workers; resume runs the task again."""
+    host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, 'interrupted')
+    host.write_plan({'version': 1, 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Write', 'paths': ['src/x.py'],
+         'description': write('src/x.py', 'X = 1\n', '[[standin: slow 30]]\n')}]})
+    proc = subprocess.Popen([sys.executable, '-m', 'orch', 'run', '--plan-file', 'plan.json'], cwd=host.repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _worker_running_codex(cluster, timeout=60)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    wait_for(lambda: not _codex_running(cluster), timeout=10)   # not the 30 s of the slow answer
+    assert host.statuses() == {'T1': 'pending'}

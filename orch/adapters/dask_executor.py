@@ -144,7 +144,7 @@ class DaskExecutor:
                                    allow_other_workers=False)
             distributed.fire_and_forget(future)   # runs on to its end (and publishes) if this coordinator dies
             try:
-                result = self._wait(future, cancel, client if unit.pin else None, unit.pin)
+                result = self._wait(future, cancel, client, unit.pin, unit.key)
             except distributed.client.FutureCancelledError as exc:
                 lost.append(f'{key}: cancelled on the cluster ({exc})')
             except distributed.KilledWorker as exc:
@@ -169,22 +169,29 @@ class DaskExecutor:
         return WorkOutcome(key=unit.key, status='failed', outcome='worker-lost', reason=reason)
 
     @staticmethod
-    def _wait(future: Any, cancel: threading.Event, client: Any = None, pin: str | None = None) -> Any:
-        """The future's result; with `pin`, KilledWorker when that worker leaves (a pinned unit would wait)."""
+    def _wait(future: Any, cancel: threading.Event, client: Any = None, pin: str | None = None,
+              unit_key: str | None = None) -> Any:
+        """The future's result; with `pin`, KilledWorker when that worker leaves (a pinned unit would wait). On
+        `cancel` the unit is cancelled, and its cancel Event set: the worker kills the codex it runs."""
         # Polls the future's own state (no round trip): `future.result(timeout=...)` from several threads at once
         # can fail inside distributed's sync() with an UnboundLocalError (seen with 2026.8.0).
         finished = threading.Event()
         future.add_done_callback(lambda _: finished.set())   # wakes this thread at once (no polling latency)
         polls = 0
-        while not (finished.wait(POLL) or future.done()):
-            if cancel.is_set():
-                future.cancel()
-                raise Interrupted
-            polls += 1
-            if pin is not None and polls % 8 == 0 and pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
-                future.cancel()
-                raise _distributed().KilledWorker(future.key, pin, None)
+        try:
+            while not (finished.wait(POLL) or future.done()):
+                if cancel.is_set():
+                    raise Interrupted
+                polls += 1
+                if pin is not None and polls % 8 == 0 and \
+                        pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
+                    future.cancel()
+                    raise _distributed().KilledWorker(future.key, pin, None)
+        except (Interrupted, KeyboardInterrupt):   # Ctrl-C or SIGTERM: in doit's main thread with -j 1
+            _cancel(future, client, unit_key)
+            raise
         if cancel.is_set():
+            _cancel(future, client, unit_key)
             raise Interrupted
         return future.result()
 
@@ -193,3 +200,13 @@ def _task_state(key: str, dask_scheduler: Any = None) -> str | None:
     """On the scheduler: the state of task `key`, None when it does not know it."""
     task = dask_scheduler.tasks.get(key) if dask_scheduler is not None else None
     return str(task.state) if task is not None else None
+
+
+def _cancel(future: Any, client: Any, unit_key: str | None) -> None:
+    """Stop a unit: its cancel Event first (a running unit kills its codex), then the task on the scheduler."""
+    if client is not None and unit_key is not None:
+        from orch.remote.run_unit import cancel_event_name
+        with contextlib.suppress(Exception):
+            _distributed().Event(cancel_event_name(unit_key), client=client).set()
+    with contextlib.suppress(Exception):
+        future.cancel()

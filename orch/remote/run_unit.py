@@ -14,8 +14,10 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from orch.steps.failure import Failed
 from orch.steps.rounds import Rounds
 
 RESULT_REF = 'refs/orch/result'
+CANCEL_POLL = 0.5
 _SKIPPED = frozenset({'pid', 'process.json'})   # a remote process id means nothing to the coordinator
 
 
@@ -39,8 +42,10 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
     started = time.time()
     scratch = Path(tempfile.mkdtemp(prefix='codex-orch-unit-'))
     out = WorkOutcome(key=unit.key, status='error', worker=_identity(), started_at=started)
+    cancel = threading.Event()
+    stop_watching = _watch_cancel(unit.key, cancel)
     try:
-        _run(unit, scratch, out)
+        _run(unit, scratch, out, cancel)
     except Failed:
         st = state.read_state(scratch / 'task')
         status = str(st.get('status') or 'failed')
@@ -56,6 +61,7 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
         out.reason = f'the remote worker failed: {type(exc).__name__}: {exc}'
         out.files['remote-error.txt'] = traceback.format_exc().encode()
     finally:
+        stop_watching()
         out.files.update(_task_files(scratch / 'task'))
         out.ended_at = time.time()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -72,7 +78,35 @@ def _publish(out: WorkOutcome) -> None:
         get_client().publish_dataset(out, name=out.key, override=True)
 
 
-def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome) -> None:
+def cancel_event_name(key: str) -> str:
+    """The Dask Event the coordinator sets to stop unit `key` (Ctrl-C, SIGTERM): its codex is killed here."""
+    return f'{key}-cancel'
+
+
+def _watch_cancel(key: str, cancel: threading.Event) -> Callable[[], None]:
+    """Set `cancel` when the coordinator sets the unit's cancel Event; returns how to stop watching."""
+    try:
+        from distributed import Event, get_client, get_worker
+        get_worker()
+        event = Event(cancel_event_name(key), client=get_client())
+    except Exception:   # outside a Dask worker: nothing to watch
+        return lambda: None
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(CANCEL_POLL):
+            try:
+                if event.is_set():
+                    cancel.set()
+                    return
+            except Exception:   # the worker lost its scheduler: the unit ends by itself
+                return
+
+    threading.Thread(target=watch, name=f'cancel-{key}', daemon=True).start()
+    return stop.set
+
+
+def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Event) -> None:
     repo, workdir, task_dir = scratch / 'repo', scratch / 'work', scratch / 'task'
     task_dir.mkdir()
     git.init_repository(repo)
@@ -81,7 +115,7 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome) -> None:
     ex = verify.Execution(
         task_id=unit.task_id, task_dir=task_dir, workdir=workdir, spec=_spec(unit, workdir, scratch),
         schema=unit.schema, checks=tuple(unit.checks), repair_rounds=unit.repair_rounds,
-        check_timeout=unit.check_timeout, log_root=task_dir,
+        check_timeout=unit.check_timeout, log_root=task_dir, cancel=cancel,
         command_env={**os.environ, 'ORCH_RUN_ID': unit.run_id, 'ORCH_REPO': str(workdir),
                      'ORCH_TASK_ID': unit.task_id, 'ORCH_WORKTREE': str(workdir)})
     if unit.resume_thread is not None:

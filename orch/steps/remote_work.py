@@ -74,6 +74,8 @@ def _submit(work: _Work) -> dict[str, Any]:
             raise Failed('interrupted') from None
         if recovered is not None:
             return _record(work, recovered, prior)
+    elif prior:   # an earlier unit that ended without being recorded (interrupted): the scheduler need not keep it
+        session.executor.forget(prior['unit_key'])
     started = time.time()
     note = rerun_note(previous, state.read_result(task_dir)) if previous.get('status') != 'running' \
         else previous.get('rerun_note') or ''
