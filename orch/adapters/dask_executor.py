@@ -52,7 +52,7 @@ def connect(address: str, timeout: float) -> Any:
             return client
         try:
             client = distributed.Client(address, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:   # OSError, TimeoutError, a malformed address: never a traceback
             raise LaunchError(f'cannot reach the Dask scheduler at {address} (executor.address): {exc}; start it '
                               f'(`dask scheduler`), or fix the address, or run with --executor local') from None
         _clients[address] = client
@@ -129,20 +129,26 @@ class DaskExecutor:
         """Submit `unit` and wait for its outcome (resubmitting it after lost workers, bounded)."""
         distributed = _distributed()
         from orch.remote.run_unit import run_unit
-        client = connect(self.address, self.connect_timeout)
         lost: list[str] = []
         for n in range(self.resubmits + 1):
             key = unit.key if n == 0 else f'{unit.key}-resubmit-{n}'
             if on_submitted is not None:
                 on_submitted(key)   # recorded before it is submitted: a resume asks the cluster for it
-            if unit.pin is not None and unit.pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
-                return WorkOutcome(key=unit.key, status='failed', outcome='worker-lost',
-                                   reason=f'the Dask worker {unit.pin}, which holds the Codex thread to resume, '
-                                          'is gone')
-            future = client.submit(run_unit, unit, key=key, pure=False, resources=dict(self.resources) or None,
-                                   retries=0, workers=[unit.pin] if unit.pin else None,
-                                   allow_other_workers=False)
-            distributed.fire_and_forget(future)   # runs on to its end (and publishes) if this coordinator dies
+            try:
+                client = connect(self.address, self.connect_timeout)
+                if unit.pin is not None and unit.pin not in client.scheduler_info(n_workers=-1).get('workers', {}):
+                    return WorkOutcome(key=unit.key, status='failed', outcome='worker-lost',
+                                       reason=f'the Dask worker {unit.pin}, which holds the Codex thread to '
+                                              'resume, is gone')
+                future = client.submit(run_unit, unit, key=key, pure=False,
+                                       resources=dict(self.resources) or None, retries=0,
+                                       workers=[unit.pin] if unit.pin else None, allow_other_workers=False)
+                distributed.fire_and_forget(future)   # runs on to its end (and publishes) if this coordinator dies
+            except LaunchError as exc:   # the scheduler went away: the task fails with why, resume tries again
+                return WorkOutcome(key=unit.key, status='failed', outcome='scheduler-lost', reason=str(exc))
+            except (OSError, distributed.comm.CommClosedError) as exc:
+                lost.append(f'{key}: could not be submitted ({exc})')
+                continue
             try:
                 result = self._wait(future, cancel, client, unit.pin, unit.key)
             except distributed.client.FutureCancelledError as exc:
@@ -151,7 +157,6 @@ class DaskExecutor:
                 lost.append(f'{key}: its worker died ({exc})')
             except (OSError, distributed.comm.CommClosedError) as exc:
                 lost.append(f'{key}: lost the connection to the scheduler ({exc})')
-                client = connect(self.address, self.connect_timeout)
             except Interrupted:
                 raise
             except Exception as exc:   # the unit itself raised (it reports the task's failures as outcomes)

@@ -172,12 +172,14 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
     where = _where(outcome)
     state.update_state(task_dir, worker=outcome.worker or None, executor='dask')
     if work.session.progress is not None:
-        work.session.progress.remote(task.id, f'ran on Dask worker {where}: {outcome.status}', line=True)
+        text = f'ran on Dask worker {where}' if where else 'on the Dask cluster'
+        work.session.progress.remote(task.id, f'{text}: {outcome.status}', line=True)
     attempts = state.attempt_count(task_dir)
     if outcome.status != 'done':
         status = outcome.status if outcome.status in _FAILED_STATUSES else \
             'pending' if outcome.status == 'interrupted' else 'failed'
-        reason = f'{outcome.reason or outcome.outcome or outcome.status} (on Dask worker {where})'
+        reason = str(outcome.reason or outcome.outcome or outcome.status)
+        reason += f' (on Dask worker {where})' if where else ''
         state.update_state(task_dir, status=status, reason=reason, outcome=outcome.outcome, usage=outcome.usage,
                            attempts=attempts, ended_at=time.time(), round=None, answer=outcome.answer,
                            checks=outcome.checks, thread_id=outcome.thread_id)
@@ -337,4 +339,4 @@ def _drop_refs(work: _Work) -> None:
 def _where(outcome: WorkOutcome) -> str:
     worker = outcome.worker or {}
     address, host = worker.get('address'), worker.get('host')
-    return f'{address} ({host})' if address and host else str(address or host or 'unknown')
+    return f'{address} ({host})' if address and host else str(address or host or '')
