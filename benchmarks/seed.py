@@ -17,20 +17,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orch import actions, atomic, doit_runner, state  # noqa: E402
-from orch.main import main  # noqa: E402
+from orch.main import main
+from orch.runstate import atomic, state
+from orch.steps import work
 
 ANSWER = {'status': 'done', 'summary': 'Done.', 'files_changed': [], 'decisions': [], 'follow_ups': []}
 
 
-def stub_worker(rt, step) -> None:
+def stub_worker(rt, session, step) -> None:
     task = rt.plan.by_id[step.task_id]
     task_dir = rt.path(rt.layout.task_dir(task.id))
     now = time.time()
     attempt = task_dir / 'attempt-1'
     attempt.mkdir(parents=True, exist_ok=True)
     atomic.write_json(attempt / 'attempt.json', {'n': 1, 'kind': 'initial', 'outcome': 'ok'})
-    digest = actions.inputs_digest(rt, step)
+    digest = work.inputs_digest(rt, step)
     result = {
         'task_id': task.id, 'role': task.role, 'title': task.title, 'status': 'done', 'answer': ANSWER,
         'commit': None, 'files_changed': [], 'usage': {'input_tokens': 100, 'output_tokens': 20},
@@ -44,5 +45,5 @@ def stub_worker(rt, step) -> None:
 
 
 if __name__ == '__main__':
-    doit_runner._ACTIONS['codex_worker'] = stub_worker
+    work.codex_worker = stub_worker   # the step table resolves 'orch.steps.work:codex_worker' when first used
     raise SystemExit(main(sys.argv[1:]))

@@ -56,8 +56,18 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_command_of(argv)).parse_args(argv)
     try:
+        simple = None
+        if argv[:1] in (['status'], ['resume']):
+            # Answered from the run's no-op manifest when nothing changed, before argparse is built
+            # and before any command module loads (orch.fastpath).
+            from orch import fastpath
+            simple, answered = fastpath.from_argv(argv)
+            if answered is not None:
+                return answered
+        args = build_parser(_command_of(argv)).parse_args(argv)
+        if simple is not None:
+            args.fast_path_tried = True   # the command need not check the manifest a second time
         module, function = COMMANDS[args.command]
         command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), function)
         return command(args)

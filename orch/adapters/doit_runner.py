@@ -37,7 +37,7 @@ from orch.engine.inputs import RunInputs, open_run, task_entry, write_task_entri
 from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.errors import OrchError
-from orch.runstate import state
+from orch.runstate import manifest, state
 from orch.runstate.runs import check_run_id, latest_run_id, record_use
 from orch.steps import gate
 from orch.steps.failure import Failed
@@ -205,6 +205,31 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     checks the config adds) that changed since task.json was written counts too, although task.json itself
     is only rewritten by the next run.
     """
+    stale = changed_entries(rt)
+    db = rt.run_dir / 'doit.db'
+    if not db.exists():
+        return stale
+    steps = [s for s in rt.steps if s.task_id and (s.builtin.task_input if s.builtin else s.rule.gate)]
+    by_name = {step.name: step for step in steps}
+    results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
+    own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
+    for name, status in _doit_statuses(rt, steps, db):
+        if status.status == 'up-to-date':
+            continue
+        step = by_name[name]
+        found = _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params) \
+            if step.builtin else _gate_reasons(rt, step, status.reasons, results)
+        if not found and step.builtin is None:
+            continue
+        why = stale.setdefault(step.task_id or '', [])
+        for reason in found:
+            if reason not in why:
+                why.append(reason)
+    return {tid: why or [('inputs_changed', 'its inputs changed since it ran')] for tid, why in stale.items()}
+
+
+def changed_entries(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
+    """Tasks whose plan entry (or the checks the config adds) differs from their task.json, field by field."""
     stale: dict[str, list[tuple[str, str]]] = {}
     for task in rt.plan.tasks:
         try:
@@ -214,39 +239,34 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
         changes = entry_changes(on_disk, json.loads(json.dumps(task_entry(rt, task))))
         if changes:
             stale[task.id] = [('plan_field_changed', change) for change in changes]
+    return stale
+
+
+def all_up_to_date(rt: RunInputs) -> bool:
+    """Whether a `doit run` of the whole graph would run nothing now and status would call nothing stale:
+    doit's own check of every step (file deps by md5, targets, uptodate callables such as worktree_ready),
+    and every task.json equal to its plan entry; without running or writing anything."""
     db = rt.run_dir / 'doit.db'
-    if not db.exists():
-        return stale
-    steps = [s for s in rt.steps if s.task_id and (s.builtin.task_input if s.builtin else s.rule.gate)]
+    if not db.exists() or changed_entries(rt):
+        return False
+    return all(status.status == 'up-to-date' for _, status in _doit_statuses(rt, list(rt.steps), db))
+
+
+def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str, Any]]:
+    """doit's Dependency.get_status of each step, read from the run's database (opened read-only)."""
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
-    by_name = {step.name: step for step in steps}
     for step in steps:
         d = task_dict(rt, session, step)
         d['name'] = step.name
         d.pop('basename')
         tasks[step.name] = dict_to_task(d)
-    results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
-    own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
     with contextlib.chdir(rt.repo):
         dep = Dependency(ReadOnlySqliteDB, str(db), checker_cls=MD5Checker)
         try:
-            for name, task in tasks.items():
-                status = dep.get_status(task, tasks, get_log=True)
-                if status.status == 'up-to-date':
-                    continue
-                step = by_name[name]
-                found = _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params) \
-                    if step.builtin else _gate_reasons(rt, step, status.reasons, results)
-                if not found and step.builtin is None:
-                    continue
-                why = stale.setdefault(step.task_id or '', [])
-                for reason in found:
-                    if reason not in why:
-                        why.append(reason)
+            return [(name, dep.get_status(task, tasks, get_log=True)) for name, task in tasks.items()]
         finally:
             dep.backend._conn.close()
-    return {tid: why or [('inputs_changed', 'its inputs changed since it ran')] for tid, why in stale.items()}
 
 
 def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -412,6 +432,9 @@ def dodo_namespace(start: Path | None = None, run_id: str | None = None) -> dict
             session.ensure_lock()
         except OrchError as exc:
             raise InvalidDodoFile(f'codex-orch: {exc}') from None
+        # Plain doit may now run, forget or clean steps: the no-op manifest vouches for nothing any more
+        # (the next codex-orch run writes a new one once everything is up to date again).
+        manifest.invalidate(rt.run_dir)
         if _doit_command(sys.argv[1:]) == 'run':
             record_use(rt.repo, rt.run.run_id)   # a plain `doit run` runs the run, as `resume` would
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit

@@ -54,8 +54,7 @@ def dry_run_of(rt: RunInputs, again: str) -> int:
     if pid is not None:
         output.write_line(f'run {run_id} is in progress (PID {pid}): the tasks below are what is left of it now')
     if not would:
-        output.write_line(f'run {run_id}: nothing would run: all {len(rows)} task(s) are done and up to date '
-                          '(dry run: nothing was spent or written)')
+        output.write_line(nothing_would_run(run_id, len(rows)))
         return NOTHING
     output.write_line(f'run {run_id}: {len(would)} of {len(rows)} task(s) would run '
                       '(dry run: nothing was spent or written)')
@@ -72,6 +71,12 @@ def dry_run_of(rt: RunInputs, again: str) -> int:
         output.write_line(f'token budget {budget:,}: the run has spent {spent:,}, {max(0, budget - spent):,} left')
     output.write_line(f'To do it: {again}')
     return SOMETHING
+
+
+def nothing_would_run(run_id: str, tasks: int) -> str:
+    """The dry run's answer when nothing would run (also what the no-op manifest records)."""
+    return (f'run {run_id}: nothing would run: all {tasks} task(s) are done and up to date '
+            '(dry run: nothing was spent or written)')
 
 
 def dry_run_new(repo: Path, plan_file: str, run_id: str | None) -> int:

@@ -12,7 +12,7 @@ from tabulate import tabulate
 from orch import output
 from orch.adapters.doit_runner import stale_task_ids
 from orch.commands.common import find_repo
-from orch.engine.inputs import open_run
+from orch.engine.inputs import RunInputs, open_run
 from orch.runstate.lock import holder_pid
 from orch.runstate.runs import latest_run_id
 from orch.runstate.status import removed_tasks, run_record, task_rows
@@ -27,9 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def status_document(repo: Path, run_id: str) -> dict[str, Any]:
     rt = open_run(repo, run_id)
-    rows = task_rows(rt, stale_task_ids(rt))
-    return {'run': run_record(rt), 'running': holder_pid(rt.run_dir) is not None, 'tasks': rows,
-            'removed': removed_tasks(rt)}
+    return document(rt, task_rows(rt, stale_task_ids(rt)), running=holder_pid(rt.run_dir) is not None)
+
+
+def document(rt: RunInputs, rows: list[dict[str, Any]], *, running: bool) -> dict[str, Any]:
+    """The status of a run from its task rows (also what the no-op manifest records, orch.engine.noop_record)."""
+    return {'run': run_record(rt), 'running': running, 'tasks': rows, 'removed': removed_tasks(rt)}
 
 
 def render_table(doc: dict) -> str:

@@ -15,6 +15,7 @@ from orch.adapters import worker
 from orch.adapters.doit_runner import is_last, run_doit
 from orch.adapters.services import Services
 from orch.core.redact import RedactingStream
+from orch.engine import noop_record
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
 from orch.engine.reports import write_reports
@@ -37,6 +38,7 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     session = Session(rt, options, lock=lock, progress=progress,
                       spent_before=spent_so_far(rt) if rt.config.token_budget else 0)
     session.ensure_lock()
+    previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
@@ -67,12 +69,25 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
         if session.executor is not None:
             from orch.adapters.dask_executor import close_all
             close_all()
+    clean = rc == 0 and not (session.internal_errors or session.step_failures or session.budget.stop_reason)
+    before = None
+    if clean:   # the no-op manifest's first snapshot, before the rows below are read
+        with contextlib.suppress(OSError):
+            before = noop_record.snapshot_before(rt, previous)
     rows = task_rows(rt)
-    _summary_line(rt, session, rows)
+    lines = summary_lines(rt, session, rows)
+    for line, err in lines:
+        output.write_line(line, err=err)
     if session.internal_errors:
         return EXIT_INTERNAL
     code = exit_code(rows, rc)
-    return EXIT_TASK_FAILED if code == EXIT_OK and session.step_failures else code
+    code = EXIT_TASK_FAILED if code == EXIT_OK and session.step_failures else code
+    if code == EXIT_OK and before is not None:
+        # What a no-op resume of this state would print is what this one printed (every task done);
+        # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
+        with contextlib.suppress(OSError):
+            noop_record.record(rt, before, rows, [line for line, err in lines if not err])
+    return code
 
 
 def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:
@@ -118,19 +133,19 @@ def _final_report(rt: RunInputs) -> None:
         write_reports(rt)
 
 
-def _summary_line(rt: RunInputs, session: Session, rows: list[dict[str, Any]]) -> None:
+def summary_lines(rt: RunInputs, session: Session, rows: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The lines a run ends with, each with whether it goes to stderr (the internal errors)."""
     counts: dict[str, int] = {}
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1
     text = ', '.join(f'{n} {s}' for s, n in sorted(counts.items()))
-    output.write_line(f'run {rt.run.run_id}: {text}')
-    for row in rows:
-        if row['status'] in ('failed', 'deferred', 'blocked'):
-            output.write_line(f'  {row["id"]} {row["status"]}: {row["reason"]}')
+    lines = [f'run {rt.run.run_id}: {text}']
+    lines += [f'  {row["id"]} {row["status"]}: {row["reason"]}' for row in rows
+              if row['status'] in ('failed', 'deferred', 'blocked')]
     if session.budget.stop_reason:
-        output.write_line(f'stopped early: {session.budget.stop_reason}')
-    for reason in session.step_failures:
-        output.write_line(f'  FAILED {reason}')
-    for reason in session.internal_errors:
-        output.write_line(f'{reason}; please report it', err=True)
-    output.write_line(f'report: {rt.run_dir / "report.md"}')
+        lines.append(f'stopped early: {session.budget.stop_reason}')
+    lines += [f'  FAILED {reason}' for reason in session.step_failures]
+    out = [(line, False) for line in lines]
+    out += [(f'{reason}; please report it', True) for reason in session.internal_errors]
+    out.append((f'report: {rt.run_dir / "report.md"}', False))
+    return out

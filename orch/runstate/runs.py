@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.core.plan import id_problem
 from orch.errors import InputError, RunNotFoundError
 from orch.runstate import atomic
 
@@ -61,6 +60,8 @@ MAX_RUN_ID = 100   # as for task ids: it becomes a directory name and part of br
 
 
 def check_run_id(run_id: str) -> None:
+    from orch.core.plan import id_problem  # here: orch.core.plan imports jsonschema, runs are listed without it
+
     if len(run_id) > MAX_RUN_ID:
         raise InputError(f'--run-id {run_id[:40]!r}...: {len(run_id)} characters long, at most {MAX_RUN_ID} are '
                          'allowed (it becomes a directory and a branch name); choose a shorter run id')

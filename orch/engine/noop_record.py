@@ -1,0 +1,180 @@
+"""Writing the no-op manifest (orch.runstate.manifest) at the end of a run, when doit would run nothing.
+
+Every input that can change what a resume would run, or what status shows, gets a signature:
+- the run's inputs: config, plan schema, plan file, spec, the built-in and the host's rules (files and
+  listings), every role schema and template, run.json and the run's caches (plan check, task entries);
+- every step's file deps and targets (task.json, prompt.md, result.json, worktree.json, gate outputs,
+  the reports), and doit's database with its journal files (`doit forget` changes it);
+- what status reads besides: the run's task directories, also of tasks removed from the plan (their
+  listings, every file in them: state.json, execution.json, ...) and each attempt's attempt.json;
+- the non-file conditions of doit's uptodate callables: worktree_ready (the worktree's `.git` file, its
+  administrative files in the repository's .git, the repository's git config) and config_changed (the
+  params are compiled from the config, rules and run.json, all above);
+- codex-orch's and doit's own code (every file of both packages, and their listings), the version, and
+  the listing of the directory doit is installed in (an upgraded library changes a dist-info name).
+
+The manifest is written only when the run ended with every task done and no failure, and only when two
+snapshots taken before and after doit's own check of the whole graph (orch.adapters.doit_runner.
+all_up_to_date) are identical: nothing changed while doit looked, so what the manifest vouches for is
+exactly the state doit found up to date.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orch.core.resources import builtin_rules_dir
+from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs
+from orch.runstate import manifest
+from orch.runstate.runs import ORCH_DIR
+from orch.runstate.state import read_json
+
+
+def load_previous(rt: RunInputs) -> manifest.Manifest | None:
+    """The manifest as it was, then gone: a run about to change things vouches for nothing until it ends.
+    The old one's hashes are reused for files whose stat is unchanged (see manifest.snapshot_files)."""
+    previous = manifest.load(rt.run_dir, manifest.header(rt.repo, rt.run.run_id))
+    manifest.invalidate(rt.run_dir)
+    return previous
+
+
+@dataclass(frozen=True)
+class Before:
+    """The first of the two snapshots, taken before the task rows are read and before doit's check."""
+
+    files: list[str]
+    dirs: list[str]
+    snapshot: manifest.Manifest
+
+
+def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None) -> Before | None:
+    """Take it before reading anything the manifest will vouch for (the rows of the summary): a change
+    after this shows in the second snapshot, and then no manifest is written."""
+    if rt.config.services:
+        return None   # a resume starts and stops the services even when nothing is stale: not skipped
+    files, dirs = inputs_of(rt)
+    snap = manifest.build(str(rt.repo), manifest.header(rt.repo, rt.run.run_id), files, dirs, {}, previous=previous)
+    return Before(files, dirs, snap) if snap is not None else None
+
+
+def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str]) -> bool:
+    """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
+    changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
+    summary_lines: what a no-op resume of this state prints."""
+    from orch.adapters.doit_runner import all_up_to_date
+
+    # The answers are rendered by the commands' own functions, so that they are their text exactly.
+    from orch.commands.dry_run import nothing_would_run
+    from orch.commands.status import document, render_table
+
+    if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt):
+        return False
+    doc = document(rt, rows, running=False)   # read between the snapshots, like the rows
+    answers = {'status_table': render_table(doc), 'status_json': json.dumps(doc, indent=2, sort_keys=True),
+               'resume_lines': summary_lines, 'dry_run_lines': [nothing_would_run(rt.run.run_id, len(rows))]}
+    first = before.snapshot
+    after = manifest.build(str(rt.repo), first.header, before.files, before.dirs, {}, previous=first)
+    if after is None or not manifest.same_signatures(first, after):
+        return False   # something changed while doit looked: vouch for nothing
+    manifest.save(rt.run_dir, manifest.Manifest(after.header, after.files, after.dirs, answers))
+    return True
+
+
+def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
+    """(files, directories) whose signatures the manifest keeps; repo-relative or absolute."""
+    run_dir = rt.layout.run_dir
+    files: list[str] = [
+        f'{ORCH_DIR}/orchestrator.yaml', f'{ORCH_DIR}/schemas/plan.json', rt.run.plan_file,
+        f'{run_dir}/run.json', f'{run_dir}/{PLAN_CHECK_FILE}', f'{run_dir}/task-entries.digest',
+        f'{run_dir}/doit.db', f'{run_dir}/doit.db-wal', f'{run_dir}/doit.db-journal', f'{run_dir}/doit.db-shm',
+        *rt.schemas, *rt.templates,
+    ]
+    if rt.run.spec_file:
+        files.append(rt.run.spec_file)
+    dirs: list[str] = []
+    for rules in (builtin_rules_dir(), rt.repo / ORCH_DIR / 'rules'):
+        dirs.append(str(rules))
+        files += _files_in(rules)
+    for step in rt.steps:
+        files += step.file_dep
+        files += step.targets
+        if step.builtin is not None and step.builtin.provides == 'workspace':
+            files += _worktree_files(rt, step.outputs['workspace'])
+    # Every task directory, also of tasks the plan no longer has (status lists them as removed): its
+    # listing, every file in it (state, result, task entry, rounds, a pending answer ...) and the record of
+    # each attempt; the plan's tasks' state.json and task.json even when missing.
+    tasks_dir = f'{run_dir}/tasks'
+    dirs.append(tasks_dir)
+    for task in rt.plan.tasks:
+        files += [f'{tasks_dir}/{task.id}/state.json', f'{tasks_dir}/{task.id}/task.json']
+    for name in _entries(rt.repo / tasks_dir, dirs_only=True):
+        task_dir = f'{tasks_dir}/{name}'
+        dirs.append(task_dir)
+        for entry in _entries(rt.repo / task_dir):
+            if entry.startswith('attempt-'):
+                files.append(f'{task_dir}/{entry}/attempt.json')
+            elif os.path.isfile(rt.repo / task_dir / entry):
+                files.append(f'{task_dir}/{entry}')
+    files.append('.git/config')   # core.bare, core.worktree ...: where git finds worktrees
+    packages = _code_packages()
+    for package in packages:
+        for directory, names in _package_files(package):
+            dirs.append(directory)
+            files += [os.path.join(directory, n) for n in names]
+    # The installed distributions beside doit (their dist-info names carry versions): an upgrade of a
+    # library the config, plan or rules are read with shows as a changed listing.
+    dirs.append(str(packages[-1].parent))
+    return files, dirs
+
+
+def _files_in(directory: Path) -> list[str]:
+    try:
+        return sorted(str(p) for p in directory.iterdir() if p.is_file())
+    except OSError:
+        return []
+
+
+def _entries(directory: Path, *, dirs_only: bool = False) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(directory) if not dirs_only or e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
+def _worktree_files(rt: RunInputs, record_path: str) -> list[str]:
+    """What worktree_ready depends on: the worktree's `.git` file and the administrative files it points
+    to (a hand-deleted or pruned worktree changes one of them)."""
+    record = read_json(rt.path(record_path)) or {}
+    path = record.get('path')
+    if not isinstance(path, str):
+        return []
+    worktree = rt.path(path)
+    out = [str(worktree / '.git')]
+    try:
+        text = (worktree / '.git').read_text(encoding='utf-8').strip()
+    except (OSError, ValueError):
+        return out
+    if text.startswith('gitdir: '):
+        admin = Path(text.removeprefix('gitdir: '))
+        admin = admin if admin.is_absolute() else worktree / admin
+        out += [str(admin / name) for name in ('gitdir', 'HEAD', 'commondir')]
+    return out
+
+
+def _code_packages() -> list[Path]:
+    """codex-orch's and doit's own code: a changed program may decide differently."""
+    import doit
+
+    import orch
+    return [Path(orch.__file__).parent, Path(doit.__file__).parent]
+
+
+def _package_files(package: Path) -> list[tuple[str, list[str]]]:
+    out = []
+    for directory, subdirs, names in os.walk(package):
+        subdirs[:] = sorted(d for d in subdirs if d != '__pycache__')
+        out.append((directory, sorted(n for n in names if not n.endswith(('.pyc', '.tmp')))))
+    return out

@@ -1,0 +1,233 @@
+"""The no-op manifest: the signatures of every input of a run at a moment doit found nothing to do.
+
+A run that ends with every step up to date (checked by doit's own Dependency.get_status, see
+orch.engine.noop_record) records here the signature of each file and directory that could change what
+would run or what `status` shows. While every signature still holds, a `status` or a no-op `resume` can
+answer from the manifest without importing doit or loading the graph: the answer is the one doit gave.
+
+Signatures are as strict as doit's md5 check, and stricter about time:
+- a file is unchanged when (mtime_ns, ctime_ns, size, inode) are all equal; otherwise it is unchanged
+  only when its content hash is equal (a checkout that only touched it is still a no-op, like doit's md5
+  check). A file that was modified shortly before the manifest was written ("racy", as git calls it: a
+  second write in the same clock tick keeps the mtime) is always compared by content;
+- a missing file must still be missing, a present one still present;
+- a directory is unchanged when its sorted listing is (new attempt directories, new rule files).
+
+Anything that does not match exactly, or any doubt (an unreadable file, a manifest of another version
+or format, a corrupt one), means "not known": the caller takes the full doit path. Nothing here imports
+more than the standard library, so the check costs a stat per input and nothing else.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orch.runstate import atomic
+
+MANIFEST = 'noop-manifest.json'
+FORMAT = 1
+# A file modified this close to the snapshot is "racy" (git's word): a second write within the same clock
+# tick would keep its mtime, so it is compared by content every time. Linux file times come from a coarse
+# clock (a few ms); a time on a whole second is taken for a filesystem with coarse times (FAT: 2 s) and
+# is racy too.
+RACY_NS = 1_000_000_000
+
+
+def _racy(now_ns: int, mtime_ns: int, ctime_ns: int) -> bool:
+    return now_ns - max(mtime_ns, ctime_ns) < RACY_NS or mtime_ns % 1_000_000_000 == 0
+
+# (path, mtime_ns, ctime_ns, size, inode, content hash, racy); a missing file is (path, None, ...).
+FileSig = tuple[str, int | None, int | None, int | None, int | None, str | None, bool]
+DirSig = tuple[str, int | None, str | None, bool]   # (path, mtime_ns, hash of the sorted listing, racy)
+
+
+def content_hash(path: str) -> str | None:
+    """blake2b of a regular file's bytes; None when it is not a readable regular file."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, 'rb') as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def listing_hash(path: str) -> str | None:
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return None
+    return hashlib.blake2b('\0'.join(names).encode('utf-8', 'surrogateescape'), digest_size=16).hexdigest()
+
+
+def _full(root: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(root, path)
+
+
+def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileSig] | None = None,
+                   now_ns: int | None = None) -> list[FileSig]:
+    """Signatures of `paths` (relative to root, or absolute). A file whose stat equals its entry in
+    `previous` (and was not racy there) keeps that entry's hash instead of being read again."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    previous = previous or {}
+    out: list[FileSig] = []
+    for path in dict.fromkeys(paths):
+        full = _full(root, path)
+        try:
+            st = os.stat(full)
+        except FileNotFoundError:
+            out.append((path, None, None, None, None, None, False))
+            continue
+        except OSError:
+            raise _Unknown(path) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unknown(path)
+        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        racy = _racy(now_ns, st.st_mtime_ns, st.st_ctime_ns)
+        old = previous.get(path)
+        if old is not None and not old[6] and not racy and old[1:5] == key and old[5] is not None:
+            digest: str | None = old[5]
+        else:
+            digest = content_hash(full)
+            if digest is None:
+                raise _Unknown(path)
+        out.append((path, *key, digest, racy))
+    return out
+
+
+def snapshot_dirs(root: str, paths: Iterable[str], *, now_ns: int | None = None) -> list[DirSig]:
+    """Listings of directories (None for a missing one). An entry added or removed changes a
+    directory's mtime, so a later check lists only a directory whose mtime moved (or was racy)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    out: list[DirSig] = []
+    for path in dict.fromkeys(paths):
+        full = _full(root, path)
+        try:
+            mtime: int | None = os.stat(full).st_mtime_ns
+        except OSError:
+            mtime = None
+        listing = listing_hash(full) if mtime is not None else None
+        out.append((path, mtime, listing, mtime is not None and _racy(now_ns, mtime, mtime)))
+    return out
+
+
+class _Unknown(Exception):
+    """An input that cannot be given a signature (unreadable, not a regular file): no manifest."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a verified no-op run recorded: header values, signatures, and the answers it gave."""
+
+    header: dict[str, Any]           # format, version, run id, repo, interpreter: must all match
+    files: list[FileSig]
+    dirs: list[DirSig]
+    answers: dict[str, Any]          # what status and a no-op resume print (see orch.engine.noop_record)
+
+    def to_json(self) -> str:
+        return json.dumps({'header': self.header, 'files': self.files, 'dirs': self.dirs,
+                           'answers': self.answers}, separators=(',', ':'), ensure_ascii=False)
+
+
+def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterable[str], answers: dict[str, Any],
+          *, previous: Manifest | None = None) -> Manifest | None:
+    """A manifest of these inputs now, or None when one of them cannot be given a signature."""
+    prev = {f[0]: f for f in previous.files} if previous is not None else None
+    try:
+        sigs = snapshot_files(root, files, previous=prev)
+    except _Unknown:
+        return None
+    return Manifest({**header, 'format': FORMAT}, sigs, snapshot_dirs(root, dirs), answers)
+
+
+def same_signatures(a: Manifest, b: Manifest) -> bool:
+    """Whether two snapshots saw the same inputs (stat and content): nothing changed between them."""
+    return [f[:6] for f in a.files] == [f[:6] for f in b.files] and [d[:3] for d in a.dirs] == [d[:3] for d in b.dirs]
+
+
+def header(repo: Path, run_id: str) -> dict[str, Any]:
+    """What must be equal for a manifest to apply at all: this codex-orch, this Python, this run, this
+    repository (a moved checkout has other paths)."""
+    from orch import __version__
+    return {'codex_orch': __version__, 'python': sys.version, 'run_id': run_id,
+            'repo': os.path.realpath(repo)}
+
+
+def path_of(run_dir: Path) -> Path:
+    return Path(run_dir) / MANIFEST
+
+
+def save(run_dir: Path, manifest: Manifest) -> None:
+    atomic.write_text(path_of(run_dir), manifest.to_json())
+
+
+def invalidate(run_dir: Path) -> None:
+    """Remove the manifest: called by every writer before it changes anything in the run, so a writer
+    killed half-way never leaves a manifest that vouches for the state before it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path_of(run_dir))
+
+
+def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
+    """The run's manifest if it is there, well-formed and its header matches `header`; else None."""
+    try:
+        with open(path_of(run_dir), 'rb') as f:
+            data = json.loads(f.read())
+        if not isinstance(data, dict) or not isinstance(data.get('header'), dict):
+            return None
+        if data['header'] != {**header, 'format': FORMAT}:
+            return None
+        files = [tuple(f) for f in data['files']]
+        dirs = [tuple(d) for d in data['dirs']]
+        answers = data['answers']
+        if not isinstance(answers, dict) or not all(len(f) == 7 and isinstance(f[0], str) for f in files) \
+                or not all(len(d) == 4 and isinstance(d[0], str) for d in dirs):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Manifest(data["header"], files, dirs, answers)
+
+
+def first_difference(root: str, manifest: Manifest) -> str | None:
+    """The first input that differs from the manifest (its path), or None when every one still matches."""
+    for path, mtime, ctime, size, ino, digest, racy in manifest.files:
+        full = _full(root, path)
+        try:
+            st = os.stat(full)
+        except FileNotFoundError:
+            if mtime is None:
+                continue
+            return path
+        except OSError:
+            return path
+        if mtime is None or not stat.S_ISREG(st.st_mode):
+            return path   # appeared, or is no longer a regular file
+        if not racy and (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) == (mtime, ctime, size, ino):
+            continue
+        if st.st_size != size or content_hash(full) != digest:
+            return path
+    for path, mtime, listing, racy in manifest.dirs:
+        full = _full(root, path)
+        try:
+            now = os.stat(full).st_mtime_ns
+        except OSError:
+            if mtime is None:
+                continue
+            return path
+        if mtime is None:
+            return path
+        if (racy or now != mtime) and listing_hash(full) != listing:
+            return path
+    return None

@@ -1,0 +1,465 @@
+"""Item 10 of issue 13: status and a no-op resume answered from the run's no-op manifest.
+
+The fast answer must say "nothing to do" exactly when doit would: a touched file with the same content is
+still a no-op; every kind of edit is not, and the full path then gives the reasons; a hand-deleted
+worktree is noticed; a failed task is never a no-op; a manifest of another version, or a corrupt one, is
+ignored. `fast()` is the fast path's own verdict (its answers, or None: the full path decides).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch import fastpath
+from orch.runstate import manifest
+from orch.runstate.lock import RunLock
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
+from tests.test_status_truth import snapshot
+
+RUN = 'r1'
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    h.write_plan(three_task_plan())
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    return h
+
+
+def fast(host: Host) -> dict[str, Any] | None:
+    cwd = os.getcwd()
+    os.chdir(host.repo)
+    try:
+        return fastpath.noop_answers(None)
+    finally:
+        os.chdir(cwd)
+
+
+def full(host: Host, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        return host.cli(*args)
+
+
+def rows(host: Host, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    rc, out, err = full(host, monkeypatch, 'status', '--json')
+    assert rc == 0, err
+    return {t['id']: t for t in json.loads(out)['tasks']}
+
+
+def rewrite_same(path: Path) -> None:
+    data = path.read_bytes()
+    time.sleep(0.01)
+    path.write_bytes(data)   # new mtime (and ctime), same content
+
+
+def run_dir(host: Host) -> Path:
+    return host.run_dir(RUN)
+
+
+# ------------------------------------------------------------------ the fast answer is the full one
+
+def test_a_finished_run_is_answered_from_its_manifest_as_the_full_path_answers(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fast(host) is not None
+    host.clear_log()
+    for args in (['status'], ['status', '--json'], ['resume'], ['resume', '-q'], ['resume', '--dry-run']):
+        assert host.cli(*args) == full(host, monkeypatch, *args), args
+    assert host.launched_tasks() == []
+    assert fast(host) is not None   # the full no-op resumes wrote it again
+    before = snapshot(host.repo)
+    for args in (['status'], ['status', '--json'], ['status', '--watch'], ['resume', '--dry-run']):
+        rc, _, _ = host.cli(*args)
+        assert rc == 0
+    assert snapshot(host.repo) == before   # status and the dry run wrote nothing, anywhere
+    rc, _, _ = host.cli('resume')
+    assert rc == 0
+    after = snapshot(host.repo)
+    changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}
+    # What every resume writes, the full path too: the lock's PID and which run was used last.
+    assert changed == {f'.orchestrator/runs/{RUN}/lock', f'.orchestrator/runs/{RUN}/used.json'}
+    assert host.launched_tasks() == []
+
+
+def test_a_fast_status_writes_nothing_and_loads_no_doit(host: Host) -> None:
+    before = snapshot(host.repo / '.orchestrator')
+    code = ('import sys; from orch.main import main; rc = main(["status"]); '
+            'print("doit" in sys.modules, "pydantic" in sys.modules, "git" in sys.modules); sys.exit(rc)')
+    done = subprocess.run([sys.executable, '-c', code], cwd=host.repo, capture_output=True, text=True,
+                          env={**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == 'False False False'
+    assert snapshot(host.repo / '.orchestrator') == before
+
+
+def test_touched_files_with_the_same_content_are_still_a_noop(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    rd = run_dir(host)
+    for path in (host.repo / 'spec.md', host.repo / 'plan.json', host.repo / '.orchestrator/orchestrator.yaml',
+                 host.repo / '.orchestrator/prompts/implementer.md', host.repo / '.orchestrator/schemas/tester.json',
+                 rd / 'tasks/T1/task.json', rd / 'tasks/T1/result.json', rd / 'tasks/T2/prompt.md',
+                 rd / 'doit.db', rd / 'run.json'):
+        rewrite_same(path)
+    assert fast(host) is not None
+    assert all(r['status'] == 'done' for r in rows(host, monkeypatch).values())   # doit agrees
+
+
+# ------------------------------------------------------------------ every kind of edit is noticed
+
+def _edit_plan(host: Host) -> str:
+    plan = three_task_plan()
+    plan['tasks'][1]['description'] = 'Test src/greet.py twice.'
+    host.write_plan(plan)
+    return 'T2'
+
+
+def _edit_spec(host: Host) -> str:
+    (host.repo / 'spec.md').write_text('# Spec\nGreet people warmly.\n')
+    return 'T1'
+
+
+def _edit_template(host: Host) -> str:
+    path = host.repo / '.orchestrator/prompts/tester.md'
+    path.write_text(path.read_text() + '\nBe thorough.\n')
+    return 'T2'
+
+
+def _edit_schema(host: Host) -> str:
+    path = host.repo / '.orchestrator/schemas/reviewer.json'
+    schema = json.loads(path.read_text())
+    schema['description'] = 'A review.'
+    path.write_text(json.dumps(schema, indent=2))
+    return 'T3'
+
+
+def _edit_config(host: Host) -> str:
+    edit_config(host.repo, {'    sandbox: read-only': '    sandbox: read-only\n    model: other-model'})
+    return 'T3'
+
+
+def _edit_upstream_result(host: Host) -> str:
+    path = run_dir(host) / 'tasks/T1/result.json'
+    result = json.loads(path.read_text())
+    result['duration'] = 12.5
+    path.write_text(json.dumps(result, indent=2))
+    return 'T2'
+
+
+def _delete_prompt(host: Host) -> str:
+    (run_dir(host) / 'tasks/T3/prompt.md').unlink()
+    return 'T3'
+
+
+def _forget_in_doit_db(host: Host) -> str:
+    with sqlite3.connect(run_dir(host) / 'doit.db') as db:
+        db.execute("delete from doit where task_id = 'work:T2'")
+    return 'T2'
+
+
+RELAUNCHES = (_edit_plan, _edit_spec, _edit_template, _edit_schema, _edit_config)
+
+
+@pytest.mark.parametrize('edit', [_edit_plan, _edit_spec, _edit_template, _edit_schema, _edit_config,
+                                  _edit_upstream_result, _delete_prompt, _forget_in_doit_db])
+def test_every_edit_is_not_a_noop_and_the_full_path_says_why(host: Host, monkeypatch: pytest.MonkeyPatch,
+                                                             edit: Any) -> None:
+    task = edit(host)
+    assert fast(host) is None
+    row = rows(host, monkeypatch)[task]
+    assert row['status'] == 'stale' and row['reasons'], row
+    host.clear_log()
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    if edit in RELAUNCHES:   # the others re-render an identical prompt: doit stops there, as it should
+        assert task in host.launched_tasks()
+    assert (run_dir(host) / f'tasks/{task}/prompt.md').exists()
+    assert fast(host) is not None   # up to date again: the resume wrote a new manifest
+
+
+def test_a_new_host_rule_is_not_a_noop(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = host.repo / '.orchestrator/rules'
+    rules.mkdir(exist_ok=True)
+    (rules / 'lint.yaml').write_text('name: lint\nscope: task\nroles: [implementer]\n'
+                                     'output: "{task_dir}/lint.json"\naction:\n  shell: "true"\n')
+    assert fast(host) is None
+    host.clear_log()
+    rc, out, err = host.cli('resume')   # the full path runs the new gate; then a no-op again
+    assert rc == 0, out + err
+    assert (run_dir(host) / 'tasks/T1/lint.json').exists()
+    assert fast(host) is not None
+
+
+def test_a_hand_deleted_worktree_is_noticed_and_re_attached(host: Host) -> None:
+    worktree = host.repo / '.orchestrator/worktrees' / RUN
+    assert (worktree / '.git').exists()
+    shutil.rmtree(worktree)
+    assert fast(host) is None
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert (worktree / '.git').exists()
+    assert fast(host) is not None
+
+
+def test_per_task_worktrees_each_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    edit_config(h.repo, {'use_single_workspace: true': 'use_single_workspace: false'})
+    h.write_plan(three_task_plan())
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    assert fast(h) is not None
+    worktree = h.repo / '.orchestrator/worktrees' / RUN / 'T2'
+    shutil.rmtree(worktree)
+    assert fast(h) is None
+    rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    assert (worktree / '.git').is_file() and fast(h) is not None
+
+
+def test_a_hand_edited_task_entry_is_stale_in_both_answers(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """task.json edited by hand: doit re-runs the prompt, but the entry still differs from the plan, so
+    status keeps calling the task stale; a manifest must then not call it done."""
+    path = run_dir(host) / 'tasks/T3/task.json'
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**entry, 'title': 'Edited by hand'}, indent=2, sort_keys=True) + '\n')
+    assert fast(host) is None
+    host.cli('resume')
+    assert rows(host, monkeypatch)['T3']['status'] == 'stale'
+    assert fast(host) is None
+
+
+def test_a_pruned_worktree_record_is_noticed(host: Host) -> None:
+    admin = host.repo / '.git/worktrees'
+    shutil.rmtree(next(admin.iterdir()))
+    assert fast(host) is None
+
+
+def test_a_changed_task_state_or_a_new_attempt_is_noticed(host: Host) -> None:
+    state = run_dir(host) / 'tasks/T2/state.json'
+    data = json.loads(state.read_text())
+    state.write_text(json.dumps({**data, 'status': 'failed', 'reason': 'by hand'}))
+    assert fast(host) is None
+    state.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
+    (run_dir(host) / 'tasks/T3/attempt-9').mkdir()
+    assert fast(host) is None
+
+
+def test_a_failed_task_is_never_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    script = {'default': {'answer': 'auto'}, 'tasks': {'T2': {'fail': 'model overloaded'}}}
+    h = make_host(tmp_path, monkeypatch, capsys, script)
+    h.write_plan(three_task_plan())
+    rc, _, _ = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc != 0
+    assert not manifest.path_of(h.run_dir(RUN)).exists()
+    assert fast(h) is None
+    rc, _, _ = h.cli('resume')   # fails again: still no manifest
+    assert rc != 0 and fast(h) is None
+
+
+def test_a_run_in_progress_is_left_to_the_full_path(host: Host) -> None:
+    lock = RunLock(run_dir(host))
+    lock.acquire()
+    try:
+        assert fast(host) is None
+    finally:
+        lock.release()
+    assert fast(host) is not None
+
+
+def test_plain_doit_run_drops_the_manifest_and_doit_list_does_not(host: Host) -> None:
+    env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
+    path = manifest.path_of(run_dir(host))
+    subprocess.run([sys.executable, '-m', 'doit', 'list'], cwd=host.repo, env=env, capture_output=True, check=True)
+    assert path.exists()
+    subprocess.run([sys.executable, '-m', 'doit', 'forget', 'work:T3'], cwd=host.repo, env=env,
+                   capture_output=True, check=True)
+    assert not path.exists() and fast(host) is None
+
+
+def test_a_manifest_of_another_version_or_a_corrupt_one_is_ignored(host: Host,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = manifest.path_of(run_dir(host))
+    with monkeypatch.context() as m:
+        m.setattr('orch.__version__', '0.0.1-older')
+        assert fast(host) is None
+    good = path.read_text()
+    data = json.loads(good)
+    data['header']['format'] = manifest.FORMAT + 1
+    path.write_text(json.dumps(data))
+    assert fast(host) is None
+    for corrupt in (good[: len(good) // 2], '[]', '{"header": {}}', ''):
+        path.write_text(corrupt)
+        assert fast(host) is None
+    host.clear_log()
+    rc, out, err = host.cli('resume')   # the full path: nothing to run, and a valid manifest again
+    assert rc == 0 and host.launched_tasks() == [], out + err
+    assert fast(host) is not None
+
+
+def test_resume_options_the_fast_path_does_not_answer(host: Host) -> None:
+    import argparse
+
+    def args(**kw: Any) -> argparse.Namespace:
+        base = {'run_id': None, 'spec_file': None, 'jobs': None, 'quiet': 0, 'verbose': 0, 'keep_going': False,
+                'discard_changes': False}
+        return argparse.Namespace(**{**base, **kw})
+    cwd = os.getcwd()
+    os.chdir(host.repo)
+    try:
+        assert fastpath.resume(args(verbose=1)) is None          # lists every up-to-date step
+        assert fastpath.resume(args(spec_file='spec.md')) is None
+        assert fastpath.resume(args(jobs=0)) is None              # refused by the full path
+        assert fastpath.resume(args(dry_run=True, spec_file='spec.md')) is None   # a dry run with a new spec
+        assert fastpath.resume(args(run_id='../r1')) is None
+        assert fastpath.resume(args(run_id='other')) is None
+        os.environ['GITHUB_STEP_SUMMARY'] = str(host.repo / 'summary.md')
+        try:
+            assert fastpath.resume(args()) is None                # the full path may append the report
+        finally:
+            del os.environ['GITHUB_STEP_SUMMARY']
+        assert fastpath.resume(args()) == 0
+    finally:
+        os.chdir(cwd)
+
+
+# ------------------------------------------------------------------ the signatures themselves (pure)
+
+@pytest.mark.unit
+def test_signatures_content_not_mtime(tmp_path: Path) -> None:
+    a, b = tmp_path / 'a.txt', tmp_path / 'b.txt'
+    a.write_text('one')
+    b.write_text('two')
+    old = time.time_ns() - 10 * manifest.RACY_NS
+    for p in (a, b):
+        os.utime(p, ns=(old, old))
+    m = manifest.build(str(tmp_path), {}, ['a.txt', 'b.txt', 'missing.txt'], ['.'], {})
+    assert m is not None
+    assert manifest.first_difference(str(tmp_path), m) is None
+    rewrite_same(a)                                    # touched: same content
+    assert manifest.first_difference(str(tmp_path), m) is None
+    b.write_text('TWO')                                # same size, other content
+    assert manifest.first_difference(str(tmp_path), m) == 'b.txt'
+    b.write_text('two')
+    (tmp_path / 'missing.txt').write_text('')          # appeared (and the listing changed)
+    assert manifest.first_difference(str(tmp_path), m) == 'missing.txt'
+    (tmp_path / 'missing.txt').unlink()
+    assert manifest.first_difference(str(tmp_path), m) is None
+    a.unlink()
+    assert manifest.first_difference(str(tmp_path), m) == 'a.txt'
+
+
+@pytest.mark.unit
+def test_an_in_place_rewrite_with_its_old_mtime_is_still_seen(tmp_path: Path) -> None:
+    f = tmp_path / 'f'
+    f.write_text('abc')
+    st = f.stat()
+    m = manifest.build(str(tmp_path), {}, ['f'], [], {})
+    assert m is not None
+    with open(f, 'r+') as h:
+        h.write('xyz')
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))    # mtime and size as before: ctime and content differ
+    assert manifest.first_difference(str(tmp_path), m) == 'f'
+
+
+@pytest.mark.unit
+def test_a_racy_file_is_compared_by_content_even_when_its_stat_is_equal(tmp_path: Path) -> None:
+    f = tmp_path / 'f'
+    f.write_text('abc')
+    m = manifest.build(str(tmp_path), {}, ['f'], [], {})
+    assert m is not None and m.files[0][6] is True       # just written: racy
+    path, mtime, ctime, size, ino, digest, racy = m.files[0]
+    forged = manifest.Manifest(m.header, [(path, mtime, ctime, size, ino, 'not-its-hash', racy)], [], {})
+    assert manifest.first_difference(str(tmp_path), forged) == 'f'   # not trusted by stat alone
+
+
+@pytest.mark.unit
+def test_snapshots_differ_when_something_changed_between_them(tmp_path: Path) -> None:
+    f = tmp_path / 'f'
+    f.write_text('abc')
+    one = manifest.build(str(tmp_path), {}, ['f'], ['.'], {})
+    two = manifest.build(str(tmp_path), {}, ['f'], ['.'], {}, previous=one)
+    assert one is not None and two is not None and manifest.same_signatures(one, two)
+    f.write_text('abd')
+    three = manifest.build(str(tmp_path), {}, ['f'], ['.'], {}, previous=two)
+    assert three is not None and not manifest.same_signatures(two, three)
+
+
+@pytest.mark.unit
+def test_load_refuses_other_headers_and_bad_shapes(tmp_path: Path) -> None:
+    head = manifest.header(tmp_path, 'r1')
+    m = manifest.build(str(tmp_path), head, [], [], {'x': 1})
+    assert m is not None
+    manifest.save(tmp_path, m)
+    assert manifest.load(tmp_path, head) is not None
+    assert manifest.load(tmp_path, {**head, 'run_id': 'r2'}) is None
+    assert manifest.load(tmp_path, {**head, 'codex_orch': 'other'}) is None
+    for text in ('{', 'null', '{"header": 1}', json.dumps({'header': {**head, 'format': manifest.FORMAT},
+                                                           'files': [['a']], 'dirs': [], 'answers': {}})):
+        manifest.path_of(tmp_path).write_text(text)
+        assert manifest.load(tmp_path, head) is None
+    manifest.invalidate(tmp_path)
+    manifest.invalidate(tmp_path)   # twice: nothing to remove is fine
+    assert manifest.load(tmp_path, head) is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('argv', [
+    ['status'], ['status', '--json'], ['status', '--watch', '--json'], ['status', '--run-id', 'r1'],
+    ['resume'], ['resume', '-q'], ['resume', '-q', '--quiet'], ['resume', '--run-id', 'r1', '-j', '3'],
+    ['resume', '--continue', '--discard-changes', '--jobs', '12'], ['resume', '-j', '0'], ['resume', '--dry-run'],
+])
+def test_the_plain_forms_parse_as_argparse_parses_them(argv: list[str]) -> None:
+    from orch.main import build_parser
+    simple = fastpath._simple_namespace(argv)
+    assert simple is not None
+    assert vars(simple) == vars(build_parser(argv[0]).parse_args(argv))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('argv', [
+    ['status', '--js'], ['status', '--run-id=r1'], ['status', '--run-id'], ['status', '--run-id', '-x'],
+    ['resume', '-qq'], ['resume', '-v'], ['resume', '--spec-file', 's.md'], ['resume', '-j', 'x'],
+    ['resume', '-j', '-1'], ['resume', '--help'], ['run'], [],
+])
+def test_other_forms_go_through_argparse(argv: list[str]) -> None:
+    assert fastpath._simple_namespace(argv) is None
+
+
+def test_a_fast_resume_makes_its_run_the_latest_as_a_full_one_does(host: Host) -> None:
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', 'r2')
+    assert rc == 0, out + err
+    assert host.cli('status')[1].startswith('run r2')
+    assert fast(host) is not None   # r2's own manifest
+    rc, out, _ = host.cli('resume', '--run-id', RUN)
+    assert rc == 0 and out.startswith(f'run {RUN}: 3 done')
+    assert host.cli('status')[1].startswith(f'run {RUN}')   # used most recently: the latest now
+
+
+def test_any_file_of_a_task_directory_and_a_removed_task_are_noticed(host: Host,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = run_dir(host) / 'tasks'
+    for name in sorted(p.name for p in (tasks / 'T2').iterdir() if p.is_file()):
+        path = tasks / 'T2' / name
+        data = path.read_bytes()
+        path.write_bytes(data + b' ')   # any file beside result.json (execution.json, rounds ...) counts
+        assert fast(host) is None, name
+        path.write_bytes(data)
+        assert fast(host) is not None, name
+    shutil.copytree(tasks / 'T3', tasks / 'T9')   # a task the plan no longer has: status lists it as removed
+    assert fast(host) is None
+    rc, out, _ = full(host, monkeypatch, 'status')
+    assert rc == 0 and 'removed' in out and 'T9' in out
