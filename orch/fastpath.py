@@ -54,7 +54,7 @@ def _simple_namespace(argv: list[str]) -> argparse.Namespace | None:
         flags = _STATUS_FLAGS
     else:
         ns = argparse.Namespace(command=command, run_id=None, spec_file=None, jobs=None, keep_going=False,
-                                quiet=0, verbose=0, discard_changes=False, dry_run=False)
+                                quiet=0, verbose=0, discard_changes=False, dry_run=False, executor=None)
         flags = _RESUME_FLAGS
     rest = argv[1:]
     while rest:

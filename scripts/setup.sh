@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a development checkout from nothing: .venv with codex-orch (editable) and pytest,
+# Set up a development checkout from nothing: .venv with codex-orch (editable, with the dask extra) and pytest,
 # and the pinned Codex CLI under tools/codex-cli/ (from the npm registry, per package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,7 +7,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dask]'
 if [ ! -x tools/codex-cli/node_modules/.bin/codex ]; then
   (cd tools/codex-cli && npm ci --no-audit --no-fund --loglevel=error)
 fi

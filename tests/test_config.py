@@ -104,3 +104,17 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load(tmp_path, 'jobs: x\nfoo: 1\ndefaults:\n  bar: 2\n')
     assert str(exc.value).splitlines()[0].endswith('orchestrator.yaml: 3 problems')
+
+
+@pytest.mark.unit
+def test_executor_settings(tmp_path: Path) -> None:
+    assert Config().executor.kind == 'local'
+    config = load(tmp_path, 'executor:\n  kind: dask\n  address: tcp://h:8786\n  resources: {codex: 2}\n')
+    assert (config.executor.address, config.executor.resources) == ('tcp://h:8786', {'codex': 2.0})
+    for text, expected in (('executor:\n  kind: dask\n', 'executor.address is required'),
+                           ('executor:\n  kind: ray\n', 'executor.kind'),
+                           ('executor:\n  address: h:8786\n', 'not a Dask scheduler address'),
+                           ('executor:\n  adress: tcp://h:1\n', 'executor.adress: unknown key')):
+        with pytest.raises(ConfigError) as exc:
+            load(tmp_path, text)
+        assert expected in str(exc.value), str(exc.value)

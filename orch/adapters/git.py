@@ -910,3 +910,115 @@ def delete_branch(root: Path, branch: str, *, base: str, force: bool = False) ->
     # Compare-and-swap: if someone committed to the branch since the check, nothing is deleted.
     _run(root, 'update-ref', '-d', ref, old, hint=f'{branch} moved while codex-orch was deleting it; retry.')
     return True
+
+
+# --- moving commits as bundles (the Dask executor: no shared filesystem, no push credentials) ---------
+
+_SNAPSHOT_IDENTITY = {'GIT_AUTHOR_NAME': 'codex-orch', 'GIT_AUTHOR_EMAIL': 'codex-orch@localhost',
+                      'GIT_COMMITTER_NAME': 'codex-orch', 'GIT_COMMITTER_EMAIL': 'codex-orch@localhost',
+                      'GIT_AUTHOR_DATE': '@0 +0000', 'GIT_COMMITTER_DATE': '@0 +0000'}
+
+
+def init_repository(path: Path) -> None:
+    """A new, empty repository at `path` (a worker's scratch repository)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    _run(path, 'init', '--quiet')
+
+
+def snapshot_commit(root: Path, commit: str) -> str:
+    """A parentless commit with `commit`'s tree: what a remote worker starts from, without the history.
+
+    Deterministic (fixed identity and dates): the same tree always gives the same snapshot."""
+    tree = _run(root, 'rev-parse', '--verify', f'{_check_name(commit, "commit")}^{{tree}}').text
+    res = _run(root, 'commit-tree', tree, '-m', 'codex-orch snapshot', env=_SNAPSHOT_IDENTITY)
+    return res.text
+
+
+def create_bundle(root: Path, tip: str, ref: str, *, exclude: str | None = None) -> bytes:
+    """A bundle of `tip` (as `ref`), without `exclude` and its history (then a prerequisite of the bundle)."""
+    _check_name(ref, 'ref')
+    _run(root, 'update-ref', ref, _check_name(tip, 'commit'))
+    with tempfile.TemporaryDirectory(prefix='codex-orch-bundle-') as tmp:
+        path = Path(tmp) / 'unit.bundle'
+        _run(root, 'bundle', 'create', '--quiet', str(path), ref, *([f'^{_check_name(exclude, "commit")}']
+                                                                     if exclude else []))
+        return path.read_bytes()
+
+
+def fetch_bundle(root: Path, data: bytes, ref: str, into: str) -> str:
+    """Fetch `ref` of a bundle (bytes) into the local ref `into`; returns the commit it names."""
+    _check_name(into, 'ref')
+    with tempfile.TemporaryDirectory(prefix='codex-orch-bundle-') as tmp:
+        path = Path(tmp) / 'result.bundle'
+        path.write_bytes(data)
+        _run(root, 'fetch', '--quiet', '--no-tags', '--no-write-fetch-head', str(path), f'+{ref}:{into}',
+             hint='The bundle is damaged or its start commit is missing here.')
+    return rev_parse(root, into)
+
+
+def parents_of(root: Path, sha: str) -> list[str]:
+    return _run(root, 'rev-list', '--parents', '-n', '1', _check_name(sha, 'commit'), '--').text.split()[1:]
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    path: str
+    old_mode: str
+    new_mode: str
+
+
+def tree_changes(root: Path, a: str, b: str) -> list[TreeChange]:
+    """What changes from commit `a` to commit `b` (no rename detection)."""
+    res = _run(root, 'diff-tree', '-r', '-z', '--raw', '--no-renames', '--no-commit-id',
+               _check_name(a, 'commit'), _check_name(b, 'commit'), '--')
+    fields = res.out.split(b'\0')
+    out: list[TreeChange] = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        old_mode, new_mode = meta.lstrip(b':').split(b' ')[:2]
+        out.append(TreeChange(os.fsdecode(path), old_mode.decode(), new_mode.decode()))
+    return out
+
+
+def apply_commit_changes(worktree: Path, a: str, b: str) -> None:
+    """Write the changes from commit `a` to commit `b` into a codex-orch worktree's files (not the index).
+
+    Refuses (GitError, nothing written: `git apply` is atomic) when they conflict with the worktree."""
+    _own_worktree(worktree, 'apply changes in')
+    patch = _run(worktree, 'diff', '--binary', '--full-index', '--no-renames', '--no-ext-diff', '--no-textconv',
+                 _check_name(a, 'commit'), _check_name(b, 'commit'), '--').out
+    if not patch:
+        return
+    with tempfile.TemporaryFile() as f:
+        f.write(patch + b'\n')   # GitPython strips the output's last newline; a patch needs it
+        f.seek(0)
+        _run(worktree, 'apply', '--binary', '--whitespace=nowarn', '-', stdin=f,
+             hint='The change does not apply to the files of the run\'s branch (another task changed them).')
+
+
+def restore_paths(worktree: Path, paths: list[str]) -> None:
+    """Put `paths` back as HEAD has them (deleting those HEAD lacks): undoes a half-applied change."""
+    _own_worktree(worktree, 'restore files in')
+    for path in paths:
+        tracked = _run(worktree, '--literal-pathspecs', 'ls-tree', '--name-only', 'HEAD', '--', path).text
+        if tracked:
+            _run(worktree, '--literal-pathspecs', 'checkout', 'HEAD', '--', path)
+        else:
+            full = Path(worktree) / path
+            if full.is_symlink() or full.is_file():
+                full.unlink()
+
+
+def scratch_commit(worktree: Path, message: str) -> str | None:
+    """Commit everything in a worker's scratch worktree (a remote unit); None when nothing changed."""
+    _run(worktree, 'add', '--all')
+    if _run(worktree, 'diff', '--cached', '--quiet', '--no-ext-diff', '--no-textconv', ok=(0, 1)).status == 0:
+        return None
+    with tempfile.TemporaryFile() as msg:
+        msg.write(message.encode('utf-8'))
+        msg.seek(0)
+        _run(worktree, 'commit', '--quiet', '--no-verify', '--file=-', env=_SNAPSHOT_IDENTITY, stdin=msg)
+    return rev_parse(worktree, 'HEAD')
+
+
+def delete_ref(root: Path, ref: str) -> None:
+    _run(root, 'update-ref', '-d', _check_name(ref, 'ref'))

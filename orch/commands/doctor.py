@@ -75,6 +75,45 @@ def _check_worker_env(config: Config) -> str:
     return text
 
 
+def _check_dask(config: Config) -> str:
+    """The scheduler answers, some worker has the resources a work step asks for, and each such worker has git,
+    the pinned Codex CLI and the provider's key (asked on the worker, without a model call)."""
+    settings = config.executor
+    if not settings.address:
+        raise InputError('executor.address is not set (executor: {kind: dask, address: tcp://HOST:8786})')
+    from functools import partial
+
+    from orch.adapters import dask_executor
+    from orch.remote.run_unit import probe
+    try:
+        known = dask_executor.workers(settings.address, settings.connect_timeout)
+        fitting = [a for a, w in known.items()
+                   if all(float(w['resources'].get(k, 0)) >= v for k, v in settings.resources.items())]
+        if not fitting:
+            raise OrchError(f'the scheduler at {settings.address} has {len(known)} worker(s), none with the resources '
+                            f'{settings.resources}: start workers with `dask worker {settings.address} --resources '
+                            f'{",".join(f"{k}={v:g}" for k, v in settings.resources.items())}`')
+        reports = dask_executor.run_on_workers(settings.address, settings.connect_timeout,
+                                               partial(probe, config.codex.model_dump()))
+    finally:
+        dask_executor.close_all()
+    lines: list[str] = []
+    bad: list[str] = []
+    for address in fitting:
+        r = reports.get(address) or {}
+        problems = [r[k] for k in ('git_problem', 'codex_problem', 'key_problem') if r.get(k)]
+        if r.get('codex') and r['codex'] != PINNED_VERSION:
+            problems.append(f'codex-cli {r["codex"]}, not the pinned {PINNED_VERSION} '
+                            f'(npm install -g @openai/codex@{PINNED_VERSION})')
+        text = (f'{address} ({r.get("host")}): git {r.get("git", "?")}, codex-cli {r.get("codex", "?")}, '
+                f'key {r.get("key", "?")}')
+        (bad if problems else lines).append(f'{address} ({r.get("host")}): ' + '; '.join(problems) if problems
+                                            else text)
+    if bad:
+        raise OrchError(f'{len(bad)} of {len(fitting)} Dask worker(s) cannot run work steps: ' + ' | '.join(bad))
+    return f'scheduler {settings.address}, {len(fitting)} worker(s) with {settings.resources}: ' + ' | '.join(lines)
+
+
 def doctor(args: argparse.Namespace) -> int:
     problems = 0
     bad_input = False   # a problem in a file the user wrote: exit 2, as `run` would
@@ -103,13 +142,19 @@ def doctor(args: argparse.Namespace) -> int:
         return str(config_path) if config_path.exists() else 'no config file; using the defaults (run init)'
 
     check('config', load)
-    check('codex', lambda: _check_codex(config, repo))
-    check('model provider key', lambda: _check_provider_key(config))
+    if config.executor.kind == 'dask':   # this machine runs no codex: the workers' are checked below
+        output.write_line('skip  codex, model provider key: executor dask runs codex on the Dask workers '
+                          '(see "dask executor")')
+    else:
+        check('codex', lambda: _check_codex(config, repo))
+        check('model provider key', lambda: _check_provider_key(config))
     check('worker environment', lambda: _check_worker_env(config))
     check('git', lambda: _check_git(repo))
     check('schemas and prompts', lambda: (check_roles(repo, config, sorted(config.roles)),
                                           f'{len(config.roles)} roles: {", ".join(sorted(config.roles))}')[1])
     check('rules', lambda: f'{len(load_host_rules(repo, config).rules)} rules')
+    if config.executor.kind == 'dask':
+        check('dask executor', lambda: _check_dask(config))
     check('control files', lambda: 'a worker changing these fails its task (unless the plan task says '
                                    f'"control_files": true): {", ".join(control_files(config))}')
     output.write_line('all checks passed' if not problems else f'{problems} problem(s) to fix (see FAIL above)')

@@ -19,6 +19,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--discard-changes', action='store_true',
                    help="drop uncommitted changes in the run's worktrees that codex-orch did not make "
                         '(by default a task refuses to start over them)')
+    p.add_argument('--executor', choices=('local', 'dask'), default=None,
+                   help='where work steps run: here, or on the Dask cluster of the config\'s executor.address '
+                        '(default: config `executor.kind`)')
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def request_from(args: argparse.Namespace) -> RunRequest:
     return RunRequest(jobs=args.jobs, keep_going=args.keep_going, verbosity=max(0, 1 + args.verbose - args.quiet),
-                      discard_changes=getattr(args, 'discard_changes', False))
+                      discard_changes=getattr(args, 'discard_changes', False),
+                      executor=getattr(args, 'executor', None))
 
 
 def plan_path_for_record(repo: Path, plan_file: str) -> str:

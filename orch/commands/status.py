@@ -36,11 +36,13 @@ def document(rt: RunInputs, rows: list[dict[str, Any]], *, running: bool) -> dic
 
 
 def render_table(doc: dict) -> str:
+    remote = any(t.get('worker') for t in doc['tasks'])   # a Dask run: which worker ran each task
     rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else ''), t['attempts'],
-             (t['reason'] or '')[:100]] for t in doc['tasks']]
-    rows += [[t['id'], '', 'removed', '', t['reason']] for t in doc.get('removed') or []]
+             *([t.get('worker') or ''] if remote else []), (t['reason'] or '')[:100]] for t in doc['tasks']]
+    rows += [[t['id'], '', 'removed', '', *([''] if remote else []), t['reason']] for t in doc.get('removed') or []]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
-    return head + '\n' + tabulate(rows, headers=['task', 'role', 'status', 'attempts', 'reason'], tablefmt='simple')
+    headers = ['task', 'role', 'status', 'attempts', *(['worker'] if remote else []), 'reason']
+    return head + '\n' + tabulate(rows, headers=headers, tablefmt='simple')
 
 
 def status(args: argparse.Namespace) -> int:

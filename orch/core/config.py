@@ -6,7 +6,7 @@ import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from orch.core.files import read_yaml_input
 from orch.core.validate import pydantic_errors
@@ -117,6 +117,30 @@ class Service(_Model):
     ready_seconds: float = Field(default=0.5, ge=0)
 
 
+class ExecutorSettings(_Model):
+    """Where work steps run: here (`local`), or on a Dask cluster (`dask`, needs the `dask` extra)."""
+
+    kind: Literal['local', 'dask'] = 'local'
+    address: str | None = None             # the Dask scheduler, e.g. tcp://scheduler:8786
+    resources: dict[str, float] = Field(default_factory=lambda: {'codex': 1.0})   # what each work step asks for
+    connect_timeout: float = Field(default=10, gt=0)   # seconds to reach the scheduler
+    resubmits: int = Field(default=2, ge=0, le=10)     # a lost worker: submissions again, then the task fails
+
+    @field_validator('address')
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r'^(tcp|tls|ws|wss|inproc|ucx)://[^\s/]+', value):
+            raise ValueError(f'{value!r} is not a Dask scheduler address (e.g. tcp://scheduler:8786)')
+        return value
+
+    @model_validator(mode='after')
+    def _address_for_dask(self) -> ExecutorSettings:
+        if self.kind == 'dask' and not self.address:
+            raise ValueError('executor.address is required when executor.kind is dask '
+                             '(the scheduler, e.g. address: tcp://scheduler:8786)')
+        return self
+
+
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
                              timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5,
                              checks=[], repair_rounds=2, review_rounds=2, check_timeout=1800)
@@ -136,6 +160,7 @@ class Config(_Model):
         'navigator': RoleSettings(), 'implementer': RoleSettings(), 'tester': RoleSettings(),
         'reviewer': RoleSettings(sandbox='read-only')})
     services: list[Service] = []
+    executor: ExecutorSettings = ExecutorSettings()
 
     @field_validator('roles', mode='before')
     @classmethod

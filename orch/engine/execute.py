@@ -66,6 +66,9 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     finally:
         progress.close()
         session.release_lock()   # waits for steps still finishing in doit's threads
+        if session.executor is not None:
+            from orch.adapters.dask_executor import close_all
+            close_all()
     clean = rc == 0 and not (session.internal_errors or session.step_failures or session.budget.stop_reason)
     before = None
     if clean:   # the no-op manifest's first snapshot, before the rows below are read

@@ -84,6 +84,16 @@ class Progress:
             elif self.verbosity >= 2:
                 self._line(f'       {name}: {text}')
 
+    def remote(self, task_id: str, text: str, *, line: bool) -> None:
+        """Where a task's work step runs (the Dask executor): its activity, and with `line` a line of its own."""
+        with self._lock:
+            name = self.work_steps.get(task_id, task_id)
+            self.activity[name] = text
+            if line:
+                self._emit(f'       {name}: {text}', level=1)
+            elif self.tty:
+                self._redraw(force=False)
+
     def close(self) -> None:
         self._stop.set()
         with self._lock:

@@ -22,6 +22,7 @@ class RunOptions:
     keep_going: bool = False
     verbosity: int = 1          # 0 quiet, 1 normal, 2 verbose
     discard_changes: bool = False   # drop uncommitted changes in a worktree that codex-orch did not make
+    executor: str | None = None     # 'local' or 'dask'; None: the config's executor.kind
 
 
 class ProgressSink(Protocol):
@@ -32,6 +33,7 @@ class ProgressSink(Protocol):
     def failed_step(self, name: str, reason: str) -> None: ...
     def up_to_date(self, name: str) -> None: ...
     def worker_event(self, task_id: str, event: dict[str, Any]) -> None: ...
+    def remote(self, task_id: str, text: str, *, line: bool) -> None: ...
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Session:
         # The budget is the run's, not this invocation's: what earlier invocations paid counts too.
         self.budget = Budget(inputs.config.token_budget, spent=spent_before)
         self.cancel = threading.Event()
+        self.executor = make_executor(inputs, self.options)   # None: work steps run here (the local path)
         self.internal_errors: list[str] = []   # reasons of steps that crashed: the command exits 3
         self.step_failures: list[str] = []     # run-level steps that failed (no task records them): exit 1
         self._run_dir = inputs.run_dir
@@ -128,3 +131,18 @@ def spent_so_far(inputs: RunInputs) -> int:
         usage = attempts_usage(inputs.task_dir(task.id))
         total += usage['input_tokens'] + usage['output_tokens']
     return total
+
+
+def make_executor(inputs: RunInputs, options: RunOptions) -> Any:
+    """The Dask executor when the run uses one (orch.adapters.dask_executor.DaskExecutor), else None."""
+    settings = inputs.config.executor
+    kind = options.executor or settings.kind
+    if kind != 'dask':
+        return None
+    if not settings.address:
+        from orch.errors import InputError
+        raise InputError('--executor dask: the config has no executor.address; set it in '
+                         '.orchestrator/orchestrator.yaml (executor: {kind: dask, address: tcp://HOST:8786})')
+    from orch.adapters.dask_executor import DaskExecutor
+    return DaskExecutor(settings.address, resources=dict(settings.resources),
+                        connect_timeout=settings.connect_timeout, resubmits=settings.resubmits)

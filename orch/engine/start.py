@@ -30,13 +30,14 @@ class RunRequest:
     keep_going: bool = False
     verbosity: int = 1
     discard_changes: bool = False
+    executor: str | None = None     # --executor local|dask; None: the config's executor.kind
 
     def options(self, default_jobs: int) -> RunOptions:
         jobs = self.jobs if self.jobs is not None else default_jobs
         if jobs < 1 or jobs > MAX_JOBS:
             raise InputError(f'-j {jobs}: the number of jobs must be at least 1 and at most {MAX_JOBS}')
         return RunOptions(jobs=jobs, keep_going=self.keep_going, verbosity=self.verbosity,
-                          discard_changes=self.discard_changes)
+                          discard_changes=self.discard_changes, executor=self.executor)
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,10 @@ def prepare_run(repo: Path, plan_rel: str, *, spec_file: str | None, run_id: str
     Shared by `run` and the one-task runs of `task` and `plan`, so all start runs the same way.
     """
     loaded = load_inputs(repo, plan_rel)
-    require_codex(loaded.config.codex.binary, repo)
-    spec = check_spec(spec_file, repo) if spec_file else None
     options = request.options(loaded.config.jobs)
+    if not check_executor(loaded.config, options):   # remote workers use their own codex (doctor checks it)
+        require_codex(loaded.config.codex.binary, repo)
+    spec = check_spec(spec_file, repo) if spec_file else None
     if run_id:
         check_run_id(run_id)
     run_id = run_id or new_run_id()
@@ -81,6 +83,7 @@ def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file
         info = dataclasses.replace(info, spec_file=spec)
     rt = open_run(repo, run_id, info=info)
     options = request.options(rt.config.jobs)
+    check_executor(rt.config, options)
     lock = RunLock(rt.run_dir)
     lock.acquire()   # a run in progress is refused before anything is written
     try:
@@ -90,6 +93,20 @@ def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file
         lock.release()
         raise
     return execute(rt, options, lock)
+
+
+def check_executor(config: Config, options: RunOptions) -> bool:
+    """With the Dask executor (returns True): its address is set and its scheduler answers, before anything
+    is written."""
+    settings = config.executor
+    if (options.executor or settings.kind) != 'dask':
+        return False
+    if not settings.address:
+        raise InputError('--executor dask: the config has no executor.address; set it in '
+                         '.orchestrator/orchestrator.yaml (executor: {kind: dask, address: tcp://HOST:8786})')
+    from orch.adapters.dask_executor import connect
+    connect(settings.address, settings.connect_timeout)
+    return True
 
 
 _KINDS = {'plan': 'a plan run (`codex-orch run`)',

@@ -105,9 +105,18 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'checks': either('checks', []), 'repair_rounds': either('repair_rounds', 0), 'gates': gates,
         'review_rounds': either('review_rounds', 0), 'warnings': either('warnings', []),
         'fixes': either('fixes', []),
+        'worker': _worker(st),
         'findings': answer.get('findings') if isinstance(answer, dict) and
         answer.get('verdict') == 'request_changes' else None,
     }
+
+
+def _worker(st: dict[str, Any]) -> str | None:
+    """The Dask worker that ran the task's latest remote execution (its address, else its host); None: here."""
+    worker = st.get('worker')
+    if not isinstance(worker, dict):
+        return None
+    return worker.get('address') or worker.get('host') or None
 
 
 def _duration(st: dict[str, Any]) -> float | None:

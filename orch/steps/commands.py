@@ -6,6 +6,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ def command_env(rt: RunInputs, task_id: str | None) -> dict[str, str]:
 def run_command(rt: RunInputs, command: str, *, cwd: Path, env: dict[str, str], log_path: Path,
                 timeout: float | None, cancel: threading.Event | None = None) -> CommandRun:
     """`/bin/sh -c command` in its own process group (killed with everything it started when it ends)."""
+    return run_shell(command, cwd=cwd, env=env, log_path=log_path, timeout=timeout, cancel=cancel, log_root=rt.repo)
+
+
+def run_shell(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path, timeout: float | None,
+              cancel: threading.Event | None = None, log_root: Path) -> CommandRun:
+    """run_command without a run: the log is recorded relative to `log_root` (a Dask worker's scratch task)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log_path, 'wb') as log:
@@ -63,13 +70,13 @@ def run_command(rt: RunInputs, command: str, *, cwd: Path, env: dict[str, str], 
             code: int | None = 127
         else:
             try:
-                code = run_to_end(['/bin/sh', '-c', command], cwd=cwd, env=env, stdout=log, timeout=timeout,
+                code = run_to_end(['/bin/sh', '-c', command], cwd=cwd, env=dict(env), stdout=log, timeout=timeout,
                                   cancel=cancel)
             except OSError as exc:
                 log.write(f'cannot start /bin/sh: {exc}\n'.encode())
                 code = 127
     return CommandRun(command=command, exit_code=code, duration=round(time.monotonic() - started, 3),
-                      log=_relative(log_path, rt.repo), tail=tail_of(log_path))
+                      log=_relative(log_path, log_root), tail=tail_of(log_path))
 
 
 def tail_of(path: Path) -> str:

@@ -15,12 +15,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from orch.adapters import git
-from orch.adapters.worker import WorkerResult, run_worker
+from orch.adapters.worker import WorkerResult
 from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
 from orch.core.report import findings_lines
 from orch.core.text import one_line
-from orch.core.validate import schema_errors
 from orch.runstate import state
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
@@ -104,12 +103,10 @@ def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limi
     schema = rt.schema(role.schema_file)
     spec = dataclasses.replace(worker_spec(work), sandbox=role.sandbox, model=role.model or None,
                                schema_path=rt.path(role.schema_file).resolve())
-    result: WorkerResult = run_worker(
-        spec, _findings_prompt(rounds.answer, work.task, round_no, limit), work.task_dir,
-        lambda answer: schema_errors(answer, schema), on_event=work.session.on_worker_event(work.task.id),
-        cancel=work.session.cancel, resume_thread=thread,
-        prev_cumulative=rounds.fix_cumulative or target_result.get('usage'), recover=True)
-    work.session.budget.add(result.usage)
+    from orch.steps.work import call_turn  # here, or on the Dask worker that holds the thread
+    result: WorkerResult = call_turn(
+        work, spec, schema, _findings_prompt(rounds.answer, work.task, round_no, limit), thread,
+        rounds.fix_cumulative or target_result.get('usage'), target)
     rounds.add_usage(result.usage)
     rounds.fix_cumulative = result.usage_cumulative or rounds.fix_cumulative
     rounds.save(work.task_dir)

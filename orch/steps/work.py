@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from orch.adapters.worker import WorkerResult, WorkerSpec, kill_stale_attempts, 
 from orch.adapters.worker_env import worker_codex_args
 from orch.core.compile import Step
 from orch.core.plan import Task
-from orch.core.redact import redact, redact_obj
+from orch.core.redact import redact
 from orch.core.text import one_line
 from orch.core.validate import schema_errors
 from orch.engine.inputs import RunInputs
@@ -28,11 +29,12 @@ from orch.engine.session import Session
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
-from orch.steps.commands import CommandRun, command_env, run_command
+from orch.steps import verify
+from orch.steps.commands import command_env
 from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside, touched_control_files
 from orch.steps.review import run_review_rounds
-from orch.steps.rounds import Rounds, changed_files, repair_prompt, tree_digest
+from orch.steps.rounds import Rounds, changed_files
 from orch.steps.worktree import worktree_lock
 
 
@@ -61,6 +63,16 @@ class _Work:
     branch: str
     checks: tuple[str, ...]         # the role's (with the defaults') and the task's own, in that order
 
+    @cached_property
+    def ex(self) -> verify.Execution:
+        """What the answer and its verification need (the same on a Dask worker, see orch.remote)."""
+        rt, session, role = self.rt, self.session, self.rt.role(self.task.role)
+        return verify.Execution(
+            task_id=self.task.id, task_dir=self.task_dir, workdir=self.workdir, spec=worker_spec(self),
+            schema=rt.schema(self.step.input('schema')), checks=self.checks, repair_rounds=role.repair_rounds,
+            check_timeout=role.check_timeout, command_env=command_env(rt, self.task.id), log_root=rt.repo,
+            cancel=session.cancel, on_event=session.on_worker_event(self.task.id), on_usage=session.budget.add)
+
 
 def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     assert step.task_id is not None
@@ -88,6 +100,10 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
             return
         with session.scheduler.slot(task):
             _check_budget(work)
+            if session.executor is not None:   # the worker part runs on a Dask cluster
+                from orch.steps.remote_work import run_remote
+                run_remote(work)
+                return
             try:
                 _run_and_commit(work)
             finally:   # what this execution leaves uncommitted is its own: the next start may discard it
@@ -136,13 +152,18 @@ def _run_and_commit(work: _Work) -> None:
         rounds = _first_answer(work)
     else:   # a kill interrupted this execution's rounds: go on where it stood, keeping the worker's edits
         state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
-    _verify(work, rounds)
+    verify.verify(work.ex, rounds)
+    finish_rounds(work, rounds)
+
+
+def finish_rounds(work: _Work, rounds: Rounds) -> None:
+    """After the answer passed its checks: the review rounds (a reviewer), then the commit and result.json."""
     run_review_rounds(work, rounds, lambda result: _accept(work, result),
                       lambda prompt, resume: _call_worker(work, prompt, resume))
     if rounds.fixes and work.checks:   # the reviewed work changed: the reviewer's own checks see the fix too
-        failed = next((r for r in _run_checks(work, rounds) if not r.passed), None)
+        failed = next((r for r in verify.run_checks(work.ex, rounds) if not r.passed), None)
         if failed is not None:
-            raise _checks_failed(work, rounds, failed, f'after the fix of review round {rounds.reviews}')
+            raise verify.checks_failed(work.ex, rounds, failed, f'after the fix of review round {rounds.reviews}')
     _commit_verified(work, rounds)
 
 
@@ -154,7 +175,7 @@ def _first_answer(work: _Work) -> Rounds:
     note = previous.get('rerun_note') or '' if previous.get('status') == 'running' else \
         rerun_note(previous, state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
-                       pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note)
+                       pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None)
     _ensure_workdir(work)
     # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
     # uncommitted in the worktree is someone's work, and is never silently discarded.
@@ -198,124 +219,27 @@ def _refuse_unknown_changes(work: _Work, scope: list[str] | None, previous: dict
 
 def _call_worker(work: _Work, prompt: str, resume: Rounds | None = None,
                  before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
-    schema = work.rt.schema(work.step.input('schema'))
-    result = run_worker(worker_spec(work), prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
+    if work.session.executor is not None and resume is not None:   # a review round of a task run on Dask
+        return call_turn(work, work.ex.spec, work.ex.schema, prompt, resume.thread_id, resume.cumulative, work.task)
+    return verify.call_worker(work.ex, prompt, resume, before_fresh_start)
+
+
+def call_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
+              prev_cumulative: dict[str, int] | None, owner: Task) -> WorkerResult:
+    """One resumed turn of `owner`'s Codex thread, in the worktree of `work`: here, or (executor dask) on the
+    Dask worker that holds the thread, its changes brought back into the worktree uncommitted."""
+    if work.session.executor is not None:
+        from orch.steps.remote_work import remote_turn
+        return remote_turn(work, spec, schema, prompt, thread, prev_cumulative, owner)
+    result = run_worker(spec, prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
                         on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
-                        resume_thread=resume.thread_id if resume else None,
-                        prev_cumulative=resume.cumulative if resume else None,
-                        recover=True, before_fresh_start=before_fresh_start)
+                        resume_thread=thread, prev_cumulative=prev_cumulative, recover=True)
     work.session.budget.add(result.usage)
     return result
 
 
 def _accept(work: _Work, result: WorkerResult) -> Any:
-    """The worker's valid answer, or the task's state says why there is none (and Failed is raised)."""
-    task_dir, workdir = work.task_dir, work.workdir
-    common: dict[str, Any] = {'attempts': state.attempt_count(task_dir), 'outcome': result.outcome,
-                              'usage': result.usage, 'ended_at': time.time(), 'thread_id': result.thread_id}
-    if result.outcome == 'interrupted':
-        state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', **common)
-        raise Failed('interrupted')
-    if result.outcome != 'ok':
-        status = 'deferred' if result.outcome == 'deferred' else 'failed'
-        reason = f'{result.outcome}: {result.error}'
-        state.update_state(task_dir, status=status, reason=reason, **common)
-        raise Failed(reason)
-    if not git.worktree_valid(workdir):
-        reason = (f'workspace-lost: the worker deleted or broke its worktree {workdir}, so its work cannot be '
-                  'committed; resume recreates the worktree and runs the task again')
-        state.update_state(task_dir, status='failed', reason=reason, **{**common, 'outcome': 'workspace-lost'})
-        Rounds.clear(task_dir)
-        raise Failed(reason)
-    answer = redact_obj(result.answer)   # it goes into result.json, decisions.md and the reports
-    if isinstance(answer, dict) and answer.get('status') == 'blocked':
-        # Its own outcome, not a failure of the worker: it says it cannot go on, and why.
-        reason = f'blocked: {answer.get("summary") or "(the worker gave no reason)"}'
-        state.update_state(task_dir, status='blocked', reason=reason, answer=answer, **common)
-        Rounds.clear(task_dir)
-        raise Failed(reason)
-    return answer
-
-
-def _verify(work: _Work, rounds: Rounds) -> None:
-    """The task's checks, with repair rounds in the worker's own thread until they pass (bounded)."""
-    if not work.checks:
-        return
-    limit = work.rt.role(work.task.role).repair_rounds
-    while True:
-        if rounds.phase == 'repairing' and rounds.failure:
-            fixing = CommandRun(**{k: v for k, v in rounds.failure.items() if k != 'passed'})
-        else:
-            runs = _run_checks(work, rounds)
-            failed = next((r for r in runs if not r.passed), None)
-            if failed is None:
-                return
-            _start_repair(work, rounds, failed, limit)
-            fixing = failed
-        _repair(work, rounds, fixing, limit)
-
-
-def _run_checks(work: _Work, rounds: Rounds) -> list[CommandRun]:
-    """Run the checks in order, up to the first failure; each run keeps its output in the task's directory."""
-    rt, task = work.rt, work.task
-    timeout = rt.role(task.role).check_timeout
-    env = command_env(rt, task.id)
-    runs: list[CommandRun] = []
-    state.update_state(work.task_dir, round=f'checks (after {rounds.repairs} repair rounds)' if rounds.repairs
-                       else 'checks')
-    for i, command in enumerate(work.checks, 1):
-        log = work.task_dir / 'checks' / f'round-{rounds.repairs}' / f'check-{i}.log'
-        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout,
-                          cancel=work.session.cancel)
-        runs.append(run)
-        if work.session.cancel.is_set():
-            state.update_state(work.task_dir, status='pending', reason='interrupted; resume to run it again')
-            raise Failed('interrupted')
-        if not run.passed:
-            break
-    rounds.checks = [r.to_dict() for r in runs]
-    rounds.save(work.task_dir)
-    state.update_state(work.task_dir, checks=rounds.checks)
-    return runs
-
-
-def _start_repair(work: _Work, rounds: Rounds, failed: CommandRun, limit: int) -> None:
-    if rounds.repairs >= limit:
-        raise _checks_failed(work, rounds, failed,
-                             f'after {limit} repair round{"s" if limit != 1 else ""}' if limit else 'no repair rounds')
-    fingerprint = failed.fingerprint()
-    if rounds.fingerprints and rounds.fingerprints[-1] == fingerprint:
-        raise _checks_failed(work, rounds, failed, 'the same failure again after a repair round')
-    rounds.fingerprints.append(fingerprint)
-    rounds.repairs += 1
-    rounds.phase, rounds.failure, rounds.tree_before = 'repairing', failed.to_dict(), tree_digest(work.workdir)
-    rounds.save(work.task_dir)
-
-
-def _repair(work: _Work, rounds: Rounds, failed: CommandRun, limit: int) -> None:
-    """One repair round: the worker's thread resumed with the failure; its new answer must validate too."""
-    state.update_state(work.task_dir, round=f'repair {rounds.repairs} of {limit}')
-    result = _call_worker(work, repair_prompt(failed, rounds.repairs, limit), resume=rounds)
-    rounds.add_usage(result.usage)
-    rounds.save(work.task_dir)   # paid for: counted even if the round's answer is refused below
-    answer = _accept(work, result)
-    changed = tree_digest(work.workdir) != rounds.tree_before
-    rounds.answer = answer
-    rounds.thread_id = result.thread_id or rounds.thread_id
-    rounds.cumulative = result.usage_cumulative or rounds.cumulative
-    rounds.phase, rounds.failure, rounds.tree_before = 'checking', None, None
-    rounds.save(work.task_dir)
-    if not changed:
-        raise _checks_failed(work, rounds, failed, 'the repair round changed nothing')
-
-
-def _checks_failed(work: _Work, rounds: Rounds, failed: CommandRun, why: str) -> Failed:
-    reason = f'checks failed: {failed.command} ({failed.why}); {why}'
-    state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
-                       outcome='checks-failed', usage=rounds.usage, checks=rounds.checks,
-                       repair_rounds=rounds.repairs, attempts=state.attempt_count(work.task_dir))
-    Rounds.clear(work.task_dir)   # a resume starts a fresh execution: the unverified edits are not kept
-    return Failed(reason)
+    return verify.accept(work.ex, result)
 
 
 def _refuse_control_changes(work: _Work, rounds: Rounds) -> None:
@@ -398,13 +322,17 @@ def _ensure_workdir(work: _Work) -> None:
                                   f'(move the directory away, then resume): {exc}') from None
 
 
-def _record_and_commit(work: _Work, exec_id: str, answer: Any) -> str | None:
-    """The task's decisions entry and its changes, in its own commit.
+def _record_and_commit(work: _Work, exec_id: str, answer: Any,
+                       before: Callable[[], None] | None = None) -> str | None:
+    """The task's decisions entry and its changes, in its own commit (`before` runs first, under the same lock:
+    a remote worker's changes are written into the worktree there).
 
     Serialised: parallel tasks sharing a worktree would otherwise both rewrite the decisions file
     (one entry lost) or commit each other's entries.
     """
     with work.session.scheduler.commit_lock:
+        if before is not None:
+            before()
         _record_decisions(work.rt, work.task, answer, work.workdir)
         return _commit(work, exec_id, answer)
 
@@ -497,9 +425,13 @@ def _finish_interrupted_commit(work: _Work) -> bool:
         return False
     sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', pending['exec_id'], since=rt.run.base_commit)
     if sha is None:
-        # The commit never happened: commit the worker's changes now (they are still in the worktree),
-        # but not the temp file of a decisions write the kill interrupted.
+        # The commit never happened: commit the worker's changes now (they are still in the worktree, or for a
+        # remote worker in the commit it returned), but not the temp file of a decisions write the kill interrupted.
         atomic.sweep_temp((workdir / rt.config.decisions_file).parent, recursive=False)
-        sha = _record_and_commit(work, pending['exec_id'], pending['answer'])
+        if pending.get('remote'):
+            from orch.steps.remote_work import commit_remote
+            sha = commit_remote(work, pending)
+        else:
+            sha = _record_and_commit(work, pending['exec_id'], pending['answer'])
     _write_result(work, pending, sha)
     return True

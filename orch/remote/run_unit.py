@@ -1,0 +1,227 @@
+"""What runs ON a remote worker (a Dask worker process): one work step in a scratch repository.
+
+From the unit's bundle it makes a repository and a worktree in a temporary directory, runs the Codex worker
+there with THIS machine's codex, `CODEX_HOME` and credentials (the coordinator's environment never travels),
+with the same timeouts, schema validation, retries and check/repair rounds as a local run (orch.steps.verify),
+commits the result there and returns it as a bundle whose prerequisite is the snapshot it started from.
+The temporary directory is removed before it returns; nothing of the host repository is needed or read.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from orch.adapters import git
+from orch.adapters.codex_bin import INSTALL_HINT, find_codex
+from orch.adapters.worker import WorkerSpec
+from orch.adapters.worker_env import worker_codex_args
+from orch.core.config import CodexSettings, Config
+from orch.remote.unit import WorkOutcome, WorkUnit
+from orch.runstate import state
+from orch.steps import verify
+from orch.steps.failure import Failed
+from orch.steps.rounds import Rounds
+
+RESULT_REF = 'refs/orch/result'
+CANCEL_POLL = 0.5
+_SKIPPED = frozenset({'pid', 'process.json'})   # a remote process id means nothing to the coordinator
+
+
+def run_unit(unit: WorkUnit) -> WorkOutcome:
+    """Run one work step; never raises for the task's own failures (they are the outcome's status)."""
+    started = time.time()
+    scratch = Path(tempfile.mkdtemp(prefix='codex-orch-unit-'))
+    out = WorkOutcome(key=unit.key, status='error', worker=_identity(), started_at=started)
+    cancel = threading.Event()
+    stop_watching = _watch_cancel(unit.key, cancel)
+    try:
+        _run(unit, scratch, out, cancel)
+    except Failed:
+        st = state.read_state(scratch / 'task')
+        status = str(st.get('status') or 'failed')
+        out.status = 'interrupted' if status == 'pending' else status if status in ('blocked', 'deferred') \
+            else 'failed'
+        out.reason = st.get('reason')
+        out.outcome = st.get('outcome')
+        out.usage = st.get('usage') or out.usage
+        out.checks = st.get('checks') or out.checks
+        out.answer = st.get('answer')
+    except Exception as exc:   # a bug or a broken machine: reported with what was paid for so far
+        out.status, out.outcome = 'error', 'worker-error'
+        out.reason = f'the remote worker failed: {type(exc).__name__}: {exc}'
+        out.files['remote-error.txt'] = traceback.format_exc().encode()
+    finally:
+        stop_watching()
+        out.files.update(_task_files(scratch / 'task'))
+        out.ended_at = time.time()
+        shutil.rmtree(scratch, ignore_errors=True)
+    _publish(out)
+    return out
+
+
+def _publish(out: WorkOutcome) -> None:
+    """Keep the outcome on the scheduler under the unit's key: a coordinator killed meanwhile gets it on resume
+    instead of paying for the model calls again (orch.adapters.dask_executor.recover). Outside Dask: nothing."""
+    with contextlib.suppress(Exception):
+        from distributed import get_client, get_worker
+        get_worker()
+        get_client().publish_dataset(out, name=out.key, override=True)
+
+
+def cancel_event_name(key: str) -> str:
+    """The Dask Event the coordinator sets to stop unit `key` (Ctrl-C, SIGTERM): its codex is killed here."""
+    return f'{key}-cancel'
+
+
+def _watch_cancel(key: str, cancel: threading.Event) -> Callable[[], None]:
+    """Set `cancel` when the coordinator sets the unit's cancel Event; returns how to stop watching."""
+    try:
+        from distributed import Event, get_client, get_worker
+        get_worker()
+        event = Event(cancel_event_name(key), client=get_client())
+    except Exception:   # outside a Dask worker: nothing to watch
+        return lambda: None
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(CANCEL_POLL):
+            try:
+                if event.is_set():
+                    cancel.set()
+                    return
+            except Exception:   # the worker lost its scheduler: the unit ends by itself
+                return
+
+    threading.Thread(target=watch, name=f'cancel-{key}', daemon=True).start()
+    return stop.set
+
+
+def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Event) -> None:
+    repo, workdir, task_dir = scratch / 'repo', scratch / 'work', scratch / 'task'
+    task_dir.mkdir()
+    git.init_repository(repo)
+    git.fetch_bundle(repo, unit.bundle, unit.bundle_ref, 'refs/orch/start')
+    git.ensure_worktree(repo, workdir, 'codex-orch-work', unit.snapshot)
+    ex = verify.Execution(
+        task_id=unit.task_id, task_dir=task_dir, workdir=workdir, spec=_spec(unit, workdir, scratch),
+        schema=unit.schema, checks=tuple(unit.checks), repair_rounds=unit.repair_rounds,
+        check_timeout=unit.check_timeout, log_root=task_dir, cancel=cancel,
+        command_env={**os.environ, 'ORCH_RUN_ID': unit.run_id, 'ORCH_REPO': str(workdir),
+                     'ORCH_TASK_ID': unit.task_id, 'ORCH_WORKTREE': str(workdir)})
+    if unit.resume_thread is not None:
+        _turn(unit, ex, repo, workdir, out)
+        return
+    result = verify.call_worker(ex, unit.prompt)
+    out.usage = dict(result.usage)
+    answer = verify.accept(ex, result)
+    rounds = Rounds(inputs_digest=unit.key, thread_id=result.thread_id, answer=answer, usage=dict(result.usage),
+                    cumulative=result.usage_cumulative, started_at=out.started_at)
+    verify.verify(ex, rounds)
+    out.answer, out.usage, out.thread_id = rounds.answer, rounds.usage, rounds.thread_id
+    out.checks, out.repair_rounds = rounds.checks, rounds.repairs
+    sha = git.scratch_commit(workdir, f'{unit.task_id}: remote work step {unit.key}')
+    if sha is not None:
+        out.commit = sha
+        out.bundle = git.create_bundle(repo, sha, RESULT_REF, exclude=unit.snapshot)
+        out.bundle_ref = RESULT_REF
+    out.status, out.outcome = 'done', 'ok'
+
+
+def _turn(unit: WorkUnit, ex: verify.Execution, repo: Path, workdir: Path, out: WorkOutcome) -> None:
+    """One resumed turn of a thread that lives here (a review round): the raw result and what it changed."""
+    resume = Rounds(inputs_digest=unit.key, thread_id=unit.resume_thread, answer=None, usage={},
+                    cumulative=unit.prev_cumulative, started_at=out.started_at)
+    result = verify.call_worker(ex, unit.prompt, resume=resume)
+    out.outcome, out.answer, out.error = result.outcome, result.answer, result.error
+    out.usage, out.thread_id, out.usage_cumulative = dict(result.usage), result.thread_id, result.usage_cumulative
+    if result.ok and git.worktree_valid(workdir):
+        sha = git.scratch_commit(workdir, f'{unit.task_id}: remote turn {unit.key}')
+        if sha is not None:
+            out.commit = sha
+            out.bundle = git.create_bundle(repo, sha, RESULT_REF, exclude=unit.snapshot)
+            out.bundle_ref = RESULT_REF
+    out.status = 'done'
+
+
+def _spec(unit: WorkUnit, workdir: Path, scratch: Path) -> WorkerSpec:
+    settings = CodexSettings(**unit.codex)
+    # The coordinator's codex path means nothing here: a bare name is looked up on this machine, a path
+    # falls back to this machine's codex ($CODEX_BIN, PATH, a source checkout's pinned copy).
+    binary = find_codex(settings.binary) if '/' not in settings.binary else None
+    binary = binary or find_codex('codex')
+    if binary is None:
+        raise RuntimeError(f'no codex executable on {socket.gethostname()}: {INSTALL_HINT}')
+    env = {**os.environ, **settings.env}
+    schema_path = scratch / 'schema.json'
+    schema_path.write_text(json.dumps(unit.schema), encoding='utf-8')
+    limits: dict[str, Any] = unit.limits
+    return WorkerSpec(
+        codex=(binary,), workdir=workdir, sandbox=unit.sandbox, model=unit.model, schema_path=schema_path,
+        extra_args=(*unit.extra_args, *worker_codex_args(Config(codex=settings), env)), env=env,
+        timeout_total=limits.get('timeout_total'), timeout_idle=limits.get('timeout_idle'),
+        timeout_first_event=limits.get('timeout_first_event'), schema_retries=int(limits['schema_retries']),
+        failure_retries=int(limits['failure_retries']), retry_backoff=float(limits['retry_backoff']))
+
+
+def _task_files(task_dir: Path) -> dict[str, bytes]:
+    """The attempts' files and the check logs, task-dir-relative."""
+    files: dict[str, bytes] = {}
+    if not task_dir.is_dir():
+        return files
+    for path in sorted(task_dir.rglob('*')):
+        rel = path.relative_to(task_dir)
+        if not rel.parts or not (rel.parts[0].startswith('attempt-') or rel.parts[0] == 'checks'):
+            continue
+        if path.is_file() and not path.is_symlink() and path.name not in _SKIPPED:
+            with contextlib.suppress(OSError):
+                files[rel.as_posix()] = path.read_bytes()
+    return files
+
+
+def _identity() -> dict[str, Any]:
+    address = None
+    with contextlib.suppress(Exception):   # outside a Dask worker (tests, a plain call): no address
+        from distributed import get_worker
+        address = get_worker().address
+    return {'host': socket.gethostname(), 'address': address, 'pid': os.getpid()}
+
+
+def probe(codex: dict[str, Any]) -> dict[str, Any]:
+    """What doctor asks of each worker, without a model call: git, this machine's codex and its version, and
+    whether the model provider's key is there."""
+    import subprocess
+
+    from orch.adapters.worker_env import codex_environment, provider_key
+    report: dict[str, Any] = {'host': socket.gethostname()}
+    try:
+        report['git'] = '.'.join(map(str, git.git_version()))
+    except Exception as exc:
+        report['git_problem'] = str(exc).splitlines()[0]
+    settings = CodexSettings(**codex)
+    binary = (find_codex(settings.binary) if '/' not in settings.binary else None) or find_codex('codex')
+    if binary is None:
+        report['codex_problem'] = f'no codex executable: {INSTALL_HINT}'
+    else:
+        try:
+            proc = subprocess.run([binary, '--version'], capture_output=True, text=True, timeout=30,
+                                  stdin=subprocess.DEVNULL)
+            report['codex'] = proc.stdout.strip().split()[-1] if proc.stdout.strip() else '?'
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            report['codex_problem'] = f'{binary} --version failed: {exc}'
+    config = Config(codex=settings)
+    key = provider_key(config, codex_environment(config))
+    if key.problem:
+        report['key_problem'] = key.problem
+    else:
+        report['key'] = key.found or 'none needed'
+    return report

@@ -1,0 +1,342 @@
+"""The work step's coordinator side when its worker part runs on a Dask cluster (executor kind `dask`).
+
+The unit sent: the rendered prompt, the schema, the codex settings, the checks and their limits, and a bundle
+of one parentless snapshot commit with the tree the task starts from (no history, nothing else of the
+repository). What comes back (orch.remote.unit.WorkOutcome) is recorded before it is applied:
+
+1. the attempt files are copied into the task directory (renumbered after the task's earlier attempts), and
+   the outcome with the worker's bundle is written to `remote-outcome.json`: a coordinator killed from here on
+   applies it on resume instead of submitting again, so a finished model call is never paid twice;
+2. the worker's commit is fetched into `refs/orch-remote/<run>/<task>/result` and checked: its parent is the
+   snapshot sent, it adds no gitlink (a nested repository or submodule), it changes no control file unless
+   the task may;
+3. pending.json is written, then the commit's changes are applied to the run's worktree (on top of its current
+   tip: a task that committed meanwhile changed other paths) and committed there exactly as a local commit is
+   (same scope rules, decisions entry, trailers, Orch-Exec), then result.json is written by the same code.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any
+
+from orch.adapters import git
+from orch.adapters.worker import AttemptRecord, WorkerResult, WorkerSpec
+from orch.core.plan import Task
+from orch.core.redact import redact_obj
+from orch.failpoints import crash_point
+from orch.remote.unit import WorkOutcome, WorkUnit
+from orch.runstate import atomic, state
+from orch.steps.failure import Failed, fail
+from orch.steps.guard import touched_control_files
+from orch.steps.review import requests_changes
+from orch.steps.rounds import Rounds
+from orch.steps.work import (
+    _ensure_workdir,
+    _record_and_commit,
+    _Work,
+    _write_result,
+    finish_rounds,
+    rerun_note,
+)
+
+OUTCOME_FILE = 'remote-outcome.json'
+UNIT_MARK = 'remote-unit'                 # in an attempt directory that came from a Dask worker: its unit's key
+_FAILED_STATUSES = ('failed', 'blocked', 'deferred')
+
+
+def run_remote(work: _Work) -> None:
+    """Submit the task's work unit (or take the outcome a killed coordinator had received), then apply it."""
+    rounds = Rounds.load(work.task_dir, work.digest)
+    if rounds is not None and git.worktree_valid(work.workdir):   # a kill in the middle of a reviewer's rounds
+        state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
+        finish_rounds(work, rounds)
+        return
+    saved = state.read_json(work.task_dir / OUTCOME_FILE)
+    if not saved or saved.get('inputs_digest') != work.digest:
+        saved = _submit(work)
+    apply_outcome(work, saved)
+
+
+def _submit(work: _Work) -> dict[str, Any]:
+    rt, task, task_dir, session = work.rt, work.task, work.task_dir, work.session
+    previous = state.read_state(task_dir)
+    prior = previous.get('remote') if isinstance(previous.get('remote'), dict) else None
+    if prior and prior.get('inputs_digest') == work.digest and previous.get('status') == 'running':
+        # A coordinator killed while its unit was on the cluster: its outcome, not a second submission.
+        from orch.adapters.dask_executor import Interrupted
+        try:
+            recovered = session.executor.recover(prior['unit_key'], prior['key'], cancel=session.cancel)
+        except Interrupted:
+            state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', round=None)
+            raise Failed('interrupted') from None
+        if recovered is not None:
+            return _record(work, recovered, prior)
+    elif prior:   # an earlier unit that ended without being recorded (interrupted): the scheduler need not keep it
+        session.executor.forget(prior['unit_key'])
+    started = time.time()
+    note = rerun_note(previous, state.read_result(task_dir)) if previous.get('status') != 'running' \
+        else previous.get('rerun_note') or ''
+    submissions = int(previous.get('remote_submissions') or 0) + 1
+    state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None, pid=os.getpid(),
+                       round='remote: sending', checks=None, warnings=None, rerun_note=note,
+                       worker=None, remote_submissions=submissions)
+    _ensure_workdir(work)
+    tip = git.rev_parse(work.workdir, 'HEAD')
+    snapshot = git.snapshot_commit(work.workdir, tip)
+    bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'
+    bundle = git.create_bundle(work.workdir, snapshot, bundle_ref)
+    params, role = work.step.params, rt.role(task.role)
+    _, *extra = json.loads(params['codex_args'])
+    unit = WorkUnit(
+        key=f'codex-orch-{rt.run.run_id}-{task.id}-{work.digest[:12]}-{submissions}', run_id=rt.run.run_id,
+        task_id=task.id, role=task.role,
+        prompt=rt.path(work.step.input('prompt')).read_text(encoding='utf-8') + note,
+        schema=rt.schema(work.step.input('schema')), codex=rt.config.codex.model_dump(), extra_args=list(extra),
+        sandbox=params['sandbox'], model=params['model'] or None,
+        limits={'timeout_total': role.timeout_total, 'timeout_idle': role.timeout_idle,
+                'timeout_first_event': role.timeout_first_event, 'schema_retries': role.schema_retries,
+                'failure_retries': role.failure_retries, 'retry_backoff': role.retry_backoff},
+        checks=list(work.checks), repair_rounds=role.repair_rounds, check_timeout=role.check_timeout,
+        bundle=bundle, bundle_ref=bundle_ref, snapshot=snapshot)
+    record = {'inputs_digest': work.digest, 'unit_key': unit.key, 'key': unit.key, 'snapshot': snapshot,
+              'tip': tip, 'started_at': started}
+
+    def submitted(key: str) -> None:
+        record['key'] = key
+        state.update_state(task_dir, round=f'remote: {key}', remote=dict(record))
+        if session.progress is not None:
+            session.progress.remote(task.id, f'on the Dask cluster ({key})', line=False)
+
+    from orch.adapters.dask_executor import Interrupted
+    try:
+        outcome: WorkOutcome = session.executor.run(unit, cancel=session.cancel, on_submitted=submitted)
+    except Interrupted:
+        state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', round=None)
+        raise Failed('interrupted') from None
+    return _record(work, outcome, record)
+
+
+def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[str, Any]:
+    """The outcome into the task directory (attempt files, then remote-outcome.json): paid once, applied from
+    here on, even by a resume."""
+    crash_point('remote-received', work.task.id)
+    _import_files(work, outcome)
+    work.session.budget.add(outcome.usage)
+    saved = {'inputs_digest': work.digest, 'snapshot': record['snapshot'], 'tip': record['tip'],
+             'started_at': record['started_at'], 'outcome': outcome.to_json()}
+    atomic.write_json(work.task_dir / OUTCOME_FILE, saved)
+    work.session.executor.forget(record['unit_key'])
+    crash_point('remote-recorded', work.task.id)
+    return saved
+
+
+def _import_files(work: _Work, outcome: WorkOutcome) -> None:
+    """The attempts' files into the task directory, numbered after its earlier attempts; check logs beside."""
+    task_dir = work.task_dir
+    # Each imported attempt names its unit: a kill after the import and before remote-outcome.json must not make
+    # a resume import (and count as paid) the same attempts twice.
+    done = any((p / UNIT_MARK).is_file() and (p / UNIT_MARK).read_text(encoding='utf-8') == outcome.key
+               for p in task_dir.glob('attempt-*'))
+    base = max((int(p.name.split('-', 1)[1]) for p in task_dir.glob('attempt-*')
+                if p.is_dir() and p.name.split('-', 1)[1].isdigit()), default=0)
+    renamed: dict[str, str] = {}
+    for rel, data in sorted(outcome.files.items()):
+        parts = rel.split('/')
+        if '..' in parts or not parts[0] or rel.startswith('/'):
+            continue
+        if parts[0].startswith('attempt-') and parts[0][8:].isdigit():
+            if done:
+                continue
+            if parts[0] not in renamed:
+                renamed[parts[0]] = f'attempt-{base + int(parts[0][8:])}'
+                atomic.write_text(task_dir / renamed[parts[0]] / UNIT_MARK, outcome.key)
+            parts[0] = renamed[parts[0]]
+        elif parts[0] != 'checks' and rel != 'remote-error.txt':
+            continue
+        atomic.write_bytes(task_dir.joinpath(*parts), data)
+    prefix = task_dir.relative_to(work.rt.repo).as_posix() if task_dir.is_relative_to(work.rt.repo) \
+        else str(task_dir)
+    for check in outcome.checks:
+        if isinstance(check, dict) and check.get('log') and not str(check['log']).startswith(prefix):
+            check['log'] = f'{prefix}/{check["log"]}'
+    outcome.files = {}
+
+
+def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
+    rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
+    outcome = WorkOutcome.from_json(saved['outcome'])
+    outcome.answer = redact_obj(outcome.answer)   # as a local answer: by this machine's secrets too
+    where = _where(outcome)
+    state.update_state(task_dir, worker=outcome.worker or None, executor='dask')
+    if work.session.progress is not None:
+        text = f'ran on Dask worker {where}' if where else 'on the Dask cluster'
+        work.session.progress.remote(task.id, f'{text}: {outcome.status}', line=True)
+    attempts = state.attempt_count(task_dir)
+    if outcome.status != 'done':
+        status = outcome.status if outcome.status in _FAILED_STATUSES else \
+            'pending' if outcome.status == 'interrupted' else 'failed'
+        reason = str(outcome.reason or outcome.outcome or outcome.status)
+        reason += f' (on Dask worker {where})' if where else ''
+        state.update_state(task_dir, status=status, reason=reason, outcome=outcome.outcome, usage=outcome.usage,
+                           attempts=attempts, ended_at=time.time(), round=None, answer=outcome.answer,
+                           checks=outcome.checks, thread_id=outcome.thread_id)
+        (task_dir / OUTCOME_FILE).unlink(missing_ok=True)
+        raise Failed(reason)
+    commit, paths = None, []
+    if outcome.bundle:
+        commit = git.fetch_bundle(workdir, outcome.bundle, outcome.bundle_ref or '',
+                                  f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
+        paths = _check_commit(work, saved['snapshot'], commit)
+    if requests_changes(outcome.answer):
+        _review(work, saved, outcome, commit, paths)
+        return
+    exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
+    pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': outcome.answer,
+               'worker': {'usage': outcome.usage, 'thread_id': outcome.thread_id}, 'checks': outcome.checks,
+               'repair_rounds': outcome.repair_rounds, 'review_rounds': 0, 'fixes': [],
+               'started_at': saved.get('started_at') or outcome.started_at,
+               'remote': {'snapshot': saved['snapshot'], 'commit': commit, 'paths': paths, 'worker': outcome.worker}}
+    atomic.write_json(task_dir / 'pending.json', pending)
+    (task_dir / OUTCOME_FILE).unlink(missing_ok=True)   # pending.json carries it on from here
+    crash_point('after-pending', task.id)
+    sha = commit_remote(work, pending)
+    crash_point('after-commit', task.id)
+    _write_result(work, pending, sha)
+    _drop_refs(work)
+
+
+def _review(work: _Work, saved: dict[str, Any], outcome: WorkOutcome, commit: str | None, paths: list[str]) -> None:
+    """A reviewer run on Dask asked for changes: its rounds go on from here with the local review code, each
+    turn on the Dask worker that holds the thread it resumes (remote_turn), then the local commit path."""
+    rounds = Rounds.load(work.task_dir, work.digest)
+    if rounds is None:   # the first time (not a resume in the middle of the rounds)
+        if commit is not None:
+            with work.session.scheduler.commit_lock:
+                git.restore_paths(work.workdir, paths)
+                git.apply_commit_changes(work.workdir, saved['snapshot'], commit)
+        rounds = Rounds(inputs_digest=work.digest, thread_id=outcome.thread_id, answer=outcome.answer,
+                        usage=dict(outcome.usage), cumulative=outcome.usage_cumulative,
+                        started_at=saved.get('started_at') or outcome.started_at, repairs=outcome.repair_rounds,
+                        checks=list(outcome.checks))
+        rounds.save(work.task_dir)
+    (work.task_dir / OUTCOME_FILE).unlink(missing_ok=True)   # rounds.json carries it on from here
+    finish_rounds(work, rounds)
+    _drop_refs(work)
+
+
+def remote_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
+                prev_cumulative: dict[str, int] | None, owner: Task) -> WorkerResult:
+    """One resumed turn of `owner`'s thread on the Dask worker that ran `owner` (its CODEX_HOME holds the thread),
+    on a snapshot of the worktree's tip; what it changed comes back into the worktree, uncommitted."""
+    rt, task, task_dir = work.rt, work.task, work.task_dir
+    holder = state.read_state(rt.task_dir(owner.id)).get('worker') or {}
+    pin = holder.get('address') if isinstance(holder, dict) else None
+    if not thread or not pin:
+        return _turn_failed(f'{owner.id} has no Codex thread on a Dask worker to resume')
+    tip = git.rev_parse(work.workdir, 'HEAD')
+    snapshot = git.snapshot_commit(work.workdir, tip)
+    bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'
+    turns = int(state.read_state(task_dir).get('remote_turns') or 0) + 1
+    state.update_state(task_dir, remote_turns=turns)
+    unit = WorkUnit(
+        key=f'codex-orch-{rt.run.run_id}-{task.id}-{work.digest[:12]}-turn-{turns}', run_id=rt.run.run_id,
+        task_id=task.id, role=owner.role, prompt=prompt, schema=schema, codex=rt.config.codex.model_dump(),
+        extra_args=list(json.loads(work.step.params['codex_args'])[1:]), sandbox=spec.sandbox, model=spec.model,
+        limits={'timeout_total': spec.timeout_total, 'timeout_idle': spec.timeout_idle,
+                'timeout_first_event': spec.timeout_first_event, 'schema_retries': spec.schema_retries,
+                'failure_retries': spec.failure_retries, 'retry_backoff': spec.retry_backoff},
+        checks=[], repair_rounds=0, check_timeout=1.0, bundle=git.create_bundle(work.workdir, snapshot, bundle_ref),
+        bundle_ref=bundle_ref, snapshot=snapshot, resume_thread=thread, prev_cumulative=prev_cumulative, pin=pin)
+    if work.session.progress is not None:
+        work.session.progress.remote(task.id, f'{owner.id}\'s thread on Dask worker {pin}', line=False)
+    from orch.adapters.dask_executor import Interrupted
+    try:
+        outcome: WorkOutcome = work.session.executor.run(unit, cancel=work.session.cancel)
+    except Interrupted:
+        return _turn_failed('interrupted', outcome='interrupted')
+    _import_files(work, outcome)
+    work.session.budget.add(outcome.usage)
+    work.session.executor.forget(unit.key)
+    if outcome.status != 'done':   # the unit itself did not run (lost worker, a broken machine)
+        return _turn_failed(f'{outcome.reason or outcome.outcome} (Dask worker {pin})', usage=outcome.usage)
+    if outcome.bundle:
+        commit = git.fetch_bundle(work.workdir, outcome.bundle, outcome.bundle_ref or '',
+                                  f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
+        paths = _check_commit(work, snapshot, commit)
+        with work.session.scheduler.commit_lock:
+            git.apply_commit_changes(work.workdir, snapshot, commit)
+        del paths
+    record = AttemptRecord(n=0, kind='remote-turn', argv=[], thread_id=outcome.thread_id,
+                           outcome=outcome.outcome or 'ok', error=outcome.error, usage=dict(outcome.usage),
+                           usage_cumulative=outcome.usage_cumulative)
+    return WorkerResult(outcome=outcome.outcome or 'ok', answer=outcome.answer, error=outcome.error,
+                        thread_id=outcome.thread_id, attempts=[record], usage=dict(outcome.usage),
+                        duration=outcome.ended_at - outcome.started_at)
+
+
+def _turn_failed(reason: str, *, outcome: str = 'worker-lost', usage: dict[str, int] | None = None) -> WorkerResult:
+    return WorkerResult(outcome=outcome, answer=None, error=reason, thread_id=None, attempts=[],
+                        usage=dict(usage or {}), duration=0.0)
+
+
+def commit_remote(work: _Work, pending: dict[str, Any]) -> str | None:
+    """Apply the worker's commit to the run's worktree and commit it there, as a local commit is made."""
+    remote = pending['remote']
+    workdir = work.workdir
+
+    def apply() -> None:
+        if remote.get('commit'):
+            git.restore_paths(workdir, remote['paths'])   # what a kill during an earlier apply left
+            git.apply_commit_changes(workdir, remote['snapshot'], remote['commit'])
+
+    try:
+        return _record_and_commit(work, pending['exec_id'], pending['answer'], before=apply)
+    except git.CommitRefused as exc:
+        (work.task_dir / 'pending.json').unlink(missing_ok=True)
+        raise fail(work.task_dir, f'its changes cannot be committed: {exc}') from None
+    except Failed:
+        raise
+    except git.GitError as exc:
+        (work.task_dir / 'pending.json').unlink(missing_ok=True)
+        if remote.get('commit'):
+            git.restore_paths(workdir, remote['paths'])
+        raise fail(work.task_dir, 'the change made on the Dask worker does not apply to the run\'s branch (a task '
+                                  f'that committed meanwhile changed the same files?): {exc}') from None
+
+
+def _check_commit(work: _Work, snapshot: str, commit: str) -> list[str]:
+    """The worker's commit: on the snapshot sent, no gitlink, no control file unless the task may."""
+    parents = git.parents_of(work.workdir, commit)
+    if parents != [snapshot]:
+        raise fail(work.task_dir, f'the commit returned by the Dask worker ({commit[:12]}) is not on the snapshot '
+                                  f'it was sent ({snapshot[:12]}): its parents are {parents or "none"}; refused')
+    changes = git.tree_changes(work.workdir, snapshot, commit)
+    links = [c.path for c in changes if '160000' in (c.new_mode,)]
+    if links:
+        raise fail(work.task_dir, f'refusing the commit of the Dask worker: {", ".join(links)} would be committed '
+                                  'as gitlinks (a nested git repository or a changed submodule); nothing was '
+                                  'committed')
+    paths = [c.path for c in changes]
+    if not work.task.control_files:
+        touched = touched_control_files(paths, work.rt.config)
+        if touched:
+            raise fail(work.task_dir, f'the worker changed codex-orch control files: {", ".join(touched)}; nothing '
+                                      'was committed (they decide what later runs execute; a plan task may change '
+                                      'them only with "control_files": true)')
+    return paths
+
+
+def _drop_refs(work: _Work) -> None:
+    rt, task = work.rt, work.task
+    for name in ('start', 'result'):
+        with contextlib.suppress(git.GitError):
+            git.delete_ref(work.workdir, f'refs/orch-remote/{rt.run.run_id}/{task.id}/{name}')
+
+
+def _where(outcome: WorkOutcome) -> str:
+    worker = outcome.worker or {}
+    address, host = worker.get('address'), worker.get('host')
+    return f'{address} ({host})' if address and host else str(address or host or '')

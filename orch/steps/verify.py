@@ -1,0 +1,162 @@
+"""One task execution's answer and its verification, wherever it runs: in the run's worktree (the work step)
+or in a scratch repository on a Dask worker (orch.remote.run_unit).
+
+`Execution` is all they need — the worktree, the task directory where attempts and check logs go, the
+worker's launch spec and schema, the checks and their limits — so the same code gives the same timeouts,
+schema validation, retries and bounded repair rounds in both places.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orch.adapters import git
+from orch.adapters.worker import WorkerResult, WorkerSpec, run_worker
+from orch.core.redact import redact_obj
+from orch.core.validate import schema_errors
+from orch.runstate import state
+from orch.steps.commands import CommandRun, run_shell
+from orch.steps.failure import Failed
+from orch.steps.rounds import Rounds, repair_prompt, tree_digest
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What running and verifying one task execution needs, with no run or session behind it."""
+
+    task_id: str
+    task_dir: Path                 # attempts, check logs, state.json and rounds.json go here
+    workdir: Path                  # the worktree the worker edits and the checks run in
+    spec: WorkerSpec
+    schema: dict[str, Any]
+    checks: tuple[str, ...]
+    repair_rounds: int
+    check_timeout: float
+    command_env: Mapping[str, str]
+    log_root: Path                 # check logs are recorded relative to it
+    cancel: threading.Event | None = None
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    on_usage: Callable[[dict[str, int]], None] | None = None   # the run's budget
+
+
+def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
+                before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
+    result = run_worker(ex.spec, prompt, ex.task_dir, lambda answer: schema_errors(answer, ex.schema),
+                        on_event=ex.on_event, cancel=ex.cancel,
+                        resume_thread=resume.thread_id if resume else None,
+                        prev_cumulative=resume.cumulative if resume else None,
+                        recover=True, before_fresh_start=before_fresh_start)
+    if ex.on_usage is not None:
+        ex.on_usage(result.usage)
+    return result
+
+
+def accept(ex: Execution, result: WorkerResult) -> Any:
+    """The worker's valid answer, or the task's state says why there is none (and Failed is raised)."""
+    task_dir, workdir = ex.task_dir, ex.workdir
+    common: dict[str, Any] = {'attempts': state.attempt_count(task_dir), 'outcome': result.outcome,
+                              'usage': result.usage, 'ended_at': time.time(), 'thread_id': result.thread_id}
+    if result.outcome == 'interrupted':
+        state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', **common)
+        raise Failed('interrupted')
+    if result.outcome != 'ok':
+        status = 'deferred' if result.outcome == 'deferred' else 'failed'
+        reason = f'{result.outcome}: {result.error}'
+        state.update_state(task_dir, status=status, reason=reason, **common)
+        raise Failed(reason)
+    if not git.worktree_valid(workdir):
+        reason = (f'workspace-lost: the worker deleted or broke its worktree {workdir}, so its work cannot be '
+                  'committed; resume recreates the worktree and runs the task again')
+        state.update_state(task_dir, status='failed', reason=reason, **{**common, 'outcome': 'workspace-lost'})
+        Rounds.clear(task_dir)
+        raise Failed(reason)
+    answer = redact_obj(result.answer)   # it goes into result.json, decisions.md and the reports
+    if isinstance(answer, dict) and answer.get('status') == 'blocked':
+        # Its own outcome, not a failure of the worker: it says it cannot go on, and why.
+        reason = f'blocked: {answer.get("summary") or "(the worker gave no reason)"}'
+        state.update_state(task_dir, status='blocked', reason=reason, answer=answer, **common)
+        Rounds.clear(task_dir)
+        raise Failed(reason)
+    return answer
+
+
+def verify(ex: Execution, rounds: Rounds) -> None:
+    """The task's checks, with repair rounds in the worker's own thread until they pass (bounded)."""
+    if not ex.checks:
+        return
+    limit = ex.repair_rounds
+    while True:
+        if rounds.phase == 'repairing' and rounds.failure:
+            fixing = CommandRun(**{k: v for k, v in rounds.failure.items() if k != 'passed'})
+        else:
+            runs = run_checks(ex, rounds)
+            failed = next((r for r in runs if not r.passed), None)
+            if failed is None:
+                return
+            _start_repair(ex, rounds, failed, limit)
+            fixing = failed
+        _repair(ex, rounds, fixing, limit)
+
+
+def run_checks(ex: Execution, rounds: Rounds) -> list[CommandRun]:
+    """Run the checks in order, up to the first failure; each run keeps its output in the task's directory."""
+    runs: list[CommandRun] = []
+    state.update_state(ex.task_dir, round=f'checks (after {rounds.repairs} repair rounds)' if rounds.repairs
+                       else 'checks')
+    for i, command in enumerate(ex.checks, 1):
+        log = ex.task_dir / 'checks' / f'round-{rounds.repairs}' / f'check-{i}.log'
+        run = run_shell(command, cwd=ex.workdir, env=ex.command_env, log_path=log, timeout=ex.check_timeout,
+                        cancel=ex.cancel, log_root=ex.log_root)
+        runs.append(run)
+        if ex.cancel is not None and ex.cancel.is_set():
+            state.update_state(ex.task_dir, status='pending', reason='interrupted; resume to run it again')
+            raise Failed('interrupted')
+        if not run.passed:
+            break
+    rounds.checks = [r.to_dict() for r in runs]
+    rounds.save(ex.task_dir)
+    state.update_state(ex.task_dir, checks=rounds.checks)
+    return runs
+
+
+def _start_repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int) -> None:
+    if rounds.repairs >= limit:
+        raise checks_failed(ex, rounds, failed,
+                            f'after {limit} repair round{"s" if limit != 1 else ""}' if limit else 'no repair rounds')
+    fingerprint = failed.fingerprint()
+    if rounds.fingerprints and rounds.fingerprints[-1] == fingerprint:
+        raise checks_failed(ex, rounds, failed, 'the same failure again after a repair round')
+    rounds.fingerprints.append(fingerprint)
+    rounds.repairs += 1
+    rounds.phase, rounds.failure, rounds.tree_before = 'repairing', failed.to_dict(), tree_digest(ex.workdir)
+    rounds.save(ex.task_dir)
+
+
+def _repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int) -> None:
+    """One repair round: the worker's thread resumed with the failure; its new answer must validate too."""
+    state.update_state(ex.task_dir, round=f'repair {rounds.repairs} of {limit}')
+    result = call_worker(ex, repair_prompt(failed, rounds.repairs, limit), resume=rounds)
+    rounds.add_usage(result.usage)
+    rounds.save(ex.task_dir)   # paid for: counted even if the round's answer is refused below
+    answer = accept(ex, result)
+    changed = tree_digest(ex.workdir) != rounds.tree_before
+    rounds.answer = answer
+    rounds.thread_id = result.thread_id or rounds.thread_id
+    rounds.cumulative = result.usage_cumulative or rounds.cumulative
+    rounds.phase, rounds.failure, rounds.tree_before = 'checking', None, None
+    rounds.save(ex.task_dir)
+    if not changed:
+        raise checks_failed(ex, rounds, failed, 'the repair round changed nothing')
+
+
+def checks_failed(ex: Execution, rounds: Rounds, failed: CommandRun, why: str) -> Failed:
+    reason = f'checks failed: {failed.command} ({failed.why}); {why}'
+    state.update_state(ex.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
+                       outcome='checks-failed', usage=rounds.usage, checks=rounds.checks,
+                       repair_rounds=rounds.repairs, attempts=state.attempt_count(ex.task_dir))
+    Rounds.clear(ex.task_dir)   # a resume starts a fresh execution: the unverified edits are not kept
+    return Failed(reason)
