@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from tests.support.gitrepo import git
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, crashed_run, make_host, three_task_plan
 
 
 @pytest.fixture
@@ -205,3 +205,37 @@ def test_bad_spec_exits_2(host: Host, content: bytes, fragment: str) -> None:
 def test_missing_spec_exits_2(host: Host) -> None:
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'nope.md')
     assert rc == 2 and 'nope.md' in err and 'not found' in err
+
+
+def test_an_identical_answer_on_changed_code_is_a_new_result(host: Host) -> None:
+    """A reviewer between two tasks answers the same about new code: the task after it still runs (its
+    result records what it was made from), so nothing after changed code is skipped."""
+    plan = {'version': 1, 'title': 'Review in the middle', 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Add greet()', 'description': 'Create src/greet.py.',
+         'paths': ['src/greet.py']},
+        {'id': 'T2', 'role': 'reviewer', 'title': 'Review', 'description': 'Review it.', 'depends_on': ['T1']},
+        {'id': 'T3', 'role': 'tester', 'title': 'Test', 'description': 'Test it.', 'depends_on': ['T2'],
+         'paths': ['tests/test_greet.py']}]}
+    host.write_plan(plan)
+    assert run_plan(host)[0] == 0
+    host.clear_log()
+    plan['tasks'][0]['description'] = 'Create src/greet.py, shouting.'
+    host.write_plan(plan)
+    host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T1': {
+        'edits': {'src/greet.py': "def greet(name):\n    return f'HELLO, {name}'\n"}}}})
+    assert host.cli('resume')[0] == 0
+    assert host.launched_tasks() == ['T1', 'T2', 'T3']
+
+
+def test_a_killed_rerun_whose_edit_is_undone_is_done_again_without_a_model_call(host: Host) -> None:
+    for run_id, point in (('r1', 'after-answer:T2'), ('r2', 'after-execution:T2')):
+        host.write_plan(three_task_plan())
+        assert host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', run_id)[0] == 0
+        _edit_t2_description(host)
+        crashed_run(host, run_id, point)
+        host.write_plan(three_task_plan())   # the edit undone: T2's inputs are those of its result again
+        host.clear_log()
+        rc, out, err = host.cli('resume', '--run-id', run_id)
+        assert rc == 0, out + err
+        assert host.launched_tasks() == [], point
+        assert host.statuses(run_id) == {'T1': 'done', 'T2': 'done', 'T3': 'done'}

@@ -335,7 +335,9 @@ def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str
             out.append(('input_changed', f'{path} changed'))
     if reasons.get('has_no_dependencies') or reasons.get('missing_target'):
         out.append(('no_result', 'it has no valid result'))
-    if reasons.get('uptodate_false'):
+    # Only a changed config value is a reason here; the other uptodate checks (the task's state agreeing that
+    # it is done) are false only for a task that is not done, which its status says already.
+    if any(isinstance(check, config_changed) for check, *_ in reasons.get('uptodate_false', [])):
         changes = params_changes(ran_with, params) if ran_with is not None and params is not None else []
         out += [('params_changed', change) for change in changes] or [
             ('params_changed', 'its parameters (model, sandbox, codex arguments) changed')]

@@ -73,7 +73,7 @@ BUILTINS: dict[str, Builtin] = {b.action: b for b in (
         params={'model': 'the model (empty: codex picks)', 'sandbox': "Codex's sandbox mode",
                 'codex_args': 'the codex executable and extra arguments (JSON list)'},
         outputs={'result': '{task_dir}/result.json'}, log='{task_dir}/attempt-*', provides='result',
-        task_outcome=True, task_input=True),
+        uptodate='orch.steps.work:recorded_done', task_outcome=True, task_input=True),
     Builtin(
         action='report', scope='run', workspace='any',
         summary="write the run's report.md, summary.json and junit.xml",

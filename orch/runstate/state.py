@@ -35,20 +35,28 @@ def update_state(task_dir: Path, **changes: Any) -> dict[str, Any]:
     return state
 
 
-# result.json holds only what the task produced — its answer, its commit and the files that commit changed — so
-# that an execution ending with the same answer on the same commit rewrites it byte for byte, and the tasks that
-# depend on it (their file_dep) do not run again: early cut-off. How it was made (usage, attempts, times, the
-# execution id, the inputs digest, checks and rounds) changes with every execution and lives beside it, in
-# execution.json, which no task depends on.
-RESULT_FIELDS = ('task_id', 'role', 'title', 'status', 'answer', 'commit', 'files_changed')
+# result.json holds only what the task produced — its answer, its commit, the files that commit changed, and the
+# results it was made from (`upstream`: each dependency's result.json digest, so that an answer repeated on other
+# code is another result) — so that an execution ending with the same answer on the same code rewrites it byte
+# for byte, and the tasks that depend on it (their file_dep) do not run again: early cut-off. How it was made
+# (usage, attempts, times, the execution id, the inputs digest, checks and rounds) changes with every execution
+# and lives beside it, in execution.json, which no task depends on.
+RESULT_FIELDS = ('task_id', 'role', 'title', 'status', 'answer', 'commit', 'files_changed', 'upstream')
+
+
+def file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def read_result(task_dir: Path) -> dict[str, Any] | None:
     """result.json, with the bookkeeping of the execution that wrote it merged in.
 
-    execution.json names the content of the result.json it belongs to: a kill between the two writes leaves an
-    execution.json of a result that was never written, and that one is ignored (its inputs digest would
-    otherwise vouch for the old result)."""
+    execution.json names the content of the result.json it belongs to, and keeps the record of the result it
+    replaced (`previous`): a kill between the two writes leaves result.json as it was, and its own record is
+    still found (an execution.json of a result never written would otherwise vouch for the old result)."""
     try:
         data = (task_dir / 'result.json').read_bytes()
         result = json.loads(data)
@@ -56,26 +64,39 @@ def read_result(task_dir: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(result, dict):
         return None
-    execution = read_json(task_dir / 'execution.json') or {}
-    if execution.pop('result_sha256', None) != hashlib.sha256(data).hexdigest():
-        return result
-    return {**execution, **result}
+    execution = _execution_of(read_json(task_dir / 'execution.json') or {}, hashlib.sha256(data).hexdigest())
+    return {**execution, **result} if execution is not None else result
+
+
+def _execution_of(record: dict[str, Any], digest: str) -> dict[str, Any] | None:
+    for candidate in (record, record.get('previous')):
+        if isinstance(candidate, dict) and candidate.get('result_sha256') == digest:
+            return {k: v for k, v in candidate.items() if k not in ('result_sha256', 'previous')}
+    return None
 
 
 def write_result(task_dir: Path, result: dict[str, Any], execution: dict[str, Any]) -> None:
     """execution.json, then result.json (the target, last); an unchanged result.json is not touched.
 
-    `result_changed_at` is when the result last changed: what a gate of the task must have run after."""
+    Beside the execution's own bookkeeping, execution.json keeps `result_changed_at` (when the result last
+    changed: what a gate of the task must have run after), `made_from` (every inputs digest this very result
+    was made from: an edit undone after a re-run finds it still valid) and `previous` (the record of the
+    result it replaces, which stays valid until result.json is replaced)."""
     text = atomic.json_text({k: result.get(k) for k in RESULT_FIELDS})
     data = encode_utf8(text)
-    try:
-        same = (task_dir / 'result.json').read_bytes() == data
-    except OSError:
-        same = False
-    before = read_result(task_dir) or {} if same else {}
-    since = before.get('result_changed_at') or before.get('finished_at') or time.time()
-    atomic.write_json(task_dir / 'execution.json', {**execution, 'result_changed_at': since,
-                                                     'result_sha256': hashlib.sha256(data).hexdigest()})
+    digest = hashlib.sha256(data).hexdigest()
+    on_disk = file_digest(task_dir / 'result.json')
+    before = _execution_of(read_json(task_dir / 'execution.json') or {}, on_disk) if on_disk else None
+    entry: dict[str, Any] = {**execution, 'result_sha256': digest}
+    made_from = [execution.get('inputs_digest')]
+    if before is not None and on_disk == digest:   # the same result again
+        entry['result_changed_at'] = before.get('result_changed_at') or before.get('finished_at')
+        made_from = [*(before.get('made_from') or [before.get('inputs_digest')]), *made_from]
+    elif before is not None:
+        entry['previous'] = {**before, 'result_sha256': on_disk}
+    entry['result_changed_at'] = entry.get('result_changed_at') or time.time()
+    entry['made_from'] = list(dict.fromkeys(d for d in made_from if d))[-10:]
+    atomic.write_json(task_dir / 'execution.json', entry)
     crash_point('after-execution', task_dir.name)
     atomic.write_if_changed(task_dir / 'result.json', text)
 

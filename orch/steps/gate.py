@@ -36,17 +36,22 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
         'rule': step.rule.name, 'command': step.shell, 'exit_code': run.exit_code, 'passed': run.passed,
         'duration': run.duration, 'log': run.log, 'tail': run.tail, 'started_at': started, 'finished_at': time.time(),
         'snapshot': snapshot is not None}
+    # The target first, then the record: a kill in between leaves a passed target with the record of an
+    # earlier run, which status reads as "has not run on its latest work" (never as passed when it failed).
+    # The target is what the tasks after it depend on: that this rule passed, never its times or output, so
+    # a gate that runs again and passes again does not make them run again (early cut-off). The whole
+    # record is in the task's state.json (gates) and in the log.
+    for target in step.targets:
+        if run.passed:
+            atomic.write_if_changed(rt.path(target), atomic.json_text(
+                {'rule': step.rule.name, 'task_id': step.task_id, 'passed': True, 'log': run.log}))
+        else:   # a failed gate leaves no passed target of an earlier run behind
+            rt.path(target).unlink(missing_ok=True)
     if step.task_id:
         # A gate is a result of its task: a failing one fails the task (status, report, JUnit, exit code).
         _record_gate(rt, step.task_id, step.rule.name, record)
     if not run.passed:
         raise Failed(f'gate {step.rule.name} failed: `{step.shell}` ({run.why}); see {run.log}')
-    # The target is what the tasks after it depend on: that this rule passed, never its times or output, so
-    # a gate that runs again and passes again does not make them run again (early cut-off). The whole
-    # record is in the task's state.json (gates) and in the log.
-    for target in step.targets:
-        atomic.write_if_changed(rt.path(target), atomic.json_text(
-            {'rule': step.rule.name, 'task_id': step.task_id, 'passed': True, 'log': run.log}))
 
 
 def _snapshot_for(rt: RunInputs, session: Session, step: Step) -> Path | None:

@@ -74,6 +74,16 @@ class _Work:
             cancel=session.cancel, on_event=session.on_worker_event(self.task.id), on_usage=session.budget.add)
 
 
+def recorded_done(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
+    """uptodate check: the task's state agrees that its result is done.
+
+    A kill during a re-execution, and the edit that caused it undone, leave doit's record of the earlier inputs
+    valid while the state says the task never finished: the step then runs, finds its result was made from
+    these very inputs, and records it done without a model call."""
+    assert step.task_id is not None
+    return state.read_state(rt.task_dir(step.task_id)).get('status') == 'done'
+
+
 def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     assert step.task_id is not None
     task = rt.plan.by_id[step.task_id]
@@ -81,7 +91,7 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     result_path = rt.path(step.outputs['result'])
     digest = inputs_digest(rt, step)
     previous = state.read_result(task_dir)
-    if previous and previous.get('inputs_digest') == digest:
+    if previous and digest in (previous.get('made_from') or [previous.get('inputs_digest')]):
         # Finished before, but doit's record of it was lost (e.g. a kill): nothing to redo — only the state
         # a kill right after result.json may not have caught up with.
         if state.read_state(task_dir).get('status') != 'done':
@@ -385,7 +395,9 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
     commit, files = _task_commit(work, sha)
     result: dict[str, Any] = {
         'task_id': task.id, 'role': task.role, 'title': task.title, 'status': 'done',
-        'answer': pending['answer'], 'commit': commit, 'files_changed': files}
+        'answer': pending['answer'], 'commit': commit, 'files_changed': files,
+        # the code it finished on: its dependencies' results (their commits, transitively theirs)
+        'upstream': {dep: state.file_digest(rt.task_dir(dep) / 'result.json') for dep in task.depends_on}}
     execution: dict[str, Any] = {
         'usage': worker.get('usage'), 'attempts': state.attempt_count(task_dir),
         'thread_id': worker.get('thread_id'), 'started_at': pending['started_at'], 'finished_at': now,
