@@ -298,9 +298,10 @@ def test_a_manifest_of_another_version_or_a_corrupt_one_is_ignored(host: Host,
         assert fast(host) is None
     good = path.read_text()
     data = json.loads(good)
-    data['header']['format'] = manifest.FORMAT + 1
-    path.write_text(json.dumps(data))
-    assert fast(host) is None
+    for key, other in (('format', manifest.FORMAT + 1), ('orch_path', '/another/checkout/orch'),
+                       ('prefix', '/another/venv')):   # the same version installed elsewhere is other code
+        path.write_text(json.dumps({**data, 'header': {**data['header'], key: other}}))
+        assert fast(host) is None, key
     for corrupt in (good[: len(good) // 2], '[]', '{"header": {}}', ''):
         path.write_text(corrupt)
         assert fast(host) is None

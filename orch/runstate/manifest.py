@@ -158,10 +158,12 @@ def same_signatures(a: Manifest, b: Manifest) -> bool:
 
 
 def header(repo: Path, run_id: str) -> dict[str, Any]:
-    """What must be equal for a manifest to apply at all: this codex-orch, this Python, this run, this
-    repository (a moved checkout has other paths)."""
-    from orch import __version__
-    return {'codex_orch': __version__, 'python': sys.version, 'run_id': run_id,
+    """What must be equal for a manifest to apply at all: this codex-orch (its version and where it is
+    installed: another checkout or venv of the same version has other code), this Python and environment,
+    this run, this repository (a moved checkout has other paths)."""
+    import orch
+    return {'codex_orch': orch.__version__, 'orch_path': os.path.realpath(os.path.dirname(orch.__file__)),
+            'python': sys.version, 'prefix': os.path.realpath(sys.prefix), 'run_id': run_id,
             'repo': os.path.realpath(repo)}
 
 
