@@ -320,6 +320,11 @@ def _check_commit(work: _Work, snapshot: str, commit: str) -> list[str]:
                                   'as gitlinks (a nested git repository or a changed submodule); nothing was '
                                   'committed')
     paths = [c.path for c in changes]
+    inside = dot_git_paths(paths)
+    if inside:
+        raise fail(work.task_dir, f'refusing the commit of the Dask worker: it holds {", ".join(inside[:5])}, '
+                                  'inside a `.git` directory (git never commits one; it would be a repository\'s '
+                                  'own config or hooks); nothing was committed')
     if not work.task.control_files:
         touched = touched_control_files(paths, work.rt.config)
         if touched:
@@ -327,6 +332,11 @@ def _check_commit(work: _Work, snapshot: str, commit: str) -> list[str]:
                                       'was committed (they decide what later runs execute; a plan task may change '
                                       'them only with "control_files": true)')
     return paths
+
+
+def dot_git_paths(paths: list[str]) -> list[str]:
+    """The paths with a `.git` component (any case: case-insensitive filesystems; trailing dots and spaces)."""
+    return [p for p in paths if any(part.lower().rstrip('. ') == '.git' for part in p.split('/'))]
 
 
 def _drop_refs(work: _Work) -> None:
