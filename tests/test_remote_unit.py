@@ -134,3 +134,16 @@ def test_a_bundle_with_a_dot_git_path_is_refused(tmp_path: Path) -> None:
     changes = orch_git.tree_changes(repo, 'HEAD', commit)
     assert dot_git_paths([c.path for c in changes]) == ['.GIT/config']
     assert dot_git_paths(['src/.gitignore', 'a/.github/x', 'b/.git']) == ['b/.git']
+
+
+def test_the_coordinator_refuses_an_outcome_over_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orch.steps import remote_work
+    monkeypatch.setattr(remote_work, 'MAX_OUTCOME_BYTES', 1000)
+    monkeypatch.setattr(ru, 'MAX_OUTCOME_BYTES', 1000)
+    big = WorkOutcome(key='k', status='done', answer={'x': 1}, usage={'input_tokens': 5},
+                      files={'attempt-1/events.jsonl': b'x' * 2000})
+    out = remote_work.capped(big)
+    assert out.status == 'failed' and out.outcome == 'outcome-too-large' and out.files == {}
+    assert out.usage == {'input_tokens': 5} and 'more than the limit of' in (out.reason or '')
+    small = WorkOutcome(key='k', status='done', files={'a': b'x'})
+    assert remote_work.capped(small) is small
