@@ -99,7 +99,18 @@ def resume(args: argparse.Namespace) -> int | None:
         return None   # -v lists every up-to-date step: the full path prints those
     if args.jobs is not None and not 1 <= args.jobs <= 64:
         return None   # the full path refuses it, with its message
+    if getattr(args, 'executor', None) == 'dask' or _config_names_dask():
+        return None   # the full path reaches the Dask scheduler first (exit 2 when it does not answer)
     return _print(noop_answers(args.run_id, use=True), 'resume_lines')
+
+
+def _config_names_dask() -> bool:
+    """Whether the repository's config may choose the Dask executor (any mention of dask: no YAML parser here)."""
+    try:
+        repo = repo_root(Path.cwd())
+        return repo is not None and 'dask' in (repo / '.orchestrator' / 'orchestrator.yaml').read_text('utf-8')
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _print(answers: dict | None, key: str) -> int | None:

@@ -508,3 +508,25 @@ def test_a_forged_outcome_is_refused_by_the_coordinator(cluster: Cluster, coordi
     assert ('does not validate against the role\'s schema' if forged == 'answer'
             else 'reported done but not 1 passed check(s)') in row['reason'], row
     assert exec_ids(host, host.shared_branch()) == []
+
+
+def test_a_noop_resume_with_the_dask_executor_reaches_the_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that is up to date, its config on Dask, the scheduler down: resume exits 2 saying so, as the full path
+    does, not 0 from the no-op fast path."""
+    from orch import fastpath
+    from tests.support.dask_cluster import free_port
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    host = make_host(tmp_path, monkeypatch, capsys)
+    config = host.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text() + f'executor:\n  kind: dask\n  address: tcp://127.0.0.1:{free_port()}\n'
+                                           '  connect_timeout: 1\n')
+    commit_all(host.repo, 'on dask')
+    host.write_plan({'version': 1, 'tasks': [{'id': 'T1', 'role': 'implementer', 'title': 'x', 'description': 'x'}]})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r', '--executor', 'local')
+    assert rc == 0, out + err
+    assert (host.run_dir('r') / 'noop-manifest.json').is_file()
+    rc, out, err = host.cli('resume')
+    assert rc == 2 and 'cannot reach the Dask scheduler' in err, (rc, out, err)
+    rc, out, err = host.cli('resume', '--executor', 'local')   # the config's executor overridden: a no-op
+    assert rc == 0, out + err
