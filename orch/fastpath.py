@@ -105,12 +105,14 @@ def resume(args: argparse.Namespace) -> int | None:
 
 
 def _config_names_dask() -> bool:
-    """Whether the repository's config may choose the Dask executor (any mention of dask: no YAML parser here)."""
+    """Whether the repository's config may choose the Dask executor: `dask` outside a comment (no YAML parser
+    here; a mention that is not the executor's kind only costs the full path)."""
     try:
         repo = repo_root(Path.cwd())
-        return repo is not None and 'dask' in (repo / '.orchestrator' / 'orchestrator.yaml').read_text('utf-8')
+        text = (repo / '.orchestrator' / 'orchestrator.yaml').read_text('utf-8') if repo is not None else ''
     except (OSError, UnicodeDecodeError):
         return False
+    return any('dask' in line.split(' #')[0] for line in text.splitlines() if not line.lstrip().startswith('#'))
 
 
 def _print(answers: dict | None, key: str) -> int | None:
