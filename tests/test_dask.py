@@ -530,3 +530,38 @@ def test_a_noop_resume_with_the_dask_executor_reaches_the_scheduler(tmp_path: Pa
     assert rc == 2 and 'cannot reach the Dask scheduler' in err, (rc, out, err)
     rc, out, err = host.cli('resume', '--executor', 'local')   # the config's executor overridden: a no-op
     assert rc == 0, out + err
+
+
+
+@pytest.mark.parametrize('by', ['agent', 'check'])
+def test_a_git_filter_planted_on_a_worker_never_runs(cluster: Cluster, coordinator_standin: Standin,
+                                                     hosts_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str], by: str) -> None:
+    """A clean filter in the scratch repository's .git/config and `*.py filter=x` in .gitattributes would run its
+    command at `git add`, on the worker, with its environment and key. `agent`: the real Codex CLI in its
+    workspace-write sandbox is told to write them (the sandbox keeps the top-level .git read-only: nothing of
+    that patch is written). `check`: code run by a check (outside the sandbox, as a test suite runs the agent's
+    code) writes them; the unit sees the changed config before `git add` and fails, saying so."""
+    marker = cluster.root / f'payload-ran-{by}'
+    config = ('[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n'
+              f'[filter "x"]\n\tclean = touch {marker}; cat\n')
+    task = {'id': 'T1', 'role': 'implementer', 'title': 'Write', 'paths': ['src/x.py', '.gitattributes'],
+            'description': write('src/x.py', 'X = 1\n')}
+    if by == 'agent':
+        task['description'] += write('.gitattributes', '*.py filter=x\n') + write('.git/config', config)
+    else:
+        task['checks'] = [f"git config filter.x.clean 'touch {marker}; cat' && printf '*.py filter=x\\n' > "
+                          ".gitattributes && touch src/y.py"]
+    host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, f'filter-{by}')
+    host.write_plan({'version': 1, 'tasks': [task]})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert not marker.exists(), out + err
+    row = host.status()['tasks'][0]
+    if by == 'agent':
+        assert row['status'] == 'done', row
+        assert not [p for p in git(host.repo, 'ls-tree', '-r', '--name-only', host.shared_branch()).splitlines()
+                    if p.startswith('.git/')]
+    else:
+        assert rc == 1 and row['status'] == 'failed', row
+        assert row['reason'].startswith('git-config-changed: the worker changed .git/config'), row
+    assert coordinator_standin.requests == []
