@@ -147,3 +147,17 @@ def test_the_coordinator_refuses_an_outcome_over_the_size_limit(monkeypatch: pyt
     assert out.usage == {'input_tokens': 5} and 'more than the limit of' in (out.reason or '')
     small = WorkOutcome(key='k', status='done', files={'a': b'x'})
     assert remote_work.capped(small) is small
+
+
+def test_a_unit_directory_in_a_writable_root_of_the_codex_config_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_machine: Path) -> None:
+    units = worker_machine / 'units'
+    home = tmp_path / 'codex-home'
+    home.mkdir()
+    (home / 'config.toml').write_text(f'[sandbox_workspace_write]\nwritable_roots = ["{worker_machine}"]\n')
+    monkeypatch.setenv('CODEX_HOME', str(home))
+    monkeypatch.setenv('CODEX_ORCH_UNIT_DIR', str(units))
+    unit, _ = make_unit(tmp_path, monkeypatch, {})
+    out = ru.run_unit(unit)
+    assert out.status == 'error' and 'writable_roots' in (out.reason or ''), out.reason
+    assert f'is under {worker_machine}' in (out.reason or ''), out.reason

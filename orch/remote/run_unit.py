@@ -27,7 +27,7 @@ from typing import Any
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
 from orch.adapters.worker import WorkerSpec
-from orch.adapters.worker_env import worker_codex_args
+from orch.adapters.worker_env import codex_settings, worker_codex_args
 from orch.core.config import CodexSettings, Config
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import state
@@ -46,7 +46,7 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
     started = time.time()
     out = WorkOutcome(key=unit.key, status='error', worker=_identity(), started_at=started)
     try:
-        scratch = Path(tempfile.mkdtemp(prefix='codex-orch-unit-', dir=unit_root()))
+        scratch = Path(tempfile.mkdtemp(prefix='codex-orch-unit-', dir=unit_root(_writable_roots(unit))))
     except (OSError, RuntimeError) as exc:
         out.outcome, out.reason, out.ended_at = 'worker-error', f'the remote worker failed: {exc}', time.time()
         _publish(out)
@@ -79,23 +79,37 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
     return out
 
 
-def unit_root() -> Path:
+def _writable_roots(unit: WorkUnit) -> list[Path]:
+    """`sandbox_workspace_write.writable_roots` of this worker's Codex config (its profile and the unit's `-c`
+    arguments on top): the sandbox lets the agent write there too."""
+    try:
+        codex = CodexSettings(**unit.codex)
+        codex = codex.model_copy(update={'extra_args': [*codex.extra_args, *unit.extra_args]})
+        table = codex_settings(Config(codex=codex), os.environ).get('sandbox_workspace_write')
+        roots = table.get('writable_roots') if isinstance(table, dict) else None
+    except Exception:   # an unreadable config: codex itself will say so
+        return []
+    return [Path(r).expanduser() for r in roots or [] if isinstance(r, str) and r]
+
+
+def unit_root(writable_roots: list[Path] | None = None) -> Path:
     """Where units make their scratch directories: `$CODEX_ORCH_UNIT_DIR`, else `$XDG_CACHE_HOME/codex-orch/units`,
-    else `~/.cache/codex-orch/units`. Never under /tmp or $TMPDIR: Codex's workspace-write sandbox lets the agent
-    write there (besides its working directory), and the unit's task directory (state, attempts) and schema must
-    be out of its reach. Only the unit's `work` directory (the agent's working directory) is writable to it."""
+    else `~/.cache/codex-orch/units`. Never under /tmp, $TMPDIR or `writable_roots`: Codex's workspace-write
+    sandbox lets the agent write there (besides its working directory), and the unit's task directory (state,
+    attempts) and schema must be out of its reach. Only the unit's `work` directory is writable to the agent."""
     configured = os.environ.get('CODEX_ORCH_UNIT_DIR')
     cache = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
     root = Path(configured) if configured else Path(cache) / 'codex-orch' / 'units'
     root = root.expanduser().resolve()
-    writable = {Path('/tmp').resolve(), Path(tempfile.gettempdir()).resolve()}
+    writable = {Path('/tmp').resolve(), Path(tempfile.gettempdir()).resolve(),
+                *(p.resolve() for p in writable_roots or [])}
     if os.environ.get('TMPDIR'):
         writable.add(Path(os.environ['TMPDIR']).resolve())
-    for place in writable:
+    for place in sorted(writable):
         if root == place or root.is_relative_to(place):
             raise RuntimeError(f'the unit directory {root} is under {place}, which the Codex sandbox lets the agent '
                                'write; set CODEX_ORCH_UNIT_DIR (or HOME / XDG_CACHE_HOME) on the worker to a '
-                               'directory outside /tmp and $TMPDIR')
+                               'directory outside /tmp, $TMPDIR and the writable_roots of its Codex config')
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return root
 
