@@ -99,7 +99,20 @@ def resume(args: argparse.Namespace) -> int | None:
         return None   # -v lists every up-to-date step: the full path prints those
     if args.jobs is not None and not 1 <= args.jobs <= 64:
         return None   # the full path refuses it, with its message
+    if getattr(args, 'executor', None) == 'dask' or _config_names_dask():
+        return None   # the full path reaches the Dask scheduler first (exit 2 when it does not answer)
     return _print(noop_answers(args.run_id, use=True), 'resume_lines')
+
+
+def _config_names_dask() -> bool:
+    """Whether the repository's config may choose the Dask executor: `dask` outside a comment (no YAML parser
+    here; a mention that is not the executor's kind only costs the full path)."""
+    try:
+        repo = repo_root(Path.cwd())
+        text = (repo / '.orchestrator' / 'orchestrator.yaml').read_text('utf-8') if repo is not None else ''
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any('dask' in line.split(' #')[0] for line in text.splitlines() if not line.lstrip().startswith('#'))
 
 
 def _print(answers: dict | None, key: str) -> int | None:

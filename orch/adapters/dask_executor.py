@@ -6,8 +6,10 @@ resources the config asks for (`{codex: 1}` by default), and waits for its outco
 - The submission's key names the execution (run, task, inputs digest, submission number), so a resubmission
   is recognisable on the dashboard and in the scheduler's logs; `pure=False`: never deduplicated by content.
 - A lost worker: Dask itself reschedules the unit on another worker (the scheduler's allowed-failures);
-  when it gives up (KilledWorker) or the unit is lost with the connection, the unit is submitted again under
-  a new key, at most `resubmits` times, then the task fails with the reason. Never done without a result.
+  when it gives up (KilledWorker) or the unit is lost with the connection, the cluster is asked for that
+  submission first (`recover`: a connection lost for a moment cancels the client's future while the unit runs
+  on), and only when it has nothing the unit is submitted again under a new key, at most `resubmits` times,
+  then the task fails with the reason. Never done without a result.
 - An abandoned submission (cancelled, or resubmitted) is released; a late result of it is never read.
 - A killed coordinator: the submission is fire-and-forget, so it runs on without a client, and the unit publishes
   its outcome on the scheduler under its key (orch.remote.run_unit) before it returns. The next coordinator
@@ -95,17 +97,16 @@ class DaskExecutor:
         or (still running, fire-and-forget) waited for until it is; None when the cluster has neither (then the
         unit is submitted again)."""
         distributed = _distributed()
-        client = connect(self.address, self.connect_timeout)
         while True:
-            found = self.recover_published(unit_key)
-            if found is not None:
-                return found
+            # The task itself first: while the scheduler still runs `key`, its outcome is the one it will publish
+            # when it ends (an outcome published meanwhile under the unit's name is not taken instead of it).
             try:
+                client = connect(self.address, self.connect_timeout)
                 task_state = client.run_on_scheduler(_task_state, key)
             except (OSError, distributed.comm.CommClosedError):
                 return None
             if task_state not in ('waiting', 'no-worker', 'queued', 'processing', 'memory'):
-                return self.recover_published(unit_key)   # it may have published just now
+                return self.recover_published(unit_key)
             if cancel.wait(POLL * 2):
                 raise Interrupted
 
@@ -168,8 +169,18 @@ class DaskExecutor:
                 if isinstance(result, WorkOutcome) and result.key == unit.key:
                     return result
                 lost.append(f'{key}: the worker returned something that is not this unit\'s outcome')
+                continue
             finally:
                 future.release()   # abandoned or read: its result is not wanted again
+            # Lost to this client is not lost on the cluster: after a brief loss of the scheduler connection the
+            # future is cancelled while the (fire-and-forget) unit runs on. Its outcome, if it has one, before a
+            # second paid submission.
+            try:
+                recovered = self.recover(unit.key, key, cancel=cancel)
+            except LaunchError as exc:
+                return WorkOutcome(key=unit.key, status='failed', outcome='scheduler-lost', reason=str(exc))
+            if recovered is not None:
+                return recovered
         reason = f'lost on the Dask cluster {len(lost)} times; ' + '; '.join(lost[-3:])
         return WorkOutcome(key=unit.key, status='failed', outcome='worker-lost', reason=reason)
 

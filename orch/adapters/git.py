@@ -925,6 +925,16 @@ def init_repository(path: Path) -> None:
     _run(path, 'init', '--quiet')
 
 
+def scratch_checkout(path: Path, data: bytes, ref: str, commit: str, branch: str) -> None:
+    """A plain repository at `path` with `commit` of the bundle checked out on a new `branch` (a remote unit's
+    scratch repository). Its `.git` is a directory at the top of the tree the worker edits — the one directory
+    of its writable root that Codex's workspace-write sandbox keeps read-only — not the gitdir of a linked
+    worktree, whose shared repository (config, filters) would lie outside that protection."""
+    init_repository(path)
+    fetch_bundle(path, data, ref, 'refs/orch/start')
+    _run(path, 'checkout', '--quiet', '-b', _check_name(branch, 'branch name'), _check_name(commit, 'commit'))
+
+
 def snapshot_commit(root: Path, commit: str) -> str:
     """A parentless commit with `commit`'s tree: what a remote worker starts from, without the history.
 
@@ -951,8 +961,10 @@ def fetch_bundle(root: Path, data: bytes, ref: str, into: str) -> str:
     with tempfile.TemporaryDirectory(prefix='codex-orch-bundle-') as tmp:
         path = Path(tmp) / 'result.bundle'
         path.write_bytes(data)
-        _run(root, 'fetch', '--quiet', '--no-tags', '--no-write-fetch-head', str(path), f'+{ref}:{into}',
-             hint='The bundle is damaged or its start commit is missing here.')
+        # Objects from a bundle are another machine's: fsck them (a `.git` path in a tree, a malformed object).
+        _run(root, '-c', 'transfer.fsckObjects=true', '-c', 'fetch.fsckObjects=true', 'fetch', '--quiet',
+             '--no-tags', '--no-write-fetch-head', str(path), f'+{ref}:{into}',
+             hint='The bundle is damaged, holds objects git refuses (fsck), or its start commit is missing here.')
     return rev_parse(root, into)
 
 

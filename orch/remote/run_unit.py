@@ -1,6 +1,7 @@
 """What runs ON a remote worker (a Dask worker process): one work step in a scratch repository.
 
-From the unit's bundle it makes a repository and a worktree in a temporary directory, runs the Codex worker
+From the unit's bundle it makes a plain repository in a scratch directory (orch.remote.run_unit.unit_root: never
+under /tmp or $TMPDIR, which the Codex sandbox lets the agent write), runs the Codex worker
 there with THIS machine's codex, `CODEX_HOME` and credentials (the coordinator's environment never travels),
 with the same timeouts, schema validation, retries and check/repair rounds as a local run (orch.steps.verify),
 commits the result there and returns it as a bundle whose prerequisite is the snapshot it started from.
@@ -9,10 +10,12 @@ The temporary directory is removed before it returns; nothing of the host reposi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -24,7 +27,7 @@ from typing import Any
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
 from orch.adapters.worker import WorkerSpec
-from orch.adapters.worker_env import worker_codex_args
+from orch.adapters.worker_env import codex_settings, worker_codex_args
 from orch.core.config import CodexSettings, Config
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import state
@@ -33,6 +36,7 @@ from orch.steps.failure import Failed
 from orch.steps.rounds import Rounds
 
 RESULT_REF = 'refs/orch/result'
+MAX_OUTCOME_BYTES = 100 * 10**6     # what one outcome may carry back (files and bundle), on both sides
 CANCEL_POLL = 0.5
 _SKIPPED = frozenset({'pid', 'process.json'})   # a remote process id means nothing to the coordinator
 
@@ -40,8 +44,13 @@ _SKIPPED = frozenset({'pid', 'process.json'})   # a remote process id means noth
 def run_unit(unit: WorkUnit) -> WorkOutcome:
     """Run one work step; never raises for the task's own failures (they are the outcome's status)."""
     started = time.time()
-    scratch = Path(tempfile.mkdtemp(prefix='codex-orch-unit-'))
     out = WorkOutcome(key=unit.key, status='error', worker=_identity(), started_at=started)
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix='codex-orch-unit-', dir=unit_root(_writable_roots(unit))))
+    except (OSError, RuntimeError) as exc:
+        out.outcome, out.reason, out.ended_at = 'worker-error', f'the remote worker failed: {exc}', time.time()
+        _publish(out)
+        return out
     cancel = threading.Event()
     stop_watching = _watch_cancel(unit.key, cancel)
     try:
@@ -65,8 +74,62 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
         out.files.update(_task_files(scratch / 'task'))
         out.ended_at = time.time()
         shutil.rmtree(scratch, ignore_errors=True)
+    _cap(out)
     _publish(out)
     return out
+
+
+def _writable_roots(unit: WorkUnit) -> list[Path]:
+    """`sandbox_workspace_write.writable_roots` of this worker's Codex config (its profile and the unit's `-c`
+    arguments on top): the sandbox lets the agent write there too."""
+    try:
+        codex = CodexSettings(**unit.codex)
+        codex = codex.model_copy(update={'extra_args': [*codex.extra_args, *unit.extra_args]})
+        table = codex_settings(Config(codex=codex), os.environ).get('sandbox_workspace_write')
+        roots = table.get('writable_roots') if isinstance(table, dict) else None
+    except Exception:   # an unreadable config: codex itself will say so
+        return []
+    return [Path(r).expanduser() for r in roots or [] if isinstance(r, str) and r]
+
+
+def unit_root(writable_roots: list[Path] | None = None) -> Path:
+    """Where units make their scratch directories: `$CODEX_ORCH_UNIT_DIR`, else `$XDG_CACHE_HOME/codex-orch/units`,
+    else `~/.cache/codex-orch/units`. Never under /tmp, $TMPDIR or `writable_roots`: Codex's workspace-write
+    sandbox lets the agent write there (besides its working directory), and the unit's task directory (state,
+    attempts) and schema must be out of its reach. Only the unit's `work` directory is writable to the agent."""
+    configured = os.environ.get('CODEX_ORCH_UNIT_DIR')
+    cache = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
+    root = Path(configured) if configured else Path(cache) / 'codex-orch' / 'units'
+    root = root.expanduser().resolve()
+    writable = {Path('/tmp').resolve(), Path(tempfile.gettempdir()).resolve(),
+                *(p.resolve() for p in writable_roots or [])}
+    if os.environ.get('TMPDIR'):
+        writable.add(Path(os.environ['TMPDIR']).resolve())
+    for place in sorted(writable):
+        if root == place or root.is_relative_to(place):
+            raise RuntimeError(f'the unit directory {root} is under {place}, which the Codex sandbox lets the agent '
+                               'write; set CODEX_ORCH_UNIT_DIR (or HOME / XDG_CACHE_HOME) on the worker to a '
+                               'directory outside /tmp, $TMPDIR and the writable_roots of its Codex config')
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return root
+
+
+def _cap(out: WorkOutcome) -> None:
+    """An outcome larger than MAX_OUTCOME_BYTES (its files and bundle) is not sent: a failure saying so is."""
+    size = outcome_size(out)
+    if size > MAX_OUTCOME_BYTES:
+        out.status, out.outcome = 'failed', 'outcome-too-large'
+        out.reason = too_large(size)
+        out.files, out.bundle, out.bundle_ref, out.commit = {}, None, None, None
+
+
+def outcome_size(out: WorkOutcome) -> int:
+    return sum(len(v) for v in out.files.values()) + len(out.bundle or b'')
+
+
+def too_large(size: int) -> str:
+    return (f'the outcome of the Dask worker is {size / 1e6:.1f} MB (attempt files, check logs and the commit\'s '
+            f'bundle), more than the limit of {MAX_OUTCOME_BYTES // 10**6} MB; nothing of it was kept')
 
 
 def _publish(out: WorkOutcome) -> None:
@@ -107,17 +170,27 @@ def _watch_cancel(key: str, cancel: threading.Event) -> Callable[[], None]:
 
 
 def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Event) -> None:
-    repo, workdir, task_dir = scratch / 'repo', scratch / 'work', scratch / 'task'
+    # `work` is a plain repository (its .git the top-level one Codex's sandbox keeps read-only); `task` and the
+    # schema are beside it, outside the agent's working directory.
+    workdir, task_dir = scratch / 'work', scratch / 'task'
     task_dir.mkdir()
-    git.init_repository(repo)
-    git.fetch_bundle(repo, unit.bundle, unit.bundle_ref, 'refs/orch/start')
-    git.ensure_worktree(repo, workdir, 'codex-orch-work', unit.snapshot)
+    git.scratch_checkout(workdir, unit.bundle, unit.bundle_ref, unit.snapshot, 'codex-orch-work')
+    sealed = _git_control_digest(workdir)
+    spent: dict[str, int] = {}
+
+    def paid(usage: dict[str, int]) -> dict[str, int]:   # every worker call's usage so far (a refusal reports it)
+        for name, value in usage.items():
+            spent[name] = spent.get(name, 0) + int(value)
+        return dict(spent)
+
     ex = verify.Execution(
         task_id=unit.task_id, task_dir=task_dir, workdir=workdir, spec=_spec(unit, workdir, scratch),
         schema=unit.schema, checks=tuple(unit.checks), repair_rounds=unit.repair_rounds,
         check_timeout=unit.check_timeout, log_root=task_dir, cancel=cancel,
         command_env={**os.environ, 'ORCH_RUN_ID': unit.run_id, 'ORCH_REPO': str(workdir),
-                     'ORCH_TASK_ID': unit.task_id, 'ORCH_WORKTREE': str(workdir)})
+                     'ORCH_TASK_ID': unit.task_id, 'ORCH_WORKTREE': str(workdir)},
+        after_worker=lambda result: _refuse_git_changes(workdir, task_dir, sealed, paid(result.usage)))
+    repo = workdir
     if unit.resume_thread is not None:
         _turn(unit, ex, repo, workdir, out)
         return
@@ -129,6 +202,7 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Even
     verify.verify(ex, rounds)
     out.answer, out.usage, out.thread_id = rounds.answer, rounds.usage, rounds.thread_id
     out.checks, out.repair_rounds = rounds.checks, rounds.repairs
+    _refuse_git_changes(workdir, task_dir, sealed, rounds.usage)   # the checks ran too: again before staging
     sha = git.scratch_commit(workdir, f'{unit.task_id}: remote work step {unit.key}')
     if sha is not None:
         out.commit = sha
@@ -151,6 +225,44 @@ def _turn(unit: WorkUnit, ex: verify.Execution, repo: Path, workdir: Path, out: 
             out.bundle = git.create_bundle(repo, sha, RESULT_REF, exclude=unit.snapshot)
             out.bundle_ref = RESULT_REF
     out.status = 'done'
+
+
+# What in a repository's .git makes git run commands or read other files (filter/diff drivers, includes, a
+# worktree config, attributes); the agent must not have changed any of it when git stages its work.
+_GIT_CONTROL = ('config', 'config.worktree', 'info/attributes', 'commondir', 'objects/info/alternates')
+
+
+def _git_control_digest(workdir: Path) -> dict[str, str]:
+    """What `.git` itself is (a directory, its inode) and a hash of each of its _GIT_CONTROL files."""
+    dot = workdir / '.git'
+    st = os.lstat(dot)
+    seal = {'.git': f'{stat.S_IFMT(st.st_mode)}:{st.st_dev}:{st.st_ino}'}
+    for name in _GIT_CONTROL:
+        try:
+            seal[name] = hashlib.sha256((dot / name).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            seal[name] = '-'
+        except OSError as exc:
+            seal[name] = f'? {exc}'
+    return seal
+
+
+def _refuse_git_changes(workdir: Path, task_dir: Path, sealed: dict[str, str], usage: dict[str, int]) -> None:
+    """Fail the unit (before any git command reads the tree again) when the agent changed the repository's
+    control files: a filter driver in .git/config would run at `git add` with this worker's environment."""
+    try:
+        now = _git_control_digest(workdir)
+    except OSError as exc:
+        now = {'.git': f'? {exc}'}
+    changed = [name for name in sealed if now.get(name) != sealed[name]]
+    if not changed:
+        return
+    shown = ', '.join(f'.git/{n}' if n != '.git' else '.git itself' for n in changed)
+    reason = (f'git-config-changed: the worker changed {shown} of its scratch repository (a filter or diff '
+              'driver there would run on this Dask worker); refused, nothing was staged or committed')
+    state.update_state(task_dir, status='failed', reason=reason, outcome='git-config-changed', ended_at=time.time(),
+                       usage=usage)
+    raise Failed(reason)
 
 
 def _spec(unit: WorkUnit, workdir: Path, scratch: Path) -> WorkerSpec:

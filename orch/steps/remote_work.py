@@ -17,6 +17,7 @@ repository). What comes back (orch.remote.unit.WorkOutcome) is recorded before i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -26,7 +27,9 @@ from orch.adapters import git
 from orch.adapters.worker import AttemptRecord, WorkerResult, WorkerSpec
 from orch.core.plan import Task
 from orch.core.redact import redact_obj
+from orch.core.validate import schema_errors
 from orch.failpoints import crash_point
+from orch.remote.run_unit import MAX_OUTCOME_BYTES, outcome_size, too_large
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import atomic, state
 from orch.steps.failure import Failed, fail
@@ -123,6 +126,7 @@ def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[s
     """The outcome into the task directory (attempt files, then remote-outcome.json): paid once, applied from
     here on, even by a resume."""
     crash_point('remote-received', work.task.id)
+    outcome = capped(outcome)
     _import_files(work, outcome)
     work.session.budget.add(outcome.usage)
     saved = {'inputs_digest': work.digest, 'snapshot': record['snapshot'], 'tip': record['tip'],
@@ -131,6 +135,16 @@ def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[s
     work.session.executor.forget(record['unit_key'])
     crash_point('remote-recorded', work.task.id)
     return saved
+
+
+def capped(outcome: WorkOutcome) -> WorkOutcome:
+    """An outcome over MAX_OUTCOME_BYTES (files and bundle) becomes a failure that says so (its usage kept)."""
+    size = outcome_size(outcome)
+    if size <= MAX_OUTCOME_BYTES:
+        return outcome
+    return WorkOutcome(key=outcome.key, status='failed', outcome='outcome-too-large', reason=too_large(size),
+                       usage=outcome.usage, worker=outcome.worker, started_at=outcome.started_at,
+                       ended_at=outcome.ended_at)
 
 
 def _import_files(work: _Work, outcome: WorkOutcome) -> None:
@@ -166,8 +180,9 @@ def _import_files(work: _Work, outcome: WorkOutcome) -> None:
 
 
 def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
-    rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
+    rt, task, task_dir = work.rt, work.task, work.task_dir
     outcome = WorkOutcome.from_json(saved['outcome'])
+    raw_answer = outcome.answer   # validated as it came (a local answer is too, before its redaction)
     outcome.answer = redact_obj(outcome.answer)   # as a local answer: by this machine's secrets too
     where = _where(outcome)
     state.update_state(task_dir, worker=outcome.worker or None, executor='dask')
@@ -185,10 +200,14 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
                            checks=outcome.checks, thread_id=outcome.thread_id)
         (task_dir / OUTCOME_FILE).unlink(missing_ok=True)
         raise Failed(reason)
+    problem = _untrusted_done(work, outcome, raw_answer)
+    if problem is not None:
+        (task_dir / OUTCOME_FILE).unlink(missing_ok=True)
+        state.update_state(task_dir, outcome='remote-refused', usage=outcome.usage, attempts=attempts, round=None)
+        raise fail(task_dir, problem + (f' (on Dask worker {where})' if where else ''))
     commit, paths = None, []
     if outcome.bundle:
-        commit = git.fetch_bundle(workdir, outcome.bundle, outcome.bundle_ref or '',
-                                  f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
+        commit = _fetch_result(work, outcome)
         paths = _check_commit(work, saved['snapshot'], commit)
     if requests_changes(outcome.answer):
         _review(work, saved, outcome, commit, paths)
@@ -206,6 +225,31 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
     crash_point('after-commit', task.id)
     _write_result(work, pending, sha)
     _drop_refs(work)
+
+
+def _untrusted_done(work: _Work, outcome: WorkOutcome, answer: Any) -> str | None:
+    """Why a `done` the Dask worker reports is not believed here, or None. A worker is untrusted code: its answer
+    is validated against the role's schema again, here, and the checks it reports must be all of the task's
+    checks, passed (they are still only its word: the gates on the coordinator are not)."""
+    schema = work.rt.schema(work.step.input('schema'))
+    errors = schema_errors(answer, schema)
+    if errors:
+        return (f'the answer of the Dask worker does not validate against the role\'s schema: {"; ".join(errors[:5])}'
+                '; refused')
+    ran = [c for c in outcome.checks if isinstance(c, dict)]
+    if work.checks and (len(ran) != len(work.checks) or not all(c.get('passed') is True for c in ran)):
+        return (f'the Dask worker reported done but not {len(work.checks)} passed check(s) '
+                f'({len(ran)} reported); refused')
+    return None
+
+
+def _fetch_result(work: _Work, outcome: WorkOutcome) -> str:
+    rt, task = work.rt, work.task
+    try:
+        return git.fetch_bundle(work.workdir, outcome.bundle or b'', outcome.bundle_ref or '',
+                                f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
+    except git.GitError as exc:
+        raise fail(work.task_dir, f'the bundle returned by the Dask worker was refused: {exc}') from None
 
 
 def _review(work: _Work, saved: dict[str, Any], outcome: WorkOutcome, commit: str | None, paths: list[str]) -> None:
@@ -236,39 +280,63 @@ def remote_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: s
     pin = holder.get('address') if isinstance(holder, dict) else None
     if not thread or not pin:
         return _turn_failed(f'{owner.id} has no Codex thread on a Dask worker to resume')
-    tip = git.rev_parse(work.workdir, 'HEAD')
-    snapshot = git.snapshot_commit(work.workdir, tip)
-    bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'
-    turns = int(state.read_state(task_dir).get('remote_turns') or 0) + 1
-    state.update_state(task_dir, remote_turns=turns)
-    unit = WorkUnit(
-        key=f'codex-orch-{rt.run.run_id}-{task.id}-{work.digest[:12]}-turn-{turns}', run_id=rt.run.run_id,
-        task_id=task.id, role=owner.role, prompt=prompt, schema=schema, codex=rt.config.codex.model_dump(),
-        extra_args=list(json.loads(work.step.params['codex_args'])[1:]), sandbox=spec.sandbox, model=spec.model,
-        limits={'timeout_total': spec.timeout_total, 'timeout_idle': spec.timeout_idle,
-                'timeout_first_event': spec.timeout_first_event, 'schema_retries': spec.schema_retries,
-                'failure_retries': spec.failure_retries, 'retry_backoff': spec.retry_backoff},
-        checks=[], repair_rounds=0, check_timeout=1.0, bundle=git.create_bundle(work.workdir, snapshot, bundle_ref),
-        bundle_ref=bundle_ref, snapshot=snapshot, resume_thread=thread, prev_cumulative=prev_cumulative, pin=pin)
-    if work.session.progress is not None:
-        work.session.progress.remote(task.id, f'{owner.id}\'s thread on Dask worker {pin}', line=False)
     from orch.adapters.dask_executor import Interrupted
-    try:
-        outcome: WorkOutcome = work.session.executor.run(unit, cancel=work.session.cancel)
-    except Interrupted:
-        return _turn_failed('interrupted', outcome='interrupted')
+    turn = hashlib.sha256('\0'.join((owner.id, thread, prompt)).encode()).hexdigest()[:16]
+    prior = state.read_state(task_dir).get('remote_turn')
+    outcome: WorkOutcome | None = None
+    if isinstance(prior, dict) and prior.get('inputs_digest') == work.digest and prior.get('turn') == turn:
+        # A coordinator killed while this turn was on the cluster: its outcome (published, or the unit still
+        # running), not a second paid turn.
+        try:
+            outcome = work.session.executor.recover(prior['unit_key'], prior['key'], cancel=work.session.cancel)
+        except Interrupted:
+            return _turn_failed('interrupted', outcome='interrupted')
+        snapshot = str(prior['snapshot'])
+    if outcome is None:
+        tip = git.rev_parse(work.workdir, 'HEAD')
+        snapshot = git.snapshot_commit(work.workdir, tip)
+        bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'
+        turns = int(state.read_state(task_dir).get('remote_turns') or 0) + 1
+        unit = WorkUnit(
+            key=f'codex-orch-{rt.run.run_id}-{task.id}-{work.digest[:12]}-turn-{turns}', run_id=rt.run.run_id,
+            task_id=task.id, role=owner.role, prompt=prompt, schema=schema, codex=rt.config.codex.model_dump(),
+            extra_args=list(json.loads(work.step.params['codex_args'])[1:]), sandbox=spec.sandbox, model=spec.model,
+            limits={'timeout_total': spec.timeout_total, 'timeout_idle': spec.timeout_idle,
+                    'timeout_first_event': spec.timeout_first_event, 'schema_retries': spec.schema_retries,
+                    'failure_retries': spec.failure_retries, 'retry_backoff': spec.retry_backoff},
+            checks=[], repair_rounds=0, check_timeout=1.0,
+            bundle=git.create_bundle(work.workdir, snapshot, bundle_ref), bundle_ref=bundle_ref, snapshot=snapshot,
+            resume_thread=thread, prev_cumulative=prev_cumulative, pin=pin)
+        turn_record = {'inputs_digest': work.digest, 'turn': turn, 'unit_key': unit.key, 'key': unit.key,
+                       'snapshot': snapshot}
+
+        def submitted(key: str) -> None:   # recorded before it is submitted: a resume asks the cluster for it
+            state.update_state(task_dir, remote_turns=turns, remote_turn={**turn_record, 'key': key})
+
+        if work.session.progress is not None:
+            work.session.progress.remote(task.id, f'{owner.id}\'s thread on Dask worker {pin}', line=False)
+        try:
+            outcome = work.session.executor.run(unit, cancel=work.session.cancel, on_submitted=submitted)
+        except Interrupted:
+            state.update_state(task_dir, remote_turn=None)
+            return _turn_failed('interrupted', outcome='interrupted')
+    outcome = capped(outcome)
     _import_files(work, outcome)
     work.session.budget.add(outcome.usage)
-    work.session.executor.forget(unit.key)
+    state.update_state(task_dir, remote_turn=None)
+    work.session.executor.forget(outcome.key)
     if outcome.status != 'done':   # the unit itself did not run (lost worker, a broken machine)
         return _turn_failed(f'{outcome.reason or outcome.outcome} (Dask worker {pin})', usage=outcome.usage)
+    if (outcome.outcome or 'ok') == 'ok':
+        errors = schema_errors(outcome.answer, schema)   # the worker validated it; a worker is untrusted
+        if errors:
+            return _turn_failed(f'the answer of the Dask worker {pin} does not validate against the schema: '
+                                f'{"; ".join(errors[:5])}', outcome='invalid-output', usage=outcome.usage)
     if outcome.bundle:
-        commit = git.fetch_bundle(work.workdir, outcome.bundle, outcome.bundle_ref or '',
-                                  f'refs/orch-remote/{rt.run.run_id}/{task.id}/result')
-        paths = _check_commit(work, snapshot, commit)
+        commit = _fetch_result(work, outcome)
+        _check_commit(work, snapshot, commit)
         with work.session.scheduler.commit_lock:
             git.apply_commit_changes(work.workdir, snapshot, commit)
-        del paths
     record = AttemptRecord(n=0, kind='remote-turn', argv=[], thread_id=outcome.thread_id,
                            outcome=outcome.outcome or 'ok', error=outcome.error, usage=dict(outcome.usage),
                            usage_cumulative=outcome.usage_cumulative)
@@ -320,6 +388,11 @@ def _check_commit(work: _Work, snapshot: str, commit: str) -> list[str]:
                                   'as gitlinks (a nested git repository or a changed submodule); nothing was '
                                   'committed')
     paths = [c.path for c in changes]
+    inside = dot_git_paths(paths)
+    if inside:
+        raise fail(work.task_dir, f'refusing the commit of the Dask worker: it holds {", ".join(inside[:5])}, '
+                                  'inside a `.git` directory (git never commits one; it would be a repository\'s '
+                                  'own config or hooks); nothing was committed')
     if not work.task.control_files:
         touched = touched_control_files(paths, work.rt.config)
         if touched:
@@ -327,6 +400,11 @@ def _check_commit(work: _Work, snapshot: str, commit: str) -> list[str]:
                                       'was committed (they decide what later runs execute; a plan task may change '
                                       'them only with "control_files": true)')
     return paths
+
+
+def dot_git_paths(paths: list[str]) -> list[str]:
+    """The paths with a `.git` component (any case: case-insensitive filesystems; trailing dots and spaces)."""
+    return [p for p in paths if any(part.lower().rstrip('. ') == '.git' for part in p.split('/'))]
 
 
 def _drop_refs(work: _Work) -> None:

@@ -41,6 +41,9 @@ class Execution:
     cancel: threading.Event | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
     on_usage: Callable[[dict[str, int]], None] | None = None   # the run's budget
+    # After each worker call, before git looks at the worktree again (a remote unit: raises Failed when the worker
+    # changed its repository's git config, orch.remote.run_unit).
+    after_worker: Callable[[WorkerResult], None] | None = None
 
 
 def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
@@ -52,6 +55,8 @@ def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
                         recover=True, before_fresh_start=before_fresh_start)
     if ex.on_usage is not None:
         ex.on_usage(result.usage)
+    if ex.after_worker is not None:
+        ex.after_worker(result)
     return result
 
 

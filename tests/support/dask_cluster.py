@@ -51,6 +51,7 @@ class Cluster:
     scheduler: subprocess.Popen[bytes]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     hidden: tuple[Path, ...] = ()
+    units: Path | None = None
 
     def worker_pid(self, name: str) -> int:
         return self.workers[name].pid
@@ -76,7 +77,24 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise AssertionError(f'dask scheduler did not listen on {port}:\n{log.read_text()}')
 
 
-def worker_env(root: Path, name: str, base_url: str) -> dict[str, str]:
+@contextlib.contextmanager
+def outside_tmp(name: str) -> Iterator[Path]:
+    """A fresh directory outside /tmp and $TMPDIR (under this user's cache), removed afterwards: a unit's
+    scratch directory must not be where Codex's sandbox lets the agent write (orch.remote.run_unit.unit_root),
+    and pytest's directories are under /tmp."""
+    import pwd
+    import tempfile
+    home = pwd.getpwuid(os.getuid()).pw_dir   # the user's own: the tests' HOME is a pytest directory
+    base = Path(os.environ.get('CODEX_ORCH_TEST_UNITS') or Path(home) / '.cache' / 'codex-orch-tests')
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f'{name}-', dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_env(root: Path, name: str, base_url: str, units: Path | None = None) -> dict[str, str]:
     """The worker machine's own environment: its CODEX_HOME, key, codex and git settings (nothing of the
     coordinator's run)."""
     home = root / name / 'home'
@@ -90,13 +108,15 @@ def worker_env(root: Path, name: str, base_url: str) -> dict[str, str]:
     env.update({'HOME': str(home), 'GIT_CONFIG_GLOBAL': str(home / '.gitconfig'), 'GIT_CONFIG_NOSYSTEM': '1',
                 'CODEX_BIN': binary, 'PATH': f'{Path(binary).parent}{os.pathsep}{os.environ["PATH"]}',
                 'TMPDIR': str(root / name / 'tmp'), 'DASK_DISTRIBUTED__WORKER__DAEMON': 'False'})
+    if units is not None:   # where its units make their scratch directories (not under /tmp, as pytest's are)
+        env['CODEX_ORCH_UNIT_DIR'] = str(units / name)
     (root / name / 'tmp').mkdir(exist_ok=True)
     return env
 
 
 def start_worker(cluster: Cluster, name: str, base_url: str) -> None:
     root = cluster.root
-    env = worker_env(root, name, base_url)
+    env = worker_env(root, name, base_url, cluster.units)
     argv = [str(DASK), 'worker', cluster.address, '--name', name, '--resources', 'codex=1', '--nthreads', '2',
             '--no-nanny', '--no-dashboard', '--local-directory', str(root / name / 'dask')]
     if cluster.hidden:
@@ -126,6 +146,12 @@ def local_cluster(root: Path, base_url: str, *, workers: int = 2, hidden: tuple[
     if find_codex() is None:
         pytest.skip('the Codex CLI is not installed (run .ci/run, or npm install in tools/codex-cli)')
     root.mkdir(parents=True, exist_ok=True)
+    with outside_tmp('units') as units:
+        yield from _local_cluster(root, base_url, workers, hidden, scheduler_env, units)
+
+
+def _local_cluster(root: Path, base_url: str, workers: int, hidden: tuple[Path, ...],
+                   scheduler_env: dict[str, str] | None, units: Path) -> Iterator[Cluster]:
     port = free_port()
     log = root / 'scheduler.log'
     with open(log, 'wb') as out:
@@ -133,7 +159,7 @@ def local_cluster(root: Path, base_url: str, *, workers: int = 2, hidden: tuple[
                                       '--no-dashboard'], stdout=out, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(scheduler_env or {})},
                                      stdin=subprocess.DEVNULL, start_new_session=True)
-    cluster = Cluster(f'tcp://127.0.0.1:{port}', root, scheduler, hidden=hidden)
+    cluster = Cluster(f'tcp://127.0.0.1:{port}', root, scheduler, hidden=hidden, units=units)
     try:
         _wait_port(port, scheduler, log)
         for i in range(1, workers + 1):
