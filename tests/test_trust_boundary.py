@@ -157,3 +157,29 @@ def test_a_task_s_own_leftovers_are_discarded_without_asking(tmp_path: Path, mon
     rc, out, err = host.cli('resume')
     assert rc == 0, out + err
     assert host.statuses() == {'T1': 'done'}
+
+
+def test_a_git_filter_a_worker_plants_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker whose sandbox can write the repository's .git (a repository under /tmp) plants a clean filter:
+    codex-orch would run it at `git add`, outside the sandbox. It is refused before git stages anything."""
+    marker = tmp_path / 'filter-ran'
+    host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': {
+        'edits': {'src/x.py': 'x = 1\n', '.gitattributes': '*.py filter=x\n'},
+        'commands': [f"git config filter.x.clean 'touch {marker}; cat'"]}}})
+    host.write_plan({'version': 1, 'tasks': [{'id': 'T1', 'role': 'implementer', 'title': 'X', 'description': 'x',
+                                              'paths': ['src/x.py', '.gitattributes']}]})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    assert rc == 1
+    row = host.status()['tasks'][0]
+    assert row['status'] == 'failed' and row['reason'].startswith('git-config-changed: .git/config of the repository')
+    assert not marker.exists()
+    assert host.branch_log(host.shared_branch())[0] != 'T1: X'          # nothing committed
+    # still refused until someone looked: the seal stays
+    assert host.cli('resume')[0] == 1 and not marker.exists()
+    git(host.repo, 'config', '--unset', 'filter.x.clean')
+    (host.run_dir() / 'tasks' / 'T1' / 'git-seal.json').unlink()
+    host.script({'tasks': {'T1': {'edits': {'src/x.py': 'x = 1\n'}}}})
+    rc, out, err = host.cli('resume', '--discard-changes')
+    assert rc == 0, out + err
+    assert not (host.run_dir() / 'tasks' / 'T1' / 'git-seal.json').exists()

@@ -71,6 +71,7 @@ class Session:
         self.budget = Budget(inputs.config.token_budget, spent=spent_before)
         self.cancel = threading.Event()
         self.executor = make_executor(inputs, self.options)   # None: work steps run here (the local path)
+        self.git_seals: dict[str, dict[str, str]] = {}   # worktree -> its git control digest (orch.steps.git_seal)
         self.internal_errors: list[str] = []   # reasons of steps that crashed: the command exits 3
         self.step_failures: list[str] = []     # run-level steps that failed (no task records them): exit 1
         self._run_dir = inputs.run_dir

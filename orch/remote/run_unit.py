@@ -10,12 +10,10 @@ The temporary directory is removed before it returns; nothing of the host reposi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import socket
-import stat
 import tempfile
 import threading
 import time
@@ -175,7 +173,7 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Even
     workdir, task_dir = scratch / 'work', scratch / 'task'
     task_dir.mkdir()
     git.scratch_checkout(workdir, unit.bundle, unit.bundle_ref, unit.snapshot, 'codex-orch-work')
-    sealed = _git_control_digest(workdir)
+    sealed = git.control_digest(workdir)
     spent: dict[str, int] = {}
 
     def paid(usage: dict[str, int]) -> dict[str, int]:   # every worker call's usage so far (a refusal reports it)
@@ -227,37 +225,13 @@ def _turn(unit: WorkUnit, ex: verify.Execution, repo: Path, workdir: Path, out: 
     out.status = 'done'
 
 
-# What in a repository's .git makes git run commands or read other files (filter/diff drivers, includes, a
-# worktree config, attributes); the agent must not have changed any of it when git stages its work.
-_GIT_CONTROL = ('config', 'config.worktree', 'info/attributes', 'commondir', 'objects/info/alternates')
-
-
-def _git_control_digest(workdir: Path) -> dict[str, str]:
-    """What `.git` itself is (a directory, its inode) and a hash of each of its _GIT_CONTROL files."""
-    dot = workdir / '.git'
-    st = os.lstat(dot)
-    seal = {'.git': f'{stat.S_IFMT(st.st_mode)}:{st.st_dev}:{st.st_ino}'}
-    for name in _GIT_CONTROL:
-        try:
-            seal[name] = hashlib.sha256((dot / name).read_bytes()).hexdigest()
-        except FileNotFoundError:
-            seal[name] = '-'
-        except OSError as exc:
-            seal[name] = f'? {exc}'
-    return seal
-
-
 def _refuse_git_changes(workdir: Path, task_dir: Path, sealed: dict[str, str], usage: dict[str, int]) -> None:
     """Fail the unit (before any git command reads the tree again) when the agent changed the repository's
     control files: a filter driver in .git/config would run at `git add` with this worker's environment."""
-    try:
-        now = _git_control_digest(workdir)
-    except OSError as exc:
-        now = {'.git': f'? {exc}'}
-    changed = [name for name in sealed if now.get(name) != sealed[name]]
+    changed = git.control_changes(workdir, sealed)
     if not changed:
         return
-    shown = ', '.join(f'.git/{n}' if n != '.git' else '.git itself' for n in changed)
+    shown = ', '.join(n if n != '.git' else '.git itself' for n in changed)
     reason = (f'git-config-changed: the worker changed {shown} of its scratch repository (a filter or diff '
               'driver there would run on this Dask worker); refused, nothing was staged or committed')
     state.update_state(task_dir, status='failed', reason=reason, outcome='git-config-changed', ended_at=time.time(),

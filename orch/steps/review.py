@@ -21,6 +21,7 @@ from orch.core.redact import redact, redact_obj
 from orch.core.report import findings_lines
 from orch.core.text import one_line
 from orch.runstate import state
+from orch.steps import git_seal
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.guard import touched_control_files
@@ -156,6 +157,7 @@ def _commit_fix(work: _Work, rounds: Rounds, target: Task, exec_id: str, round_n
                 'Orch-Review': f'{work.task.id} round {round_no}'}
     message = redact(f'{target.id}: {one_line(target.title)} (review round {round_no} by {work.task.id})')
     with work.session.scheduler.commit_lock:
+        git_seal.check(work.session, work.task_dir, work.workdir)   # the fix's worker ran in this repository too
         # Only the reviewed task's files (and what its fix's answer claims), as for any task's commit in a
         # shared worktree: another task's edits in progress stay out.
         scope = work.session.scheduler.commit_scope(target, work.workdir, answer)

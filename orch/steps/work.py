@@ -29,7 +29,7 @@ from orch.engine.session import Session
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
-from orch.steps import verify
+from orch.steps import git_seal, verify
 from orch.steps.commands import command_env
 from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside, touched_control_files
@@ -71,7 +71,8 @@ class _Work:
             task_id=self.task.id, task_dir=self.task_dir, workdir=self.workdir, spec=worker_spec(self),
             schema=rt.schema(self.step.input('schema')), checks=self.checks, repair_rounds=role.repair_rounds,
             check_timeout=role.check_timeout, command_env=command_env(rt, self.task.id), log_root=rt.repo,
-            cancel=session.cancel, on_event=session.on_worker_event(self.task.id), on_usage=session.budget.add)
+            cancel=session.cancel, on_event=session.on_worker_event(self.task.id), on_usage=session.budget.add,
+            after_worker=lambda result: git_seal.check(session, self.task_dir, self.workdir))
 
 
 def recorded_done(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
@@ -123,6 +124,8 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
 
 
 def _remember_leftovers(work: _Work) -> None:
+    if git_seal.broken(work.session, work.task_dir, work.workdir):
+        return   # git must not read that worktree now: a planted filter would run
     try:
         left = changed_files(work.workdir, work.session.scheduler.discard_scope(work.task, work.workdir)) \
             if git.worktree_valid(work.workdir) else {}
@@ -187,6 +190,7 @@ def _first_answer(work: _Work) -> Rounds:
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
                        pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None)
     _ensure_workdir(work)
+    git_seal.seal(session, task_dir, work.workdir)
     # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
     # uncommitted in the worktree is someone's work, and is never silently discarded.
     scope = session.scheduler.discard_scope(task, work.workdir)
@@ -341,6 +345,7 @@ def _record_and_commit(work: _Work, exec_id: str, answer: Any,
     (one entry lost) or commit each other's entries.
     """
     with work.session.scheduler.commit_lock:
+        git_seal.check(work.session, work.task_dir, work.workdir)   # before git touches the worktree again
         if before is not None:
             before()
         _record_decisions(work.rt, work.task, answer, work.workdir)
@@ -412,6 +417,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
     state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=execution['attempts'],
                        outcome='ok', usage=execution['usage'], commit=commit, round=None, checks=execution['checks'])
     (task_dir / 'pending.json').unlink(missing_ok=True)
+    git_seal.unseal(task_dir)
 
 
 def _task_commit(work: _Work, sha: str | None) -> tuple[str | None, list[str]]:
