@@ -12,6 +12,7 @@ configuration under a parallel task that starts after it.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from orch.adapters import git
@@ -37,9 +38,14 @@ def seal(session: Session, task_dir: Path, workdir: Path) -> None:
 
 
 def changes(session: Session, task_dir: Path, workdir: Path) -> list[str]:
-    """What differs from either seal (nothing when there is none)."""
+    """What differs from either seal (nothing when there is none, or when the worktree is gone altogether: that
+    is a lost workspace, which the work step reports as such, and no git runs on it)."""
+    if not os.path.lexists(workdir / '.git'):
+        return []
     for sealed in (state.read_json(task_dir / SEAL), session.git_seals.get(str(workdir))):
-        changed = git.control_changes(workdir, sealed) if sealed else []
+        # Not the identity of the worktree's own `.git` file: codex-orch re-creates a deleted worktree, and one
+        # a worker replaced is not a valid worktree any more, which no commit passes (git.worktree_valid).
+        changed = [n for n in git.control_changes(workdir, sealed) if n != '.git'] if sealed else []
         if changed:
             return changed
     return []
@@ -53,7 +59,7 @@ def check(session: Session, task_dir: Path, workdir: Path) -> None:
     """Fail the task (nothing staged, no git run on the worktree) when the configuration differs from a seal."""
     changed = changes(session, task_dir, workdir)
     if changed:
-        shown = ', '.join(n if n != '.git' else f'{workdir}/.git itself' for n in changed)
+        shown = ', '.join(changed)
         raise fail(task_dir, f'git-config-changed: {shown} of the repository changed while a worker ran: a filter or '
                              'diff driver there runs whenever git reads the worktree (codex-orch\'s git and yours), '
                              'outside the worker\'s sandbox. Nothing was staged. Inspect and remove it before running '
