@@ -22,7 +22,8 @@ from tests.support.orchtest import Host, make_host
 from tests.support.procs import wait_for
 from tests.support.realcodex import use_real_codex
 
-pytestmark = pytest.mark.e2e
+# One cluster for the module: under xdist (`--dist loadgroup`) its tests stay on one process.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group('dask-cluster')]
 
 
 def write(path: str, text: str, extra: str = '') -> str:
