@@ -2,29 +2,18 @@
 and write nothing."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.support.gitrepo import git, make_repo
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, files_snapshot, host_after_a_run, three_task_plan
 
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
-    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
-    h.write_plan(three_task_plan())
-    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', 'r1')
-    assert rc == 0, out + err
-    h.clear_log()
-    return h
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): f'{hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_mtime_ns}'
-            for p in sorted(root.rglob('*')) if p.is_file()}
+    return host_after_a_run(tmp_path, monkeypatch, capsys)
 
 
 def lines_of(out: str) -> dict[str, str]:
@@ -36,7 +25,7 @@ def test_an_edit_lists_exactly_what_would_run_and_spends_nothing(host: Host) -> 
     plan = three_task_plan()
     plan['tasks'][1]['description'] = 'Test greet() with two names.'
     host.write_plan(plan)
-    before = snapshot(host.repo / '.orchestrator')
+    before = files_snapshot(host.repo / '.orchestrator')
     rc, out, err = host.cli('resume', '--dry-run')
     assert rc == 1, out + err
     rows = lines_of(out)
@@ -48,7 +37,7 @@ def test_an_edit_lists_exactly_what_would_run_and_spends_nothing(host: Host) -> 
     assert '2 of 3 task(s) would run' in out and 'To do it: codex-orch resume --run-id r1' in out
     assert 'T3: only if a task they depend on ends with a different answer' in out
     assert host.launched_tasks() == []                                   # no worker, no model request
-    assert snapshot(host.repo / '.orchestrator') == before               # nothing written, not even a lock
+    assert files_snapshot(host.repo / '.orchestrator') == before               # nothing written, not even a lock
     # what it said is what resume does (the worker answers differently this time, so T3 runs too)
     host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T2': {
         'edits': {'tests/test_greet.py': 'from src.greet import greet  # two names\n'}}}})

@@ -2,7 +2,6 @@
 lists the runs; "the latest run" is the plan run used most recently (never a one-task run)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
@@ -12,19 +11,12 @@ from typing import Any
 import pytest
 
 from tests.support.gitrepo import commit_all, git
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, files_snapshot, make_host, three_task_plan
 
 TOKEN = 'sk-proj-abcDEF1234567890abcdefXYZ'   # '-' is escaped in a label: redacted first, or it leaks
 HOSTILE_TITLE = f'{TOKEN} "it"] --> n0\n```\n<script>x</script> \x1b[31m`rm`'
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and directory under root -> content digest and mtime: a rewrite of the same bytes shows too."""
-    out = {}
-    for p in sorted(root.rglob('*')):
-        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else 'dir'
-        out[str(p.relative_to(root))] = f'{digest} {p.stat().st_mtime_ns}'
-    return out
 
 
 @pytest.fixture
@@ -62,7 +54,7 @@ def mermaid_statuses(text: str) -> dict[str, str]:
 
 
 def test_without_a_run_graph_and_status_say_so_and_exit_2(host: Host) -> None:
-    before = snapshot(host.repo / '.orchestrator')
+    before = files_snapshot(host.repo / '.orchestrator')
     for args in (['graph'], ['graph', '--format', 'dot'], ['status']):
         rc, out, err = host.cli(*args)
         assert rc == 2 and out == '', (args, out, err)
@@ -75,7 +67,7 @@ def test_without_a_run_graph_and_status_say_so_and_exit_2(host: Host) -> None:
     rc, out, err = host.cli('runs')
     assert rc == 0 and out.startswith('no runs yet')
     assert runs_json(host) == {'version': 1, 'latest': None, 'stale_computed': False, 'runs': []}
-    assert snapshot(host.repo / '.orchestrator') == before
+    assert files_snapshot(host.repo / '.orchestrator') == before
 
 
 def test_graph_shows_the_statuses_of_status_and_writes_nothing(host: Host) -> None:
@@ -88,7 +80,7 @@ def test_graph_shows_the_statuses_of_status_and_writes_nothing(host: Host) -> No
 
     plan['tasks'][1]['description'] = 'Test it twice.'   # T2 and, after it, T3 are stale now
     host.write_plan(plan)
-    before = snapshot(host.repo / '.orchestrator')
+    before = files_snapshot(host.repo / '.orchestrator')
     rc, out, err = host.cli('graph')
     assert rc == 0, err
     assert mermaid_statuses(out) == host.statuses() == {'T1': 'done', 'T2': 'stale', 'T3': 'stale'}
@@ -101,7 +93,7 @@ def test_graph_shows_the_statuses_of_status_and_writes_nothing(host: Host) -> No
     assert 'stale"' in dot and '\\"it\\"' in dot
     for args in (['runs'], ['runs', '--json'], ['status', '--json']):
         assert host.cli(*args)[0] == 0
-    assert snapshot(host.repo / '.orchestrator') == before   # graph, runs and status wrote nothing
+    assert files_snapshot(host.repo / '.orchestrator') == before   # graph, runs and status wrote nothing
 
 
 def test_the_latest_run_is_the_plan_run_used_most_recently(host: Host) -> None:
@@ -182,11 +174,11 @@ def test_status_and_graph_read_doit_records_of_a_run_in_progress_without_writing
         # doit.db-shm is sqlite's shared memory: a reader of a live WAL takes its read lock in it (the run's
         # own connection rewrites it all the time); every file that holds data stays as it was
         shm = 'runs/r1/doit.db-shm'
-        before = snapshot(host.repo / '.orchestrator')
+        before = files_snapshot(host.repo / '.orchestrator')
         assert host.statuses() == {'T1': 'done', 'T2': 'stale', 'T3': 'stale'}
         rc, out, err = host.cli('graph')
         assert rc == 0 and mermaid_statuses(out) == {'T1': 'done', 'T2': 'stale', 'T3': 'stale'}
-        after = snapshot(host.repo / '.orchestrator')
+        after = files_snapshot(host.repo / '.orchestrator')
         assert shm in after and {k: v for k, v in after.items() if k != shm} == {
             k: v for k, v in before.items() if k != shm}
     finally:

@@ -22,8 +22,7 @@ import pytest
 from orch import fastpath
 from orch.runstate import manifest
 from orch.runstate.lock import RunLock
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
-from tests.test_status_truth import snapshot
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, files_snapshot, make_host, three_task_plan
 
 RUN = 'r1'
 
@@ -79,29 +78,31 @@ def test_a_finished_run_is_answered_from_its_manifest_as_the_full_path_answers(
         assert host.cli(*args) == full(host, monkeypatch, *args), args
     assert host.launched_tasks() == []
     assert fast(host) is not None   # the full no-op resumes wrote it again
-    before = snapshot(host.repo)
+    before = files_snapshot(host.repo)
     for args in (['status'], ['status', '--json'], ['status', '--watch'], ['resume', '--dry-run']):
         rc, _, _ = host.cli(*args)
         assert rc == 0
-    assert snapshot(host.repo) == before   # status and the dry run wrote nothing, anywhere
+    assert files_snapshot(host.repo) == before   # status and the dry run wrote nothing, anywhere
     rc, _, _ = host.cli('resume')
     assert rc == 0
-    after = snapshot(host.repo)
+    after = files_snapshot(host.repo)
     changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}
-    # What every resume writes, the full path too: the lock's PID and which run was used last.
-    assert changed == {f'.orchestrator/runs/{RUN}/lock', f'.orchestrator/runs/{RUN}/used.json'}
+    # What every resume writes, the full path too: the lock's PID and which run was used last (replaced
+    # atomically, so the run directory's own entry changes too).
+    assert changed == {f'.orchestrator/runs/{RUN}', f'.orchestrator/runs/{RUN}/lock',
+                       f'.orchestrator/runs/{RUN}/used.json'}
     assert host.launched_tasks() == []
 
 
 def test_a_fast_status_writes_nothing_and_loads_no_doit(host: Host) -> None:
-    before = snapshot(host.repo / '.orchestrator')
+    before = files_snapshot(host.repo / '.orchestrator')
     code = ('import sys; from orch.main import main; rc = main(["status"]); '
             'print("doit" in sys.modules, "pydantic" in sys.modules, "git" in sys.modules); sys.exit(rc)')
     done = subprocess.run([sys.executable, '-c', code], cwd=host.repo, capture_output=True, text=True,
                           env={**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == 'False False False'
-    assert snapshot(host.repo / '.orchestrator') == before
+    assert files_snapshot(host.repo / '.orchestrator') == before
 
 
 def test_touched_files_with_the_same_content_are_still_a_noop(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,6 @@
 read-only commands write nothing."""
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -10,34 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
+from tests.support.orchtest import Host, edit_config, files_snapshot, host_after_a_run, three_task_plan
 
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
-    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
-    h.write_plan(three_task_plan())
-    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', 'r1')
-    assert rc == 0, out + err
-    return h
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file under root -> its content digest and mtime (a write of the same bytes shows too)."""
-    return {str(p.relative_to(root)): f'{hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_mtime_ns}'
-            for p in sorted(root.rglob('*')) if p.is_file()}
+    return host_after_a_run(tmp_path, monkeypatch, capsys)
 
 
 def test_an_edited_plan_entry_is_stale_at_once_and_its_dependents_too(host: Host) -> None:
     plan = three_task_plan()
     plan['tasks'][0]['description'] = 'Create src/greet.py, and make it polite.'
     host.write_plan(plan)
-    before = snapshot(host.repo / '.orchestrator')
+    before = files_snapshot(host.repo / '.orchestrator')
     rows = {t['id']: t for t in host.status()['tasks']}
     assert (rows['T1']['status'], rows['T1']['reason']) == ('stale', 'description changed (+1 line, -1 line)')
     assert (rows['T2']['status'], rows['T2']['reason']) == ('stale', 'upstream T1 will run again')
     assert rows['T3']['status'] == 'stale'
-    assert snapshot(host.repo / '.orchestrator') == before   # status wrote nothing
+    assert files_snapshot(host.repo / '.orchestrator') == before   # status wrote nothing
     rc, out, err = host.cli('merge', '--run-id', 'r1', '--allow-automerge')
     assert rc != 0 and 'T1 stale (description changed (+1 line, -1 line))' in err   # not shipped, and why
 
@@ -55,12 +44,12 @@ def test_doit_list_and_info_write_nothing(host: Host) -> None:
     plan = three_task_plan()
     plan['tasks'][1]['description'] = 'Test it twice.'
     host.write_plan(plan)
-    before = snapshot(host.repo / '.orchestrator')
+    before = files_snapshot(host.repo / '.orchestrator')
     for args in (['list', '--all'], ['info', 'work:T2']):
         done = subprocess.run([sys.executable, '-m', 'doit', *args], cwd=host.repo, capture_output=True, text=True,
                               env=os.environ.copy(), timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
-    assert snapshot(host.repo / '.orchestrator') == before
+    assert files_snapshot(host.repo / '.orchestrator') == before
 
 
 def test_every_reason_has_its_delta(host: Host) -> None:

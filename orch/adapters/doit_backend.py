@@ -6,7 +6,11 @@ backend commits each task's record as soon as doit saves it.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +61,43 @@ class ReadOnlySqliteDB(SqliteDB):
     desc = 'sqlite3, read only (codex-orch)'
 
     def _sqlite3(self, name: str) -> sqlite3.Connection:
-        path = Path(name).resolve()
-        modes = ['mode=ro', 'immutable=1'] if path.with_name(path.name + '-wal').exists() else ['immutable=1']
         sqlite3.register_converter('json', lambda data: self.codec.decode(data.decode('utf-8')))
-        for mode in modes:
-            try:
-                conn = sqlite3.connect(f'{path.as_uri()}?{mode}', uri=True, isolation_level='DEFERRED',
-                                       detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES)
-                conn.row_factory = _dict_row
-                conn.execute('select count(*) from doit').fetchone()   # readable now, not at the first get
-                return conn
-            except sqlite3.Error as exc:
-                error = exc
-        raise DatabaseException(f'{name}: cannot read doit\'s records: {error} (resume the run to rebuild them)')
+        conn = connect_read_only(Path(name), detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES)
+        conn.row_factory = _dict_row
+        return conn
+
+
+def connect_read_only(db: Path, **kwargs: Any) -> sqlite3.Connection:
+    """A connection that changes nothing of `db` and its directory (see ReadOnlySqliteDB)."""
+    path = Path(db).resolve()
+    modes = ['mode=ro', 'immutable=1'] if path.with_name(path.name + '-wal').exists() else ['immutable=1']
+    error: Exception | None = None
+    for mode in modes:
+        try:
+            conn: sqlite3.Connection = sqlite3.connect(f'{path.as_uri()}?{mode}', uri=True,
+                                                       isolation_level='DEFERRED', **kwargs)
+            conn.execute('select count(*) from doit').fetchone()   # readable now, not at the first get
+            return conn
+        except sqlite3.Error as exc:
+            error = exc
+    raise DatabaseException(f'{db}: cannot read doit\'s records: {error} (resume the run to rebuild them)')
+
+
+def private_copy(db: Path) -> Path:
+    """doit's records, copied out of the run for a doit command that only reads (`doit list`, `info`): doit
+    opens its database read-write, and a connection to the run's own (in WAL mode) creates and deletes files
+    in the run directory. The copy lives in a temporary directory removed when the process ends."""
+    directory = Path(tempfile.mkdtemp(prefix='codex-orch-doit-'))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    copy = directory / 'doit.db'
+    if Path(db).exists():
+        source = connect_read_only(db)
+        try:
+            with contextlib.closing(sqlite3.connect(copy)) as target:
+                source.backup(target)
+        finally:
+            source.close()
+    return copy
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:

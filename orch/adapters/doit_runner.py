@@ -28,7 +28,7 @@ from doit.tools import config_changed
 
 from orch import output
 from orch.adapters import git
-from orch.adapters.doit_backend import ReadOnlySqliteDB
+from orch.adapters.doit_backend import ReadOnlySqliteDB, private_copy
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
 from orch.core.text import one_line
@@ -441,8 +441,11 @@ def dodo_namespace(start: Path | None = None, run_id: str | None = None) -> dict
             record_use(rt.repo, rt.run.run_id)   # a plain `doit run` runs the run, as `resume` would
     threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
     gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
-    return namespace(rt, session, backend='sqlite3', report='include', read_only=read_only,
-                     summarize=not read_only)
+    names = namespace(rt, session, backend='sqlite3', report='include', read_only=read_only,
+                      summarize=not read_only)
+    if read_only:   # doit opens its records read-write: it gets a copy, and the run directory stays untouched
+        names['DOIT_CONFIG']['dep_file'] = str(private_copy(rt.run_dir / 'doit.db'))
+    return names
 
 
 def open_for_dodo(start: Path, run_id: str | None) -> RunInputs | None:

@@ -1,6 +1,7 @@
 """Helpers for tests that drive codex-orch end to end on a real repository with a fake codex."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -114,6 +115,23 @@ def make_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any,
     assert rc == 0, err
     commit_all(repo, 'codex-orch init')
     return host
+
+
+def host_after_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, run_id: str = 'r1') -> Host:
+    """A host that ran the three-task plan to the end as run `run_id`, its launch log cleared."""
+    host = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    host.write_plan(three_task_plan())
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', run_id)
+    assert rc == 0, out + err
+    host.clear_log()
+    return host
+
+
+def files_snapshot(root: Path) -> dict[str, str]:
+    """Every file and directory under root -> content digest and mtime: a rewrite of the same bytes shows too,
+    so equal snapshots prove a command wrote nothing there."""
+    return {str(p.relative_to(root)): f'{hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"} '
+                                      f'{p.stat().st_mtime_ns}' for p in sorted(root.rglob('*'))}
 
 
 def edit_config(repo: Path, replacements: dict[str, str] | None) -> None:
