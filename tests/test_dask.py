@@ -481,7 +481,7 @@ def test_killed_coordinator_in_a_review_turn_does_not_pay_the_turn_again(
     assert not st.get('remote_turn'), st
 
 
-@pytest.mark.parametrize('forged', ['answer', 'checks'])
+@pytest.mark.parametrize('forged', ['answer', 'checks', 'check-command'])
 def test_a_forged_outcome_is_refused_by_the_coordinator(cluster: Cluster, coordinator_standin: Standin,
                                                         hosts_root: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str], forged: str) -> None:
@@ -499,15 +499,17 @@ def test_a_forged_outcome_is_refused_by_the_coordinator(cluster: Cluster, coordi
     assert saved['outcome']['status'] == 'done'
     if forged == 'answer':
         saved['outcome']['answer'] = {'status': 'done', 'pwned': True}
-    else:
+    elif forged == 'checks':
         saved['outcome']['checks'] = []
+    else:   # a passed run of some other command is not the task's check
+        saved['outcome']['checks'][0]['command'] = 'true'
     saved_file.write_text(json.dumps(saved))
     rc, out, err = host.cli('resume', '--run-id', 'r')
     assert rc == 1, out + err
     row = host.status()['tasks'][0]
     assert row['status'] == 'failed', row
     assert ('does not validate against the role\'s schema' if forged == 'answer'
-            else 'reported done but not 1 passed check(s)') in row['reason'], row
+            else "reported done but not the task's 1 check(s), each passed") in row['reason'], row
     assert exec_ids(host, host.shared_branch()) == []
 
 

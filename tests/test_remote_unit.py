@@ -107,7 +107,7 @@ def test_an_outcome_over_the_size_limit_is_not_sent(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(ru, 'MAX_OUTCOME_BYTES', 1000)
     out = WorkOutcome(key='k', status='done', files={'attempt-1/events.jsonl': b'x' * 800}, bundle=b'y' * 300,
                       commit='c' * 40, bundle_ref='refs/orch/result')
-    ru._cap(out)
+    out = ru.capped(out)
     assert out.status == 'failed' and out.outcome == 'outcome-too-large' and out.files == {} and out.bundle is None
     assert 'more than the limit of' in (out.reason or '')
 
@@ -138,8 +138,7 @@ def test_a_bundle_with_a_dot_git_path_is_refused(tmp_path: Path) -> None:
 
 def test_the_coordinator_refuses_an_outcome_over_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     from orch.steps import remote_work
-    monkeypatch.setattr(remote_work, 'MAX_OUTCOME_BYTES', 1000)
-    monkeypatch.setattr(ru, 'MAX_OUTCOME_BYTES', 1000)
+    monkeypatch.setattr(ru, 'MAX_OUTCOME_BYTES', 1000)   # one limit, one check: the worker's and the coordinator's
     big = WorkOutcome(key='k', status='done', answer={'x': 1}, usage={'input_tokens': 5},
                       files={'attempt-1/events.jsonl': b'x' * 2000})
     out = remote_work.capped(big)

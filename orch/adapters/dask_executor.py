@@ -89,9 +89,6 @@ class DaskExecutor:
         self.connect_timeout = connect_timeout
         self.resubmits = resubmits
 
-    def describe(self) -> str:
-        return f'dask {self.address}'
-
     def recover(self, unit_key: str, key: str, *, cancel: threading.Event) -> WorkOutcome | None:
         """The outcome of an earlier submission (unit `unit_key`, task `key`) a killed coordinator left: published,
         or (still running, fire-and-forget) waited for until it is; None when the cluster has neither (then the

@@ -27,6 +27,7 @@ from orch.adapters.codex_bin import INSTALL_HINT, find_codex
 from orch.adapters.worker import WorkerSpec
 from orch.adapters.worker_env import codex_settings, worker_codex_args
 from orch.core.config import CodexSettings, Config
+from orch.core.text import one_line
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import state
 from orch.steps import verify
@@ -72,7 +73,7 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
         out.files.update(_task_files(scratch / 'task'))
         out.ended_at = time.time()
         shutil.rmtree(scratch, ignore_errors=True)
-    _cap(out)
+    out = capped(out)
     _publish(out)
     return out
 
@@ -112,13 +113,14 @@ def unit_root(writable_roots: list[Path] | None = None) -> Path:
     return root
 
 
-def _cap(out: WorkOutcome) -> None:
-    """An outcome larger than MAX_OUTCOME_BYTES (its files and bundle) is not sent: a failure saying so is."""
+def capped(out: WorkOutcome) -> WorkOutcome:
+    """An outcome larger than MAX_OUTCOME_BYTES (its files and bundle) becomes a failure that says so (its usage
+    kept): the worker does not send it, and the coordinator does not take one (a worker is untrusted code)."""
     size = outcome_size(out)
-    if size > MAX_OUTCOME_BYTES:
-        out.status, out.outcome = 'failed', 'outcome-too-large'
-        out.reason = too_large(size)
-        out.files, out.bundle, out.bundle_ref, out.commit = {}, None, None, None
+    if size <= MAX_OUTCOME_BYTES:
+        return out
+    return WorkOutcome(key=out.key, status='failed', outcome='outcome-too-large', reason=too_large(size),
+                       usage=out.usage, worker=out.worker, started_at=out.started_at, ended_at=out.ended_at)
 
 
 def outcome_size(out: WorkOutcome) -> int:
@@ -292,7 +294,7 @@ def probe(codex: dict[str, Any]) -> dict[str, Any]:
     try:
         report['git'] = '.'.join(map(str, git.git_version()))
     except Exception as exc:
-        report['git_problem'] = str(exc).splitlines()[0]
+        report['git_problem'] = one_line(str(exc))[:300] or type(exc).__name__
     settings = CodexSettings(**codex)
     binary = (find_codex(settings.binary) if '/' not in settings.binary else None) or find_codex('codex')
     if binary is None:

@@ -29,7 +29,7 @@ from orch.core.plan import Task
 from orch.core.redact import redact_obj
 from orch.core.validate import schema_errors
 from orch.failpoints import crash_point
-from orch.remote.run_unit import MAX_OUTCOME_BYTES, outcome_size, too_large
+from orch.remote.run_unit import capped
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import atomic, state
 from orch.steps.failure import Failed, fail
@@ -137,16 +137,6 @@ def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[s
     return saved
 
 
-def capped(outcome: WorkOutcome) -> WorkOutcome:
-    """An outcome over MAX_OUTCOME_BYTES (files and bundle) becomes a failure that says so (its usage kept)."""
-    size = outcome_size(outcome)
-    if size <= MAX_OUTCOME_BYTES:
-        return outcome
-    return WorkOutcome(key=outcome.key, status='failed', outcome='outcome-too-large', reason=too_large(size),
-                       usage=outcome.usage, worker=outcome.worker, started_at=outcome.started_at,
-                       ended_at=outcome.ended_at)
-
-
 def _import_files(work: _Work, outcome: WorkOutcome) -> None:
     """The attempts' files into the task directory, numbered after its earlier attempts; check logs beside."""
     task_dir = work.task_dir
@@ -159,13 +149,13 @@ def _import_files(work: _Work, outcome: WorkOutcome) -> None:
     renamed: dict[str, str] = {}
     for rel, data in sorted(outcome.files.items()):
         parts = rel.split('/')
-        if '..' in parts or not parts[0] or rel.startswith('/'):
+        if '..' in parts or not parts[0] or rel.startswith('/') or parts[-1] == UNIT_MARK:
             continue
         if parts[0].startswith('attempt-') and parts[0][8:].isdigit():
             if done:
                 continue
-            if parts[0] not in renamed:
-                renamed[parts[0]] = f'attempt-{base + int(parts[0][8:])}'
+            if parts[0] not in renamed:   # numbered in order after this task's own: never the worker's number
+                renamed[parts[0]] = f'attempt-{base + len(renamed) + 1}'
                 atomic.write_text(task_dir / renamed[parts[0]] / UNIT_MARK, outcome.key)
             parts[0] = renamed[parts[0]]
         elif parts[0] != 'checks' and rel != 'remote-error.txt':
@@ -174,8 +164,10 @@ def _import_files(work: _Work, outcome: WorkOutcome) -> None:
     prefix = task_dir.relative_to(work.rt.repo).as_posix() if task_dir.is_relative_to(work.rt.repo) \
         else str(task_dir)
     for check in outcome.checks:
-        if isinstance(check, dict) and check.get('log') and not str(check['log']).startswith(prefix):
-            check['log'] = f'{prefix}/{check["log"]}'
+        if isinstance(check, dict) and check.get('log'):
+            log = str(check['log'])
+            inside = not log.startswith('/') and '..' not in log.split('/')
+            check['log'] = (log if log.startswith(prefix + '/') else f'{prefix}/{log}') if inside else None
     outcome.files = {}
 
 
@@ -237,8 +229,9 @@ def _untrusted_done(work: _Work, outcome: WorkOutcome, answer: Any) -> str | Non
         return (f'the answer of the Dask worker does not validate against the role\'s schema: {"; ".join(errors[:5])}'
                 '; refused')
     ran = [c for c in outcome.checks if isinstance(c, dict)]
-    if work.checks and (len(ran) != len(work.checks) or not all(c.get('passed') is True for c in ran)):
-        return (f'the Dask worker reported done but not {len(work.checks)} passed check(s) '
+    if work.checks and ([c.get('command') for c in ran] != list(work.checks)
+                        or not all(c.get('passed') is True and c.get('exit_code') == 0 for c in ran)):
+        return (f'the Dask worker reported done but not the task\'s {len(work.checks)} check(s), each passed '
                 f'({len(ran)} reported); refused')
     return None
 
