@@ -1,0 +1,130 @@
+"""Moving commits as bundles (the Dask executor: no shared filesystem, no push credentials)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orch.adapters.git.run import check_name, own_worktree, rev_parse, run
+
+_SNAPSHOT_IDENTITY = {'GIT_AUTHOR_NAME': 'codex-orch', 'GIT_AUTHOR_EMAIL': 'codex-orch@localhost',
+                      'GIT_COMMITTER_NAME': 'codex-orch', 'GIT_COMMITTER_EMAIL': 'codex-orch@localhost',
+                      'GIT_AUTHOR_DATE': '@0 +0000', 'GIT_COMMITTER_DATE': '@0 +0000'}
+
+
+def init_repository(path: Path) -> None:
+    """A new, empty repository at `path` (a worker's scratch repository)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    run(path, 'init', '--quiet')
+
+
+def scratch_checkout(path: Path, data: bytes, ref: str, commit: str, branch: str) -> None:
+    """A plain repository at `path` with `commit` of the bundle checked out on a new `branch` (a remote unit's
+    scratch repository). Its `.git` is a directory at the top of the tree the worker edits — the one directory
+    of its writable root that Codex's workspace-write sandbox keeps read-only — not the gitdir of a linked
+    worktree, whose shared repository (config, filters) would lie outside that protection."""
+    init_repository(path)
+    fetch_bundle(path, data, ref, 'refs/orch/start')
+    run(path, 'checkout', '--quiet', '-b', check_name(branch, 'branch name'), check_name(commit, 'commit'))
+
+
+def snapshot_commit(root: Path, commit: str) -> str:
+    """A parentless commit with `commit`'s tree: what a remote worker starts from, without the history.
+
+    Deterministic (fixed identity and dates): the same tree always gives the same snapshot."""
+    tree = run(root, 'rev-parse', '--verify', f'{check_name(commit, "commit")}^{{tree}}').text
+    res = run(root, 'commit-tree', tree, '-m', 'codex-orch snapshot', env=_SNAPSHOT_IDENTITY)
+    return res.text
+
+
+def create_bundle(root: Path, tip: str, ref: str, *, exclude: str | None = None) -> bytes:
+    """A bundle of `tip` (as `ref`), without `exclude` and its history (then a prerequisite of the bundle)."""
+    check_name(ref, 'ref')
+    run(root, 'update-ref', ref, check_name(tip, 'commit'))
+    with tempfile.TemporaryDirectory(prefix='codex-orch-bundle-') as tmp:
+        path = Path(tmp) / 'unit.bundle'
+        run(root, 'bundle', 'create', '--quiet', str(path), ref, *([f'^{check_name(exclude, "commit")}']
+                                                                    if exclude else []))
+        return path.read_bytes()
+
+
+def fetch_bundle(root: Path, data: bytes, ref: str, into: str) -> str:
+    """Fetch `ref` of a bundle (bytes) into the local ref `into`; returns the commit it names."""
+    check_name(into, 'ref')
+    with tempfile.TemporaryDirectory(prefix='codex-orch-bundle-') as tmp:
+        path = Path(tmp) / 'result.bundle'
+        path.write_bytes(data)
+        # Objects from a bundle are another machine's: fsck them (a `.git` path in a tree, a malformed object).
+        run(root, '-c', 'transfer.fsckObjects=true', '-c', 'fetch.fsckObjects=true', 'fetch', '--quiet',
+            '--no-tags', '--no-write-fetch-head', str(path), f'+{ref}:{into}',
+            hint='The bundle is damaged, holds objects git refuses (fsck), or its start commit is missing here.')
+    return rev_parse(root, into)
+
+
+def parents_of(root: Path, sha: str) -> list[str]:
+    return run(root, 'rev-list', '--parents', '-n', '1', check_name(sha, 'commit'), '--').text.split()[1:]
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    path: str
+    old_mode: str
+    new_mode: str
+
+
+def tree_changes(root: Path, a: str, b: str) -> list[TreeChange]:
+    """What changes from commit `a` to commit `b` (no rename detection)."""
+    res = run(root, 'diff-tree', '-r', '-z', '--raw', '--no-renames', '--no-commit-id',
+              check_name(a, 'commit'), check_name(b, 'commit'), '--')
+    fields = res.out.split(b'\0')
+    out: list[TreeChange] = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        old_mode, new_mode = meta.lstrip(b':').split(b' ')[:2]
+        out.append(TreeChange(os.fsdecode(path), old_mode.decode(), new_mode.decode()))
+    return out
+
+
+def apply_commit_changes(worktree: Path, a: str, b: str) -> None:
+    """Write the changes from commit `a` to commit `b` into a codex-orch worktree's files (not the index).
+
+    Refuses (GitError, nothing written: `git apply` is atomic) when they conflict with the worktree."""
+    own_worktree(worktree, 'apply changes in')
+    patch = run(worktree, 'diff', '--binary', '--full-index', '--no-renames', '--no-ext-diff', '--no-textconv',
+                check_name(a, 'commit'), check_name(b, 'commit'), '--').out
+    if not patch:
+        return
+    with tempfile.TemporaryFile() as f:
+        f.write(patch + b'\n')   # GitPython strips the output's last newline; a patch needs it
+        f.seek(0)
+        run(worktree, 'apply', '--binary', '--whitespace=nowarn', '-', stdin=f,
+            hint='The change does not apply to the files of the run\'s branch (another task changed them).')
+
+
+def restore_paths(worktree: Path, paths: list[str]) -> None:
+    """Put `paths` back as HEAD has them (deleting those HEAD lacks): undoes a half-applied change."""
+    own_worktree(worktree, 'restore files in')
+    for path in paths:
+        tracked = run(worktree, '--literal-pathspecs', 'ls-tree', '--name-only', 'HEAD', '--', path).text
+        if tracked:
+            run(worktree, '--literal-pathspecs', 'checkout', 'HEAD', '--', path)
+        else:
+            full = Path(worktree) / path
+            if full.is_symlink() or full.is_file():
+                full.unlink()
+
+
+def scratch_commit(worktree: Path, message: str) -> str | None:
+    """Commit everything in a worker's scratch worktree (a remote unit); None when nothing changed."""
+    run(worktree, 'add', '--all')
+    if run(worktree, 'diff', '--cached', '--quiet', '--no-ext-diff', '--no-textconv', ok=(0, 1)).status == 0:
+        return None
+    with tempfile.TemporaryFile() as msg:
+        msg.write(message.encode('utf-8'))
+        msg.seek(0)
+        run(worktree, 'commit', '--quiet', '--no-verify', '--file=-', env=_SNAPSHOT_IDENTITY, stdin=msg)
+    return rev_parse(worktree, 'HEAD')
+
+
+def delete_ref(root: Path, ref: str) -> None:
+    run(root, 'update-ref', '-d', check_name(ref, 'ref'))

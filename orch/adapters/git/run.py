@@ -1,0 +1,261 @@
+"""Running git, and what the other modules of orch.adapters.git share; the only module that imports GitPython.
+
+`run` is the one way a command starts: without the variables that locate a repository, with
+`SAFE_CONFIG` (no hook, no fsmonitor, no submodule recursion), and with every failure turned into a
+`GitError` saying what to do. Also here: name checks, where a directory sits in git (`locate`,
+`own_worktree`, `rev_parse`), the per-repository lock and the committer identity.
+
+GitPython has no worktree API (gitpython-developers/GitPython#719), so everything goes through its
+command wrapper.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shlex
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from orch.errors import GitError
+
+# GitPython runs `git version` on import and raises ImportError when git is missing; with 'quiet' the
+# import succeeds and the first command fails with GitCommandNotFound, which we turn into a GitError.
+os.environ.setdefault('GIT_PYTHON_REFRESH', 'quiet')
+import git as gitpython
+
+# Variables that point git at a repository, index or object store other than the one found from the
+# working directory. Git exports several of them to hooks (pre-commit issue #300).
+_LOCATING_VARS = frozenset({
+    'GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE', 'GIT_OBJECT_DIRECTORY',
+    'GIT_ALTERNATE_OBJECT_DIRECTORIES', 'GIT_COMMON_DIR', 'GIT_NAMESPACE', 'GIT_PREFIX',
+    'GIT_QUARANTINE_PATH',
+})
+
+# Added to every command: never prompt for credentials or open an editor in an unattended run.
+_FIXED_ENV = {'GIT_TERMINAL_PROMPT': '0', 'GIT_EDITOR': ':'}
+
+# Given with -c on every command, so they beat every config file (git passes them on to the git
+# processes it starts). A worker writes files in its worktree; none of them may run as the user:
+SAFE_CONFIG = (
+    # No hook runs at all: a relative hooksPath (husky sets `.husky`) points into the worktree, where
+    # a worker can write post-commit or reference-transaction, which `commit --no-verify` still runs.
+    'core.hooksPath=/dev/null',
+    # The fsmonitor hook is a command too. Empty means off, for git before 2.36 (a hook path) and after.
+    'core.fsmonitor=',
+    # A submodule directory in a worktree is the worker's: git must never run itself inside it.
+    'submodule.recurse=false',
+)
+_SAFE_ARGS = tuple(arg for setting in SAFE_CONFIG for arg in ('-c', setting))
+GITLINK = '160000'
+_FALLBACK_IDENTITY = ('codex-orch', 'codex-orch@localhost')
+_LOCK_FILE = 'codex-orch-commit.lock'
+_DEFAULT_HINT = 'Check the repository with `git status` and retry.'
+
+_env_guard = threading.Lock()
+_repo_locks: dict[str, threading.Lock] = {}
+_repo_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    status: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return os.fsdecode(self.out).strip()
+
+
+@dataclass(frozen=True)
+class Location:
+    toplevel: Path
+    git_dir: Path
+    common_dir: Path
+
+    @property
+    def is_main(self) -> bool:
+        # A linked worktree has its own git dir under <common>/worktrees/<name>.
+        return self.git_dir == self.common_dir
+
+
+# --- running git ---------------------------------------------------------------------------------
+
+def _scrub_environment() -> None:
+    # GitPython builds each child's environment from os.environ and can only add variables, never
+    # remove them, so the locating ones are dropped from the process itself. Workers launched later
+    # must not inherit them either. Normally there is nothing to drop and this costs one set test.
+    if _LOCATING_VARS.isdisjoint(os.environ):
+        return
+    with _env_guard:
+        for name in _LOCATING_VARS:
+            os.environ.pop(name, None)
+
+
+def run(
+    cwd: Path | None,
+    *args: str,
+    ok: tuple[int, ...] = (0,),
+    env: Mapping[str, str] | None = None,
+    stdin: BinaryIO | None = None,
+    hint: str = _DEFAULT_HINT,
+) -> Result:
+    """Run git (in `cwd` via -C) and return its result; exit codes outside `ok` raise GitError."""
+    _scrub_environment()
+    # `-C` rather than GitPython's working_dir: GitPython silently falls back to the process's cwd
+    # when working_dir is not accessible, which could make git act on the wrong repository.
+    argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git', *_SAFE_ARGS]
+    if cwd is not None:
+        argv += ['-C', str(cwd)]
+    argv += args
+    try:
+        status, out, err = gitpython.Git().execute(
+            argv, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
+            istream=stdin, env={**_FIXED_ENV, **(env or {})},
+        )
+    except (gitpython.exc.GitError, OSError) as exc:
+        raise GitError(f'cannot run git ({exc}); install git or put it on PATH, then retry') from exc
+    if status not in ok:
+        raise GitError(failure(argv, status, err, hint))
+    return Result(argv, status, out, err)
+
+
+def failure(argv: list[str], status: int, err: str, hint: str) -> str:
+    command = ' '.join(shlex.quote(a) for a in argv)
+    detail = '\n'.join(f'  {line}' for line in (err.strip() or '(no output on stderr)').splitlines())
+    return f'git failed (exit {status}): {command}\n{detail}\n{hint}'
+
+
+def check_name(value: str, what: str) -> str:
+    # A leading '-' would be read as an option by git.
+    if not value or value.startswith('-'):
+        raise GitError(f'invalid {what} {value!r}; use a name that is not empty and does not start with "-".')
+    return value
+
+
+# --- where things are ----------------------------------------------------------------------------
+
+# Where a directory sits in git does not change while it exists, and every commit asks twice:
+# remembered per directory and its .git entry's identity, so a re-created worktree is looked up again.
+_LOCATIONS: dict[tuple[str, int, int], Location] = {}
+
+
+def locate(path: Path) -> Location:
+    path = Path(path)
+    if not path.is_dir():
+        raise GitError(f'not a git repository: {path} is not a directory (run codex-orch inside the repository)')
+    key = _location_key(path)
+    if key is not None and key in _LOCATIONS:
+        return _LOCATIONS[key]
+    res = run(path, 'rev-parse', '--show-toplevel', '--git-dir', '--git-common-dir', ok=(0, 128))
+    if res.status != 0:
+        raise GitError(f'not a git repository: {path} (run codex-orch inside the repository)\n  {res.err.strip()}')
+    top, git_dir, common = os.fsdecode(res.out).splitlines()[:3]
+    # --git-dir and --git-common-dir may be relative to `path`; an absolute one is kept by `/`.
+    loc = Location(Path(top).resolve(), (path / git_dir).resolve(), (path / common).resolve())
+    if key is not None:
+        _LOCATIONS[key] = loc
+    return loc
+
+
+def _location_key(path: Path) -> tuple[str, int, int] | None:
+    """(path, inode and mtime of its .git entry); None when it has none (a subdirectory: ask git)."""
+    try:
+        st = os.stat(path / '.git')
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_ino, st.st_mtime_ns)
+
+
+def own_worktree(worktree: Path, action: str) -> Location:
+    """Locate a linked worktree that codex-orch may change; refuse the main checkout and subdirectories."""
+    loc = locate(worktree)
+    if loc.is_main:
+        raise GitError(
+            f'refusing to {action} {worktree}: it is the main checkout of the repository, which codex-orch '
+            'never changes; pass the path of a codex-orch worktree.')
+    if loc.toplevel != Path(worktree).resolve():
+        raise GitError(
+            f'refusing to {action} {worktree}: it is not the top of a worktree (that is {loc.toplevel}); '
+            'pass the worktree path itself.')
+    return loc
+
+
+def rev_parse(root: Path, ref: str) -> str:
+    """The commit sha `ref` names (tags are peeled)."""
+    check_name(ref, 'revision')
+    res = run(root, 'rev-parse', '--verify', '--quiet', f'{ref}^{{commit}}', ok=(0, 1))
+    if res.status != 0:
+        raise GitError(f'unknown revision {ref!r} in {root}; check the branch or commit name.')
+    return res.text
+
+
+def git_version() -> tuple[int, ...]:
+    match = re.search(r'(\d+(?:\.\d+)*)', run(None, 'version').text)
+    if match is None:
+        raise GitError('cannot read the git version from `git version`; reinstall git.')
+    return tuple(int(part) for part in match.group(1).split('.'))
+
+
+def ref_sha(root: Path, ref: str) -> str | None:
+    res = run(root, 'rev-parse', '--verify', '--quiet', ref, ok=(0, 1))
+    return res.text if res.status == 0 else None
+
+
+# --- one writer at a time, and who commits -------------------------------------------------------
+
+@contextlib.contextmanager
+def repo_lock(common_dir: Path) -> Iterator[None]:
+    """Serialise index-writing operations on one repository, across threads and processes."""
+    with _repo_locks_guard:
+        lock = _repo_locks.setdefault(str(common_dir), threading.Lock())
+    # flock alone would do across processes; the thread lock keeps threads from queuing in the kernel.
+    with lock, open(common_dir / _LOCK_FILE, 'a') as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield  # closing the file releases the flock
+
+
+def identity_env(worktree: Path, author: tuple[str, str] | None) -> dict[str, str]:
+    """Author/committer variables for one command: `author`, else git's identity, else the fallback."""
+    if author is not None:
+        name, email = author
+        return {'GIT_AUTHOR_NAME': name, 'GIT_AUTHOR_EMAIL': email,
+                'GIT_COMMITTER_NAME': name, 'GIT_COMMITTER_EMAIL': email}
+    key = _identity_key(locate(worktree).common_dir)
+    if key not in _IDENTITY_GAPS:
+        missing = []
+        for role in ('AUTHOR', 'COMMITTER'):
+            # `git var` fails exactly when `git commit` would: no usable configured identity.
+            if run(worktree, 'var', f'GIT_{role}_IDENT', ok=(0, 128)).status != 0:
+                missing.append(role)
+        _IDENTITY_GAPS[key] = tuple(missing)
+    env: dict[str, str] = {}
+    for role in _IDENTITY_GAPS[key]:
+        env[f'GIT_{role}_NAME'], env[f'GIT_{role}_EMAIL'] = _FALLBACK_IDENTITY
+    return env
+
+
+# Which of author/committer git cannot name: asked again only when something it depends on
+# changed (environment, repository or global config), not on every commit.
+_IDENTITY_GAPS: dict[tuple[object, ...], tuple[str, ...]] = {}
+_IDENTITY_VARS = ('GIT_AUTHOR_NAME', 'GIT_AUTHOR_EMAIL', 'GIT_COMMITTER_NAME', 'GIT_COMMITTER_EMAIL', 'EMAIL',
+                  'HOME', 'XDG_CONFIG_HOME', 'GIT_CONFIG_GLOBAL', 'GIT_CONFIG_NOSYSTEM', 'GIT_CONFIG_SYSTEM')
+
+
+def _identity_key(common_dir: Path) -> tuple[object, ...]:
+    configs = [common_dir / 'config', Path(os.environ.get('GIT_CONFIG_GLOBAL') or '~/.gitconfig').expanduser(),
+               Path(os.environ.get('XDG_CONFIG_HOME') or '~/.config').expanduser() / 'git' / 'config',
+               Path(os.environ.get('GIT_CONFIG_SYSTEM') or '/etc/gitconfig')]
+    stamps: list[int | None] = []
+    for path in configs:
+        try:
+            stamps.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            stamps.append(None)
+    return (str(common_dir), *(os.environ.get(v) for v in _IDENTITY_VARS), *stamps)
