@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from orch.adapters import git as og
 from orch.engine.scheduler import Scheduler
-from tests.support.gitrepo import commit_all, git, make_repo
+from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, edit_config, make_host
 from tests.support.usercheckout import user_view
 
@@ -110,7 +109,10 @@ def test_overlapping_paths_never_run_at_once(tmp_path: Path, monkeypatch: pytest
     assert user_view(host.repo) == before
 
 
-def test_a_task_without_paths_runs_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+def test_a_task_without_paths_runs_beside_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: Any) -> None:
+    """Every task has a checkout of its own: one that declares no paths no longer serialises the run, and its
+    commit still holds exactly what it changed."""
     script = {'default': {'answer': 'auto', 'sleep': 1}, 'tasks': {
         'X': {'edits': {'x.txt': 'x\n'}, 'sleep': 1}, 'Y': {'edits': {'anything.txt': 'y\n'}, 'sleep': 1},
         'Z': {'edits': {'z.txt': 'z\n'}, 'sleep': 1}}}
@@ -121,10 +123,10 @@ def test_a_task_without_paths_runs_alone(tmp_path: Path, monkeypatch: pytest.Mon
     assert rc == 0, out + err
     assert user_view(host.repo) == before
     spans = intervals(host)
-    assert not overlap(spans['Y'], spans['X']) and not overlap(spans['Y'], spans['Z']), spans
+    assert overlap(spans['Y'], spans['X']) and overlap(spans['Y'], spans['Z']), spans
     assert overlap(spans['X'], spans['Z']), spans
-    # alone, it commits everything it changed even though it declared no paths
     assert commit_files(host, 'Y') == ['anything.txt']
+    assert commit_files(host, 'X') == ['x.txt'] and commit_files(host, 'Z') == ['z.txt']
 
 
 def test_allowed_overlap_runs_at_once_and_a_starting_task_keeps_the_others_edits(
@@ -175,26 +177,7 @@ def _enters(sched: Any, holder: Any, other: Any) -> bool:
     ({'allow': ['deps.lock']}, True),             # allowed to overlap
 ])
 def test_scheduler_overlap_with_ignore_and_allow(config: dict[str, list[str]], together: bool) -> None:
-    sched = Scheduler(per_task=False, allow=config.get('allow', []), ignore=config.get('ignore', []))
+    sched = Scheduler(allow=config.get('allow', []), ignore=config.get('ignore', []))
     x, y = SimpleNamespace(id='X', paths=['a.txt', 'deps.lock']), SimpleNamespace(id='Y', paths=['b.txt', 'deps.lock'])
     assert _enters(sched, x, y) is together
-    assert _enters(sched, x, SimpleNamespace(id='Z', paths=[])) is False   # no paths: alone
-
-
-def test_discard_scope_uses_literal_pathspecs(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path)
-    wt = tmp_path / 'wt'
-    og.ensure_worktree(repo, wt, 'orch/test', 'HEAD')
-    for name in ('data[1].txt', 'data1.txt', 'keep.txt', 'docs/a.md'):
-        (wt / name).parent.mkdir(exist_ok=True)
-        (wt / name).write_text('x\n')
-    sched = Scheduler(per_task=False, allow=['docs/*'], ignore=[])
-    task_ = SimpleNamespace(id='T', paths=['data[1].txt', 'docs/*'])
-    other = SimpleNamespace(id='O', paths=['other/*'])
-    # Alone in the worktree, everything changed is leftovers of an interrupted attempt: all of it goes.
-    assert sched.discard_scope(task_, wt) is None
-    with sched.slot(other), sched.slot(task_):   # another task works beside it now
-        scope = sched.discard_scope(task_, wt)
-    assert scope == [':(literal)data1.txt', ':(literal)data[1].txt']   # docs/* may belong to another task
-    og.discard_changes(wt, scope)
-    assert og.changed_paths(wt) == ['docs/a.md', 'keep.txt']
+    assert _enters(sched, x, SimpleNamespace(id='Z', paths=[])) is True   # no paths: beside any other

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from orch.runstate.state import read_result
+from tests.support.fake_codex import write_script
 from tests.support.gitrepo import commit_all, git
-from tests.support.orchtest import Host, edit_config, make_host, three_task_plan
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
 
 
 @pytest.fixture
@@ -183,14 +185,18 @@ def test_plain_doit_in_parallel_commits_each_task_its_own_files(tmp_path: Path, 
                                      capture_output=True, text=True, check=True).stdout)['tasks'][0]['status'] == 'done'
 
 
-def test_a_gate_sees_the_task_worktree_whatever_its_cwd(host: Host) -> None:
+def test_a_gate_sees_the_task_s_landed_commit_whatever_its_cwd(host: Host) -> None:
+    """A gate tests exactly its task's landed commit: a checkout of it, never the run's worktree (where the user
+    may have uncommitted changes)."""
     host_rule(host, 'name: where\nscope: task\nroles: [implementer]\noutput: "{task_dir}/where.json"\n'
-                    'action:\n  shell: \'echo "$ORCH_WORKTREE" > where.txt\'\n  cwd: "{task_dir}"\n')
+                    'action:\n  shell: \'echo "$ORCH_WORKTREE" > where.txt; git -C "$ORCH_WORKTREE" rev-parse HEAD '
+                    '>> where.txt\'\n  cwd: "{task_dir}"\n')
+    write_script(host.bin, THREE_TASK_SCRIPT)
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert rc == 0, out + err
-    seen = (host.run_dir() / 'tasks' / 'T1' / 'where.txt').read_text().strip()
-    worktree = host.repo / '.orchestrator' / 'worktrees' / host.run_dir().name
-    assert Path(seen) == worktree
+    seen, head = (host.run_dir() / 'tasks' / 'T1' / 'where.txt').read_text().split()
+    assert Path(seen) == host.run_dir() / 'gates' / 'T1-where'
+    assert head == read_result(host.run_dir() / 'tasks' / 'T1')['commit']
 
 
 def test_a_failing_run_level_rule_fails_the_run(host: Host) -> None:

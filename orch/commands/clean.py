@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orch import output
 from orch.adapters import git
-from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
+from orch.commands.common import checkouts_root, find_repo, run_branches, run_worktrees, worktree_root
 from orch.errors import LockedError
 from orch.runstate.lock import RunLock, holder_pid
 from orch.runstate.runs import RunInfo, load_run, run_dir
@@ -66,6 +66,7 @@ def _remove_worktrees(repo: Path, info: RunInfo, worktrees: list[git.WorktreeInf
         for path in gone:
             output.write_line(f'removed the record of worktree {_show(repo, path)} (its directory was already gone)')
     _remove_empty_dirs(worktree_root(repo, info.run_id).resolve())
+    _remove_empty_dirs(checkouts_root(repo, info.run_id).resolve())
 
 
 def _remove_empty_dirs(root: Path) -> None:

@@ -68,9 +68,16 @@ def worktree_root(repo: Path, run_id: str) -> Path:
     return repo / ORCH_DIR / 'worktrees' / run_id
 
 
+def checkouts_root(repo: Path, run_id: str) -> Path:
+    """Where the run's tasks' private checkouts live (RunLayout.checkouts)."""
+    return repo / ORCH_DIR / 'worktrees' / f'{run_id}.tasks'
+
+
 def run_worktrees(repo: Path, run_id: str) -> list[git.WorktreeInfo]:
-    root = worktree_root(repo, run_id).resolve()
-    return [wt for wt in git.list_worktrees(repo) if Path(wt['path']) == root or root in Path(wt['path']).parents]
+    """The run's worktree(s) and its tasks' private checkouts (beside it, in `<run_id>.tasks/`)."""
+    root, checkouts = worktree_root(repo, run_id).resolve(), checkouts_root(repo, run_id).resolve()
+    return [wt for wt in git.list_worktrees(repo)
+            if Path(wt['path']) == root or root in Path(wt['path']).parents or checkouts in Path(wt['path']).parents]
 
 
 def run_branches(repo: Path, info: RunInfo, worktrees: list[git.WorktreeInfo]) -> list[str]:

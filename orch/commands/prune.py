@@ -19,7 +19,7 @@ from typing import Any
 
 from orch import output
 from orch.adapters import git
-from orch.commands.common import find_repo, run_branches, run_worktrees, worktree_root
+from orch.commands.common import checkouts_root, find_repo, run_branches, run_worktrees, worktree_root
 from orch.core.plan import id_problem
 from orch.core.spec import check_spec
 from orch.engine import start
@@ -145,7 +145,8 @@ def inspect_run(repo: Path, run_id: str) -> RunView:
             if changed:
                 view.dirty[wt['path']] = changed
     view.branches = [b for b in (branch_view(repo, info, name) for name in run_branches(repo, info, worktrees)) if b]
-    view.disk = disk_usage(run_dir(repo, run_id)) + disk_usage(worktree_root(repo, run_id))
+    view.disk = disk_usage(run_dir(repo, run_id)) + disk_usage(worktree_root(repo, run_id)) + \
+        disk_usage(checkouts_root(repo, run_id))
     return view
 
 
@@ -258,6 +259,7 @@ def sweep(repo: Path, view: RunView) -> bool:
             git.remove_worktree(repo, wt['path'])
         git.prune_worktrees(repo)
         shutil.rmtree(worktree_root(repo, run_id), ignore_errors=True)
+        shutil.rmtree(checkouts_root(repo, run_id), ignore_errors=True)
         for b in fresh.branches:
             if not b.unmerged:
                 git.delete_branch(repo, b.name, base=b.merged_into)

@@ -45,6 +45,14 @@ class RunLayout:
     def task_worktree(self, task_id: str) -> str:
         return f'{self.worktree}/{task_id}' if self.per_task else self.worktree
 
+    def checkouts(self) -> str:
+        """Shared mode: where the tasks' private checkouts live (beside the run's worktree, not in it)."""
+        return f'{self.worktree}.tasks'
+
+    def checkout(self, task_id: str) -> str:
+        """Where task `task_id`'s worker works: its private checkout, or in per-task mode its worktree."""
+        return self.task_worktree(task_id) if self.per_task else f'{self.checkouts()}/{task_id}'
+
     def task_branch(self, task_id: str) -> str:
         return self.task_branch_template.format(date=self.date, run_id=self.run_id, task_id=task_id)
 

@@ -40,6 +40,8 @@ class RoleSettings(_Model):
     checks: list[Annotated[str, Field(min_length=1)]] | None = None
     repair_rounds: int | None = Field(default=None, ge=0, le=10)
     review_rounds: int | None = Field(default=None, ge=0, le=10)
+    # Landing: rounds in which the worker resolves its work against what other tasks landed meanwhile.
+    conflict_rounds: int | None = Field(default=None, ge=0, le=10)
     check_timeout: float | None = Field(default=None, gt=0)
 
 
@@ -60,6 +62,7 @@ class ResolvedRole(_Model):
     checks: list[str]
     repair_rounds: int
     review_rounds: int
+    conflict_rounds: int
     check_timeout: float
 
 
@@ -143,7 +146,8 @@ class ExecutorSettings(_Model):
 
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
                              timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5,
-                             checks=[], repair_rounds=2, review_rounds=2, check_timeout=1800)
+                             checks=[], repair_rounds=2, review_rounds=2, conflict_rounds=2,
+                             check_timeout=1800)
 
 
 class Config(_Model):
@@ -200,7 +204,7 @@ class Config(_Model):
             if merged[key] is None and key in ('sandbox',):
                 merged[key] = _DEFAULT_ROLE.sandbox
             if merged[key] is None and key in ('schema_retries', 'failure_retries', 'retry_backoff',
-                                               'repair_rounds', 'review_rounds', 'check_timeout'):
+                                               'repair_rounds', 'review_rounds', 'conflict_rounds', 'check_timeout'):
                 merged[key] = getattr(_DEFAULT_ROLE, key)
         # Checks add up: every task's (defaults), then the role's.
         merged['checks'] = [*(self.defaults.checks or []), *(own.checks or [])]

@@ -66,7 +66,7 @@ class Session:
         self.options = options or RunOptions()
         self.progress = progress
         concurrency = inputs.config.concurrency
-        self.scheduler = Scheduler(per_task=inputs.run.per_task, allow=concurrency.allow, ignore=concurrency.ignore)
+        self.scheduler = Scheduler(allow=concurrency.allow, ignore=concurrency.ignore)
         # The budget is the run's, not this invocation's: what earlier invocations paid counts too.
         self.budget = Budget(inputs.config.token_budget, spent=spent_before)
         self.cancel = threading.Event()

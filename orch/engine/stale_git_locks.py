@@ -15,7 +15,8 @@ def clear_stale_git_locks(rt: RunInputs) -> list[Path]:
     """
     removed = []
     layout = rt.layout
-    worktrees = {rt.path(layout.task_worktree(t.id)) for t in rt.plan.tasks}
+    worktrees = {rt.path(layout.task_worktree(t.id)) for t in rt.plan.tasks} | \
+        {rt.path(layout.checkout(t.id)) for t in rt.plan.tasks}
     branches = {layout.task_branch(t.id) for t in rt.plan.tasks} if rt.run.per_task else {rt.run.shared_branch}
     candidates: list[Path] = []
     # Not `<repo>/.git`: that is a file, not the directory holding the branches, when the repository was

@@ -47,8 +47,9 @@ class CommandRun:
 
 
 def command_env(rt: RunInputs, task_id: str | None) -> dict[str, str]:
-    """The environment of gates and checks: codex-orch's own plus where the run and the task's worktree are."""
-    worktree = rt.layout.task_worktree(task_id) if task_id else rt.layout.worktree
+    """The environment of gates and checks: codex-orch's own plus where the run and the task's worktree are (its
+    private checkout in shared mode, where its checks run; a gate sets its snapshot's instead)."""
+    worktree = rt.layout.checkout(task_id) if task_id else rt.layout.worktree
     return {**os.environ, 'ORCH_RUN_ID': rt.run.run_id, 'ORCH_REPO': str(rt.repo),
             'ORCH_TASK_ID': task_id or '', 'ORCH_WORKTREE': str(rt.path(worktree))}
 

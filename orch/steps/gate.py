@@ -55,16 +55,14 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
 
 
 def _snapshot_for(rt: RunInputs, session: Session, step: Step) -> Path | None:
-    """Where a task's gate must run to test that task's own work: in the shared worktree when it still is
-    exactly that work, else in a throw-away worktree at the task's commit (another task committed after it, or
-    is changing the worktree now), so a gate never blames a task for another's work."""
+    """Shared mode: where a task's gate runs to test exactly that task's landed work: a throw-away worktree at its
+    commit (at the run branch's tip when it landed no commit). Never the run's worktree, where the user may have
+    uncommitted changes and which later landings move on."""
     if step.task_id is None or rt.run.per_task:
         return None
-    commit = (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit')
-    shared = rt.path(rt.layout.worktree)
-    if not commit or not git.worktree_valid(shared):
-        return None
-    if git.head_state(shared)[1] == commit and not session.scheduler.busy():
+    commit = (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit') or \
+        git.branch_tip(rt.repo, rt.run.shared_branch)
+    if not commit:
         return None
     path = rt.run_dir / 'gates' / f'{step.task_id}-{step.rule.name}'
     git.snapshot_worktree(rt.repo, path, commit)
@@ -80,10 +78,12 @@ def _inside_snapshot(rt: RunInputs, cwd: str, snapshot: Path) -> Path:
 
 def _record_gate(rt: RunInputs, task_id: str, name: str, record: dict[str, object]) -> None:
     task_dir = rt.task_dir(task_id)
-    st = state.read_state(task_dir)
-    gates = dict(st.get('gates') or {})
+    gates = dict(state.read_state(task_dir).get('gates') or {})
     gates[name] = record
-    # What the gate left in the worktree (build output, caches) is codex-orch's own doing, not a user's.
-    worktree = rt.path(rt.layout.task_worktree(task_id))
-    left = {**(st.get('left') or {}), **(changed_files(worktree, None) if git.worktree_valid(worktree) else {})}
-    state.update_state(task_dir, gates=gates, left=left)
+    changes: dict[str, object] = {'gates': gates}
+    if rt.run.per_task:
+        # What the gate left in the task's worktree (build output, caches) is codex-orch's own doing, not a user's.
+        worktree = rt.path(rt.layout.task_worktree(task_id))
+        if git.worktree_valid(worktree):
+            changes['left'] = {**(state.read_state(task_dir).get('left') or {}), **changed_files(worktree, None)}
+    state.update_state(task_dir, **changes)

@@ -32,16 +32,18 @@ from orch.failpoints import crash_point
 from orch.remote.run_unit import capped
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import atomic, state
+from orch.steps import checkout
 from orch.steps.failure import Failed, fail
 from orch.steps.guard import touched_control_files
 from orch.steps.review import requests_changes
 from orch.steps.rounds import Rounds
 from orch.steps.work import (
-    _ensure_workdir,
+    TaskWork,
     _record_and_commit,
-    _Work,
-    _write_result,
+    continue_rounds,
+    ensure_workdir,
     finish_rounds,
+    land_and_record,
     rerun_note,
 )
 
@@ -50,12 +52,12 @@ UNIT_MARK = 'remote-unit'                 # in an attempt directory that came fr
 _FAILED_STATUSES = ('failed', 'blocked', 'deferred')
 
 
-def run_remote(work: _Work) -> None:
+def run_remote(work: TaskWork) -> None:
     """Submit the task's work unit (or take the outcome a killed coordinator had received), then apply it."""
     rounds = Rounds.load(work.task_dir, work.digest)
     if rounds is not None and git.worktree_valid(work.workdir):   # a kill in the middle of a reviewer's rounds
         state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
-        finish_rounds(work, rounds)
+        continue_rounds(work, rounds) if rounds.phase == 'resolving' else finish_rounds(work, rounds)
         return
     saved = state.read_json(work.task_dir / OUTCOME_FILE)
     if not saved or saved.get('inputs_digest') != work.digest:
@@ -63,7 +65,7 @@ def run_remote(work: _Work) -> None:
     apply_outcome(work, saved)
 
 
-def _submit(work: _Work) -> dict[str, Any]:
+def _submit(work: TaskWork) -> dict[str, Any]:
     rt, task, task_dir, session = work.rt, work.task, work.task_dir, work.session
     previous = state.read_state(task_dir)
     prior = previous.get('remote') if isinstance(previous.get('remote'), dict) else None
@@ -86,7 +88,9 @@ def _submit(work: _Work) -> dict[str, Any]:
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None, pid=os.getpid(),
                        round='remote: sending', checks=None, warnings=None, rerun_note=note,
                        worker=None, remote_submissions=submissions)
-    _ensure_workdir(work)
+    ensure_workdir(work)
+    if work.shared:   # the unit starts from the run branch's tip, as a local execution does
+        checkout.restart(work.rt, work.task_dir, work.workdir, work.run_branch or '')
     tip = git.rev_parse(work.workdir, 'HEAD')
     snapshot = git.snapshot_commit(work.workdir, tip)
     bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'
@@ -122,7 +126,7 @@ def _submit(work: _Work) -> dict[str, Any]:
     return _record(work, outcome, record)
 
 
-def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[str, Any]:
+def _record(work: TaskWork, outcome: WorkOutcome, record: dict[str, Any]) -> dict[str, Any]:
     """The outcome into the task directory (attempt files, then remote-outcome.json): paid once, applied from
     here on, even by a resume."""
     crash_point('remote-received', work.task.id)
@@ -137,7 +141,7 @@ def _record(work: _Work, outcome: WorkOutcome, record: dict[str, Any]) -> dict[s
     return saved
 
 
-def _import_files(work: _Work, outcome: WorkOutcome) -> None:
+def _import_files(work: TaskWork, outcome: WorkOutcome) -> None:
     """The attempts' files into the task directory, numbered after its earlier attempts; check logs beside."""
     task_dir = work.task_dir
     # Each imported attempt names its unit: a kill after the import and before remote-outcome.json must not make
@@ -171,7 +175,7 @@ def _import_files(work: _Work, outcome: WorkOutcome) -> None:
     outcome.files = {}
 
 
-def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
+def apply_outcome(work: TaskWork, saved: dict[str, Any]) -> None:
     rt, task, task_dir = work.rt, work.task, work.task_dir
     outcome = WorkOutcome.from_json(saved['outcome'])
     raw_answer = outcome.answer   # validated as it came (a local answer is too, before its redaction)
@@ -206,7 +210,8 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
         return
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
     pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': outcome.answer,
-               'worker': {'usage': outcome.usage, 'thread_id': outcome.thread_id}, 'checks': outcome.checks,
+               'worker': {'usage': outcome.usage, 'thread_id': outcome.thread_id,
+                          'cumulative': outcome.usage_cumulative}, 'checks': outcome.checks,
                'repair_rounds': outcome.repair_rounds, 'review_rounds': 0, 'fixes': [],
                'started_at': saved.get('started_at') or outcome.started_at,
                'remote': {'snapshot': saved['snapshot'], 'commit': commit, 'paths': paths, 'worker': outcome.worker}}
@@ -215,11 +220,11 @@ def apply_outcome(work: _Work, saved: dict[str, Any]) -> None:
     crash_point('after-pending', task.id)
     sha = commit_remote(work, pending)
     crash_point('after-commit', task.id)
-    _write_result(work, pending, sha)
+    land_and_record(work, pending, sha)
     _drop_refs(work)
 
 
-def _untrusted_done(work: _Work, outcome: WorkOutcome, answer: Any) -> str | None:
+def _untrusted_done(work: TaskWork, outcome: WorkOutcome, answer: Any) -> str | None:
     """Why a `done` the Dask worker reports is not believed here, or None. A worker is untrusted code: its answer
     is validated against the role's schema again, here, and the checks it reports must be all of the task's
     checks, passed (they are still only its word: the gates on the coordinator are not)."""
@@ -236,7 +241,7 @@ def _untrusted_done(work: _Work, outcome: WorkOutcome, answer: Any) -> str | Non
     return None
 
 
-def _fetch_result(work: _Work, outcome: WorkOutcome) -> str:
+def _fetch_result(work: TaskWork, outcome: WorkOutcome) -> str:
     rt, task = work.rt, work.task
     try:
         return git.fetch_bundle(work.workdir, outcome.bundle or b'', outcome.bundle_ref or '',
@@ -245,7 +250,7 @@ def _fetch_result(work: _Work, outcome: WorkOutcome) -> str:
         raise fail(work.task_dir, f'the bundle returned by the Dask worker was refused: {exc}') from None
 
 
-def _review(work: _Work, saved: dict[str, Any], outcome: WorkOutcome, commit: str | None, paths: list[str]) -> None:
+def _review(work: TaskWork, saved: dict[str, Any], outcome: WorkOutcome, commit: str | None, paths: list[str]) -> None:
     """A reviewer run on Dask asked for changes: its rounds go on from here with the local review code, each
     turn on the Dask worker that holds the thread it resumes (remote_turn), then the local commit path."""
     rounds = Rounds.load(work.task_dir, work.digest)
@@ -264,7 +269,7 @@ def _review(work: _Work, saved: dict[str, Any], outcome: WorkOutcome, commit: st
     _drop_refs(work)
 
 
-def remote_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
+def remote_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
                 prev_cumulative: dict[str, int] | None, owner: Task) -> WorkerResult:
     """One resumed turn of `owner`'s thread on the Dask worker that ran `owner` (its CODEX_HOME holds the thread),
     on a snapshot of the worktree's tip; what it changed comes back into the worktree, uncommitted."""
@@ -343,7 +348,7 @@ def _turn_failed(reason: str, *, outcome: str = 'worker-lost', usage: dict[str, 
                         usage=dict(usage or {}), duration=0.0)
 
 
-def commit_remote(work: _Work, pending: dict[str, Any]) -> str | None:
+def commit_remote(work: TaskWork, pending: dict[str, Any]) -> str | None:
     """Apply the worker's commit to the run's worktree and commit it there, as a local commit is made."""
     remote = pending['remote']
     workdir = work.workdir
@@ -368,7 +373,7 @@ def commit_remote(work: _Work, pending: dict[str, Any]) -> str | None:
                                   f'that committed meanwhile changed the same files?): {exc}') from None
 
 
-def _check_commit(work: _Work, snapshot: str, commit: str) -> list[str]:
+def _check_commit(work: TaskWork, snapshot: str, commit: str) -> list[str]:
     """The worker's commit: on the snapshot sent, no gitlink, no control file unless the task may."""
     parents = git.parents_of(work.workdir, commit)
     if parents != [snapshot]:
@@ -400,7 +405,7 @@ def dot_git_paths(paths: list[str]) -> list[str]:
     return [p for p in paths if any(part.lower().rstrip('. ') == '.git' for part in p.split('/'))]
 
 
-def _drop_refs(work: _Work) -> None:
+def _drop_refs(work: TaskWork) -> None:
     rt, task = work.rt, work.task
     for name in ('start', 'result'):
         with contextlib.suppress(git.GitError):

@@ -28,7 +28,7 @@ from orch.steps.guard import touched_control_files
 from orch.steps.rounds import Rounds
 
 if TYPE_CHECKING:
-    from orch.steps.work import _Work
+    from orch.steps.work import TaskWork
 
 
 def requests_changes(answer: Any) -> bool:
@@ -41,7 +41,7 @@ def reviewed_task(plan: Plan, reviewer: Task) -> Task | None:
         next((t for t in deps if t.role != 'reviewer'), None)
 
 
-def run_review_rounds(work: _Work, rounds: Rounds, accept: Any, call: Any) -> None:
+def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) -> None:
     """Until the reviewer approves, or the rounds are spent. `accept(result)` checks a reviewer answer (as
     for the first one), `call(prompt, resume)` runs the reviewer's worker."""
     rt, task = work.rt, work.task
@@ -70,7 +70,7 @@ def run_review_rounds(work: _Work, rounds: Rounds, accept: Any, call: Any) -> No
         rounds.save(work.task_dir)
 
 
-def _fix(work: _Work, rounds: Rounds, target: Task, limit: int) -> None:
+def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int) -> None:
     """The reviewed task's thread, resumed with the findings; its fix checked and committed on its own."""
     rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
     round_no = rounds.reviews
@@ -93,7 +93,7 @@ def _fix(work: _Work, rounds: Rounds, target: Task, limit: int) -> None:
     rounds.fix_answer = None
 
 
-def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limit: int) -> Any:
+def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, limit: int) -> Any:
     from orch.steps.work import worker_spec  # the work step builds the spec; review is one of its phases
     rt = work.rt
     target_result = state.read_result(rt.task_dir(target.id)) or {}
@@ -124,7 +124,7 @@ def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limi
     return answer
 
 
-def _check_fix(work: _Work, rounds: Rounds, target: Task, round_no: int) -> None:
+def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> None:
     """The fix passes what the reviewed task's own work had to: its checks, then its gates (run here, on the
     fix, since the reviewed task's gate steps ran before it), and it changes no control file."""
     rt = work.rt
@@ -150,7 +150,7 @@ def _check_fix(work: _Work, rounds: Rounds, target: Task, round_no: int) -> None
                         outcome='control-files')
 
 
-def _commit_fix(work: _Work, rounds: Rounds, target: Task, exec_id: str, round_no: int, answer: Any) -> str | None:
+def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, round_no: int, answer: Any) -> str | None:
     from orch.steps.work import author_of
     rt = work.rt
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': target.id, 'Orch-Role': target.role, 'Orch-Exec': exec_id,
@@ -158,14 +158,8 @@ def _commit_fix(work: _Work, rounds: Rounds, target: Task, exec_id: str, round_n
     message = redact(f'{target.id}: {one_line(target.title)} (review round {round_no} by {work.task.id})')
     with work.session.scheduler.commit_lock:
         git_seal.check(work.session, work.task_dir, work.workdir)   # the fix's worker ran in this repository too
-        # Only the reviewed task's files (and what its fix's answer claims), as for any task's commit in a
-        # shared worktree: another task's edits in progress stay out.
-        scope = work.session.scheduler.commit_scope(target, work.workdir, answer)
-        if scope.collisions:
-            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} claims '
-                                      f'{", ".join(scope.collisions)}, inside the paths of a running task')
-        try:
-            return git.commit(work.workdir, message=message, trailers=trailers, paths=scope.paths,
+        try:   # all it changed: the reviewer's checkout (or worktree) is the reviewer's alone
+            return git.commit(work.workdir, message=message, trailers=trailers,
                               author=author_of(rt.config.git.author), expect_branch=work.branch)
         except git.CommitRefused as exc:
             raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} cannot be committed: '
@@ -192,7 +186,7 @@ def _review_again_prompt(rounds: Rounds, limit: int) -> str:
             'Reply with ONLY a JSON object that matches the output schema.\n')
 
 
-def _changes_requested(work: _Work, rounds: Rounds, target: Task | None, limit: int) -> Failed:
+def _changes_requested(work: TaskWork, rounds: Rounds, target: Task | None, limit: int) -> Failed:
     findings = rounds.answer.get('findings') if isinstance(rounds.answer, dict) else None
     count = len(findings_lines(findings))
     why = (f'after {rounds.reviews} review round{"s" if rounds.reviews != 1 else ""}' if target is not None
@@ -201,7 +195,7 @@ def _changes_requested(work: _Work, rounds: Rounds, target: Task | None, limit: 
                  outcome='changes-requested')
 
 
-def _fail(work: _Work, rounds: Rounds, reason: str, outcome: str = 'review-failed') -> Failed:
+def _fail(work: TaskWork, rounds: Rounds, reason: str, outcome: str = 'review-failed') -> Failed:
     state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
                        outcome=outcome, usage=rounds.usage, answer=rounds.answer, checks=rounds.checks,
                        review_rounds=rounds.reviews, fixes=rounds.fixes,

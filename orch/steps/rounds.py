@@ -30,7 +30,7 @@ class Rounds:
     cumulative: dict[str, int] | None          # the thread's usage as last reported (rounds count from it)
     started_at: float
     repairs: int = 0                           # repair rounds started
-    phase: str = 'checking'                    # 'checking', or 'repairing' (the worker is fixing `failure`)
+    phase: str = 'checking'                    # 'checking', 'repairing' (fixing `failure`), 'resolving' (landing)
     failure: dict[str, Any] | None = None      # the check run a repair round is fixing
     tree_before: str | None = None             # the worktree before that repair round (see tree_digest)
     fingerprints: list[str] = field(default_factory=list)
@@ -40,6 +40,8 @@ class Rounds:
     fix_answer: Any = None                     # the fix's answer, paid for, while its checks and commit are due
     fix_cumulative: dict[str, int] | None = None   # the reviewed task's thread usage, as last reported
     fixes: list[dict[str, Any]] = field(default_factory=list)    # one commit per review round
+    conflicts: int = 0                         # conflict rounds started (landing: see orch.steps.landing)
+    conflict: dict[str, Any] | None = None     # what the conflict round under way resolves (phase 'resolving')
 
     @staticmethod
     def load(task_dir: Path, digest: str) -> Rounds | None:

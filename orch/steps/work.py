@@ -25,11 +25,12 @@ from orch.core.redact import redact
 from orch.core.text import one_line
 from orch.core.validate import schema_errors
 from orch.engine.inputs import RunInputs
+from orch.engine.scheduler import glob_match
 from orch.engine.session import Session
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
-from orch.steps import git_seal, verify
+from orch.steps import checkout, git_seal, landing, verify
 from orch.steps.commands import command_env
 from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside, touched_control_files
@@ -49,7 +50,7 @@ def inputs_digest(rt: RunInputs, step: Step) -> str:
 
 
 @dataclass(frozen=True)
-class _Work:
+class TaskWork:
     """One execution of a task's work step: what it runs on and where it records."""
 
     rt: RunInputs
@@ -59,9 +60,14 @@ class _Work:
     task_dir: Path
     result_path: Path
     digest: str
-    workdir: Path
-    branch: str
+    workdir: Path                   # where its worker works: its private checkout, or (per-task) its worktree
+    branch: str | None              # the branch its commits go on in `workdir` (per-task); None: detached
+    run_branch: str | None          # shared mode: the run's branch, where its commits land (orch.steps.landing)
     checks: tuple[str, ...]         # the role's (with the defaults') and the task's own, in that order
+
+    @property
+    def shared(self) -> bool:
+        return self.run_branch is not None
 
     @cached_property
     def ex(self) -> verify.Execution:
@@ -103,13 +109,17 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     if not workspace.get('path') or not workspace.get('branch'):
         raise fail(task_dir, f'{step.input("workspace")}: no worktree record; resume to set the worktree up again')
     checks = (*rt.role(task.role).checks, *task.checks)
-    work = _Work(rt, session, step, task, task_dir, result_path, digest, rt.path(workspace['path']),
-                 workspace['branch'], checks)
+    if rt.run.per_task:
+        work = TaskWork(rt, session, step, task, task_dir, result_path, digest, rt.path(workspace['path']),
+                        workspace['branch'], None, checks)
+    else:   # no worker ever shares a directory: its own checkout, its commits landed on the run's branch
+        work = TaskWork(rt, session, step, task, task_dir, result_path, digest,
+                        rt.path(rt.layout.checkout(task.id)), None, workspace['branch'], checks)
     kill_stale_attempts(task_dir)
     try:
-        if _finish_interrupted_commit(work):
-            return
         with session.scheduler.slot(task):
+            if _finish_interrupted_commit(work):
+                return
             _check_budget(work)
             if session.executor is not None:   # the worker part runs on a Dask cluster
                 from orch.steps.remote_work import run_remote
@@ -123,25 +133,29 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
         raise fail(task_dir, str(exc)) from None
 
 
-def _remember_leftovers(work: _Work) -> None:
+def _remember_leftovers(work: TaskWork) -> None:
+    """Per-task mode: what this execution left uncommitted in the task's worktree, so that the next start knows
+    it for its own. Not after a refusal to start over changes nobody's attempt left: those stay someone else's,
+    however many resumes follow. (A private checkout needs no such record: all in it is the task's.)"""
+    if work.shared or state.read_state(work.task_dir).get('outcome') == UNKNOWN_CHANGES:
+        return
     if git_seal.broken(work.session, work.task_dir, work.workdir):
         return   # git must not read that worktree now: a planted filter would run
     try:
-        left = changed_files(work.workdir, work.session.scheduler.discard_scope(work.task, work.workdir)) \
-            if git.worktree_valid(work.workdir) else {}
+        left = changed_files(work.workdir, None) if git.worktree_valid(work.workdir) else {}
     except GitError:
         left = {}
     state.update_state(work.task_dir, left=left)
 
 
-def _check_budget(work: _Work) -> None:
+def _check_budget(work: TaskWork) -> None:
     reason = work.session.budget.exhausted()
     if reason:
         state.update_state(work.task_dir, status='deferred', reason=reason, outcome='budget')
         raise Failed(reason)
 
 
-def worker_spec(work: _Work) -> WorkerSpec:
+def worker_spec(work: TaskWork) -> WorkerSpec:
     """How Codex is launched: model, sandbox and the codex command from the rule's params, limits from the role."""
     rt, params = work.rt, work.step.params
     role = rt.role(work.task.role)
@@ -158,18 +172,27 @@ def worker_spec(work: _Work) -> WorkerSpec:
         retry_backoff=role.retry_backoff)
 
 
-def _run_and_commit(work: _Work) -> None:
+def _run_and_commit(work: TaskWork) -> None:
     """The first answer (or the rounds under way, after a kill), its verification, then the commit."""
     rounds = Rounds.load(work.task_dir, work.digest) if git.worktree_valid(work.workdir) else None
     if rounds is None:
         rounds = _first_answer(work)
     else:   # a kill interrupted this execution's rounds: go on where it stood, keeping the worker's edits
         state.update_state(work.task_dir, status='running', reason=None, ended_at=None, pid=os.getpid())
+    continue_rounds(work, rounds)
+
+
+def continue_rounds(work: TaskWork, rounds: Rounds) -> None:
+    """From wherever the execution's rounds stand: resolving its work on a moved tip, its checks (with repair
+    rounds), its review rounds, then the commit, the landing and result.json."""
+    if rounds.phase == 'resolving':
+        landing.resolve(work, rounds, lambda prompt, resume: _call_worker(work, prompt, resume),
+                        lambda result: _accept(work, result))
     verify.verify(work.ex, rounds)
     finish_rounds(work, rounds)
 
 
-def finish_rounds(work: _Work, rounds: Rounds) -> None:
+def finish_rounds(work: TaskWork, rounds: Rounds) -> None:
     """After the answer passed its checks: the review rounds (a reviewer), then the commit and result.json."""
     run_review_rounds(work, rounds, lambda result: _accept(work, result),
                       lambda prompt, resume: _call_worker(work, prompt, resume))
@@ -180,7 +203,7 @@ def finish_rounds(work: _Work, rounds: Rounds) -> None:
     _commit_verified(work, rounds)
 
 
-def _first_answer(work: _Work) -> Rounds:
+def _first_answer(work: TaskWork) -> Rounds:
     rt, session, task, task_dir = work.rt, work.session, work.task, work.task_dir
     started = time.time()
     previous = state.read_state(task_dir)
@@ -189,15 +212,17 @@ def _first_answer(work: _Work) -> Rounds:
         rerun_note(previous, state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
                        pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None)
-    _ensure_workdir(work)
+    ensure_workdir(work)
     git_seal.seal(session, task_dir, work.workdir)
-    # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
-    # uncommitted in the worktree is someone's work, and is never silently discarded.
-    scope = session.scheduler.discard_scope(task, work.workdir)
 
     def discard_leftovers() -> None:   # only when no killed attempt's completed turn is recovered
-        _refuse_unknown_changes(work, scope, previous)
-        git.discard_changes(work.workdir, scope)
+        if work.shared:   # its own checkout: what is there was left by its own earlier attempt
+            checkout.restart(rt, task_dir, work.workdir, work.run_branch or '')
+            return
+        # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
+        # uncommitted in the worktree is someone's work, and is never silently discarded.
+        _refuse_unknown_changes(work, previous)
+        git.discard_changes(work.workdir)
 
     prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
     result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers)
@@ -209,12 +234,15 @@ def _first_answer(work: _Work) -> Rounds:
     return rounds
 
 
-def _refuse_unknown_changes(work: _Work, scope: list[str] | None, previous: dict[str, Any]) -> None:
+UNKNOWN_CHANGES = 'unknown-changes'
+
+
+def _refuse_unknown_changes(work: TaskWork, previous: dict[str, Any]) -> None:
     """Refuse to start over changes that no codex-orch attempt of this run left (a user's edits in the
     worktree): name them and the ways out, unless the run was told to discard them."""
     if work.session.options.discard_changes:
         return
-    current = changed_files(work.workdir, scope)
+    current = changed_files(work.workdir, None)
     if not current:
         return
     known: dict[str, str] = {}
@@ -226,19 +254,21 @@ def _refuse_unknown_changes(work: _Work, scope: list[str] | None, previous: dict
     unknown = sorted(p for p, digest in current.items() if known.get(p) != digest)
     if unknown:
         shown = ', '.join(unknown[:10]) + (f' and {len(unknown) - 10} more' if len(unknown) > 10 else '')
-        raise fail(work.task_dir, f'uncommitted changes in its worktree {work.workdir} that codex-orch did not make: '
-                                  f'{shown}; commit them there (git -C {work.workdir} commit), or resume with '
-                                  '--discard-changes to drop them')
+        reason = (f'uncommitted changes in its worktree {work.workdir} that codex-orch did not make: {shown}; '
+                  f'commit them there (git -C {work.workdir} commit), or resume with --discard-changes to drop them')
+        state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(),
+                           outcome=UNKNOWN_CHANGES)
+        raise Failed(reason)
 
 
-def _call_worker(work: _Work, prompt: str, resume: Rounds | None = None,
+def _call_worker(work: TaskWork, prompt: str, resume: Rounds | None = None,
                  before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
     if work.session.executor is not None and resume is not None:   # a review round of a task run on Dask
         return call_turn(work, work.ex.spec, work.ex.schema, prompt, resume.thread_id, resume.cumulative, work.task)
     return verify.call_worker(work.ex, prompt, resume, before_fresh_start)
 
 
-def call_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
+def call_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
               prev_cumulative: dict[str, int] | None, owner: Task) -> WorkerResult:
     """One resumed turn of `owner`'s Codex thread, in the worktree of `work`: here, or (executor dask) on the
     Dask worker that holds the thread, its changes brought back into the worktree uncommitted."""
@@ -252,11 +282,11 @@ def call_turn(work: _Work, spec: WorkerSpec, schema: dict[str, Any], prompt: str
     return result
 
 
-def _accept(work: _Work, result: WorkerResult) -> Any:
+def _accept(work: TaskWork, result: WorkerResult) -> Any:
     return verify.accept(work.ex, result)
 
 
-def _refuse_control_changes(work: _Work, rounds: Rounds) -> None:
+def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> None:
     """A worker's edits to codex-orch's own control files fail its task, unless the plan task opts in."""
     if work.task.control_files:
         return
@@ -271,15 +301,15 @@ def _refuse_control_changes(work: _Work, rounds: Rounds) -> None:
         raise Failed(reason)
 
 
-def _commit_verified(work: _Work, rounds: Rounds) -> None:
+def _commit_verified(work: TaskWork, rounds: Rounds) -> None:
     rt, task, task_dir = work.rt, work.task, work.task_dir
     _refuse_control_changes(work, rounds)
     attempts = state.attempt_count(task_dir)
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
     pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': rounds.answer,
-               'worker': {'usage': rounds.usage, 'thread_id': rounds.thread_id}, 'checks': rounds.checks,
-               'repair_rounds': rounds.repairs, 'review_rounds': rounds.reviews, 'fixes': rounds.fixes,
-               'started_at': rounds.started_at}
+               'worker': {'usage': rounds.usage, 'thread_id': rounds.thread_id, 'cumulative': rounds.cumulative},
+               'checks': rounds.checks, 'repair_rounds': rounds.repairs, 'review_rounds': rounds.reviews,
+               'fixes': rounds.fixes, 'conflict_rounds': rounds.conflicts, 'started_at': rounds.started_at}
     atomic.write_json(task_dir / 'pending.json', pending)
     Rounds.clear(task_dir)
     crash_point('after-pending', task.id)
@@ -291,7 +321,27 @@ def _commit_verified(work: _Work, rounds: Rounds) -> None:
         (task_dir / 'pending.json').unlink(missing_ok=True)
         raise fail(task_dir, f'its changes cannot be committed: {exc}') from None
     crash_point('after-commit', task.id)
-    _write_result(work, pending, sha)
+    land_and_record(work, pending, sha)
+
+
+def land_and_record(work: TaskWork, pending: dict[str, Any], sha: str | None) -> None:
+    """Shared mode: land the task's commits on the run's branch first (a replay that needs the worker goes back
+    into its rounds: a conflict round, its checks, a new commit, and here again); then result.json."""
+    if work.shared:
+        try:
+            sha = landing.land(work)
+        except landing.Rework as rework:
+            rounds = landing.rounds_for(pending, rework)
+            rounds.save(work.task_dir)
+            (work.task_dir / 'pending.json').unlink(missing_ok=True)
+            state.update_state(work.task_dir, rework=None)
+            continue_rounds(work, rounds)
+            return
+        except GitError as exc:
+            raise landing.replay_failed(work, exc) from None
+    write_result(work, pending, sha)
+    if work.shared:
+        checkout.remove(work.rt, work.workdir)
 
 
 def rerun_note(previous: dict[str, Any], result: dict[str, Any] | None) -> str:
@@ -312,10 +362,15 @@ def rerun_note(previous: dict[str, Any], result: dict[str, Any] | None) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def _ensure_workdir(work: _Work) -> None:
-    """A worktree deleted behind codex-orch's back (by hand, or by an earlier worker) is re-attached to its
-    branch before the task starts: the work committed so far lives on the branch, so nothing is lost."""
+def ensure_workdir(work: TaskWork) -> None:
+    """Shared mode: the task's private checkout (orch.steps.checkout). Per-task: a worktree deleted behind
+    codex-orch's back (by hand, or by an earlier worker) is re-attached to its branch before the task starts:
+    the work committed so far lives on the branch, so nothing is lost."""
+    if work.run_branch is not None:
+        checkout.ensure(work.rt, work.task_dir, work.workdir, work.run_branch)
+        return
     rt, workdir, branch = work.rt, work.workdir, work.branch
+    assert branch is not None
     if git.worktree_valid(workdir):
         on, _ = git.head_state(workdir)
         if on != branch:   # a worker with full access switched it: later commits would go elsewhere
@@ -336,7 +391,7 @@ def _ensure_workdir(work: _Work) -> None:
                                   f'(move the directory away, then resume): {exc}') from None
 
 
-def _record_and_commit(work: _Work, exec_id: str, answer: Any,
+def _record_and_commit(work: TaskWork, exec_id: str, answer: Any,
                        before: Callable[[], None] | None = None) -> str | None:
     """The task's decisions entry and its changes, in its own commit (`before` runs first, under the same lock:
     a remote worker's changes are written into the worktree there).
@@ -363,27 +418,27 @@ def _record_decisions(rt: RunInputs, task: Task, answer: Any, workdir: Path) -> 
                          [i for i in items if isinstance(i, dict)])
 
 
-def _commit(work: _Work, exec_id: str, answer: Any) -> str | None:
+def _commit(work: TaskWork, exec_id: str, answer: Any) -> str | None:
+    """Everything its worker changed in its own checkout (or worktree), with the decisions entry: attribution is
+    exact by construction. Files outside its `paths` are committed with it and reported as a warning."""
     rt, task, workdir = work.rt, work.task, work.workdir
-    scope = work.session.scheduler.commit_scope(task, workdir, answer)
-    if scope.collisions:
-        raise fail(work.task_dir, f'its answer claims {", ".join(scope.collisions)}, inside the paths of a task '
-                                  'running beside it in the shared worktree; declare paths that do not overlap, '
-                                  'or run with -j 1')
-    if scope.strays:
-        warning = (f'changed files outside its paths, committed with it: {", ".join(scope.strays)} '
-                   '(add them to the task\'s paths)')
+    strays = outside_paths(task, git.changed_paths(workdir), rt.config.decisions_file)
+    if strays:
+        warning = f'changed files outside its paths, committed with it: {", ".join(strays)} (add them to its paths)'
         state.update_state(work.task_dir, warnings=[warning])
         output.write_line(f'warning: {task.id} {warning}', err=True)
-    paths = scope.paths
-    if paths is not None:   # a scoped commit must still take the task's own decisions entry
-        paths = [*paths, rt.config.decisions_file]
     author = author_of(rt.config.git.author)
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': task.id, 'Orch-Role': task.role, 'Orch-Exec': exec_id}
     # A title with line breaks stays the subject; no secret from the plan reaches the history.
     message = redact(f'{task.id}: {one_line(task.title)}')   # one line, no terminal controls, encodable
-    return git.commit(workdir, message=message, trailers=trailers, paths=paths, author=author,
-                      expect_branch=work.branch)
+    return git.commit(workdir, message=message, trailers=trailers, author=author, expect_branch=work.branch)
+
+
+def outside_paths(task: Task, changed: list[str], decisions_file: str) -> list[str]:
+    """Changed files its `paths` do not cover (none when it declares no paths), codex-orch's own log left out."""
+    if not task.paths:
+        return []
+    return [p for p in changed if p != decisions_file and not any(glob_match(g, p) for g in task.paths)]
 
 
 def author_of(text: str | None) -> tuple[str, str] | None:
@@ -393,7 +448,7 @@ def author_of(text: str | None) -> tuple[str, str] | None:
     return name.strip(), email.rstrip('>').strip()
 
 
-def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None:
+def write_result(work: TaskWork, pending: dict[str, Any], sha: str | None) -> None:
     rt, task, task_dir = work.rt, work.task, work.task_dir
     worker = pending['worker']
     now = time.time()
@@ -410,6 +465,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
         'exec_id': pending['exec_id'], 'run_id': rt.run.run_id, 'params': work.step.params,
         'checks': pending.get('checks') or [], 'repair_rounds': pending.get('repair_rounds', 0),
         'review_rounds': pending.get('review_rounds', 0), 'fixes': pending.get('fixes') or [],
+        'conflict_rounds': pending.get('conflict_rounds', 0),
         'warnings': state.read_state(task_dir).get('warnings') or [],
     }
     crash_point('before-result', task.id)
@@ -420,7 +476,7 @@ def _write_result(work: _Work, pending: dict[str, Any], sha: str | None) -> None
     git_seal.unseal(task_dir)
 
 
-def _task_commit(work: _Work, sha: str | None) -> tuple[str | None, list[str]]:
+def _task_commit(work: TaskWork, sha: str | None) -> tuple[str | None, list[str]]:
     """The commit holding the task's work, and the files it changed.
 
     An execution that changed nothing (it ran again and found its earlier work right) made no commit: its work
@@ -430,19 +486,29 @@ def _task_commit(work: _Work, sha: str | None) -> tuple[str | None, list[str]]:
         return sha, git.commit_files(work.workdir, sha)
     before = state.read_result(work.task_dir) or {}
     earlier = before.get('commit')
-    if isinstance(earlier, str) and git.contains(work.workdir, 'HEAD', earlier):
+    tip = f'refs/heads/{work.run_branch}' if work.run_branch else 'HEAD'
+    if isinstance(earlier, str) and git.contains(work.rt.repo if work.run_branch else work.workdir, tip, earlier):
         return earlier, list(before.get('files_changed') or [])
     return None, []
 
 
-def _finish_interrupted_commit(work: _Work) -> bool:
+def _finish_interrupted_commit(work: TaskWork) -> bool:
     """A kill between the answer and result.json: finish from pending.json instead of paying again."""
     rt, workdir = work.rt, work.workdir
     pending = state.read_json(work.task_dir / 'pending.json')
-    if not pending or pending.get('inputs_digest') != work.digest or not git.worktree_valid(workdir):
+    if not pending or pending.get('inputs_digest') != work.digest:
+        return False
+    if work.run_branch is not None:   # landed before the kill (its checkout may be gone already)
+        landed = git.find_commit_by_trailer(rt.repo, 'Orch-Exec', pending['exec_id'], since=rt.run.base_commit,
+                                            tip=f'refs/heads/{work.run_branch}')
+        if landed is not None:
+            write_result(work, pending, landed)
+            checkout.remove(rt, workdir)
+            return True
+    if not git.worktree_valid(workdir):
         return False
     sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', pending['exec_id'], since=rt.run.base_commit)
-    if sha is None:
+    if sha is None and not (work.shared and landing.rework_recorded(work)):
         # The commit never happened: commit the worker's changes now (they are still in the worktree, or for a
         # remote worker in the commit it returned), but not the temp file of a decisions write the kill interrupted.
         atomic.sweep_temp((workdir / rt.config.decisions_file).parent, recursive=False)
@@ -451,5 +517,5 @@ def _finish_interrupted_commit(work: _Work) -> bool:
             sha = commit_remote(work, pending)
         else:
             sha = _record_and_commit(work, pending['exec_id'], pending['answer'])
-    _write_result(work, pending, sha)
+    land_and_record(work, pending, sha)
     return True

@@ -1,4 +1,5 @@
-"""The workspace steps: the run's shared worktree, or one worktree and branch per task."""
+"""The workspace steps: the run's worktree (its tasks work in checkouts of their own, orch.steps.checkout), or
+one worktree and branch per task."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,12 @@ def shared_worktree(rt: RunInputs, session: Session, step: Step) -> None:
     """The run's one worktree, on the branch and from the commit the rule's params name."""
     path = rt.path(rt.layout.worktree)
     branch, base = step.params['branch'], step.params['base_commit']
-    git.ensure_worktree(rt.repo, path, branch, base)
+    if git.worktree_valid(path) and git.head_state(path)[0] is None:
+        # Left detached by a landing that would have overwritten a change of the user's there: back on the branch
+        # when that keeps every change, else it stays where it is (the tasks work in their own checkouts).
+        git.reattach(path, branch)
+    else:
+        git.ensure_worktree(rt.repo, path, branch, base)
     record = {'path': rt.layout.worktree, 'branch': branch, 'base_commit': base}
     atomic.write_if_changed(rt.path(step.outputs['workspace']), json.dumps(record, indent=2, sort_keys=True) + '\n')
 

@@ -152,3 +152,10 @@ def worktree_of_branch(root: Path, branch: str) -> Path | None:
         if wt['branch'] == branch:
             return wt['path']
     return None
+
+
+def live_worktree_of_branch(root: Path, branch: str) -> Path | None:
+    for wt in list_worktrees(root):
+        if wt['branch'] == branch and not wt['prunable']:
+            return wt['path']
+    return None

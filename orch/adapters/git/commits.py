@@ -145,12 +145,13 @@ def _listed(paths: list[str]) -> str:
     return ', '.join(paths[:10]) + (f' and {len(paths) - 10} more' if len(paths) > 10 else '')
 
 
-def find_commit_by_trailer(worktree: Path, key: str, value: str, *, since: str | None = None) -> str | None:
-    """Newest commit reachable from HEAD (after `since`, exclusive) with trailer `key` equal to `value`."""
+def find_commit_by_trailer(worktree: Path, key: str, value: str, *, since: str | None = None,
+                           tip: str = 'HEAD') -> str | None:
+    """Newest commit reachable from `tip` (after `since`, exclusive) with trailer `key` equal to `value`."""
     if not _TRAILER_KEY.fullmatch(key) or not value.strip():
         raise ValueError(f'invalid trailer {key!r}: {value!r}')
     value = value.strip()
-    revs = f'{check_name(since, "revision")}..HEAD' if since else 'HEAD'
+    revs = f'{check_name(since, "revision")}..{check_name(tip, "revision")}' if since else check_name(tip, 'revision')
     # git parses the trailer block (keys match case-insensitively); --grep only narrows the walk.
     fmt = f'%H%x1f%(trailers:key={key},valueonly,unfold,separator=%x1f)'
     res = run(worktree, 'log', '-z', f'--format={fmt}', '--fixed-strings', f'--grep={value}', revs, '--')
@@ -189,3 +190,20 @@ def unmerged_commits(root: Path, branch: str, base: str) -> int:
     """How many commits `branch` has that `base` does not."""
     revs = f'{check_name(base, "revision")}..{check_name(branch, "branch name")}'
     return int(run(root, 'rev-list', '--count', revs, '--').text)
+
+
+def commits_since(root: Path, tip: str, since: str) -> list[str]:
+    """The commits from `since` (exclusive) to `tip` along first parents, oldest first."""
+    res = run(root, 'rev-list', '--first-parent', '--reverse',
+               f'{check_name(since, "commit")}..{check_name(tip, "commit")}', '--')
+    return res.text.split()
+
+
+def trailer_of(root: Path, sha: str, key: str) -> str | None:
+    """The value of trailer `key` in commit `sha`'s message, or None."""
+    if not _TRAILER_KEY.fullmatch(key):
+        raise ValueError(f'invalid trailer key {key!r}')
+    res = run(root, 'log', '-1', f'--format=%(trailers:key={key},valueonly,unfold)', check_name(sha, 'commit'),
+               '--')
+    value = res.text.strip().splitlines()
+    return value[0].strip() if value else None

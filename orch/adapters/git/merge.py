@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from orch.adapters.git.changes import is_dirty, status_entries
-from orch.adapters.git.checkouts import list_worktrees, worktree_of_branch
+from orch.adapters.git.checkouts import live_worktree_of_branch, worktree_of_branch
 from orch.adapters.git.commits import is_ancestor, unmerged_commits
 from orch.adapters.git.run import (
     check_name,
@@ -109,7 +109,7 @@ def fast_forward(root: Path, branch: str, to_sha: str) -> None:
             f'cannot fast-forward {branch} to {new[:12]}: the base has diverged ({branch} has {ahead} '
             f'commit(s) not in {new[:12]}). Merge {branch} into the run branch, or merge by hand, then retry.')
     with repo_lock(locate(root).common_dir):
-        checkout = _live_worktree_of_branch(root, branch)
+        checkout = live_worktree_of_branch(root, branch)
         if checkout is None:
             run(root, 'update-ref', '-m', f'codex-orch: fast-forward {branch}', ref, new, old,
                 hint=f'{branch} moved while codex-orch was updating it; run the merge again.')
@@ -117,13 +117,6 @@ def fast_forward(root: Path, branch: str, to_sha: str) -> None:
         _refuse_dirty_checkout(checkout, branch, old, new)
         run(checkout, 'merge', '--ff-only', '--quiet', new,
             hint=f'Nothing was changed; make {checkout} clean and run the merge again.')
-
-
-def _live_worktree_of_branch(root: Path, branch: str) -> Path | None:
-    for wt in list_worktrees(root):
-        if wt['branch'] == branch and not wt['prunable']:
-            return wt['path']
-    return None
 
 
 def checkout_blockers(checkout: Path, old: str, new: str) -> tuple[list[str], list[str]]:

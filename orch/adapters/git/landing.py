@@ -1,0 +1,141 @@
+"""A task's private checkout (a detached worktree) and landing its commits on the run's branch: replaying them
+onto a tip that moved, or putting them there uncommitted when they conflict, and moving the branch with the
+worktree that has it checked out following without ever overwriting a change of the user's."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from orch.adapters.git.checkouts import head_state, live_worktree_of_branch, snapshot_worktree
+from orch.adapters.git.commits import is_ancestor
+from orch.adapters.git.run import (
+    check_name,
+    failure,
+    identity_env,
+    locate,
+    own_worktree,
+    ref_sha,
+    repo_lock,
+    rev_parse,
+    run,
+)
+from orch.errors import GitError
+
+# Settings for replaying a task's commits: nothing from the user's config may stash, rewrite other
+# branches, reuse recorded resolutions or open an editor behind codex-orch's back.
+_REPLAY_CONFIG = ('-c', 'rebase.autoStash=false', '-c', 'rebase.updateRefs=false', '-c', 'rebase.autoSquash=false',
+                  '-c', 'rerere.enabled=false', '-c', 'merge.autoStash=false', '-c', 'pull.rebase=false')
+
+
+class BranchMoved(GitError):
+    """The branch was not where the caller saw it (someone committed meanwhile): look again and retry."""
+
+
+@contextlib.contextmanager
+def _union_attributes(paths: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """`-c core.attributesFile=...` giving `paths` the union merge driver (append-only logs: both sides'
+    lines are kept). The repository's own attributes still win, as git orders them."""
+    if not paths:
+        yield ()
+        return
+    with tempfile.NamedTemporaryFile('w', prefix='codex-orch-attributes-', encoding='utf-8') as f:
+        for path in paths:
+            # A pattern from the root, with its special characters escaped (gitattributes reads them as globs).
+            escaped = re.sub(r'([*?\[\\ ])', r'\\\1', PurePosixPath(path).as_posix())
+            f.write(f'/{escaped} merge=union\n')
+        f.flush()
+        yield ('-c', f'core.attributesFile={f.name}')
+
+
+def add_checkout(root: Path, path: Path, commit: str) -> None:
+    """A task's private checkout: a detached worktree at `commit` (any old one at `path` is removed first)."""
+    snapshot_worktree(root, path, commit)
+
+
+def move_checkout(worktree: Path, commit: str) -> None:
+    """Point a clean codex-orch checkout's detached HEAD at `commit`, its files following."""
+    loc = own_worktree(worktree, 'move')
+    with repo_lock(loc.common_dir):
+        run(worktree, 'checkout', '--quiet', '--detach', rev_parse(worktree, commit),
+             hint=f'Discard the changes in {worktree} (codex-orch clean), then resume.')
+
+
+def replay_onto(worktree: Path, onto: str, upstream: str, *, union: tuple[str, ...] = ()) -> bool:
+    """Rebase the commits `upstream..HEAD` of a clean, detached codex-orch checkout onto `onto`, keeping each
+    commit's message and author. False on a conflict: then nothing changed (the rebase was aborted)."""
+    loc = own_worktree(worktree, 'replay commits in')
+    env = identity_env(worktree, None)
+    with repo_lock(loc.common_dir), _union_attributes(union) as attrs:
+        res = run(worktree, *_REPLAY_CONFIG, *attrs, 'rebase', '--quiet', '--no-autosquash',
+                   '--onto', check_name(onto, 'commit'), check_name(upstream, 'commit'), ok=(0, 1), env=env)
+        if res.status == 0:
+            return True
+        run(worktree, 'rebase', '--abort', ok=(0, 1, 128))
+        return False
+
+
+def squash_onto(worktree: Path, onto: str, head: str, *, union: tuple[str, ...] = ()) -> list[str]:
+    """Reset a codex-orch checkout to `onto`, then put the changes of `head` since the commit it shares with
+    `onto` there, three-way merged and uncommitted (nothing staged). Returns the paths that conflict: their
+    files hold git's conflict markers (or, for a file one side deleted, the other side's content)."""
+    loc = own_worktree(worktree, 'replay changes in')
+    env = identity_env(worktree, None)
+    with repo_lock(loc.common_dir), _union_attributes(union) as attrs:
+        run(worktree, 'reset', '--quiet', '--hard', check_name(onto, 'commit'))
+        run(worktree, 'clean', '-f', '-f', '-d', '--quiet')
+        res = run(worktree, *_REPLAY_CONFIG, *attrs, 'merge', '--squash', '--no-verify', '--quiet',
+                   check_name(head, 'commit'), ok=(0, 1), env=env)
+        unmerged = run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
+        conflicts = sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+        if res.status != 0 and not conflicts:
+            run(worktree, 'reset', '--quiet', '--hard', onto)
+            raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),
+                                    f'The work of {head[:12]} cannot be replayed onto {onto[:12]}.'))
+        run(worktree, 'reset', '--quiet')   # unstaged: the worker resolves files, codex-orch commits them
+        return conflicts
+
+
+def advance_branch(root: Path, branch: str, old: str, new: str) -> str | None:
+    """Move `branch` from `old` to its descendant `new`. The worktree that has it checked out follows with a
+    fast-forward, which keeps uncommitted changes in other files; when it cannot (a change of the user's would
+    be overwritten) it is left detached where it was, its changes untouched, and the reason is returned.
+    Raises BranchMoved when the branch is not at `old` (someone committed on it meanwhile)."""
+    ref = f'refs/heads/{check_name(branch, "branch name")}'
+    with repo_lock(locate(root).common_dir):
+        if ref_sha(root, ref) != old:
+            raise BranchMoved(f'{branch} moved while codex-orch was landing a commit on it; retry.')
+        checkout = live_worktree_of_branch(root, branch)
+        note = None
+        if checkout is not None:
+            res = run(checkout, *_REPLAY_CONFIG, 'merge', '--ff-only', '--quiet', '--no-verify',
+                       check_name(new, 'commit'), ok=(0, 1, 128))
+            if res.status == 0:
+                return None
+            # Its HEAD stays at `old` with the user's changes, off the branch, which then moves on alone.
+            run(checkout, 'checkout', '--quiet', '--detach')
+            detail = ' '.join((res.err or os.fsdecode(res.out)).split())[:300]
+            note = (f'{checkout} stays at {old[:12]} (detached), because updating it to the run\'s tip would '
+                    f'overwrite uncommitted changes there ({detail}); commit or stash them, then '
+                    f'`git -C {shlex.quote(str(checkout))} checkout {shlex.quote(branch)}`')
+        run(root, 'update-ref', '-m', f'codex-orch: land {new[:12]}', ref, new, old,
+             hint=f'{branch} moved while codex-orch was landing a commit on it; retry.')
+        return note
+
+
+def reattach(worktree: Path, branch: str) -> bool:
+    """Put a detached worktree back on `branch` when its HEAD is behind the branch and the switch keeps every
+    uncommitted change (git refuses one that would not); whether it is on the branch now."""
+    on, head = head_state(worktree)
+    if on is not None:
+        return on == branch
+    tip = ref_sha(worktree, f'refs/heads/{check_name(branch, "branch name")}')
+    if tip is None or not is_ancestor(worktree, head, tip):
+        return False
+    with repo_lock(locate(worktree).common_dir):
+        res = run(worktree, 'checkout', '--quiet', branch, ok=(0, 1))
+    return res.status == 0

@@ -1,0 +1,72 @@
+"""A task's private checkout (shared mode): no two workers, resumes or the user ever write one directory.
+
+The run keeps one branch and one worktree that shows its tip; each task's worker works in a detached checkout of
+its own beside it (`<worktree>.tasks/<task id>`), made from the run branch's tip when the task starts and kept
+for its repair, review and conflict rounds. Everything uncommitted there is that task's, so a resume discards
+nothing outside the restarted task's own checkout and its commit holds exactly what its worker changed. Its
+verified commits reach the run branch through the landing step (orch.steps.landing); then the checkout goes.
+
+`checkout_start` in the task's state is the commit the checkout's work is based on: landing replays the commits
+after it when the run branch moved on meanwhile.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from orch.adapters import git
+from orch.engine.inputs import RunInputs
+from orch.runstate import state
+from orch.steps.failure import fail
+from orch.steps.worktree import worktree_lock
+
+START = 'checkout_start'
+
+
+def run_tip(rt: RunInputs, branch: str, task_dir: Path) -> str:
+    tip = git.branch_tip(rt.repo, branch)
+    if tip is None:
+        raise fail(task_dir, f'the run\'s branch {branch} is gone; recreate it at the run\'s last commit '
+                             f'(git branch {branch} <commit>), or start a new run')
+    return tip
+
+
+def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
+    """The task's checkout exists and is detached (a worker with full access may have switched it to a branch);
+    a missing one is made at the run branch's tip."""
+    if git.worktree_valid(workdir):
+        on, _ = git.head_state(workdir)
+        if on is not None:
+            raise fail(task_dir, f'the task\'s checkout {workdir} was switched to the branch {on} (by its worker?); '
+                                 f'remove it (git worktree remove --force {workdir}), then resume')
+        if state.read_state(task_dir).get(START):
+            return
+    tip = run_tip(rt, branch, task_dir)
+    try:
+        with worktree_lock:
+            git.add_checkout(rt.repo, workdir, tip)
+    except git.GitError as exc:
+        raise fail(task_dir, f'cannot make the task\'s checkout {workdir}: {exc}') from None
+    state.update_state(task_dir, **{START: tip})
+
+
+def restart(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
+    """A fresh execution: what an earlier attempt left in the task's own checkout goes, and it moves to the run
+    branch's tip. Nothing outside this checkout is touched."""
+    git.discard_changes(workdir)
+    tip = run_tip(rt, branch, task_dir)
+    git.move_checkout(workdir, tip)
+    state.update_state(task_dir, **{START: tip})
+
+
+def start_of(task_dir: Path) -> str | None:
+    value = state.read_state(task_dir).get(START)
+    return value if isinstance(value, str) else None
+
+
+def remove(rt: RunInputs, workdir: Path) -> None:
+    """After the task's work landed: its checkout is not needed any more (the commits are on the run branch)."""
+    try:
+        with worktree_lock:
+            git.remove_worktree(rt.repo, workdir, force=True)
+    except git.GitError:
+        pass   # left for `codex-orch clean`; the next execution of the task reuses or replaces it

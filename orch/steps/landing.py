@@ -1,0 +1,221 @@
+"""Landing: a task's verified commits onto the run's one branch, one task at a time (shared mode).
+
+When the run branch is still where the task's checkout started, its commits land as they are (a fast-forward;
+the run's worktree follows unless that would overwrite a change of the user's there). When another task landed
+meanwhile, the commits are replayed onto the new tip and the task's checks run again there. A replay that
+conflicts, or whose checks fail on the new tip, is not the worker's failure yet: its changes are put on the tip
+uncommitted (conflicting files with git's markers) and the worker's own thread gets a conflict round to resolve
+them in its checkout, bounded like a repair round; then its checks run, it is committed and lands again.
+
+codex-orch's own decisions log is merged line by line (every task appends its own entry), so it never conflicts.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orch import output
+from orch.adapters import git
+from orch.errors import GitError
+from orch.runstate import state
+from orch.steps import checkout, git_seal
+from orch.steps.commands import CommandRun, run_shell
+from orch.steps.failure import Failed, fail
+from orch.steps.rounds import Rounds
+
+if TYPE_CHECKING:
+    from orch.steps.work import TaskWork
+
+MARKERS = (b'<<<<<<< ', b'>>>>>>> ')
+
+
+@dataclass
+class Rework(Exception):
+    """The task's work did not land as it was: it must be resolved on the new tip (see `rounds_for`)."""
+
+    onto: str                                   # the run branch's tip it now sits on, uncommitted
+    head: str                                   # the task's commits before the replay
+    conflicts: list[str] = field(default_factory=list)
+    failed_check: dict[str, Any] | None = None  # the check that fails on the new tip (a clean replay)
+
+
+def land(work: TaskWork) -> str | None:
+    """Land the commits of the task's checkout on the run branch; returns the task's last commit there (None when
+    it has none). Raises Rework when the worker must resolve its work against what landed meanwhile."""
+    rt, task_dir, workdir, branch = work.rt, work.task_dir, work.workdir, work.run_branch or ''
+    interrupted = pending_rework(work)
+    if interrupted is not None:
+        raise interrupted
+    while True:
+        with work.session.scheduler.commit_lock:   # the one serial landing step of the run
+            git_seal.check(work.session, task_dir, workdir)   # before git replays anything in the checkout
+            start = checkout.start_of(task_dir)
+            head = git.rev_parse(workdir, 'HEAD')
+            tip = checkout.run_tip(rt, branch, task_dir)
+            if start is None or head == start:
+                return None                       # nothing of its own to land
+            if git.is_ancestor(rt.repo, head, tip):
+                return head                       # landed before a kill
+            if tip == start:
+                try:
+                    note = git.advance_branch(rt.repo, branch, start, head)
+                except git.BranchMoved:
+                    continue
+                _follow_note(work, note)
+                return head
+            if not git.replay_onto(workdir, tip, start, union=_union(work)):
+                raise _rework(work, Rework(onto=tip, head=head))
+            state.update_state(task_dir, **{checkout.START: tip})
+        failed = _recheck(work, tip)   # outside the lock: other tasks land meanwhile
+        if failed is not None:
+            raise _rework(work, Rework(onto=tip, head=git.rev_parse(workdir, 'HEAD'), failed_check=failed.to_dict()))
+
+
+def _union(work: TaskWork) -> tuple[str, ...]:
+    return (work.rt.config.decisions_file,)
+
+
+def _rework(work: TaskWork, rework: Rework) -> Rework:
+    """Put the task's work on the tip uncommitted. Recorded first: a kill before its rounds are saved must not let
+    the resume commit what is now in the checkout (conflict markers), but redo this (`pending_rework`)."""
+    state.update_state(work.task_dir, rework={'onto': rework.onto, 'head': rework.head,
+                                              'failed_check': rework.failed_check})
+    rework.conflicts = git.squash_onto(work.workdir, rework.onto, rework.head, union=_union(work))
+    state.update_state(work.task_dir, **{checkout.START: rework.onto})
+    return rework
+
+
+def rework_recorded(work: TaskWork) -> bool:
+    return isinstance(state.read_state(work.task_dir).get('rework'), dict)
+
+
+def pending_rework(work: TaskWork) -> Rework | None:
+    """A rework a kill interrupted before its rounds were saved, done again (it is idempotent)."""
+    saved = state.read_state(work.task_dir).get('rework')
+    if not isinstance(saved, dict):
+        return None
+    return _rework(work, Rework(onto=saved['onto'], head=saved['head'], failed_check=saved.get('failed_check')))
+
+
+def _recheck(work: TaskWork, tip: str) -> CommandRun | None:
+    """The task's checks on its work replayed onto a moved tip: the first that fails, or None."""
+    ex = work.ex
+    for i, command in enumerate(ex.checks, 1):
+        log = ex.task_dir / 'checks' / f'landing-{tip[:12]}' / f'check-{i}.log'
+        run = run_shell(command, cwd=ex.workdir, env=ex.command_env, log_path=log, timeout=ex.check_timeout,
+                        cancel=ex.cancel, log_root=ex.log_root)
+        if ex.cancel is not None and ex.cancel.is_set():
+            state.update_state(ex.task_dir, status='pending', reason='interrupted; resume to run it again')
+            raise Failed('interrupted')
+        if not run.passed:
+            return run
+    return None
+
+
+def _follow_note(work: TaskWork, note: str | None) -> None:
+    """The run's worktree could not follow the tip (a change of the user's there): said once per task, kept in
+    its warnings; the run goes on."""
+    if note is None:
+        return
+    warning = f'the run\'s worktree did not follow its branch: {note}'
+    st = state.read_state(work.task_dir)
+    state.update_state(work.task_dir, warnings=[*(st.get('warnings') or []), warning])
+    output.write_line(f'warning: {work.task.id} {warning}', err=True)
+
+
+def rounds_for(pending: dict[str, Any], rework: Rework) -> Rounds:
+    """The rounds of an execution whose recorded answer must be resolved on the new tip: they go on from
+    pending.json (same thread, same usage, same counts), in a conflict round or straight to the checks."""
+    worker = pending.get('worker') or {}
+    rounds = Rounds(inputs_digest=pending['inputs_digest'], thread_id=worker.get('thread_id'),
+                    answer=pending.get('answer'), usage=dict(worker.get('usage') or {}),
+                    cumulative=worker.get('cumulative'), started_at=pending.get('started_at') or time.time(),
+                    repairs=pending.get('repair_rounds', 0), checks=list(pending.get('checks') or []),
+                    reviews=pending.get('review_rounds', 0), fixes=list(pending.get('fixes') or []),
+                    conflicts=pending.get('conflict_rounds', 0))
+    if rework.conflicts or rework.failed_check:
+        rounds.phase = 'resolving'
+        rounds.conflict = {'onto': rework.onto, 'head': rework.head, 'files': rework.conflicts,
+                           'failed_check': rework.failed_check}
+    return rounds
+
+
+def resolve(work: TaskWork, rounds: Rounds, call: Any, accept: Any) -> None:
+    """Conflict rounds in the worker's own thread until its checkout holds no conflict (bounded by the role's
+    `conflict_rounds`); `call(prompt, rounds)` runs a turn, `accept(result)` checks its answer."""
+    limit = work.rt.role(work.task.role).conflict_rounds
+    while rounds.phase == 'resolving' and rounds.conflict is not None:
+        if rounds.conflicts >= limit:
+            raise _persisting(work, rounds, limit)
+        rounds.conflicts += 1
+        rounds.save(work.task_dir)
+        state.update_state(work.task_dir, status='running', round=f'conflict {rounds.conflicts} of {limit}')
+        result = call(conflict_prompt(work, rounds.conflict, rounds.conflicts, limit), rounds)
+        rounds.add_usage(result.usage)
+        rounds.save(work.task_dir)
+        rounds.answer = accept(result)
+        rounds.thread_id = result.thread_id or rounds.thread_id
+        rounds.cumulative = result.usage_cumulative or rounds.cumulative
+        left = marked_files(work.workdir, rounds.conflict.get('files') or [])
+        if left:
+            rounds.conflict = {**rounds.conflict, 'files': left, 'failed_check': None}
+        else:
+            rounds.phase, rounds.conflict = 'checking', None
+        rounds.save(work.task_dir)
+
+
+def marked_files(workdir: Path, paths: list[str]) -> list[str]:
+    """Which of `paths` still hold a conflict marker line."""
+    left = []
+    for path in paths:
+        try:
+            data = (workdir / path).read_bytes()
+        except OSError:
+            continue   # deleted: a resolution too
+        if any(line.startswith(MARKERS) for line in data.splitlines()):
+            left.append(path)
+    return left
+
+
+def conflict_prompt(work: TaskWork, conflict: dict[str, Any], round_no: int, limit: int) -> str:
+    """Evidence from git and the checks, never the worker's own words fed back to it."""
+    head = [f'Other tasks landed work on the run\'s branch while you worked (conflict round {round_no} of {limit}). '
+            f'Your checkout {work.workdir} now holds the run\'s latest state with your changes on top, uncommitted.']
+    files = conflict.get('files') or []
+    failed = conflict.get('failed_check')
+    if files:
+        head.append('Your changes conflict with theirs in these files, which hold git\'s conflict markers '
+                    '(<<<<<<< ... ======= ... >>>>>>>): ' + ', '.join(files) + '. Resolve every conflict so that '
+                    'both their change and yours are kept as each intended, and remove every marker.')
+    elif failed:
+        tail = (failed.get('tail') or '').strip() or '(it printed nothing)'
+        why = 'timed out' if failed.get('exit_code') is None else f'exit {failed.get("exit_code")}'
+        head.append(f'Your changes applied cleanly, but a check of your work now fails on top of theirs:\n\n'
+                    f'    $ {failed.get("command")}\n    {why}\n\nThe last lines of its output:\n\n```\n{tail}\n```\n\n'
+                    'Fix your work so that it passes there; do not weaken or delete the check.')
+    head.append('Do not commit. Then reply with ONLY a JSON object that matches the output schema, describing the '
+                'task as a whole (all files changed, not just this resolution).')
+    return '\n\n'.join(head) + '\n'
+
+
+def _persisting(work: TaskWork, rounds: Rounds, limit: int) -> Failed:
+    conflict = rounds.conflict or {}
+    files = conflict.get('files') or []
+    failed = conflict.get('failed_check')
+    if files:
+        what = f'its work conflicts with work landed meanwhile in {", ".join(files)}'
+    else:
+        what = f'its check `{(failed or {}).get("command")}` fails on top of work landed meanwhile'
+    after = f'after {limit} conflict round{"s" if limit != 1 else ""}' if limit else 'no conflict rounds'
+    reason = f'cannot land: {what} ({after}); resume runs it again on the run\'s tip'
+    state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
+                       outcome='conflict', usage=rounds.usage, answer=rounds.answer, checks=rounds.checks,
+                       conflict_rounds=rounds.conflicts, attempts=state.attempt_count(work.task_dir))
+    Rounds.clear(work.task_dir)
+    return Failed(reason)
+
+
+def replay_failed(work: TaskWork, exc: GitError) -> Failed:
+    return fail(work.task_dir, f'cannot land its work on the run\'s branch {work.run_branch}: {exc}')
