@@ -125,7 +125,7 @@ def test_a_review_fix_is_not_checked_by_the_reviewer_s_own_checks(tmp_path: Path
                 review_plan(checks=['! grep -q TODO src/x.py']))
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', RUN)
     final = git(host.repo, 'show', f'{host.shared_branch()}:src/x.py')
-    assert 'TODO' in final
+    assert 'TODO' not in final   # the unverified fix never landed on the run's branch
     assert rc != 0 and host.statuses()['T3'] != 'done', \
         f'T3 is done although its check `! grep -q TODO src/x.py` fails on its commit ({final!r})'
 

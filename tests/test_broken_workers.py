@@ -146,11 +146,13 @@ def test_worker_deleting_its_worktree_then_resume_recreates_it(host: Host) -> No
     assert rc == 1
     row = {t['id']: t for t in host.status()['tasks']}['A']
     assert row['status'] == 'failed' and 'workspace-lost' in row['reason'] and 'resume' in row['reason']
-    wt = host.repo / '.orchestrator' / 'worktrees' / host.run_dir().name
-    assert not wt.exists()
+    checkout = host.repo / '.orchestrator' / 'worktrees' / f'{host.run_dir().name}.tasks' / 'A'
+    assert not checkout.exists()   # its own checkout: the run's worktree and every other task's are untouched
+    assert (host.repo / '.orchestrator' / 'worktrees' / host.run_dir().name).is_dir()
     rc, out, err = host.cli('resume')
     assert rc == 0, out + err
     assert host.statuses() == {'A': 'done', 'B': 'done'}
+    wt = host.repo / '.orchestrator' / 'worktrees' / host.run_dir().name
     assert git(wt, 'log', '--format=%s', '-2').splitlines() == ['B: Task B', 'A: Task A']
 
 

@@ -344,7 +344,7 @@ def test_shell_syntax_in_plan_and_paths_never_reaches_a_shell(host: Host, tmp_pa
     spec = host.repo / 'spec $(touch marker6) `touch marker7`.md'
     spec.write_text('# Spec with $(touch marker6) and `touch marker7`\n')
     write(RULE, 'name: gate\nscope: task\ninput: "{task_dir}/result.json"\noutput: "{task_dir}/gate.json"\n'
-                'action: {shell: "echo task={task_id} spec={spec_file} wt={worktree} > gate-out.txt; '
+                'action: {shell: "echo task={task_id} spec={spec_file} wt={worktree} > {task_dir}/gate-out.txt; '
                 'printf %s {spec_file} > {task_dir}/spec-name.txt"}\n')(host)
     tasks = [
         {'id': 'T1', 'role': 'implementer', 'title': nasty, 'description': nasty, 'acceptance': [nasty],
@@ -372,7 +372,8 @@ def test_shell_syntax_in_plan_and_paths_never_reaches_a_shell(host: Host, tmp_pa
     assert subjects[:2] == [f'T2: `touch {m[2]}`', 'T1: ' + ' '.join(nasty.split())]
     # paths in a shell command are relative to its working directory (the worktree here)
     assert (host.run_dir() / 'tasks' / 'T1' / 'spec-name.txt').read_text() == f'../../../{spec.name}'
-    assert (wt / 'gate-out.txt').read_text() == f'task=T2 spec=../../../{spec.name} wt=.\n'
+    # (the gate ran in a checkout of T2's landed commit, at the depth of the run's worktree)
+    assert (host.run_dir() / 'tasks' / 'T2' / 'gate-out.txt').read_text() == f'task=T2 spec=../../../{spec.name} wt=.\n'
     files = git(wt, 'show', '--format=', '--name-only', host.result('T1')['commit']).splitlines()
     assert sorted(files) == sorted(['"it\'s \\"quoted\\" ;.txt"', 'src/$(touch marker6).txt']) or \
         sorted(files) == sorted(["it's \"quoted\" ;.txt", 'src/$(touch marker6).txt'])

@@ -195,7 +195,7 @@ def test_a_gate_sees_the_task_s_landed_commit_whatever_its_cwd(host: Host) -> No
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert rc == 0, out + err
     seen, head = (host.run_dir() / 'tasks' / 'T1' / 'where.txt').read_text().split()
-    assert Path(seen) == host.run_dir() / 'gates' / 'T1-where'
+    assert Path(seen).name == f'{host.run_dir().name}.gate.T1.where'
     assert head == read_result(host.run_dir() / 'tasks' / 'T1')['commit']
 
 

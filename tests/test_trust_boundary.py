@@ -103,21 +103,23 @@ def test_an_edit_outside_the_task_paths_is_committed_with_a_warning(tmp_path: Pa
     assert warning in (host.run_dir() / 'report.md').read_text()
 
 
-def test_an_answer_claiming_a_running_task_s_file_fails_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  capsys: Any) -> None:
-    claims = {'status': 'done', 'summary': 'A', 'files_changed': ['a/one.txt', 'b/two.txt'], 'decisions': [],
-              'follow_ups': []}
+def test_a_file_in_a_running_task_s_paths_belongs_to_the_task_that_wrote_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """A writes b/two.txt, inside the paths of B running beside it: each task works in its own checkout, so the file
+    is in A's commit (with a warning), never in B's, and B's own file is B's."""
     host = _parallel_host(tmp_path, monkeypatch, capsys, {'tasks': {
-        'A': {'edits': {'a/one.txt': 'A\n', 'b/two.txt': 'A was here\n'}, 'answer': claims, 'sleep': 0.5},
-        'B': {'edits': {'b/other.txt': 'B\n'}, 'sleep': 3}}})
-    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2', '--continue')
-    assert rc == 1, out + err
-    rows = {t['id']: t for t in host.status()['tasks']}
-    assert rows['A']['status'] == 'failed' and 'claims b/two.txt, inside the paths of a task' in rows['A']['reason']
+        'A': {'edits': {'a/one.txt': 'A\n', 'b/two.txt': 'A was here\n'}, 'sleep': 0.5},
+        'B': {'edits': {'b/other.txt': 'B\n'}, 'sleep': 1}}})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+    assert rc == 0, out + err
+    assert sorted(_files(host, 'A')) == ['a/one.txt', 'b/two.txt'] and _files(host, 'B') == ['b/other.txt']
+    assert 'warning: A changed files outside its paths, committed with it: b/two.txt' in err
 
 
 def test_user_edits_in_a_run_worktree_survive_resume_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: Any) -> None:
+    """Shared mode: the run's worktree is the user's to look at and edit; tasks work in their own checkouts, so a
+    resume neither refuses over the user's edits nor takes them into a commit, and prune keeps the run."""
     invalid = {'answer': {'status': 'done'}}   # not valid for the schema: the task fails, nothing edited
     host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': invalid}})
     host.write_plan(plan('Do it.', paths=['src/*']))
@@ -129,18 +131,40 @@ def test_user_edits_in_a_run_worktree_survive_resume_and_prune(tmp_path: Path, m
     (worktree / 'src' / 'mine.py').write_text('my own work\n')          # the user's, uncommitted
     (worktree / 'README.md').write_text('edited by hand\n')
     host.script({'tasks': {'T1': {'edits': {'src/x.py': 'x\n'}}}})
-    host.clear_log()
     rc, out, err = host.cli('resume')
-    assert rc == 1, out + err
-    assert host.launches() == []   # refused before paying
-    reason = host.status()['tasks'][0]['reason']
-    assert 'that codex-orch did not make: README.md, src/mine.py' in reason and '--discard-changes' in reason
+    assert rc == 0, out + err
+    assert _files(host, 'T1') == ['src/x.py']
     assert (worktree / 'src' / 'mine.py').read_text() == 'my own work\n'
-    # prune --apply keeps the run, with the edits (and resumes nothing unless asked)
+    assert (worktree / 'README.md').read_text() == 'edited by hand\n'
+    assert (worktree / 'src' / 'x.py').read_text() == 'x\n'   # the worktree followed the run's tip
     rc, out, err = host.cli('prune', '--run-id', 'r1', '--apply')
     assert 'uncommitted changes' in out and (worktree / 'src' / 'mine.py').is_file()
-    assert host.launches() == []
-    # the explicit way out
+
+
+def test_per_task_a_refusal_over_user_edits_holds_on_every_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: Any) -> None:
+    """Per-task mode: the user's edits in a task's worktree are refused, not adopted as the task's leftovers by
+    the next resume (or the one after)."""
+    invalid = {'answer': {'status': 'done'}}
+    host = make_host(tmp_path, monkeypatch, capsys, {'tasks': {'T1': invalid}})
+    config = host.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text().replace('use_single_workspace: true', 'use_single_workspace: false'))
+    host.write_plan(plan('Do it.', paths=['src/*']))
+    commit_all(host.repo, 'plan')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
+    assert rc == 1, out + err
+    worktree = host.repo / '.orchestrator' / 'worktrees' / 'r1' / 'T1'
+    (worktree / 'src').mkdir()
+    (worktree / 'src' / 'mine.py').write_text('my own work\n')
+    host.script({'tasks': {'T1': {'edits': {'src/x.py': 'x\n'}}}})
+    host.clear_log()
+    for _ in range(3):
+        rc, out, err = host.cli('resume')
+        assert rc == 1, out + err
+        assert host.launches() == []   # refused before paying
+        reason = host.status()['tasks'][0]['reason']
+        assert 'that codex-orch did not make: src/mine.py' in reason and '--discard-changes' in reason
+        assert (worktree / 'src' / 'mine.py').read_text() == 'my own work\n'
     rc, out, err = host.cli('resume', '--discard-changes')
     assert rc == 0, out + err
     assert not (worktree / 'src' / 'mine.py').exists() and host.statuses() == {'T1': 'done'}

@@ -74,10 +74,12 @@ def checkouts_root(repo: Path, run_id: str) -> Path:
 
 
 def run_worktrees(repo: Path, run_id: str) -> list[git.WorktreeInfo]:
-    """The run's worktree(s) and its tasks' private checkouts (beside it, in `<run_id>.tasks/`)."""
+    """The run's worktree(s), its tasks' private checkouts (beside it, in `<run_id>.tasks/`) and its gates'."""
     root, checkouts = worktree_root(repo, run_id).resolve(), checkouts_root(repo, run_id).resolve()
+    gates = f'{root.name}.gate.'   # a gate's checkout of a task's commit (RunLayout.gate_checkout)
     return [wt for wt in git.list_worktrees(repo)
-            if Path(wt['path']) == root or root in Path(wt['path']).parents or checkouts in Path(wt['path']).parents]
+            if Path(wt['path']) == root or root in Path(wt['path']).parents or checkouts in Path(wt['path']).parents
+            or (Path(wt['path']).parent == root.parent and Path(wt['path']).name.startswith(gates))]
 
 
 def run_branches(repo: Path, info: RunInfo, worktrees: list[git.WorktreeInfo]) -> list[str]:

@@ -49,6 +49,11 @@ class RunLayout:
         """Shared mode: where the tasks' private checkouts live (beside the run's worktree, not in it)."""
         return f'{self.worktree}.tasks'
 
+    def gate_checkout(self, task_id: str, rule: str) -> str:
+        """Shared mode: where a task's gate tests its landed commit; at the depth of the run's worktree, since a
+        gate's paths are rendered relative to that."""
+        return f'{self.worktree}.gate.{task_id}.{rule}'
+
     def checkout(self, task_id: str) -> str:
         """Where task `task_id`'s worker works: its private checkout, or in per-task mode its worktree."""
         return self.task_worktree(task_id) if self.per_task else f'{self.checkouts()}/{task_id}'

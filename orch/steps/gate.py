@@ -64,7 +64,8 @@ def _snapshot_for(rt: RunInputs, session: Session, step: Step) -> Path | None:
         git.branch_tip(rt.repo, rt.run.shared_branch)
     if not commit:
         return None
-    path = rt.run_dir / 'gates' / f'{step.task_id}-{step.rule.name}'
+    # Beside the run's worktree, at its depth: the rule's paths were rendered relative to it.
+    path = rt.path(rt.layout.gate_checkout(step.task_id, step.rule.name))
     git.snapshot_worktree(rt.repo, path, commit)
     return path
 

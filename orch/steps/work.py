@@ -483,7 +483,7 @@ def _task_commit(work: TaskWork, sha: str | None) -> tuple[str | None, list[str]
     is still the earlier commit, when that is on the branch. Keeping it keeps result.json byte for byte, so the
     tasks that depend on it do not run again."""
     if sha is not None:
-        return sha, git.commit_files(work.workdir, sha)
+        return sha, git.commit_files(work.rt.repo, sha)
     before = state.read_result(work.task_dir) or {}
     earlier = before.get('commit')
     tip = f'refs/heads/{work.run_branch}' if work.run_branch else 'HEAD'
