@@ -35,6 +35,7 @@ from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside, touched_control_files
 from orch.steps.review import run_review_rounds
 from orch.steps.rounds import Rounds, changed_files
+from orch.steps.setup import run_setup
 from orch.steps.worktree import worktree_lock
 
 
@@ -198,6 +199,7 @@ def _first_answer(work: _Work) -> Rounds:
     def discard_leftovers() -> None:   # only when no killed attempt's completed turn is recovered
         _refuse_unknown_changes(work, scope, previous)
         git.discard_changes(work.workdir, scope)
+        run_setup(rt, session, task.id, work.workdir)   # worktree.setup: a fresh execution's checkout, as yours
 
     prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
     result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers)
