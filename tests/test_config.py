@@ -66,6 +66,10 @@ def test_role_resolution_falls_back_to_defaults() -> None:
     ('branches:\n  shared: "orch/{date} x"\n', ["branches.shared: not a valid git branch name (got 'orch/{date} x')"]),
     ('git:\n  author: bob\n', ["git.author: String should match pattern '^[^<>]+ <[^<>]+>$' (got 'bob')"]),
     ('token_budget: 0\n', ['token_budget: Input should be greater than 0 (got 0)']),
+    ('worktree:\n  setup_timeout: 0\n', ['worktree.setup_timeout: Input should be greater than 0 (got 0)']),
+    ('worktree:\n  setup: make\n', ["worktree.setup: Input should be a valid list (got 'make')"]),
+    ('worktree:\n  setup: [make, 3]\n', ['worktree.setup[1]: Input should be a valid string (got 3)']),
+    ('worktree:\n  setpu: [make]\n', ['worktree.setpu: unknown key (remove it or check its spelling)']),
 ])
 def test_bad_config_messages(tmp_path: Path, text: str, problems: list[str]) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -118,3 +122,9 @@ def test_executor_settings(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as exc:
             load(tmp_path, text)
         assert expected in str(exc.value), str(exc.value)
+
+
+def test_worktree_setup_settings(tmp_path: Path) -> None:
+    assert (Config().worktree.setup, Config().worktree.setup_timeout) == ([], 1800)
+    config = load(tmp_path, 'worktree:\n  setup: ["make translations", "npm ci"]\n  setup_timeout: 60\n')
+    assert (config.worktree.setup, config.worktree.setup_timeout) == (['make translations', 'npm ci'], 60)

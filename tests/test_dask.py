@@ -370,11 +370,13 @@ def test_per_task_worktrees_and_a_failing_check_on_the_cluster(cluster: Cluster,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, 'per-task')
     config = host.repo / '.orchestrator' / 'orchestrator.yaml'
-    config.write_text(config.read_text() + 'use_single_workspace: false\n')
+    # worktree.setup runs in the worker's scratch checkout: its git-ignored output is there for the checks
+    config.write_text(config.read_text() + 'use_single_workspace: false\nworktree: {setup: ["echo built > app.mo"]}\n')
+    (host.repo / '.gitignore').write_text('*.mo\n')
     commit_all(host.repo, 'one worktree per task')
     host.write_plan({'version': 1, 'tasks': [
         {'id': 'T1', 'role': 'implementer', 'title': 'Write a', 'paths': ['src/a.py'],
-         'description': write('src/a.py', 'A = 1\n'), 'checks': ['test -f src/a.py']},
+         'description': write('src/a.py', 'A = 1\n'), 'checks': ['test -f src/a.py && grep -q built app.mo']},
         {'id': 'T2', 'role': 'implementer', 'title': 'Write b', 'paths': ['src/b.py'], 'depends_on': ['T1'],
          'description': write('src/b.py', 'B = 1\n'), 'checks': ['test -f src/a.py && test -f src/nope.py']}]})
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
@@ -384,6 +386,8 @@ def test_per_task_worktrees_and_a_failing_check_on_the_cluster(cluster: Cluster,
     assert rows['T2']['reason'].startswith('checks failed: test -f src/a.py && test -f src/nope.py (exit 1)'), rows
     log = host.repo / rows['T2']['checks'][0]['log']
     assert log.is_file(), rows['T2']['checks']   # the worker's check log came back
+    setup = rows['T1']['setup']
+    assert [s['passed'] for s in setup] == [True] and (host.repo / setup[0]['log']).is_file(), setup
     t1 = host.result('T1')
     branch = git(host.repo, 'branch', '--list', '--format=%(refname:short)', '*T1').strip()
     assert git(host.repo, 'show', f'{branch}:src/a.py') == 'A = 1'

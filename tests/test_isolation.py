@@ -109,7 +109,7 @@ def test_a_conflict_gets_a_round_in_the_worker_s_own_thread_then_lands(
 def test_a_conflict_that_persists_fails_the_task_naming_the_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     host = make(tmp_path, monkeypatch, capsys, CONFLICT_PLAN, conflict_script({'edits': {'y.txt': 'y2\n'}}),
-                config={'  checks: []': '  checks: []\n  conflict_rounds: 1'})
+                config={'conflict_rounds: 2 ': 'conflict_rounds: 1 '})
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
     assert rc == 1
     row = {t['id']: t for t in host.status()['tasks']}['Y']

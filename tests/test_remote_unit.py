@@ -3,6 +3,7 @@ which, unlike the real CLI, is not sandboxed: what it does stands for an agent t
 sandbox configured open. A worker is untrusted code."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from orch.core.config import CodexSettings
 from orch.remote import run_unit as ru
 from orch.remote.unit import WorkOutcome, WorkUnit
 from tests.support.dask_cluster import outside_tmp
-from tests.support.fake_codex import install_fake_codex
-from tests.support.gitrepo import commit_all, git
+from tests.support.fake_codex import install_fake_codex, read_log
+from tests.support.gitrepo import commit_all, git, write_files
 
 SCHEMA = {'type': 'object', 'additionalProperties': False, 'required': ['status', 'summary'],
           'properties': {'status': {'type': 'string', 'enum': ['done', 'blocked']}, 'summary': {'type': 'string'}}}
@@ -44,11 +45,12 @@ def _machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path) -> Pat
     return home
 
 
-def make_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, behaviour: dict) -> tuple[WorkUnit, Path]:
+def make_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, behaviour: dict,
+              files: dict[str, str] | None = None) -> tuple[WorkUnit, Path]:
     src = tmp_path / 'src'
     src.mkdir()
     git(src, 'init', '-q', '-b', 'main')
-    (src / 'README.md').write_text('hello\n')
+    write_files(src, files or {'README.md': 'hello\n'})
     commit_all(src, 'base')
     snapshot = orch_git.snapshot_commit(src, 'HEAD')
     ref = 'refs/orch-remote/r/T1/start'
@@ -92,6 +94,36 @@ def test_a_filter_driver_written_into_git_config_never_runs(tmp_path: Path, monk
     assert not marker.exists()
     assert out.status == 'failed' and out.outcome == 'git-config-changed', (out.status, out.reason)
     assert '.git/config' in (out.reason or '') and out.bundle is None
+
+
+SETUP_FILES = {'README.md': 'hello\n', '.gitignore': '*.mo\n', 'app.po': 'msgstr "salut"\n'}
+
+
+def test_worktree_setup_runs_in_the_scratch_checkout_before_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       worker_machine: Path) -> None:
+    seen = tmp_path / 'seen-by-worker.txt'
+    unit, src = make_unit(tmp_path, monkeypatch, {'edits': {'a.py': 'A = 1\n'}, 'commands': [f'cat app.mo > {seen}']},
+                          SETUP_FILES)
+    unit = dataclasses.replace(unit, setup=['sed -n "s/^msgstr //p" app.po > app.mo'], checks=['grep -q salut app.mo'])
+    out = ru.run_unit(unit)
+    assert out.status == 'done', out.reason
+    assert seen.read_text() == '"salut"\n'
+    assert [(s['exit_code'], s['log']) for s in out.setup] == [(0, 'setup/1.log')] and 'setup/1.log' in out.files
+    assert [c['passed'] for c in out.checks] == [True]
+    commit = orch_git.fetch_bundle(src, out.bundle or b'', out.bundle_ref or '', 'refs/check/result')
+    assert git(src, 'show', '--name-only', '--format=', commit) == 'a.py'   # the ignored build output stays out
+
+
+def test_a_failing_setup_fails_the_unit_before_its_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          worker_machine: Path) -> None:
+    unit, _ = make_unit(tmp_path, monkeypatch, {'edits': {'a.py': 'A = 1\n'}}, SETUP_FILES)
+    unit = dataclasses.replace(unit, setup=['echo "msgfmt: not found"; exit 3'])
+    out = ru.run_unit(unit)
+    assert (out.status, out.outcome) == ('failed', 'setup-failed')
+    assert out.reason == ('setup failed: echo "msgfmt: not found"; exit 3 (exit 3): msgfmt: not found; the worker '
+                          'was not started')
+    assert [(s['exit_code'], s['tail']) for s in out.setup] == [(3, 'msgfmt: not found')]
+    assert read_log(tmp_path / 'fake-codex') == [] and out.bundle is None
 
 
 def test_a_unit_directory_under_tmpdir_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

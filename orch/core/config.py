@@ -144,6 +144,14 @@ class ExecutorSettings(_Model):
         return self
 
 
+class WorktreeSettings(_Model):
+    """What every new checkout of a task gets before its worker starts (orch.steps.setup): shell commands run in
+    it, in order, e.g. to build the git-ignored files its checks and gates need."""
+
+    setup: list[Annotated[str, Field(min_length=1)]] = []
+    setup_timeout: float = Field(default=1800, gt=0)   # seconds for one setup command
+
+
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
                              timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5,
                              checks=[], repair_rounds=2, review_rounds=2, conflict_rounds=2,
@@ -165,6 +173,7 @@ class Config(_Model):
         'reviewer': RoleSettings(sandbox='read-only')})
     services: list[Service] = []
     executor: ExecutorSettings = ExecutorSettings()
+    worktree: WorktreeSettings = WorktreeSettings()
 
     @field_validator('roles', mode='before')
     @classmethod

@@ -100,11 +100,12 @@ def render_markdown(summary: dict[str, Any]) -> str:
         out += ['## Warnings', '']
         out += [f'- **{t["id"]}**: {_cell(w, 500)}' for t in warned for w in t['warnings']]
         out.append('')
-    verified = [t for t in summary['tasks'] if t.get('checks') or t.get('gates')]
+    verified = [t for t in summary['tasks'] if t.get('setup') or t.get('checks') or t.get('gates')]
     if verified:
         out += ['## Checks and gates', '']
         for task in verified:
-            for kind, run in [*(('check', c) for c in task.get('checks') or []),
+            for kind, run in [*(('setup', s) for s in task.get('setup') or []),
+                              *(('check', c) for c in task.get('checks') or []),
                               *(('gate', g) for g in task.get('gates') or [])]:
                 verdict = 'passed' if run.get('passed') else 'FAILED'
                 out.append(f'- **{task["id"]}** {kind} `{_md(run.get("command"), 120)}`: {verdict} '
@@ -187,10 +188,10 @@ def findings_lines(findings: Any) -> list[str]:
 
 
 def failure_evidence(task: dict[str, Any]) -> str:
-    """The output tail of what failed the task: its failing check or gate (redacted when recorded)."""
+    """The output tail of what failed the task: its failing setup command, check or gate (redacted when recorded)."""
     if task.get('findings'):
         return _xml('\n'.join(findings_lines(task['findings'])))
-    runs = [*(task.get('checks') or []), *(task.get('gates') or [])]
+    runs = [*(task.get('setup') or []), *(task.get('checks') or []), *(task.get('gates') or [])]
     failed = next((r for r in runs if not r.get('passed')), None)
     if failed is None:
         return ''

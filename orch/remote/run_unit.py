@@ -33,6 +33,7 @@ from orch.runstate import state
 from orch.steps import verify
 from orch.steps.failure import Failed
 from orch.steps.rounds import Rounds
+from orch.steps.setup import SETUP_DIR, run_setup_commands
 
 RESULT_REF = 'refs/orch/result'
 MAX_OUTCOME_BYTES = 100 * 10**6     # what one outcome may carry back (files and bundle), on both sides
@@ -63,6 +64,7 @@ def run_unit(unit: WorkUnit) -> WorkOutcome:
         out.outcome = st.get('outcome')
         out.usage = st.get('usage') or out.usage
         out.checks = st.get('checks') or out.checks
+        out.setup = st.get('setup') or out.setup
         out.answer = st.get('answer')
     except Exception as exc:   # a bug or a broken machine: reported with what was paid for so far
         out.status, out.outcome = 'error', 'worker-error'
@@ -175,6 +177,12 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Even
     workdir, task_dir = scratch / 'work', scratch / 'task'
     task_dir.mkdir()
     git.scratch_checkout(workdir, unit.bundle, unit.bundle_ref, unit.snapshot, 'codex-orch-work')
+    env = {**os.environ, 'ORCH_RUN_ID': unit.run_id, 'ORCH_REPO': str(workdir), 'ORCH_TASK_ID': unit.task_id,
+           'ORCH_WORKTREE': str(workdir)}
+    # A new checkout: worktree.setup first, as in a local one (a turn's logs apart from its task's own setup's).
+    out.setup = run_setup_commands(unit.setup, task_dir=task_dir, workdir=workdir, env=env,
+                                   timeout=unit.setup_timeout, cancel=cancel, log_root=task_dir,
+                                   log_dir=SETUP_DIR if unit.resume_thread is None else f'{SETUP_DIR}/turn')
     sealed = git.control_digest(workdir)
     spent: dict[str, int] = {}
 
@@ -186,9 +194,7 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Even
     ex = verify.Execution(
         task_id=unit.task_id, task_dir=task_dir, workdir=workdir, spec=_spec(unit, workdir, scratch),
         schema=unit.schema, checks=tuple(unit.checks), repair_rounds=unit.repair_rounds,
-        check_timeout=unit.check_timeout, log_root=task_dir, cancel=cancel,
-        command_env={**os.environ, 'ORCH_RUN_ID': unit.run_id, 'ORCH_REPO': str(workdir),
-                     'ORCH_TASK_ID': unit.task_id, 'ORCH_WORKTREE': str(workdir)},
+        check_timeout=unit.check_timeout, log_root=task_dir, cancel=cancel, command_env=env,
         after_worker=lambda result: _refuse_git_changes(workdir, task_dir, sealed, paid(result.usage)))
     repo = workdir
     if unit.resume_thread is not None:
@@ -262,13 +268,13 @@ def _spec(unit: WorkUnit, workdir: Path, scratch: Path) -> WorkerSpec:
 
 
 def _task_files(task_dir: Path) -> dict[str, bytes]:
-    """The attempts' files and the check logs, task-dir-relative."""
+    """The attempts' files, the check logs and the setup logs, task-dir-relative."""
     files: dict[str, bytes] = {}
     if not task_dir.is_dir():
         return files
     for path in sorted(task_dir.rglob('*')):
         rel = path.relative_to(task_dir)
-        if not rel.parts or not (rel.parts[0].startswith('attempt-') or rel.parts[0] == 'checks'):
+        if not rel.parts or not (rel.parts[0].startswith('attempt-') or rel.parts[0] in ('checks', SETUP_DIR)):
             continue
         if path.is_file() and not path.is_symlink() and path.name not in _SKIPPED:
             with contextlib.suppress(OSError):

@@ -39,6 +39,9 @@ class WorkUnit:
     resume_thread: str | None = None
     prev_cumulative: dict[str, int] | None = None
     pin: str | None = None
+    # worktree.setup: run in the scratch checkout before its worker starts (orch.steps.setup)
+    setup: list[str] = field(default_factory=list)
+    setup_timeout: float = 1800.0
     version: int = UNIT_VERSION
 
 
@@ -55,7 +58,8 @@ class WorkOutcome:
     usage_cumulative: dict[str, int] | None = None   # a turn: the thread's usage as last reported
     checks: list[dict[str, Any]] = field(default_factory=list)
     repair_rounds: int = 0
-    files: dict[str, bytes] = field(default_factory=dict)   # task-dir-relative: attempt-*/..., checks/...
+    setup: list[dict[str, Any]] = field(default_factory=list)   # the setup commands run, as `checks`
+    files: dict[str, bytes] = field(default_factory=dict)   # task-dir-relative: attempt-*/..., checks/..., setup/...
     commit: str | None = None         # the worker's commit on top of the snapshot (None: nothing changed)
     bundle: bytes | None = None       # that commit, the snapshot as prerequisite
     bundle_ref: str | None = None

@@ -102,6 +102,7 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'commit': done.get('commit'), 'files_changed': done.get('files_changed') or [],
         'summary': answer.get('summary') if isinstance(answer, dict) else None,
         'depends_on': list(task.depends_on), 'round': st.get('round') if status == 'running' else None,
+        'setup': st.get('setup') or [],   # worktree.setup in the checkout of its latest execution
         'checks': either('checks', []), 'repair_rounds': either('repair_rounds', 0), 'gates': gates,
         'review_rounds': either('review_rounds', 0), 'warnings': either('warnings', []),
         'fixes': either('fixes', []),

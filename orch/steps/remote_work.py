@@ -1,8 +1,9 @@
 """The work step's coordinator side when its worker part runs on a Dask cluster (executor kind `dask`).
 
-The unit sent: the rendered prompt, the schema, the codex settings, the checks and their limits, and a bundle
-of one parentless snapshot commit with the tree the task starts from (no history, nothing else of the
-repository). What comes back (orch.remote.unit.WorkOutcome) is recorded before it is applied:
+The unit sent: the rendered prompt, the schema, the codex settings, the checks and their limits, the setup
+commands (worktree.setup, run in the worker's scratch checkout first), and a bundle of one parentless snapshot
+commit with the tree the task starts from (no history, nothing else of the repository). What comes back
+(orch.remote.unit.WorkOutcome) is recorded before it is applied:
 
 1. the attempt files are copied into the task directory (renumbered after the task's earlier attempts), and
    the outcome with the worker's bundle is written to `remote-outcome.json`: a coordinator killed from here on
@@ -37,6 +38,7 @@ from orch.steps.failure import Failed, fail
 from orch.steps.guard import touched_control_files
 from orch.steps.review import requests_changes
 from orch.steps.rounds import Rounds
+from orch.steps.setup import SETUP_DIR
 from orch.steps.work import (
     TaskWork,
     _record_and_commit,
@@ -107,7 +109,7 @@ def _submit(work: TaskWork) -> dict[str, Any]:
                 'timeout_first_event': role.timeout_first_event, 'schema_retries': role.schema_retries,
                 'failure_retries': role.failure_retries, 'retry_backoff': role.retry_backoff},
         checks=list(work.checks), repair_rounds=role.repair_rounds, check_timeout=role.check_timeout,
-        bundle=bundle, bundle_ref=bundle_ref, snapshot=snapshot)
+        bundle=bundle, bundle_ref=bundle_ref, snapshot=snapshot, **_setup(work))
     record = {'inputs_digest': work.digest, 'unit_key': unit.key, 'key': unit.key, 'snapshot': snapshot,
               'tip': tip, 'started_at': started}
 
@@ -124,6 +126,12 @@ def _submit(work: TaskWork) -> dict[str, Any]:
         state.update_state(task_dir, status='pending', reason='interrupted; resume to run it again', round=None)
         raise Failed('interrupted') from None
     return _record(work, outcome, record)
+
+
+def _setup(work: TaskWork) -> dict[str, Any]:
+    """worktree.setup for the unit: its scratch checkout is a new one."""
+    settings = work.rt.config.worktree
+    return {'setup': list(settings.setup), 'setup_timeout': settings.setup_timeout}
 
 
 def _record(work: TaskWork, outcome: WorkOutcome, record: dict[str, Any]) -> dict[str, Any]:
@@ -162,12 +170,12 @@ def _import_files(work: TaskWork, outcome: WorkOutcome) -> None:
                 renamed[parts[0]] = f'attempt-{base + len(renamed) + 1}'
                 atomic.write_text(task_dir / renamed[parts[0]] / UNIT_MARK, outcome.key)
             parts[0] = renamed[parts[0]]
-        elif parts[0] != 'checks' and rel != 'remote-error.txt':
+        elif parts[0] not in ('checks', SETUP_DIR) and rel != 'remote-error.txt':
             continue
         atomic.write_bytes(task_dir.joinpath(*parts), data)
     prefix = task_dir.relative_to(work.rt.repo).as_posix() if task_dir.is_relative_to(work.rt.repo) \
         else str(task_dir)
-    for check in outcome.checks:
+    for check in [*outcome.checks, *outcome.setup]:
         if isinstance(check, dict) and check.get('log'):
             log = str(check['log'])
             inside = not log.startswith('/') and '..' not in log.split('/')
@@ -181,7 +189,7 @@ def apply_outcome(work: TaskWork, saved: dict[str, Any]) -> None:
     raw_answer = outcome.answer   # validated as it came (a local answer is too, before its redaction)
     outcome.answer = redact_obj(outcome.answer)   # as a local answer: by this machine's secrets too
     where = _where(outcome)
-    state.update_state(task_dir, worker=outcome.worker or None, executor='dask')
+    state.update_state(task_dir, worker=outcome.worker or None, executor='dask', setup=outcome.setup or None)
     if work.session.progress is not None:
         text = f'ran on Dask worker {where}' if where else 'on the Dask cluster'
         work.session.progress.remote(task.id, f'{text}: {outcome.status}', line=True)
@@ -304,7 +312,7 @@ def remote_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt
                     'failure_retries': spec.failure_retries, 'retry_backoff': spec.retry_backoff},
             checks=[], repair_rounds=0, check_timeout=1.0,
             bundle=git.create_bundle(work.workdir, snapshot, bundle_ref), bundle_ref=bundle_ref, snapshot=snapshot,
-            resume_thread=thread, prev_cumulative=prev_cumulative, pin=pin)
+            resume_thread=thread, prev_cumulative=prev_cumulative, pin=pin, **_setup(work))
         turn_record = {'inputs_digest': work.digest, 'turn': turn, 'unit_key': unit.key, 'key': unit.key,
                        'snapshot': snapshot}
 

@@ -36,6 +36,7 @@ from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside, touched_control_files
 from orch.steps.review import run_review_rounds
 from orch.steps.rounds import Rounds, changed_files
+from orch.steps.setup import run_setup
 from orch.steps.worktree import worktree_lock
 
 
@@ -218,11 +219,12 @@ def _first_answer(work: TaskWork) -> Rounds:
     def discard_leftovers() -> None:   # only when no killed attempt's completed turn is recovered
         if work.shared:   # its own checkout: what is there was left by its own earlier attempt
             checkout.restart(rt, task_dir, work.workdir, work.run_branch or '')
-            return
-        # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
-        # uncommitted in the worktree is someone's work, and is never silently discarded.
-        _refuse_unknown_changes(work, previous)
-        git.discard_changes(work.workdir)
+        else:
+            # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
+            # uncommitted in the worktree is someone's work, and is never silently discarded.
+            _refuse_unknown_changes(work, previous)
+            git.discard_changes(work.workdir)
+        run_setup(rt, session, task.id, work.workdir)   # worktree.setup: a fresh execution's checkout, as yours
 
     prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
     result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers)
