@@ -11,11 +11,12 @@ from orch import __version__, output
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 
 # command -> (module, function). Only the module of the command being run is imported: every
-# invocation pays for its own command, not for all fourteen (a no-op resume is start-up bound).
+# invocation pays for its own command, not for all fifteen (a no-op resume is start-up bound).
 COMMANDS: dict[str, tuple[str, str]] = {
     'init': ('orch.commands.init', 'init_command'),
     'run': ('orch.commands.run', 'run'),
     'resume': ('orch.commands.resume', 'resume'),
+    'redo': ('orch.commands.redo', 'redo'),
     'status': ('orch.commands.status', 'status'),
     'graph': ('orch.commands.graph', 'graph'),
     'runs': ('orch.commands.runs', 'runs'),

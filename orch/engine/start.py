@@ -5,6 +5,7 @@ import dataclasses
 import datetime as dt
 import errno
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +74,15 @@ def prepare_run(repo: Path, plan_rel: str, *, spec_file: str | None, run_id: str
     return PreparedRun(loaded.for_run(repo, info), options, _record_run(repo, info))
 
 
-def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file: str | None = None) -> int:
-    """Bring a run up to date (the latest by default): plan and spec are re-read, so edits take effect."""
+def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file: str | None = None,
+               check: Callable[[RunInputs], object] | None = None,
+               before: Callable[[RunInputs], object] | None = None) -> int:
+    """Bring a run up to date (the latest by default): plan and spec are re-read, so edits take effect.
+
+    check: called with the run's inputs before its lock is taken (taking it writes the lock file); `before`: once
+    the lock is held, before anything else is written (`redo` checks its tasks, then marks them). What either
+    raises refuses the command, the lock released.
+    """
     run_id = run_id or latest_run_id(repo)
     info = load_run(repo, run_id)
     spec = check_spec(spec_file, repo) if spec_file else info.spec_file
@@ -84,9 +92,13 @@ def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file
     rt = open_run(repo, run_id, info=info)
     options = request.options(rt.config.jobs)
     check_executor(rt.config, options)
+    if check is not None:
+        check(rt)
     lock = RunLock(rt.run_dir)
     lock.acquire()   # a run in progress is refused before anything is written
     try:
+        if before is not None:
+            before(rt)
         if new_spec:
             save_run(repo, info)
     except BaseException:

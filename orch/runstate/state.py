@@ -27,6 +27,15 @@ def read_state(task_dir: Path) -> dict[str, Any]:
     return read_json(task_dir / 'state.json') or {}
 
 
+def redo_requested(st: dict[str, Any]) -> bool:
+    """Whether the task's state (read_state) asks for a fresh execution: state.json's `redo`.
+
+    `codex-orch redo` sets it under the run's lock, although nothing the task is made from changed; the work step
+    runs while it is there (its uptodate check and its same-inputs short-cut honour it) and clears it with the
+    result of the execution it asked for, so a kill in between leaves it for a resume to finish."""
+    return isinstance(st.get('redo'), dict)
+
+
 def update_state(task_dir: Path, **changes: Any) -> dict[str, Any]:
     state = read_state(task_dir)
     state.update(changes)

@@ -31,11 +31,16 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
         if status == 'running' and not live:
             status, reason = 'pending', 'interrupted; resume to run it again'
         gates = [{'name': name, **g} for name, g in sorted((st.get('gates') or {}).items())]
-        if status == 'done' and result is not None:
+        redo = state.redo_requested(st)   # `codex-orch redo`: its work runs again whatever its gates said
+        if status == 'done' and result is not None and not redo:
             status, reason = _gated(status, reason, gates, expected_gates.get(task.id, []), result)
         causes: list[tuple[str, str]] = []
+        if status == 'done' and redo:
+            causes = [REDO_CAUSE]
         if status == 'done' and task.id in stale:
-            causes = stale[task.id]
+            # doit's only word on a redo's work step is that it is not up to date ('inputs_changed', its reason
+            # when it found none): the redo is the reason
+            causes = [*causes, *(c for c in stale[task.id] if not (redo and c[0] == 'inputs_changed'))]
         if status == 'done' and any(rows[d]['status'] != 'done' for d in task.depends_on):
             waiting = [d for d in task.depends_on if rows[d]['status'] != 'done']
             causes = [*causes, ('upstream_will_run', f'upstream {", ".join(waiting)} will run again')]
@@ -45,10 +50,18 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
             blocked = [d for d in task.depends_on if rows[d]['status'] in ('failed', 'deferred', 'blocked')]
             if blocked:
                 reason = f'waiting for {", ".join(blocked)}'
+        reasons = causes or _causes(status, reason, st)
+        if redo and REDO_CAUSE not in reasons:   # not done yet (interrupted, failed, running): the redo still stands
+            reasons = [*reasons, REDO_CAUSE]
+            reason = f'{reason}; {REDO_CAUSE[1]}' if reason else REDO_CAUSE[1]
         rows[task.id] = _row(task, status, reason, st, result, gates, state.attempt_count(task_dir))
         rows[task.id]['usage_total'] = state.attempts_usage(task_dir)
-        rows[task.id]['reasons'] = [{'code': c, 'detail': d} for c, d in causes or _causes(status, reason, st)]
+        rows[task.id]['reasons'] = [{'code': c, 'detail': d} for c, d in reasons]
     return [rows[t.id] for t in rt.plan.tasks]
+
+
+# Why a task whose state asks for a fresh execution (orch.runstate.state.redo_requested) will run again.
+REDO_CAUSE = ('redo_requested', 'redo requested')
 
 
 def _causes(status: str, reason: str | None, st: dict[str, Any]) -> list[tuple[str, str]]:

@@ -87,9 +87,10 @@ def recorded_done(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
 
     A kill during a re-execution, and the edit that caused it undone, leave doit's record of the earlier inputs
     valid while the state says the task never finished: the step then runs, finds its result was made from
-    these very inputs, and records it done without a model call."""
+    these very inputs, and records it done without a model call. A redo asked for (`codex-orch redo`) makes it run."""
     assert step.task_id is not None
-    return state.read_state(rt.task_dir(step.task_id)).get('status') == 'done'
+    st = state.read_state(rt.task_dir(step.task_id))
+    return st.get('status') == 'done' and not state.redo_requested(st)
 
 
 def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
@@ -99,7 +100,8 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
     result_path = rt.path(step.outputs['result'])
     digest = inputs_digest(rt, step)
     previous = state.read_result(task_dir)
-    if previous and digest in (previous.get('made_from') or [previous.get('inputs_digest')]):
+    redo = state.redo_requested(state.read_state(task_dir))   # a fresh execution asked for: no short-cut
+    if previous and not redo and digest in (previous.get('made_from') or [previous.get('inputs_digest')]):
         # Finished before, but doit's record of it was lost (e.g. a kill): nothing to redo — only the state
         # a kill right after result.json may not have caught up with.
         if state.read_state(task_dir).get('status') != 'done':
@@ -351,15 +353,20 @@ def rerun_note(previous: dict[str, Any], result: dict[str, Any] | None) -> str:
     if not previous.get('status'):
         return ''
     lines = ['', '', '## This task ran before', '']
+    redo = state.redo_requested(previous)
+    if redo:
+        lines.append('A fresh execution of this task was asked for (`codex-orch redo`): nothing it is made from '
+                     'changed, but its previous result is not to be taken as it is.')
     if previous.get('status') in ('failed', 'blocked', 'deferred') and previous.get('reason'):
         lines.append(f'Its previous execution ended {previous["status"]}: {previous["reason"]}. Its uncommitted '
                      'changes were discarded; the worktree holds what was committed.')
     elif result and result.get('commit'):
         files = ', '.join(result.get('files_changed') or []) or '(none)'
+        then = ('Do the task again: check that work against the task, and change what falls short' if redo else
+                'Its inputs changed since: update that work to match the task as it is now')
         lines.append(f'Its previous result is already committed in the worktree (commit {result["commit"][:12]}, '
-                     f'files: {files}). Its inputs changed since: update that work to match the task as it is '
-                     'now; do not add a second copy of it.')
-    else:
+                     f'files: {files}). {then}; do not add a second copy of it.')
+    elif not redo:
         return ''
     return '\n'.join(lines) + '\n'
 
@@ -473,7 +480,8 @@ def write_result(work: TaskWork, pending: dict[str, Any], sha: str | None) -> No
     crash_point('before-result', task.id)
     state.write_result(task_dir, result, execution)
     state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=execution['attempts'],
-                       outcome='ok', usage=execution['usage'], commit=commit, round=None, checks=execution['checks'])
+                       outcome='ok', usage=execution['usage'], commit=commit, round=None, checks=execution['checks'],
+                       redo=None)   # a redo asked for (`codex-orch redo`) is done with this execution
     (task_dir / 'pending.json').unlink(missing_ok=True)
     git_seal.unseal(task_dir)
 
