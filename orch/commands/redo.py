@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
-from pathlib import Path
-from typing import Any
 
 from orch import output
 from orch.commands.common import find_repo
@@ -28,14 +25,13 @@ from orch.engine.inputs import RunInputs
 from orch.engine.start import resume_run
 from orch.errors import InputError
 from orch.failpoints import crash_point
-from orch.runstate import atomic, state
+from orch.runstate import state
+from orch.runstate.executions import keep_previous
 from orch.steps.remote_work import OUTCOME_FILE
 from orch.steps.rounds import ROUNDS_FILE
 
-EXECUTIONS_DIR = 'executions'   # in the task directory: the executions a redo replaced, one file each
 # What an execution leaves until its result is recorded (orch.steps.work, rounds, remote_work): paid-for work.
 UNRECORDED = ('pending.json', ROUNDS_FILE, OUTCOME_FILE)
-_SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +69,7 @@ def request_redo(rt: RunInputs, task_ids: list[str], *, announce: bool = True) -
         if state.redo_requested(st):
             _say(announce, f'redo {task_id}: asked for already and not finished; it goes on')
             continue
-        kept = keep_previous(task_dir, now)
+        kept = keep_previous(task_dir, now, why='redo')
         state.update_state(task_dir, redo={'requested_at': now.isoformat(timespec='seconds'), 'previous': kept})
         marked.append(task_id)
         where = f'; its previous result is kept in {rt.layout.task_dir(task_id)}/{kept}' if kept else ''
@@ -103,34 +99,6 @@ def check_tasks(rt: RunInputs, task_ids: list[str]) -> None:
                              f'({", ".join(left) or "state: running"}); finish it first with '
                              f'`codex-orch resume --run-id {run_id}` (nothing paid for is paid again), '
                              'then redo it')
-
-
-def keep_previous(task_dir: Path, now: dt.datetime) -> str | None:
-    """Copy the task's result.json and execution.json (and its state) into `executions/<name>.json`, where no
-    later execution overwrites them; returns that path relative to the task directory (None: nothing to keep)."""
-    result = state.read_json(task_dir / 'result.json')
-    execution = state.read_json(task_dir / 'execution.json')
-    if result is None and execution is None:
-        return None
-    relative = f'{EXECUTIONS_DIR}/{_record_name(task_dir)}.json'
-    path = task_dir / relative
-    if not path.exists():   # the same execution kept before (by a redo killed before its mark): as it was
-        record: dict[str, Any] = {'kept_at': now.isoformat(timespec='seconds'), 'why': 'redo', 'result': result,
-                                  'execution': execution, 'state': state.read_state(task_dir)}
-        atomic.write_json(path, record)
-    return relative
-
-
-def _record_name(task_dir: Path) -> str:
-    """The execution's own name: its exec_id's inputs digest and attempt count (`<digest>-<n>`), else the
-    digest of its result.json."""
-    record = state.read_result(task_dir) or state.read_json(task_dir / 'execution.json') or {}
-    exec_id = record.get('exec_id')
-    if isinstance(exec_id, str) and exec_id.count('/') >= 3:
-        name = '-'.join(exec_id.split('/')[-2:])
-        if _SAFE_NAME.fullmatch(name):
-            return name
-    return f'result-{(state.file_digest(task_dir / "result.json") or "none")[:16]}'
 
 
 def _say(announce: bool, text: str) -> None:
