@@ -368,6 +368,7 @@ def _run_attempt(spec: WorkerSpec, plan: _Plan, task_dir: Path, validate: Callab
         raise
     finally:
         _finish_record(record, stream, adir)
+    crash_point('after-attempt', f'{task_dir.name}/{adir.name}')   # ended and on record; its caller has not seen it
     return record, answer
 
 

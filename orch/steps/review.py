@@ -20,6 +20,7 @@ from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
 from orch.core.report import findings_lines
 from orch.core.text import one_line
+from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import git_seal
 from orch.steps.commands import command_env, run_command
@@ -61,6 +62,7 @@ def run_review_rounds(work: _Work, rounds: Rounds, accept: Any, call: Any) -> No
             rounds.save(work.task_dir)
         state.update_state(work.task_dir, round=f'review {rounds.reviews} of {limit}')
         result = call(_review_again_prompt(rounds, limit), rounds)
+        crash_point('after-review-answer', task.id)
         rounds.add_usage(result.usage)
         rounds.save(work.task_dir)
         rounds.answer = accept(result)
@@ -108,6 +110,7 @@ def _fixed_answer(work: _Work, rounds: Rounds, target: Task, round_no: int, limi
     result: WorkerResult = call_turn(
         work, spec, schema, _findings_prompt(rounds.answer, work.task, round_no, limit), thread,
         rounds.fix_cumulative or target_result.get('usage'), target)
+    crash_point('after-fix-answer', work.task.id)
     rounds.add_usage(result.usage)
     rounds.fix_cumulative = result.usage_cumulative or rounds.fix_cumulative
     rounds.save(work.task_dir)

@@ -18,6 +18,7 @@ from orch.adapters import git
 from orch.adapters.worker import WorkerResult, WorkerSpec, run_worker
 from orch.core.redact import redact_obj
 from orch.core.validate import schema_errors
+from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps.commands import CommandRun, run_shell
 from orch.steps.failure import Failed
@@ -145,6 +146,7 @@ def _repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int) -> No
     """One repair round: the worker's thread resumed with the failure; its new answer must validate too."""
     state.update_state(ex.task_dir, round=f'repair {rounds.repairs} of {limit}')
     result = call_worker(ex, repair_prompt(failed, rounds.repairs, limit), resume=rounds)
+    crash_point('after-repair-answer', ex.task_id)
     rounds.add_usage(result.usage)
     rounds.save(ex.task_dir)   # paid for: counted even if the round's answer is refused below
     answer = accept(ex, result)
