@@ -11,6 +11,7 @@ answer, a schema retry, a repair round, a review fix, a review).
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from orch.runstate.lock import holder_pid
 from orch.runstate.state import USAGE_KEYS, attempts_usage
 from tests.support.fake_codex import DEFAULT_USAGE
 from tests.support.gitrepo import git
-from tests.support.orchtest import Host, make_host
+from tests.support.orchtest import Host, cli_subprocess, make_host
 from tests.support.orchtest import crashed_run as run_killed
 from tests.support.procs import pgid_alive, wait_for
 
@@ -149,6 +150,25 @@ def test_kill_at_fault_point_then_resume(host: Host, point: str, relaunched: lis
     assert_clean_end_state(host, base_tree)
     for entry in before:   # the workers of the killed run are gone too
         wait_for(lambda pgid=entry['pgid']: not pgid_alive(pgid), timeout=10)
+
+
+def killed_resume(host: Host, point: str) -> None:
+    proc = cli_subprocess(host.repo, 'resume', '--run-id', RUN, env={**os.environ, 'ORCH_TEST_CRASH_AT': point})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, out + err
+
+
+def test_killed_again_while_the_resume_takes_the_ended_answer(host: Host) -> None:
+    """The resume that takes T2's ended answer is killed at the same point: the next one still takes it."""
+    base_tree = _base_tree(host)
+    crashed_run(host, 'after-answer:T2')
+    killed_resume(host, 'after-answer:T2')
+    assert host.launched_tasks() == ['T1', 'T2']   # the killed resume paid for nothing
+    host.clear_log()
+    _resume(host)
+    assert host.launched_tasks() == ['T3', 'T4']
+    assert len(list((run_dir(host) / 'tasks' / 'T2').glob('attempt-*'))) == 1   # paid once
+    assert_clean_end_state(host, base_tree)
 
 
 def test_an_ended_answer_is_taken_only_after_a_kill(host: Host) -> None:
@@ -286,8 +306,9 @@ def single_task_host(host: Host, tasks: list[dict], script: dict) -> None:
     host.script(script)
 
 
-@pytest.mark.parametrize('point', ['after-attempt:T1/attempt-2', 'after-repair-answer:T1'])
-def test_kill_after_a_repair_round_s_turn(host: Host, point: str) -> None:
+@pytest.mark.parametrize('point, twice', [('after-attempt:T1/attempt-2', False), ('after-repair-answer:T1', False),
+                                         ('after-repair-answer:T1', True)])
+def test_kill_after_a_repair_round_s_turn(host: Host, point: str, twice: bool) -> None:
     single_task_host(host, [{'id': 'T1', 'role': 'implementer', 'title': 'Fix x', 'description': 'Make x work.',
                              'paths': ['src/*'], 'checks': [CHECK]}],
                      {'tasks': {'T1': [{'edits': {'src/x.py': 'broken\n'}}, {'edits': {'src/x.py': 'fixed\n'}}]}})
@@ -295,6 +316,10 @@ def test_kill_after_a_repair_round_s_turn(host: Host, point: str) -> None:
     rounds = json.loads((run_dir(host) / 'tasks' / 'T1' / 'rounds.json').read_text())
     assert rounds['phase'] == 'repairing' and rounds['usage'] == usage_of(1)   # the repair's turn not recorded
     assert [a['outcome'] for a in attempts_of(host, 'T1')] == ['ok', 'ok']
+    if twice:   # the resume taking that turn is killed in the same place
+        host.clear_log()
+        killed_resume(host, point)
+        assert host.launches() == []
     host.clear_log()
     _resume(host)
     assert host.launches() == []   # the repair's turn is not paid again

@@ -184,6 +184,10 @@ def _first_answer(work: _Work) -> Rounds:
     rt, session, task, task_dir = work.rt, work.session, work.task, work.task_dir
     started = time.time()
     previous = state.read_state(task_dir)
+    # An execution a kill interrupted before it recorded its answer goes on: from its start, its ended answer is
+    # taken instead of a second one (a kill of this very execution in the same place finds it again).
+    unrecorded = unrecorded_since(task_dir, previous)
+    started = started if unrecorded is None else unrecorded
     # The note of an execution a kill interrupted is kept: the same prompt lets its completed turn be recovered.
     note = previous.get('rerun_note') or '' if previous.get('status') == 'running' else \
         rerun_note(previous, state.read_result(task_dir))
@@ -200,9 +204,7 @@ def _first_answer(work: _Work) -> Rounds:
         git.discard_changes(work.workdir, scope)
 
     prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
-    # A kill after the killed execution's answer ended and before its record: that answer, not a second one.
-    result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers,
-                          reuse_since=unrecorded_since(task_dir, previous))
+    result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers, reuse_since=unrecorded)
     crash_point('after-answer', task.id)
     answer = _accept(work, result)
     rounds = Rounds(inputs_digest=work.digest, thread_id=result.thread_id, answer=answer, usage=dict(result.usage),
