@@ -203,7 +203,7 @@ def test_a_failing_gate_on_a_leaf_task_fails_the_run_and_blocks_merge(tmp_path: 
 def test_in_a_parallel_shared_run_a_gate_tests_its_own_task_s_work(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: Any) -> None:
-    """A's gate runs while B is still writing the shared worktree: it must see A's commit, not B's files."""
+    """A's gate runs while B is still working: it must see A's landed commit, not B's files."""
     host = make(tmp_path, monkeypatch, capsys, {'tasks': {
         'A': [{'edits': {'a/one.txt': 'A\n'}}],
         'B': [{'edits': {'b/two.txt': 'B\n'}, 'sleep': 3}]}},
@@ -219,7 +219,8 @@ def test_in_a_parallel_shared_run_a_gate_tests_its_own_task_s_work(tmp_path: Pat
     assert rc == 0, out + err
     gates = {t['id']: t['gates'][0] for t in host.status()['tasks']}
     assert gates['A']['passed'] and gates['A']['snapshot'] is True   # B was working: a snapshot of A's commit
-    assert not list((host.run_dir() / 'gates').iterdir())            # and it is gone afterwards
+    worktrees = host.repo / '.orchestrator' / 'worktrees'
+    assert not list(worktrees.glob(f'{host.run_dir().name}.gate.*'))   # and it is gone afterwards
 
 
 def test_a_gate_that_changed_shows_runs_alone_and_cuts_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -548,6 +548,117 @@ def test_failpoint_after_turn_then_recover(h: Harness) -> None:
     assert (h.workdir / 'b.txt').read_text() == 'b\n'
 
 
+# --- an attempt that ended before codex-orch was killed, its answer never recorded, is taken as it is -------
+
+ZERO_USAGE = dict.fromkeys(USAGE_KEYS, 0)
+
+
+def _reuse(h: Harness, since: float | None, prompt: str = PROMPT, **overrides: Any) -> tuple[WorkerResult, list[str]]:
+    fresh: list[str] = []
+    result = run_worker(h.spec(**overrides), prompt, h.task_dir, validate, recover=True,
+                        before_fresh_start=lambda: fresh.append('discard'), reuse_since=since)
+    return result, fresh
+
+
+def _started(h: Harness, n: int) -> float:
+    return float(json.loads((h.task_dir / f'attempt-{n}' / 'attempt.json').read_text())['started_at'])
+
+
+def test_an_ended_attempt_is_taken_when_its_caller_vouches_no_record_took_it(h: Harness) -> None:
+    since = time.time()
+    first = h.run({'edits': {'a.txt': 'a\n'}})
+    recorded = (h.task_dir / 'attempt-1' / 'attempt.json').read_bytes()
+    h.script({'fail': 'a second launch must not happen'})
+    result, fresh = _reuse(h, since)
+    assert len(h.log()) == 1 and fresh == []   # no model request, and the worker's edits are kept
+    assert result.ok and result.answer == first.answer and result.thread_id == first.thread_id
+    assert result.usage == FAKE_USAGE and result.usage_cumulative == FAKE_USAGE   # what the round counts, once
+    assert result.new_usage == ZERO_USAGE and result.spent_now == ZERO_USAGE   # the run's budget holds it already
+    (attempt,) = result.attempts
+    assert attempt.n == 1 and attempt.outcome == 'ok' and not attempt.recovered
+    assert (h.task_dir / 'attempt-1' / 'attempt.json').read_bytes() == recorded   # kept as it was
+    assert (h.workdir / 'a.txt').read_text() == 'a\n'
+
+
+def test_an_ended_attempt_is_not_taken_unless_vouched_for_since_its_launch(h: Harness) -> None:
+    h.run({})
+    h.script({})
+    result, fresh = _reuse(h, None)   # no caller's word: an ended attempt may have been recorded
+    assert fresh == ['discard'] and len(h.log()) == 2 and [a.n for a in result.attempts] == [2]
+    result, fresh = _reuse(h, _started(h, 2) + 0.001)   # launched before the caller's turn began
+    assert fresh == ['discard'] and len(h.log()) == 3 and [a.n for a in result.attempts] == [3]
+    assert result.spent_now == FAKE_USAGE
+
+
+def test_an_ended_attempt_for_another_prompt_or_spec_is_not_taken(h: Harness) -> None:
+    since = time.time()
+    h.run({})
+    result, fresh = _reuse(h, since, PROMPT + 'The spec changed.\n')
+    assert fresh == ['discard'] and len(h.log()) == 2
+    result, fresh = _reuse(h, since, PROMPT + 'The spec changed.\n', model='another-model')
+    assert fresh == ['discard'] and len(h.log()) == 3
+
+
+def test_an_ended_failure_is_not_taken(h: Harness) -> None:
+    since = time.time()
+    failed = h.run({'exit': 1}, failure_retries=0)   # the turn completed, codex failed: a retry's matter
+    assert failed.outcome == 'exit-nonzero'
+    h.script({})
+    result, fresh = _reuse(h, since, failure_retries=0)
+    assert fresh == ['discard'] and len(h.log()) == 2 and result.ok and [a.n for a in result.attempts] == [2]
+
+
+def test_an_ended_attempt_whose_events_no_longer_judge_the_same_is_not_taken(h: Harness) -> None:
+    since = time.time()
+    h.run({})
+    events = h.task_dir / 'attempt-1' / 'events.jsonl'
+    events.write_bytes(events.read_bytes().replace(b'turn.completed', b'turn.cancelled'))
+    result, fresh = _reuse(h, since)
+    assert fresh == ['discard'] and len(h.log()) == 2 and [a.n for a in result.attempts] == [2]
+
+
+def test_an_ended_schema_retry_is_taken_with_its_call_s_earlier_attempts(h: Harness) -> None:
+    since = time.time()
+    h.run([{'answer': 'prose'}, {'answer': 'auto'}])
+    result, fresh = _reuse(h, since)
+    assert len(h.log()) == 2 and fresh == []
+    assert [(a.n, a.kind, a.outcome) for a in result.attempts] == [(1, 'initial', 'invalid-output'),
+                                                                  (2, 'schema-retry', 'ok')]
+    assert result.usage == {k: 2 * v for k, v in FAKE_USAGE.items()} and result.new_usage == ZERO_USAGE
+    # the call's first attempt was launched before the caller's turn: the whole call is another turn's
+    h.script({})
+    result, fresh = _reuse(h, _started(h, 2))
+    assert fresh == ['discard'] and len(h.log()) == 3
+
+
+def test_an_ended_invalid_answer_is_resumed_by_its_schema_retry(h: Harness) -> None:
+    """Killed after the invalid answer's attempt.json, before its schema retry: the retry, not a fresh turn."""
+    since = time.time()
+    first = h.run({'answer': 'prose'}, schema_retries=0)
+    assert first.outcome == 'invalid-output'
+    h.script({'answer': 'auto'})
+    result, fresh = _reuse(h, since)
+    assert fresh == [] and [entry['resume'] for entry in h.log()] == [False, True]
+    assert [(a.n, a.kind, a.outcome) for a in result.attempts] == [(1, 'initial', 'invalid-output'),
+                                                                  (2, 'schema-retry', 'ok')]
+    assert result.usage == {k: 2 * v for k, v in FAKE_USAGE.items()} and result.new_usage == FAKE_USAGE
+
+
+def test_failpoint_after_attempt_then_reuse(h: Harness) -> None:
+    """SIGKILL right after attempt.json (ORCH_TEST_CRASH_AT=after-attempt:T1/attempt-1)."""
+    since = time.time()
+    h.script({'edits': {'c.txt': 'c\n'}})
+    env = {**os.environ, 'ORCH_TEST_CRASH_AT': 'after-attempt:T1/attempt-1'}
+    done = subprocess.run([sys.executable, '-c', _CRASH_AFTER_TURN, str(h.root), PROMPT], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == -9, done.stdout + done.stderr
+    assert json.loads((h.task_dir / 'attempt-1' / 'attempt.json').read_text())['outcome'] == 'ok'
+    h.script({'fail': 'a second launch must not happen'})
+    result, fresh = _reuse(h, since)
+    assert result.ok and fresh == [] and len(h.log()) == 1 and result.usage == FAKE_USAGE
+    assert (h.workdir / 'c.txt').read_text() == 'c\n'
+
+
 # --- answers no encoder likes ---------------------------------------------------------------------
 
 def test_an_answer_with_a_lone_surrogate_is_recorded_with_a_replacement(h: Harness) -> None:

@@ -10,10 +10,13 @@ time) while it runs, attempt.json at the end). Attempts are:
 Each attempt also writes launch.json before it starts (its kind, argv, thread, the run_worker call it
 belongs to and a fingerprint of the task prompt, schema and launch parameters).
 
-A kill of codex-orch after the worker's turn completed but before codex exited (the answer is in
-events.jsonl, attempt.json was never written) must not make the next run pay the model again:
-`run_worker(..., recover=True)` first looks for such an attempt, the latest of the task, made for the
-same fingerprint, and finishes it from its events as if it had ended normally (`recover_completed_attempt`).
+A kill of codex-orch after the worker's turn completed must not make the next run pay the model again:
+`run_worker(..., recover=True)` first looks at the task's latest attempt, made for the same fingerprint.
+One that never ended (the kill came before codex exited: the answer is in events.jsonl, attempt.json was
+never written) is finished from its events as if it had ended normally (`recover_completed_attempt`). One
+that ended (attempt.json written, but the caller never recorded its answer) is taken as it is, when the
+caller vouches that no record took in any attempt launched since a moment (`reuse_since`): only the caller
+knows what its records hold.
 
 Facts this relies on (reference/codex-exec.md): `-C`/`--sandbox` must precede `resume` and
 nothing is restored by resume (§4); usage is cumulative over a thread (§2.1); the npm launcher
@@ -124,6 +127,15 @@ class WorkerResult:
     attempts: list[AttemptRecord]
     usage: dict[str, int]
     duration: float
+    # The part of `usage` this call put on record (the attempts whose attempt.json it wrote). The rest was on
+    # record before: attempts a killed run had ended, taken as they were, which a run's budget (counted from the
+    # attempts on record when it started) already holds. None: all of `usage`.
+    new_usage: dict[str, int] | None = None
+
+    @property
+    def spent_now(self) -> dict[str, int]:
+        """What this call adds to what the run spent (see new_usage)."""
+        return self.usage if self.new_usage is None else self.new_usage
 
     @property
     def ok(self) -> bool:
@@ -189,7 +201,8 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
                *, on_event: Callable[[dict], None] | None = None,
                cancel: threading.Event | None = None, resume_thread: str | None = None,
                prev_cumulative: dict[str, int] | None = None, recover: bool = False,
-               before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
+               before_fresh_start: Callable[[], None] | None = None,
+               reuse_since: float | None = None) -> WorkerResult:
     """Run the task until it yields a valid answer or the retry budget is spent.
 
     resume_thread: continue that Codex thread with `prompt` (a repair or review round) instead of
@@ -201,14 +214,24 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
     thread as usual. Its edits are still in the worktree: a caller that discards a killed attempt's
     leftovers does it in `before_fresh_start`, called only when nothing was recovered, before the
     first launch.
+
+    reuse_since (with recover): the caller vouches that none of its records took in an attempt launched at or
+    after this time (time.time()): a kill struck after such an attempt had ended and before the caller recorded
+    its answer. Then the latest attempt may also be one that ended, and is taken as it is (its attempt.json
+    kept) when it was made for this same prompt and spec, it and the earlier attempts of its run_worker call
+    were launched since then, its turn completed, and its outcome was ok (or invalid-output, which a schema
+    retry resumes as usual) and still is, judged again from its events. Only the caller can tell that no
+    record took it in: an execution a kill interrupted (orch.steps.rounds.unrecorded_since and the turn of
+    a round, Rounds.turn_since).
     """
     started = time.monotonic()
     task_dir = Path(task_dir)
     budget = _Budget(spec.schema_retries, spec.failure_retries)
-    found = _recover(spec, prompt, task_dir, validate) if recover else None
+    found = _recover(spec, prompt, task_dir, validate, reuse_since) if recover else None
     plan: _Plan | None
+    recorded = 0   # how many of the attempts were on record before this call
     if found is not None:
-        attempts, answer, last = found
+        attempts, answer, last, recorded = found.attempts, found.answer, found.plan, found.recorded
         for earlier in attempts:
             budget.replay(earlier, spec.schema_retries)
         plan = _next_plan(spec, prompt, last, attempts[-1], budget, cancel)
@@ -225,7 +248,7 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
         record, answer = _run_attempt(spec, plan, task_dir, validate, on_event, cancel, fingerprint)
         attempts.append(record)
         plan = _next_plan(spec, prompt, plan, record, budget, cancel)
-    return _result(attempts, answer, time.monotonic() - started)
+    return _result(attempts, answer, time.monotonic() - started, recorded)
 
 
 @dataclass
@@ -293,12 +316,15 @@ def reminder_prompt(problems: list[str]) -> str:
             'matches the output schema exactly: no prose, no Markdown, no code fences.\n')
 
 
-def _result(attempts: list[AttemptRecord], answer: object | None, duration: float) -> WorkerResult:
+def _result(attempts: list[AttemptRecord], answer: object | None, duration: float,
+            recorded: int = 0) -> WorkerResult:
+    """recorded: how many of the attempts (the first ones) were on record before this call."""
     last = attempts[-1]
     thread_id = next((a.thread_id for a in reversed(attempts) if a.thread_id), None)
     return WorkerResult(outcome=last.outcome, answer=answer if last.outcome == 'ok' else None,
                         error=last.error, thread_id=thread_id, attempts=attempts,
-                        usage=_sum_usage(a.usage for a in attempts), duration=round(duration, 3))
+                        usage=_sum_usage(a.usage for a in attempts), duration=round(duration, 3),
+                        new_usage=_sum_usage(a.usage for a in attempts[recorded:]))
 
 
 def _sum_usage(usages: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -368,6 +394,7 @@ def _run_attempt(spec: WorkerSpec, plan: _Plan, task_dir: Path, validate: Callab
         raise
     finally:
         _finish_record(record, stream, adir)
+    crash_point('after-attempt', f'{task_dir.name}/{adir.name}')   # ended and on record; its caller has not seen it
     return record, answer
 
 
@@ -619,7 +646,8 @@ def _save_launch(adir: Path, plan: _Plan, record: AttemptRecord, fingerprint: st
 
 
 def recover_completed_attempt(spec: WorkerSpec, prompt: str, task_dir: Path,
-                              validate: Callable[[object], list[str]]) -> WorkerResult | None:
+                              validate: Callable[[object], list[str]],
+                              reuse_since: float | None = None) -> WorkerResult | None:
     """Finish the attempt a killed codex-orch left after its worker's turn had completed, or None.
 
     The attempt must be the task's latest (`attempt-<n>` with the highest n), have no attempt.json (it
@@ -630,33 +658,47 @@ def recover_completed_attempt(spec: WorkerSpec, prompt: str, task_dir: Path,
     itself. The result has the outcome 'ok' with the answer, or 'invalid-output' (`run_worker` with
     `recover=True` then resumes its thread with a schema retry); the attempts the same killed run made
     before it are included, so usage and attempts add up as in an uninterrupted run.
+
+    reuse_since: the latest attempt may also be one that ended, taken as it is (see `run_worker`).
     """
     started = time.monotonic()
-    found = _recover(spec, prompt, Path(task_dir), validate)
+    found = _recover(spec, prompt, Path(task_dir), validate, reuse_since)
     if found is None:
         return None
-    attempts, answer, _plan = found
-    return _result(attempts, answer, time.monotonic() - started)
+    return _result(found.attempts, found.answer, time.monotonic() - started, found.recorded)
 
 
-def _recover(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable[[object], list[str]]
-             ) -> tuple[list[AttemptRecord], object | None, _Plan] | None:
-    """(the killed run's attempts with the recovered one last, its answer if valid, its plan) or None."""
+@dataclass
+class _Found:
+    """What a killed run left of a run_worker call: its attempts, the taken one last."""
+    attempts: list[AttemptRecord]
+    answer: object | None          # the last attempt's answer, when valid
+    plan: _Plan                    # how the last attempt was launched (what a retry continues)
+    recorded: int                  # how many of the attempts were on record (attempt.json) before
+
+
+def _recover(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable[[object], list[str]],
+             reuse_since: float | None = None) -> _Found | None:
+    """The killed run's attempts of a call for this prompt and spec, ending with a completed turn, or None."""
     latest = _latest_attempt_dir(task_dir)
-    if latest is None or (latest / ATTEMPT_FILE).exists():
+    if latest is None:
+        return None
+    ended = (latest / ATTEMPT_FILE).exists()
+    if ended and reuse_since is None:
         return None
     launch = _read_json(latest / LAUNCH_FILE)
     if launch is None or launch.get('fingerprint') != launch_fingerprint(spec, prompt):
         return None
+    if ended:
+        assert reuse_since is not None
+        return _reuse_ended(task_dir, latest, launch, validate, reuse_since)
     identity = procgroup.load_identity(latest / PROCESS_FILE)
     if identity is not None:
         procgroup.kill_stale(identity)   # between turn.completed and its exit: nothing more will come
     stream = _read_events(latest / 'events.jsonl')
     if not stream.turn_completed or stream.turn_failed_message is not None:
         return None   # not paid for, or failed: the attempt is simply lost, as before
-    plan = _Plan(str(launch.get('kind') or 'initial'), _read_text(latest / 'prompt.txt'),
-                 _str(launch.get('resume_thread')), _usage_or_none(launch.get('prev_cumulative')),
-                 _str(launch.get('call')) or '')
+    plan = _launch_plan(latest, launch)
     record = AttemptRecord(n=_attempt_number(latest), kind=plan.kind, argv=_str_list(launch.get('argv')),
                            thread_id=plan.resume_thread, usage=zero_usage(), recovered=True,
                            started_at=float(launch.get('started_at') or 0.0))
@@ -670,7 +712,53 @@ def _recover(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable[[
     except OSError:
         ended_at = None
     _finish_record(record, stream, latest, ended_at)
-    return [*_earlier_attempts(task_dir, plan.call, record.n), record], answer, plan
+    earlier = _earlier_attempts(task_dir, plan.call, record.n)
+    return _Found([*earlier, record], answer, plan, recorded=len(earlier))
+
+
+# Outcomes of an ended attempt that a resume takes instead of paying again: an answer (valid, or not, which a
+# schema retry resumes). Any other outcome is what an uninterrupted run would have retried or failed on.
+_REUSABLE = ('ok', 'invalid-output')
+
+
+def _reuse_ended(task_dir: Path, latest: Path, launch: dict[str, Any], validate: Callable[[object], list[str]],
+                 since: float) -> _Found | None:
+    """The ended attempt `latest` (launched for this fingerprint) and its call's earlier ones, taken as they are
+    recorded, when they all were launched since `since` and its completed turn still judges as it was recorded."""
+    record = _load_record(latest)
+    if record is None or record.outcome not in _REUSABLE:
+        return None
+    plan = _launch_plan(latest, launch)
+    attempts = [*_earlier_attempts(task_dir, plan.call, record.n), record]
+    if any(a.started_at < since for a in attempts):
+        return None   # its call began before the caller's turn did: another turn's, which a record may hold
+    stream = _read_events(latest / 'events.jsonl')
+    if not stream.turn_completed or stream.turn_failed_message is not None:
+        return None
+    judged = AttemptRecord(n=record.n, kind=record.kind, argv=[])
+    answer = _judge_answer(judged, stream, validate)
+    if judged.outcome != record.outcome:
+        return None   # an answer this validation judges otherwise is not taken for this call
+    return _Found(attempts, answer, plan, recorded=len(attempts))
+
+
+def _launch_plan(adir: Path, launch: dict[str, Any]) -> _Plan:
+    """How the attempt in `adir` was launched, from its launch.json."""
+    return _Plan(str(launch.get('kind') or 'initial'), _read_text(adir / 'prompt.txt'),
+                 _str(launch.get('resume_thread')), _usage_or_none(launch.get('prev_cumulative')),
+                 _str(launch.get('call')) or '')
+
+
+def _load_record(adir: Path) -> AttemptRecord | None:
+    """The attempt as its attempt.json recorded it, or None."""
+    data = _read_json(adir / ATTEMPT_FILE)
+    if data is None:
+        return None
+    known = {k: v for k, v in data.items() if k in AttemptRecord.__dataclass_fields__}
+    try:
+        return AttemptRecord(**known)
+    except TypeError:
+        return None
 
 
 def _latest_attempt_dir(task_dir: Path) -> Path | None:
@@ -693,11 +781,9 @@ def _earlier_attempts(task_dir: Path, call: str, before: int) -> list[AttemptRec
         n = _attempt_number(adir)
         if not 0 < n < before or (_read_json(adir / LAUNCH_FILE) or {}).get('call') != call:
             continue
-        data = _read_json(adir / ATTEMPT_FILE)
-        if data is not None:
-            known = {k: v for k, v in data.items() if k in AttemptRecord.__dataclass_fields__}
-            with contextlib.suppress(TypeError):
-                found.append(AttemptRecord(**known))
+        record = _load_record(adir)
+        if record is not None:
+            found.append(record)
     return found
 
 

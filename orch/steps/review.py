@@ -20,6 +20,7 @@ from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
 from orch.core.report import findings_lines
 from orch.core.text import one_line
+from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import git_seal
 from orch.steps.commands import command_env, run_command
@@ -60,9 +61,12 @@ def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) ->
             rounds.review_phase = 'reviewing'
             rounds.save(work.task_dir)
         state.update_state(work.task_dir, round=f'review {rounds.reviews} of {limit}')
+        rounds.begin_turn(work.task_dir)
         result = call(_review_again_prompt(rounds, limit), rounds)
-        rounds.add_usage(result.usage)
-        rounds.save(work.task_dir)
+        crash_point('after-review-answer', task.id)
+        rounds.end_turn(result.usage)   # recorded with the new verdict below, or at once when it is refused
+        if not result.ok:
+            rounds.save(work.task_dir)
         rounds.answer = accept(result)
         rounds.thread_id = result.thread_id or rounds.thread_id
         rounds.cumulative = result.usage_cumulative or rounds.cumulative
@@ -105,12 +109,17 @@ def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, l
     spec = dataclasses.replace(worker_spec(work), sandbox=role.sandbox, model=role.model or None,
                                schema_path=rt.path(role.schema_file).resolve())
     from orch.steps.work import call_turn  # here, or on the Dask worker that holds the thread
+    rounds.begin_turn(work.task_dir)
     result: WorkerResult = call_turn(
         work, spec, schema, _findings_prompt(rounds.answer, work.task, round_no, limit), thread,
-        rounds.fix_cumulative or target_result.get('usage'), target)
-    rounds.add_usage(result.usage)
+        rounds.fix_cumulative or target_result.get('usage'), target, reuse_since=rounds.turn_since)
+    crash_point('after-fix-answer', work.task.id)
+    # Paid for: recorded with the fix's answer by the caller (a kill before it takes the ended turn again, unpaid),
+    # or at once when the answer is refused.
+    rounds.end_turn(result.usage)
     rounds.fix_cumulative = result.usage_cumulative or rounds.fix_cumulative
-    rounds.save(work.task_dir)
+    if not result.ok:
+        rounds.save(work.task_dir)
     if result.outcome == 'interrupted':
         state.update_state(work.task_dir, status='pending', reason='interrupted; resume to run it again')
         raise Failed('interrupted')

@@ -5,11 +5,16 @@ worker's own Codex thread is resumed with the evidence) and review rounds (its r
 changes). `rounds.json` records where the execution stands — the thread, the latest valid answer,
 the usage so far, which round is under way — so a kill at any point resumes there: a finished round is
 never paid for again, and the worker's uncommitted edits are not discarded as leftovers.
+
+Nor is a round's worker turn that ended before the kill and was not recorded yet: `turn_since` marks the turn
+under way (saved before it starts, cleared by the save that records its answer and usage), so a resume of the
+execution a kill interrupted takes that turn's ended attempts as they are (orch.adapters.worker, reuse_since).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +47,33 @@ class Rounds:
     fixes: list[dict[str, Any]] = field(default_factory=list)    # one commit per review round
     conflicts: int = 0                         # conflict rounds started (landing: see orch.steps.landing)
     conflict: dict[str, Any] | None = None     # what the conflict round under way resolves (phase 'resolving')
+    turn_since: float | None = None            # a round's worker turn under way since then, its answer not recorded
 
     @staticmethod
     def load(task_dir: Path, digest: str) -> Rounds | None:
+        """The rounds of the task's execution under way (call before the state says this one runs)."""
         data = state.read_json(task_dir / ROUNDS_FILE)
         if not data or data.get('inputs_digest') != digest:
             return None   # another execution's (its inputs changed since): it starts over
         try:
-            return Rounds(**data)
+            rounds = Rounds(**data)
         except TypeError:
             return None
+        if rounds.turn_since is not None and not killed_midway(state.read_state(task_dir)):
+            rounds.turn_since = None   # only a kill leaves a turn unrecorded: after anything else it is asked again
+        return rounds
+
+    def begin_turn(self, task_dir: Path) -> None:
+        """Before a round's worker turn: from now on its attempts are this round's, none of them recorded. A resume
+        of this execution after a kill keeps the mark (load), and takes the attempts that ended meanwhile."""
+        if self.turn_since is None:
+            self.turn_since = time.time()
+            self.save(task_dir)
+
+    def end_turn(self, usage: dict[str, int] | None) -> None:
+        """The turn's answer is in: its usage counted, the mark cleared (both saved with the round's record)."""
+        self.add_usage(usage)
+        self.turn_since = None
 
     def save(self, task_dir: Path) -> None:
         atomic.write_json(task_dir / ROUNDS_FILE, asdict(self))
@@ -63,6 +85,29 @@ class Rounds:
     @staticmethod
     def clear(task_dir: Path) -> None:
         (task_dir / ROUNDS_FILE).unlink(missing_ok=True)
+
+
+def killed_midway(st: dict[str, Any]) -> bool:
+    """The task's state (read before this execution writes its own) says an execution of it was under way when its
+    codex-orch died: 'running', recorded by another process (the run's lock lets no other one run it meanwhile).
+    Finished executions (done, failed, blocked, ...), interrupted ones (pending) and fresh ones are not."""
+    return st.get('status') == 'running' and st.get('pid') != os.getpid()
+
+
+def unrecorded_since(task_dir: Path, previous: dict[str, Any]) -> float | None:
+    """When the execution a kill interrupted began, if none of its records took in what its worker answered:
+    the attempts launched since then are that execution's, their answers never used (see run_worker's
+    reuse_since). None when `previous` (the task's state before this execution) is no killed execution, or
+    when its rounds, its pending commit or its result's record are on disk (they hold its answer)."""
+    started = previous.get('started_at')
+    if not killed_midway(previous) or not isinstance(started, int | float):
+        return None
+    records = [state.read_json(task_dir / name) for name in (ROUNDS_FILE, 'pending.json', 'execution.json')]
+    for record in records:
+        at = (record or {}).get('started_at')
+        if isinstance(at, int | float) and at >= started:
+            return None
+    return float(started)
 
 
 def repair_prompt(failed: CommandRun, round_no: int, limit: int) -> str:

@@ -18,6 +18,8 @@ from orch.adapters import git
 from orch.adapters.worker import WorkerResult, WorkerSpec, run_worker
 from orch.core.redact import redact_obj
 from orch.core.validate import schema_errors
+from orch.errors import GitError
+from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps.commands import CommandRun, run_shell
 from orch.steps.failure import Failed
@@ -47,14 +49,18 @@ class Execution:
 
 
 def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
-                before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
+                before_fresh_start: Callable[[], None] | None = None,
+                reuse_since: float | None = None) -> WorkerResult:
+    """The worker on `prompt`: the first answer, or (resume) a round in its thread, whose turn under way
+    (Rounds.turn_since) says which ended attempts may be taken instead of paying again (run_worker's reuse_since)."""
     result = run_worker(ex.spec, prompt, ex.task_dir, lambda answer: schema_errors(answer, ex.schema),
                         on_event=ex.on_event, cancel=ex.cancel,
                         resume_thread=resume.thread_id if resume else None,
                         prev_cumulative=resume.cumulative if resume else None,
-                        recover=True, before_fresh_start=before_fresh_start)
+                        recover=True, before_fresh_start=before_fresh_start,
+                        reuse_since=resume.turn_since if resume else reuse_since)
     if ex.on_usage is not None:
-        ex.on_usage(result.usage)
+        ex.on_usage(result.spent_now)
     if ex.after_worker is not None:
         ex.after_worker(result)
     return result
@@ -144,11 +150,20 @@ def _start_repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int)
 def _repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int) -> None:
     """One repair round: the worker's thread resumed with the failure; its new answer must validate too."""
     state.update_state(ex.task_dir, round=f'repair {rounds.repairs} of {limit}')
+    rounds.begin_turn(ex.task_dir)
     result = call_worker(ex, repair_prompt(failed, rounds.repairs, limit), resume=rounds)
-    rounds.add_usage(result.usage)
-    rounds.save(ex.task_dir)   # paid for: counted even if the round's answer is refused below
+    crash_point('after-repair-answer', ex.task_id)
+    # Paid for: counted with the round's answer in one record below (a kill before it takes the ended turn again,
+    # unpaid), or at once when the answer is refused.
+    rounds.end_turn(result.usage)
+    if not result.ok:
+        rounds.save(ex.task_dir)
     answer = accept(ex, result)
-    changed = tree_digest(ex.workdir) != rounds.tree_before
+    try:
+        changed = tree_digest(ex.workdir) != rounds.tree_before
+    except GitError:
+        rounds.save(ex.task_dir)
+        raise
     rounds.answer = answer
     rounds.thread_id = result.thread_id or rounds.thread_id
     rounds.cumulative = result.usage_cumulative or rounds.cumulative

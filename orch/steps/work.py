@@ -35,7 +35,7 @@ from orch.steps.commands import command_env
 from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside, touched_control_files
 from orch.steps.review import run_review_rounds
-from orch.steps.rounds import Rounds, changed_files
+from orch.steps.rounds import Rounds, changed_files, unrecorded_since
 from orch.steps.setup import run_setup
 from orch.steps.worktree import worktree_lock
 
@@ -210,6 +210,10 @@ def _first_answer(work: TaskWork) -> Rounds:
     rt, session, task, task_dir = work.rt, work.session, work.task, work.task_dir
     started = time.time()
     previous = state.read_state(task_dir)
+    # An execution a kill interrupted before it recorded its answer goes on: from its start, its ended answer is
+    # taken instead of a second one (a kill of this very execution in the same place finds it again).
+    unrecorded = unrecorded_since(task_dir, previous)
+    started = started if unrecorded is None else unrecorded
     # The note of an execution a kill interrupted is kept: the same prompt lets its completed turn be recovered.
     note = previous.get('rerun_note') or '' if previous.get('status') == 'running' else \
         rerun_note(previous, state.read_result(task_dir))
@@ -229,7 +233,7 @@ def _first_answer(work: TaskWork) -> Rounds:
         run_setup(rt, session, task.id, work.workdir)   # worktree.setup: a fresh execution's checkout, as yours
 
     prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
-    result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers)
+    result = _call_worker(work, prompt + note, before_fresh_start=discard_leftovers, reuse_since=unrecorded)
     crash_point('after-answer', task.id)
     answer = _accept(work, result)
     rounds = Rounds(inputs_digest=work.digest, thread_id=result.thread_id, answer=answer, usage=dict(result.usage),
@@ -266,23 +270,26 @@ def _refuse_unknown_changes(work: TaskWork, previous: dict[str, Any]) -> None:
 
 
 def _call_worker(work: TaskWork, prompt: str, resume: Rounds | None = None,
-                 before_fresh_start: Callable[[], None] | None = None) -> WorkerResult:
+                 before_fresh_start: Callable[[], None] | None = None,
+                 reuse_since: float | None = None) -> WorkerResult:
     if work.session.executor is not None and resume is not None:   # a review round of a task run on Dask
         return call_turn(work, work.ex.spec, work.ex.schema, prompt, resume.thread_id, resume.cumulative, work.task)
-    return verify.call_worker(work.ex, prompt, resume, before_fresh_start)
+    return verify.call_worker(work.ex, prompt, resume, before_fresh_start, reuse_since)
 
 
 def call_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
-              prev_cumulative: dict[str, int] | None, owner: Task) -> WorkerResult:
+              prev_cumulative: dict[str, int] | None, owner: Task, reuse_since: float | None = None) -> WorkerResult:
     """One resumed turn of `owner`'s Codex thread, in the worktree of `work`: here, or (executor dask) on the
-    Dask worker that holds the thread, its changes brought back into the worktree uncommitted."""
+    Dask worker that holds the thread, its changes brought back into the worktree uncommitted. reuse_since: see
+    run_worker (here only)."""
     if work.session.executor is not None:
         from orch.steps.remote_work import remote_turn
         return remote_turn(work, spec, schema, prompt, thread, prev_cumulative, owner)
     result = run_worker(spec, prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
                         on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
-                        resume_thread=thread, prev_cumulative=prev_cumulative, recover=True)
-    work.session.budget.add(result.usage)
+                        resume_thread=thread, prev_cumulative=prev_cumulative, recover=True,
+                        reuse_since=reuse_since)
+    work.session.budget.add(result.spent_now)
     return result
 
 
