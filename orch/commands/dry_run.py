@@ -110,7 +110,7 @@ def _tokens(usage: dict[str, Any] | None) -> tuple[int, int]:
 
 
 def _gates_only(row: dict[str, Any]) -> bool:
-    return bool(row['reasons']) and all(r['code'] == 'gate_will_run' for r in row['reasons'])
+    return bool(row['reasons']) and all(r['code'] in ('gate_will_run', 'gate_waiting') for r in row['reasons'])
 
 
 def _last_time(row: dict[str, Any]) -> str:

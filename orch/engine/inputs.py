@@ -23,7 +23,7 @@ from orch.core.rules import RuleSet, load_rules
 from orch.core.schema_lint import strict_problems
 from orch.core.validate import load_json_schema
 from orch.errors import InputError, SchemaError, problems_message
-from orch.runstate import atomic
+from orch.runstate import atomic, state
 from orch.runstate.runs import ORCH_DIR, RunInfo, load_run, run_dir
 
 PLAN_CHECK_FILE = 'plan-schema-checked'
@@ -50,7 +50,10 @@ class RunInputs:
     @cached_property
     def steps(self) -> tuple[Step, ...]:
         """The compiled steps, once per command (doit loads the tasks twice: the run and the report)."""
-        return tuple(compile_plan(self.plan, self.rules, self.config, self.layout))
+        steps = tuple(compile_plan(self.plan, self.rules, self.config, self.layout))
+        if not self.run.per_task:
+            _wait_for_culprits(self, steps)
+        return steps
 
     @cached_property
     def steps_by_name(self) -> dict[str, Step]:
@@ -204,3 +207,15 @@ def open_run(repo: Path, run_id: str, *, info: RunInfo | None = None) -> RunInpu
     if info.spec_file and not (repo / info.spec_file).is_file():
         raise InputError(f'{info.spec_file}: the run\'s spec file is gone (restore it, or start a new run)')
     return loaded.for_run(repo, info)
+
+
+def _wait_for_culprits(rt: RunInputs, steps: tuple[Step, ...]) -> None:
+    """A task's gate that another task's commit broke waits for that task (orch.steps.gate_blame): its step depends
+    on the culprit's result, so doit runs the culprit first and does not run the gate again while that result
+    stays as it is. Read from the gate's record in the task's state (`after`)."""
+    for step in steps:
+        if step.task_id is None or step.builtin is not None or not step.rule.gate:
+            continue
+        record = (state.read_state(rt.task_dir(step.task_id)).get('gates') or {}).get(step.rule.name) or {}
+        after = [t for t in record.get('after') or [] if t in rt.plan.by_id and t != step.task_id]
+        step.after.extend(rt.layout.result(t) for t in after if rt.layout.result(t) not in step.file_dep)

@@ -74,6 +74,8 @@ def _causes(status: str, reason: str | None, st: dict[str, Any]) -> list[tuple[s
         return [('interrupted', reason)]
     if reason and reason.startswith('gate ') and status == 'pending':
         return [('gate_not_run', reason)]
+    if reason and reason.startswith('waiting: gate'):   # its gate runs again once the task that broke it ran
+        return [('gate_waiting', reason)]
     if reason and reason.startswith(('waiting for', 'blocked: a task it depends on')):
         return [('waiting', reason)]
     codes = {'failed': 'failed_last_time', 'blocked': 'blocked', 'deferred': 'deferred', 'running': 'running',
@@ -92,6 +94,8 @@ def _gated(status: str, reason: str | None, gates: list[dict[str, Any]], expecte
     current = [recorded[name] for name in expected
                if name in recorded and float(recorded[name].get('finished_at') or 0) >= since]
     failed = next((g for g in current if not g.get('passed')), None)
+    if failed is not None and failed.get('blamed'):   # another task's commit broke it: this one waits for that
+        return 'pending', f'waiting: gate {failed["name"]} broken by {failed["blamed"]}'
     if failed is not None:   # a gate is a result of its task: the work is committed, but not verified
         why = 'timed out' if failed.get('exit_code') is None else f'exit {failed.get("exit_code")}'
         return 'failed', f'gate {failed["name"]} failed: {failed.get("command")} ({why})'

@@ -10,7 +10,8 @@ from orch.core.rules import ShellAction
 from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
 from orch.runstate import atomic, state
-from orch.steps.commands import command_env, run_command
+from orch.steps import gate_blame
+from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.rounds import changed_files
 
@@ -20,22 +21,21 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
     assert isinstance(action, ShellAction)
     log_path = rt.path(step.log) if step.log else rt.path(step.targets[0]).with_suffix('.log')
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = command_env(rt, step.task_id)
-    cwd = rt.path(step.cwd or '.')
-    snapshot = _snapshot_for(rt, session, step)
-    if snapshot is not None:
-        cwd, env['ORCH_WORKTREE'] = _inside_snapshot(rt, step.cwd or '.', snapshot), str(snapshot)
     started = time.time()
-    try:
-        run = run_command(rt, step.shell or '', cwd=cwd, env=env, log_path=log_path, timeout=action.timeout,
-                          cancel=session.cancel)
-    finally:
-        if snapshot is not None:
-            git.remove_worktree(rt.repo, snapshot, force=True)
+    tested = _commit_to_test(rt, step)
+    run = _run_at(rt, session, step, tested, log_path)
     record: dict[str, object] = {
         'rule': step.rule.name, 'command': step.shell, 'exit_code': run.exit_code, 'passed': run.passed,
         'duration': run.duration, 'log': run.log, 'tail': run.tail, 'started_at': started, 'finished_at': time.time(),
-        'snapshot': snapshot is not None}
+        'snapshot': tested is not None, 'commit': tested}
+    culprit = None
+    if step.task_id and tested is not None:
+        previous = (state.read_state(rt.task_dir(step.task_id)).get('gates') or {}).get(step.rule.name) or {}
+        record['after'] = previous.get('after') or []   # the culprits it waited for: its step depends on them
+        if run.passed:
+            gate_blame.remember_pass(rt, step.rule.name, tested)
+        else:
+            culprit = _blame(rt, session, step, tested, log_path, run, record)
     # The target first, then the record: a kill in between leaves a passed target with the record of an
     # earlier run, which status reads as "has not run on its latest work" (never as passed when it failed).
     # The target is what the tasks after it depend on: that this rule passed, never its times or output, so
@@ -48,26 +48,70 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
         else:   # a failed gate leaves no passed target of an earlier run behind
             rt.path(target).unlink(missing_ok=True)
     if step.task_id:
-        # A gate is a result of its task: a failing one fails the task (status, report, JUnit, exit code).
+        # A gate is a result of its task: a failing one fails the task (status, report, JUnit, exit code) — or,
+        # when another task's commit broke it, that task, while this one waits for it.
         _record_gate(rt, step.task_id, step.rule.name, record)
+    if culprit is not None:
+        raise Failed(f'waiting: gate {step.rule.name} broken by {culprit}; it runs again once {culprit} ran again')
     if not run.passed:
         raise Failed(f'gate {step.rule.name} failed: `{step.shell}` ({run.why}); see {run.log}')
 
 
-def _snapshot_for(rt: RunInputs, session: Session, step: Step) -> Path | None:
-    """Shared mode: where a task's gate runs to test exactly that task's landed work: a throw-away worktree at its
-    commit (at the run branch's tip when it landed no commit). Never the run's worktree, where the user may have
-    uncommitted changes and which later landings move on."""
+def _run_at(rt: RunInputs, session: Session, step: Step, commit: str | None, log_path: Path) -> CommandRun:
+    """The rule's command: in a throw-away checkout of `commit` (shared mode, a task's gate), else where its rule
+    says."""
+    action = step.rule.action
+    assert isinstance(action, ShellAction)
+    env = command_env(rt, step.task_id)
+    cwd = rt.path(step.cwd or '.')
+    snapshot = None
+    if commit is not None and step.task_id is not None:
+        # Beside the run's worktree, at its depth: the rule's paths were rendered relative to it.
+        snapshot = rt.path(rt.layout.gate_checkout(step.task_id, step.rule.name))
+        git.snapshot_worktree(rt.repo, snapshot, commit)
+        cwd, env['ORCH_WORKTREE'] = _inside_snapshot(rt, step.cwd or '.', snapshot), str(snapshot)
+    try:
+        return run_command(rt, step.shell or '', cwd=cwd, env=env, log_path=log_path, timeout=action.timeout,
+                           cancel=session.cancel)
+    finally:
+        if snapshot is not None:
+            git.remove_worktree(rt.repo, snapshot, force=True)
+
+
+def _commit_to_test(rt: RunInputs, step: Step) -> str | None:
+    """Shared mode, a task's gate: the task's own landed commit (the run branch's tip when it landed none). Never
+    the run's worktree, where the user may have uncommitted changes and which later landings move on. A gate that
+    waited for another task that broke it tests the tip: the culprit's fix is there, on top of this task's work."""
     if step.task_id is None or rt.run.per_task:
         return None
-    commit = (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit') or \
-        git.branch_tip(rt.repo, rt.run.shared_branch)
-    if not commit:
+    tip = git.branch_tip(rt.repo, rt.run.shared_branch)
+    previous = (state.read_state(rt.task_dir(step.task_id)).get('gates') or {}).get(step.rule.name) or {}
+    if previous.get('blamed') or previous.get('after'):
+        return tip
+    return (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit') or tip
+
+
+def _blame(rt: RunInputs, session: Session, step: Step, tested: str, log_path: Path, run: CommandRun,
+           record: dict[str, object]) -> str | None:
+    """The gate failed at `tested`: find the commit that broke it (orch.steps.gate_blame). Another task's: that
+    task fails with the gate's evidence and the task this gate belongs to waits for it (its id is returned)."""
+    assert step.task_id is not None
+    probes = iter(range(1, 1000))
+
+    def probe(commit: str) -> CommandRun:
+        return _run_at(rt, session, step, commit, log_path.with_name(f'{log_path.stem}-probe-{next(probes)}.log'))
+    own = (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit')
+    blame = gate_blame.find_culprit(rt, step.task_id, own, tested, gate_blame.last_pass(rt, step.rule.name, tested),
+                                    probe)
+    record['blame'] = {'task': blame.task, 'commit': blame.commit, 'probes': blame.probes}
+    culprit = blame.task
+    if culprit is None or culprit == step.task_id or culprit not in rt.plan.by_id:
         return None
-    # Beside the run's worktree, at its depth: the rule's paths were rendered relative to it.
-    path = rt.path(rt.layout.gate_checkout(step.task_id, step.rule.name))
-    git.snapshot_worktree(rt.repo, path, commit)
-    return path
+    gate_blame.fail_culprit(rt, culprit, step.rule.name, step.task_id, blame.commit or tested, run)
+    record['blamed'] = culprit
+    after = record.get('after')
+    record['after'] = sorted({*(after if isinstance(after, list) else []), culprit})
+    return culprit
 
 
 def _inside_snapshot(rt: RunInputs, cwd: str, snapshot: Path) -> Path:

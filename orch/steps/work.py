@@ -364,7 +364,14 @@ def rerun_note(previous: dict[str, Any], result: dict[str, Any] | None) -> str:
     if redo:
         lines.append('A fresh execution of this task was asked for (`codex-orch redo`): nothing it is made from '
                      'changed, but its previous result is not to be taken as it is.')
-    if previous.get('status') in ('failed', 'blocked', 'deferred') and previous.get('reason'):
+    evidence = previous.get('gate_evidence') if previous.get('outcome') == 'gate-blamed' else None
+    if isinstance(evidence, dict):   # its committed work broke another task's gate (orch.steps.gate_blame)
+        tail = str(evidence.get('tail') or '').strip() or '(it printed nothing)'
+        lines.append(f'Its previous result, committed in the worktree, breaks the gate `{evidence.get("command")}` '
+                     f'(run for task {evidence.get("for")}; first failing at its commit '
+                     f'{str(evidence.get("commit"))[:12]}). The last lines of its output:\n\n```\n{tail}\n```\n\n'
+                     'Change that work so the gate passes; do not weaken or delete the gate\'s command.')
+    elif previous.get('status') in ('failed', 'blocked', 'deferred') and previous.get('reason'):
         lines.append(f'Its previous execution ended {previous["status"]}: {previous["reason"]}. Its uncommitted '
                      'changes were discarded; the worktree holds what was committed.')
     elif result and result.get('commit'):
