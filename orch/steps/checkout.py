@@ -4,22 +4,27 @@ The run keeps one branch and one worktree that shows its tip; each task's worker
 its own beside it (`<worktree>.tasks/<task id>`), made from the run branch's tip when the task starts and kept
 for its repair, review and conflict rounds. Everything uncommitted there is that task's, so a resume discards
 nothing outside the restarted task's own checkout and its commit holds exactly what its worker changed. Its
-verified commits reach the run branch through the landing step (orch.steps.landing); then the checkout goes.
+verified commits reach the run branch through the landing step (orch.steps.landing); then the checkout goes to a
+pool, from which the next task to start takes it, reset as good as new at the tip: making a checkout writes every
+file of the tree (seconds in a big repository), resetting one rewrites only what differs.
 
 `checkout_start` in the task's state is the commit the checkout's work is based on: landing replays the commits
 after it when the run branch moved on meanwhile.
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from orch.adapters import git
 from orch.engine.inputs import RunInputs
+from orch.errors import GitError
 from orch.runstate import state
 from orch.steps.failure import fail
 from orch.steps.worktree import worktree_lock
 
 START = 'checkout_start'
+POOL = '.pool'   # in the checkouts' directory: checkouts of finished tasks, for the next to reuse
 
 
 def run_tip(rt: RunInputs, branch: str, task_dir: Path) -> str:
@@ -43,10 +48,33 @@ def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
     tip = run_tip(rt, branch, task_dir)
     try:
         with worktree_lock:
-            git.add_checkout(rt.repo, workdir, tip)
-    except git.GitError as exc:
+            if not _reuse(rt, workdir, tip):
+                git.add_checkout(rt.repo, workdir, tip)
+    except GitError as exc:
         raise fail(task_dir, f'cannot make the task\'s checkout {workdir}: {exc}') from None
     state.update_state(task_dir, **{START: tip})
+
+
+def _reuse(rt: RunInputs, workdir: Path, tip: str) -> bool:
+    """Take a checkout a finished task left in the pool, moved to this task's path and made as good as new at `tip`:
+    writing every file of a big tree costs seconds a task, a reset of one rewrites only what differs."""
+    for free in sorted(_pool(rt).glob('*')):
+        if not git.worktree_valid(free):
+            continue
+        try:
+            git.move_worktree(rt.repo, free, workdir)
+        except GitError:
+            continue
+        try:
+            git.reset_checkout(workdir, tip)
+            return True
+        except GitError:
+            git.remove_worktree(rt.repo, workdir, force=True)
+    return False
+
+
+def _pool(rt: RunInputs) -> Path:
+    return rt.path(rt.layout.checkouts()) / POOL
 
 
 def restart(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
@@ -63,10 +91,16 @@ def start_of(task_dir: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def remove(rt: RunInputs, workdir: Path) -> None:
-    """After the task's work landed: its checkout is not needed any more (the commits are on the run branch)."""
+def release(rt: RunInputs, workdir: Path) -> None:
+    """After the task's work landed its checkout is not needed any more (the commits are on the run branch): it
+    goes to the pool for the next task to start (see `_reuse`), or away."""
+    if not git.worktree_valid(workdir):
+        return
     try:
         with worktree_lock:
-            git.remove_worktree(rt.repo, workdir, force=True)
-    except git.GitError:
+            try:
+                git.move_worktree(rt.repo, workdir, _pool(rt) / f'{workdir.name}-{uuid.uuid4().hex[:8]}')
+            except GitError:
+                git.remove_worktree(rt.repo, workdir, force=True)
+    except GitError:
         pass   # left for `codex-orch clean`; the next execution of the task reuses or replaces it

@@ -352,7 +352,7 @@ def land_and_record(work: TaskWork, pending: dict[str, Any], sha: str | None) ->
             raise landing.replay_failed(work, exc) from None
     write_result(work, pending, sha)
     if work.shared:
-        checkout.remove(work.rt, work.workdir)
+        checkout.release(work.rt, work.workdir)
 
 
 def rerun_note(previous: dict[str, Any], result: dict[str, Any] | None) -> str:
@@ -527,7 +527,7 @@ def _finish_interrupted_commit(work: TaskWork) -> bool:
                                             tip=f'refs/heads/{work.run_branch}')
         if landed is not None:
             write_result(work, pending, landed)
-            checkout.remove(rt, workdir)
+            checkout.release(rt, workdir)
             return True
     if not git.worktree_valid(workdir):
         return False

@@ -75,8 +75,10 @@ from orch.adapters.git.landing import (
     add_checkout,
     advance_branch,
     move_checkout,
+    move_worktree,
     reattach,
     replay_onto,
+    reset_checkout,
     squash_onto,
 )
 from orch.adapters.git.merge import (
@@ -127,6 +129,7 @@ __all__ = [
     'list_worktrees',
     'merge_into_worktree',
     'move_checkout',
+    'move_worktree',
     'nested_repositories',
     'parents_of',
     'prune_worktrees',
@@ -134,6 +137,7 @@ __all__ = [
     'remove_worktree',
     'replay_onto',
     'repo_root',
+    'reset_checkout',
     'restore_paths',
     'rev_parse',
     'scratch_checkout',

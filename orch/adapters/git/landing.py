@@ -139,3 +139,20 @@ def reattach(worktree: Path, branch: str) -> bool:
     with repo_lock(locate(worktree).common_dir):
         res = run(worktree, 'checkout', '--quiet', branch, ok=(0, 1))
     return res.status == 0
+
+
+def move_worktree(root: Path, source: Path, target: Path) -> None:
+    """Move a linked worktree (`git worktree move`): a rename and a record update, however big its tree."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    run(root, 'worktree', 'move', str(Path(source).resolve()), str(Path(target).resolve()),
+        hint=f'Remove {target} (or {source}) and retry.')
+
+
+def reset_checkout(worktree: Path, commit: str) -> None:
+    """A reused codex-orch checkout made as good as new at `commit`: every change and every untracked or ignored
+    file of its previous task gone, its detached HEAD at `commit`, only the files that differ rewritten."""
+    loc = own_worktree(worktree, 'reset')
+    with repo_lock(loc.common_dir):
+        run(worktree, 'reset', '--quiet', '--hard')
+        run(worktree, 'clean', '-f', '-f', '-d', '-x', '--quiet')
+        run(worktree, 'checkout', '--quiet', '--detach', rev_parse(worktree, commit))
