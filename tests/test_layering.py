@@ -28,7 +28,6 @@ KNOWN_PRIVATE_USES: frozenset[tuple[str, str]] = frozenset({
 })
 # Known modules over MAX_LINES lines, likewise to be split and then removed from here.
 KNOWN_LONG_MODULES: frozenset[str] = frozenset({
-    'orch.adapters.worker',
     'orch.steps.work',
 })
 

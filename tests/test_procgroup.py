@@ -18,7 +18,7 @@ import pytest
 
 from orch.adapters import procgroup, procgroup_identity
 from orch.adapters.procgroup_identity import Identity
-from orch.adapters.worker import PROCESS_FILE, kill_stale_attempts
+from orch.adapters.worker_attempts import PROCESS_FILE, kill_stale_attempts
 from tests.support.procs import pgid_alive, pid_alive, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
