@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import orch.standin.server as standin_server
+import orch.standin.responses as standin_responses
 from orch.adapters.codex_bin import find_codex
 from orch.adapters.worker_env import worker_codex_args
 from orch.core.config import Config
@@ -42,7 +42,7 @@ def run_directive(command: str) -> str:
 @pytest.fixture
 def shell_standin(standin: Standin, monkeypatch: pytest.MonkeyPatch) -> Standin:
     """The stand-in, with `write RUN` running its block as a shell command instead of writing a file."""
-    original = standin_server._edit_call_item
+    original = standin_responses.edit_call_item
 
     def edit_or_run(view: Any, writes: Sequence[tuple[str, str]], n_items: int) -> dict[str, Any]:
         item = original(view, writes, n_items)
@@ -51,7 +51,7 @@ def shell_standin(standin: Standin, monkeypatch: pytest.MonkeyPatch) -> Standin:
             item['arguments'] = json.dumps({'cmd': '\n'.join(commands)})
         return item
 
-    monkeypatch.setattr(standin_server, '_edit_call_item', edit_or_run)
+    monkeypatch.setattr(standin_responses, 'edit_call_item', edit_or_run)
     return standin
 
 

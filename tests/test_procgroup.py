@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from orch.adapters import procgroup
-from orch.adapters.procgroup import Identity
-from orch.adapters.worker import PROCESS_FILE, kill_stale_attempts
+from orch.adapters import procgroup, procgroup_identity
+from orch.adapters.procgroup_identity import Identity
+from orch.adapters.worker_attempts import PROCESS_FILE, kill_stale_attempts
 from tests.support.procs import pgid_alive, pid_alive, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_spawn_terminate_reap() -> None:
         assert os.getpgid(group.pgid) == group.pgid and os.getsid(group.pgid) == group.pgid
         assert group.pgid in procgroup.live_pgids(kinds=('test',))
         assert group.alive() and not group.exited() and group.exit_status() is None
-        assert group.identity.start_time == procgroup.process_start_time(group.pgid) is not None
+        assert group.identity.start_time == procgroup_identity.process_start_time(group.pgid) is not None
         group.terminate(grace=5)
         assert group.exited() and not group.alive()
     finally:
@@ -179,36 +179,36 @@ def stale(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 def test_a_stale_group_with_another_start_time_is_left_alone(stale: subprocess.Popen[bytes],
                                                              tmp_path: Path) -> None:
-    real = procgroup.identity_of(stale.pid)
+    real = procgroup_identity.identity_of(stale.pid)
     assert real.start_time is not None
-    assert not procgroup.kill_stale(Identity(stale.pid, real.start_time + 1, real.boot_id), grace=0.2)
-    assert not procgroup.kill_stale(Identity(stale.pid, real.start_time, 'another-boot'), grace=0.2)
-    assert not procgroup.kill_stale(Identity(stale.pid, None), grace=0.2)
+    assert not procgroup_identity.kill_stale(Identity(stale.pid, real.start_time + 1, real.boot_id), grace=0.2)
+    assert not procgroup_identity.kill_stale(Identity(stale.pid, real.start_time, 'another-boot'), grace=0.2)
+    assert not procgroup_identity.kill_stale(Identity(stale.pid, None), grace=0.2)
     time.sleep(0.2)
     assert pid_alive(stale.pid) and pid_alive(read_pid(tmp_path / 'child'))
 
 
 def test_a_stale_group_that_matches_is_killed_whole(stale: subprocess.Popen[bytes], tmp_path: Path) -> None:
     path = tmp_path / 'process.json'
-    procgroup.save_identity(path, procgroup.identity_of(stale.pid))
-    identity = procgroup.load_identity(path)
+    procgroup_identity.save_identity(path, procgroup_identity.identity_of(stale.pid))
+    identity = procgroup_identity.load_identity(path)
     assert identity is not None and identity.matches()
-    assert procgroup.kill_stale(identity, grace=1)
+    assert procgroup_identity.kill_stale(identity, grace=1)
     wait_for(lambda: not pgid_alive(stale.pid), timeout=5)
     assert not pid_alive(read_pid(tmp_path / 'child'))
 
 
 def test_identity_files(tmp_path: Path) -> None:
-    assert procgroup.load_identity(tmp_path / 'missing') is None
+    assert procgroup_identity.load_identity(tmp_path / 'missing') is None
     (tmp_path / 'old').write_text('12345\n')
-    assert procgroup.load_identity(tmp_path / 'old') == Identity(12345, None)
+    assert procgroup_identity.load_identity(tmp_path / 'old') == Identity(12345, None)
     (tmp_path / 'junk').write_text('{"pid": "x"}')
-    assert procgroup.load_identity(tmp_path / 'junk') is None
+    assert procgroup_identity.load_identity(tmp_path / 'junk') is None
 
 
 def test_kill_stale_attempts_verifies_before_it_kills(stale: subprocess.Popen[bytes], tmp_path: Path) -> None:
     task_dir = tmp_path / 'task'
-    real = procgroup.identity_of(stale.pid)
+    real = procgroup_identity.identity_of(stale.pid)
     assert real.start_time is not None
     old_format, finished, reused, orphan = (task_dir / f'attempt-{n}' for n in range(1, 5))
     for adir in (old_format, finished, reused, orphan):
@@ -216,13 +216,13 @@ def test_kill_stale_attempts_verifies_before_it_kills(stale: subprocess.Popen[by
         (adir / 'pid').write_text(f'{stale.pid}\n')
     # only a pid (before process.json existed): cannot be verified, so not killed
     # finished: attempt.json says it ended; the pid is someone else's now
-    procgroup.save_identity(finished / PROCESS_FILE, real)
+    procgroup_identity.save_identity(finished / PROCESS_FILE, real)
     (finished / 'attempt.json').write_text(json.dumps({'outcome': 'ok'}))
     # the pid was reused by a process that started at another time
-    procgroup.save_identity(reused / PROCESS_FILE, Identity(stale.pid, real.start_time - 1, real.boot_id))
+    procgroup_identity.save_identity(reused / PROCESS_FILE, Identity(stale.pid, real.start_time - 1, real.boot_id))
     assert kill_stale_attempts(task_dir) == 0
     assert pid_alive(stale.pid)
-    procgroup.save_identity(orphan / PROCESS_FILE, real)
+    procgroup_identity.save_identity(orphan / PROCESS_FILE, real)
     assert kill_stale_attempts(task_dir) == 1
     wait_for(lambda: not pgid_alive(stale.pid), timeout=5)
 

@@ -20,15 +20,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from orch.standin.server import (
-    FALLBACK_DOCUMENT,
-    PROSE_ANSWER,
-    Standin,
-    build_document,
-    parse_directives,
-    view_request,
-    write_codex_home,
-)
+from orch.standin.request import parse_directives, view_request
+from orch.standin.responses import PROSE_ANSWER
+from orch.standin.schema_document import FALLBACK_DOCUMENT, build_document
+from orch.standin.server import Standin, write_codex_home
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,17 +15,15 @@ from typing import Any
 import jsonschema
 import pytest
 
+from orch.adapters.codex_bin import INSTALL_HINT
 from orch.adapters.worker import (
-    INSTALL_HINT,
-    USAGE_KEYS,
-    WorkerResult,
-    WorkerSpec,
     build_argv,
     kill_all_workers,
     live_worker_pgids,
     reset_worker_shutdown,
     run_worker,
 )
+from orch.adapters.worker_types import USAGE_KEYS, WorkerResult, WorkerSpec
 from tests.support.fake_codex import LOG_FILE, install_fake_codex, read_log, write_script
 
 SCHEMA = {
@@ -424,7 +422,7 @@ def test_completed_turn_of_a_killed_run_is_recovered_without_launching(h: Harnes
 
 
 def test_recover_completed_attempt_alone(h: Harness) -> None:
-    from orch.adapters.worker import recover_completed_attempt
+    from orch.adapters.worker_attempts import recover_completed_attempt
     assert recover_completed_attempt(h.spec(), PROMPT, h.task_dir, validate) is None   # nothing there yet
     first = h.run({})
     assert recover_completed_attempt(h.spec(), PROMPT, h.task_dir, validate) is None   # it ended: attempt.json
@@ -523,7 +521,8 @@ def test_the_schema_retry_budget_is_not_renewed_by_recovery(h: Harness) -> None:
 _CRASH_AFTER_TURN = '''
 import json, sys
 from pathlib import Path
-from orch.adapters.worker import WorkerSpec, run_worker
+from orch.adapters.worker import run_worker
+from orch.adapters.worker_types import WorkerSpec
 root = Path(sys.argv[1])
 spec = WorkerSpec(codex=(str(root / 'bin' / 'codex'),), workdir=root / 'wd', sandbox='workspace-write',
                   model=None, schema_path=root / 'schema.json')

@@ -1,16 +1,18 @@
 """Process groups of the commands codex-orch runs on the host: workers, gates and services.
 
-Every command starts in its own session, so it and everything it starts form one process group
-that is signalled as a whole (the npm codex launcher orphans its native binary when only the
-launcher is killed; a service script leaves its server behind). The rules, in one place:
+This module starts, stops and reaps them. Every command starts in its own session, so it and
+everything it starts form one process group that is signalled as a whole (the npm codex launcher
+orphans its native binary when only the launcher is killed; a service script leaves its server
+behind). The rules, in one place:
 
 - a group is signalled only while its leader is ours and unreaped: the leader's zombie keeps
   the pgid from being reused, so `Group.signal` can never reach a stranger;
 - stopping is SIGTERM, a grace for the whole group (a shell may die at once while the server it
   started cleans up), then SIGKILL; when a command ends by itself its leftovers get SIGKILL;
-- nothing outlives codex-orch, even after `kill -9` of it (see `_Watchdog`);
+- nothing outlives codex-orch, even after `kill -9` of it (see orch.adapters.procgroup_watchdog);
 - a group left behind by an earlier codex-orch is killed only when it provably is that group:
-  its leader's pid *and* start time (field 22 of /proc/<pid>/stat) and the boot still match.
+  its leader's pid *and* start time (field 22 of /proc/<pid>/stat) and the boot still match
+  (see orch.adapters.procgroup_identity).
 
 Linux first: elsewhere there is no parent-death signal and no start time, so stale groups are
 never killed (nothing can be verified), but spawning and stopping work wherever `killpg` exists.
@@ -21,7 +23,6 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import os
 import select
 import signal
@@ -30,112 +31,30 @@ import sys
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import IO, Any
 
-from orch.runstate.atomic import write_json
+# Identity, kill_stale, load_identity, process_start_time and save_identity are re-exported for
+# callers that import them from here.
+from orch.adapters.procgroup_identity import (  # noqa: F401
+    HAS_KILLPG,
+    HAS_PROCFS,
+    KILL_GRACE,
+    POLL,
+    SIGKILL,
+    Identity,
+    identity_of,
+    kill_stale,
+    killpg,
+    live_groups,
+    load_identity,
+    process_start_time,
+    save_identity,
+)
+from orch.adapters.procgroup_watchdog import Watchdog
 
-KILL_GRACE = 1.5      # seconds between SIGTERM and SIGKILL unless a caller says otherwise
-POLL = 0.02           # how often a group is looked at while it is being stopped
 CANCEL_POLL = 0.1     # how often run_to_end looks at its cancel event
 
-SIGKILL: int = getattr(signal, 'SIGKILL', signal.SIGTERM)
-_HAS_KILLPG = hasattr(os, 'killpg')
-_PROC = Path('/proc')
-_HAS_PROCFS = (_PROC / 'self' / 'stat').exists()
-
 FileArg = int | IO[Any] | None
-
-
-# ---------------------------------------------------------------------------------------------
-# Who a process is: pid + start time (+ boot), so a reused pid is never mistaken for ours.
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks after boot); None when unknown or no such process."""
-    try:
-        data = (_PROC / str(pid) / 'stat').read_bytes()
-        # comm (field 2) may contain spaces and parentheses: fields after the last ')' start at 3.
-        return int(data.rpartition(b')')[2].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _read_boot_id() -> str | None:
-    try:
-        return (_PROC / 'sys' / 'kernel' / 'random' / 'boot_id').read_text().strip() or None
-    except OSError:
-        return None
-
-
-_BOOT_ID = _read_boot_id()
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A process as it was when we started it."""
-    pid: int
-    start_time: int | None
-    boot_id: str | None = None
-
-    def matches(self) -> bool:
-        """Is `pid` still that process? False whenever it cannot be verified."""
-        if self.start_time is None:
-            return False
-        # Start times count from boot: after a reboot the same pid and ticks may be someone else.
-        if self.boot_id is not None and _BOOT_ID is not None and self.boot_id != _BOOT_ID:
-            return False
-        return process_start_time(self.pid) == self.start_time
-
-
-def identity_of(pid: int) -> Identity:
-    return Identity(pid, process_start_time(pid), _BOOT_ID)
-
-
-def save_identity(path: Path, identity: Identity) -> None:
-    write_json(path, asdict(identity))
-
-
-def load_identity(path: Path) -> Identity | None:
-    """The identity saved at `path`; a bare pid (the old format) loads without a start time,
-    so it never verifies. None when the file is missing or unreadable."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(data, int) and not isinstance(data, bool):
-        return Identity(data, None)
-    if not isinstance(data, dict) or not isinstance(data.get('pid'), int):
-        return None
-    start = data.get('start_time')
-    boot = data.get('boot_id')
-    return Identity(data['pid'], start if isinstance(start, int) else None,
-                    boot if isinstance(boot, str) else None)
-
-
-def kill_stale(identity: Identity, grace: float = KILL_GRACE) -> bool:
-    """Stop the group led by `identity` (left behind by a codex-orch that was killed), but only
-    if its leader verifiably is that process. Returns whether it was signalled.
-
-    We are not the leader's parent, so its zombie does not pin the pgid for us. Between SIGTERM
-    and SIGKILL the leader may exit and be reaped; the remaining members then still carry the
-    pgid, and Linux does not reuse a pid that is still some group's id, so SIGKILL may still go
-    to the group as long as the leader's pid is not a *different* live process.
-    """
-    if not _HAS_KILLPG or not identity.matches():
-        return False
-    pgid = identity.pid
-    _killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _live_groups({pgid}):
-        time.sleep(POLL)
-    if identity.matches() or process_start_time(pgid) is None:
-        _killpg(pgid, SIGKILL)
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +157,8 @@ class Group:
         """Signal the whole group; a no-op once the leader is reaped (the pgid may be anyone's then)."""
         if self.proc.returncode is not None:
             return
-        if _HAS_KILLPG:
-            _killpg(self.pgid, sig)
+        if HAS_KILLPG:
+            killpg(self.pgid, sig)
         else:
             with contextlib.suppress(OSError):
                 self.proc.send_signal(sig)
@@ -248,9 +167,9 @@ class Group:
         """Does any process of the group still run (zombies do not count)?"""
         if self.proc.returncode is not None:
             return False
-        if not _HAS_PROCFS:   # the leader's own zombie would count as a member: go by the leader
+        if not HAS_PROCFS:   # the leader's own zombie would count as a member: go by the leader
             return not self.exited()
-        return bool(_live_groups({self.pgid}))
+        return bool(live_groups({self.pgid}))
 
     def terminate(self, grace: float | None = None) -> None:
         """SIGTERM the group, give all of it `grace` seconds, then SIGKILL whatever is left."""
@@ -334,7 +253,7 @@ def kill_all(grace: float = KILL_GRACE, kinds: Collection[str] | None = None) ->
 def _any_alive(groups: list[Group]) -> bool:
     with _LOCK:
         registered = {g.pgid for g in groups if _LIVE.get(g.pgid) is g and g.proc.returncode is None}
-        return bool(registered and _live_groups(registered))
+        return bool(registered and live_groups(registered))
 
 
 def run_to_end(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None, env: Mapping[str, str] | None,
@@ -368,216 +287,7 @@ def run_to_end(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None, env: 
     return code if ended else None
 
 
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _live_groups(pgids: set[int]) -> set[int]:
-    """Which of `pgids` still have a member that is not a zombie (an orphaned zombie may wait
-    forever for an init that does not reap; it runs nothing)."""
-    present = set()
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, 0)
-            present.add(pgid)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            present.add(pgid)
-    if not present or not _HAS_PROCFS:
-        return present
-    live = set()
-    for entry in os.scandir(_PROC):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (_PROC / entry.name / 'stat').read_bytes().rpartition(b')')[2].split()
-            if fields[0] != b'Z' and int(fields[2]) in present:
-                live.add(int(fields[2]))
-        except (OSError, ValueError, IndexError):
-            continue
-        if live == present:
-            break
-    return live
-
-
-# ---------------------------------------------------------------------------------------------
-# The watchdog: nothing outlives codex-orch, not even after `kill -9` of it.
-#
-# PR_SET_PDEATHSIG reaches only the direct child, and only with SIGTERM (see die_with_parent):
-# a grandchild (the native codex binary under the npm launcher, a server a service script put in
-# the background, a gate's leftover) survives it, and a child that ignores SIGTERM survives too.
-# So each codex-orch process has one tiny watchdog process, started with the first group. It reads
-# a pipe whose only write end codex-orch holds (close-on-exec, so no child inherits it): "+ pgid
-# start-time grace" when a group starts, "- pgid" before it is reaped. When codex-orch dies, however
-# it dies, the kernel closes that write end; the watchdog reads EOF and stops every group still
-# listed: SIGTERM, the group's grace, SIGKILL. One per codex-orch rather than one per group: a
-# Python start (~20 ms) once per run instead of per worker and gate, and a single pipe to maintain.
-# It runs in its own session, so a Ctrl-C or hang-up aimed at the terminal cannot take it down
-# before it has done its job. A group is skipped when its leader's pid now belongs to a process
-# with another start time (reused); a leader already reaped by init leaves members that still carry
-# the pgid, which Linux does not hand out again while they live, so those are signalled.
-
-_WATCHDOG_CODE = r'''# codex-orch watchdog (orch/adapters/procgroup.py)
-import os, signal, time
-for s in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
-    signal.signal(s, signal.SIG_IGN)
-groups, pending = {}, b''
-while True:
-    try:
-        chunk = os.read(0, 65536)
-    except OSError:
-        break
-    if not chunk:
-        break
-    *lines, pending = (pending + chunk).split(b'\n')
-    for line in lines:
-        f = line.split()
-        try:
-            if len(f) == 4 and f[0] == b'+':
-                groups[int(f[1])] = (None if f[2] == b'-' else int(f[2]), float(f[3]))
-            elif len(f) == 2 and f[0] == b'-':
-                groups.pop(int(f[1]), None)
-        except ValueError:
-            pass
-
-def start_time(pid):
-    try:
-        with open('/proc/%d/stat' % pid, 'rb') as fh:
-            return int(fh.read().rpartition(b')')[2].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-def ours(pgid, started):
-    now = start_time(pgid)
-    return started is None or now is None or now == started
-
-def killpg(pgid, sig):
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        pass
-
-def live(pgids):
-    present = set()
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, 0)
-            present.add(pgid)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            present.add(pgid)
-    if not present or not os.path.exists('/proc/self/stat'):
-        return present
-    found = set()
-    for name in os.listdir('/proc'):
-        if name.isdigit():
-            try:
-                with open('/proc/%s/stat' % name, 'rb') as fh:
-                    f = fh.read().rpartition(b')')[2].split()
-                if f[0] != b'Z' and int(f[2]) in present:
-                    found.add(int(f[2]))
-            except (OSError, ValueError, IndexError):
-                pass
-    return found
-
-left = {pgid: (started, grace) for pgid, (started, grace) in groups.items() if ours(pgid, started)}
-for pgid in left:
-    killpg(pgid, signal.SIGTERM)
-began = time.monotonic()
-while left:
-    running = live(set(left))
-    elapsed = time.monotonic() - began
-    for pgid, (started, grace) in list(left.items()):
-        if pgid not in running:
-            del left[pgid]
-        elif elapsed >= grace:
-            if ours(pgid, started):
-                killpg(pgid, signal.SIGKILL)
-            del left[pgid]
-    if left:
-        time.sleep(0.05)
-'''
-
-
-class _Watchdog:
-    def __init__(self) -> None:
-        self._fd: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._owner: int | None = None
-        self._broken = False
-
-    def watch(self, group: Group) -> None:
-        self._send(_watch_line(group))
-
-    def forget(self, pgid: int) -> None:
-        self._send(f'- {pgid}\n')
-
-    def close(self, wait: float) -> None:
-        """Let the watchdog go (it stops what is still listed) and reap it if it is quick."""
-        if self._fd is not None and self._owner == os.getpid():
-            os.close(self._fd)
-            self._fd = None
-            if self._proc is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._proc.wait(timeout=wait)
-
-    def _send(self, line: str) -> None:
-        """Called with _LOCK held, so lines arrive in the order the groups started and ended."""
-        if self._owner != os.getpid():
-            # First use, or a forked copy of codex-orch whose inherited pipe is the parent's.
-            if self._fd is not None:
-                os.close(self._fd)
-            self._fd = self._proc = None
-            self._owner = os.getpid()
-        if self._fd is None and not self._start():
-            return
-        assert self._fd is not None
-        try:
-            os.write(self._fd, line.encode())   # < PIPE_BUF: atomic
-        except OSError:
-            # It died (someone killed it): start another and tell it every live group.
-            os.close(self._fd)
-            self._fd = None
-            if self._proc is not None:
-                self._proc.poll()   # reap the dead one
-            if self._start():
-                for group in _LIVE.values():
-                    self._write(_watch_line(group))
-
-    def _write(self, line: str) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._fd, line.encode())
-
-    def _start(self) -> bool:
-        if self._broken or not sys.executable or not _HAS_KILLPG:
-            return False
-        read_end, write_end = os.pipe()   # both close-on-exec (PEP 446): no child inherits them
-        try:
-            # -I -S: no site, no environment, no user code; just the stdlib loop above.
-            self._proc = subprocess.Popen([sys.executable, '-I', '-S', '-c', _WATCHDOG_CODE], stdin=read_end,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True)
-        except OSError:
-            os.close(write_end)
-            self._broken = True   # PDEATHSIG still covers the direct children
-            return False
-        finally:
-            os.close(read_end)
-        self._fd = write_end
-        self._owner = os.getpid()
-        return True
-
-
-def _watch_line(group: Group) -> str:
-    start = group.identity.start_time
-    return f'+ {group.pgid} {"-" if start is None else start} {group.grace:g}\n'
-
-
-_WATCHDOG = _Watchdog()
+_WATCHDOG = Watchdog(_LIVE)
 
 
 def _at_exit() -> None:

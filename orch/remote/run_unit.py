@@ -24,8 +24,8 @@ from typing import Any
 
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
-from orch.adapters.worker import WorkerSpec
 from orch.adapters.worker_env import codex_settings, worker_codex_args
+from orch.adapters.worker_types import WorkerSpec
 from orch.core.config import CodexSettings, Config
 from orch.core.text import one_line
 from orch.remote.unit import WorkOutcome, WorkUnit

@@ -34,6 +34,9 @@ prompt carries directives, one per `[[standin: NAME ARGS]]` marker, anywhere in 
 A resume reminder usually carries no directive; then the most recent earlier prompt that has some
 is used, because the resumed request replays the whole thread.
 
+The directives are read in orch.standin.request and answered with what orch.standin.responses
+builds; this module is the HTTP server (`Standin`), `write_codex_home()` and the command line.
+
 Run it standalone with `python -m orch.standin.server --port 0 --port-file F [--log F]`.
 """
 from __future__ import annotations
@@ -43,367 +46,42 @@ import contextlib
 import dataclasses
 import http.server
 import json
-import re
 import select
 import signal
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from orch.runstate.atomic import write_text
-from orch.standin.schema_document import FALLBACK_DOCUMENT, build_document
+from orch.standin import responses
+
+# CALL_ID_PREFIX, Directive, DEFAULT_USAGE, PROSE_ANSWER, Usage, build_patch, FALLBACK_DOCUMENT and
+# build_document are re-exported for callers that import them from here.
+from orch.standin.request import (  # noqa: F401
+    CALL_ID_PREFIX,
+    Directive,
+    RequestView,
+    parse_directives,
+    view_request,
+)
+from orch.standin.responses import (  # noqa: F401
+    DEFAULT_USAGE,
+    PROSE_ANSWER,
+    QUOTA_BODY,
+    RATE_LIMIT_BODY,
+    SERVER_ERROR_BODY,
+    Usage,
+    build_patch,
+)
+from orch.standin.schema_document import FALLBACK_DOCUMENT, build_document  # noqa: F401
 
 API_KEY_ENV = 'STANDIN_API_KEY'
 API_KEY_VALUE = 'standin'
 PROVIDER_ID = 'standin'
-
-# What a request without an output schema gets, and what an empty schema (`{}`) gets.
-PROSE_ANSWER = ('I had a look at the task and made the changes it asked for. '
-                'Everything seems to be in order now.')
-
-# The stand-in's own tool calls are recognisable in replayed history by this call_id prefix.
-CALL_ID_PREFIX = 'call_standin_'
-FOLLOW_UP_TYPES = frozenset({'function_call_output', 'custom_tool_call_output'})
 MAX_BODY_BYTES = 64 * 1024 * 1024
-
-QUOTA_BODY = {'error': {'type': 'insufficient_quota', 'code': 'insufficient_quota',
-                        'message': 'You exceeded your current quota'}}
-RATE_LIMIT_BODY = {'error': {'type': 'rate_limit_exceeded', 'code': 'rate_limit_exceeded',
-                             'message': 'Rate limit reached'}}
-SERVER_ERROR_BODY = {'error': {'type': 'server_error', 'code': 'server_error',
-                               'message': 'The stand-in failed on purpose'}}
-
-
-# --------------------------------------------------------------------------------------------
-# Usage
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token counts reported for one POST, in the Responses API's terms."""
-
-    input: int = 120
-    cached: int = 20
-    output: int = 30
-    reasoning: int = 10
-
-    def to_api(self) -> dict[str, Any]:
-        return {'input_tokens': self.input,
-                'input_tokens_details': {'cached_tokens': self.cached},
-                'output_tokens': self.output,
-                'output_tokens_details': {'reasoning_tokens': self.reasoning},
-                'total_tokens': self.input + self.output}
-
-    def to_record(self) -> dict[str, int]:
-        """The shape codex prints in turn.completed, so tests compare like with like."""
-        return {'input_tokens': self.input, 'cached_input_tokens': self.cached,
-                'output_tokens': self.output, 'reasoning_output_tokens': self.reasoning}
-
-
-DEFAULT_USAGE = Usage()
-
-
-# --------------------------------------------------------------------------------------------
-# Directives
-
-
-@dataclass(frozen=True)
-class Directive:
-    name: str
-    args: str = ''
-    # For `write`: the content of the fenced block right after the marker, else None.
-    block: str | None = None
-
-
-_MARKER_START = re.compile(r'\[\[standin:[ \t]*')
-_FENCE_OPEN = re.compile(r'[ \t]*(`{3,}|~{3,})[^\n]*\n')
-
-
-def parse_directives(text: str) -> list[Directive]:
-    """All `[[standin: NAME ARGS]]` markers in text, in order.
-
-    A marker's args run to the last `]]` before the next marker on the same line, so an
-    `answer` JSON may itself contain `]]`.
-    """
-    found: list[Directive] = []
-    starts = list(_MARKER_START.finditer(text))
-    for i, start in enumerate(starts):
-        line_end = text.find('\n', start.end())
-        limit = len(text) if line_end < 0 else line_end
-        if i + 1 < len(starts):
-            limit = min(limit, starts[i + 1].start())
-        close = text.rfind(']]', start.end(), limit)
-        if close < 0:
-            continue
-        inner = text[start.end():close].strip()
-        if not inner:
-            continue
-        name, _, args = inner.partition(' ')
-        name = name.strip().lower()
-        block = _fenced_block_after(text, close + 2) if name in ('write', 'write-at') else None
-        found.append(Directive(name=name, args=args.strip(), block=block))
-    return found
-
-
-def _fenced_block_after(text: str, pos: int) -> str | None:
-    """The content of a ``` (or ~~~) fenced block opening on a line after pos (blank lines
-    may come between), or None."""
-    rest_of_line = text.find('\n', pos)
-    if rest_of_line < 0 or text[pos:rest_of_line].strip():
-        return None  # the fence must start on a later line
-    cursor = rest_of_line + 1
-    while True:
-        nl = text.find('\n', cursor)
-        if nl < 0 or text[cursor:nl].strip():
-            break
-        cursor = nl + 1  # skip blank lines
-    opening = _FENCE_OPEN.match(text, cursor)
-    if not opening:
-        return None
-    fence = opening.group(1)
-    body_start = opening.end()
-    closing = re.compile(r'^[ \t]*' + re.escape(fence[0]) + '{' + str(len(fence)) + r',}[ \t]*$',
-                         re.MULTILINE)
-    end = closing.search(text, body_start)
-    if not end:
-        return None
-    return text[body_start:end.start()]
-
-
-# --------------------------------------------------------------------------------------------
-# Reading a request
-
-
-@dataclass
-class RequestView:
-    """What the stand-in needs to know about one POSTed body."""
-
-    thread_id: str
-    prompts: list[str]  # the real user prompts in order (codex's own context messages removed)
-    follow_up: bool  # the last input item is a tool output: this is a tool round's follow-up
-    directives: list[Directive]  # from the last prompt, else the latest earlier one with any
-    directives_from_last: bool
-    schema: object  # body.text.format.schema, or None
-    edits_since_directives: bool  # a stand-in edit call already follows the directive prompt
-    edited_paths: list[str] = field(default_factory=list)  # written by the stand-in in this thread
-    edits_since_last_prompt: bool = False  # a stand-in edit call follows the thread's last prompt
-
-    @property
-    def last_prompt(self) -> str:
-        return self.prompts[-1] if self.prompts else ''
-
-    def has(self, name: str) -> bool:
-        return any(d.name == name for d in self.directives)
-
-    def first(self, name: str) -> Directive | None:
-        return next((d for d in self.directives if d.name == name), None)
-
-    @property
-    def scenario(self) -> str:
-        names = [d.name for d in self.directives if d.name not in ('usage', 'slow')]
-        return '+'.join(dict.fromkeys(names)) or 'default'
-
-
-# codex adds its own context as user messages (<environment_context>…, AGENTS.md instructions);
-# those are not prompts and must not count as one. Only known tags: a caller's prompt may well
-# be wrapped in a tag of its own.
-_CODEX_CONTEXT_TAGS = ('environment_context', 'user_instructions', 'user_shell_command',
-                       'turn_aborted', 'subagent_notification', 'skill')
-_CONTEXT_MESSAGE = re.compile(r'^\s*<(' + '|'.join(_CODEX_CONTEXT_TAGS) + r')>.*</\1>\s*$',
-                              re.DOTALL)
-
-
-def _is_codex_context(text: str) -> bool:
-    return (bool(_CONTEXT_MESSAGE.match(text))
-            or text.lstrip().startswith('# AGENTS.md instructions'))
-
-
-def _message_text(item: Mapping[str, Any]) -> str:
-    content = item.get('content')
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ''
-    parts = [p.get('text', '') for p in content if isinstance(p, dict)]
-    return ''.join(p for p in parts if isinstance(p, str))
-
-
-def view_request(body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> RequestView:
-    """Analyse a Responses API request body; raises ValueError on a body that isn't one."""
-    items = body.get('input')
-    if not isinstance(items, list):
-        raise ValueError('body.input must be a list')
-    items = [it for it in items if isinstance(it, dict)]
-    prompts: list[tuple[int, str]] = []  # (index in items, text)
-    for index, item in enumerate(items):
-        if item.get('role') == 'user' and item.get('type', 'message') == 'message':
-            text = _message_text(item)
-            if not _is_codex_context(text):
-                prompts.append((index, text))
-    follow_up = bool(items) and items[-1].get('type') in FOLLOW_UP_TYPES
-    source_index, directives = -1, []
-    for index, text in reversed(prompts):
-        directives = parse_directives(text)
-        if directives:
-            source_index = index
-            break
-    own_calls = [(i, it) for i, it in enumerate(items) if _is_own_edit_call(it)]
-    return RequestView(
-        thread_id=_thread_id(body, headers or {}),
-        prompts=[text for _, text in prompts],
-        follow_up=follow_up,
-        directives=directives,
-        directives_from_last=bool(prompts) and source_index == prompts[-1][0],
-        schema=_schema_of(body),
-        edits_since_directives=any(i > source_index for i, _ in own_calls) and source_index >= 0,
-        edited_paths=list(dict.fromkeys(p for _, it in own_calls for p in _patched_paths(it))),
-        edits_since_last_prompt=bool(prompts) and any(i > prompts[-1][0] for i, _ in own_calls),
-    )
-
-
-def _thread_id(body: Mapping[str, Any], headers: Mapping[str, str]) -> str:
-    key = body.get('prompt_cache_key')
-    if isinstance(key, str) and key:
-        return key
-    for name in ('session-id', 'thread-id'):
-        value = headers.get(name)
-        if value:
-            return value
-    return 'unknown'
-
-
-def _schema_of(body: Mapping[str, Any]) -> object:
-    text = body.get('text')
-    fmt = text.get('format') if isinstance(text, dict) else None
-    return fmt.get('schema') if isinstance(fmt, dict) else None
-
-
-def _is_own_edit_call(item: Mapping[str, Any]) -> bool:
-    return (item.get('type') == 'function_call'
-            and str(item.get('call_id', '')).startswith(CALL_ID_PREFIX))
-
-
-_ADDED_FILE = re.compile(r'^\*\*\* Add File: (.+)$', re.MULTILINE)
-
-
-def _patched_paths(call: Mapping[str, Any]) -> list[str]:
-    try:
-        cmd = json.loads(call.get('arguments') or '{}').get('cmd', '')
-    except (ValueError, AttributeError):
-        return []
-    return _ADDED_FILE.findall(cmd) if isinstance(cmd, str) else []
-
-
-# --------------------------------------------------------------------------------------------
-# Building answers
-
-
-def _sse(events: Iterable[Mapping[str, Any]]) -> bytes:
-    return ''.join(f'event: {e["type"]}\ndata: {json.dumps(e)}\n\n' for e in events).encode()
-
-
-def _new_id(prefix: str) -> str:
-    return f'{prefix}_{uuid.uuid4().hex[:24]}'
-
-
-def _stream(items: list[dict[str, Any]], usage: Usage) -> bytes:
-    response_id = _new_id('resp')
-    events: list[dict[str, Any]] = [{'type': 'response.created', 'response': {'id': response_id}}]
-    events += [{'type': 'response.output_item.done', 'item': item} for item in items]
-    # response.id is required: without it codex treats the stream as broken and retries.
-    events.append({'type': 'response.completed',
-                   'response': {'id': response_id, 'usage': usage.to_api()}})
-    return _sse(events)
-
-
-def _message_item(text: str) -> dict[str, Any]:
-    return {'type': 'message', 'role': 'assistant', 'id': _new_id('msg'), 'status': 'completed',
-            'content': [{'type': 'output_text', 'text': text, 'annotations': []}]}
-
-
-def build_patch(writes: Sequence[tuple[str, str]]) -> str:
-    """One apply_patch text adding (or replacing) each (path, content)."""
-    lines = ['*** Begin Patch']
-    for path, content in writes:
-        lines.append(f'*** Add File: {path}')
-        lines += ['+' + line for line in content.splitlines()]
-    lines.append('*** End Patch')
-    return '\n'.join(lines) + '\n'
-
-
-def _edit_call_item(view: RequestView, writes: Sequence[tuple[str, str]],
-                    n_items: int) -> dict[str, Any]:
-    # The heredoc form works for every model kind; content lines all start with '+', so the
-    # EOF delimiter cannot occur inside. The call_id is derived from the request, so a retry
-    # of the same request gets the same call.
-    cmd = "apply_patch <<'EOF'\n" + build_patch(writes) + 'EOF\n'
-    digest = uuid.uuid5(uuid.NAMESPACE_URL, f'{view.thread_id}/{n_items}').hex[:16]
-    call_id = f'{CALL_ID_PREFIX}{digest}'
-    return {'type': 'function_call', 'call_id': call_id, 'name': 'exec_command',
-            'arguments': json.dumps({'cmd': cmd})}
-
-
-def _edits_for(view: RequestView) -> list[tuple[str, str]]:
-    """The edits this request should make: the thread's n-th prompt's `write-at n`, else (once) `write`."""
-    if view.follow_up:
-        return []
-    numbered = [d for d in view.directives if d.name == 'write-at']
-    if numbered:
-        if view.edits_since_last_prompt:
-            return []
-        at = [d for d in numbered if d.args.split(None, 1)[0] == str(len(view.prompts))]
-        if at:
-            return _writes_of([dataclasses.replace(d, args=d.args.split(None, 1)[1] if ' ' in d.args else '')
-                               for d in at])
-    if view.edits_since_directives:
-        return []
-    return _writes_of([d for d in view.directives if d.name == 'write'])
-
-
-def _writes_of(directives: list[Directive]) -> list[tuple[str, str]]:
-    """(path, content) for each write directive; raises ValueError on an unusable one."""
-    writes: list[tuple[str, str]] = []
-    for d in directives:
-        path = d.args.strip()
-        if not path or path.startswith('/') or any(c in path for c in '\r\n\t'):
-            raise ValueError(f'write directive needs a relative path, got {d.args!r}')
-        if d.block is None:
-            raise ValueError(f'write {path}: no fenced code block follows the directive')
-        writes.append((path, d.block))
-    return writes
-
-
-def _answer_text(view: RequestView) -> str:
-    answer = view.first('answer')
-    if answer is not None:
-        return answer.args
-    if view.has('prose-first') and len(view.prompts) <= 1:
-        return PROSE_ANSWER
-    if view.schema is None:
-        return json.dumps(FALLBACK_DOCUMENT)
-    document = build_document(view.schema, files_changed=view.edited_paths)
-    review = view.first('review-once')
-    if review is not None and isinstance(document, dict) and 'verdict' in document:
-        first = len(view.prompts) <= 1
-        document['verdict'] = 'request_changes' if first else 'approve'
-        if 'findings' in document:
-            document['findings'] = [{'severity': 'major', 'file': '', 'message': review.args.strip()}] if first else []
-    return json.dumps(document)
-
-
-def _usage_of(view: RequestView) -> Usage:
-    d = view.first('usage')
-    if d is None:
-        return DEFAULT_USAGE
-    numbers = [int(x) for x in d.args.split()]
-    if len(numbers) != 4 or min(numbers) < 0:
-        raise ValueError(f'usage needs 4 non-negative integers, got {d.args!r}')
-    return Usage(*numbers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,13 +100,6 @@ class _Drop(Exception):
     """Raised inside a handler to close the connection without (further) reply."""
 
 
-def _error_payload(body: object) -> tuple[str, bytes]:
-    """(content type, bytes) for an error body: text as is, anything else as JSON."""
-    if isinstance(body, str):
-        return 'text/plain; charset=utf-8', body.encode()
-    return 'application/json', json.dumps(body).encode()
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     server: _Server
@@ -437,7 +108,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass  # the JSONL request log replaces the stderr access log
 
     def do_GET(self) -> None:  # the stdlib's naming
-        self._send(404, *_error_payload({'error': {'message': 'not found'}}))
+        self._send(404, *responses.error_payload({'error': {'message': 'not found'}}))
 
     def do_POST(self) -> None:  # the stdlib's naming
         record: dict[str, Any] = {'time': time.time(), 'path': self.path, 'thread': None,
@@ -449,15 +120,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             answer = self._serve_post(record)
         except _Reply as reply:
             record.update(action=reply.action, status=reply.status)
-            answer = (reply.status, *_error_payload(reply.body))
+            answer = (reply.status, *responses.error_payload(reply.body))
         except _Drop:
             pass
         except OSError:  # the client went away mid-request
             record['action'] = record['action'] or 'client-gone'
         except Exception as exc:  # never let odd input kill the handler thread
             record.update(action='error', status=400, error=f'{type(exc).__name__}: {exc}')
-            answer = (400, *_error_payload({'error': {'type': 'invalid_request_error',
-                                                      'message': f'standin: {exc}'}}))
+            answer = (400, *responses.error_payload({'error': {'type': 'invalid_request_error',
+                                                                'message': f'standin: {exc}'}}))
         # Record before answering: whoever has seen the answer then also finds it in .requests.
         self.server.standin._record(record)
         if answer is not None:
@@ -477,22 +148,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             view = dataclasses.replace(view, directives=[*view.directives, *parse_directives(forced)])
         record.update(thread=view.thread_id, scenario=view.scenario, prompt=view.last_prompt,
                       follow_up=view.follow_up, prompts=len(view.prompts))
-        usage = _usage_of(view)
+        usage = responses.usage_of(view)
         slow = view.first('slow')
         if slow is not None and self._wait_stopped(float(slow.args or 0)):
             record['action'] = 'shutdown'
             raise _Drop
         self._maybe_fail(view, record)
-        writes = _edits_for(view)
+        writes = responses.edits_for(view)
         if writes:
-            items = [_edit_call_item(view, writes, len(body['input']))]
+            items = [responses.edit_call_item(view, writes, len(body['input']))]
             record['action'] = 'tool-call'
             record['writes'] = [p for p, _ in writes]
         else:
-            items = [_message_item(_answer_text(view))]
+            items = [responses.message_item(responses.answer_text(view))]
             record['action'] = 'answer'
         record.update(usage=usage.to_record(), status=200)
-        return 200, 'text/event-stream', _stream(items, usage)
+        return 200, 'text/event-stream', responses.stream(items, usage)
 
     def _maybe_fail(self, view: RequestView, record: dict[str, Any]) -> None:
         """Send the misbehaviour a directive asks for, if any (raises _Reply or returns)."""
@@ -562,7 +233,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header('content-type', 'text/event-stream')
         self.send_header('connection', 'close')
         self.end_headers()
-        self.wfile.write(_sse([{'type': 'response.created', 'response': {'id': _new_id('resp')}}]))
+        self.wfile.write(responses.sse([{'type': 'response.created', 'response': {'id': responses.new_id('resp')}}]))
         self.wfile.flush()
 
     # -- waiting

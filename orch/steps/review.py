@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from orch.adapters import git
-from orch.adapters.worker import WorkerResult
+from orch.adapters.worker_types import WorkerResult
 from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
 from orch.core.report import findings_lines

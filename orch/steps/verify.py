@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from orch.adapters import git
-from orch.adapters.worker import WorkerResult, WorkerSpec, run_worker
+from orch.adapters.worker import run_worker
+from orch.adapters.worker_types import WorkerResult, WorkerSpec
 from orch.core.redact import redact_obj
 from orch.core.validate import schema_errors
 from orch.errors import GitError
