@@ -60,3 +60,33 @@ def test_a_conflict_round_in_the_worker_s_own_thread(host: Host, standin: Standi
     branch = host.shared_branch()
     assert git(host.repo, 'show', f'{branch}:shared.txt') == 'theirs\nmine'
     assert git(host.repo, 'rev-parse', f'{y["commit"]}~1') == host.result('X')['commit']
+
+
+GATE = ('name: tests_gate\nscope: task\nroles: [implementer]\noutput: "{task_dir}/tests_gate.json"\n'
+        'action:\n  shell: "if grep -q broken marker.txt 2>/dev/null; then echo marker is broken; exit 1; fi"\n')
+
+
+def test_a_gate_blames_the_task_that_broke_it_and_one_resume_finishes(host: Host, standin: Standin) -> None:
+    (host.repo / '.orchestrator' / 'rules').mkdir()
+    (host.repo / '.orchestrator' / 'rules' / 'gate.yaml').write_text(GATE)
+    commit_all(host.repo, 'gate')
+
+    def plan(marker: str) -> dict:
+        return {'version': 1, 'title': 'Blame', 'tasks': [
+            {'id': 'T1', 'role': 'tester', 'title': 'Tests', 'paths': ['tests/*'],
+             'description': 'Add tests.\n' + write('tests/t.txt', 't\n') + write('marker.txt', f'{marker}\n')},
+            {'id': 'T2', 'role': 'implementer', 'title': 'Docs', 'paths': ['docs/*'],
+             'description': 'Write docs.\n' + write('docs/d.md', 'd\n')}]}
+    host.write_plan(plan('broken'))
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', 'g')
+    assert rc == 1, out + err
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['T1']['status'] == 'failed' and 'gate tests_gate (run for T2)' in rows['T1']['reason']
+    assert rows['T2']['status'] == 'pending' and rows['T2']['reason'] == 'waiting: gate tests_gate broken by T1'
+    host.write_plan(plan('fixed'))
+    before = len(standin.requests)
+    rc, out, err = host.cli('resume', '--run-id', 'g')
+    assert rc == 0, out + err
+    assert host.statuses('g') == {'T1': 'done', 'T2': 'done'}
+    # the model was asked only for T1 again (a new thread); T2's gate ran again without a model call
+    assert len(standin.requests) - before == len(standin.requests_for(host.result('T1')['thread_id'])) > 0
