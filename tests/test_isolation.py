@@ -208,3 +208,20 @@ def test_the_run_s_worktree_follows_the_tip_keeping_unrelated_user_edits(
     assert (wt / 'README.md').read_text() == 'edited by the user\n'
     assert git(wt, 'symbolic-ref', '--short', 'HEAD') == host.shared_branch()
     assert 'did not follow' not in err
+
+
+def test_a_commit_the_worker_made_itself_is_never_landed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """Under danger-full-access a worker can run `git commit` in its checkout: codex-orch knows where it left the
+    checkout's HEAD, refuses to commit on top of the worker's commit, and lands nothing."""
+    sneak = 'echo x > sneaky.txt && git add -A && git -c user.name=w -c user.email=w@w commit -qm "sneaky"'
+    script = {'default': {'answer': 'auto'}, 'tasks': {
+        'T1': {'edits': {'src/one.py': '1\n'}, 'commands': [sneak]}}}
+    host = make(tmp_path, monkeypatch, capsys, [task('T1', ['src/*'])], script)
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1
+    row = host.status()['tasks'][0]
+    assert row['status'] == 'failed' and 'committed' in row['reason'], row['reason']
+    branch = host.shared_branch()
+    assert 'sneaky' not in git(host.repo, 'log', '--format=%s', branch)
+    assert 'sneaky.txt' not in git(host.repo, 'ls-tree', '-r', '--name-only', branch)

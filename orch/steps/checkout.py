@@ -9,7 +9,8 @@ pool, from which the next task to start takes it, reset as good as new at the ti
 file of the tree (seconds in a big repository), resetting one rewrites only what differs.
 
 `checkout_start` in the task's state is the commit the checkout's work is based on: landing replays the commits
-after it when the run branch moved on meanwhile.
+after it when the run branch moved on meanwhile. `checkout_head` is where codex-orch itself last left its HEAD
+(the start, then each commit it made there): a commit a worker made on its own is never committed on, or landed.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from orch.steps.failure import fail
 from orch.steps.worktree import worktree_lock
 
 START = 'checkout_start'
+HEAD = 'checkout_head'   # where codex-orch last left the checkout's HEAD: a commit it did not make is refused
 POOL = '.pool'   # in the checkouts' directory: checkouts of finished tasks, for the next to reuse
 
 
@@ -52,7 +54,7 @@ def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
                 git.add_checkout(rt.repo, workdir, tip)
     except GitError as exc:
         raise fail(task_dir, f'cannot make the task\'s checkout {workdir}: {exc}') from None
-    state.update_state(task_dir, **{START: tip})
+    state.update_state(task_dir, **{START: tip, HEAD: tip})
 
 
 def _reuse(rt: RunInputs, workdir: Path, tip: str) -> bool:
@@ -83,7 +85,17 @@ def restart(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
     git.discard_changes(workdir)
     tip = run_tip(rt, branch, task_dir)
     git.move_checkout(workdir, tip)
-    state.update_state(task_dir, **{START: tip})
+    state.update_state(task_dir, **{START: tip, HEAD: tip})
+
+
+def expected_head(task_dir: Path) -> str | None:
+    value = state.read_state(task_dir).get(HEAD)
+    return value if isinstance(value, str) else None
+
+
+def moved(task_dir: Path, head: str, start: str | None = None) -> None:
+    """codex-orch moved the checkout's HEAD (a commit, a replay): that is where it expects it now."""
+    state.update_state(task_dir, **{HEAD: head, **({START: start} if start else {})})
 
 
 def start_of(task_dir: Path) -> str | None:

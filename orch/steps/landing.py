@@ -53,9 +53,17 @@ def land(work: TaskWork) -> str | None:
             git_seal.check(work.session, task_dir, workdir)   # before git replays anything in the checkout
             start = checkout.start_of(task_dir)
             head = git.rev_parse(workdir, 'HEAD')
+            expected = checkout.expected_head(task_dir)
+            if expected is not None and head != expected:
+                raise fail(task_dir, f'its checkout {workdir} is at {head[:12]}, a commit codex-orch did not make '
+                                     f'(it left it at {expected[:12]}); nothing was landed. A worker must not commit: '
+                                     'resume runs the task again from the run\'s tip')
             tip = checkout.run_tip(rt, branch, task_dir)
             if start is None or head == start:
                 return None                       # nothing of its own to land
+            if start != tip and git.is_ancestor(rt.repo, tip, head):
+                start = tip                       # replayed onto this tip before a kill
+                checkout.moved(task_dir, head, start=tip)
             if git.is_ancestor(rt.repo, head, tip):
                 return head                       # landed before a kill
             if tip == start:
@@ -67,7 +75,7 @@ def land(work: TaskWork) -> str | None:
                 return head
             if not git.replay_onto(workdir, tip, start, union=_union(work)):
                 raise _rework(work, Rework(onto=tip, head=head))
-            state.update_state(task_dir, **{checkout.START: tip})
+            checkout.moved(task_dir, git.rev_parse(workdir, 'HEAD'), start=tip)
         failed = _recheck(work, tip)   # outside the lock: other tasks land meanwhile
         if failed is not None:
             raise _rework(work, Rework(onto=tip, head=git.rev_parse(workdir, 'HEAD'), failed_check=failed.to_dict()))
@@ -83,7 +91,7 @@ def _rework(work: TaskWork, rework: Rework) -> Rework:
     state.update_state(work.task_dir, rework={'onto': rework.onto, 'head': rework.head,
                                               'failed_check': rework.failed_check})
     rework.conflicts = git.squash_onto(work.workdir, rework.onto, rework.head, union=_union(work))
-    state.update_state(work.task_dir, **{checkout.START: rework.onto})
+    checkout.moved(work.task_dir, rework.onto, start=rework.onto)
     return rework
 
 

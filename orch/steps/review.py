@@ -22,7 +22,7 @@ from orch.core.report import findings_lines
 from orch.core.text import one_line
 from orch.failpoints import crash_point
 from orch.runstate import state
-from orch.steps import git_seal
+from orch.steps import checkout, git_seal
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.guard import touched_control_files
@@ -82,6 +82,8 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int) -> None:
     # earlier execution's fix commit is never mistaken for this round's.
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{int(rounds.started_at * 1000)}/review-{round_no}'
     sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', exec_id, since=rt.run.base_commit)
+    if sha is not None and work.shared and git.rev_parse(workdir, 'HEAD') == sha:
+        checkout.moved(task_dir, sha)   # this round's fix, committed just before a kill
     answer = rounds.fix_answer
     if sha is None:
         if rounds.review_phase != 'fix-checking':   # the fix itself is paid for once, then recorded
@@ -168,8 +170,13 @@ def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, roun
     with work.session.scheduler.commit_lock:
         git_seal.check(work.session, work.task_dir, work.workdir)   # the fix's worker ran in this repository too
         try:   # all it changed: the reviewer's checkout (or worktree) is the reviewer's alone
-            return git.commit(work.workdir, message=message, trailers=trailers,
-                              author=author_of(rt.config.git.author), expect_branch=work.branch)
+            expect_head = checkout.expected_head(work.task_dir) if work.shared else None
+            sha = git.commit(work.workdir, message=message, trailers=trailers,
+                             author=author_of(rt.config.git.author), expect_branch=work.branch,
+                             expect_head=expect_head)
+            if sha is not None and work.shared:
+                checkout.moved(work.task_dir, sha)
+            return sha
         except git.CommitRefused as exc:
             raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} cannot be committed: '
                                       f'{exc}') from None

@@ -454,7 +454,12 @@ def _commit(work: TaskWork, exec_id: str, answer: Any) -> str | None:
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': task.id, 'Orch-Role': task.role, 'Orch-Exec': exec_id}
     # A title with line breaks stays the subject; no secret from the plan reaches the history.
     message = redact(f'{task.id}: {one_line(task.title)}')   # one line, no terminal controls, encodable
-    return git.commit(workdir, message=message, trailers=trailers, author=author, expect_branch=work.branch)
+    expect_head = checkout.expected_head(work.task_dir) if work.shared else None
+    sha = git.commit(workdir, message=message, trailers=trailers, author=author, expect_branch=work.branch,
+                     expect_head=expect_head)
+    if sha is not None and work.shared:
+        checkout.moved(work.task_dir, sha)
+    return sha
 
 
 def outside_paths(task: Task, changed: list[str], decisions_file: str) -> list[str]:
@@ -532,6 +537,8 @@ def _finish_interrupted_commit(work: TaskWork) -> bool:
     if not git.worktree_valid(workdir):
         return False
     sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', pending['exec_id'], since=rt.run.base_commit)
+    if sha is not None and work.shared and git.rev_parse(workdir, 'HEAD') == sha:
+        checkout.moved(work.task_dir, sha)   # its own commit, made just before the kill
     if sha is None and not (work.shared and landing.rework_recorded(work)):
         # The commit never happened: commit the worker's changes now (they are still in the worktree, or for a
         # remote worker in the commit it returned), but not the temp file of a decisions write the kill interrupted.
