@@ -150,7 +150,8 @@ def _show(repo: Path) -> None:
     for tid in ('T1', 'T2', 'T3'):
         result = read_result(repo / '.orchestrator' / 'runs' / 'demo' / 'tasks' / tid) or {}
         rounds = [f'{n} {kind} round{"s" if n != 1 else ""}' for kind, n in
-                  (('repair', result.get('repair_rounds', 0)), ('review', result.get('review_rounds', 0))) if n]
+                  (('repair', result.get('repair_rounds', 0)), ('review', result.get('review_rounds', 0)),
+                   ('conflict', result.get('conflict_rounds', 0))) if n]
         shown = f' ({", ".join(rounds)})' if rounds else ''
         output.write_line(f'  {tid} {result["role"]:<11} {result["answer"]["status"]}{shown}: '
                           f'{result["answer"]["summary"]}')

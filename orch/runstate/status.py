@@ -121,7 +121,8 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'depends_on': list(task.depends_on), 'round': st.get('round') if status == 'running' else None,
         'setup': st.get('setup') or [],   # worktree.setup in the checkout of its latest execution
         'checks': either('checks', []), 'repair_rounds': either('repair_rounds', 0), 'gates': gates,
-        'review_rounds': either('review_rounds', 0), 'warnings': either('warnings', []),
+        'review_rounds': either('review_rounds', 0), 'conflict_rounds': either('conflict_rounds', 0),
+        'warnings': either('warnings', []),
         'fixes': either('fixes', []),
         'worker': _worker(st),
         'findings': answer.get('findings') if isinstance(answer, dict) and
