@@ -30,7 +30,7 @@ from orch.runstate.executions import keep_previous
 from orch.steps.remote_work import OUTCOME_FILE
 from orch.steps.rounds import ROUNDS_FILE
 
-# What an execution leaves until its result is recorded (orch.steps.work, rounds, remote_work): paid-for work.
+# What an execution leaves until its result is recorded (orch.steps.finish, rounds, remote_work): paid-for work.
 UNRECORDED = ('pending.json', ROUNDS_FILE, OUTCOME_FILE)
 
 

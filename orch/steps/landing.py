@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orch import output
 from orch.adapters import git
@@ -24,9 +24,7 @@ from orch.steps import checkout, git_seal
 from orch.steps.commands import CommandRun, run_shell
 from orch.steps.failure import Failed, fail
 from orch.steps.rounds import Rounds
-
-if TYPE_CHECKING:
-    from orch.steps.work import TaskWork
+from orch.steps.task_work import TaskWork
 
 MARKERS = (b'<<<<<<< ', b'>>>>>>> ')
 

@@ -35,23 +35,30 @@ from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import atomic, state
 from orch.steps import checkout
 from orch.steps.failure import Failed, fail
+from orch.steps.finish import commit_remote, continue_rounds, finish_rounds, land_and_record
 from orch.steps.guard import touched_control_files
 from orch.steps.review import requests_changes
 from orch.steps.rounds import Rounds
 from orch.steps.setup import SETUP_DIR
-from orch.steps.work import (
-    TaskWork,
-    _record_and_commit,
-    continue_rounds,
-    ensure_workdir,
-    finish_rounds,
-    land_and_record,
-    rerun_note,
-)
+from orch.steps.task_work import TaskWork, ensure_workdir, rerun_note
 
 OUTCOME_FILE = 'remote-outcome.json'
 UNIT_MARK = 'remote-unit'                 # in an attempt directory that came from a Dask worker: its unit's key
 _FAILED_STATUSES = ('failed', 'blocked', 'deferred')
+
+
+class DaskExecution:
+    """The worker part run on the session's Dask cluster (WorkExecution)."""
+
+    def run(self, work: TaskWork) -> None:
+        run_remote(work)
+
+    def round(self, work: TaskWork, prompt: str, rounds: Rounds) -> WorkerResult:
+        return remote_turn(work, work.ex.spec, work.ex.schema, prompt, rounds.thread_id, rounds.cumulative, work.task)
+
+    def turn(self, work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
+             prev_cumulative: dict[str, int] | None, owner: Task, reuse_since: float | None) -> WorkerResult:
+        return remote_turn(work, spec, schema, prompt, thread, prev_cumulative, owner)   # reuse_since: here only
 
 
 def run_remote(work: TaskWork) -> None:
@@ -354,31 +361,6 @@ def remote_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt
 def _turn_failed(reason: str, *, outcome: str = 'worker-lost', usage: dict[str, int] | None = None) -> WorkerResult:
     return WorkerResult(outcome=outcome, answer=None, error=reason, thread_id=None, attempts=[],
                         usage=dict(usage or {}), duration=0.0)
-
-
-def commit_remote(work: TaskWork, pending: dict[str, Any]) -> str | None:
-    """Apply the worker's commit to the run's worktree and commit it there, as a local commit is made."""
-    remote = pending['remote']
-    workdir = work.workdir
-
-    def apply() -> None:
-        if remote.get('commit'):
-            git.restore_paths(workdir, remote['paths'])   # what a kill during an earlier apply left
-            git.apply_commit_changes(workdir, remote['snapshot'], remote['commit'])
-
-    try:
-        return _record_and_commit(work, pending['exec_id'], pending['answer'], before=apply)
-    except git.CommitRefused as exc:
-        (work.task_dir / 'pending.json').unlink(missing_ok=True)
-        raise fail(work.task_dir, f'its changes cannot be committed: {exc}') from None
-    except Failed:
-        raise
-    except git.GitError as exc:
-        (work.task_dir / 'pending.json').unlink(missing_ok=True)
-        if remote.get('commit'):
-            git.restore_paths(workdir, remote['paths'])
-        raise fail(work.task_dir, 'the change made on the Dask worker does not apply to the run\'s branch (a task '
-                                  f'that committed meanwhile changed the same files?): {exc}') from None
 
 
 def _check_commit(work: TaskWork, snapshot: str, commit: str) -> list[str]:

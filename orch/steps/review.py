@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orch.adapters import git
 from orch.adapters.worker_types import WorkerResult
@@ -27,9 +27,7 @@ from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.guard import touched_control_files
 from orch.steps.rounds import Rounds
-
-if TYPE_CHECKING:
-    from orch.steps.work import TaskWork
+from orch.steps.task_work import TaskWork, author_of, call_turn, worker_spec
 
 
 def requests_changes(answer: Any) -> bool:
@@ -100,7 +98,6 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int) -> None:
 
 
 def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, limit: int) -> Any:
-    from orch.steps.work import worker_spec  # the work step builds the spec; review is one of its phases
     rt = work.rt
     target_result = state.read_result(rt.task_dir(target.id)) or {}
     thread = target_result.get('thread_id')
@@ -108,11 +105,11 @@ def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, l
         raise _fail(work, rounds, f'changes requested, but {target.id} has no Codex thread to resume')
     role = rt.role(target.role)
     schema = rt.schema(role.schema_file)
+    # the work step's spec (review is one of its phases), for the reviewed task's role
     spec = dataclasses.replace(worker_spec(work), sandbox=role.sandbox, model=role.model or None,
                                schema_path=rt.path(role.schema_file).resolve())
-    from orch.steps.work import call_turn  # here, or on the Dask worker that holds the thread
     rounds.begin_turn(work.task_dir)
-    result: WorkerResult = call_turn(
+    result: WorkerResult = call_turn(   # here, or on the Dask worker that holds the thread
         work, spec, schema, _findings_prompt(rounds.answer, work.task, round_no, limit), thread,
         rounds.fix_cumulative or target_result.get('usage'), target, reuse_since=rounds.turn_since)
     crash_point('after-fix-answer', work.task.id)
@@ -162,7 +159,6 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> N
 
 
 def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, round_no: int, answer: Any) -> str | None:
-    from orch.steps.work import author_of
     rt = work.rt
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': target.id, 'Orch-Role': target.role, 'Orch-Exec': exec_id,
                 'Orch-Review': f'{work.task.id} round {round_no}'}
