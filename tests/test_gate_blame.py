@@ -109,3 +109,27 @@ def test_an_implementer_that_breaks_its_own_gate_is_blamed_itself(
     r = rows(host)
     assert r['T1']['status'] == 'done'
     assert r['T2']['status'] == 'failed' and r['T2']['reason'].startswith('gate tests_gate failed')
+
+
+def test_a_task_that_broke_its_own_gate_runs_again_told_why_and_the_gate_only_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """Its gate failing on its own commit is a failure of its work, like a failing check: the next resume runs it
+    again in a fresh execution told the gate's output; the gate runs again on its new result only."""
+    script = {'default': {'answer': 'auto'}, 'tasks': {
+        'T1': [{'edits': {'t1/a.txt': 'a\n', 'broken.txt': 'mine\n'}},
+               {'edits': {'t1/a.txt': 'a2\n', 'broken.txt': None}}]}}
+    host = make(tmp_path, monkeypatch, capsys, [task('T1', 'implementer')], script)
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1
+    host.clear_log()
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert host.launched_tasks() == ['T1']
+    assert 'broken.txt is there' in host.launches()[0]['prompt'] or 'breaks the gate' in _last_prompt(host, 'T1')
+    assert rows(host)['T1']['status'] == 'done' and rows(host)['T1']['gates'][0]['passed']
+    assert len(list((host.run_dir() / 'tasks' / 'T1' / 'executions').glob('*.json'))) == 1
+
+
+def _last_prompt(host: Host, tid: str) -> str:
+    attempts = sorted((host.run_dir() / 'tasks' / tid).glob('attempt-*'), key=lambda p: int(p.name.split('-')[1]))
+    return (attempts[-1] / 'prompt.txt').read_text()

@@ -105,7 +105,12 @@ def _blame(rt: RunInputs, session: Session, step: Step, tested: str, log_path: P
                                     probe)
     record['blame'] = {'task': blame.task, 'commit': blame.commit, 'probes': blame.probes}
     culprit = blame.task
-    if culprit is None or culprit == step.task_id or culprit not in rt.plan.by_id:
+    if culprit == step.task_id:
+        # Its own commit broke it: a failure of its work like a failing check, so it runs again on the next resume
+        # (told the gate's evidence); the gate runs again once its result changed, never while nothing did.
+        gate_blame.fail_culprit(rt, culprit, step.rule.name, step.task_id, blame.commit or tested, run)
+        return None
+    if culprit is None or culprit not in rt.plan.by_id:
         return None
     gate_blame.fail_culprit(rt, culprit, step.rule.name, step.task_id, blame.commit or tested, run)
     record['blamed'] = culprit

@@ -107,8 +107,11 @@ def fail_culprit(rt: RunInputs, culprit: str, gate: str, for_task: str, commit: 
     task_dir = rt.task_dir(culprit)
     keep_previous(task_dir, dt.datetime.now(dt.UTC), why=f'gate {gate}')
     (task_dir / 'result.json').unlink(missing_ok=True)
-    reason = (f'gate {gate} (run for {for_task}) fails from its commit {commit[:12]}: `{run.command}` ({run.why}); '
-              'resume runs it again')
+    if culprit == for_task:   # its own gate: said as a failing gate always was
+        reason = f'gate {gate} failed: {run.command} ({run.why})'
+    else:
+        reason = (f'gate {gate} (run for {for_task}) fails from its commit {commit[:12]}: `{run.command}` '
+                  f'({run.why}); resume runs it again')
     state.update_state(task_dir, status='failed', reason=reason, outcome='gate-blamed', ended_at=time.time(),
                        round=None, gate_evidence={'gate': gate, 'for': for_task, 'commit': commit,
                                                   'command': run.command, 'exit_code': run.exit_code,
