@@ -49,6 +49,7 @@ def land(work: TaskWork) -> str | None:
     while True:
         with work.session.scheduler.commit_lock:   # the one serial landing step of the run
             git_seal.check(work.session, task_dir, workdir)   # before git replays anything in the checkout
+            git.abort_replay(workdir)   # one a kill interrupted: HEAD back to where codex-orch left it
             start = checkout.start_of(task_dir)
             head = git.rev_parse(workdir, 'HEAD')
             expected = checkout.expected_head(task_dir)
@@ -66,7 +67,8 @@ def land(work: TaskWork) -> str | None:
                 return head                       # landed before a kill
             if tip == start:
                 try:
-                    note = git.advance_branch(rt.repo, branch, start, head)
+                    note = git.advance_branch(rt.repo, branch, start, head,
+                                              follower=rt.path(rt.layout.worktree))
                 except git.BranchMoved:
                     continue
                 _follow_note(work, note)

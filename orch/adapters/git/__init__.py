@@ -72,6 +72,7 @@ from orch.adapters.git.commits import (
 )
 from orch.adapters.git.landing import (
     BranchMoved,
+    abort_replay,
     add_checkout,
     advance_branch,
     move_checkout,
@@ -98,6 +99,7 @@ __all__ = [
     'GitError',
     'TreeChange',
     'WorktreeInfo',
+    'abort_replay',
     'add_checkout',
     'advance_branch',
     'apply_commit_changes',

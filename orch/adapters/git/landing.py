@@ -65,6 +65,14 @@ def move_checkout(worktree: Path, commit: str) -> None:
              hint=f'Discard the changes in {worktree} (codex-orch clean), then resume.')
 
 
+def abort_replay(worktree: Path) -> None:
+    """A replay a kill interrupted (a rebase in progress) is undone: HEAD back where it was before it."""
+    loc = own_worktree(worktree, 'replay commits in')
+    if (loc.git_dir / 'rebase-merge').exists() or (loc.git_dir / 'rebase-apply').exists():
+        with repo_lock(loc.common_dir):
+            run(worktree, 'rebase', '--abort', ok=(0, 1, 128))
+
+
 def replay_onto(worktree: Path, onto: str, upstream: str, *, union: tuple[str, ...] = ()) -> bool:
     """Rebase the commits `upstream..HEAD` of a clean, detached codex-orch checkout onto `onto`, keeping each
     commit's message and author. False on a conflict: then nothing changed (the rebase was aborted)."""
@@ -100,16 +108,20 @@ def squash_onto(worktree: Path, onto: str, head: str, *, union: tuple[str, ...] 
         return conflicts
 
 
-def advance_branch(root: Path, branch: str, old: str, new: str) -> str | None:
-    """Move `branch` from `old` to its descendant `new`. The worktree that has it checked out follows with a
-    fast-forward, which keeps uncommitted changes in other files; when it cannot (a change of the user's would
-    be overwritten) it is left detached where it was, its changes untouched, and the reason is returned.
+def advance_branch(root: Path, branch: str, old: str, new: str, *, follower: Path) -> str | None:
+    """Move `branch` from `old` to its descendant `new`. When `follower` (the run's own worktree) has it checked
+    out, it follows with a fast-forward, which keeps uncommitted changes in other files; when it cannot (a change
+    of the user's would be overwritten) it is left detached where it was, its changes untouched, and the reason is
+    returned. Any other checkout of the branch (the user's own) is never touched: GitError, nothing moved.
     Raises BranchMoved when the branch is not at `old` (someone committed on it meanwhile)."""
     ref = f'refs/heads/{check_name(branch, "branch name")}'
     with repo_lock(locate(root).common_dir):
         if ref_sha(root, ref) != old:
             raise BranchMoved(f'{branch} moved while codex-orch was landing a commit on it; retry.')
         checkout = live_worktree_of_branch(root, branch)
+        if checkout is not None and Path(checkout).resolve() != Path(follower).resolve():
+            raise GitError(f'the run\'s branch {branch} is checked out in {checkout}, which codex-orch never changes; '
+                           'check out another branch there, then resume (nothing was landed)')
         note = None
         if checkout is not None:
             res = run(checkout, *_REPLAY_CONFIG, 'merge', '--ff-only', '--quiet', '--no-verify',

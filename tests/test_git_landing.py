@@ -1,0 +1,97 @@
+"""The git side of landing, on real repositories: replaying a task's commits onto a moved tip, putting conflicting
+work on it uncommitted, moving the run's branch with its worktree following, never the user's checkout."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orch.adapters import git as og
+from orch.errors import GitError
+from tests.support.gitrepo import commit_all, git, isolate_git, make_repo
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_git(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path, {'a.txt': 'a\n', 'shared.txt': 'base\n'})
+
+
+def task_commit(checkout: Path, files: dict[str, str], msg: str) -> str:
+    for name, text in files.items():
+        (checkout / name).write_text(text)
+    return commit_all(checkout, msg)
+
+
+def test_a_clean_replay_keeps_each_commit_and_a_conflict_comes_back_uncommitted(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, 'rev-parse', 'HEAD')
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    og.add_checkout(repo, one, base)
+    og.add_checkout(repo, two, base)
+    landed = task_commit(one, {'shared.txt': 'theirs\n'}, 'one')
+    git(repo, 'update-ref', 'refs/heads/run', landed)
+    task_commit(two, {'b.txt': 'b\n'}, 'two: b')
+    head = task_commit(two, {'shared.txt': 'mine\n'}, 'two: shared')
+    assert not og.replay_onto(two, landed, base)              # conflicts: aborted, nothing changed
+    assert git(two, 'rev-parse', 'HEAD') == head and git(two, 'status', '--porcelain') == ''
+    assert og.squash_onto(two, landed, head) == ['shared.txt']
+    assert git(two, 'rev-parse', 'HEAD') == landed
+    assert '<<<<<<<' in (two / 'shared.txt').read_text() and (two / 'b.txt').read_text() == 'b\n'
+    # a clean one keeps every commit, message and author
+    three = tmp_path / 'three'
+    og.add_checkout(repo, three, base)
+    task_commit(three, {'c.txt': 'c\n'}, 'three: c')
+    task_commit(three, {'d.txt': 'd\n'}, 'three: d')
+    assert og.replay_onto(three, landed, base)
+    assert git(three, 'log', '--format=%s', f'{landed}..HEAD').splitlines() == ['three: d', 'three: c']
+
+
+def test_a_replay_a_kill_interrupted_is_undone(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, 'rev-parse', 'HEAD')
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    og.add_checkout(repo, one, base)
+    og.add_checkout(repo, two, base)
+    landed = task_commit(one, {'shared.txt': 'theirs\n'}, 'one')
+    head = task_commit(two, {'shared.txt': 'mine\n'}, 'two')
+    subprocess.run(['git', '-C', str(two), '-c', 'user.name=a', '-c', 'user.email=a@b', 'rebase', '--onto', landed,
+                    base], capture_output=True, check=False)   # stops at the conflict: a rebase in progress
+    assert 'rebase' in git(two, 'status')
+    og.abort_replay(two)
+    assert git(two, 'rev-parse', 'HEAD') == head and git(two, 'status', '--porcelain') == ''
+
+
+def test_the_run_s_branch_never_moves_the_user_s_checkout(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, 'rev-parse', 'HEAD')
+    git(repo, 'branch', 'run', base)
+    git(repo, 'checkout', '-q', 'run')                       # the user checked the run's branch out at home
+    one = tmp_path / 'one'
+    og.add_checkout(repo, one, base)
+    new = task_commit(one, {'x.txt': 'x\n'}, 'one')
+    with pytest.raises(GitError, match='never changes'):
+        og.advance_branch(repo, 'run', base, new, follower=tmp_path / 'run-worktree')
+    assert git(repo, 'rev-parse', 'run') == base and not (repo / 'x.txt').exists()
+
+
+def test_the_run_s_worktree_follows_or_stays_behind_keeping_the_user_s_change(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, 'rev-parse', 'HEAD')
+    wt = tmp_path / 'run-worktree'
+    og.ensure_worktree(repo, wt, 'run', base)
+    one = tmp_path / 'one'
+    og.add_checkout(repo, one, base)
+    first = task_commit(one, {'x.txt': 'x\n'}, 'one')
+    (wt / 'notes.txt').write_text('mine\n')                  # unrelated: kept, the worktree follows
+    assert og.advance_branch(repo, 'run', base, first, follower=wt) is None
+    assert (wt / 'x.txt').exists() and (wt / 'notes.txt').read_text() == 'mine\n'
+    second = task_commit(one, {'a.txt': 'theirs\n'}, 'two')
+    (wt / 'a.txt').write_text('my edit\n')                   # the landing would overwrite it: it stays behind
+    note = og.advance_branch(repo, 'run', first, second, follower=wt)
+    assert note is not None and 'detached' in note
+    assert git(repo, 'rev-parse', 'run') == second
+    assert (wt / 'a.txt').read_text() == 'my edit\n' and git(wt, 'rev-parse', 'HEAD') == first
+    with pytest.raises(og.BranchMoved):
+        og.advance_branch(repo, 'run', first, second, follower=wt)
