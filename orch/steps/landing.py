@@ -189,9 +189,15 @@ def marked_files(workdir: Path, paths: list[str]) -> list[str]:
 
 def conflict_prompt(work: TaskWork, conflict: dict[str, Any], round_no: int, limit: int) -> str:
     """Evidence from git and the checks, never the worker's own words fed back to it."""
+    files = conflict.get('files') or []
+    if conflict.get('merge'):   # per-task mode: a dependency's work merged into its worktree (orch.steps.worktree)
+        return (f'The merge of the work of task {conflict["merge"]} into your worktree {work.workdir} still has '
+                f'git\'s conflict markers (conflict round {round_no} of {limit}) in: {", ".join(files)}. Resolve every '
+                'conflict, keeping what each side meant, and remove every marker; do not abort the merge and do not '
+                'commit. Then reply with ONLY a JSON object that matches the output schema, describing the task as '
+                'a whole.\n')
     head = [f'Other tasks landed work on the run\'s branch while you worked (conflict round {round_no} of {limit}). '
             f'Your checkout {work.workdir} now holds the run\'s latest state with your changes on top, uncommitted.']
-    files = conflict.get('files') or []
     failed = conflict.get('failed_check')
     if files:
         head.append('Your changes conflict with theirs in these files, which hold git\'s conflict markers '
@@ -212,12 +218,17 @@ def _persisting(work: TaskWork, rounds: Rounds, limit: int) -> Failed:
     conflict = rounds.conflict or {}
     files = conflict.get('files') or []
     failed = conflict.get('failed_check')
-    if files:
-        what = f'its work conflicts with work landed meanwhile in {", ".join(files)}'
-    else:
-        what = f'its check `{(failed or {}).get("command")}` fails on top of work landed meanwhile'
     after = f'after {limit} conflict round{"s" if limit != 1 else ""}' if limit else 'no conflict rounds'
-    reason = f'cannot land: {what} ({after}); resume runs it again on the run\'s tip'
+    if conflict.get('merge'):
+        reason = (f'cannot start: merging the work of {conflict["merge"]} conflicts in {", ".join(files)} and its '
+                  f'worker left conflict markers ({after}); make the tasks touch different files, or make one depend '
+                  'on the other')
+    elif files:
+        reason = (f'cannot land: its work conflicts with work landed meanwhile in {", ".join(files)} ({after}); '
+                  'resume runs it again on the run\'s tip')
+    else:
+        reason = (f'cannot land: its check `{(failed or {}).get("command")}` fails on top of work landed meanwhile '
+                  f'({after}); resume runs it again on the run\'s tip')
     state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
                        outcome='conflict', usage=rounds.usage, answer=rounds.answer, checks=rounds.checks,
                        conflict_rounds=rounds.conflicts, attempts=state.attempt_count(work.task_dir))

@@ -24,7 +24,7 @@ from orch.engine.session import Session
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import state
-from orch.steps import checkout, git_seal, verify
+from orch.steps import checkout, git_seal, landing, verify
 from orch.steps.failure import Failed, fail
 from orch.steps.finish import continue_rounds, finish_interrupted_commit
 from orch.steps.remote_work import DaskExecution
@@ -82,6 +82,10 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
         work = TaskWork(rt, session, step, task, task_dir, result_path, digest,
                         rt.path(rt.layout.checkout(task.id)), None, workspace['branch'], checks, execution)
     kill_stale_attempts(task_dir)
+    merging = pending_merge(work) if session.executor is not None else None
+    if merging is not None:
+        raise fail(task_dir, f'merging the work of {merging["task"]} into {task.id} conflicts; on the Dask executor '
+                             'that merge cannot be resolved: resume with --executor local')
     try:
         with session.scheduler.slot(task):
             if finish_interrupted_commit(work):
@@ -161,6 +165,7 @@ def _first_answer(work: TaskWork) -> Rounds:
                        pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None)
     ensure_workdir(work)
     git_seal.seal(session, task_dir, work.workdir)
+    merge = pending_merge(work)
 
     def discard_leftovers() -> None:   # only when no killed attempt's completed turn is recovered
         if work.shared:   # its own checkout: what is there was left by its own earlier attempt
@@ -170,16 +175,44 @@ def _first_answer(work: TaskWork) -> Rounds:
             # uncommitted in the worktree is someone's work, and is never silently discarded.
             _refuse_unknown_changes(work, previous)
             git.discard_changes(work.workdir)
+            if merge is not None:   # a dependency's work conflicts: its worker resolves it (see merge_note)
+                git.start_merge(work.workdir, merge['branch'], union=(rt.config.decisions_file,))
         run_setup(rt, session, task.id, work.workdir)   # worktree.setup: a fresh execution's checkout, as yours
 
-    prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
+    prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8') + (merge_note(merge) if merge else '')
     result = verify.call_worker(work.ex, prompt + note, before_fresh_start=discard_leftovers, reuse_since=unrecorded)
     crash_point('after-answer', task.id)
     answer = accept(work, result)
     rounds = Rounds(inputs_digest=work.digest, thread_id=result.thread_id, answer=answer, usage=dict(result.usage),
                     cumulative=result.usage_cumulative, started_at=started)
+    left = landing.marked_files(work.workdir, merge['conflicts']) if merge is not None else []
+    if merge is not None and left:   # it did not resolve them all: a conflict round in its thread, bounded
+        rounds.phase, rounds.conflict = 'resolving', {'files': left, 'merge': merge['task']}
     rounds.save(task_dir)
     return rounds
+
+
+def pending_merge(work: TaskWork) -> dict[str, Any] | None:
+    """Per-task mode: the dependency whose work conflicts with the others' in this task's worktree and is merged
+    in by this task's own worker (orch.steps.worktree), while its commit has not concluded that merge yet."""
+    if work.shared:
+        return None
+    record = (state.read_json(work.rt.path(work.step.input('workspace'))) or {}).get('merge')
+    if not isinstance(record, dict):
+        return None
+    dep_tip = git.branch_tip(work.rt.repo, str(record.get('branch')))
+    if dep_tip is None or git.contains(work.rt.repo, f'refs/heads/{work.branch}', dep_tip):
+        return None
+    return record
+
+
+def merge_note(merge: dict[str, Any]) -> str:
+    files = ', '.join(merge.get('conflicts') or [])
+    return (f'\n\n## First: a merge to finish\n\nThe work of task {merge.get("task")}, which this task depends on, '
+            f'is being merged into your worktree and conflicts with the work of the other tasks it depends on in: '
+            f'{files}. Those files hold git\'s conflict markers (<<<<<<< ... ======= ... >>>>>>>). Resolve every '
+            'conflict first, keeping what each side meant, and remove every marker; do not abort the merge and do '
+            'not commit (codex-orch concludes the merge with your work\'s commit). Then do the task.\n')
 
 
 UNKNOWN_CHANGES = 'unknown-changes'

@@ -85,12 +85,21 @@ def _prepare_task_worktree(rt: RunInputs, step: Step, task: Task, task_dir: Path
             git.discard_changes(path)   # leftovers of an earlier attempt; the task runs again anyway
         to_merge = behind
     start = previous.get('start_commit') if not fresh and not to_merge else None
+    pending_merge: dict[str, Any] | None = previous.get('merge') if not fresh and not to_merge else None
     if to_merge:
         message = (f'Merge {", ".join(to_merge)} into {task.id}\n\n'
                    f'Orch-Run: {rt.run.run_id}\nOrch-Task: {task.id}')
         # Every task appends its own entry to the decisions log: both sides' lines are kept.
-        conflicts = git.merge_into_worktree(path, [layout.task_branch(d) for d in to_merge], message,
-                                            union=(rt.config.decisions_file,))
+        union = (rt.config.decisions_file,)
+        *first, last = to_merge
+        conflicts = git.merge_into_worktree(path, [layout.task_branch(d) for d in first], message, union=union)
+        if not conflicts:
+            conflicts = git.merge_into_worktree(path, [layout.task_branch(last)], message, union=union)
+            if conflicts:
+                # The landing discipline: the task's own worker resolves it (then a conflict round, bounded), and
+                # its commit concludes the merge. The work step begins the merge; the record says what to expect.
+                pending_merge = {'task': last, 'branch': layout.task_branch(last), 'conflicts': conflicts}
+                conflicts = []
         if conflicts:
             if fresh:   # leave nothing behind: the next attempt starts over
                 git.remove_worktree(repo, path, force=True)
@@ -103,8 +112,13 @@ def _prepare_task_worktree(rt: RunInputs, step: Step, task: Task, task_dir: Path
                          f'{", ".join(conflicts)} ({hint})')
     if start is None:
         start = git.rev_parse(path, 'HEAD')
-    return {'path': layout.task_worktree(task.id), 'branch': branch, 'base_commit': base_commit,
-            'depends_on': list(task.depends_on), 'start_commit': start}
+    record = {'path': layout.task_worktree(task.id), 'branch': branch, 'base_commit': base_commit,
+              'depends_on': list(task.depends_on), 'start_commit': start}
+    if pending_merge is not None:   # until a commit of the task concludes it
+        dep_tip, own_tip = git.branch_tip(repo, pending_merge['branch']), git.branch_tip(repo, branch)
+        if dep_tip is not None and own_tip is not None and not git.is_ancestor(repo, dep_tip, own_tip):
+            record['merge'] = pending_merge
+    return record
 
 
 def _tips_to_merge(repo: Path, deps: list[str], tips: dict[str, str]) -> list[str]:

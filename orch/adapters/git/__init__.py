@@ -88,6 +88,7 @@ from orch.adapters.git.merge import (
     describe_blockers,
     fast_forward,
     merge_into_worktree,
+    start_merge,
 )
 from orch.adapters.git.run import git_version, rev_parse
 from orch.adapters.git.seal import control_changes, control_digest
@@ -147,6 +148,7 @@ __all__ = [
     'snapshot_commit',
     'snapshot_worktree',
     'squash_onto',
+    'start_merge',
     'trailer_of',
     'tree_changes',
     'unmerged_commits',

@@ -160,3 +160,27 @@ def delete_branch(root: Path, branch: str, *, base: str, force: bool = False) ->
     # Compare-and-swap: if someone committed to the branch since the check, nothing is deleted.
     run(root, 'update-ref', '-d', ref, old, hint=f'{branch} moved while codex-orch was deleting it; retry.')
     return True
+
+
+def start_merge(worktree: Path, branch: str, *, union: tuple[str, ...] = ()) -> list[str]:
+    """Begin merging `branch` into a clean codex-orch worktree and leave it unfinished: the task's worker resolves
+    what conflicts (its files hold git's markers), and codex-orch's next commit there concludes the merge, a merge
+    commit with both parents. Conflicts only in `union` paths are resolved keeping both sides' lines. Returns the
+    paths still conflicting."""
+    worktree = Path(worktree)
+    loc = own_worktree(worktree, 'merge into')
+    env = identity_env(worktree, None)
+    with repo_lock(loc.common_dir):
+        if is_dirty(worktree):
+            raise GitError(f'cannot merge into {worktree}: it has uncommitted changes; commit or discard them first.')
+        res = run(worktree, 'merge', '--no-ff', '--no-commit', '--no-verify', '--quiet',
+                  check_name(branch, 'branch name'), ok=(0, 1), env=env)
+        if ref_sha(worktree, 'MERGE_HEAD') is None:
+            raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),
+                                   f'Check that {branch} exists and that the merge can run in {worktree}.'))
+        unmerged = run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
+        conflicts = sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+        for path in conflicts:
+            if path in union:
+                _union_resolve(worktree, path)
+        return [p for p in conflicts if p not in union]
