@@ -173,7 +173,12 @@ def test_status_and_dry_run_say_redo_requested_and_resume_finishes_it(host: Host
 def test_a_redo_killed_after_its_paid_turn_is_finished_by_resume_without_paying_again(host: Host) -> None:
     host.script(T2_CHANGES)
     killed_redo(host, 'after-turn:T2', 'T2')
-    (paid,) = host.launches()   # the killed redo's one turn, complete in its event stream
+    # The killed redo's one turn, complete in its event stream (read there: the fake codex logs its launch only
+    # when it exits, which a kill of codex-orch's process group may cut short).
+    attempts = sorted(task_dir(host, 'T2').glob('attempt-*'), key=lambda p: int(p.name.split('-')[1]))
+    events = [json.loads(line) for line in (attempts[-1] / 'events.jsonl').read_text().splitlines() if line]
+    paid = {'thread_id': next(e['thread_id'] for e in events if e.get('type') == 'thread.started')}
+    assert any(e.get('type') == 'turn.completed' for e in events)
     host.clear_log()
     rows = {t['id']: t for t in host.status()['tasks']}
     assert [r['code'] for r in rows['T2']['reasons']] == ['interrupted', 'redo_requested']
