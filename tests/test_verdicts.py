@@ -12,8 +12,10 @@ import pytest
 
 from orch.core.schema_lint import strict_problems
 from orch.core.verdict import VERDICT_KEY, fails, verdict_of
+from orch.standin.server import Standin
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, make_host
+from tests.support.realcodex import use_real_codex
 
 SCHEMAS = Path(__file__).resolve().parents[1] / '.orchestrator' / 'schemas'
 FIX_SUBJECT = 'T1: Write x (review round 1 by T2)'
@@ -157,3 +159,26 @@ def test_a_schema_without_the_annotation_has_no_verdict(
     assert rc == 0, out + err
     assert [e['task_id'] for e in host.launches()] == ['T1', 'T2']
     assert host.statuses() == {'T1': 'done', 'T2': 'done'} and fix_commits(host) == []
+
+
+@pytest.mark.e2e
+def test_real_codex_tester_failing_sends_its_summary_to_the_implementer_and_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, standin: Standin) -> None:
+    host = make_host(tmp_path, monkeypatch, capsys)
+    use_real_codex(host.repo, '  review_rounds: 1\n')
+    failing = json.dumps(answer_of_tester(False, 'test_x fails: x is empty')['answer'])
+    host.write_plan({'version': 1, 'title': 'Verdicts', 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Write x', 'paths': ['src/x.py'],
+         'description': 'Write src/x.py.\n[[standin: write src/x.py]]\n```python\nX = 1\n```\n'},
+        {'id': 'T2', 'role': 'tester', 'title': 'Test x', 'depends_on': ['T1'],
+         'description': f'Test it.\n[[standin: answer {failing}]]\n'}]})
+    commit_all(host.repo, 'plan')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    row = {t['id']: t for t in host.status()['tasks']}['T2']
+    assert row['status'] == 'failed'
+    assert row['reason'] == 'changes requested: `tests_passed` false, not `tests_passed` true, after 1 review round'
+    assert host.statuses()['T1'] == 'done'
+    t1_thread = host.result('T1')['thread_id']
+    fix_prompts = [r['prompt'] for r in standin.requests if r.get('thread') == t1_thread and r.get('prompts', 0) > 1]
+    assert any('test_x fails: x is empty' in (p or '') for p in fix_prompts)   # the implementer's own thread, resumed
