@@ -35,6 +35,7 @@ orch.adapters.worker_attempts; this module is the attempt loop and the running o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import threading
@@ -78,6 +79,7 @@ from orch.adapters.worker_types import (  # noqa: F401
 )
 from orch.core.redact import redact
 from orch.core.text import encode_utf8
+from orch.core.verdict import VERDICT_KEY, for_codex
 from orch.failpoints import crash_point
 from orch.runstate.atomic import write_text
 
@@ -239,11 +241,12 @@ def reminder_prompt(problems: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # One attempt
 
-def build_argv(spec: WorkerSpec, last_message: Path, resume_thread: str | None) -> list[str]:
+def build_argv(spec: WorkerSpec, last_message: Path, resume_thread: str | None,
+               schema_path: Path | None = None) -> list[str]:
     """`codex exec` argv; `-C`/`--sandbox` precede `resume`, which restores none of them."""
     argv = [*spec.codex, 'exec', '--json', '--skip-git-repo-check',
             '-C', str(Path(spec.workdir).absolute()), '--sandbox', spec.sandbox,
-            '--output-schema', str(Path(spec.schema_path).absolute()),
+            '--output-schema', str(Path(schema_path or spec.schema_path).absolute()),
             '-o', str(Path(last_message).absolute())]
     if spec.model:
         argv += ['-m', spec.model]
@@ -253,11 +256,25 @@ def build_argv(spec: WorkerSpec, last_message: Path, resume_thread: str | None) 
     return [*argv, '-']
 
 
+def codex_schema(schema_path: Path, adir: Path) -> Path:
+    """The schema file codex is given: the role's, or (when it carries codex-orch's verdict annotation, which
+    Codex's strict structured output would refuse) a copy without it, in the attempt's directory."""
+    try:
+        schema = json.loads(Path(schema_path).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return schema_path   # codex reports it; the role's schemas were checked at load
+    if not isinstance(schema, dict) or VERDICT_KEY not in schema:
+        return schema_path
+    derived = adir / 'output-schema.json'
+    write_text(derived, json.dumps(for_codex(schema), indent=2) + '\n')
+    return derived
+
+
 def _run_attempt(spec: WorkerSpec, plan: Plan, task_dir: Path, validate: Callable[[object], list[str]],
                  on_event: Callable[[dict], None] | None, cancel: threading.Event | None,
                  fingerprint: str = '') -> tuple[AttemptRecord, object | None]:
     n, adir = next_attempt_dir(task_dir)
-    argv = build_argv(spec, adir / 'last-message.txt', plan.resume_thread)
+    argv = build_argv(spec, adir / 'last-message.txt', plan.resume_thread, codex_schema(spec.schema_path, adir))
     record = AttemptRecord(n=n, kind=plan.kind, argv=argv, started_at=time.time(),
                            thread_id=plan.resume_thread, usage=zero_usage())
     write_text(adir / 'prompt.txt', plan.prompt)

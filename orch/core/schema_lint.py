@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from orch.core.validate import json_path
+from orch.core.verdict import for_codex, verdict_problems
 
 # Keywords the strict mode accepts; anything else is refused by the API.
 _SUPPORTED = {
@@ -23,7 +24,8 @@ def strict_problems(schema: object) -> list[str]:
     """Every strict-mode violation, as `json.path: problem` lines (empty when the schema is fine)."""
     if not isinstance(schema, dict) or schema.get('type') != 'object':
         return ['(top level): the root must be {"type": "object", ...}']
-    problems: list[str] = []
+    problems: list[str] = verdict_problems(schema)   # codex-orch's own annotation: checked, and not sent to Codex
+    schema = for_codex(schema)
     _walk(schema, [], problems, schema)
     return problems
 

@@ -220,7 +220,7 @@ def apply_outcome(work: TaskWork, saved: dict[str, Any]) -> None:
     if outcome.bundle:
         commit = _fetch_result(work, outcome)
         paths = _check_commit(work, saved['snapshot'], commit)
-    if requests_changes(outcome.answer):
+    if requests_changes(outcome.answer, work.rt.schema(work.step.input('schema'))):
         _review(work, saved, outcome, commit, paths)
         return
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'

@@ -1,11 +1,12 @@
-"""Reviewer rounds: a reviewer's `request_changes` goes back to the work it reviewed.
+"""Verdict rounds: a failing verdict goes back to the work it judges (a reviewer's `request_changes`, a tester's
+`tests_passed: false`: whatever the role's schema declares, see orch.core.verdict).
 
-The Codex thread of the reviewed task is resumed with the findings, in the reviewer's worktree (which
+The Codex thread of the judged task is resumed with the findings, in the judging task's worktree (which
 holds that work); its fix must validate against its own role's schema and pass its own checks, and is
-committed as a commit of the reviewed task (trailers name the reviewer and the round). Then the reviewer's
-thread looks again. At most `review_rounds` rounds; a reviewer still asking for changes after them leaves
-its task failed, `changes requested`, with the findings in the report. Which task gets the findings: the
-first task the reviewer depends on whose role is `implementer`, else its first dependency that is not a
+committed as a commit of the judged task (trailers name the judging task and the round). Then the judging
+task's thread looks again. At most `review_rounds` rounds; a verdict still failing after them leaves its
+task failed (`changes requested`), with the findings in the report. Which task gets the findings: the
+first task the judging task depends on whose role is `implementer`, else its first dependency that is not a
 reviewer (documented in the README).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
 from orch.core.report import findings_lines
 from orch.core.text import one_line
+from orch.core.verdict import Verdict, verdict_of
 from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import checkout, git_seal
@@ -30,8 +32,9 @@ from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork, author_of, call_turn, worker_spec
 
 
-def requests_changes(answer: Any) -> bool:
-    return isinstance(answer, dict) and answer.get('verdict') == 'request_changes'
+def requests_changes(answer: Any, schema: Any) -> bool:
+    """The answer is a failing verdict by its role's schema: its findings go back to the work it judges."""
+    return verdict_of(schema).fails(answer)
 
 
 def reviewed_task(plan: Plan, reviewer: Task) -> Task | None:
@@ -41,26 +44,27 @@ def reviewed_task(plan: Plan, reviewer: Task) -> Task | None:
 
 
 def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) -> None:
-    """Until the reviewer approves, or the rounds are spent. `accept(result)` checks a reviewer answer (as
-    for the first one), `call(prompt, resume)` runs the reviewer's worker."""
+    """Until the verdict passes, or the rounds are spent. `accept(result)` checks a judging answer (as for the
+    first one), `call(prompt, resume)` runs the judging task's worker."""
     rt, task = work.rt, work.task
     limit = rt.role(task.role).review_rounds
     target = reviewed_task(rt.plan, task)
-    while requests_changes(rounds.answer):
+    verdict = verdict_of(work.ex.schema)
+    while verdict.fails(rounds.answer):
         if rounds.review_phase is None:
             if target is None or rounds.reviews >= limit:
-                raise _changes_requested(work, rounds, target, limit)
+                raise _changes_requested(work, rounds, target, verdict)
             rounds.reviews += 1
             rounds.review_phase = 'fixing'
             rounds.save(work.task_dir)
         assert target is not None
         if rounds.review_phase in ('fixing', 'fix-checking'):
-            _fix(work, rounds, target, limit)
+            _fix(work, rounds, target, limit, verdict)
             rounds.review_phase = 'reviewing'
             rounds.save(work.task_dir)
         state.update_state(work.task_dir, round=f'review {rounds.reviews} of {limit}')
         rounds.begin_turn(work.task_dir)
-        result = call(_review_again_prompt(rounds, limit), rounds)
+        result = call(_review_again_prompt(rounds, limit, verdict), rounds)
         crash_point('after-review-answer', task.id)
         rounds.end_turn(result.usage)   # recorded with the new verdict below, or at once when it is refused
         if not result.ok:
@@ -72,7 +76,7 @@ def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) ->
         rounds.save(work.task_dir)
 
 
-def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int) -> None:
+def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int, verdict: Verdict) -> None:
     """The reviewed task's thread, resumed with the findings; its fix checked and committed on its own."""
     rt, task, task_dir, workdir = work.rt, work.task, work.task_dir, work.workdir
     round_no = rounds.reviews
@@ -86,7 +90,7 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int) -> None:
     if sha is None:
         if rounds.review_phase != 'fix-checking':   # the fix itself is paid for once, then recorded
             state.update_state(task_dir, round=f'review {round_no} of {limit}: {target.id} fixes')
-            answer = _fixed_answer(work, rounds, target, round_no, limit)
+            answer = _fixed_answer(work, rounds, target, round_no, limit, verdict)
             rounds.fix_answer, rounds.review_phase = answer, 'fix-checking'
             rounds.save(task_dir)
         _check_fix(work, rounds, target, round_no)
@@ -97,7 +101,7 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int) -> None:
     rounds.fix_answer = None
 
 
-def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, limit: int) -> Any:
+def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, limit: int, verdict: Verdict) -> Any:
     rt = work.rt
     target_result = state.read_result(rt.task_dir(target.id)) or {}
     thread = target_result.get('thread_id')
@@ -110,7 +114,7 @@ def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, l
                                schema_path=rt.path(role.schema_file).resolve())
     rounds.begin_turn(work.task_dir)
     result: WorkerResult = call_turn(   # here, or on the Dask worker that holds the thread
-        work, spec, schema, _findings_prompt(rounds.answer, work.task, round_no, limit), thread,
+        work, spec, schema, _findings_prompt(rounds.answer, work.task, round_no, limit, verdict), thread,
         rounds.fix_cumulative or target_result.get('usage'), target, reuse_since=rounds.turn_since)
     crash_point('after-fix-answer', work.task.id)
     # Paid for: recorded with the fix's answer by the caller (a kill before it takes the ended turn again, unpaid),
@@ -178,31 +182,46 @@ def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, roun
                                       f'{exc}') from None
 
 
-def _findings_prompt(answer: Any, reviewer: Task, round_no: int, limit: int) -> str:
-    findings = answer.get('findings') if isinstance(answer, dict) else None
-    lines = [f'- {line}' for line in findings_lines(findings)] or ['- (the reviewer listed no findings)']
-    summary = answer.get('summary', '') if isinstance(answer, dict) else ''
-    return (f'Your work was reviewed by task {reviewer.id}, which requests changes (review round {round_no} of '
-            f'{limit}). Its summary: {summary}\n\nIts findings:\n' + '\n'.join(lines) + '\n\n'
-            'Your work is in the worktree: change it to resolve the findings (only what they ask for). '
+def _findings(answer: Any) -> list[str] | None:
+    """What the judging answer found: its `findings` (a reviewer) or `failures`, as lines; None: it has neither."""
+    if not isinstance(answer, dict):
+        return None
+    key = next((k for k in ('findings', 'failures') if k in answer), None)
+    return None if key is None else findings_lines(answer[key])
+
+
+def _findings_prompt(answer: Any, judge: Task, round_no: int, limit: int, verdict: Verdict) -> str:
+    answer = answer if isinstance(answer, dict) else {}
+    findings = _findings(answer)
+    lines = [f'- {line}' for line in findings or []] or ['- (it listed no findings)']
+    found = '' if findings is None else '\n\nIts findings:\n' + '\n'.join(lines)
+    ran = answer.get('test_command')
+    ran = f'\n\nThe command it ran: {ran}' if isinstance(ran, str) and ran.strip() else ''
+    return (f'Your work was judged by task {judge.id} ({judge.role}), whose verdict does not pass: it answered '
+            f'{verdict.given(answer)}, and {verdict.wanted()} passes (review round {round_no} of {limit}). '
+            f'Its summary: {answer.get("summary", "")}{found}{ran}\n\n'
+            'Your work is in the worktree: change it to resolve what it found (only what that asks for). '
             'Then reply with ONLY a JSON object that matches the output schema, describing what you changed.\n')
 
 
-def _review_again_prompt(rounds: Rounds, limit: int) -> str:
+def _review_again_prompt(rounds: Rounds, limit: int, verdict: Verdict) -> str:
     fix = rounds.fixes[-1] if rounds.fixes else {}
     files = ', '.join(fix.get('files') or []) or '(no files)'
     commit = (fix.get('commit') or '')[:12] or '(no commit: nothing changed)'
-    return (f'The reviewed work was changed in response to your findings (review round {rounds.reviews} of '
-            f'{limit}): commit {commit}, files: {files}. Review the worktree as it is now. Answer with verdict '
-            '`approve` when your findings are resolved, or `request_changes` with the findings that remain. '
-            'Reply with ONLY a JSON object that matches the output schema.\n')
+    return (f'The work you judged was changed in response to your answer (review round {rounds.reviews} of '
+            f'{limit}): commit {commit}, files: {files}. Judge the worktree as it is now, running again what '
+            f'you ran. Answer with {verdict.wanted()} when it passes, or with what still fails (your findings '
+            'that remain). Reply with ONLY a JSON object that matches the output schema.\n')
 
 
-def _changes_requested(work: TaskWork, rounds: Rounds, target: Task | None, limit: int) -> Failed:
-    findings = rounds.answer.get('findings') if isinstance(rounds.answer, dict) else None
-    count = len(findings_lines(findings))
+def _changes_requested(work: TaskWork, rounds: Rounds, target: Task | None, verdict: Verdict) -> Failed:
+    findings = _findings(rounds.answer)
     why = (f'after {rounds.reviews} review round{"s" if rounds.reviews != 1 else ""}' if target is not None
            else 'no task to send them to')
+    if findings is None:
+        return _fail(work, rounds, f'changes requested: {verdict.given(rounds.answer)}, not {verdict.wanted()}, '
+                                   f'{why}', outcome='changes-requested')
+    count = len(findings)
     return _fail(work, rounds, f'changes requested: {count} finding{"s" if count != 1 else ""} {why}',
                  outcome='changes-requested')
 
