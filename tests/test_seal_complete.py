@@ -69,9 +69,12 @@ def test_a_real_worker_cannot_write_under_tmp_outside_its_checkout(
     use_real_codex(host.repo)
     config = host.repo / '.git' / 'config'
     before = config.read_bytes()
+    up = '../' * 40   # from wherever the checkout is, to / (apply_patch takes relative paths only)
     host.write_plan({'version': 1, 'tasks': [{'id': 'T1', 'role': 'implementer', 'title': 'X', 'paths': ['x.txt'],
-                                              'description': f'[[standin: write {outside}]]\n```\npwned\n```\n'
-                                                             f'[[standin: write {config}]]\n```\n[x]\n```\n'}]})
+                                              'description': f'[[standin: write {up}{str(outside)[1:]}]]\n'
+                                                             '```\npwned\n```\n'
+                                                             f'[[standin: write {up}{str(config)[1:]}]]\n'
+                                                             '```\n[x]\n```\n'}]})
     host.cli('run', '--plan-file', 'plan.json', '--run-id', 'r1')
     assert standin.requests, 'the worker never asked the stand-in'
     assert not outside.exists()
