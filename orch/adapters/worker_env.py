@@ -51,7 +51,10 @@ def worker_codex_args(config: Config, environ: Mapping[str, str] | None = None) 
     own = policy.get('exclude') if isinstance(policy, dict) else None
     kept = [p for p in own if isinstance(p, str)] if isinstance(own, list) else []
     exclude = list(dict.fromkeys([*kept, *withheld_variables(config, env, settings)]))
-    args: list[str] = []
+    # /tmp and $TMPDIR are writable roots of Codex's workspace-write sandbox by default: a repository there (its
+    # .git/config, .orchestrator/) would be the worker's to change, outside its own checkout. Never.
+    args: list[str] = ['-c', 'sandbox_workspace_write.exclude_slash_tmp=true',
+                       '-c', 'sandbox_workspace_write.exclude_tmpdir_env_var=true']
     if exclude:
         args += ['-c', f'{POLICY}.exclude={json.dumps(exclude)}']
     if config.codex.pass_env:

@@ -128,6 +128,9 @@ class ExecutorSettings(_Model):
     resources: dict[str, float] = Field(default_factory=lambda: {'codex': 1.0})   # what each work step asks for
     connect_timeout: float = Field(default=10, gt=0)   # seconds to reach the scheduler
     resubmits: int = Field(default=2, ge=0, le=10)     # a lost worker: submissions again, then the task fails
+    # What a Dask worker's commit may write once unpacked (its bundle is compressed): bytes of files, files.
+    result_max_bytes: int = Field(default=100 * 10**6, gt=0)
+    result_max_files: int = Field(default=10_000, gt=0)
 
     @field_validator('address')
     @classmethod

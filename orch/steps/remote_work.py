@@ -364,11 +364,18 @@ def _turn_failed(reason: str, *, outcome: str = 'worker-lost', usage: dict[str, 
 
 
 def _check_commit(work: TaskWork, snapshot: str, commit: str) -> list[str]:
-    """The worker's commit: on the snapshot sent, no gitlink, no control file unless the task may."""
+    """The worker's commit: on the snapshot sent, within the limits once unpacked, no symbolic link out of the tree or
+    replacing a file, no gitlink, no control file unless the task may."""
     parents = git.parents_of(work.workdir, commit)
     if parents != [snapshot]:
         raise fail(work.task_dir, f'the commit returned by the Dask worker ({commit[:12]}) is not on the snapshot '
                                   f'it was sent ({snapshot[:12]}): its parents are {parents or "none"}; refused')
+    settings = work.rt.config.executor
+    refusal = git.unpacked_refusal(work.workdir, snapshot, commit, max_bytes=settings.result_max_bytes,
+                                   max_files=settings.result_max_files)
+    if refusal:
+        raise fail(work.task_dir, f'the Dask worker\'s commit ({commit[:12]}) {refusal}; refused (nothing was '
+                                  'written into the task\'s checkout)')
     changes = git.tree_changes(work.workdir, snapshot, commit)
     links = [c.path for c in changes if '160000' in (c.new_mode,)]
     if links:

@@ -43,6 +43,7 @@ from orch.adapters.git.bundles import (
     scratch_commit,
     snapshot_commit,
     tree_changes,
+    unpacked_refusal,
 )
 from orch.adapters.git.changes import changed_paths, discard_changes, filled_submodules, is_dirty, nested_repositories
 from orch.adapters.git.checkouts import (
@@ -152,6 +153,7 @@ __all__ = [
     'trailer_of',
     'tree_changes',
     'unmerged_commits',
+    'unpacked_refusal',
     'worktree_of_branch',
     'worktree_valid',
 ]

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from orch.adapters.git.run import check_name, own_worktree, rev_parse, run
+from orch.errors import GitError
 
 _SNAPSHOT_IDENTITY = {'GIT_AUTHOR_NAME': 'codex-orch', 'GIT_AUTHOR_EMAIL': 'codex-orch@localhost',
                       'GIT_COMMITTER_NAME': 'codex-orch', 'GIT_COMMITTER_EMAIL': 'codex-orch@localhost',
@@ -83,6 +85,58 @@ def tree_changes(root: Path, a: str, b: str) -> list[TreeChange]:
         old_mode, new_mode = meta.lstrip(b':').split(b' ')[:2]
         out.append(TreeChange(os.fsdecode(path), old_mode.decode(), new_mode.decode()))
     return out
+
+
+_SYMLINK, _FILES, _GONE = '120000', ('100644', '100755'), '000000'
+_MAX_LINK = 4096
+
+
+def unpacked_refusal(root: Path, a: str, b: str, *, max_bytes: int, max_files: int) -> str | None:
+    """Why the files commit `b` adds or changes over commit `a` must not be written, or None: more than `max_files`
+    of them, more than `max_bytes` of content once unpacked (a bundle's size says nothing of it), a symbolic link
+    replacing a tracked file, or one pointing out of the tree (absolute, or up through `..`). Reads the objects'
+    sizes (and a link's target) only: nothing is checked out or written."""
+    new = [(c, sha) for c, sha in _changed_blobs(root, a, b) if c.new_mode != _GONE]
+    if len(new) > max_files:
+        return f'writes {len(new)} files, more than the limit of {max_files} (executor.result_max_files)'
+    sizes = _object_sizes(root, [sha for _, sha in new])
+    total = sum(sizes)
+    if total > max_bytes:
+        return (f'unpacks to {total} bytes of files, more than the limit of {max_bytes} '
+                '(executor.result_max_bytes)')
+    for (change, sha), size in zip(new, sizes, strict=True):
+        if change.new_mode != _SYMLINK:
+            continue
+        if change.old_mode in _FILES:
+            return f'replaces the tracked file {change.path} with a symbolic link'
+        target = run(root, 'cat-file', 'blob', sha).out if size <= _MAX_LINK else b'/'
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(change.path), os.fsdecode(target)))
+        if target.startswith(b'/') or resolved == '..' or resolved.startswith('../'):
+            return f'adds the symbolic link {change.path} pointing out of the tree ({os.fsdecode(target)[:200]!r})'
+    return None
+
+
+def _changed_blobs(root: Path, a: str, b: str) -> list[tuple[TreeChange, str]]:
+    res = run(root, 'diff-tree', '-r', '-z', '--raw', '--no-renames', '--no-commit-id',
+              check_name(a, 'commit'), check_name(b, 'commit'), '--')
+    fields = res.out.split(b'\0')
+    out: list[tuple[TreeChange, str]] = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        old_mode, new_mode, _, new_sha = meta.lstrip(b':').split(b' ')[:4]
+        out.append((TreeChange(os.fsdecode(path), old_mode.decode(), new_mode.decode()), new_sha.decode()))
+    return out
+
+
+def _object_sizes(root: Path, shas: list[str]) -> list[int]:
+    if not shas:
+        return []
+    with tempfile.TemporaryFile() as f:
+        f.write(''.join(f'{sha}\n' for sha in shas).encode())
+        f.seek(0)
+        lines = run(root, 'cat-file', '--batch-check=%(objectsize)', stdin=f).text.splitlines()
+    if len(lines) != len(shas) or not all(line.isdigit() for line in lines):
+        raise GitError(f'cannot read the sizes of the objects of a commit in {root}: {lines[:3]}')
+    return [int(line) for line in lines]
 
 
 def apply_commit_changes(worktree: Path, a: str, b: str) -> None:

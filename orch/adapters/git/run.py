@@ -37,7 +37,7 @@ _LOCATING_VARS = frozenset({
 })
 
 # Added to every command: never prompt for credentials or open an editor in an unattended run.
-_FIXED_ENV = {'GIT_TERMINAL_PROMPT': '0', 'GIT_EDITOR': ':'}
+_FIXED_ENV = {'GIT_TERMINAL_PROMPT': '0', 'GIT_EDITOR': ':', 'GIT_SEQUENCE_EDITOR': ':', 'GIT_PAGER': 'cat'}
 
 # Given with -c on every command, so they beat every config file (git passes them on to the git
 # processes it starts). A worker writes files in its worktree; none of them may run as the user:
@@ -48,9 +48,28 @@ SAFE_CONFIG = (
     # The fsmonitor hook is a command too. Empty means off, for git before 2.36 (a hook path) and after.
     'core.fsmonitor=',
     # A submodule directory in a worktree is the worker's: git must never run itself inside it.
-    'submodule.recurse=false',
+    'submodule.recurse=false', 'fetch.recurseSubmodules=false',
+    # No signing or signature check (gpg.program), no credential helper or askpass, no pager, no automatic gc.
+    'commit.gpgSign=false', 'tag.gpgSign=false', 'merge.verifySignatures=false', 'log.showSignature=false',
+    'credential.helper=', 'core.askPass=', 'core.pager=cat', 'gc.auto=0',
+    # No transport but reading a local file (a bundle): never `ext::` (a command) or a remote helper.
+    'protocol.allow=never', 'protocol.file.allow=always',
 )
 _SAFE_ARGS = tuple(arg for setting in SAFE_CONFIG for arg in ('-c', setting))
+# The filter, merge and diff drivers the repository's own config files (its config, a worktree's config and what
+# they include) define: a worker could have written them, and `.gitattributes` in its tree names them. Each is
+# overridden on every command that reads a worktree's files: filters do nothing, a merge driver is git's own
+# three-way text merge, a diff driver converts nothing and an external diff fails (codex-orch passes --no-ext-diff).
+_DRIVER_KEY = re.compile(r'^(filter|merge|diff)\.(.+)\.(clean|smudge|process|required|driver|command|textconv)$',
+                         re.IGNORECASE)
+_REPO_SCOPES = frozenset({'local', 'worktree'})
+_NO_DRIVER = {'filter': ('clean=', 'smudge=', 'process=', 'required=false'),
+              'merge': ('driver=git merge-file --marker-size=%L %A %O %B',),
+              'diff': ('command=', 'textconv=cat')}
+# Subcommands that never read a worktree's files, attributes or a merge driver: no override needed.
+_NO_CONTENT = frozenset({'rev-parse', 'config', 'update-ref', 'for-each-ref', 'cat-file', 'ls-tree', 'rev-list',
+                         'commit-tree', 'version', 'var', 'symbolic-ref', 'show-ref', 'merge-base', 'bundle',
+                         'fetch', 'init', 'log', 'check-ref-format', 'mktree'})
 GITLINK = '160000'
 _FALLBACK_IDENTITY = ('codex-orch', 'codex-orch@localhost')
 _LOCK_FILE = 'codex-orch-commit.lock'
@@ -113,7 +132,14 @@ def run(
     argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git', *_SAFE_ARGS]
     if cwd is not None:
         argv += ['-C', str(cwd)]
+        if _subcommand(args) not in _NO_CONTENT:
+            argv += _driver_overrides(cwd)
     argv += args
+    return _execute(argv, ok, env, stdin, hint)
+
+
+def _execute(argv: list[str], ok: tuple[int, ...], env: Mapping[str, str] | None, stdin: BinaryIO | None,
+             hint: str) -> Result:
     try:
         status, out, err = gitpython.Git().execute(
             argv, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
@@ -124,6 +150,41 @@ def run(
     if status not in ok:
         raise GitError(failure(argv, status, err, hint))
     return Result(argv, status, out, err)
+
+
+def _subcommand(args: tuple[str, ...]) -> str:
+    rest = iter(args)
+    for arg in rest:
+        if arg in ('-c', '-C'):
+            next(rest, None)
+        elif not arg.startswith('-'):
+            return arg
+    return ''
+
+
+def _driver_overrides(cwd: Path) -> list[str]:
+    """`-c` arguments switching off every driver the repository's own config files at `cwd` define."""
+    argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git', *_SAFE_ARGS, '-C', str(cwd),
+            'config', '--list', '-z', '--show-scope', '--includes']
+    res = _execute(argv, (0, 1, 128), None, None, _DEFAULT_HINT)
+    if res.status != 0:   # not a repository (yet): no repository config to override
+        return []
+    names: dict[tuple[str, str], None] = {}
+    for scope, key in _pairs(res.out):
+        match = _DRIVER_KEY.match(key)
+        if scope in _REPO_SCOPES and match:
+            if '=' in match.group(2):   # `-c` cannot name it
+                raise GitError(f'refusing the repository at {cwd}: its config defines the driver {key!r}, which '
+                               'codex-orch cannot switch off; remove it (git config --local --list --show-origin)')
+            names[(match.group(1).lower(), match.group(2))] = None
+    return [arg for kind, name in names for setting in _NO_DRIVER[kind] for arg in ('-c', f'{kind}.{name}.{setting}')]
+
+
+def _pairs(out: bytes) -> Iterator[tuple[str, str]]:
+    """(scope, key) of each entry of `git config --list -z --show-scope`: `scope NUL key LF value NUL`."""
+    fields = out.split(b'\0')
+    for scope, entry in zip(fields[0::2], fields[1::2], strict=False):
+        yield os.fsdecode(scope), os.fsdecode(entry.partition(b'\n')[0])
 
 
 def failure(argv: list[str], status: int, err: str, hint: str) -> str:
