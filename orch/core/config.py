@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from orch.core.files import read_yaml_input
+from orch.core.plan import path_problem
 from orch.core.validate import pydantic_errors
 from orch.errors import ConfigError, problems_message
 
@@ -177,6 +178,9 @@ class Config(_Model):
     services: list[Service] = []
     executor: ExecutorSettings = ExecutorSettings()
     worktree: WorktreeSettings = WorktreeSettings()
+    # Globs of files no worker may change unless its task names them in its `paths`, added to the built-in ones
+    # (test configuration, AGENTS.md, .codex/, .github/: orch.steps.guard.PROTECTED).
+    protect: list[str] = []
 
     @field_validator('roles', mode='before')
     @classmethod
@@ -195,6 +199,15 @@ class Config(_Model):
             if not _NAME_OK.match(name):
                 raise ValueError(f'role name {name!r} must start with a letter or digit and use only letters, '
                                  'digits, ".", "_" and "-"')
+        return value
+
+    @field_validator('protect')
+    @classmethod
+    def _protect_globs(cls, value: list[str]) -> list[str]:
+        for glob in value:
+            bad = 'must not be empty' if not glob.strip() else path_problem(glob)
+            if bad:
+                raise ValueError(f'{glob!r} {bad}')
         return value
 
     @field_validator('decisions_file')

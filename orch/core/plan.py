@@ -31,6 +31,7 @@ class TaskEntry(TypedDict):
     acceptance: list[str]
     checks: NotRequired[list[str]]   # only when the plan gives some: older task.json files stay as they were
     control_files: NotRequired[bool]
+    protect: NotRequired[list[str]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Task:
     acceptance: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()     # shell commands that must pass before the task's commit
     control_files: bool = False      # it may change codex-orch's control files (.orchestrator/, dodo.py, ...)
+    protect: tuple[str, ...] = ()    # globs no worker may change, added to the built-in ones (orch.steps.guard)
 
     def entry(self) -> TaskEntry:
         """The task as written to task.json: what makes it stale when it changes."""
@@ -54,6 +56,8 @@ class Task:
             entry['checks'] = list(self.checks)
         if self.control_files:
             entry['control_files'] = True
+        if self.protect:
+            entry['protect'] = list(self.protect)
         return entry
 
 
@@ -123,7 +127,7 @@ def plan_from_data(data: dict[str, Any], *, digest: str | None = None, schema_ke
     tasks = tuple(Task(id=t['id'], role=t['role'], title=t['title'], description=t['description'],
                        depends_on=tuple(t.get('depends_on', ())), paths=tuple(t.get('paths', ())),
                        acceptance=tuple(t.get('acceptance', ())), checks=tuple(t.get('checks', ())),
-                       control_files=bool(t.get('control_files', False)))
+                       control_files=bool(t.get('control_files', False)), protect=tuple(t.get('protect', ())))
                   for t in data['tasks'])
     return Plan(title=data.get('title', ''), tasks=tasks, digest=digest or _digest(data), schema_key=schema_key)
 
@@ -169,10 +173,11 @@ def graph_problems(data: dict[str, Any], roles: set[str]) -> list[str]:
         if task['role'] not in roles:
             problems.append(f'tasks[{i}].role: unknown role {task["role"]!r} '
                             f'(known: {", ".join(sorted(roles))}; add it under roles: in the config)')
-        for j, path in enumerate(task.get('paths', ())):
-            bad = path_problem(path)
-            if bad:
-                problems.append(f'tasks[{i}].paths[{j}]: {path!r} {bad}')
+        for key in ('paths', 'protect'):
+            for j, path in enumerate(task.get(key, ())):
+                bad = path_problem(path)
+                if bad:
+                    problems.append(f'tasks[{i}].{key}[{j}]: {path!r} {bad}')
     for i, task in enumerate(tasks):
         for j, dep in enumerate(task.get('depends_on', ())):
             if dep not in seen:

@@ -9,8 +9,9 @@ pool, from which the next task to start takes it, reset as good as new at the ti
 file of the tree (seconds in a big repository), resetting one rewrites only what differs.
 
 `checkout_start` in the task's state is the commit the checkout's work is based on: landing replays the commits
-after it when the run branch moved on meanwhile. `checkout_head` is where codex-orch itself last left its HEAD
-(the start, then each commit it made there): a commit a worker made on its own is never committed on, or landed.
+after it when the run branch moved on meanwhile. `checkout_head` (HEAD) is where codex-orch itself last left its
+HEAD (the start, then each commit it made there): a commit a worker made on its own is never committed on, or
+landed. Per-task mode keeps the same record for the task's worktree (orch.steps.worktree).
 """
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ from orch.engine.inputs import RunInputs
 from orch.errors import GitError
 from orch.runstate import state
 from orch.steps.failure import fail
-from orch.steps.worktree import worktree_lock
+from orch.steps.worktree import HEAD, worktree_lock
 
 START = 'checkout_start'
-HEAD = 'checkout_head'   # where codex-orch last left the checkout's HEAD: a commit it did not make is refused
 POOL = '.pool'   # in the checkouts' directory: checkouts of finished tasks, for the next to reuse
 
 

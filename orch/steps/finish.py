@@ -22,7 +22,7 @@ from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
 from orch.steps import checkout, git_seal, landing, verify
 from orch.steps.failure import Failed, fail
-from orch.steps.guard import EscapesWorktree, inside, touched_control_files
+from orch.steps.guard import EscapesWorktree, inside, protected_reason, touched_control_files, touched_protected
 from orch.steps.review import run_review_rounds
 from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork, accept, author_of, call_worker
@@ -50,16 +50,21 @@ def finish_rounds(work: TaskWork, rounds: Rounds) -> None:
 
 
 def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> None:
-    """A worker's edits to codex-orch's own control files fail its task, unless the plan task opts in."""
-    if work.task.control_files:
-        return
-    touched = touched_control_files(git.changed_paths(work.workdir), work.rt.config)
+    """A worker's edits to codex-orch's own control files fail its task, unless the plan task opts in; so do its
+    edits to protected files (orch.steps.guard.PROTECTED) its `paths` do not name."""
+    changed = git.changed_paths(work.workdir)
+    touched = [] if work.task.control_files else touched_control_files(changed, work.rt.config)
+    protected = touched_protected(changed, work.rt.config, work.task)
+    reason = outcome = None
     if touched:
-        reason = (f'the worker changed codex-orch control files: {", ".join(touched)}; nothing was committed '
-                  '(they decide what later runs execute; a plan task may change them only with '
-                  '"control_files": true)')
+        reason, outcome = (f'the worker changed codex-orch control files: {", ".join(touched)}; nothing was '
+                           'committed (they decide what later runs execute; a plan task may change them only with '
+                           '"control_files": true)'), 'control-files'
+    elif protected:
+        reason, outcome = protected_reason(protected), 'protected-files'
+    if reason:
         state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
-                           outcome='control-files', usage=rounds.usage, answer=rounds.answer)
+                           outcome=outcome, usage=rounds.usage, answer=rounds.answer)
         Rounds.clear(work.task_dir)
         raise Failed(reason)
 
@@ -147,10 +152,11 @@ def _commit(work: TaskWork, exec_id: str, answer: Any) -> str | None:
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': task.id, 'Orch-Role': task.role, 'Orch-Exec': exec_id}
     # A title with line breaks stays the subject; no secret from the plan reaches the history.
     message = redact(f'{task.id}: {one_line(task.title)}')   # one line, no terminal controls, encodable
-    expect_head = checkout.expected_head(work.task_dir) if work.shared else None
+    # Where codex-orch left its HEAD (either mode): a commit, reset or rebase by a worker fails the task.
+    expect_head = checkout.expected_head(work.task_dir)
     sha = git.commit(workdir, message=message, trailers=trailers, author=author, expect_branch=work.branch,
                      expect_head=expect_head)
-    if sha is not None and work.shared:
+    if sha is not None:
         checkout.moved(work.task_dir, sha)
     return sha
 
@@ -249,7 +255,7 @@ def finish_interrupted_commit(work: TaskWork) -> bool:
     if not git.worktree_valid(workdir):
         return False
     sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', pending['exec_id'], since=rt.run.base_commit)
-    if sha is not None and work.shared and git.rev_parse(workdir, 'HEAD') == sha:
+    if sha is not None and git.rev_parse(workdir, 'HEAD') == sha:
         checkout.moved(work.task_dir, sha)   # its own commit, made just before the kill
     if sha is None and not (work.shared and landing.rework_recorded(work)):
         # The commit never happened: commit the worker's changes now (they are still in the worktree, or for a

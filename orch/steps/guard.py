@@ -1,11 +1,14 @@
 """What a worker may not do to codex-orch through its worktree: change the control files (they decide what
-later runs execute, unsandboxed), or plant symlinks that make codex-orch read or write outside it."""
+later runs execute, unsandboxed) or the protected files (they decide whether its own work passes), or plant
+symlinks that make codex-orch read or write outside it."""
 from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
 
 from orch.core.config import Config
+from orch.core.plan import Task
+from orch.engine.scheduler import glob_match
 
 # Files whose content codex-orch executes or obeys: its config, rules, schemas and prompts, the
 # dodo.py that plain doit imports, and the scripts it starts as services.
@@ -23,6 +26,32 @@ def touched_control_files(changed: list[str], config: Config) -> list[str]:
     patterns = control_files(config)
     return [path for path in changed
             if any(path.startswith(p) if p.endswith('/') else path == p for p in patterns)]
+
+
+# Files that decide whether a worker's work passes: the test harness's configuration (a conftest.py can mark
+# every test skipped), the instructions Codex obeys (AGENTS.md, .codex/) and CI. Globs as in a task's `paths`
+# (`*` crosses `/`: `*/conftest.py` is one at any depth); matched without regard to case.
+PROTECTED = ('conftest.py', '*/conftest.py', 'pytest.ini', 'tox.ini', 'noxfile.py', 'setup.cfg',
+             'AGENTS.md', '*/AGENTS.md', '.codex', '*/.codex', '*/.codex/*', '.github')
+
+
+def protected_globs(config: Config, task: Task) -> tuple[str, ...]:
+    """The defaults, with the config's `protect` and the plan task's own."""
+    return tuple(dict.fromkeys([*PROTECTED, *config.protect, *task.protect]))
+
+
+def touched_protected(changed: list[str], config: Config, task: Task) -> list[str]:
+    """The changed files (added, modified or deleted) that are protected and not the task's own: a task owns a
+    protected file only by naming it in its `paths` (the exact path, or a glob that matches it)."""
+    globs = [g.lower() for g in protected_globs(config, task)]
+    return [path for path in changed
+            if any(glob_match(g, path.lower()) for g in globs) and not any(glob_match(g, path) for g in task.paths)]
+
+
+def protected_reason(touched: list[str]) -> str:
+    return (f'the worker changed protected files: {", ".join(touched)}; nothing was committed (they decide whether '
+            'its work passes: test configuration, agent instructions, CI; a plan task may change one only by '
+            'naming it in its "paths")')
 
 
 class EscapesWorktree(Exception):

@@ -36,7 +36,7 @@ from orch.runstate import atomic, state
 from orch.steps import checkout
 from orch.steps.failure import Failed, fail
 from orch.steps.finish import commit_remote, continue_rounds, finish_rounds, land_and_record
-from orch.steps.guard import touched_control_files
+from orch.steps.guard import protected_reason, touched_control_files, touched_protected
 from orch.steps.review import requests_changes
 from orch.steps.rounds import Rounds
 from orch.steps.setup import SETUP_DIR
@@ -347,7 +347,7 @@ def remote_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt
                                 f'{"; ".join(errors[:5])}', outcome='invalid-output', usage=outcome.usage)
     if outcome.bundle:
         commit = _fetch_result(work, outcome)
-        _check_commit(work, snapshot, commit)
+        _check_commit(work, snapshot, commit, owner)
         with work.session.scheduler.commit_lock:
             git.apply_commit_changes(work.workdir, snapshot, commit)
     record = AttemptRecord(n=0, kind='remote-turn', argv=[], thread_id=outcome.thread_id,
@@ -363,9 +363,10 @@ def _turn_failed(reason: str, *, outcome: str = 'worker-lost', usage: dict[str, 
                         usage=dict(usage or {}), duration=0.0)
 
 
-def _check_commit(work: TaskWork, snapshot: str, commit: str) -> list[str]:
+def _check_commit(work: TaskWork, snapshot: str, commit: str, owner: Task | None = None) -> list[str]:
     """The worker's commit: on the snapshot sent, within the limits once unpacked, no symbolic link out of the tree or
-    replacing a file, no gitlink, no control file unless the task may."""
+    replacing a file, no gitlink, no control file unless the task may, no protected file unless its task (`owner`'s,
+    for a turn of another task's thread) names it in its paths."""
     parents = git.parents_of(work.workdir, commit)
     if parents != [snapshot]:
         raise fail(work.task_dir, f'the commit returned by the Dask worker ({commit[:12]}) is not on the snapshot '
@@ -394,6 +395,9 @@ def _check_commit(work: TaskWork, snapshot: str, commit: str) -> list[str]:
             raise fail(work.task_dir, f'the worker changed codex-orch control files: {", ".join(touched)}; nothing '
                                       'was committed (they decide what later runs execute; a plan task may change '
                                       'them only with "control_files": true)')
+    protected = touched_protected(paths, work.rt.config, owner or work.task)
+    if protected:
+        raise fail(work.task_dir, protected_reason(protected))
     return paths
 
 

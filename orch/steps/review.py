@@ -27,7 +27,7 @@ from orch.runstate import state
 from orch.steps import checkout, git_seal
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
-from orch.steps.guard import touched_control_files
+from orch.steps.guard import protected_reason, touched_control_files, touched_protected
 from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork, author_of, call_turn, worker_spec
 
@@ -84,7 +84,7 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int, verdict: Verd
     # earlier execution's fix commit is never mistaken for this round's.
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{int(rounds.started_at * 1000)}/review-{round_no}'
     sha = git.find_commit_by_trailer(workdir, 'Orch-Exec', exec_id, since=rt.run.base_commit)
-    if sha is not None and work.shared and git.rev_parse(workdir, 'HEAD') == sha:
+    if sha is not None and git.rev_parse(workdir, 'HEAD') == sha:
         checkout.moved(task_dir, sha)   # this round's fix, committed just before a kill
     answer = rounds.fix_answer
     if sha is None:
@@ -160,6 +160,10 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> N
             raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} changed codex-orch '
                                       f'control files: {", ".join(touched)}; nothing was committed',
                         outcome='control-files')
+    protected = touched_protected(git.changed_paths(work.workdir), rt.config, target)
+    if protected:
+        raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id}: {protected_reason(protected)}',
+                    outcome='protected-files')
 
 
 def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, round_no: int, answer: Any) -> str | None:
@@ -170,11 +174,11 @@ def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, roun
     with work.session.scheduler.commit_lock:
         git_seal.check(work.session, work.task_dir, work.workdir)   # the fix's worker ran in this repository too
         try:   # all it changed: the reviewer's checkout (or worktree) is the reviewer's alone
-            expect_head = checkout.expected_head(work.task_dir) if work.shared else None
+            expect_head = checkout.expected_head(work.task_dir)
             sha = git.commit(work.workdir, message=message, trailers=trailers,
                              author=author_of(rt.config.git.author), expect_branch=work.branch,
                              expect_head=expect_head)
-            if sha is not None and work.shared:
+            if sha is not None:
                 checkout.moved(work.task_dir, sha)
             return sha
         except git.CommitRefused as exc:

@@ -28,7 +28,7 @@ from orch.steps import checkout, git_seal, verify
 from orch.steps.commands import command_env
 from orch.steps.failure import fail
 from orch.steps.rounds import Rounds
-from orch.steps.worktree import worktree_lock
+from orch.steps.worktree import head_moved, worktree_lock
 
 
 class WorkExecution(Protocol):
@@ -154,11 +154,12 @@ def ensure_workdir(work: TaskWork) -> None:
     rt, workdir, branch = work.rt, work.workdir, work.branch
     assert branch is not None
     if git.worktree_valid(workdir):
-        on, _ = git.head_state(workdir)
+        on, head = git.head_state(workdir)
         if on != branch:   # a worker with full access switched it: later commits would go elsewhere
             raise fail(work.task_dir, f'the worktree {workdir} is on {on or "a detached HEAD"}, not on the run\'s '
                                       f'branch {branch}; check out {branch} there (git -C {workdir} checkout '
                                       f'{branch}), then resume')
+        _refuse_moved_head(work, head)
         return
     try:
         git.rev_parse(rt.repo, f'refs/heads/{branch}')
@@ -171,6 +172,18 @@ def ensure_workdir(work: TaskWork) -> None:
     except GitError as exc:
         raise fail(work.task_dir, f'the worktree {workdir} is missing or broken and cannot be recreated '
                                   f'(move the directory away, then resume): {exc}') from None
+
+
+def _refuse_moved_head(work: TaskWork, head: str) -> None:
+    """Per-task mode, before the worker is paid for: the worktree's HEAD is where codex-orch left it (an earlier
+    worker's own commit, reset or rebase is never built on). A record kept by none (a run started before it was)
+    begins here."""
+    if checkout.expected_head(work.task_dir) is None:
+        checkout.moved(work.task_dir, head)
+        return
+    moved = head_moved(work.rt.repo, work.workdir, work.task_dir, head)
+    if moved:
+        raise fail(work.task_dir, f'its worktree is not where codex-orch left it: {moved}')
 
 
 def author_of(text: str | None) -> tuple[str, str] | None:

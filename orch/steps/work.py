@@ -236,7 +236,7 @@ def _refuse_unknown_changes(work: TaskWork, previous: dict[str, Any]) -> None:
     if unknown:
         shown = ', '.join(unknown[:10]) + (f' and {len(unknown) - 10} more' if len(unknown) > 10 else '')
         reason = (f'uncommitted changes in its worktree {work.workdir} that codex-orch did not make: {shown}; '
-                  f'commit them there (git -C {work.workdir} commit), or resume with --discard-changes to drop them')
+                  f'move them out (git -C {work.workdir} stash), or resume with --discard-changes to drop them')
         state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(),
                            outcome=UNKNOWN_CHANGES)
         raise Failed(reason)

@@ -3,6 +3,7 @@ one worktree and branch per task."""
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,22 @@ def shared_worktree(rt: RunInputs, session: Session, step: Step) -> None:
     atomic.write_if_changed(rt.path(step.outputs['workspace']), json.dumps(record, indent=2, sort_keys=True) + '\n')
 
 
+# In a task's state: where codex-orch last left the HEAD of the task's checkout (shared mode, orch.steps.checkout)
+# or worktree (per-task mode): its start, then each commit codex-orch made there. A HEAD anywhere else is a commit,
+# reset or rebase codex-orch did not make: the task fails, and nothing of it is committed on or merged.
+HEAD = 'checkout_head'
+
+
+def head_moved(repo: Path, path: Path, task_dir: Path, actual: str) -> str | None:
+    """Per-task mode: what moved the HEAD of the task's worktree `path` (now `actual`) from where codex-orch left
+    it, or None."""
+    expected = state.read_state(task_dir).get(HEAD)
+    if not isinstance(expected, str) or actual == expected:
+        return None
+    return (f'{git.head_move(repo, expected, actual)}, in {path}; nothing of it is used. To drop it: '
+            f'git -C {shlex.quote(str(path))} reset --hard {expected[:12]}, then resume')
+
+
 # Worktree and branch changes one at a time: parallel tasks set up their worktrees from threads, and
 # `git worktree add` / `prune` in one repository must not interleave.
 worktree_lock = threading.Lock()
@@ -56,6 +73,7 @@ def task_worktree(rt: RunInputs, session: Session, step: Step) -> None:
         raise fail(task_dir, f'cannot set up the worktree of {task.id}: {exc}') from None
     except Failed as exc:
         raise fail(task_dir, str(exc)) from None
+    state.update_state(task_dir, **{HEAD: git.rev_parse(rt.path(record['path']), 'HEAD')})
     atomic.write_if_changed(target, json.dumps(record, indent=2, sort_keys=True) + '\n')
 
 
@@ -67,6 +85,10 @@ def _prepare_task_worktree(rt: RunInputs, step: Step, task: Task, task_dir: Path
     tips = {dep: git.rev_parse(repo, f'refs/heads/{layout.task_branch(dep)}') for dep in task.depends_on}
     needed = _tips_to_merge(repo, list(task.depends_on), tips)
     tip = git.branch_tip(repo, branch)
+    if tip is not None:
+        moved = head_moved(repo, path, task_dir, tip)   # never merged into, nor started afresh over, a worker's commit
+        if moved:
+            raise Failed(f'cannot start {task.id}: {moved}')
     behind = [d for d in needed if tip is not None and not git.is_ancestor(repo, tips[d], tip)]
     if behind and tip in _own_states(task_dir, previous):
         # Nothing on the branch but this task's stale work: start it afresh from the new tips.

@@ -103,9 +103,22 @@ def _check_head(worktree: Path, expect_branch: str | None, expect_head: str | No
             '(codex-orch clean), then run the task again.')
     if expect_head is not None and sha != rev_parse(worktree, expect_head):
         raise CommitRefused(
-            f'refusing to commit in {worktree}: its HEAD is at {sha[:12]}, expected {expect_head[:12]}; something in '
-            'it (a worker?) committed, reset or rebased. Nothing was committed. Check its history '
-            f'(git -C {shlex.quote(str(worktree))} log), then run the task again.')
+            f'refusing to commit in {worktree}: its HEAD is at {sha[:12]}, expected {expect_head[:12]} '
+            f'({head_move(worktree, expect_head, sha)}); something in it (a worker?) committed, reset or rebased. '
+            f'Nothing was committed. Check its history (git -C {shlex.quote(str(worktree))} log), then run the task '
+            'again.')
+
+
+def head_move(root: Path, expected: str, actual: str) -> str:
+    """What moved a HEAD from `expected` (where codex-orch left it) to `actual`, in words."""
+    move = f'HEAD moved from {expected[:12]} to {actual[:12]}'
+    if is_ancestor(root, expected, actual):
+        count = len(run(root, 'rev-list', f'{check_name(expected, "commit")}..{check_name(actual, "commit")}',
+                        '--').text.split())
+        return f'{move}: {count} commit{"s" if count != 1 else ""} codex-orch did not make'
+    if is_ancestor(root, actual, expected):
+        return f'{move}: a reset codex-orch did not make'
+    return f'{move}: a reset or rebase codex-orch did not make'
 
 
 def _staged_gitlinks(worktree: Path) -> tuple[list[str], list[str]] | None:
