@@ -33,7 +33,7 @@ from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
 from orch.core.text import one_line
 from orch.crashlog import write_crash_log
-from orch.engine.inputs import RunInputs, open_run, task_entry, write_task_entries
+from orch.engine.inputs import RunInputs, open_run, stored_task_entry, write_task_entries
 from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.errors import OrchError
@@ -236,7 +236,7 @@ def changed_entries(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
             on_disk = json.loads((rt.task_dir(task.id) / 'task.json').read_text(encoding='utf-8'))
         except (OSError, ValueError):
             continue   # never written: the task never ran, the status says so already
-        changes = entry_changes(on_disk, json.loads(json.dumps(task_entry(rt, task))))
+        changes = entry_changes(on_disk, stored_task_entry(rt, task))
         if changes:
             stale[task.id] = [('plan_field_changed', change) for change in changes]
     return stale

@@ -67,7 +67,14 @@ from orch.adapters.worker_attempts import (  # noqa: F401
     save_launch,
 )
 from orch.adapters.worker_judge import judge_answer, judge_process, set_outcome, set_timeout, take_usage
-from orch.adapters.worker_stream import MAX_LINE_BYTES, Clock, LineSplitter, StdoutReader, consume_lines
+from orch.adapters.worker_stream import (
+    MAX_LINE_BYTES,
+    Clock,
+    LineSplitter,
+    RedactedLog,
+    StdoutReader,
+    consume_lines,
+)
 from orch.adapters.worker_types import (  # noqa: F401
     USAGE_KEYS,
     AttemptRecord,
@@ -277,7 +284,7 @@ def _run_attempt(spec: WorkerSpec, plan: Plan, task_dir: Path, validate: Callabl
     argv = build_argv(spec, adir / 'last-message.txt', plan.resume_thread, codex_schema(spec.schema_path, adir))
     record = AttemptRecord(n=n, kind=plan.kind, argv=argv, started_at=time.time(),
                            thread_id=plan.resume_thread, usage=zero_usage())
-    write_text(adir / 'prompt.txt', plan.prompt)
+    write_text(adir / 'prompt.txt', redact(plan.prompt))
     save_launch(adir, plan, record, fingerprint)
     stream = EventStream()
     answer: object | None = None
@@ -364,13 +371,14 @@ def _pump(group: Group, spec: WorkerSpec, adir: Path, stream: EventStream,
     clock = Clock(time.monotonic(), spec.timeout_total, spec.timeout_idle, spec.timeout_first_event)
     splitter = LineSplitter(MAX_LINE_BYTES)
     with open(adir / 'events.jsonl', 'ab', buffering=0) as sink:   # unbuffered: on disk as it arrives
+        log = RedactedLog(sink)
         def consume(chunk: bytes) -> None:
-            sink.write(chunk)   # raw bytes, as they arrive: the log survives a crash of ours
-            consume_lines(splitter.feed(chunk), stream, on_event)
+            # each line as it arrives, redacted: the log survives a crash of ours and holds no secret
+            consume_lines(log.tee(splitter.feed(chunk)), stream, on_event)
             if stream.turn_completed:   # the answer is paid for and on disk, codex has not exited yet
                 crash_point('after-turn', adir.parent.name)
         ending = StdoutReader(group.proc, clock, consume).run(lambda: _stopping(cancel))
-        consume_lines(splitter.flush(), stream, on_event)
+        consume_lines(log.tee(splitter.flush()), stream, on_event)
     if ending is not None:
         group.terminate()
     return ending

@@ -1,6 +1,6 @@
 """An attempt's directory on disk, and what a later run does with the attempts a killed one left.
 
-`task_dir/attempt-<n>` holds prompt.txt, events.jsonl, stderr.log, last-message.txt, launch.json
+`task_dir/attempt-<n>` holds prompt.txt, events.jsonl, stderr.log, last-message.txt (all redacted), launch.json
 (from before the process starts), pid and process.json (while it runs) and attempt.json (once it
 ended); see orch.adapters.worker. This module makes the directories, writes launch.json and
 attempt.json, kills the process groups of attempts that never ended, and recovers the attempts a killed
@@ -31,7 +31,7 @@ from orch.adapters.worker_types import (
     worker_result,
     zero_usage,
 )
-from orch.runstate.atomic import write_json
+from orch.runstate.atomic import redact_file, write_json
 
 PROCESS_FILE = 'process.json'      # in an attempt directory while its process runs
 LAUNCH_FILE = 'launch.json'        # in an attempt directory from before its process starts
@@ -75,7 +75,15 @@ def kill_stale_attempts(task_dir: Path) -> int:
         identity = procgroup_identity.load_identity(adir / PROCESS_FILE)
         if identity is not None and procgroup_identity.kill_stale(identity):
             killed += 1
+        redact_logs(adir)   # its codex is gone: what it wrote is redacted as an ended one's is
     return killed
+
+
+def redact_logs(adir: Path) -> None:
+    """The logs codex itself wrote in an attempt directory, redacted once it ended (events.jsonl was, line by
+    line, as it came)."""
+    for name in ('stderr.log', 'last-message.txt'):
+        redact_file(adir / name)
 
 
 def finish_record(record: AttemptRecord, stream: EventStream, adir: Path, ended_at: float | None = None) -> None:
@@ -85,6 +93,7 @@ def finish_record(record: AttemptRecord, stream: EventStream, adir: Path, ended_
     record.garbage_lines = stream.garbage_lines
     record.thread_id = stream.thread_id or record.thread_id
     record.last_activity = stream.last_activity
+    redact_logs(adir)
     write_json(adir / ATTEMPT_FILE, record.to_dict())
 
 

@@ -10,9 +10,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from orch.adapters.events import EventStream
 from orch.adapters.procgroup import leader_exited
+from orch.core.redact import redact_jsonl_line, secret_values
 
 MAX_LINE_BYTES = 8 * 1024 * 1024   # a longer stdout line is skipped (counted as garbage)
 READ_CHUNK = 256 * 1024
@@ -119,6 +121,23 @@ def consume_lines(lines: Iterator[bytes | None], stream: EventStream, on_event: 
         if event is not None and on_event is not None:
             with contextlib.suppress(Exception):   # a progress display bug must never break the worker
                 on_event(event)
+
+
+class RedactedLog:
+    """What goes into events.jsonl: each line codex printed, redacted (orch.core.redact.redact_jsonl_line), as
+    it arrives; a line too long to keep is noted by a line that is no JSON (counted as garbage, as it was)."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self._values = secret_values()
+
+    def tee(self, lines: Iterator[bytes | None]) -> Iterator[bytes | None]:
+        for line in lines:
+            if line is None:
+                self._sink.write(b'[codex-orch: a line over %d bytes was left out]\n' % MAX_LINE_BYTES)
+            else:
+                self._sink.write(redact_jsonl_line(line, self._values) + b'\n')
+            yield line
 
 
 class LineSplitter:

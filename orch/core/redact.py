@@ -15,8 +15,10 @@ worker passes through here first, and three kinds of secret become `[REDACTED]`:
 
 One regular expression does it all, compiled once per set of environment values; it runs on every
 JSON record written, so it is built to be fast (about 10 ms per MB of text, linear even on
-adversarial input: no lazy scans, no nested repetition). The worker's own raw logs (events.jsonl,
-stderr.log, last-message.txt) are the worker's and are kept as they came.
+adversarial input: no lazy scans, no nested repetition). The worker's own logs are redacted too:
+events.jsonl line by line as it arrives (`redact_jsonl_line`: each line stays the JSON it was), stderr.log,
+last-message.txt and the logs of gates, checks and setup commands in place once their writer ended
+(orch.runstate.atomic.redact_file, by `redact_bytes`).
 
 `is_secret_variable` is the wider test for what workers' shells must not inherit (see
 orch/adapters/worker_env.py): it adds the families GITHUB_*, GH_*, AWS_* and AZURE_*, whose values
@@ -25,12 +27,13 @@ are often no secret (a commit sha, a region) and so are not redacted from text.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from orch.core.text import clean_json
+from orch.core.text import clean_json, encode_utf8
 
 MARK = '[REDACTED]'
 MIN_LENGTH = 8   # shorter values ("1", "true") are not secrets and would mangle ordinary text
@@ -136,12 +139,42 @@ def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def redact(text: str, values: list[str] | None = None) -> str:
-    return _redactor(tuple(secret_values() if values is None else values))(text)
+    return _values(values)(text)
 
 
 def redact_obj(obj: Any, values: list[str] | None = None) -> Any:
     """A copy of JSON-like data with every string redacted (keys too)."""
-    return clean_json(obj, _redactor(tuple(secret_values() if values is None else values)))
+    return clean_json(obj, _values(values))
+
+
+def _values(values: list[str] | None) -> Redactor:
+    return _redactor(tuple(secret_values() if values is None else values))
+
+
+def redact_bytes(data: bytes, values: list[str] | None = None) -> bytes:
+    """Bytes of text (a log) with secrets redacted; every other byte, even one that is no UTF-8, kept."""
+    text = data.decode('utf-8', 'surrogateescape')
+    redacted = _values(values)(text)
+    return data if redacted == text else redacted.encode('utf-8', 'surrogateescape')
+
+
+def redact_jsonl_line(line: bytes, values: list[str] | None = None) -> bytes:
+    """One line of a JSONL log (no line break) with secrets redacted, still the JSON it was.
+
+    A JSON line is redacted as data (a secret written with JSON escapes is found, and no replacement can end
+    a string early); one without a backslash and without anything to redact is kept byte for byte."""
+    redactor = _values(values)
+    text = line.decode('utf-8', 'surrogateescape')
+    if '\\' not in text and redactor(text) == text:
+        return line
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return redact_bytes(line, values)    # not JSON (garbage codex printed): redacted as text
+    redacted = clean_json(data, redactor)
+    if redacted == data:
+        return line
+    return encode_utf8(json.dumps(redacted, ensure_ascii=False, separators=(',', ':')))
 
 
 class RedactingStream:

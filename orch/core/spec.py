@@ -47,6 +47,10 @@ def read_spec(repo: Path, relative: str | None) -> str:
         return ''
     data = read_input(repo / relative, limit=MAX_SPEC_BYTES, what='spec', fix=_FIX,
                       missing="restore it, or resume with another --spec-file")
+    nul = data.find(b'\0')
+    if nul >= 0:   # as check_spec refuses it before a run
+        raise InputError(f'{relative}: the spec is now a binary file: byte {nul} is NUL (a spec must be UTF-8 '
+                         'text; restore it, or resume with another --spec-file)')
     try:
         return universal_newlines(data.decode('utf-8'))
     except UnicodeDecodeError as exc:

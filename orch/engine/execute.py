@@ -12,7 +12,7 @@ from typing import Any
 
 from orch import output
 from orch.adapters import worker
-from orch.adapters.doit_runner import is_last, run_doit
+from orch.adapters.doit_runner import changed_entries, is_last, run_doit
 from orch.adapters.services import Services
 from orch.core.redact import RedactingStream
 from orch.engine import noop_record
@@ -81,13 +81,26 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     if session.internal_errors:
         return EXIT_INTERNAL
     code = exit_code(rows, rc)
-    code = EXIT_TASK_FAILED if code == EXIT_OK and session.step_failures else code
+    # a failed step never exits 0, whatever the tasks' records say (a prompt step that failed leaves the last result)
+    code = EXIT_TASK_FAILED if code == EXIT_OK and (session.step_failures or rc) else code
+    if code == EXIT_OK and _still_stale(rt):
+        return EXIT_INTERNAL
     if code == EXIT_OK and before is not None:
         # What a no-op resume of this state would print is what this one printed (every task done);
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
             noop_record.record(rt, before, rows, [line for line, err in lines if not err])
     return code
+
+
+def _still_stale(rt: RunInputs) -> bool:
+    """A task whose plan entry still differs from its task.json after a run that did all it could: no resume
+    can bring it up to date (what is stored for comparison is not what is compared). Said, never exit 0."""
+    stale = changed_entries(rt)
+    for task_id, why in stale.items():
+        output.write_line(f'  STALE {task_id}: still stale after this run ({"; ".join(d for _, d in why)}), and no '
+                          'resume can change that; please report it', err=True)
+    return bool(stale)
 
 
 def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:

@@ -18,9 +18,11 @@ from orch.core.compile import RunLayout, Step, compile_plan
 from orch.core.config import CONFIG_FILE, Config, ResolvedRole, load_config
 from orch.core.plan import Plan, Task, load_plan
 from orch.core.prompts import check_template
+from orch.core.redact import redact_obj
 from orch.core.resources import builtin_rules_dir
 from orch.core.rules import RuleSet, load_rules
 from orch.core.schema_lint import strict_problems
+from orch.core.text import clean_json, utf8_safe
 from orch.core.validate import load_json_schema
 from orch.errors import InputError, SchemaError, problems_message
 from orch.runstate import atomic, state
@@ -104,6 +106,13 @@ def task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
     return entry
 
 
+def stored_task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
+    """task.json as it is stored, and so as it is compared (changed_entries): secrets redacted, and every
+    string as UTF-8 can hold it (a lone surrogate in a title is stored as U+FFFD, and compared so)."""
+    stored: dict[str, Any] = json.loads(json.dumps(clean_json(redact_obj(task_entry(inputs, task)), utf8_safe)))
+    return stored
+
+
 def write_task_entries(inputs: RunInputs) -> None:
     """task.json per task, rewritten only when the entry changed (it is a file_dep).
 
@@ -123,7 +132,7 @@ def write_task_entries(inputs: RunInputs) -> None:
     except OSError:
         pass
     for task, path in zip(inputs.plan.tasks, files, strict=True):
-        atomic.write_if_changed(Path(path), json.dumps(task_entry(inputs, task), indent=2, sort_keys=True,
+        atomic.write_if_changed(Path(path), json.dumps(stored_task_entry(inputs, task), indent=2, sort_keys=True,
                                                        ensure_ascii=False) + '\n')
     if inputs.plan.digest:
         atomic.write_text(marker, digest)

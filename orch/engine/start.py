@@ -12,7 +12,7 @@ from pathlib import Path
 from orch.adapters import git
 from orch.adapters.codex_bin import require_codex
 from orch.core.config import Config
-from orch.core.spec import check_spec
+from orch.core.spec import check_spec, read_spec
 from orch.engine.execute import execute
 from orch.engine.inputs import RunInputs, load_inputs, open_run
 from orch.engine.session import RunOptions
@@ -86,6 +86,8 @@ def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file
     run_id = run_id or latest_run_id(repo)
     info = load_run(repo, run_id)
     spec = check_spec(spec_file, repo) if spec_file else info.spec_file
+    if not spec_file and spec:
+        read_spec(repo, spec)   # the run's spec, edited since: refused as a bad --spec-file is, before any write
     new_spec = spec != info.spec_file
     if new_spec:
         info = dataclasses.replace(info, spec_file=spec)

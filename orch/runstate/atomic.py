@@ -14,9 +14,9 @@ import re
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from orch.core.redact import redact_obj
+from orch.core.redact import redact_bytes, redact_jsonl_line, redact_obj, secret_values
 from orch.core.text import encode_utf8
 from orch.failpoints import crash_point
 
@@ -81,6 +81,54 @@ def _fsync_dir(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+_REDACT_CHUNK = 4 * 1024 * 1024
+
+
+def redact_file(path: Path, *, jsonl: bool = False) -> bool:
+    """Redact a log in place once its writer ended: replaced atomically, and only when a secret was in it.
+
+    Read in pieces that end at a line break (memory stays flat); `jsonl`: line by line, each kept valid JSON
+    (orch.core.redact.redact_jsonl_line). Returns True when the file changed; a missing file is no error."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    fd, tmp = _create_temp(path)
+    try:
+        with open(path, 'rb') as src, os.fdopen(fd, 'wb') as out:
+            changed = _redact_copy(src, out, jsonl)
+            if changed:
+                out.flush()
+                os.fsync(out.fileno())
+        if changed:
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    if changed:
+        _fsync_dir(path.parent)
+    return changed
+
+
+def _redact_copy(src: BinaryIO, out: BinaryIO, jsonl: bool) -> bool:
+    values = secret_values()
+    changed = False
+    rest = b''
+    while True:
+        chunk = src.read(_REDACT_CHUNK)
+        data = rest + chunk
+        cut = data.rfind(b'\n') + 1 if chunk else len(data)
+        if not cut and len(data) > 4 * _REDACT_CHUNK:
+            cut = len(data)   # a line this long is redacted in pieces
+        piece, rest = data[:cut], data[cut:]
+        if piece:
+            redacted = (b'\n'.join(redact_jsonl_line(line, values) for line in piece.split(b'\n'))
+                        if jsonl else redact_bytes(piece, values))
+            changed = changed or redacted != piece
+            out.write(redacted)
+        if not chunk:
+            return changed
 
 
 def write_text(path: Path, text: str) -> None:

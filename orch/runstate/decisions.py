@@ -5,6 +5,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from orch.core.redact import redact
 from orch.runstate import atomic
 
 _HEADER = '# Decisions\n\nDesign decisions reported by codex-orch workers, one section per task.\n'
@@ -16,13 +17,13 @@ def _markers(run_id: str, task_id: str) -> tuple[str, str]:
 
 def render_entry(run_id: str, task_id: str, role: str, title: str, decisions: Sequence[Mapping[str, object]]) -> str:
     start, end = _markers(run_id, task_id)
-    lines = [start, f'## {task_id} ({role}): {title}', '', f'Run `{run_id}`.', '']
+    lines = [start, f'## {task_id} ({role}): {redact(title)}', '', f'Run `{run_id}`.', '']
     for item in decisions:
         # One line for the decision (a line break would end the bold text); the rationale keeps its
         # lines, indented so that each stays inside the list item.
-        lines.append(f'- **{" ".join(str(item.get("decision") or "").split())}**')
+        lines.append(f'- **{redact(" ".join(str(item.get("decision") or "").split()))}**')
         rationale = str(item.get('rationale') or '').strip()
-        lines += [f'  {line}'.rstrip() for line in rationale.splitlines()]
+        lines += [f'  {line}'.rstrip() for line in redact(rationale).splitlines()]
     lines.append(end)
     return '\n'.join(lines) + '\n'
 

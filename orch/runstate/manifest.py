@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orch.core.redact import redact_obj
 from orch.runstate import atomic
 
 MANIFEST = 'noop-manifest.json'
@@ -137,8 +138,9 @@ class Manifest:
     answers: dict[str, Any]          # what status and a no-op resume print (see orch.engine.noop_record)
 
     def to_json(self) -> str:
+        # the answers are printed redacted: kept so (the header and the paths are compared as they are)
         return json.dumps({'header': self.header, 'files': self.files, 'dirs': self.dirs,
-                           'answers': self.answers}, separators=(',', ':'), ensure_ascii=False)
+                           'answers': redact_obj(self.answers)}, separators=(',', ':'), ensure_ascii=False)
 
 
 def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterable[str], answers: dict[str, Any],

@@ -14,6 +14,7 @@ from typing import Any
 from orch.adapters.procgroup import run_to_end
 from orch.core.redact import redact
 from orch.engine.inputs import RunInputs
+from orch.runstate import atomic
 
 TAIL_LINES = 40
 TAIL_BYTES = 4000
@@ -76,6 +77,7 @@ def run_shell(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path
             except OSError as exc:
                 log.write(f'cannot start /bin/sh: {exc}\n'.encode())
                 code = 127
+    atomic.redact_file(log_path)   # the command has ended: its log is kept without secrets
     return CommandRun(command=command, exit_code=code, duration=round(time.monotonic() - started, 3),
                       log=_relative(log_path, log_root), tail=tail_of(log_path))
 

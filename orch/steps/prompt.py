@@ -5,6 +5,7 @@ import json
 
 from orch.core.compile import Step
 from orch.core.prompts import bullet_list, render, upstream_section
+from orch.core.redact import redact
 from orch.core.spec import read_spec
 from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
@@ -28,5 +29,5 @@ def render_prompt(rt: RunInputs, session: Session, step: Step) -> None:
         'spec': (read_spec(rt.repo, spec_files[0]) if spec_files else None) or '(no specification was given)',
         'schema': json.dumps(rt.schema(step.input('schema')), indent=2),
     }
-    text = render(rt.template(step.input('template')), values)
+    text = redact(render(rt.template(step.input('template')), values))   # the plan's text may quote a key
     atomic.write_if_changed(rt.path(step.outputs['prompt']), text)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from orch.adapters import git
@@ -156,6 +157,16 @@ def _record(work: TaskWork, outcome: WorkOutcome, record: dict[str, Any]) -> dic
     return saved
 
 
+def _write_redacted(path: Path, data: bytes) -> None:
+    """A file the remote worker wrote, redacted by this machine's secrets too (as a local one is)."""
+    if path.suffix == '.json':
+        with contextlib.suppress(ValueError):
+            atomic.write_json(path, json.loads(data))   # redacted as data
+            return
+    atomic.write_bytes(path, data)
+    atomic.redact_file(path, jsonl=path.suffix == '.jsonl')
+
+
 def _import_files(work: TaskWork, outcome: WorkOutcome) -> None:
     """The attempts' files into the task directory, numbered after its earlier attempts; check logs beside."""
     task_dir = work.task_dir
@@ -179,7 +190,7 @@ def _import_files(work: TaskWork, outcome: WorkOutcome) -> None:
             parts[0] = renamed[parts[0]]
         elif parts[0] not in ('checks', SETUP_DIR) and rel != 'remote-error.txt':
             continue
-        atomic.write_bytes(task_dir.joinpath(*parts), data)
+        _write_redacted(task_dir.joinpath(*parts), data)
     prefix = task_dir.relative_to(work.rt.repo).as_posix() if task_dir.is_relative_to(work.rt.repo) \
         else str(task_dir)
     for check in [*outcome.checks, *outcome.setup]:

@@ -19,6 +19,7 @@ list is consumed one behaviour per invocation (the last one repeats). Behaviour 
     sleep           seconds to sleep before answering
     exit            exit code after the normal output
     fail            message: emit `error` + `turn.failed`, rc 1
+    stderr          text printed on stderr (as codex prints its logs and warnings)
     hang            after thread.started, sleep "forever"
     silent          print nothing, sleep "forever"
     garbage         N (or true = 3, or a list of strings): non-JSON lines after thread.started
@@ -388,6 +389,8 @@ def perform(run: Run) -> int:
     if b.get('silent'):
         _sleep_forever()
     run.out.emit({'type': 'thread.started', 'thread_id': run.thread_id})
+    if b.get('stderr'):
+        print(b['stderr'], file=sys.stderr, flush=True)
     run.state.save_thread(run.thread_id, run.thread)   # the rollout exists from here: resumable
     if b.get('hang'):
         _sleep_forever()
