@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, cli_subprocess, edit_config, make_host
-from tests.support.procs import wait_for
+from tests.support.procs import sleeping, unique_nap, wait_for
 
 # The "user's checkout" builds locale/app.mo (git-ignored) from locale/app.po; the tests need it.
 FILES = {'README.md': 'hello\n', '.gitignore': 'locale/*.mo\n', 'locale/app.po': 'msgid "hi"\nmsgstr "salut"\n'}
@@ -116,7 +116,7 @@ def test_a_failing_setup_fails_the_task_with_its_output_before_any_model_request
 def test_a_setup_hanging_past_its_timeout_is_killed_with_its_process_group(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     # In the sandbox's PID namespace `$!` means nothing out here: its child is found by its unique command line.
-    nap = f'{300 + time.time_ns() % 10**6 / 10**6:.6f}'
+    nap = unique_nap()
     command = f'sleep {nap} & echo building; wait'
     host = make(tmp_path, monkeypatch, capsys, {}, [command],
                 config={'setup_timeout: 1800': 'setup_timeout: 1'})
@@ -129,17 +129,6 @@ def test_a_setup_hanging_past_its_timeout_is_killed_with_its_process_group(
     assert t1['setup'][0]['exit_code'] is None
     assert host.launches() == [] and attempts(host) == []
     wait_for(lambda: not sleeping(nap), timeout=10)   # its background child went with it
-
-
-def sleeping(nap: str) -> bool:
-    """Is a `sleep <nap>` running (in any PID namespace)?"""
-    for proc in Path('/proc').iterdir():
-        try:
-            if proc.name.isdigit() and (proc / 'cmdline').read_bytes() == f'sleep\0{nap}\0'.encode():
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def test_setup_runs_for_each_fresh_execution_not_when_an_interrupted_one_goes_on(

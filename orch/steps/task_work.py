@@ -77,8 +77,8 @@ class TaskWork:
         return verify.Execution(
             task_id=self.task.id, task_dir=self.task_dir, workdir=self.workdir, spec=worker_spec(self),
             schema=rt.schema(self.step.input('schema')), checks=self.checks, repair_rounds=role.repair_rounds,
-            check_timeout=role.check_timeout, command_env=env, sandbox=role_sandbox(rt, self.task.role, env),
-            log_root=rt.repo,
+            check_timeout=role.check_timeout, command_env=env, log_root=rt.repo,
+            sandbox=role_sandbox(rt, self.task.role, env) if self.checks else None,
             cancel=session.cancel, on_event=session.on_worker_event(self.task.id), on_usage=session.budget.add,
             after_worker=lambda result: git_seal.check(session, self.task_dir, self.workdir))
 
