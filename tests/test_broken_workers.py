@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.gitrepo import git, snapshot
 from tests.support.orchtest import Host, make_host
-from tests.support.procs import pgid_alive, pid_alive, wait_for
+from tests.support.procs import pgid_alive, pid_alive, sleeping, unique_nap, wait_for
 
 FAST = """defaults:
   timeout_total: 30
@@ -238,13 +238,13 @@ def test_flood_of_200_mb_keeps_memory_flat(host: Host) -> None:
 
 
 @pytest.mark.parametrize('command, timeout, status_fragment', [
-    ('sleep 30 & echo $! > {task_dir}/bg.pid; true', None, None),                 # leaves a background process
-    ('echo $$ > {task_dir}/bg.pid; sleep 30', 0.5, 'timed out'),                 # never ends
+    ('sleep {nap} & true', None, None),                 # leaves a background process
+    ('sleep {nap}', 0.5, 'timed out'),                  # never ends
 ], ids=['background-leftover', 'timeout'])
 def test_shell_gate_leaves_no_process_behind(host: Host, command: str, timeout: float | None,
                                              status_fragment: str | None) -> None:
     rule = {'name': 'gate', 'scope': 'task', 'input': ['{task_dir}/result.json'], 'output': '{task_dir}/gate.json',
-            'action': {'shell': command, **({'timeout': timeout} if timeout else {})}}
+            'action': {'shell': command.format(nap=(nap := unique_nap())), **({'timeout': timeout} if timeout else {})}}
     rules = host.repo / '.orchestrator' / 'rules'
     rules.mkdir(exist_ok=True)
     (rules / 'gate.yaml').write_text(json.dumps(rule))   # JSON is YAML
@@ -252,8 +252,8 @@ def test_shell_gate_leaves_no_process_behind(host: Host, command: str, timeout: 
     started = time.monotonic()
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert time.monotonic() - started < 15
-    pid = int((host.run_dir() / 'tasks' / 'A' / 'bg.pid').read_text())
-    assert wait_for(lambda: not pid_alive(pid)), 'the gate left a process behind'
+    # the gate runs in the Codex sandbox, in a PID namespace of its own: its child is found by its command line
+    assert wait_for(lambda: not sleeping(nap)), 'the gate left a process behind'
     if status_fragment:
         assert rc == 1 and status_fragment in out, out
         assert host.statuses()['B'] == 'pending'   # a failed gate stops the dependents

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, cli_subprocess, edit_config, make_host
-from tests.support.procs import pid_alive, wait_for
+from tests.support.procs import sleeping, unique_nap, wait_for
 
 # The "user's checkout" builds locale/app.mo (git-ignored) from locale/app.po; the tests need it.
 FILES = {'README.md': 'hello\n', '.gitignore': 'locale/*.mo\n', 'locale/app.po': 'msgid "hi"\nmsgstr "salut"\n'}
@@ -85,14 +85,12 @@ def test_setup_builds_the_ignored_file_a_check_needs(tmp_path: Path, monkeypatch
 
 def test_a_failing_setup_fails_the_task_with_its_output_before_any_model_request(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    never = tmp_path / 'never-ran'
     host = make(tmp_path, monkeypatch, capsys, {'default': {'edits': {'src/1.py': 'X = 1\n'}}},
-                ['echo compiling', 'echo "msgfmt: command not found" >&2; exit 4', f'touch {never}'],
+                ['echo compiling', 'echo "msgfmt: command not found" >&2; exit 4', 'echo third'],
                 the_plan=plan([]))
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert rc == 1, out + err
     assert host.launches() == [] and attempts(host) == []   # no codex was started, nothing paid
-    assert not never.exists()                                # the commands after the failing one do not run
     reason = ('setup failed: echo "msgfmt: command not found" >&2; exit 4 (exit 4): msgfmt: command not found; '
               'the worker was not started')
     t1 = row(host)
@@ -110,37 +108,41 @@ def test_a_failing_setup_fails_the_task_with_its_output_before_any_model_request
     edit_config(host.repo, {'exit 4': 'true'})
     rc, out, err = host.cli('resume')
     assert rc == 0, out + err
-    assert host.launched_tasks() == ['T1'] and never.exists()
-    assert [s['exit_code'] for s in row(host)['setup']] == [0, 0, 0]
+    assert host.launched_tasks() == ['T1']
+    assert [(s['exit_code'], s['tail']) for s in row(host)['setup']] == [
+        (0, 'compiling'), (0, 'msgfmt: command not found'), (0, 'third')]
 
 
 def test_a_setup_hanging_past_its_timeout_is_killed_with_its_process_group(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    pid_file = tmp_path / 'child.pid'
-    host = make(tmp_path, monkeypatch, capsys, {}, [f'sleep 300 & echo $! > {pid_file}; echo building; wait'],
+    # In the sandbox's PID namespace `$!` means nothing out here: its child is found by its unique command line.
+    nap = unique_nap()
+    command = f'sleep {nap} & echo building; wait'
+    host = make(tmp_path, monkeypatch, capsys, {}, [command],
                 config={'setup_timeout: 1800': 'setup_timeout: 1'})
     started = time.monotonic()
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert rc == 1, out + err
     assert time.monotonic() - started < 60
     t1 = row(host)
-    assert t1['reason'] == (f'setup failed: sleep 300 & echo $! > {pid_file}; echo building; wait (timed out after '
-                            '1 s): building; the worker was not started')
+    assert t1['reason'] == f'setup failed: {command} (timed out after 1 s): building; the worker was not started'
     assert t1['setup'][0]['exit_code'] is None
     assert host.launches() == [] and attempts(host) == []
-    child = int(pid_file.read_text())
-    wait_for(lambda: not pid_alive(child), timeout=10)   # its background child went with it
+    wait_for(lambda: not sleeping(nap), timeout=10)   # its background child went with it
 
 
 def test_setup_runs_for_each_fresh_execution_not_when_an_interrupted_one_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """A kill during a repair round: the resume goes on in the checkout it kept, without a second setup; a task
     that runs again afresh (its inputs changed) gets its setup again."""
-    runs = tmp_path / 'setup-runs'
     edit = {'src/1.py': 'X = 1\n'}
     host = make(tmp_path, monkeypatch, capsys,
                 {'tasks': {'T1': [{'edits': edit}, {'edits': {'src/1.py': 'X = 2\n'}, 'sleep': 30}]}},
-                [f'echo "$ORCH_TASK_ID" >> {runs}', BUILD], the_plan=plan(['test -f src/done.txt']))
+                ['echo "setup $ORCH_TASK_ID $(cat /proc/sys/kernel/random/uuid)"', BUILD],
+                the_plan=plan(['test -f src/done.txt']))
+
+    def setup_mark() -> str:   # a setup that ran says so in its output, differently each time
+        return str(row(host)['setup'][0]['tail'])
     proc = cli_subprocess(host.repo, 'run', '--plan-file', 'plan.json')
     try:
         def repairing() -> bool:
@@ -151,18 +153,19 @@ def test_setup_runs_for_each_fresh_execution_not_when_an_interrupted_one_goes_on
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
-    assert runs.read_text() == 'T1\n'
+    first = setup_mark()
+    assert first.startswith('setup T1 ')
     host.script({'tasks': {'T1': [{'edits': {'src/done.txt': 'ok\n'}}]}})
     rc, out, err = host.cli('resume')
     assert rc == 0, out + err
-    assert runs.read_text() == 'T1\n'          # the interrupted execution went on in its checkout
+    assert setup_mark() == first               # the interrupted execution went on in its checkout
     assert host.launches()[-1]['resume']        # in the same thread: the repair round
     the_plan = plan(['test -f src/done.txt'])
     the_plan['tasks'][0]['description'] = 'Do it again.'
     host.write_plan(the_plan)
     rc, out, err = host.cli('resume')
     assert rc == 0, out + err
-    assert runs.read_text() == 'T1\nT1\n'      # a fresh execution: setup again
+    assert setup_mark() not in ('', first)     # a fresh execution: setup again
 
 
 def test_each_per_task_worktree_gets_its_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

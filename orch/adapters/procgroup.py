@@ -258,8 +258,8 @@ def _any_alive(groups: list[Group]) -> bool:
 
 def run_to_end(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None, env: Mapping[str, str] | None,
                stdout: FileArg, timeout: float | None, cancel: threading.Event | None = None,
-               grace: float = KILL_GRACE) -> int | None:
-    """Run a command (a gate) to its end: stdin closed, stderr into `stdout`.
+               grace: float = KILL_GRACE, stderr: FileArg = subprocess.STDOUT) -> int | None:
+    """Run a command (a gate) to its end: stdin closed, stderr into `stdout` (unless `stderr` says where).
 
     Returns its exit status (negative: killed by that signal), or None when it did not end by
     itself: `timeout` seconds passed or `cancel` was set (the group then gets SIGTERM, `grace`,
@@ -268,7 +268,7 @@ def run_to_end(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None, env: 
     command cannot be started.
     """
     group = spawn(argv, kind='gate', cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
-                  stderr=subprocess.STDOUT, grace=grace)
+                  stderr=stderr, grace=grace)
     deadline = None if timeout is None else time.monotonic() + timeout
     ended = False
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from orch import output
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, PINNED_VERSION, find_codex
+from orch.adapters.sandbox import require_sandbox, unsandboxed
 from orch.adapters.worker_env import codex_environment, codex_home, provider_key, withheld_variables
 from orch.core.config import CONFIG_FILE, Config, load_config
 from orch.engine.inputs import check_roles, load_host_rules
@@ -73,6 +74,16 @@ def _check_worker_env(config: Config) -> str:
     if passed:
         text += f'; passed through by codex.pass_env: {", ".join(passed)}'
     return text
+
+
+def _check_sandbox(config: Config, repo: Path, local: bool) -> str:
+    """Checks, gates and setup commands run in Codex's sandbox (it works here), and what runs outside it."""
+    if local:
+        require_sandbox(config, repo)
+    outside = unsandboxed(config, load_host_rules(repo, config))
+    where = 'works here' if local else 'runs on the Dask workers'
+    return (f'checks, gates and setup commands run in the Codex sandbox ({where}); '
+            + (f'unsandboxed, as you: {"; ".join(outside)}' if outside else 'none runs unsandboxed'))
 
 
 def _check_dask(config: Config) -> str:
@@ -153,6 +164,7 @@ def doctor(args: argparse.Namespace) -> int:
     check('schemas and prompts', lambda: (check_roles(repo, config, sorted(config.roles)),
                                           f'{len(config.roles)} roles: {", ".join(sorted(config.roles))}')[1])
     check('rules', lambda: f'{len(load_host_rules(repo, config).rules)} rules')
+    check('sandbox', lambda: _check_sandbox(config, repo, config.executor.kind != 'dask'))
     if config.executor.kind == 'dask':
         check('dask executor', lambda: _check_dask(config))
     check('control files', lambda: 'a worker changing these fails its task (unless the plan task says '

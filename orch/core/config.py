@@ -44,6 +44,9 @@ class RoleSettings(_Model):
     # Landing: rounds in which the worker resolves its work against what other tasks landed meanwhile.
     conflict_rounds: int | None = Field(default=None, ge=0, le=10)
     check_timeout: float | None = Field(default=None, gt=0)
+    # Where its checks and worktree.setup commands run (orch.adapters.sandbox): `role`, Codex's sandbox in the
+    # role's mode (as you when that is danger-full-access); `none`, unsandboxed, as you.
+    check_sandbox: Literal['role', 'none'] | None = None
 
 
 class ResolvedRole(_Model):
@@ -65,6 +68,12 @@ class ResolvedRole(_Model):
     review_rounds: int
     conflict_rounds: int
     check_timeout: float
+    check_sandbox: str
+
+    @property
+    def command_sandbox(self) -> str:
+        """The sandbox mode its checks and setup commands run in ('none': unsandboxed)."""
+        return 'none' if self.check_sandbox == 'none' or self.sandbox == 'danger-full-access' else self.sandbox
 
 
 class CodexSettings(_Model):
@@ -159,7 +168,7 @@ class WorktreeSettings(_Model):
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
                              timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5,
                              checks=[], repair_rounds=2, review_rounds=2, conflict_rounds=2,
-                             check_timeout=1800)
+                             check_timeout=1800, check_sandbox='role')
 
 
 class Config(_Model):
@@ -229,7 +238,8 @@ class Config(_Model):
             if merged[key] is None and key in ('sandbox',):
                 merged[key] = _DEFAULT_ROLE.sandbox
             if merged[key] is None and key in ('schema_retries', 'failure_retries', 'retry_backoff',
-                                               'repair_rounds', 'review_rounds', 'conflict_rounds', 'check_timeout'):
+                                               'repair_rounds', 'review_rounds', 'conflict_rounds', 'check_timeout',
+                                               'check_sandbox'):
                 merged[key] = getattr(_DEFAULT_ROLE, key)
         # Checks add up: every task's (defaults), then the role's.
         merged['checks'] = [*(self.defaults.checks or []), *(own.checks or [])]

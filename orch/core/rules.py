@@ -39,6 +39,8 @@ class ShellAction(BaseModel):
     shell: str = Field(min_length=1)
     cwd: str = '{worktree}'
     timeout: float | None = Field(default=None, gt=0)
+    # Codex's sandbox mode it runs in (orch.adapters.sandbox); `none`: unsandboxed, as you (doctor lists it)
+    sandbox: Literal['workspace-write', 'read-only', 'none'] = 'workspace-write'
 
 
 def _named(value: Any, default_name: str) -> Any:

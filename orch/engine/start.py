@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orch.adapters import git
 from orch.adapters.codex_bin import require_codex
+from orch.adapters.sandbox import require_for_run
 from orch.core.config import Config
 from orch.core.spec import check_spec, read_spec
 from orch.engine.execute import execute
@@ -61,6 +62,7 @@ def prepare_run(repo: Path, plan_rel: str, *, spec_file: str | None, run_id: str
     options = request.options(loaded.config.jobs)
     if not check_executor(loaded.config, options):   # remote workers use their own codex (doctor checks it)
         require_codex(loaded.config.codex.binary, repo)
+        require_for_run(loaded.config, loaded.plan, loaded.rules, repo)
     spec = check_spec(spec_file, repo) if spec_file else None
     if run_id:
         check_run_id(run_id)
@@ -93,7 +95,8 @@ def resume_run(repo: Path, run_id: str | None, request: RunRequest, *, spec_file
         info = dataclasses.replace(info, spec_file=spec)
     rt = open_run(repo, run_id, info=info)
     options = request.options(rt.config.jobs)
-    check_executor(rt.config, options)
+    if not check_executor(rt.config, options):
+        require_for_run(rt.config, rt.plan, rt.rules, repo)
     if check is not None:
         check(rt)
     lock = RunLock(rt.run_dir)

@@ -24,6 +24,8 @@ from typing import Any
 
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
+from orch.adapters.sandbox import NONE, Sandbox, sandbox_for
+from orch.adapters.sandbox import probe as probe_sandbox
 from orch.adapters.worker_env import codex_settings, worker_codex_args
 from orch.adapters.worker_types import WorkerSpec
 from orch.core.config import CodexSettings, Config
@@ -179,8 +181,10 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Even
     git.scratch_checkout(workdir, unit.bundle, unit.bundle_ref, unit.snapshot, 'codex-orch-work')
     env = {**os.environ, 'ORCH_RUN_ID': unit.run_id, 'ORCH_REPO': str(workdir), 'ORCH_TASK_ID': unit.task_id,
            'ORCH_WORKTREE': str(workdir)}
+    spec = _spec(unit, workdir, scratch)
+    checks_sandbox, setup_sandbox = _sandboxes(unit, spec.codex[0], env)
     # A new checkout: worktree.setup first, as in a local one (a turn's logs apart from its task's own setup's).
-    out.setup = run_setup_commands(unit.setup, task_dir=task_dir, workdir=workdir, env=env,
+    out.setup = run_setup_commands(unit.setup, task_dir=task_dir, workdir=workdir, env=env, sandbox=setup_sandbox,
                                    timeout=unit.setup_timeout, cancel=cancel, log_root=task_dir,
                                    log_dir=SETUP_DIR if unit.resume_thread is None else f'{SETUP_DIR}/turn')
     sealed = git.control_digest(workdir)
@@ -192,9 +196,9 @@ def _run(unit: WorkUnit, scratch: Path, out: WorkOutcome, cancel: threading.Even
         return dict(spent)
 
     ex = verify.Execution(
-        task_id=unit.task_id, task_dir=task_dir, workdir=workdir, spec=_spec(unit, workdir, scratch),
+        task_id=unit.task_id, task_dir=task_dir, workdir=workdir, spec=spec,
         schema=unit.schema, checks=tuple(unit.checks), repair_rounds=unit.repair_rounds,
-        check_timeout=unit.check_timeout, log_root=task_dir, cancel=cancel, command_env=env,
+        check_timeout=unit.check_timeout, log_root=task_dir, cancel=cancel, command_env=env, sandbox=checks_sandbox,
         after_worker=lambda result: _refuse_git_changes(workdir, task_dir, sealed, paid(result.usage)))
     repo = workdir
     if unit.resume_thread is not None:
@@ -245,6 +249,23 @@ def _refuse_git_changes(workdir: Path, task_dir: Path, sealed: dict[str, str], u
     state.update_state(task_dir, status='failed', reason=reason, outcome='git-config-changed', ended_at=time.time(),
                        usage=usage)
     raise Failed(reason)
+
+
+def _sandboxes(unit: WorkUnit, binary: str, env: dict[str, str]) -> tuple[Sandbox | None, Sandbox | None]:
+    """Where the unit's checks and its setup commands run: this worker's Codex sandbox, as on the coordinator
+    (orch.steps.sandboxing); one that does not work here fails the unit, nothing unsandboxed runs."""
+    mode = unit.command_sandbox
+    if mode == NONE or (not unit.checks and not unit.setup):
+        return None, None
+    problem = probe_sandbox(binary)
+    if problem is not None:
+        raise RuntimeError(f'the Codex sandbox does not work on {socket.gethostname()}: `{binary} sandbox -- true` '
+                           f'{problem}; checks and setup commands do not run unsandboxed (check_sandbox: none '
+                           'would run them as the worker\'s user)')
+    settings = CodexSettings(**unit.codex)
+    config = Config(codex=settings.model_copy(update={'extra_args': [*settings.extra_args, *unit.extra_args]}))
+    return (sandbox_for(config, mode, env, binary=binary),
+            sandbox_for(config, 'workspace-write' if mode == 'read-only' else mode, env, binary=binary))
 
 
 def _spec(unit: WorkUnit, workdir: Path, scratch: Path) -> WorkerSpec:

@@ -42,6 +42,8 @@ class WorkUnit:
     # worktree.setup: run in the scratch checkout before its worker starts (orch.steps.setup)
     setup: list[str] = field(default_factory=list)
     setup_timeout: float = 1800.0
+    # The role's sandbox mode for its checks and setup (orch.adapters.sandbox); 'none': unsandboxed
+    command_sandbox: str = 'workspace-write'
     version: int = UNIT_VERSION
 
 

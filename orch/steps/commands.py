@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.adapters.procgroup import run_to_end
+from orch.adapters.sandbox import Sandbox, codex_stderr
 from orch.core.redact import redact
 from orch.engine.inputs import RunInputs
 from orch.runstate import atomic
@@ -56,14 +58,18 @@ def command_env(rt: RunInputs, task_id: str | None) -> dict[str, str]:
 
 
 def run_command(rt: RunInputs, command: str, *, cwd: Path, env: dict[str, str], log_path: Path,
-                timeout: float | None, cancel: threading.Event | None = None) -> CommandRun:
-    """`/bin/sh -c command` in its own process group (killed with everything it started when it ends)."""
-    return run_shell(command, cwd=cwd, env=env, log_path=log_path, timeout=timeout, cancel=cancel, log_root=rt.repo)
+                timeout: float | None, sandbox: Sandbox | None, cancel: threading.Event | None = None) -> CommandRun:
+    """`/bin/sh -c command` in its own process group (killed with everything it started when it ends), inside
+    `sandbox` (None: as you)."""
+    return run_shell(command, cwd=cwd, env=env, log_path=log_path, timeout=timeout, cancel=cancel, log_root=rt.repo,
+                     sandbox=sandbox)
 
 
 def run_shell(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path, timeout: float | None,
-              cancel: threading.Event | None = None, log_root: Path) -> CommandRun:
+              sandbox: Sandbox | None, cancel: threading.Event | None = None, log_root: Path) -> CommandRun:
     """run_command without a run: the log is recorded relative to `log_root` (a Dask worker's scratch task)."""
+    argv = ['/bin/sh', '-c', command] if sandbox is None else sandbox.shell(command)
+    env = env if sandbox is None else sandbox.env(env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log_path, 'wb') as log:
@@ -72,10 +78,13 @@ def run_shell(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path
             code: int | None = 127
         else:
             try:
-                code = run_to_end(['/bin/sh', '-c', command], cwd=cwd, env=dict(env), stdout=log, timeout=timeout,
-                                  cancel=cancel)
+                with tempfile.TemporaryFile() as codex_err:
+                    code = run_to_end(argv, cwd=cwd, env=dict(env), stdout=log, timeout=timeout, cancel=cancel,
+                                      stderr=log if sandbox is None else codex_err)
+                    codex_err.seek(0)
+                    log.write(codex_stderr(codex_err.read().decode(errors='replace')).encode())
             except OSError as exc:
-                log.write(f'cannot start /bin/sh: {exc}\n'.encode())
+                log.write(f'cannot start {argv[0]}: {exc}\n'.encode())
                 code = 127
     atomic.redact_file(log_path)   # the command has ended: its log is kept without secrets
     return CommandRun(command=command, exit_code=code, duration=round(time.monotonic() - started, 3),

@@ -14,6 +14,7 @@ from orch.steps import gate_blame
 from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.rounds import changed_files
+from orch.steps.sandboxing import rule_sandbox
 
 
 def shell(rt: RunInputs, session: Session, step: Step) -> None:
@@ -71,8 +72,9 @@ def _run_at(rt: RunInputs, session: Session, step: Step, commit: str | None, log
         git.snapshot_worktree(rt.repo, snapshot, commit)
         cwd, env['ORCH_WORKTREE'] = _inside_snapshot(rt, step.cwd or '.', snapshot), str(snapshot)
     try:
+        sandbox = rule_sandbox(rt, step, env, cwd, Path(env['ORCH_WORKTREE']))
         return run_command(rt, step.shell or '', cwd=cwd, env=env, log_path=log_path, timeout=action.timeout,
-                           cancel=session.cancel)
+                           sandbox=sandbox, cancel=session.cancel)
     finally:
         if snapshot is not None:
             git.remove_worktree(rt.repo, snapshot, force=True)

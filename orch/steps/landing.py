@@ -113,7 +113,7 @@ def _recheck(work: TaskWork, tip: str) -> CommandRun | None:
     for i, command in enumerate(ex.checks, 1):
         log = ex.task_dir / 'checks' / f'landing-{tip[:12]}' / f'check-{i}.log'
         run = run_shell(command, cwd=ex.workdir, env=ex.command_env, log_path=log, timeout=ex.check_timeout,
-                        cancel=ex.cancel, log_root=ex.log_root)
+                        sandbox=ex.sandbox, cancel=ex.cancel, log_root=ex.log_root)
         if ex.cancel is not None and ex.cancel.is_set():
             state.update_state(ex.task_dir, status='pending', reason='interrupted; resume to run it again')
             raise Failed('interrupted')

@@ -139,7 +139,8 @@ def _submit(work: TaskWork) -> dict[str, Any]:
 def _setup(work: TaskWork) -> dict[str, Any]:
     """worktree.setup for the unit: its scratch checkout is a new one."""
     settings = work.rt.config.worktree
-    return {'setup': list(settings.setup), 'setup_timeout': settings.setup_timeout}
+    return {'setup': list(settings.setup), 'setup_timeout': settings.setup_timeout,
+            'command_sandbox': work.rt.role(work.task.role).command_sandbox}
 
 
 def _record(work: TaskWork, outcome: WorkOutcome, record: dict[str, Any]) -> dict[str, Any]:

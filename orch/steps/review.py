@@ -29,6 +29,7 @@ from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.guard import protected_reason, touched_control_files, touched_protected
 from orch.steps.rounds import Rounds
+from orch.steps.sandboxing import role_sandbox, rule_sandbox
 from orch.steps.task_work import TaskWork, author_of, call_turn, worker_spec
 
 
@@ -142,12 +143,14 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> N
     rt = work.rt
     env = command_env(rt, work.task.id)
     timeout = rt.role(target.role).check_timeout
-    commands = [(f'check-{i}', c) for i, c in enumerate((*rt.role(target.role).checks, *target.checks), 1)]
-    commands += [(f'gate-{s.rule.name}', s.shell or '') for s in rt.steps
+    checks = (*rt.role(target.role).checks, *target.checks)
+    sandbox = role_sandbox(rt, target.role, env) if checks else None
+    commands = [(f'check-{i}', c, sandbox) for i, c in enumerate(checks, 1)]
+    commands += [(f'gate-{s.rule.name}', s.shell or '', rule_sandbox(rt, s, env, work.workdir)) for s in rt.steps
                  if s.task_id == target.id and s.builtin is None and s.rule.gate]
-    for name, command in commands:
+    for name, command, where in commands:
         log = work.task_dir / 'checks' / f'review-{round_no}' / f'{name}.log'
-        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout,
+        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout, sandbox=where,
                           cancel=work.session.cancel)
         if not run.passed:
             rounds.checks = [run.to_dict()]

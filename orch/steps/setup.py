@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch.adapters import git
+from orch.adapters.sandbox import Sandbox
 from orch.core.text import one_line
 from orch.runstate import state
 from orch.steps.commands import CommandRun, command_env, run_shell
 from orch.steps.failure import Failed
+from orch.steps.sandboxing import role_sandbox
 
 if TYPE_CHECKING:
     from orch.engine.inputs import RunInputs
@@ -45,12 +47,14 @@ def run_setup(rt: RunInputs, session: Session, task_id: str, workdir: Path) -> N
     with _locks_guard:
         lock = _locks.setdefault(str(Path(workdir).resolve()), threading.Lock())
     with lock:
-        run_setup_commands(settings.setup, task_dir=task_dir, workdir=workdir, env=command_env(rt, task_id),
+        env = command_env(rt, task_id)
+        sandbox = role_sandbox(rt, rt.plan.by_id[task_id].role, env, writes=True) if settings.setup else None
+        run_setup_commands(settings.setup, task_dir=task_dir, workdir=workdir, env=env, sandbox=sandbox,
                            timeout=settings.setup_timeout, cancel=session.cancel, log_root=rt.repo)
 
 
 def run_setup_commands(commands: Sequence[str], *, task_dir: Path, workdir: Path, env: Mapping[str, str],
-                       timeout: float, cancel: threading.Event | None, log_root: Path,
+                       sandbox: Sandbox | None, timeout: float, cancel: threading.Event | None, log_root: Path,
                        log_dir: str = SETUP_DIR) -> list[dict[str, Any]]:
     """Run `commands` in order in `workdir`, up to the first failure, each logged in `task_dir/log_dir/<n>.log`
     (recorded relative to `log_root`). Returns the runs (also in the task's state as `setup`); a failure, a
@@ -64,7 +68,7 @@ def run_setup_commands(commands: Sequence[str], *, task_dir: Path, workdir: Path
     state.update_state(task_dir, setup=runs, round='setup')
     for n, command in enumerate(commands, 1):
         run = run_shell(command, cwd=workdir, env=env, log_path=task_dir / log_dir / f'{n}.log', timeout=timeout,
-                        cancel=cancel, log_root=log_root)
+                        sandbox=sandbox, cancel=cancel, log_root=log_root)
         runs.append(run.to_dict())
         state.update_state(task_dir, setup=runs)
         if cancel is not None and cancel.is_set():

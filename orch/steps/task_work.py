@@ -28,6 +28,7 @@ from orch.steps import checkout, git_seal, verify
 from orch.steps.commands import command_env
 from orch.steps.failure import fail
 from orch.steps.rounds import Rounds
+from orch.steps.sandboxing import role_sandbox
 from orch.steps.worktree import head_moved, worktree_lock
 
 
@@ -72,10 +73,12 @@ class TaskWork:
     def ex(self) -> verify.Execution:
         """What the answer and its verification need (the same on a Dask worker, see orch.remote)."""
         rt, session, role = self.rt, self.session, self.rt.role(self.task.role)
+        env = command_env(rt, self.task.id)
         return verify.Execution(
             task_id=self.task.id, task_dir=self.task_dir, workdir=self.workdir, spec=worker_spec(self),
             schema=rt.schema(self.step.input('schema')), checks=self.checks, repair_rounds=role.repair_rounds,
-            check_timeout=role.check_timeout, command_env=command_env(rt, self.task.id), log_root=rt.repo,
+            check_timeout=role.check_timeout, command_env=env, log_root=rt.repo,
+            sandbox=role_sandbox(rt, self.task.role, env) if self.checks else None,
             cancel=session.cancel, on_event=session.on_worker_event(self.task.id), on_usage=session.budget.add,
             after_worker=lambda result: git_seal.check(session, self.task_dir, self.workdir))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.adapters import git
+from orch.adapters.sandbox import Sandbox
 from orch.adapters.worker import run_worker
 from orch.adapters.worker_types import WorkerResult, WorkerSpec
 from orch.core.redact import redact_obj
@@ -40,6 +41,7 @@ class Execution:
     repair_rounds: int
     check_timeout: float
     command_env: Mapping[str, str]
+    sandbox: Sandbox | None        # where the checks run (orch.adapters.sandbox); None: as you
     log_root: Path                 # check logs are recorded relative to it
     cancel: threading.Event | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
@@ -122,7 +124,7 @@ def run_checks(ex: Execution, rounds: Rounds) -> list[CommandRun]:
     for i, command in enumerate(ex.checks, 1):
         log = ex.task_dir / 'checks' / f'round-{rounds.repairs}' / f'check-{i}.log'
         run = run_shell(command, cwd=ex.workdir, env=ex.command_env, log_path=log, timeout=ex.check_timeout,
-                        cancel=ex.cancel, log_root=ex.log_root)
+                        sandbox=ex.sandbox, cancel=ex.cancel, log_root=ex.log_root)
         runs.append(run)
         if ex.cancel is not None and ex.cancel.is_set():
             state.update_state(ex.task_dir, status='pending', reason='interrupted; resume to run it again')

@@ -75,6 +75,9 @@ BEFORE_RESUME_ONLY = {'-C', '--cd', '-s', '--sandbox', '--add-dir'}
 # ---------------------------------------------------------------------------------------------
 # Helpers for tests
 
+REAL_CODEX = Path(__file__).resolve().parents[2] / 'tools' / 'codex-cli' / 'node_modules' / '.bin' / 'codex'
+
+
 def install_fake_codex(bin_dir: Path, script: dict[str, Any] | None) -> Path:
     """Write `bin_dir/codex` (a shim running this file) and the script; returns bin_dir.
 
@@ -89,6 +92,9 @@ def install_fake_codex(bin_dir: Path, script: dict[str, Any] | None) -> Path:
     lines = ['#!/bin/sh']
     for name, value in defaults.items():
         lines.append(f'if [ -z "${{{name}:-}}" ]; then {name}={shlex.quote(str(value))}; export {name}; fi')
+    # `codex sandbox` (checks, gates, setup: orch.adapters.sandbox) is the real CLI's: no fake of the sandbox
+    if REAL_CODEX.is_file():
+        lines.append(f'if [ "${{1:-}}" = sandbox ]; then exec {shlex.quote(str(REAL_CODEX))} "$@"; fi')
     lines.append(f'exec {shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).absolute()))} "$@"')
     shim = bin_dir / 'codex'
     shim.write_text('\n'.join(lines) + '\n')

@@ -18,6 +18,24 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> bool:
     raise AssertionError(f'condition not met within {timeout} s')
 
 
+def unique_nap() -> str:
+    """A `sleep` argument no other process has: a sandboxed command's child is found by it (`$!` inside the
+    sandbox's PID namespace means nothing out here)."""
+    return f'{30 + time.time_ns() % 10**9 / 10**9:.9f}'
+
+
+def sleeping(nap: str) -> bool:
+    """Does a live `sleep <nap>` run, in any PID namespace?"""
+    for proc in Path('/proc').glob('[0-9]*'):
+        try:
+            if (proc / 'cmdline').read_bytes() == f'sleep\0{nap}\0'.encode() and \
+                    (proc / 'stat').read_text().rpartition(')')[2].split()[0] != 'Z':
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def pgid_alive(pgid: int) -> bool:
     """Does any process of the group still run?"""
     for stat in Path('/proc').glob('[0-9]*/stat'):

@@ -1,0 +1,40 @@
+"""Which sandbox a run's gates, checks and setup commands get (orch.adapters.sandbox), and what runs without one.
+
+- A task's checks and `worktree.setup` commands: Codex's sandbox in its role's mode (`workspace-write` by
+  default; setup needs to write, so a `read-only` role's setup gets `workspace-write`), writing only the
+  task's checkout; unsandboxed when the role says `check_sandbox: none` or its sandbox is
+  `danger-full-access`.
+- A shell rule (a gate, a run-level command): its `sandbox` (default `workspace-write`), writing its working
+  directory, the checkout it tests (`ORCH_WORKTREE`) and the directories of its declared outputs (a gate
+  writes its results there, e.g. `{task_dir}/lint.json`) — never the rest of the run's records; `sandbox:
+  none` runs it as you.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from orch.adapters.sandbox import Sandbox, sandbox_for
+from orch.core.compile import Step
+from orch.core.rules import ShellAction
+from orch.engine.inputs import RunInputs
+
+
+def role_sandbox(rt: RunInputs, role: str, env: Mapping[str, str], *, writes: bool = False) -> Sandbox | None:
+    """The sandbox of a check (or, `writes`, a setup command) of a task of `role`."""
+    mode = rt.role(role).command_sandbox
+    if writes and mode == 'read-only':
+        mode = 'workspace-write'
+    return sandbox_for(rt.config, mode, env, repo=rt.repo)
+
+
+def rule_sandbox(rt: RunInputs, step: Step, env: Mapping[str, str], *writable: Path) -> Sandbox | None:
+    """The sandbox of a shell rule's command: writable besides its working directory are `writable` (the checkout
+    it tests) and the directories of the rule's declared outputs."""
+    action = step.rule.action
+    assert isinstance(action, ShellAction)
+    sandbox = sandbox_for(rt.config, action.sandbox, env, repo=rt.repo)
+    if sandbox is None:
+        return None
+    outputs = {rt.path(target).parent for target in step.targets}
+    return sandbox.with_writable(*writable, *sorted(outputs))
