@@ -547,8 +547,8 @@ def test_a_git_filter_planted_on_a_worker_never_runs(cluster: Cluster, coordinat
     """A clean filter in the scratch repository's .git/config and `*.py filter=x` in .gitattributes would run its
     command at `git add`, on the worker, with its environment and key. `agent`: the real Codex CLI in its
     workspace-write sandbox is told to write them (the sandbox keeps the top-level .git read-only: nothing of
-    that patch is written). `check`: code run by a check (outside the sandbox, as a test suite runs the agent's
-    code) writes them; the unit sees the changed config before `git add` and fails, saying so."""
+    that patch is written). `check`: code run by an unsandboxed check (`check_sandbox: none`) writes them; the unit
+    sees the changed config before `git add` and fails, saying so."""
     marker = cluster.root / f'payload-ran-{by}'
     config = ('[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n'
               f'[filter "x"]\n\tclean = touch {marker}; cat\n')
@@ -560,6 +560,10 @@ def test_a_git_filter_planted_on_a_worker_never_runs(cluster: Cluster, coordinat
         task['checks'] = [f"git config filter.x.clean 'touch {marker}; cat' && printf '*.py filter=x\\n' > "
                           ".gitattributes && touch src/y.py"]
     host = dask_host(hosts_root, monkeypatch, capsys, cluster.address, f'filter-{by}')
+    if by == 'check':   # an unsandboxed check (a sandboxed one cannot write .git/config at all): the seal's case
+        config_file = host.repo / '.orchestrator' / 'orchestrator.yaml'
+        config_file.write_text(config_file.read_text().replace('defaults:\n', 'defaults:\n  check_sandbox: none\n'))
+        commit_all(host.repo, 'unsandboxed checks')
     host.write_plan({'version': 1, 'tasks': [task]})
     rc, out, err = host.cli('run', '--plan-file', 'plan.json')
     assert not marker.exists(), out + err

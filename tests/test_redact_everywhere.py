@@ -43,6 +43,10 @@ def test_a_secret_reaches_no_file_and_no_commit(tmp_path: Path, monkeypatch: pyt
         'commands': [f'echo the token is {SECRET}']}}})
     (host.repo / '.orchestrator' / 'rules').mkdir(exist_ok=True)
     (host.repo / '.orchestrator' / 'rules' / 'gate.yaml').write_text(GATE)
+    # The check may see the secret (a sandboxed check gets no secret-like variable unless passed): its log is
+    # what must be redacted.
+    config = host.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text().replace('  pass_env: []', '  pass_env: [SERVICE_TOKEN]'))
     commit_all(host.repo, 'gate')
     host.write_plan({'version': 1, 'tasks': [{
         'id': 'T1', 'role': 'implementer', 'title': f'Log in with {SECRET}', 'description': f'Use {SECRET}.',
