@@ -6,7 +6,9 @@ last-message.txt, pid = the process group id and process.json = its leader's ide
 time) while it runs, attempt.json at the end). Attempts are:
 - 'initial': a fresh session with the task prompt;
 - 'schema-retry': `resume <thread>` with a reminder after an answer that failed validation;
-- 'failure-retry': a fresh session after a transient failure (crash, failed turn, timeout).
+- 'failure-retry': a fresh session after a transient failure (crash, failed turn, timeout);
+- 'fresh-thread': once, a fresh session when the thread a round resumes is gone ('thread-lost': codex has no
+  rollout of it any more), given `fresh_prompt` (the task's prompt with the round's) instead.
 Each attempt also writes launch.json before it starts (its kind, argv, thread, the run_worker call it
 belongs to and a fingerprint of the task prompt, schema and launch parameters).
 
@@ -131,7 +133,7 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
                cancel: threading.Event | None = None, resume_thread: str | None = None,
                prev_cumulative: dict[str, int] | None = None, recover: bool = False,
                before_fresh_start: Callable[[], None] | None = None,
-               reuse_since: float | None = None) -> WorkerResult:
+               reuse_since: float | None = None, fresh_prompt: str | None = None) -> WorkerResult:
     """Run the task until it yields a valid answer or the retry budget is spent.
 
     resume_thread: continue that Codex thread with `prompt` (a repair or review round) instead of
@@ -152,10 +154,12 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
     retry resumes as usual) and still is, judged again from its events. Only the caller can tell that no
     record took it in: an execution a kill interrupted (orch.steps.rounds.unrecorded_since and the turn of
     a round, Rounds.turn_since).
+
+    fresh_prompt (with resume_thread): what a fresh thread is given, once, when the resumed one is gone.
     """
     started = time.monotonic()
     task_dir = Path(task_dir)
-    budget = _Budget(spec.schema_retries, spec.failure_retries)
+    budget = _Budget(spec.schema_retries, spec.failure_retries, fresh_prompt)
     found = recover_attempts(spec, prompt, task_dir, validate, reuse_since) if recover else None
     plan: Plan | None
     recorded = 0   # how many of the attempts were on record before this call
@@ -184,11 +188,16 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
 class _Budget:
     schema_left: int
     failure_left: int
+    fresh_prompt: str | None = None   # for a fresh thread when the resumed one is lost; None: used, or none
+    fresh_used: str | None = None     # that prompt once used: a fresh retry of the fresh thread is given it too
     failures_done: int = 0
 
     def replay(self, record: AttemptRecord, schema_retries: int) -> None:
         """Count an attempt a killed run made, as _next_plan did when it planned it."""
-        if record.kind == 'schema-retry':
+        if record.kind == 'fresh-thread':
+            self.fresh_used, self.fresh_prompt = self.fresh_prompt, None
+            self.schema_left = schema_retries
+        elif record.kind == 'schema-retry':
             self.schema_left = max(self.schema_left - 1, 0)
         elif record.kind in ('failure-retry', 'resume-retry'):
             self.failure_left = max(self.failure_left - 1, 0)
@@ -200,6 +209,11 @@ def _next_plan(spec: WorkerSpec, prompt: str, plan: Plan, record: AttemptRecord,
                cancel: threading.Event | None) -> Plan | None:
     if record.outcome == 'ok' or _stopping(cancel):
         return None
+    if record.outcome == 'thread-lost' and budget.fresh_prompt is not None and plan.resume_thread:
+        fresh = budget.fresh_used = budget.fresh_prompt
+        budget.fresh_prompt = None
+        budget.schema_left = spec.schema_retries
+        return Plan('fresh-thread', fresh)
     if record.outcome == 'invalid-output' and budget.schema_left > 0 and record.thread_id:
         budget.schema_left -= 1
         cumulative = record.usage_cumulative or plan.prev_cumulative
@@ -213,7 +227,7 @@ def _next_plan(spec: WorkerSpec, prompt: str, plan: Plan, record: AttemptRecord,
         if plan.kind in ('resume', 'resume-retry') and plan.resume_thread:
             # A round continues its thread: a fresh session would not know the work it is asked to fix.
             return Plan('resume-retry', prompt, plan.resume_thread, record.usage_cumulative or plan.prev_cumulative)
-        return Plan('failure-retry', prompt)
+        return Plan('failure-retry', budget.fresh_used or prompt)
     return None
 
 

@@ -32,6 +32,7 @@ from orch.core.redact import is_secret_variable
 
 POLICY = 'shell_environment_policy'
 OPENAI_KEY_ENV = 'CODEX_API_KEY'       # what `codex exec` reads for the built-in openai provider
+SUB_AGENT_FEATURES = ('multi_agent', 'multi_agent_v2')   # `codex features list`, 0.169.0
 _KEYLESS_PROVIDERS = frozenset({'ollama', 'lmstudio', 'oss'})
 
 
@@ -41,7 +42,7 @@ def codex_environment(config: Config, environ: Mapping[str, str] | None = None) 
 
 
 def worker_codex_args(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The `-c` arguments to add to every `codex exec` call, after the config's own extra args.
+    """The `-c` (and `--disable`) arguments to add to every `codex exec` call, after the config's own extra args.
 
     `environ` is the environment codex is started with (default: `codex_environment(config)`).
     """
@@ -57,6 +58,10 @@ def worker_codex_args(config: Config, environ: Mapping[str, str] | None = None) 
                        '-c', 'sandbox_workspace_write.exclude_tmpdir_env_var=true']
     if exclude:
         args += ['-c', f'{POLICY}.exclude={json.dumps(exclude)}']
+    if not config.codex.sub_agents:
+        # A worker is one agent with one budget: Codex's sub-agents (0.169.0: multi_agent, on by default, and
+        # multi_agent_v2) would spend tokens in threads codex-orch neither sees nor limits.
+        args += [f'--disable={feature}' for feature in SUB_AGENT_FEATURES]
     if config.codex.pass_env:
         # codex's own *KEY*/*SECRET*/*TOKEN* filter (off by default) must not undo a pass_env
         args += ['-c', f'{POLICY}.ignore_default_excludes=true']

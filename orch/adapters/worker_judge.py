@@ -69,7 +69,13 @@ def _invalid(record: AttemptRecord, problems: list[str]) -> None:
 
 def _set_failure(record: AttemptRecord, outcome: str, message: str, texts: list[str]) -> None:
     deferred = any(classify_failure(t) == 'deferred' for t in texts)
-    set_outcome(record, 'deferred' if deferred else outcome, message)
+    lost = outcome == 'exit-nonzero' and any(t and THREAD_LOST in t for t in texts)
+    set_outcome(record, 'deferred' if deferred else 'thread-lost' if lost else outcome, message)
+
+
+# What codex 0.169.0 says (rc 1) when `exec resume <thread>` names a thread it no longer has: not the model's
+# failure, and resuming it again cannot help (orch.adapters.worker starts a fresh thread once).
+THREAD_LOST = 'no rollout found'
 
 
 def set_timeout(record: AttemptRecord, limit: str, stream: EventStream, spec: WorkerSpec) -> None:

@@ -82,6 +82,8 @@ class CodexSettings(_Model):
     env: dict[str, str] = {}
     # Variables (names or globs) that workers' shells get although they look secret (orch/adapters/worker_env.py)
     pass_env: list[str] = []
+    # Codex's sub-agents (its multi_agent features) for workers: off unless asked for (orch/adapters/worker_env.py)
+    sub_agents: bool = False
 
     @field_validator('pass_env')
     @classmethod
@@ -90,6 +92,11 @@ class CodexSettings(_Model):
             if not _ENV_NAME_OK.match(name):
                 raise ValueError(f'{name!r} is not an environment variable name (letters, digits, "_"; globs "*", "?")')
         return value
+
+
+class BudgetSettings(_Model):
+    # What a task's launch reserves of the token budget when it never ran before (orch.engine.session.Budget)
+    reserve_per_task: int = Field(default=50_000, ge=0)
 
 
 class Branches(_Model):
@@ -179,6 +186,7 @@ class Config(_Model):
     concurrency: Concurrency = Concurrency()
     decisions_file: str = 'docs/ai/decisions.md'
     token_budget: int | None = Field(default=None, gt=0)
+    budget: BudgetSettings = BudgetSettings()
     git: GitSettings = GitSettings()
     defaults: RoleSettings = _DEFAULT_ROLE
     roles: dict[str, RoleSettings] = Field(default_factory=lambda: {

@@ -32,6 +32,7 @@ class TaskEntry(TypedDict):
     checks: NotRequired[list[str]]   # only when the plan gives some: older task.json files stay as they were
     control_files: NotRequired[bool]
     protect: NotRequired[list[str]]
+    max_tokens: NotRequired[int]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Task:
     checks: tuple[str, ...] = ()     # shell commands that must pass before the task's commit
     control_files: bool = False      # it may change codex-orch's control files (.orchestrator/, dodo.py, ...)
     protect: tuple[str, ...] = ()    # globs no worker may change, added to the built-in ones (orch.steps.guard)
+    max_tokens: int | None = None    # what one execution of it may spend (orch.steps.budget)
 
     def entry(self) -> TaskEntry:
         """The task as written to task.json: what makes it stale when it changes."""
@@ -58,6 +60,8 @@ class Task:
             entry['control_files'] = True
         if self.protect:
             entry['protect'] = list(self.protect)
+        if self.max_tokens is not None:
+            entry['max_tokens'] = self.max_tokens
         return entry
 
 
@@ -127,7 +131,8 @@ def plan_from_data(data: dict[str, Any], *, digest: str | None = None, schema_ke
     tasks = tuple(Task(id=t['id'], role=t['role'], title=t['title'], description=t['description'],
                        depends_on=tuple(t.get('depends_on', ())), paths=tuple(t.get('paths', ())),
                        acceptance=tuple(t.get('acceptance', ())), checks=tuple(t.get('checks', ())),
-                       control_files=bool(t.get('control_files', False)), protect=tuple(t.get('protect', ())))
+                       control_files=bool(t.get('control_files', False)), protect=tuple(t.get('protect', ())),
+                       max_tokens=t.get('max_tokens'))
                   for t in data['tasks'])
     return Plan(title=data.get('title', ''), tasks=tasks, digest=digest or _digest(data), schema_key=schema_key)
 

@@ -38,26 +38,67 @@ class ProgressSink(Protocol):
 
 @dataclass
 class Budget:
-    """Tokens spent by this invocation against the config's `token_budget` (None: no limit)."""
+    """Tokens spent against the config's `token_budget` (None: no limit), counted from the run's start.
+
+    A task's launch reserves what it is expected to cost (`launch`), and is refused while what was spent and
+    what running tasks still hold reserved reach the limit: a wave of parallel tasks cannot all start on the
+    last few tokens. What a task spends comes off its reservation; its end (`release`) frees the rest.
+    """
 
     limit: int | None
     spent: int = 0
     stop_reason: str | None = None
+    _reserved: dict[str, int] = field(default_factory=dict, repr=False)   # running task -> what it still holds
+    _task_spent: dict[str, int] = field(default_factory=dict, repr=False)   # in this invocation
     _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, usage: dict[str, int] | None) -> None:
+    def add(self, usage: dict[str, int] | None, task_id: str | None = None) -> None:
         if usage:
+            tokens = usage_tokens(usage)
             with self._mutex:
-                self.spent += int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))
+                self.spent += tokens
+                if task_id is not None:
+                    self._task_spent[task_id] = self._task_spent.get(task_id, 0) + tokens
+                    if task_id in self._reserved:
+                        self._reserved[task_id] = max(self._reserved[task_id] - tokens, 0)
+
+    def task_spent(self, task_id: str) -> int:
+        with self._mutex:
+            return self._task_spent.get(task_id, 0)
+
+    def launch(self, task_id: str, expected: int) -> str | None:
+        """Reserve `expected` tokens for the task about to start; why it may not start, or None."""
+        with self._mutex:
+            if self.limit is None:
+                return None
+            held = self.spent + sum(self._reserved.values())
+            if held >= self.limit:
+                return self._stop(f'token budget of {self.limit} exhausted ({self.spent} spent in this run'
+                                  + (f', {held - self.spent} reserved by running tasks' if held > self.spent else '')
+                                  + '); not started')
+            self._reserved[task_id] = expected
+            return None
+
+    def release(self, task_id: str) -> None:
+        with self._mutex:
+            self._reserved.pop(task_id, None)
 
     def exhausted(self) -> str | None:
-        """Why no new task may start, or None."""
+        """Why no further turn may start: what was spent reached the limit; or None."""
         with self._mutex:
             if self.limit is None or self.spent < self.limit:
                 return None
-            self.stop_reason = (f'token budget of {self.limit} exhausted ({self.spent} spent in this run); '
-                                'not started')
-            return self.stop_reason
+            return self._stop(f'token budget of {self.limit} exhausted ({self.spent} spent in this run); '
+                              'stopped before its next turn')
+
+    def _stop(self, reason: str) -> str:
+        self.stop_reason = reason
+        return reason
+
+
+def usage_tokens(usage: dict[str, int]) -> int:
+    """What a budget counts of a usage record: input (cached or not) and output tokens, as Codex reports them."""
+    return int(usage.get('input_tokens', 0) or 0) + int(usage.get('output_tokens', 0) or 0)
 
 
 class Session:
@@ -129,8 +170,7 @@ def spent_so_far(inputs: RunInputs) -> int:
     """Tokens the run paid before this invocation: its token budget is the run's, not the invocation's."""
     total = 0
     for task in inputs.plan.tasks:
-        usage = attempts_usage(inputs.task_dir(task.id))
-        total += usage['input_tokens'] + usage['output_tokens']
+        total += usage_tokens(attempts_usage(inputs.task_dir(task.id)))
     return total
 
 

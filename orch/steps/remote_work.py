@@ -149,7 +149,7 @@ def _record(work: TaskWork, outcome: WorkOutcome, record: dict[str, Any]) -> dic
     crash_point('remote-received', work.task.id)
     outcome = capped(outcome)
     _import_files(work, outcome)
-    work.session.budget.add(outcome.usage)
+    work.session.budget.add(outcome.usage, work.task.id)
     saved = {'inputs_digest': work.digest, 'snapshot': record['snapshot'], 'tip': record['tip'],
              'started_at': record['started_at'], 'outcome': outcome.to_json()}
     atomic.write_json(work.task_dir / OUTCOME_FILE, saved)
@@ -347,7 +347,7 @@ def remote_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt
             return _turn_failed('interrupted', outcome='interrupted')
     outcome = capped(outcome)
     _import_files(work, outcome)
-    work.session.budget.add(outcome.usage)
+    work.session.budget.add(outcome.usage, work.task.id)
     state.update_state(task_dir, remote_turn=None)
     work.session.executor.forget(outcome.key)
     if outcome.status != 'done':   # the unit itself did not run (lost worker, a broken machine)

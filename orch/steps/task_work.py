@@ -24,7 +24,7 @@ from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
 from orch.errors import GitError
 from orch.runstate import state
-from orch.steps import checkout, git_seal, verify
+from orch.steps import budget, checkout, git_seal, verify
 from orch.steps.commands import command_env
 from orch.steps.failure import fail
 from orch.steps.rounds import Rounds
@@ -79,8 +79,11 @@ class TaskWork:
             schema=rt.schema(self.step.input('schema')), checks=self.checks, repair_rounds=role.repair_rounds,
             check_timeout=role.check_timeout, command_env=env, log_root=rt.repo,
             sandbox=role_sandbox(rt, self.task.role, env) if self.checks else None,
-            cancel=session.cancel, on_event=session.on_worker_event(self.task.id), on_usage=session.budget.add,
-            after_worker=lambda result: git_seal.check(session, self.task_dir, self.workdir))
+            cancel=session.cancel, on_event=session.on_worker_event(self.task.id),
+            on_usage=budget.note_usage(session, self.task.id),
+            after_worker=lambda result: git_seal.check(session, self.task_dir, self.workdir),
+            before_turn=lambda: budget.before_turn(session, self.task, self.task_dir),
+            task_prompt=rt.path(self.step.input('prompt')).read_text(encoding='utf-8'))
 
 
 def worker_spec(work: TaskWork) -> WorkerSpec:

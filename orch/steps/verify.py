@@ -49,19 +49,31 @@ class Execution:
     # After each worker call, before git looks at the worktree again (a remote unit: raises Failed when the worker
     # changed its repository's git config, orch.remote.run_unit).
     after_worker: Callable[[WorkerResult], None] | None = None
+    # Before each worker call: raises Failed (the task's state saying why) when the run's token budget or the task's
+    # max_tokens leaves no room for another turn (orch.steps.budget).
+    before_turn: Callable[[], None] | None = None
+    task_prompt: str = ''   # what a fresh thread is given, before a round's prompt, when the round's thread is lost
 
 
 def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
                 before_fresh_start: Callable[[], None] | None = None,
                 reuse_since: float | None = None) -> WorkerResult:
     """The worker on `prompt`: the first answer, or (resume) a round in its thread, whose turn under way
-    (Rounds.turn_since) says which ended attempts may be taken instead of paying again (run_worker's reuse_since)."""
+    (Rounds.turn_since) says which ended attempts may be taken instead of paying again (run_worker's reuse_since).
+    A round whose thread codex no longer has goes on, once, in a fresh thread given the task's prompt first."""
+    if ex.before_turn is not None:
+        ex.before_turn()
+    fresh = f'{ex.task_prompt}\n\n## Where the work stands\n\n{prompt}' if resume and ex.task_prompt else None
     result = run_worker(ex.spec, prompt, ex.task_dir, lambda answer: schema_errors(answer, ex.schema),
                         on_event=ex.on_event, cancel=ex.cancel,
                         resume_thread=resume.thread_id if resume else None,
                         prev_cumulative=resume.cumulative if resume else None,
                         recover=True, before_fresh_start=before_fresh_start,
-                        reuse_since=resume.turn_since if resume else reuse_since)
+                        reuse_since=resume.turn_since if resume else reuse_since, fresh_prompt=fresh)
+    if any(a.kind == 'fresh-thread' for a in result.attempts):
+        lost = resume.thread_id if resume else None
+        state.update_state(ex.task_dir, thread_restarted=f'thread {lost} was gone (codex: no rollout found); the '
+                           f'round went on in a fresh thread {result.thread_id}, given the task\'s prompt again')
     if ex.on_usage is not None:
         ex.on_usage(result.spent_now)
     if ex.after_worker is not None:

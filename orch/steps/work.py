@@ -24,7 +24,7 @@ from orch.engine.session import Session
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import state
-from orch.steps import checkout, git_seal, landing, verify
+from orch.steps import budget, checkout, git_seal, landing, verify
 from orch.steps.failure import Failed, fail
 from orch.steps.finish import continue_rounds, finish_interrupted_commit
 from orch.steps.remote_work import DaskExecution
@@ -90,10 +90,12 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
         with session.scheduler.slot(task):
             if finish_interrupted_commit(work):
                 return
-            _check_budget(work)
+            budget.launch(rt, session, task, task_dir)
             execution.run(work)
     except GitError as exc:   # recorded, or the task would show as 'running' / 'interrupted' forever
         raise fail(task_dir, str(exc)) from None
+    finally:
+        session.budget.release(task.id)
 
 
 class LocalExecution:
@@ -114,7 +116,7 @@ class LocalExecution:
                             on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
                             resume_thread=thread, prev_cumulative=prev_cumulative, recover=True,
                             reuse_since=reuse_since)
-        work.session.budget.add(result.spent_now)
+        work.session.budget.add(result.spent_now, work.task.id)
         return result
 
 
@@ -131,13 +133,6 @@ def _remember_leftovers(work: TaskWork) -> None:
     except GitError:
         left = {}
     state.update_state(work.task_dir, left=left)
-
-
-def _check_budget(work: TaskWork) -> None:
-    reason = work.session.budget.exhausted()
-    if reason:
-        state.update_state(work.task_dir, status='deferred', reason=reason, outcome='budget')
-        raise Failed(reason)
 
 
 def _run_and_commit(work: TaskWork) -> None:
