@@ -35,9 +35,9 @@ def enable_cache(repo: Path, extra: str = '') -> None:
     config.write_text(config.read_text() + f'cache: {{{extra}}}\n')
 
 
-def host_a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tuple[Host, Path]:
+def host_a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, extra: str = '') -> tuple[Host, Path]:
     host = make_host(tmp_path, monkeypatch, capsys, SCRIPT)
-    enable_cache(host.repo)
+    enable_cache(host.repo, extra)
     host.write_plan(plan())
     commit_all(host.repo, 'plan')
     remote = tmp_path / 'remote.git'
@@ -82,6 +82,10 @@ def test_a_fresh_clone_replays_every_task_and_verifies_it_there(tmp_path: Path, 
     assert [c['passed'] for c in first['checks']] == [True]   # its check ran here, in B
     assert (b.run_dir('rb') / 'tasks' / 'T1' / 'checks' / 'round-0' / 'check-1.log').is_file()
     assert b.statuses('rb') == {'T1': 'done', 'T2': 'done'}
+    rows = b.status('rb')['tasks']
+    assert [r['cache']['hit'] for r in rows] == [True, True]   # status --json and summary.json say so
+    summary = json.loads((b.run_dir('rb') / 'summary.json').read_text())
+    assert [t['cache']['origin']['run'] for t in summary['tasks']] == ['ra', 'ra']
 
     # one task's description edited: exactly that task misses
     b.write_plan(plan('Write src/b.py, carefully.'))
@@ -115,6 +119,28 @@ def test_a_tampered_entry_whose_check_fails_here_is_never_done_from_the_cache(
     assert 'T1: the cached result' in err and 'its check failed here' in err
     assert a.launched_tasks() == ['T1']            # refused after its check failed here; T2 still hits
     assert 'cache' not in a.result('T1') and git(a.repo, 'show', f'{a.shared_branch()}:src/a.py') == "print('hello')"
+
+
+def test_with_a_cache_remote_a_run_pushes_its_entries_and_a_read_only_one_writes_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, remote = host_a(tmp_path, monkeypatch, capsys, 'remote: origin')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    assert len(git(remote, 'for-each-ref', 'refs/codex-orch/cache/').splitlines()) == 2
+    b = clone(a, remote, tmp_path / 'b')
+    config = b.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text().replace('cache: {remote: origin}', 'cache: {remote: origin, write: false}'))
+    b.write_plan(plan('Write src/b.py, carefully.'))
+    commit_all(b.repo, 'read only, T2 edited')
+    a.clear_log()
+    rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')   # pulls before it runs
+    assert rc == 0, out + err
+    assert b.launched_tasks() == ['T2']
+    assert len(git(b.repo, 'for-each-ref', 'refs/codex-orch/cache/').splitlines()) == 2   # nothing written
+    rc, out, err = b.cli('cache', 'ls')
+    assert rc == 0 and out.count(' ra ') == 2, out
+    rc, out, err = b.cli('cache', 'gc')
+    assert rc == 0 and '2 entries deleted' in out and git(b.repo, 'for-each-ref', 'refs/codex-orch/') == ''
 
 
 def test_the_key_covers_what_decides_the_work_and_not_run_ids() -> None:

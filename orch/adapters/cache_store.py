@@ -120,12 +120,18 @@ def _stdin(repo: Path, args: tuple[str, ...], data: bytes, env: Mapping[str, str
 
 
 def start_tree(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
-    """The digest of `commit`'s tree with the files `ignore` left out: codex-orch's own (the decisions log names
-    the run that wrote each entry; the plan file holds every task's entry, and a task's own is in its prompt)."""
+    """The digest of `commit`'s tree with the files `ignore` left out (a name ending in "/": everything under it):
+    codex-orch's own (the decisions log names the run that wrote each entry; the plan file holds every task's entry,
+    a task's own being in its prompt; of `.orchestrator/`, what decides a task's work is in its key already)."""
     out = run(repo, 'ls-tree', '-r', '--full-tree', '-z', check_name(commit, 'commit')).out
-    skip = {name.encode() for name in ignore}
-    kept = [item for item in out.split(b'\0') if item and item.split(b'\t', 1)[-1] not in skip]
-    return hashlib.sha256(b'\0'.join(kept)).hexdigest()
+    files = {name.encode() for name in ignore if not name.endswith('/')}
+    dirs = tuple(name.encode() for name in ignore if name.endswith('/'))
+
+    def kept(path: bytes) -> bool:
+        return path not in files and not path.startswith(dirs)
+
+    kept_items = [item for item in out.split(b'\0') if item and kept(item.split(b'\t', 1)[-1])]
+    return hashlib.sha256(b'\0'.join(kept_items)).hexdigest()
 
 
 def replay(workdir: Path, base: str, commit: str, ignore: str) -> None:

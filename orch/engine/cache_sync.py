@@ -18,6 +18,7 @@ from orch.core.cache_key import cache_key
 from orch.engine.inputs import RunInputs
 from orch.errors import GitError
 from orch.runstate import state
+from orch.runstate.runs import ORCH_DIR
 
 LOG_LIMIT = 1 << 20   # bytes of one log kept in an entry
 
@@ -75,7 +76,7 @@ def store_verified(rt: RunInputs, task_id: str) -> bool:
 
 def own_files(rt: RunInputs) -> tuple[str, ...]:
     """codex-orch's own files, left out of the start tree a key covers (orch.adapters.cache_store.start_tree)."""
-    return rt.config.decisions_file, rt.run.plan_file
+    return rt.config.decisions_file, rt.run.plan_file, ORCH_DIR + '/'
 
 
 def log_files(task_dir: Path) -> dict[str, bytes]:
