@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'prune': ('orch.commands.prune', 'prune'),
     'merge': ('orch.commands.merge', 'merge'),
     'clean': ('orch.commands.clean', 'clean'),
+    'cache': ('orch.commands.cache', 'cache'),
 }
 
 

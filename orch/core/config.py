@@ -172,6 +172,14 @@ class WorktreeSettings(_Model):
     setup_timeout: float = Field(default=1800, gt=0)   # seconds for one setup command
 
 
+class CacheSettings(_Model):
+    """The cache of verified task results (orch.steps.cache_hit), kept in the repository's refs; off unless the
+    config has `cache:`. `remote`: pulled before a run and pushed after. `write: false`: read only."""
+
+    remote: str | None = Field(default=None, min_length=1, pattern=r'^[^-]')
+    write: bool = True
+
+
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,
                              timeout_first_event=120, schema_retries=1, failure_retries=1, retry_backoff=5,
                              checks=[], repair_rounds=2, review_rounds=2, conflict_rounds=2,
@@ -198,6 +206,7 @@ class Config(_Model):
     # Globs of files no worker may change unless its task names them in its `paths`, added to the built-in ones
     # (test configuration, AGENTS.md, .codex/, .github/: orch.steps.guard.PROTECTED).
     protect: list[str] = []
+    cache: CacheSettings | None = None   # `cache: {}` turns the result cache on
 
     @field_validator('roles', mode='before')
     @classmethod

@@ -15,7 +15,7 @@ from orch.adapters import worker
 from orch.adapters.doit_runner import changed_entries, is_last, run_doit
 from orch.adapters.services import Services
 from orch.core.redact import RedactingStream
-from orch.engine import noop_record
+from orch.engine import cache_sync, noop_record
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
 from orch.engine.reports import write_reports
@@ -48,6 +48,7 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
         with sigterm_as_interrupt(), contextlib.chdir(rt.repo):
             try:
                 services.start()
+                cache_sync.pull_before(rt)
                 rc = run_doit(rt, session, _argv(options))
                 if any(is_last(s) for s in rt.steps):
                     report_rc = run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))],
@@ -75,6 +76,7 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
         with contextlib.suppress(OSError):
             before = noop_record.snapshot_before(rt, previous)
     rows = task_rows(rt)
+    cache_sync.store_and_push(rt, rows)
     lines = summary_lines(rt, session, rows)
     for line, err in lines:
         output.write_line(line, err=err)

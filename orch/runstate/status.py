@@ -125,6 +125,8 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'warnings': either('warnings', []),
         'fixes': either('fixes', []),
         'worker': _worker(st),
+        # the result cache (config `cache:`): its latest execution's lookup; a hit names its origin
+        'cache': done.get('cache') or ({'hit': False} if st.get('cache') else None),
         'findings': answer.get('findings') if isinstance(answer, dict) and
         answer.get('verdict') == 'request_changes' else None,
     }

@@ -69,7 +69,8 @@ def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> None:
         raise Failed(reason)
 
 
-def commit_verified(work: TaskWork, rounds: Rounds) -> None:
+def commit_verified(work: TaskWork, rounds: Rounds, extra: dict[str, Any] | None = None) -> None:
+    """extra: kept in pending.json and the execution record (a cache hit's `cache`, orch.steps.cache_hit)."""
     rt, task, task_dir = work.rt, work.task, work.task_dir
     _refuse_control_changes(work, rounds)
     attempts = state.attempt_count(task_dir)
@@ -77,7 +78,8 @@ def commit_verified(work: TaskWork, rounds: Rounds) -> None:
     pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': rounds.answer,
                'worker': {'usage': rounds.usage, 'thread_id': rounds.thread_id, 'cumulative': rounds.cumulative},
                'checks': rounds.checks, 'repair_rounds': rounds.repairs, 'review_rounds': rounds.reviews,
-               'fixes': rounds.fixes, 'conflict_rounds': rounds.conflicts, 'started_at': rounds.started_at}
+               'fixes': rounds.fixes, 'conflict_rounds': rounds.conflicts, 'started_at': rounds.started_at,
+               **(extra or {})}
     atomic.write_json(task_dir / 'pending.json', pending)
     Rounds.clear(task_dir)
     crash_point('after-pending', task.id)
@@ -214,6 +216,8 @@ def write_result(work: TaskWork, pending: dict[str, Any], sha: str | None) -> No
         'conflict_rounds': pending.get('conflict_rounds', 0),
         'warnings': state.read_state(task_dir).get('warnings') or [],
     }
+    if pending.get('cache'):   # a cache hit (orch.steps.cache_hit): its origin and the tokens it saved
+        execution['cache'] = pending['cache']
     crash_point('before-result', task.id)
     state.write_result(task_dir, result, execution)
     state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=execution['attempts'],

@@ -24,7 +24,7 @@ from orch.engine.session import Session
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import state
-from orch.steps import budget, checkout, git_seal, landing, verify
+from orch.steps import budget, cache_hit, checkout, git_seal, landing, verify
 from orch.steps.failure import Failed, fail
 from orch.steps.finish import continue_rounds, finish_interrupted_commit
 from orch.steps.remote_work import DaskExecution
@@ -88,7 +88,7 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
                              'that merge cannot be resolved: resume with --executor local')
     try:
         with session.scheduler.slot(task):
-            if finish_interrupted_commit(work):
+            if finish_interrupted_commit(work) or cache_hit.try_hit(work):
                 return
             budget.launch(rt, session, task, task_dir)
             execution.run(work)

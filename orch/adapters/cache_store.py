@@ -1,0 +1,164 @@
+"""Where cached task results live: git refs in the host repository (`refs/codex-orch/cache/<key>`).
+
+An entry is a commit whose tree holds `entry.json` (the answer, the execution record, its origin) and `logs/`
+(the event log and check logs), with the task's commit as its parent so that the task's objects travel with it
+through any git remote (`cache push` / `cache pull`: plain fetch and push of the refs). Entries are written
+once and never replaced (`update-ref` with an empty old value). The interface (`get`, `put`, `keys`, `delete`)
+is what another store (a local directory, an object store) implements the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from orch.adapters.git.run import check_name, own_worktree, ref_sha, run
+
+PREFIX = 'refs/codex-orch/cache/'
+_ZERO = '0' * 40
+# The transports a cache remote may use, beside a local path (SAFE_CONFIG allows only that): never `ext::`.
+_TRANSPORTS = tuple(arg for name in ('https', 'http', 'ssh', 'git')
+                    for arg in ('-c', f'protocol.{name}.allow=always'))
+_IDENTITY = {'GIT_AUTHOR_NAME': 'codex-orch', 'GIT_AUTHOR_EMAIL': 'codex-orch@localhost',
+             'GIT_COMMITTER_NAME': 'codex-orch', 'GIT_COMMITTER_EMAIL': 'codex-orch@localhost'}
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    data: dict[str, Any]      # entry.json: answer, execution, origin, commit, base
+    ref_commit: str           # the entry's own commit (its tree: entry.json and logs)
+
+    @property
+    def commit(self) -> str | None:
+        value = self.data.get('commit')
+        return value if isinstance(value, str) else None
+
+    @property
+    def base(self) -> str | None:
+        value = self.data.get('base')
+        return value if isinstance(value, str) else None
+
+
+class CacheStore(Protocol):
+    def get(self, key: str) -> Entry | None: ...
+    def put(self, key: str, data: dict[str, Any], commit: str | None, logs: Mapping[str, bytes]) -> bool: ...
+    def entries(self) -> list[tuple[str, float]]: ...
+    def delete(self, key: str) -> None: ...
+
+
+class GitRefStore:
+    """The cache in the repository's refs (see the module's doc)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+
+    def get(self, key: str) -> Entry | None:
+        ref = PREFIX + check_name(key, 'cache key')
+        sha = ref_sha(self.repo, ref + '^{commit}')
+        if sha is None:
+            return None
+        res = run(self.repo, 'cat-file', 'blob', f'{sha}:entry.json', ok=(0, 128))
+        try:
+            data = json.loads(res.out) if res.status == 0 else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or data.get('key') != key:
+            return None
+        commit = data.get('commit')
+        if commit is not None and (not isinstance(commit, str) or ref_sha(self.repo, f'{commit}^{{commit}}') is None):
+            return None   # its objects did not travel with it
+        return Entry(key, data, sha)
+
+    def put(self, key: str, data: dict[str, Any], commit: str | None, logs: Mapping[str, bytes]) -> bool:
+        """Write the entry unless one exists (written once, never replaced); True when written."""
+        ref = PREFIX + check_name(key, 'cache key')
+        if ref_sha(self.repo, ref) is not None:
+            return False
+        text = json.dumps({**data, 'key': key, 'commit': commit}, indent=2, sort_keys=True)
+        entry_blob = _blob(self.repo, text.encode() + b'\n')
+        log_lines = [f'100644 blob {_blob(self.repo, body)}\t{name}' for name, body in sorted(logs.items())]
+        lines = [f'100644 blob {entry_blob}\tentry.json']
+        if log_lines:
+            lines.append(f'040000 tree {_tree(self.repo, log_lines)}\tlogs')
+        tree = _tree(self.repo, lines)
+        parents = ['-p', commit] if commit else []
+        sha = _stdin(self.repo, ('commit-tree', tree, *parents), f'codex-orch cache entry {key}\n'.encode(),
+                     env=_IDENTITY)
+        res = run(self.repo, 'update-ref', ref, sha, _ZERO, ok=(0, 1, 128))
+        return res.status == 0
+
+    def entries(self) -> list[tuple[str, float]]:
+        out = run(self.repo, 'for-each-ref', '--format=%(refname) %(committerdate:unix)', PREFIX).text
+        found = []
+        for line in out.splitlines():
+            name, _, when = line.rpartition(' ')
+            found.append((name[len(PREFIX):], float(when or 0)))
+        return found
+
+    def delete(self, key: str) -> None:
+        run(self.repo, 'update-ref', '-d', PREFIX + check_name(key, 'cache key'))
+
+
+def _blob(repo: Path, data: bytes) -> str:
+    return _stdin(repo, ('hash-object', '-w', '--stdin'), data)
+
+
+def _tree(repo: Path, lines: list[str]) -> str:
+    return _stdin(repo, ('mktree',), ('\n'.join(lines) + '\n').encode())
+
+
+def _stdin(repo: Path, args: tuple[str, ...], data: bytes, env: Mapping[str, str] | None = None) -> str:
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.seek(0)
+        return run(repo, *args, stdin=f, env=env).text
+
+
+def start_tree(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
+    """The digest of `commit`'s tree with the files `ignore` left out (a name ending in "/": everything under it):
+    codex-orch's own (the decisions log names the run that wrote each entry; the plan file holds every task's entry,
+    a task's own being in its prompt; of `.orchestrator/`, what decides a task's work is in its key already)."""
+    out = run(repo, 'ls-tree', '-r', '--full-tree', '-z', check_name(commit, 'commit')).out
+    files = {name.encode() for name in ignore if not name.endswith('/')}
+    dirs = tuple(name.encode() for name in ignore if name.endswith('/'))
+
+    def kept(path: bytes) -> bool:
+        return path not in files and not path.startswith(dirs)
+
+    kept_items = [item for item in out.split(b'\0') if item and kept(item.split(b'\t', 1)[-1])]
+    return hashlib.sha256(b'\0'.join(kept_items)).hexdigest()
+
+
+def replay(workdir: Path, base: str, commit: str, ignore: str) -> None:
+    """Write the changes of the cached `commit` (over its parent `base`) into a task's checkout, `ignore` left out
+    (the decisions log: the task's own entry is written again by this run). GitError when they do not apply."""
+    own_worktree(workdir, 'replay a cached result in')
+    patch = run(workdir, 'diff', '--binary', '--full-index', '--no-renames', '--no-ext-diff', '--no-textconv',
+                check_name(base, 'commit'), check_name(commit, 'commit'), '--', '.', f':(exclude,top){ignore}').out
+    if not patch:
+        return
+    with tempfile.TemporaryFile() as f:
+        f.write(patch + b'\n')
+        f.seek(0)
+        run(workdir, 'apply', '--binary', '--whitespace=nowarn', '-', stdin=f)
+
+
+def fetch(repo: Path, remote: str) -> str:
+    """`cache pull`: the remote's cache refs into this repository (an existing entry is kept)."""
+    return run(repo, *_TRANSPORTS, 'fetch', '--no-tags', check_name(remote, 'remote'),
+               f'{PREFIX}*:{PREFIX}*').err
+
+
+def push(repo: Path, remote: str) -> str:
+    """`cache push`: this repository's cache refs to the remote (never forced: entries are written once)."""
+    return run(repo, *_TRANSPORTS, 'push', '--quiet', check_name(remote, 'remote'),
+               f'{PREFIX}*:{PREFIX}*').err
+
+
+def parents(repo: Path, commit: str) -> list[str]:
+    return run(repo, 'rev-list', '--parents', '-n', '1', check_name(commit, 'commit')).text.split()[1:]

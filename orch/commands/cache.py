@@ -1,0 +1,67 @@
+"""`codex-orch cache pull|push [REMOTE]`, `cache ls`, `cache gc [--older-than DAYS]`: the result cache.
+
+The cache lives in the repository's refs (`refs/codex-orch/cache/<key>`, orch.adapters.cache_store), so any git
+remote carries it: pull and push are a fetch and a push of those refs (an entry is never replaced). REMOTE
+defaults to the config's `cache.remote`, else `origin`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+
+from tabulate import tabulate
+
+from orch import output
+from orch.adapters import cache_store
+from orch.commands.common import find_repo
+from orch.core.config import CONFIG_FILE, load_config
+from orch.errors import EXIT_OK, InputError
+from orch.runstate.runs import ORCH_DIR
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('cache', help='the cache of verified task results: pull, push, ls, gc')
+    actions = p.add_subparsers(dest='action', required=True, metavar='ACTION')
+    for name, doc in (('pull', "fetch the remote's cache entries"), ('push', 'push the cache entries to the remote')):
+        a = actions.add_parser(name, help=doc)
+        a.add_argument('remote', nargs='?', help='a git remote (default: config cache.remote, else origin)')
+    actions.add_parser('ls', help='list the cache entries: key, task, run, when')
+    gc = actions.add_parser('gc', help='delete cache entries')
+    gc.add_argument('--older-than', type=float, default=None, metavar='DAYS',
+                    help='only entries written more than DAYS days ago (default: every entry)')
+
+
+def cache(args: argparse.Namespace) -> int:
+    repo = find_repo()
+    store = cache_store.GitRefStore(repo)
+    if args.action in ('pull', 'push'):
+        settings = load_config(repo / ORCH_DIR / CONFIG_FILE).cache
+        remote = args.remote or (settings.remote if settings else None) or 'origin'
+        if remote.startswith('-'):
+            raise InputError(f'invalid remote {remote!r}: name a git remote or a repository path')
+        before = {k for k, _ in store.entries()}
+        (cache_store.fetch if args.action == 'pull' else cache_store.push)(repo, remote)
+        after = {k for k, _ in store.entries()}
+        what = f'{len(after - before)} new' if args.action == 'pull' else f'{len(after)}'
+        output.write_line(f'cache {args.action}: {what} entries ({remote})')
+        return EXIT_OK
+    if args.action == 'ls':
+        rows = []
+        for key, when in sorted(store.entries(), key=lambda kv: kv[1]):
+            entry = store.get(key)
+            origin = (entry.data.get('origin') if entry else None) or {}
+            rows.append([key[:16], origin.get('task', '?'), origin.get('run', '?'),
+                         dt.datetime.fromtimestamp(when).isoformat(timespec='seconds'),
+                         'ok' if entry else 'unreadable'])
+        output.write_line(tabulate(rows, headers=['key', 'task', 'run', 'written', 'entry']) if rows
+                          else 'no cache entries')
+        return EXIT_OK
+    if args.older_than is not None and args.older_than < 0:
+        raise InputError('--older-than must be a number of days, 0 or more')
+    cutoff = time.time() - (args.older_than or 0) * 86400
+    gone = [key for key, when in store.entries() if args.older_than is None or when < cutoff]
+    for key in gone:
+        store.delete(key)
+    output.write_line(f'cache gc: {len(gone)} entries deleted')
+    return EXIT_OK

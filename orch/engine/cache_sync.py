@@ -1,0 +1,90 @@
+"""The result cache around a run (config `cache:`): pull its remote's entries before, store every verified result
+after, push to its remote after. Nothing here when the config has no `cache:`.
+
+A result is stored only when the task is done with every check, gate and verdict passed (its status row says
+`done`, which folds its gates in), and only when it was paid for here (a hit is already an entry). Its key is the
+one its execution looked up (orch.steps.cache_hit), with the tree of the commit its work actually sits on.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from orch import output
+from orch.adapters import cache_store
+from orch.core.cache_key import cache_key
+from orch.engine.inputs import RunInputs
+from orch.errors import GitError
+from orch.runstate import state
+from orch.runstate.runs import ORCH_DIR
+
+LOG_LIMIT = 1 << 20   # bytes of one log kept in an entry
+
+
+def pull_before(rt: RunInputs) -> None:
+    settings = rt.config.cache
+    if settings is None or not settings.remote:
+        return
+    try:
+        cache_store.fetch(rt.repo, settings.remote)
+    except GitError as exc:   # a cache that cannot be read is a miss, never a failed run
+        output.write_line(f'warning: cannot pull the result cache from {settings.remote}: {exc}', err=True)
+
+
+def store_and_push(rt: RunInputs, rows: list[dict[str, Any]]) -> None:
+    settings = rt.config.cache
+    if settings is None or not settings.write:
+        return
+    stored = 0
+    for row in rows:
+        if row.get('status') == 'done':
+            try:
+                stored += store_verified(rt, row['id'])
+            except (GitError, OSError) as exc:
+                output.write_line(f'warning: {row["id"]}: its result was not cached: {exc}', err=True)
+    if settings.remote and stored:
+        try:
+            cache_store.push(rt.repo, settings.remote)
+        except GitError as exc:
+            output.write_line(f'warning: cannot push the result cache to {settings.remote}: {exc}', err=True)
+
+
+def store_verified(rt: RunInputs, task_id: str) -> bool:
+    task_dir = rt.task_dir(task_id)
+    st = state.read_state(task_dir)
+    record, result = st.get('cache'), state.read_result(task_dir)
+    if not isinstance(record, dict) or not record.get('work') or not result or record.get('hit'):
+        return False
+    if (result.get('cache') or {}).get('hit'):
+        return False
+    found, start = result.get('commit'), st.get('checkout_start')
+    commit = found if isinstance(found, str) else None
+    parents = cache_store.parents(rt.repo, commit) if commit else [start] if isinstance(start, str) else []
+    if len(parents) != 1:
+        return False
+    base = str(parents[0])
+    key = cache_key(str(record['work']), cache_store.start_tree(rt.repo, base, own_files(rt)))
+    data = {'answer': result.get('answer'), 'commit': commit, 'base': base,
+            'files_changed': result.get('files_changed') or [],
+            'execution': {k: result.get(k) for k in ('usage', 'attempts', 'repair_rounds', 'review_rounds',
+                                                     'conflict_rounds', 'duration', 'checks')},
+            'origin': {'run': rt.run.run_id, 'task': task_id, 'host': socket.gethostname(), 'time': time.time()}}
+    return cache_store.GitRefStore(rt.repo).put(key, data, commit, log_files(task_dir))
+
+
+def own_files(rt: RunInputs) -> tuple[str, ...]:
+    """codex-orch's own files, left out of the start tree a key covers (orch.adapters.cache_store.start_tree)."""
+    return rt.config.decisions_file, rt.run.plan_file, ORCH_DIR + '/'
+
+
+def log_files(task_dir: Path) -> dict[str, bytes]:
+    """The task's check logs and its last attempt's logs, for an entry (each up to LOG_LIMIT bytes)."""
+    found: dict[str, bytes] = {}
+    attempts = sorted(task_dir.glob('attempt-*'))
+    for root in [task_dir / 'checks', *attempts[-1:]]:
+        for path in sorted(root.rglob('*')) if root.is_dir() else []:
+            if path.is_file() and not path.is_symlink():
+                found[path.relative_to(task_dir).as_posix().replace('/', '__')] = path.read_bytes()[:LOG_LIMIT]
+    return found

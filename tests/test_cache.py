@@ -1,0 +1,157 @@
+"""Issue 20: a cache of verified task results, carried by git refs through any remote. A hit replays the cached
+work and verifies it here (its checks run again); only what decides the work decides the key."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch.adapters.cache_store import GitRefStore
+from orch.core.cache_key import cache_key, normalise, work_digest
+from tests.support.gitrepo import commit_all, git
+from tests.support.orchtest import Host, make_host
+
+CHECK = 'grep -q hello src/a.py && echo checked-here > /dev/null'
+SCRIPT = {'default': {'answer': 'auto'}, 'tasks': {
+    'T1': {'edits': {'src/a.py': "print('hello')\n"}},
+    'T2': {'edits': {'src/b.py': 'from a import x\n'}},
+}}
+
+
+def plan(t2_description: str = 'Write src/b.py.') -> dict[str, Any]:
+    return {'version': 1, 'title': 'Cached', 'tasks': [
+        {'id': 'T1', 'role': 'implementer', 'title': 'Write a', 'description': 'Write src/a.py.',
+         'paths': ['src/a.py'], 'checks': [CHECK]},
+        {'id': 'T2', 'role': 'implementer', 'title': 'Write b', 'description': t2_description,
+         'depends_on': ['T1'], 'paths': ['src/b.py']},
+    ]}
+
+
+def enable_cache(repo: Path, extra: str = '') -> None:
+    config = repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text() + f'cache: {{{extra}}}\n')
+
+
+def host_a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, extra: str = '') -> tuple[Host, Path]:
+    host = make_host(tmp_path, monkeypatch, capsys, SCRIPT)
+    enable_cache(host.repo, extra)
+    host.write_plan(plan())
+    commit_all(host.repo, 'plan')
+    remote = tmp_path / 'remote.git'
+    subprocess.run(['git', 'init', '--quiet', '--bare', str(remote)], check=True)
+    git(host.repo, 'remote', 'add', 'origin', str(remote))
+    git(host.repo, 'push', '--quiet', 'origin', 'HEAD:refs/heads/main')
+    return host, remote
+
+
+def clone(host: Host, remote: Path, where: Path) -> Host:
+    subprocess.run(['git', 'clone', '--quiet', '--branch', 'main', str(remote), str(where)], check=True)
+    for key, value in (('user.name', 'T'), ('user.email', 't@example.com')):
+        git(where, 'config', key, value)
+    return Host(repo=where, bin=host.bin, capsys=host.capsys)
+
+
+def tree(host: Host) -> str:
+    return git(host.repo, 'rev-parse', f'{host.shared_branch()}^{{tree}}')
+
+
+def test_a_fresh_clone_replays_every_task_and_verifies_it_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: Any) -> None:
+    a, remote = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    assert a.launched_tasks() == ['T1', 'T2']
+    rc, out, err = a.cli('cache', 'push', 'origin')
+    assert rc == 0, out + err
+    assert len(git(remote, 'for-each-ref', 'refs/codex-orch/cache/').splitlines()) == 2
+
+    b = clone(a, remote, tmp_path / 'b')
+    a.clear_log()
+    rc, out, err = b.cli('cache', 'pull')
+    assert rc == 0 and '2 new' in out, out + err
+    rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0, out + err
+    assert b.launches() == []                          # no model launched at all
+    assert tree(b) == tree(a)                          # the same work, landed on B's run branch
+    first = b.result('T1')
+    assert first['cache']['hit'] and first['cache']['origin']['run'] == 'ra'
+    assert first['cache']['tokens_saved'] > 0 and not first['usage']
+    assert [c['passed'] for c in first['checks']] == [True]   # its check ran here, in B
+    assert (b.run_dir('rb') / 'tasks' / 'T1' / 'checks' / 'round-0' / 'check-1.log').is_file()
+    assert b.statuses('rb') == {'T1': 'done', 'T2': 'done'}
+    rows = b.status('rb')['tasks']
+    assert [r['cache']['hit'] for r in rows] == [True, True]   # status --json and summary.json say so
+    summary = json.loads((b.run_dir('rb') / 'summary.json').read_text())
+    assert [t['cache']['origin']['run'] for t in summary['tasks']] == ['ra', 'ra']
+
+    # one task's description edited: exactly that task misses
+    b.write_plan(plan('Write src/b.py, carefully.'))
+    commit_all(b.repo, 'edit T2')
+    rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb2')
+    assert rc == 0, out + err
+    assert b.launched_tasks() == ['T2']
+    assert b.result('T1')['cache']['hit'] and 'cache' not in b.result('T2')
+
+
+def test_a_tampered_entry_whose_check_fails_here_is_never_done_from_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, remote = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    store = GitRefStore(a.repo)
+    key, entry = next((k, e) for k, _ in store.entries() if (e := store.get(k)) and e.data['origin']['task'] == 'T1')
+    assert entry.base is not None
+    # the entry's commit replaced by one whose work fails the task's check (its answer kept)
+    work = tmp_path / 'tamper'
+    git(a.repo, 'worktree', 'add', '--quiet', '--detach', str(work), entry.base)
+    (work / 'src').mkdir(exist_ok=True)
+    (work / 'src' / 'a.py').write_text("print('bye')\n")
+    git(work, 'add', '-A')
+    git(work, 'commit', '--quiet', '-m', 'tampered')
+    store.delete(key)
+    assert store.put(key, entry.data, git(work, 'rev-parse', 'HEAD'), {})
+    a.clear_log()
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra2')
+    assert rc == 0, out + err
+    assert 'T1: the cached result' in err and 'its check failed here' in err
+    assert a.launched_tasks() == ['T1']            # refused after its check failed here; T2 still hits
+    assert 'cache' not in a.result('T1') and git(a.repo, 'show', f'{a.shared_branch()}:src/a.py') == "print('hello')"
+
+
+def test_with_a_cache_remote_a_run_pushes_its_entries_and_a_read_only_one_writes_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, remote = host_a(tmp_path, monkeypatch, capsys, 'remote: origin')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    assert len(git(remote, 'for-each-ref', 'refs/codex-orch/cache/').splitlines()) == 2
+    b = clone(a, remote, tmp_path / 'b')
+    config = b.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text().replace('cache: {remote: origin}', 'cache: {remote: origin, write: false}'))
+    b.write_plan(plan('Write src/b.py, carefully.'))
+    commit_all(b.repo, 'read only, T2 edited')
+    a.clear_log()
+    rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')   # pulls before it runs
+    assert rc == 0, out + err
+    assert b.launched_tasks() == ['T2']
+    assert len(git(b.repo, 'for-each-ref', 'refs/codex-orch/cache/').splitlines()) == 2   # nothing written
+    rc, out, err = b.cli('cache', 'ls')
+    assert rc == 0 and out.count(' ra ') == 2, out
+    rc, out, err = b.cli('cache', 'gc')
+    assert rc == 0 and '2 entries deleted' in out and git(b.repo, 'for-each-ref', 'refs/codex-orch/') == ''
+
+
+def test_the_key_covers_what_decides_the_work_and_not_run_ids() -> None:
+    base = {'prompt': 'do it in /r/.orchestrator/runs/r1', 'schema': b'{}', 'params': {'model': 'm'},
+            'codex_version': 'codex-cli 0.169.0', 'checks': ['make test']}
+    one = work_digest(**{**base, 'prompt': normalise(base['prompt'], {'/r/.orchestrator/runs/r1': '<run-dir>'})})
+    two = work_digest(**{**base, 'prompt': normalise('do it in /s/.orchestrator/runs/r2',
+                                                     {'/s/.orchestrator/runs/r2': '<run-dir>'})})
+    assert one == two
+    for change in ({'schema': b'{"x": 1}'}, {'params': {'model': 'n'}}, {'codex_version': 'codex-cli 0.170.0'},
+                   {'checks': ['make lint']}, {'prompt': 'do something else'}):
+        assert work_digest(**{**base, **change}) != work_digest(**base), change
+    assert cache_key(one, 't1') != cache_key(one, 't2')
+    assert json.dumps(cache_key(one, 't1'))   # a hex digest: a valid ref name
