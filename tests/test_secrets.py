@@ -131,6 +131,7 @@ def test_redaction_rules() -> None:
 # Always given to workers: /tmp and $TMPDIR are no writable roots of theirs (orch.adapters.worker_env).
 TMP_EXCLUDED = ('-c', 'sandbox_workspace_write.exclude_slash_tmp=true',
                 '-c', 'sandbox_workspace_write.exclude_tmpdir_env_var=true')
+NO_SUB_AGENTS = ('--disable=multi_agent', '--disable=multi_agent_v2')   # and, by default, no sub-agents
 
 
 def _exclude(args: list[str]) -> list[str]:
@@ -158,7 +159,7 @@ def test_worker_codex_args_withhold_every_secret_looking_variable_by_name(tmp_pa
                                  '[shell_environment_policy]\nexclude = ["MY_OWN_*"]\n')
     env = {**WORKER_ENV, 'CODEX_HOME': str(home), 'CORP_LLM': 'plain'}
     args = worker_codex_args(Config(), env)
-    assert args[:4] == list(TMP_EXCLUDED) and args[4] == '-c' and len(args) == 6
+    assert args[:4] == list(TMP_EXCLUDED) and args[4] == '-c' and args[6:] == list(NO_SUB_AGENTS)
     assert _exclude(args) == ['MY_OWN_*', 'AWS_PROFILE', 'CORP_LLM', 'DATABASE_URL', 'GITHUB_SHA', 'GITHUB_TOKEN',
                               'NPM_TOKEN', 'OPENAI_API_KEY', 'REDIS_URL']   # the user's own patterns stay
     # pass_env lets a named variable through (globs too), and codex's own name filter cannot undo it
@@ -172,7 +173,7 @@ def test_worker_codex_args_withhold_every_secret_looking_variable_by_name(tmp_pa
 
 
 def test_nothing_to_withhold_adds_no_argument(tmp_path: Path) -> None:
-    assert worker_codex_args(Config(), {'PATH': '/usr/bin', 'HOME': str(tmp_path)}) == list(TMP_EXCLUDED)
+    assert worker_codex_args(Config(), {'PATH': '/usr/bin', 'HOME': str(tmp_path)}) == [*TMP_EXCLUDED, *NO_SUB_AGENTS]
 
 
 def test_worker_codex_args_default_to_the_environment_codex_gets(monkeypatch: pytest.MonkeyPatch) -> None:
