@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orch.adapters.codex_bin import find_codex
+from orch.adapters.codex_bin import find_codex, native_codex
 from orch.adapters.sandbox import Sandbox, probe
 from orch.steps.commands import run_shell
 
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp) / 'checkout'
         cwd.mkdir()
-        sandbox = Sandbox(binary, 'workspace-write')
+        sandbox = Sandbox(native_codex(binary), 'workspace-write')
         median_ms(2, cwd, sandbox)   # warm the caches
         plain, boxed = median_ms(n, cwd, None), median_ms(n, cwd, sandbox)
     print(f'`true` as a check, median of {n}: unsandboxed {plain:.1f} ms, sandboxed {boxed:.1f} ms, '

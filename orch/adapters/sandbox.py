@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orch.adapters.codex_bin import INSTALL_HINT, find_codex
+from orch.adapters.codex_bin import INSTALL_HINT, find_codex, native_codex
 from orch.adapters.worker_env import codex_settings, withheld_variables
 from orch.core.config import Config
 from orch.core.plan import Plan
@@ -99,7 +99,7 @@ def sandbox_for(config: Config, mode: str, environ: Mapping[str, str], *, binary
     found = binary or require_sandbox(config, repo)
     table = codex_settings(config, environ).get('sandbox_workspace_write')
     network = isinstance(table, dict) and table.get('network_access') is True
-    return Sandbox(found, mode, network=network and mode == 'workspace-write',
+    return Sandbox(native_codex(found), mode, network=network and mode == 'workspace-write',
                    withheld=tuple(withheld_variables(config, environ)))
 
 
@@ -110,7 +110,7 @@ def require_sandbox(config: Config, repo: Path | None) -> str:
         raise LaunchError(f'checks, gates and setup commands run in the Codex sandbox, but codex executable '
                           f'{config.codex.binary!r} was not found: {INSTALL_HINT} (or say `sandbox: none` / '
                           '`check_sandbox: none` to run them unsandboxed)')
-    problem = probe(binary)
+    problem = probe(native_codex(binary))
     if problem is not None:
         raise LaunchError(f'checks, gates and setup commands run in the Codex sandbox, which does not work here: '
                           f'`{binary} sandbox -- true` {problem}. Nothing ran. Fix the sandbox (on Linux it needs '
