@@ -178,3 +178,9 @@ def discard_changes(worktree: Path, paths: list[str] | None = None) -> None:
         if tracked:  # checkout errors on pathspecs matching nothing, so give it exact paths
             run(worktree, '--literal-pathspecs', 'checkout', '--quiet', 'HEAD', '--', *tracked)
         run(worktree, 'clean', '-f', '-f', '-d', '--quiet', '--', *paths)
+
+
+def unmerged_paths(worktree: Path) -> list[str]:
+    """The paths a merge, rebase or squash left conflicting in the index, sorted."""
+    unmerged = run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
+    return sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})

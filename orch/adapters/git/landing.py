@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from orch.adapters.git.changes import unmerged_paths
 from orch.adapters.git.checkouts import head_state, live_worktree_of_branch, snapshot_worktree
 from orch.adapters.git.commits import is_ancestor
 from orch.adapters.git.run import (
@@ -98,8 +99,7 @@ def squash_onto(worktree: Path, onto: str, head: str, *, union: tuple[str, ...] 
         run(worktree, 'clean', '-f', '-f', '-d', '--quiet')
         res = run(worktree, *_REPLAY_CONFIG, *attrs, 'merge', '--squash', '--no-verify', '--quiet',
                    check_name(head, 'commit'), ok=(0, 1), env=env)
-        unmerged = run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
-        conflicts = sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+        conflicts = unmerged_paths(worktree)
         if res.status != 0 and not conflicts:
             run(worktree, 'reset', '--quiet', '--hard', onto)
             raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),

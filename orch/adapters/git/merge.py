@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from orch.adapters.git.changes import is_dirty, status_entries
+from orch.adapters.git.changes import is_dirty, status_entries, unmerged_paths
 from orch.adapters.git.checkouts import live_worktree_of_branch, worktree_of_branch
 from orch.adapters.git.commits import is_ancestor, unmerged_commits
 from orch.adapters.git.run import (
@@ -58,8 +58,7 @@ def _merge_one(worktree: Path, branch: str, message: str, env: Mapping[str, str]
     if ref_sha(worktree, 'MERGE_HEAD') is None:  # failed before merging anything: not a conflict
         raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),
                                f'Check that {branch} exists and that the merge can run in {worktree}.'))
-    unmerged = run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
-    conflicts = sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+    conflicts = unmerged_paths(worktree)
     if conflicts and set(conflicts) <= set(union) and all(_union_resolve(worktree, p) for p in conflicts):
         run(worktree, 'commit', '--quiet', '--no-verify', '--no-edit', '--cleanup=strip', env=env)
         return []
@@ -178,8 +177,7 @@ def start_merge(worktree: Path, branch: str, *, union: tuple[str, ...] = ()) -> 
         if ref_sha(worktree, 'MERGE_HEAD') is None:
             raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),
                                    f'Check that {branch} exists and that the merge can run in {worktree}.'))
-        unmerged = run(worktree, 'ls-files', '--unmerged', '-z').out.split(b'\0')
-        conflicts = sorted({os.fsdecode(entry.partition(b'\t')[2]) for entry in unmerged if entry})
+        conflicts = unmerged_paths(worktree)
         for path in conflicts:
             if path in union:
                 _union_resolve(worktree, path)
