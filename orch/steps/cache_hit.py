@@ -63,6 +63,8 @@ def try_hit(work: TaskWork) -> bool:
         return False
     if Rounds.load(task_dir, work.digest) is not None:   # an execution under way: it goes on
         return False
+    if state.read_state(task_dir).get('status') == 'running':
+        return False   # a kill interrupted an execution: its checkout may hold a paid turn's edits, which it recovers
     ensure_workdir(work)
     checkout.restart(rt, task_dir, work.workdir, work.run_branch or '')
     start = checkout.start_of(task_dir) or ''
