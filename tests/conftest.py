@@ -1,6 +1,7 @@
 """Every test runs with git isolated from the machine and HOME pointing into its tmp dir."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,12 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv('HOME', str(home))
     monkeypatch.delenv('GITHUB_STEP_SUMMARY', raising=False)
     monkeypatch.delenv('CODEX_HOME', raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _default_interrupt() -> None:
+    """Ctrl-C raises KeyboardInterrupt in every test, as in a terminal, whatever an earlier test in the same worker
+    process left (a library may install its own SIGINT handler, or ignore it: an ignored SIGINT would be inherited by
+    the codex-orch processes a test starts, and a handler of ours is reset to the default in them)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
