@@ -24,6 +24,7 @@ from tests.support.orchtest import (
     make_host,
     three_task_plan,
 )
+from tests.support.procs import pgid_alive, wait_for
 
 # T2's worker writes something else this time: a new commit, so a new result.
 T2_CHANGES = {**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T2': {
@@ -179,6 +180,9 @@ def test_a_redo_killed_after_its_paid_turn_is_finished_by_resume_without_paying_
     events = [json.loads(line) for line in (attempts[-1] / 'events.jsonl').read_text().splitlines() if line]
     paid = {'thread_id': next(e['thread_id'] for e in events if e.get('type') == 'thread.started')}
     assert any(e.get('type') == 'turn.completed' for e in events)
+    # the killed run's worker may still be exiting: its launch is logged when it ends, not in the resume's log
+    pgid = int((attempts[-1] / 'pid').read_text())
+    wait_for(lambda: not pgid_alive(pgid), timeout=30)
     host.clear_log()
     rows = {t['id']: t for t in host.status()['tasks']}
     assert [r['code'] for r in rows['T2']['reasons']] == ['interrupted', 'redo_requested']
