@@ -2,6 +2,7 @@
 work on it uncommitted, moving the run's branch with its worktree following, never the user's checkout."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -95,3 +96,16 @@ def test_the_run_s_worktree_follows_or_stays_behind_keeping_the_user_s_change(re
     assert (wt / 'a.txt').read_text() == 'my edit\n' and git(wt, 'rev-parse', 'HEAD') == first
     with pytest.raises(og.BranchMoved):
         og.advance_branch(repo, 'run', first, second, follower=wt)
+
+
+def test_a_conflicted_path_a_worker_replaced_is_never_followed_or_read_whole(tmp_path: Path) -> None:
+    from orch.steps.landing import marked_files
+    work = tmp_path / 'co'
+    work.mkdir()
+    (work / 'clean.txt').write_text('resolved\n')
+    (work / 'marked.txt').write_text('a\n<<<<<<< HEAD\nb\n')
+    (tmp_path / 'outside.txt').write_text('resolved elsewhere\n')
+    (work / 'link.txt').symlink_to(tmp_path / 'outside.txt')   # a link to a clean file is no resolution
+    os.mkfifo(work / 'fifo.txt')                                # reading it would hang
+    names = ['clean.txt', 'marked.txt', 'link.txt', 'fifo.txt', 'gone.txt']
+    assert marked_files(work, names) == ['marked.txt', 'link.txt', 'fifo.txt']

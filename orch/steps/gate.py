@@ -25,6 +25,7 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
     started = time.time()
     tested = _commit_to_test(rt, step)
     run = _run_at(rt, session, step, tested, log_path)
+    _stop_if_cancelled(session)
     record: dict[str, object] = {
         'rule': step.rule.name, 'command': step.shell, 'exit_code': run.exit_code, 'passed': run.passed,
         'duration': run.duration, 'log': run.log, 'tail': run.tail, 'started_at': started, 'finished_at': time.time(),
@@ -36,6 +37,8 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
         if run.passed:
             gate_blame.remember_pass(rt, step.rule.name, tested)
         else:
+            for target in step.targets:   # whatever the blame finds (or if it fails): no passed target of before
+                rt.path(target).unlink(missing_ok=True)
             culprit = _blame(rt, session, step, tested, log_path, run, record)
     # The target first, then the record: a kill in between leaves a passed target with the record of an
     # earlier run, which status reads as "has not run on its latest work" (never as passed when it failed).
@@ -93,6 +96,12 @@ def _commit_to_test(rt: RunInputs, step: Step) -> str | None:
     return (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit') or tip
 
 
+def _stop_if_cancelled(session: Session) -> None:
+    """A gate killed by Ctrl-C failed nothing: it neither fails its task nor blames another (no probe counts)."""
+    if session.cancel.is_set():
+        raise Failed('interrupted')
+
+
 def _blame(rt: RunInputs, session: Session, step: Step, tested: str, log_path: Path, run: CommandRun,
            record: dict[str, object]) -> str | None:
     """The gate failed at `tested`: find the commit that broke it (orch.steps.gate_blame). Another task's: that
@@ -101,7 +110,9 @@ def _blame(rt: RunInputs, session: Session, step: Step, tested: str, log_path: P
     probes = iter(range(1, 1000))
 
     def probe(commit: str) -> CommandRun:
-        return _run_at(rt, session, step, commit, log_path.with_name(f'{log_path.stem}-probe-{next(probes)}.log'))
+        probed = _run_at(rt, session, step, commit, log_path.with_name(f'{log_path.stem}-probe-{next(probes)}.log'))
+        _stop_if_cancelled(session)
+        return probed
     own = (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit')
     blame = gate_blame.find_culprit(rt, step.task_id, own, tested, gate_blame.last_pass(rt, step.rule.name, tested),
                                     probe)

@@ -23,10 +23,12 @@ from orch.runstate import state
 from orch.steps import checkout, git_seal
 from orch.steps.commands import CommandRun, run_shell
 from orch.steps.failure import Failed, fail
+from orch.steps.guard import EscapesWorktree, inside
 from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork
 
 MARKERS = (b'<<<<<<< ', b'>>>>>>> ')
+MARKED_READ_LIMIT = 64 * 1024 * 1024   # a conflicted file larger than this is only checked that far
 
 
 @dataclass
@@ -58,7 +60,12 @@ def land(work: TaskWork) -> str | None:
                                      f'(it left it at {expected[:12]}); nothing was landed. A worker must not commit: '
                                      'resume runs the task again from the run\'s tip')
             tip = checkout.run_tip(rt, branch, task_dir)
-            if start is None or head == start:
+            if start is None:
+                if git.is_ancestor(rt.repo, head, tip):
+                    return None
+                raise fail(task_dir, f'its checkout {workdir} has commits but no record of where its work started; '
+                                     'nothing was landed: resume runs the task again from the run\'s tip')
+            if head == start:
                 return None                       # nothing of its own to land
             if start != tip and git.is_ancestor(rt.repo, tip, head):
                 start = tip                       # replayed onto this tip before a kill
@@ -178,10 +185,22 @@ def marked_files(workdir: Path, paths: list[str]) -> list[str]:
     """Which of `paths` still hold a conflict marker line."""
     left = []
     for path in paths:
-        try:
-            data = (workdir / path).read_bytes()
-        except OSError:
+        try:   # the worker may have put a symlink (still unresolved), a FIFO or a huge file there: never read whole
+            full = inside(workdir, path)
+        except EscapesWorktree:
+            left.append(path)
+            continue
+        if not full.exists():
             continue   # deleted: a resolution too
+        if not full.is_file():
+            left.append(path)
+            continue
+        try:
+            with open(full, 'rb') as f:
+                data = f.read(MARKED_READ_LIMIT)
+        except OSError:
+            left.append(path)
+            continue
         if any(line.startswith(MARKERS) for line in data.splitlines()):
             left.append(path)
     return left

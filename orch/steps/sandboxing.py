@@ -6,7 +6,8 @@
   `danger-full-access`.
 - A shell rule (a gate, a run-level command): its `sandbox` (default `workspace-write`), writing its working
   directory, the checkout it tests (`ORCH_WORKTREE`) and the directories of its declared outputs (a gate
-  writes its results there, e.g. `{task_dir}/lint.json`) — never the rest of the run's records; `sandbox:
+  writes its results there, e.g. `{task_dir}/lint.json`; whatever else lies in those directories is writable
+  too, so a rule that runs untrusted code should declare its outputs in a directory of their own); `sandbox:
   none` runs it as you.
 """
 from __future__ import annotations

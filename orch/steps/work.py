@@ -28,7 +28,7 @@ from orch.steps import budget, cache_hit, checkout, git_seal, landing, verify
 from orch.steps.failure import Failed, fail
 from orch.steps.finish import continue_rounds, finish_interrupted_commit
 from orch.steps.remote_work import DaskExecution
-from orch.steps.rounds import Rounds, changed_files, unrecorded_since
+from orch.steps.rounds import Rounds, changed_files, killed_midway, unrecorded_since
 from orch.steps.setup import run_setup
 from orch.steps.task_work import TaskWork, WorkExecution, accept, ensure_workdir, rerun_note
 
@@ -224,7 +224,7 @@ def _refuse_unknown_changes(work: TaskWork, previous: dict[str, Any]) -> None:
     known: dict[str, str] = {}
     for other in work.rt.plan.tasks:   # this task's own state as it was before this execution began
         st = previous if other.id == work.task.id else state.read_state(work.rt.task_dir(other.id))
-        if st.get('status') == 'running' and st.get('pid') != os.getpid():
+        if killed_midway(st):
             return   # an attempt killed mid-way: what it left is unknowable, and it is codex-orch's own
         known.update(st.get('left') or {})
     unknown = sorted(p for p, digest in current.items() if known.get(p) != digest)

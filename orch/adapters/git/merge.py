@@ -1,14 +1,16 @@
 """Merging: task branches into a worktree, fast-forwarding the base branch, deleting merged branches."""
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from orch.adapters.git.changes import is_dirty, status_entries, unmerged_paths
 from orch.adapters.git.checkouts import live_worktree_of_branch, worktree_of_branch
 from orch.adapters.git.commits import is_ancestor, unmerged_commits
 from orch.adapters.git.run import (
+    Result,
     check_name,
     failure,
     identity_env,
@@ -31,11 +33,7 @@ def merge_into_worktree(worktree: Path, branches: list[str], message: str, *,
     (append-only logs such as the decisions file) is resolved by keeping both sides' lines.
     """
     worktree = Path(worktree)
-    loc = own_worktree(worktree, 'merge into')
-    env = identity_env(worktree, None)
-    with repo_lock(loc.common_dir):
-        if is_dirty(worktree):
-            raise GitError(f'cannot merge into {worktree}: it has uncommitted changes; commit or discard them first.')
+    with _merging(worktree) as env:
         start = rev_parse(worktree, 'HEAD')
         try:
             for branch in branches:
@@ -49,15 +47,30 @@ def merge_into_worktree(worktree: Path, branches: list[str], message: str, *,
     return []
 
 
+@contextlib.contextmanager
+def _merging(worktree: Path) -> Iterator[dict[str, str]]:
+    """Under the repository's lock, a clean codex-orch worktree to merge into; yields the identity environment."""
+    loc = own_worktree(worktree, 'merge into')
+    env = identity_env(worktree, None)
+    with repo_lock(loc.common_dir):
+        if is_dirty(worktree):
+            raise GitError(f'cannot merge into {worktree}: it has uncommitted changes; commit or discard them first.')
+        yield env
+
+
+def _require_merge_started(worktree: Path, branch: str, res: Result) -> None:
+    if ref_sha(worktree, 'MERGE_HEAD') is None:  # failed before merging anything: not a conflict
+        raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),
+                               f'Check that {branch} exists and that the merge can run in {worktree}.'))
+
+
 def _merge_one(worktree: Path, branch: str, message: str, env: Mapping[str, str],
                union: tuple[str, ...] = ()) -> list[str]:
     res = run(worktree, 'merge', '--no-ff', '--no-edit', '--no-verify', '--quiet', '-m', message,
               check_name(branch, 'branch name'), ok=(0, 1), env=env)
     if res.status == 0:
         return []
-    if ref_sha(worktree, 'MERGE_HEAD') is None:  # failed before merging anything: not a conflict
-        raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),
-                               f'Check that {branch} exists and that the merge can run in {worktree}.'))
+    _require_merge_started(worktree, branch, res)
     conflicts = unmerged_paths(worktree)
     if conflicts and set(conflicts) <= set(union) and all(_union_resolve(worktree, p) for p in conflicts):
         run(worktree, 'commit', '--quiet', '--no-verify', '--no-edit', '--cleanup=strip', env=env)
@@ -167,16 +180,10 @@ def start_merge(worktree: Path, branch: str, *, union: tuple[str, ...] = ()) -> 
     commit with both parents. Conflicts only in `union` paths are resolved keeping both sides' lines. Returns the
     paths still conflicting."""
     worktree = Path(worktree)
-    loc = own_worktree(worktree, 'merge into')
-    env = identity_env(worktree, None)
-    with repo_lock(loc.common_dir):
-        if is_dirty(worktree):
-            raise GitError(f'cannot merge into {worktree}: it has uncommitted changes; commit or discard them first.')
+    with _merging(worktree) as env:
         res = run(worktree, 'merge', '--no-ff', '--no-commit', '--no-verify', '--quiet',
                   check_name(branch, 'branch name'), ok=(0, 1), env=env)
-        if ref_sha(worktree, 'MERGE_HEAD') is None:
-            raise GitError(failure(res.argv, res.status, res.err or os.fsdecode(res.out),
-                                   f'Check that {branch} exists and that the merge can run in {worktree}.'))
+        _require_merge_started(worktree, branch, res)
         conflicts = unmerged_paths(worktree)
         for path in conflicts:
             if path in union:
