@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, cli_subprocess, edit_config, make_host
+from tests.support.procs import pgid_alive, wait_for
 
 CHECK = "grep -q fixed src/x.py || { echo \"src/x.py is still broken: $(cat src/x.py)\"; exit 3; }"
 
@@ -135,6 +136,11 @@ def test_kill_during_a_repair_round_resumes_that_round(tmp_path: Path, monkeypat
         pytest.fail('the repair round never started')
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
+    # the killed run's worker dies of its parent-death signal and logs its launch as it exits: wait for that
+    attempt = sorted(found[0].parent.glob('attempt-*'))[-1]
+    wait_for(lambda: (attempt / 'pid').exists(), timeout=30)
+    pgid = int((attempt / 'pid').read_text())
+    wait_for(lambda: not pgid_alive(pgid), timeout=30)
     host.script({'tasks': {'T1': [edit('fixed\n')]}})   # the fake counts a call when it ends: no second sleep
     first_paid = len(host.launches())
     rc, out, err = host.cli('resume')
