@@ -3,7 +3,8 @@
 Exit codes (documented here and in the README, nowhere else):
     0   every task done
     1   a task failed
-    2   bad usage or bad input; nothing ran and nothing was written
+    2   bad usage or bad input; nothing ran and nothing was written. Also: a task missed the result cache
+        and no provider key is set, so nothing was launched for it (the tasks that hit are done)
     3   internal error (a bug: the traceback is in the log)
     75  deferred: a worker hit a usage limit / quota; resume later (EX_TEMPFAIL)
     130 interrupted (Ctrl-C or SIGTERM)

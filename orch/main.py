@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'merge': ('orch.commands.merge', 'merge'),
     'clean': ('orch.commands.clean', 'clean'),
     'cache': ('orch.commands.cache', 'cache'),
+    'explain': ('orch.commands.explain', 'explain'),
 }
 
 

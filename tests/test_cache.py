@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orch.adapters.cache_store import GitRefStore
-from orch.core.cache_key import cache_key, normalise, work_digest
+from orch.core.cache_key import cache_key, differing, normalise, start_digest, work_digest, work_inputs
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, make_host
 
@@ -37,6 +37,7 @@ def enable_cache(repo: Path, extra: str = '') -> None:
 
 def host_a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, extra: str = '') -> tuple[Host, Path]:
     host = make_host(tmp_path, monkeypatch, capsys, SCRIPT)
+    monkeypatch.setenv('CODEX_API_KEY', 'sk-test')   # the provider key: a miss may launch a worker
     enable_cache(host.repo, extra)
     host.write_plan(plan())
     commit_all(host.repo, 'plan')
@@ -87,10 +88,24 @@ def test_a_fresh_clone_replays_every_task_and_verifies_it_there(tmp_path: Path, 
     summary = json.loads((b.run_dir('rb') / 'summary.json').read_text())
     assert [t['cache']['origin']['run'] for t in summary['tasks']] == ['ra', 'ra']
 
-    # one task's description edited: exactly that task misses
+    # one task's description edited, and no provider key: nothing is launched, the miss is named, exit 2
     b.write_plan(plan('Write src/b.py, carefully.'))
     commit_all(b.repo, 'edit T2')
+    monkeypatch.delenv('CODEX_API_KEY')
     rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb2')
+    assert rc == 2, out + err
+    assert b.launches() == []
+    assert 'T2 deferred: cache miss and no provider key' in out + err and 'the rendered prompt' in out + err
+    assert b.statuses('rb2') == {'T1': 'done', 'T2': 'deferred'}
+    rc, out, err = b.cli('explain', 'T2', '--run-id', 'rb2')
+    assert rc == 0, out + err
+    assert 'cache miss in run rb2' in out and 'task T2 of run ra' in out and '- prompt:' in out
+    assert '-Write src/b.py.' in out and '+Write src/b.py, carefully.' in out   # how the prompt differs
+    rc, out, err = b.cli('explain', 'T1', '--run-id', 'rb2')
+    assert rc == 0 and 'cache hit in run rb2' in out, out + err
+    # the model back: exactly that task misses, and pays
+    monkeypatch.setenv('CODEX_API_KEY', 'sk-test')
+    rc, out, err = b.cli('resume', '--run-id', 'rb2')
     assert rc == 0, out + err
     assert b.launched_tasks() == ['T2']
     assert b.result('T1')['cache']['hit'] and 'cache' not in b.result('T2')
@@ -146,12 +161,89 @@ def test_with_a_cache_remote_a_run_pushes_its_entries_and_a_read_only_one_writes
 def test_the_key_covers_what_decides_the_work_and_not_run_ids() -> None:
     base = {'prompt': 'do it in /r/.orchestrator/runs/r1', 'schema': b'{}', 'params': {'model': 'm'},
             'codex_version': 'codex-cli 0.169.0', 'checks': ['make test']}
-    one = work_digest(**{**base, 'prompt': normalise(base['prompt'], {'/r/.orchestrator/runs/r1': '<run-dir>'})})
-    two = work_digest(**{**base, 'prompt': normalise('do it in /s/.orchestrator/runs/r2',
+    one = work_inputs(**{**base, 'prompt': normalise(base['prompt'], {'/r/.orchestrator/runs/r1': '<run-dir>'})})
+    two = work_inputs(**{**base, 'prompt': normalise('do it in /s/.orchestrator/runs/r2',
                                                      {'/s/.orchestrator/runs/r2': '<run-dir>'})})
-    assert one == two
-    for change in ({'schema': b'{"x": 1}'}, {'params': {'model': 'n'}}, {'codex_version': 'codex-cli 0.170.0'},
-                   {'checks': ['make lint']}, {'prompt': 'do something else'}):
-        assert work_digest(**{**base, **change}) != work_digest(**base), change
-    assert cache_key(one, 't1') != cache_key(one, 't2')
-    assert json.dumps(cache_key(one, 't1'))   # a hex digest: a valid ref name
+    assert one == two and work_digest(one) == work_digest(two)
+    for change, name in (({'schema': b'{"x": 1}'}, 'schema'), ({'params': {'model': 'n'}}, 'params'),
+                         ({'codex_version': 'codex-cli 0.170.0'}, 'codex'), ({'checks': ['make lint']}, 'checks'),
+                         ({'prompt': 'do something else'}, 'prompt')):
+        other = work_inputs(**{**base, **change})
+        assert work_digest(other) != work_digest(work_inputs(**base)), change
+        assert differing(other, work_inputs(**base)) == [name]
+    start = start_digest('t1', {'T1': 'c1'})
+    assert cache_key(work_digest(one), start) != cache_key(work_digest(one), start_digest('t2', {'T1': 'c1'}))
+    assert start != start_digest('t1', {'T1': 'c2'}) and start == start_digest('t1', {'T1': 'c1'})
+    assert json.dumps(cache_key(work_digest(one), start))   # a hex digest: a valid ref name
+
+
+def _retamper(repo: Path, key: str, answer_summary: str) -> None:
+    """Entry `key` rewritten in place with another answer summary, its old signature kept (a forger without the
+    key can copy a signature, not make one)."""
+    ref = f'refs/codex-orch/cache/{key}'
+    data = json.loads(git(repo, 'cat-file', 'blob', f'{ref}:entry.json'))
+    data['answer']['summary'] = answer_summary
+    blob = subprocess.run(['git', '-C', str(repo), 'hash-object', '-w', '--stdin'], input=json.dumps(data).encode(),
+                          capture_output=True, check=True).stdout.decode().strip()
+    listing = git(repo, 'ls-tree', ref).splitlines()
+    lines = [line if not line.endswith('\tentry.json') else f'100644 blob {blob}\tentry.json' for line in listing]
+    tree = subprocess.run(['git', '-C', str(repo), 'mktree'], input=('\n'.join(lines) + '\n').encode(),
+                          capture_output=True, check=True).stdout.decode().strip()
+    parent = git(repo, 'rev-parse', f'{ref}^')
+    commit = git(repo, 'commit-tree', tree, '-p', parent, '-m', 'forged')
+    git(repo, 'update-ref', ref, commit)
+    assert 'signature' in git(repo, 'ls-tree', '--name-only', ref)
+
+
+def test_with_a_signing_key_a_changed_or_unsigned_entry_is_refused_and_the_task_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv('ORCH_CACHE_KEY', 'the-signing-secret')
+    a, _ = host_a(tmp_path, monkeypatch, capsys, 'sign_key_env: ORCH_CACHE_KEY')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    store = GitRefStore(a.repo)
+    keys = {e.data['origin']['task']: k for k, _ in store.entries() if (e := store.get(k))}
+    # signed entries are used where the key is set
+    a.clear_log()
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0 and a.launches() == [], out + err
+    # T1's answer changed after signing: refused, T1 runs; T2's entry was written again unsigned: refused, it runs
+    _retamper(a.repo, keys['T1'], 'forged summary')
+    entry = store.get(keys['T2'])
+    assert entry is not None
+    store.delete(keys['T2'])
+    assert store.put(keys['T2'], entry.data, entry.commit, {})   # no signature
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rc')
+    assert rc == 0, out + err
+    assert 'T1: the cached result' in err and 'signature does not match' in err
+    assert 'T2: the cached result' in err and 'is not signed' in err
+    assert a.launched_tasks() == ['T1', 'T2']
+    assert a.result('T1')['answer']['summary'] != 'forged summary' and 'cache' not in a.result('T1')
+    # with the wrong key, nothing signed under the right one is used either
+    monkeypatch.setenv('ORCH_CACHE_KEY', 'another-secret')
+    a.clear_log()
+    _retamper(a.repo, keys['T1'], 'forged again')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rd')
+    assert rc == 0, out + err
+    assert 'T1' in a.launched_tasks()
+
+
+def test_the_report_junit_and_status_say_which_tasks_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: Any) -> None:
+    a, _ = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    a.write_plan(plan('Write src/b.py, carefully.'))
+    commit_all(a.repo, 'edit T2')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0, out + err
+    report = (a.run_dir('rb') / 'report.md').read_text()
+    assert '## Result cache' in report and '1 hit(s), 1 miss(es)' in report
+    assert '- **T1** hit: from task T1 of run ra' in report and '- **T2** miss:' in report
+    summary = json.loads((a.run_dir('rb') / 'summary.json').read_text())
+    assert summary['cache']['hits'] == 1 and summary['cache']['misses'] == 1 and summary['cache']['tokens_saved'] > 0
+    junit = (a.run_dir('rb') / 'junit.xml').read_text()
+    assert '<property name="codex-orch.cache" value="hit" />' in junit
+    assert '<property name="codex-orch.cache" value="miss" />' in junit
+    rc, out, err = a.cli('status', '--run-id', 'rb')
+    assert rc == 0 and 'done (cache hit)' in out and out.count('cache hit') == 1, out

@@ -1,14 +1,20 @@
 """Where cached task results live: git refs in the host repository (`refs/codex-orch/cache/<key>`).
 
-An entry is a commit whose tree holds `entry.json` (the answer, the execution record, its origin) and `logs/`
-(the event log and check logs), with the task's commit as its parent so that the task's objects travel with it
+An entry is a commit whose tree holds `entry.json` (the answer, the execution record, its origin, its key's
+inputs), `prompt.md` (the normalised prompt, for `explain`), `logs/` (the event log and check logs) and, when a
+signing key was set, `signature`; the task's commit is its parent so that the task's objects travel with it
 through any git remote (`cache push` / `cache pull`: plain fetch and push of the refs). Entries are written
-once and never replaced (`update-ref` with an empty old value). The interface (`get`, `put`, `keys`, `delete`)
-is what another store (a local directory, an object store) implements the same way.
+once and never replaced (`update-ref` with an empty old value). The interface (`get`, `put`, `entries`,
+`delete`) is what another store (a local directory, an object store) implements the same way.
+
+The signature is an HMAC-SHA256, under a key only trusted writers hold, of entry.json and of the patch a hit
+replays (its sha256): a reader holding the key refuses an entry whose answer or commit was changed, or that
+was never signed.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import tempfile
 from collections.abc import Mapping
@@ -43,11 +49,21 @@ class Entry:
         value = self.data.get('base')
         return value if isinstance(value, str) else None
 
+    @property
+    def inputs(self) -> dict[str, Any]:
+        value = self.data.get('inputs')
+        return value if isinstance(value, dict) else {}
+
 
 class CacheStore(Protocol):
+    def has(self, key: str) -> bool: ...
     def get(self, key: str) -> Entry | None: ...
-    def put(self, key: str, data: dict[str, Any], commit: str | None, logs: Mapping[str, bytes]) -> bool: ...
+    def signature_problem(self, entry: Entry, secret: bytes, ignore: str) -> str | None: ...
+    def put(self, key: str, data: dict[str, Any], commit: str | None, logs: Mapping[str, bytes],
+            prompt: str = '', secret: bytes | None = None, ignore: str = '') -> bool: ...
     def entries(self) -> list[tuple[str, float]]: ...
+    def all_data(self) -> list[tuple[str, dict[str, Any]]]: ...
+    def prompt(self, key: str) -> str | None: ...
     def delete(self, key: str) -> None: ...
 
 
@@ -56,6 +72,9 @@ class GitRefStore:
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
+
+    def has(self, key: str) -> bool:
+        return ref_sha(self.repo, PREFIX + check_name(key, 'cache key')) is not None
 
     def get(self, key: str) -> Entry | None:
         ref = PREFIX + check_name(key, 'cache key')
@@ -74,15 +93,40 @@ class GitRefStore:
             return None   # its objects did not travel with it
         return Entry(key, data, sha)
 
-    def put(self, key: str, data: dict[str, Any], commit: str | None, logs: Mapping[str, bytes]) -> bool:
-        """Write the entry unless one exists (written once, never replaced); True when written."""
+    def signature_problem(self, entry: Entry, secret: bytes, ignore: str) -> str | None:
+        """Why `entry` is not signed under `secret` (None: it is)."""
+        res = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:signature', ok=(0, 128))
+        if res.status != 0:
+            return 'it is not signed (a signing key is set: only signed entries are used)'
+        text = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:entry.json').out
+        wanted = _signature(secret, text, self._patch_digest(entry.base, entry.commit, ignore))
+        if not hmac.compare_digest(res.text.strip(), wanted):
+            return 'its signature does not match its content (it was changed after it was signed, or signed ' \
+                   'with another key)'
+        return None
+
+    def _patch_digest(self, base: str | None, commit: str | None, ignore: str) -> str:
+        if not commit or not base:
+            return ''
+        return hashlib.sha256(patch(self.repo, base, commit, ignore)).hexdigest()
+
+    def put(self, key: str, data: dict[str, Any], commit: str | None, logs: Mapping[str, bytes],
+            prompt: str = '', secret: bytes | None = None, ignore: str = '') -> bool:
+        """Write the entry unless one exists (written once, never replaced); True when written. With `secret`,
+        signed (over entry.json and the patch from its `base` to `commit`, `ignore` left out as a hit does)."""
         ref = PREFIX + check_name(key, 'cache key')
         if ref_sha(self.repo, ref) is not None:
             return False
-        text = json.dumps({**data, 'key': key, 'commit': commit}, indent=2, sort_keys=True)
-        entry_blob = _blob(self.repo, text.encode() + b'\n')
+        text = json.dumps({**data, 'key': key, 'commit': commit}, indent=2, sort_keys=True).encode() + b'\n'
         log_lines = [f'100644 blob {_blob(self.repo, body)}\t{name}' for name, body in sorted(logs.items())]
-        lines = [f'100644 blob {entry_blob}\tentry.json']
+        lines = [f'100644 blob {_blob(self.repo, text)}\tentry.json']
+        if prompt:
+            lines.append(f'100644 blob {_blob(self.repo, prompt.encode("utf-8"))}\tprompt.md')
+        if secret is not None:
+            base = data.get('base')
+            signed = _signature(secret, text, self._patch_digest(base if isinstance(base, str) else None, commit,
+                                                                 ignore))
+            lines.append(f'100644 blob {_blob(self.repo, signed.encode())}\tsignature')
         if log_lines:
             lines.append(f'040000 tree {_tree(self.repo, log_lines)}\tlogs')
         tree = _tree(self.repo, lines)
@@ -99,6 +143,36 @@ class GitRefStore:
             name, _, when = line.rpartition(' ')
             found.append((name[len(PREFIX):], float(when or 0)))
         return found
+
+    def all_data(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every entry's key and entry.json (one git process, however many entries: for `explain`)."""
+        refs = run(self.repo, 'for-each-ref', '--format=%(refname)', PREFIX).text.splitlines()
+        if not refs:
+            return []
+        with tempfile.TemporaryFile() as f:
+            f.write(''.join(f'{ref}:entry.json\n' for ref in refs).encode())
+            f.seek(0)
+            out = run(self.repo, 'cat-file', '--batch', stdin=f).out
+        found, pos = [], 0
+        for ref in refs:
+            header_end = out.find(b'\n', pos)
+            header = out[pos:header_end if header_end >= 0 else len(out)].split()
+            if len(header) != 3:   # "<name> missing"
+                pos = header_end + 1
+                continue
+            size = int(header[2])
+            body, pos = out[header_end + 1:header_end + 1 + size], header_end + 1 + size + 1
+            try:
+                data = json.loads(body)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                found.append((ref[len(PREFIX):], data))
+        return found
+
+    def prompt(self, key: str) -> str | None:
+        res = run(self.repo, 'cat-file', 'blob', f'{PREFIX}{check_name(key, "cache key")}:prompt.md', ok=(0, 128))
+        return res.out.decode('utf-8', 'replace') if res.status == 0 else None
 
     def delete(self, key: str) -> None:
         run(self.repo, 'update-ref', '-d', PREFIX + check_name(key, 'cache key'))
@@ -124,13 +198,7 @@ def start_tree(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
     codex-orch's own (the decisions log names the run that wrote each entry; the plan file holds every task's entry,
     a task's own being in its prompt; of `.orchestrator/`, what decides a task's work is in its key already)."""
     out = run(repo, 'ls-tree', '-r', '--full-tree', '-z', check_name(commit, 'commit')).out
-    files = {name.encode() for name in ignore if not name.endswith('/')}
-    dirs = tuple(name.encode() for name in ignore if name.endswith('/'))
-
-    def kept(path: bytes) -> bool:
-        return path not in files and not path.startswith(dirs)
-
-    kept_items = [item for item in out.split(b'\0') if item and kept(item.split(b'\t', 1)[-1])]
+    kept_items = [item for item in out.split(b'\0') if item and _kept(item.split(b'\t', 1)[-1], ignore)]
     return hashlib.sha256(b'\0'.join(kept_items)).hexdigest()
 
 
@@ -138,14 +206,44 @@ def replay(workdir: Path, base: str, commit: str, ignore: str) -> None:
     """Write the changes of the cached `commit` (over its parent `base`) into a task's checkout, `ignore` left out
     (the decisions log: the task's own entry is written again by this run). GitError when they do not apply."""
     own_worktree(workdir, 'replay a cached result in')
-    patch = run(workdir, 'diff', '--binary', '--full-index', '--no-renames', '--no-ext-diff', '--no-textconv',
-                check_name(base, 'commit'), check_name(commit, 'commit'), '--', '.', f':(exclude,top){ignore}').out
-    if not patch:
+    changes = patch(workdir, base, commit, ignore)
+    if not changes:
         return
     with tempfile.TemporaryFile() as f:
-        f.write(patch + b'\n')
+        f.write(changes + b'\n')
         f.seek(0)
         run(workdir, 'apply', '--binary', '--whitespace=nowarn', '-', stdin=f)
+
+
+def patch(repo: Path, base: str, commit: str, ignore: str) -> bytes:
+    """The changes from `base` to `commit`, `ignore` left out, as a binary patch."""
+    excluded = ('--', '.', f':(exclude,top){ignore}') if ignore else ()
+    return run(repo, 'diff', '--binary', '--full-index', '--no-renames', '--no-ext-diff', '--no-textconv',
+               check_name(base, 'commit'), check_name(commit, 'commit'), *excluded).out
+
+
+def change_digest(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
+    """A task's own change: its commit against its parent, as paths, modes and blob ids (`ignore` left out, as
+    in start_tree); the same work landed anywhere has the same digest."""
+    out = run(repo, 'diff-tree', '-r', '-z', '--no-renames', '--no-commit-id', '--root',
+              check_name(commit, 'commit')).out
+    fields = out.split(b'\0')
+    kept = [b'%s\0%s' % (meta, path) for meta, path in zip(fields[0::2], fields[1::2], strict=False)
+            if path and _kept(path, ignore)]
+    return hashlib.sha256(b'\0'.join(kept)).hexdigest()
+
+
+def _kept(path: bytes, ignore: tuple[str, ...]) -> bool:
+    files = {name.encode() for name in ignore if not name.endswith('/')}
+    dirs = tuple(name.encode() for name in ignore if name.endswith('/'))
+    return path not in files and not path.startswith(dirs)
+
+
+def _signature(secret: bytes, entry_json: bytes, patch_digest: str) -> str:
+    # the bytes as git gives them back (orch.adapters.git.run strips the final newline), written or read
+    entry_digest = hashlib.sha256(entry_json.rstrip(b'\n')).hexdigest()
+    message = f'codex-orch-cache-signature/1\0{entry_digest}\0{patch_digest}'.encode()
+    return 'hmac-sha256:' + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 def fetch(repo: Path, remote: str) -> str:

@@ -37,7 +37,8 @@ def document(rt: RunInputs, rows: list[dict[str, Any]], *, running: bool) -> dic
 
 def render_table(doc: dict) -> str:
     remote = any(t.get('worker') for t in doc['tasks'])   # a Dask run: which worker ran each task
-    rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else ''), t['attempts'],
+    rows = [[t['id'], t['role'], t['status'] + (f' ({t["round"]})' if t.get('round') else '') +
+             (' (cache hit)' if (t.get('cache') or {}).get('hit') else ''), t['attempts'],
              *([t.get('worker') or ''] if remote else []), (t['reason'] or '')[:100]] for t in doc['tasks']]
     rows += [[t['id'], '', 'removed', '', *([''] if remote else []), t['reason']] for t in doc.get('removed') or []]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')

@@ -174,10 +174,13 @@ class WorktreeSettings(_Model):
 
 class CacheSettings(_Model):
     """The cache of verified task results (orch.steps.cache_hit), kept in the repository's refs; off unless the
-    config has `cache:`. `remote`: pulled before a run and pushed after. `write: false`: read only."""
+    config has `cache:`. `remote`: pulled before a run and pushed after. `write: false`: read only.
+    `sign_key_env`: the environment variable holding the signing key; where it is set, entries are signed when
+    written and unsigned or badly signed ones are refused (orch.adapters.cache_store)."""
 
     remote: str | None = Field(default=None, min_length=1, pattern=r'^[^-]')
     write: bool = True
+    sign_key_env: str | None = Field(default=None, pattern=r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,

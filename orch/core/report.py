@@ -30,8 +30,20 @@ def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: l
         for key in TOKEN_KEYS:
             usage[key] += int((task.get('usage') or {}).get(key, 0))
             total[key] += int((task.get('usage_total') or task.get('usage') or {}).get(key, 0))
-    return {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage, 'usage_total': total,
-            'tasks': tasks, 'decisions': decisions}
+    summary = {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage, 'usage_total': total,
+               'tasks': tasks, 'decisions': decisions}
+    looked_up = [t['cache'] for t in tasks if isinstance(t.get('cache'), dict)]
+    if looked_up:   # the result cache is on (orch.steps.cache_hit): its latest lookup of each task
+        hits = [c for c in looked_up if c.get('hit')]
+        summary['cache'] = {'hits': len(hits), 'misses': len(looked_up) - len(hits),
+                            'tokens_saved': sum(int(c.get('tokens_saved') or 0) for c in hits)}
+    return summary
+
+
+def cache_word(task: dict[str, Any]) -> str:
+    """'hit', 'miss' or '' (the cache is off, or the task was never looked up)."""
+    record = task.get('cache')
+    return '' if not isinstance(record, dict) else 'hit' if record.get('hit') else 'miss'
 
 
 def _token_line(summary: dict[str, Any]) -> str:
@@ -85,7 +97,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
            f'Base: `{run.get("base_branch") or "(detached)"}` at `{run["base_commit"][:10]}`. '
            f'Plan: `{run["plan_file"]}`. Tasks: {counts}.', '',
            _token_line(summary), '',
-           tabulate(rows, headers=headers, tablefmt='github'), '', *_graph_section(summary)]
+           tabulate(rows, headers=headers, tablefmt='github'), '', *_graph_section(summary), *_cache_section(summary)]
     failures = [t for t in summary['tasks'] if t['status'] in FAILED_STATUSES]
     if failures:
         out += ['## Failures', '']
@@ -119,6 +131,25 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return '\n'.join(out)
 
 
+def _cache_section(summary: dict[str, Any]) -> list[str]:
+    """Which tasks came from the result cache (verified here all the same) and why the others missed."""
+    cache = summary.get('cache')
+    if not cache:
+        return []
+    out = ['## Result cache', '', f'{cache["hits"]} hit(s), {cache["misses"]} miss(es); '
+           f'{cache["tokens_saved"]:,} tokens saved. A hit\'s checks and gates ran in this run.', '']
+    for task in summary['tasks']:
+        record, word = task.get('cache') or {}, cache_word(task)
+        if word == 'hit':
+            origin = record.get('origin') or {}
+            out.append(f'- **{task["id"]}** hit: from task {origin.get("task", "?")} of run {origin.get("run", "?")} '
+                       f'on {_md(origin.get("host", "?"), 60)}, {int(record.get("tokens_saved") or 0):,} tokens saved')
+        elif word == 'miss':
+            why = record.get('miss') or record.get('refused') or 'no entry for its inputs'
+            out.append(f'- **{task["id"]}** miss: {_cell(why, 300)}')
+    return [*out, '']
+
+
 def _graph_section(summary: dict[str, Any]) -> list[str]:
     """The plan as a Mermaid diagram (GitHub draws it, in a step summary too), each task in its status's colour."""
     tasks = summary['tasks']
@@ -150,6 +181,9 @@ def render_junit(summary: dict[str, Any]) -> str:
     for task in tasks:
         case = ET.SubElement(suite, 'testcase', classname=f'codex-orch.{task["role"]}', name=task['id'],
                              time=f'{task.get("duration") or 0:.3f}')
+        if cache_word(task):   # the result cache: a hit's checks ran here all the same
+            props = ET.SubElement(case, 'properties')
+            ET.SubElement(props, 'property', name='codex-orch.cache', value=cache_word(task))
         if task['status'] in FAILED_STATUSES - {'deferred'}:
             text = '\n\n'.join(filter(None, [str(task.get('reason') or ''), failure_evidence(task)]))
             ET.SubElement(case, 'failure', type=task['status'],

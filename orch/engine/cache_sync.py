@@ -3,10 +3,11 @@ after, push to its remote after. Nothing here when the config has no `cache:`.
 
 A result is stored only when the task is done with every check, gate and verdict passed (its status row says
 `done`, which folds its gates in), and only when it was paid for here (a hit is already an entry). Its key is the
-one its execution looked up (orch.steps.cache_hit), with the tree of the commit its work actually sits on.
+one its execution looked up (orch.steps.cache_hit), when that lookup was for the inputs of the result.
 """
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -14,13 +15,14 @@ from typing import Any
 
 from orch import output
 from orch.adapters import cache_store
-from orch.core.cache_key import cache_key
+from orch.core.config import CacheSettings
 from orch.engine.inputs import RunInputs
 from orch.errors import GitError
 from orch.runstate import state
 from orch.runstate.runs import ORCH_DIR
 
 LOG_LIMIT = 1 << 20   # bytes of one log kept in an entry
+PROMPT_FILE = 'cache-prompt.md'   # in the task's directory: the normalised prompt its key covers, for its entry
 
 
 def pull_before(rt: RunInputs) -> None:
@@ -55,23 +57,35 @@ def store_verified(rt: RunInputs, task_id: str) -> bool:
     task_dir = rt.task_dir(task_id)
     st = state.read_state(task_dir)
     record, result = st.get('cache'), state.read_result(task_dir)
-    if not isinstance(record, dict) or not record.get('work') or not result or record.get('hit'):
+    if not isinstance(record, dict) or not isinstance(record.get('key'), str) or not result or record.get('hit'):
         return False
-    if (result.get('cache') or {}).get('hit'):
+    if (result.get('cache') or {}).get('hit') or record.get('inputs_digest') != result.get('inputs_digest'):
+        return False   # a hit is an entry already; a lookup of other inputs than the result's keys nothing
+    store = cache_store.GitRefStore(rt.repo)
+    key = str(record['key'])
+    if store.has(key):
         return False
     found, start = result.get('commit'), st.get('checkout_start')
     commit = found if isinstance(found, str) else None
     parents = cache_store.parents(rt.repo, commit) if commit else [start] if isinstance(start, str) else []
     if len(parents) != 1:
         return False
-    base = str(parents[0])
-    key = cache_key(str(record['work']), cache_store.start_tree(rt.repo, base, own_files(rt)))
-    data = {'answer': result.get('answer'), 'commit': commit, 'base': base,
-            'files_changed': result.get('files_changed') or [],
+    prompt_file = task_dir / PROMPT_FILE
+    data = {'answer': result.get('answer'), 'commit': commit, 'base': str(parents[0]),
+            'files_changed': result.get('files_changed') or [], 'inputs': record.get('inputs') or {},
             'execution': {k: result.get(k) for k in ('usage', 'attempts', 'repair_rounds', 'review_rounds',
                                                      'conflict_rounds', 'duration', 'checks')},
             'origin': {'run': rt.run.run_id, 'task': task_id, 'host': socket.gethostname(), 'time': time.time()}}
-    return cache_store.GitRefStore(rt.repo).put(key, data, commit, log_files(task_dir))
+    return store.put(key, data, commit, log_files(task_dir),
+                     prompt=prompt_file.read_text(encoding='utf-8') if prompt_file.is_file() else '',
+                     secret=signing_key(rt.config.cache), ignore=rt.config.decisions_file)
+
+
+def signing_key(settings: CacheSettings | None) -> bytes | None:
+    """The cache's signing key, from the environment variable the config names (None: none set)."""
+    name = settings.sign_key_env if settings is not None else None
+    value = os.environ.get(name, '') if name else ''
+    return value.encode() if value else None
 
 
 def own_files(rt: RunInputs) -> tuple[str, ...]:

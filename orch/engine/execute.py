@@ -21,7 +21,7 @@ from orch.engine.progress import Progress
 from orch.engine.reports import write_reports
 from orch.engine.session import RunOptions, Session, spent_so_far
 from orch.engine.stale_git_locks import clear_stale_git_locks
-from orch.errors import EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
+from orch.errors import EXIT_BAD_INPUT, EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
 from orch.runstate import atomic
 from orch.runstate.lock import RunLock
 from orch.runstate.runs import record_use
@@ -111,6 +111,8 @@ def exit_code(rows: list[dict[str, Any]], doit_rc: int) -> int:
         return EXIT_OK
     if statuses & {'failed', 'blocked'}:
         return EXIT_TASK_FAILED
+    if any(r['status'] == 'deferred' and (r.get('cache') or {}).get('miss') for r in rows):
+        return EXIT_BAD_INPUT   # a cache miss with no provider key: nothing was launched (orch.steps.cache_hit)
     if 'deferred' in statuses:
         return EXIT_DEFERRED
     if doit_rc == 3:

@@ -126,10 +126,17 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'fixes': either('fixes', []),
         'worker': _worker(st),
         # the result cache (config `cache:`): its latest execution's lookup; a hit names its origin
-        'cache': done.get('cache') or ({'hit': False} if st.get('cache') else None),
+        'cache': done.get('cache') or _lookup(st.get('cache')),
         'findings': answer.get('findings') if isinstance(answer, dict) and
         answer.get('verdict') == 'request_changes' else None,
     }
+
+
+def _lookup(record: Any) -> dict[str, Any] | None:
+    """A miss's cache record, as a row shows it: why it missed, when that was said (orch.steps.cache_hit)."""
+    if not isinstance(record, dict):
+        return None
+    return {'hit': False, **{k: record[k] for k in ('miss', 'refused') if record.get(k)}}
 
 
 def _worker(st: dict[str, Any]) -> str | None:
