@@ -14,6 +14,7 @@ from orch import output
 from orch.adapters import worker
 from orch.adapters.doit_runner import changed_entries, is_last, run_doit
 from orch.adapters.services import Services
+from orch.adapters.worker_env import provider_key
 from orch.core.redact import RedactingStream
 from orch.engine import cache_sync, noop_record
 from orch.engine.inputs import RunInputs, remember_plan_check
@@ -49,7 +50,7 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
             try:
                 services.start()
                 cache_sync.pull_before(rt)
-                rc = run_doit(rt, session, _argv(options))
+                rc = run_doit(rt, session, _argv(rt, options))
                 if any(is_last(s) for s in rt.steps):
                     report_rc = run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))],
                                          report='only')
@@ -136,13 +137,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _argv(options: RunOptions) -> list[str]:
+def _argv(rt: RunInputs, options: RunOptions) -> list[str]:
     argv = ['run']
-    if options.keep_going:
+    if options.keep_going or _keyless_cache(rt):
         argv.append('--continue')
     if options.jobs > 1:
         argv += ['-n', str(options.jobs), '-P', 'thread']
     return argv
+
+
+def _keyless_cache(rt: RunInputs) -> bool:
+    """A cached run with no provider key can spend nothing: it goes past each miss (orch.steps.cache_hit defers
+    it) so that every task the cache has is built and every missing one is named."""
+    return rt.config.cache is not None and provider_key(rt.config).problem is not None
 
 
 def _final_report(rt: RunInputs) -> None:
