@@ -247,3 +247,27 @@ def test_the_report_junit_and_status_say_which_tasks_hit(tmp_path: Path, monkeyp
     assert '<property name="codex-orch.cache" value="miss" />' in junit
     rc, out, err = a.cli('status', '--run-id', 'rb')
     assert rc == 0 and 'done (cache hit)' in out and out.count('cache hit') == 1, out
+
+
+def test_pull_and_push_skip_keys_the_other_side_has_without_failing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, remote = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    b = clone(a, remote, tmp_path / 'b')
+    keys = [k for k, _ in GitRefStore(a.repo).entries()]
+    # B paid for the same task itself: its own entry under one of A's keys, and one A has not
+    mine = GitRefStore(b.repo)
+    assert mine.put(keys[0], {'origin': {'task': 'T1', 'run': 'rb'}}, None, {})
+    assert mine.put('f' * 64, {'origin': {'task': 'T9', 'run': 'rb'}}, None, {})
+    rc, out, err = a.cli('cache', 'push', 'origin')
+    assert rc == 0, out + err
+    rc, out, err = b.cli('cache', 'pull', 'origin')
+    assert rc == 0 and '1 new' in out, out + err
+    assert (mine.get(keys[0]) or mine.get(keys[1])) is not None
+    assert git(b.repo, 'cat-file', 'blob', f'refs/codex-orch/cache/{keys[0]}:entry.json').count('"rb"') == 1  # kept
+    rc, out, err = b.cli('cache', 'push', 'origin')
+    assert rc == 0, out + err
+    remote_refs = git(remote, 'for-each-ref', '--format=%(refname)', 'refs/codex-orch/cache/').splitlines()
+    assert len(remote_refs) == 3   # B's new entry went up; A's entry under the shared key stayed A's
+    assert '"ra"' in git(remote, 'cat-file', 'blob', f'refs/codex-orch/cache/{keys[0]}:entry.json')

@@ -247,15 +247,35 @@ def _signature(secret: bytes, entry_json: bytes, patch_digest: str) -> str:
 
 
 def fetch(repo: Path, remote: str) -> str:
-    """`cache pull`: the remote's cache refs into this repository (an existing entry is kept)."""
-    return run(repo, *_TRANSPORTS, 'fetch', '--no-tags', check_name(remote, 'remote'),
-               f'{PREFIX}*:{PREFIX}*').err
+    """`cache pull`: the remote's cache entries this repository lacks (an entry here is kept, even when the remote
+    has another under its key: entries are written once, and either verifies the same way)."""
+    name = check_name(remote, 'remote')
+    have = _local_refs(repo)
+    wanted = [ref for ref in _remote_refs(repo, name) if ref not in have]
+    return ''.join(run(repo, *_TRANSPORTS, 'fetch', '--no-tags', '--no-write-fetch-head', name,
+                       *(f'{ref}:{ref}' for ref in chunk)).err for chunk in _chunks(wanted))
 
 
 def push(repo: Path, remote: str) -> str:
-    """`cache push`: this repository's cache refs to the remote (never forced: entries are written once)."""
-    return run(repo, *_TRANSPORTS, 'push', '--quiet', check_name(remote, 'remote'),
-               f'{PREFIX}*:{PREFIX}*').err
+    """`cache push`: the entries the remote lacks (never forced, never replacing one it has)."""
+    name = check_name(remote, 'remote')
+    theirs = set(_remote_refs(repo, name))
+    wanted = [ref for ref in sorted(_local_refs(repo)) if ref not in theirs]
+    return ''.join(run(repo, *_TRANSPORTS, 'push', '--quiet', name, *(f'{ref}:{ref}' for ref in chunk)).err
+                   for chunk in _chunks(wanted))
+
+
+def _local_refs(repo: Path) -> set[str]:
+    return set(run(repo, 'for-each-ref', '--format=%(refname)', PREFIX).text.splitlines())
+
+
+def _remote_refs(repo: Path, remote: str) -> list[str]:
+    out = run(repo, *_TRANSPORTS, 'ls-remote', '--refs', remote, f'{PREFIX}*').text
+    return [line.split('\t', 1)[1] for line in out.splitlines() if '\t' in line]
+
+
+def _chunks(refs: list[str], size: int = 500) -> list[list[str]]:
+    return [refs[i:i + size] for i in range(0, len(refs), size)]
 
 
 def parents(repo: Path, commit: str) -> list[str]:

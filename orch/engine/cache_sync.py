@@ -27,7 +27,13 @@ PROMPT_FILE = 'cache-prompt.md'   # in the task's directory: the normalised prom
 
 def pull_before(rt: RunInputs) -> None:
     settings = rt.config.cache
-    if settings is None or not settings.remote:
+    if settings is None:
+        return
+    if settings.sign_key_env and signing_key(settings) is None:
+        output.write_line(f'warning: cache.sign_key_env names {settings.sign_key_env}, which is not set here: cache '
+                          'entries are used without checking their signatures (their checks run here all the same), '
+                          'and entries this run writes are unsigned', err=True)
+    if not settings.remote:
         return
     try:
         cache_store.fetch(rt.repo, settings.remote)
