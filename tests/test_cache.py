@@ -91,6 +91,11 @@ def test_a_fresh_clone_replays_every_task_and_verifies_it_there(tmp_path: Path, 
     # one task's description edited, and no provider key: nothing is launched, the miss is named, exit 2
     b.write_plan(plan('Write src/b.py, carefully.'))
     commit_all(b.repo, 'edit T2')
+    rc, out, err = b.cli('resume', '--run-id', 'rb', '--dry-run')   # said before anything is spent
+    assert rc == 1, out + err
+    line = next(x for x in out.splitlines() if x.startswith('T2 '))
+    assert 'miss:' in line and 'result cache: 0 of 1 task(s) would hit' in out, out
+    assert 'T1 ' not in out.split('task ')[-1]   # T1 would not run at all
     monkeypatch.delenv('CODEX_API_KEY')
     rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb2')
     assert rc == 2, out + err
@@ -271,3 +276,33 @@ def test_pull_and_push_skip_keys_the_other_side_has_without_failing(
     remote_refs = git(remote, 'for-each-ref', '--format=%(refname)', 'refs/codex-orch/cache/').splitlines()
     assert len(remote_refs) == 3   # B's new entry went up; A's entry under the shared key stayed A's
     assert '"ra"' in git(remote, 'cat-file', 'blob', f'refs/codex-orch/cache/{keys[0]}:entry.json')
+
+
+def test_the_dry_run_says_which_tasks_will_hit_and_which_cannot_be_known(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, _ = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    # T1 edited and run: its new result is an entry too; then the edit undone
+    edited = plan()
+    edited['tasks'][0]['description'] = 'Write src/a.py, now.'
+    a.write_plan(edited)
+    rc, out, err = a.cli('resume', '--run-id', 'ra')
+    assert rc == 0, out + err
+    a.write_plan(plan())
+    a.clear_log()
+    rc, out, err = a.cli('resume', '--run-id', 'ra', '--dry-run')
+    assert rc == 1, out + err
+    rows = {x.split()[0]: x for x in out.splitlines() if x[:2] in ('T1', 'T2')}
+    assert 'hit (task T1 of run ra' in rows['T1'], out   # its first result's entry, predicted from the plan
+    assert 'hit (task T2 of run ra' in rows['T2'], out   # predicted from T1's cached answer and change
+    assert 'result cache: 2 of 2 task(s) would hit' in out
+    rc, out, err = a.cli('resume', '--run-id', 'ra')   # and so it is
+    assert rc == 0 and a.launches() == [], out + err
+    # an edit nothing cached matches: a miss, and what depends on it cannot be known yet
+    edited['tasks'][0]['description'] = 'Write src/a.py, differently.'
+    a.write_plan(edited)
+    rc, out, err = a.cli('resume', '--run-id', 'ra', '--dry-run')
+    rows = {x.split()[0]: x for x in out.splitlines() if x[:2] in ('T1', 'T2')}
+    assert 'miss:' in rows['T1'] and 'unknown until T1 ran' in out, out
+    assert a.launches() == []

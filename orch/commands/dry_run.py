@@ -27,6 +27,7 @@ from orch.errors import EXIT_OK, EXIT_TASK_FAILED
 from orch.runstate.lock import holder_pid
 from orch.runstate.runs import ORCH_DIR, RunInfo
 from orch.runstate.status import task_rows
+from orch.steps.cache_predict import predict
 
 NOTHING, SOMETHING = EXIT_OK, EXIT_TASK_FAILED
 
@@ -58,9 +59,16 @@ def dry_run_of(rt: RunInputs, again: str) -> int:
         return NOTHING
     output.write_line(f'run {run_id}: {len(would)} of {len(rows)} task(s) would run '
                       '(dry run: nothing was spent or written)')
-    table = [[r['id'], r['role'], _why(r), _last_time(r)] for r in would]
-    output.write_line(tabulate(table, headers=['task', 'role', 'why', 'last time'], tablefmt='simple'))
+    cache = predict(rt, {r['id'] for r in would if not _gates_only(r)})
+    table = [[r['id'], r['role'], _why(r), _last_time(r), *([cache.get(r['id'], '-')] if cache else [])]
+             for r in would]
+    output.write_line(tabulate(table, headers=['task', 'role', 'why', 'last time', *(['cache'] if cache else [])],
+                               tablefmt='simple', maxcolwidths=[None, None, 50, None, 60] if cache else None))
     output.write_line(_cost_line(would))
+    if cache:
+        hits = sorted(t for t, said in cache.items() if said.startswith('hit'))
+        output.write_line(f'result cache: {len(hits)} of {len(cache)} task(s) would hit'
+                          + (f' ({", ".join(hits)}: no model call, their checks run here)' if hits else ''))
     downstream = [r['id'] for r in would if _only_if_upstream(r)]
     if downstream:
         output.write_line(f'{", ".join(downstream)}: only if a task they depend on ends with a different answer or '

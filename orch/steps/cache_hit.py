@@ -14,20 +14,26 @@ deferred, its reason naming the inputs in which its key differs from the nearest
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from orch import output
 from orch.adapters import cache_store
+from orch.adapters.codex_bin import find_codex
 from orch.adapters.worker_env import provider_key
 from orch.core.cache_key import cache_key, describe, differing, normalise, start_digest, work_digest, work_inputs
+from orch.core.compile import Step
 from orch.core.plan import Plan
 from orch.core.redact import redact_obj
 from orch.core.validate import schema_errors
 from orch.core.verdict import verdict_of
 from orch.engine.cache_sync import PROMPT_FILE, own_files, signing_key
+from orch.engine.inputs import RunInputs
 from orch.errors import GitError
 from orch.runstate import atomic, state
 from orch.steps import checkout, verify
@@ -35,7 +41,7 @@ from orch.steps.failure import Failed
 from orch.steps.finish import commit_verified
 from orch.steps.rounds import Rounds
 from orch.steps.setup import run_setup
-from orch.steps.task_work import TaskWork, ensure_workdir, worker_spec
+from orch.steps.task_work import TaskWork, ensure_workdir
 
 _VERSIONS: dict[str, str] = {}   # `codex --version` of each binary, asked once per process
 MISS_OUTCOME = 'cache-miss-no-key'   # state.json's outcome of a miss that could not run (orch.engine.execute)
@@ -66,20 +72,31 @@ def upstream_of(plan: Plan, task_id: str) -> list[str]:
 def key_inputs(work: TaskWork) -> tuple[dict[str, str], str]:
     """The digests of what decides the task's work (orch.core.cache_key.INPUT_NAMES), and its normalised prompt."""
     rt = work.rt
-    replacements = {str(rt.run_dir): '<run-dir>', str(work.workdir): '<checkout>', str(rt.repo): '<repo>'}
+    commits: dict[str, str | None] = {}
     changes: dict[str, str] = {}
     for dep in upstream_of(rt.plan, work.task.id):
         commit = (state.read_result(rt.task_dir(dep)) or {}).get('commit')
+        commits[dep] = commit if isinstance(commit, str) else None
         changes[dep] = cache_store.change_digest(rt.repo, commit, own_files(rt)) if isinstance(commit, str) else ''
-        if isinstance(commit, str):   # its commit differs from run to run; its change, in `start`, does not
-            replacements[commit] = f'<commit of {dep}>'
-    prompt = normalise(rt.path(work.step.input('prompt')).read_text(encoding='utf-8'), replacements,
-                       {rt.run.run_id: '<run-id>'})
-    inputs = work_inputs(prompt=prompt, schema=rt.path(work.step.input('schema')).read_bytes(),
-                         params=work.step.params, codex_version=codex_version(worker_spec(work).codex[0]),
-                         checks=work.checks)
+    prompt = rt.path(work.step.input('prompt')).read_text(encoding='utf-8')
+    return inputs_of(rt, work.step, work.workdir, prompt, commits, changes)
+
+
+def inputs_of(rt: RunInputs, step: Step, workdir: Path, prompt: str, commits: Mapping[str, str | None],
+              changes: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The key's inputs of the task of work step `step`, from its prompt and its upstream tasks' commits (named in
+    the prompt: they differ from run to run, so they are normalised) and changes (what its checkout starts from)."""
+    assert step.task_id is not None
+    task = rt.plan.by_id[step.task_id]
+    replacements = {str(rt.run_dir): '<run-dir>', str(workdir): '<checkout>', str(rt.repo): '<repo>'}
+    replacements.update({commit: f'<commit of {dep}>' for dep, commit in commits.items() if commit})
+    binary = json.loads(step.params['codex_args'])[0]
+    normalised = normalise(prompt, replacements, {rt.run.run_id: '<run-id>'})
+    inputs = work_inputs(prompt=normalised, schema=rt.path(step.input('schema')).read_bytes(), params=step.params,
+                         codex_version=codex_version(find_codex(binary, rt.repo) or binary),
+                         checks=(*rt.role(task.role).checks, *task.checks))
     base = cache_store.start_tree(rt.repo, rt.run.base_commit, own_files(rt))
-    return {**inputs, 'start': start_digest(base, changes)}, prompt
+    return {**inputs, 'start': start_digest(base, changes)}, normalised
 
 
 def key_of(inputs: dict[str, str]) -> str:
