@@ -115,6 +115,31 @@ def test_a_turn_under_way_is_stopped_when_another_spends_the_budget(tmp_path: Pa
     assert host.launched_tasks() == ['T2']   # T1's paid turn is not paid again
 
 
+def test_a_repair_round_stopped_mid_turn_keeps_the_answer_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: Any) -> None:
+    """T1's repair round is under way when T2's turn spends the budget: stopped, deferred, and the resume goes on
+    with the repair round in T1's thread: its first answer is not paid again."""
+    started, never = tmp_path / 'repair-started', tmp_path / 'never'
+    plan = wave_plan(2)
+    plan['tasks'][0].update(paths=['src/x.py'], checks=[CHECK])
+    script = {'tasks': {'T1': [{'edits': {'src/x.py': 'broken\n'}},
+                               {'touch': str(started), 'wait_for': str(never), 'wait_timeout': 60},
+                               {'edits': {'src/x.py': 'fixed\n'}}],
+                        'T2': {'wait_for': str(started)}}}
+    host = make(tmp_path, monkeypatch, capsys, script, plan, 2 * COST)
+    edit_config(host.repo, {'reserve_per_task: 50000': 'reserve_per_task: 1'})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+    assert rc == 75, out + err
+    assert host.statuses() == {'T1': 'deferred', 'T2': 'done'}
+    assert 'its turn under way was stopped' in host.status()['tasks'][0]['reason']
+    first = next(e for e in host.launches() if e['task_id'] == 'T1' and not e['resume'])
+    set_budget(host, 10 * COST)
+    host.clear_log()
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert [(e['task_id'], e['resume'], e['thread_id']) for e in host.launches()] == [('T1', True, first['thread_id'])]
+
+
 def test_a_review_fix_turn_is_not_started_past_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: Any) -> None:
     review = {'answer': {'status': 'done', 'summary': 'r', 'verdict': 'request_changes', 'files_changed': [],
