@@ -139,5 +139,6 @@ def test_token_totals_count_every_paid_attempt(tmp_path: Path, monkeypatch: pyte
     assert (row['usage_total']['input_tokens'], row['usage']['input_tokens']) == (100 * attempts, 100)
     assert host.result('T1')['usage']['input_tokens'] == 100    # the result: its own execution's
     report = (host.run_dir() / 'report.md').read_text()
-    assert f'Tokens: {100 * attempts} input' in report and 'The latest execution of each task: 100 input' in report
+    assert f'Tokens: {90 * attempts} billed input, {10 * attempts} cached input' in report
+    assert 'The latest execution of each task: 100 input' in report
     assert f'{100 * attempts}/' in report and '(latest 100/' in report

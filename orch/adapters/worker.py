@@ -93,6 +93,8 @@ from orch.failpoints import crash_point
 from orch.runstate.atomic import write_text
 
 TRANSIENT = frozenset({'exit-nonzero', 'turn-failed', 'timeout'})
+# An attempt ended (or not started) because the run's budget was spent meanwhile (run_worker's budget_stop)
+BUDGET_STOPPED = 'budget-stopped'
 POLL = 0.1                         # how often cancel/timeouts are checked while waiting
 MAX_BACKOFF = 60.0
 
@@ -133,8 +135,15 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
                cancel: threading.Event | None = None, resume_thread: str | None = None,
                prev_cumulative: dict[str, int] | None = None, recover: bool = False,
                before_fresh_start: Callable[[], None] | None = None,
-               reuse_since: float | None = None, fresh_prompt: str | None = None) -> WorkerResult:
+               reuse_since: float | None = None, fresh_prompt: str | None = None,
+               budget_stop: threading.Event | None = None,
+               on_spent: Callable[[dict[str, int]], None] | None = None) -> WorkerResult:
     """Run the task until it yields a valid answer or the retry budget is spent.
+
+    budget_stop: set when the run's budget is spent: an attempt whose turn has not completed yet is ended at once
+    (its process group terminated) and one not started yet is not started; either ends the call with outcome
+    BUDGET_STOPPED. on_spent: each attempt's usage as soon as the attempt ended (those this call runs, not the
+    ones it took from the record), so that a budget sees a turn's tokens before the next attempt starts.
 
     resume_thread: continue that Codex thread with `prompt` (a repair or review round) instead of
     starting one; prev_cumulative is the thread's usage so far, so each attempt counts only its own.
@@ -178,8 +187,10 @@ def run_worker(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Callable
     fingerprint = launch_fingerprint(spec, prompt)
     while plan is not None:
         plan.call = call
-        record, answer = _run_attempt(spec, plan, task_dir, validate, on_event, cancel, fingerprint)
+        record, answer = _run_attempt(spec, plan, task_dir, validate, on_event, (cancel, budget_stop), fingerprint)
         attempts.append(record)
+        if on_spent is not None and record.usage:
+            on_spent(record.usage)
         plan = _next_plan(spec, prompt, plan, record, budget, cancel)
     return worker_result(attempts, answer, time.monotonic() - started, recorded)
 
@@ -291,9 +302,13 @@ def codex_schema(schema_path: Path, adir: Path) -> Path:
     return derived
 
 
+Stops = tuple[threading.Event | None, threading.Event | None]   # (cancel, budget_stop), see run_worker
+
+
 def _run_attempt(spec: WorkerSpec, plan: Plan, task_dir: Path, validate: Callable[[object], list[str]],
-                 on_event: Callable[[dict], None] | None, cancel: threading.Event | None,
+                 on_event: Callable[[dict], None] | None, stops: Stops,
                  fingerprint: str = '') -> tuple[AttemptRecord, object | None]:
+    cancel, budget_stop = stops
     n, adir = next_attempt_dir(task_dir)
     argv = build_argv(spec, adir / 'last-message.txt', plan.resume_thread, codex_schema(spec.schema_path, adir))
     record = AttemptRecord(n=n, kind=plan.kind, argv=argv, started_at=time.time(),
@@ -305,8 +320,10 @@ def _run_attempt(spec: WorkerSpec, plan: Plan, task_dir: Path, validate: Callabl
     try:
         if _stopping(cancel):
             set_outcome(record, 'interrupted', 'cancelled before start')
+        elif budget_stop is not None and budget_stop.is_set():
+            set_outcome(record, BUDGET_STOPPED, "not started: the run's budget is spent")
         else:
-            answer = _launch_and_judge(spec, plan, adir, record, stream, validate, on_event, cancel)
+            answer = _launch_and_judge(spec, plan, adir, record, stream, validate, on_event, stops)
     except KeyboardInterrupt:
         set_outcome(record, 'interrupted', 'interrupted (KeyboardInterrupt)')
         raise
@@ -321,7 +338,8 @@ def _run_attempt(spec: WorkerSpec, plan: Plan, task_dir: Path, validate: Callabl
 
 def _launch_and_judge(spec: WorkerSpec, plan: Plan, adir: Path, record: AttemptRecord, stream: EventStream,
                       validate: Callable[[object], list[str]], on_event: Callable[[dict], None] | None,
-                      cancel: threading.Event | None) -> object | None:
+                      stops: Stops) -> object | None:
+    cancel = stops[0]
     try:
         group = _launch(record.argv, spec, encode_utf8(plan.prompt), adir)
     except OSError as exc:
@@ -333,7 +351,7 @@ def _launch_and_judge(spec: WorkerSpec, plan: Plan, adir: Path, record: AttemptR
         # later run can still kill it, after checking by the start time that the pid is still it.
         procgroup_identity.save_identity(adir / PROCESS_FILE, group.identity)
         write_text(adir / 'pid', f'{group.pgid}\n')
-        ending = _pump(group, spec, adir, stream, on_event, cancel)
+        ending = _pump(group, spec, adir, stream, on_event, stops)
     finally:
         _reap(group)   # kills leftovers; on an exception (Ctrl-C) kills the whole group first
     record.exit_code = group.proc.returncode
@@ -376,12 +394,17 @@ def _launch_error_text(codex: tuple[str, ...], exc: OSError) -> str:
 # Reading stdout with deadlines
 
 def _pump(group: Group, spec: WorkerSpec, adir: Path, stream: EventStream,
-          on_event: Callable[[dict], None] | None, cancel: threading.Event | None) -> str | None:
+          on_event: Callable[[dict], None] | None, stops: Stops) -> str | None:
     """Stream stdout into events.jsonl and the EventStream until the process is done.
 
-    Returns None when it ended by itself, 'interrupted', or 'timeout:<limit>' (the group is
-    then already killed).
+    Returns None when it ended by itself, 'interrupted', 'budget' (the run's budget was spent before its turn
+    completed) or 'timeout:<limit>' (the group is then already killed).
     """
+    cancel, budget_stop = stops
+
+    def stopping() -> bool:   # a turn that completed is paid for: it is let finish whatever the budget says
+        return _stopping(cancel) or (budget_stop is not None and budget_stop.is_set() and not stream.turn_completed)
+
     clock = Clock(time.monotonic(), spec.timeout_total, spec.timeout_idle, spec.timeout_first_event)
     splitter = LineSplitter(MAX_LINE_BYTES)
     with open(adir / 'events.jsonl', 'ab', buffering=0) as sink:   # unbuffered: on disk as it arrives
@@ -391,8 +414,10 @@ def _pump(group: Group, spec: WorkerSpec, adir: Path, stream: EventStream,
             consume_lines(log.tee(splitter.feed(chunk)), stream, on_event)
             if stream.turn_completed:   # the answer is paid for and on disk, codex has not exited yet
                 crash_point('after-turn', adir.parent.name)
-        ending = StdoutReader(group.proc, clock, consume).run(lambda: _stopping(cancel))
+        ending = StdoutReader(group.proc, clock, consume).run(stopping)
         consume_lines(log.tee(splitter.flush()), stream, on_event)
+    if ending == 'interrupted' and not _stopping(cancel):
+        ending = 'budget'
     if ending is not None:
         group.terminate()
     return ending
@@ -418,6 +443,8 @@ def _judge(record: AttemptRecord, ending: str | None, stream: EventStream, adir:
     record.thread_id = stream.thread_id or record.thread_id
     if ending == 'interrupted' or (ending is None and _stopping(cancel) and not stream.turn_completed):
         set_outcome(record, 'interrupted', 'interrupted (cancelled)')
+    elif ending == 'budget':
+        set_outcome(record, BUDGET_STOPPED, "stopped mid-turn: the run's budget was spent meanwhile")
     elif ending is not None:
         set_timeout(record, ending.removeprefix('timeout:'), stream, spec)
     elif not judge_process(record, stream, adir):

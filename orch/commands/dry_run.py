@@ -18,11 +18,12 @@ from orch import output
 from orch.adapters.doit_runner import stale_task_ids
 from orch.core.config import CONFIG_FILE, load_config
 from orch.core.plan import load_plan, topological_order
+from orch.core.prices import money, usage_cost
 from orch.core.resources import defaults_dir
 from orch.core.spec import check_spec
 from orch.core.validate import load_json_schema
 from orch.engine.inputs import RunInputs, open_run
-from orch.engine.session import spent_so_far
+from orch.engine.session import run_budget, spent_so_far
 from orch.errors import EXIT_OK, EXIT_TASK_FAILED
 from orch.runstate.lock import holder_pid
 from orch.runstate.runs import ORCH_DIR, RunInfo
@@ -64,7 +65,7 @@ def dry_run_of(rt: RunInputs, again: str) -> int:
              for r in would]
     output.write_line(tabulate(table, headers=['task', 'role', 'why', 'last time', *(['cache'] if cache else [])],
                                tablefmt='simple', maxcolwidths=[None, None, 50, None, 60] if cache else None))
-    output.write_line(_cost_line(would))
+    output.write_line(_cost_line(would) + _money_line(rt, would))
     if cache:
         hits = sorted(t for t, said in cache.items() if said.startswith('hit'))
         output.write_line(f'result cache: {len(hits)} of {len(cache)} task(s) would hit'
@@ -73,10 +74,10 @@ def dry_run_of(rt: RunInputs, again: str) -> int:
     if downstream:
         output.write_line(f'{", ".join(downstream)}: only if a task they depend on ends with a different answer or '
                           'different code (an identical result stops there)')
-    budget = rt.config.token_budget
-    if budget:
-        spent = spent_so_far(rt)
-        output.write_line(f'token budget {budget:,}: the run has spent {spent:,}, {max(0, budget - spent):,} left')
+    budget = run_budget(rt, spent_so_far(rt)) if rt.config.token_budget or rt.config.cost_budget else None
+    if budget is not None and budget.limit is not None:
+        output.write_line(f'{budget.describe()}: the run has spent {budget.amount(budget.spent)}, '
+                          f'{budget.amount(max(0, budget.limit - budget.spent))} left')
     output.write_line(f'To do it: {again}')
     return SOMETHING
 
@@ -130,6 +131,15 @@ def _last_time(row: dict[str, Any]) -> str:
     duration = row.get('duration')
     took = f', {duration:.1f} s' if duration else ''
     return f'{tokens_in:,} in / {tokens_out:,} out{took}'
+
+
+def _money_line(rt: RunInputs, rows: list[dict[str, Any]]) -> str:
+    """With a price table: what the tokens of the last time cost (each task's latest execution, by its model)."""
+    prices = rt.config.prices
+    if not prices:
+        return ''
+    costs = [usage_cost(prices, rt.role(r['role']).model, r.get('usage')) for r in rows if not _gates_only(r)]
+    return f'; about {money(sum(c for c in costs if c is not None))} by the price table'
 
 
 def _cost_line(rows: list[dict[str, Any]]) -> str:

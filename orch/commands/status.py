@@ -12,6 +12,7 @@ from tabulate import tabulate
 from orch import output
 from orch.adapters.doit_runner import stale_task_ids
 from orch.commands.common import find_repo
+from orch.core.prices import SPLIT_KEYS, money
 from orch.engine.inputs import RunInputs, open_run
 from orch.runstate.lock import holder_pid
 from orch.runstate.runs import latest_run_id
@@ -43,7 +44,16 @@ def render_table(doc: dict) -> str:
     rows += [[t['id'], '', 'removed', '', *([''] if remote else []), t['reason']] for t in doc.get('removed') or []]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
     headers = ['task', 'role', 'status', 'attempts', *(['worker'] if remote else []), 'reason']
-    return head + '\n' + tabulate(rows, headers=headers, tablefmt='simple')
+    return head + '\n' + tabulate(rows, headers=headers, tablefmt='simple') + _paid_line(doc['tasks'])
+
+
+def _paid_line(tasks: list[dict[str, Any]]) -> str:
+    """What the run paid, every execution counted, as a bill splits it (and its cost, with a price table)."""
+    total = {k: sum(int((t.get('usage_total') or {}).get(k) or 0) for t in tasks) for k in SPLIT_KEYS}
+    costs = [t['cost'] for t in tasks if t.get('cost') is not None]
+    return (f'\ntokens: {total["billed_input_tokens"]:,} billed input, {total["cached_input_tokens"]:,} cached input, '
+            f'{total["output_tokens"]:,} output ({total["reasoning_output_tokens"]:,} of it reasoning)'
+            + (f'; cost {money(sum(costs))}' if costs else ''))
 
 
 def status(args: argparse.Namespace) -> int:

@@ -95,8 +95,17 @@ class CodexSettings(_Model):
 
 
 class BudgetSettings(_Model):
-    # What a task's launch reserves of the token budget when it never ran before (orch.engine.session.Budget)
+    # What a task's launch reserves of the token budget when it never ran before (orch.engine.session.Budget);
+    # with a cost_budget, these tokens priced as input
     reserve_per_task: int = Field(default=50_000, ge=0)
+
+
+class Price(_Model):
+    """One model's prices in money units per 1M tokens (orch.core.prices); reasoning tokens are output."""
+
+    input: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)   # None: the input price
+    output: float = Field(ge=0)
 
 
 class Branches(_Model):
@@ -210,6 +219,25 @@ class Config(_Model):
     # (test configuration, AGENTS.md, .codex/, .github/: orch.steps.guard.PROTECTED).
     protect: list[str] = []
     cache: CacheSettings | None = None   # `cache: {}` turns the result cache on
+    # Money per 1M tokens by model (`default`: any other), and a budget in money instead of tokens (both last:
+    # cost_budget's check reads the roles and prices validated before it).
+    prices: dict[str, Price] = {}
+    cost_budget: float | None = Field(default=None, gt=0)
+
+    @field_validator('cost_budget')
+    @classmethod
+    def _priced(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return value
+        if info.data.get('token_budget') is not None:
+            raise ValueError('give token_budget or cost_budget, not both (set the other to null)')
+        prices, defaults = info.data.get('prices') or {}, info.data.get('defaults') or _DEFAULT_ROLE
+        for name, role in sorted((info.data.get('roles') or {}).items()):
+            model = role.model or defaults.model or 'default'
+            if model not in prices and 'default' not in prices:
+                raise ValueError(f"role {name}'s model {model} has no price: add prices: {{{model}: {{input: ..., "
+                                 'output: ...}} (money per 1M tokens), or a `default` entry')
+        return value
 
     @field_validator('roles', mode='before')
     @classmethod

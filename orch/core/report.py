@@ -9,6 +9,7 @@ from typing import Any
 from tabulate import tabulate
 
 from orch.core import graph
+from orch.core.prices import money
 
 SUMMARY_VERSION = 1
 # Characters XML 1.0 cannot carry at all (ElementTree writes them anyway, and parsers then reject the
@@ -16,12 +17,13 @@ SUMMARY_VERSION = 1
 _XML_ILLEGAL = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
 # Statuses that are a failure wherever a person or CI looks (deferred: come back later, not a test failure).
 FAILED_STATUSES = frozenset({'failed', 'blocked', 'deferred'})
-TOKEN_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
+TOKEN_KEYS = ('input_tokens', 'billed_input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
 
 
 def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:
     """`usage`: what the latest execution of each task used; `usage_total`: everything the run paid, every
-    execution, attempt and round (the keys are the same)."""
+    execution, attempt and round (the keys are the same; billed input is input less cached input); `cost`: what
+    `usage_total` cost by the config's price table (None without one), as each task's `cost`."""
     counts: dict[str, int] = {}
     usage = dict.fromkeys(TOKEN_KEYS, 0)
     total = dict.fromkeys(TOKEN_KEYS, 0)
@@ -30,8 +32,9 @@ def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: l
         for key in TOKEN_KEYS:
             usage[key] += int((task.get('usage') or {}).get(key, 0))
             total[key] += int((task.get('usage_total') or task.get('usage') or {}).get(key, 0))
+    costs = [t['cost'] for t in tasks if t.get('cost') is not None]
     summary = {'version': SUMMARY_VERSION, 'run': run, 'counts': counts, 'usage': usage, 'usage_total': total,
-               'tasks': tasks, 'decisions': decisions}
+               'cost': round(sum(costs), 10) if costs else None, 'tasks': tasks, 'decisions': decisions}
     looked_up = [t['cache'] for t in tasks if isinstance(t.get('cache'), dict)]
     if looked_up:   # the result cache is on (orch.steps.cache_hit): its latest lookup of each task
         hits = [c for c in looked_up if c.get('hit')]
@@ -48,8 +51,9 @@ def cache_word(task: dict[str, Any]) -> str:
 
 def _token_line(summary: dict[str, Any]) -> str:
     u = summary.get('usage_total') or summary['usage']
-    line = (f'Tokens: {u["input_tokens"]} input ({u["cached_input_tokens"]} cached), '
-            f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} reasoning), every execution counted.')
+    line = (f'Tokens: {u.get("billed_input_tokens", 0)} billed input, {u["cached_input_tokens"]} cached input, '
+            f'{u["output_tokens"]} output ({u["reasoning_output_tokens"]} of it reasoning), every execution counted'
+            + (f'; cost {money(summary["cost"])}.' if summary.get('cost') is not None else '.'))
     latest = summary['usage']
     if latest != u:
         line += (f' The latest execution of each task: {latest["input_tokens"]} input, '

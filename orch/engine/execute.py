@@ -37,7 +37,7 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     progress = Progress(len(rt.plan.tasks), verbosity=options.verbosity, stream=RedactingStream(sys.stdout),
                         work_steps=rt.work_step_of)
     session = Session(rt, options, lock=lock, progress=progress,
-                      spent_before=spent_so_far(rt) if rt.config.token_budget else 0)
+                      spent_before=spent_so_far(rt) if rt.config.token_budget or rt.config.cost_budget else 0)
     session.ensure_lock()
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     remember_plan_check(rt)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from orch.core.prices import money, usage_cost
 from orch.engine.inputs import RunInputs
 from orch.engine.scheduler import Scheduler
 from orch.runstate.lock import RunLock
@@ -38,44 +39,62 @@ class ProgressSink(Protocol):
 
 @dataclass
 class Budget:
-    """Tokens spent against the config's `token_budget` (None: no limit), counted from the run's start.
+    """What the run spent against its budget (`token_budget`; or `cost_budget`, in money by the price table:
+    `price` says what a usage of a model costs; None: the budget counts tokens; limit None: no limit), counted
+    from the run's start.
 
     A task's launch reserves what it is expected to cost (`launch`), and is refused while what was spent and
     what running tasks still hold reserved reach the limit: a wave of parallel tasks cannot all start on the
-    last few tokens. What a task spends comes off its reservation; its end (`release`) frees the rest.
+    last few tokens. What a task spends comes off its reservation; its end (`release`) frees the rest. Once what
+    was spent reaches the limit, `stop` is set: a worker whose turn is under way is ended at once
+    (orch.adapters.worker, run_worker's budget_stop) and its task deferred (orch.steps.budget).
     """
 
-    limit: int | None
-    spent: int = 0
+    limit: float | None
+    spent: float = 0
+    price: Callable[[dict[str, int], str | None], float] | None = None
     stop_reason: str | None = None
-    _reserved: dict[str, int] = field(default_factory=dict, repr=False)   # running task -> what it still holds
-    _task_spent: dict[str, int] = field(default_factory=dict, repr=False)   # in this invocation
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _reserved: dict[str, float] = field(default_factory=dict, repr=False)   # running task -> what it still holds
+    _task_spent: dict[str, int] = field(default_factory=dict, repr=False)   # tokens, in this invocation
     _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, usage: dict[str, int] | None, task_id: str | None = None) -> None:
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.spent >= self.limit:
+            self.stop.set()
+
+    def measure(self, usage: dict[str, int] | None, model: str | None = None) -> float:
+        """What `usage` counts against this budget: its tokens, or (a cost budget) its cost."""
+        if not usage:
+            return 0
+        return self.price(usage, model) if self.price is not None else usage_tokens(usage)
+
+    def add(self, usage: dict[str, int] | None, task_id: str | None = None, model: str | None = None) -> None:
         if usage:
-            tokens = usage_tokens(usage)
+            amount = self.measure(usage, model)
             with self._mutex:
-                self.spent += tokens
+                self.spent += amount
                 if task_id is not None:
-                    self._task_spent[task_id] = self._task_spent.get(task_id, 0) + tokens
+                    self._task_spent[task_id] = self._task_spent.get(task_id, 0) + usage_tokens(usage)
                     if task_id in self._reserved:
-                        self._reserved[task_id] = max(self._reserved[task_id] - tokens, 0)
+                        self._reserved[task_id] = max(self._reserved[task_id] - amount, 0)
+                if self.limit is not None and self.spent >= self.limit:
+                    self.stop.set()
 
     def task_spent(self, task_id: str) -> int:
         with self._mutex:
             return self._task_spent.get(task_id, 0)
 
-    def launch(self, task_id: str, expected: int) -> str | None:
-        """Reserve `expected` tokens for the task about to start; why it may not start, or None."""
+    def launch(self, task_id: str, expected: float) -> str | None:
+        """Reserve `expected` for the task about to start; why it may not start, or None."""
         with self._mutex:
             if self.limit is None:
                 return None
             held = self.spent + sum(self._reserved.values())
             if held >= self.limit:
-                return self._stop(f'token budget of {self.limit} exhausted ({self.spent} spent in this run'
-                                  + (f', {held - self.spent} reserved by running tasks' if held > self.spent else '')
-                                  + '); not started')
+                return self._stop(f'{self.describe()} exhausted ({self.amount(self.spent)} spent in this run'
+                                  + (f', {self.amount(held - self.spent)} reserved by running tasks'
+                                     if held > self.spent else '') + '); not started')
             self._reserved[task_id] = expected
             return None
 
@@ -83,13 +102,21 @@ class Budget:
         with self._mutex:
             self._reserved.pop(task_id, None)
 
-    def exhausted(self) -> str | None:
-        """Why no further turn may start: what was spent reached the limit; or None."""
+    def exhausted(self, when: str = 'stopped before its next turn') -> str | None:
+        """Why no further turn may start (or, `when` saying so, why a turn under way was ended): what was spent
+        reached the limit; or None."""
         with self._mutex:
             if self.limit is None or self.spent < self.limit:
                 return None
-            return self._stop(f'token budget of {self.limit} exhausted ({self.spent} spent in this run); '
-                              'stopped before its next turn')
+            return self._stop(f'{self.describe()} exhausted ({self.amount(self.spent)} spent in this run); {when}')
+
+    def describe(self) -> str:
+        if self.price is None:
+            return f'token budget of {self.amount(self.limit or 0)}'
+        return f'cost budget of {self.amount(self.limit or 0)}'
+
+    def amount(self, value: float) -> str:
+        return money(value) if self.price is not None else f'{int(value)}'
 
     def _stop(self, reason: str) -> str:
         self.stop_reason = reason
@@ -103,13 +130,13 @@ def usage_tokens(usage: dict[str, int]) -> int:
 
 class Session:
     def __init__(self, inputs: RunInputs, options: RunOptions | None = None, *, lock: RunLock | None = None,
-                 progress: ProgressSink | None = None, spent_before: int = 0) -> None:
+                 progress: ProgressSink | None = None, spent_before: float = 0) -> None:
         self.options = options or RunOptions()
         self.progress = progress
         concurrency = inputs.config.concurrency
         self.scheduler = Scheduler(allow=concurrency.allow, ignore=concurrency.ignore)
         # The budget is the run's, not this invocation's: what earlier invocations paid counts too.
-        self.budget = Budget(inputs.config.token_budget, spent=spent_before)
+        self.budget = run_budget(inputs, spent_before)
         self.cancel = threading.Event()
         self.executor = make_executor(inputs, self.options)   # None: work steps run here (the local path)
         self.git_seals: dict[str, dict[str, str]] = {}   # worktree -> its git control digest (orch.steps.git_seal)
@@ -166,12 +193,22 @@ class Session:
         return lambda event: progress.worker_event(task_id, event)
 
 
-def spent_so_far(inputs: RunInputs) -> int:
-    """Tokens the run paid before this invocation: its token budget is the run's, not the invocation's."""
-    total = 0
-    for task in inputs.plan.tasks:
-        total += usage_tokens(attempts_usage(inputs.task_dir(task.id)))
-    return total
+def run_budget(inputs: RunInputs, spent: float = 0) -> Budget:
+    """The run's budget: `cost_budget` (money, by the config's price table) or `token_budget` (tokens)."""
+    config = inputs.config
+    if config.cost_budget is None:
+        return Budget(config.token_budget, spent=spent)
+    prices = config.prices
+    return Budget(config.cost_budget, spent=spent,
+                  price=lambda usage, model: usage_cost(prices, model, usage) or 0.0)
+
+
+def spent_so_far(inputs: RunInputs) -> float:
+    """What the run paid before this invocation, in its budget's unit: its budget is the run's, not the
+    invocation's. (A cost budget prices each task's tokens at its role's model.)"""
+    budget = run_budget(inputs)
+    return sum(budget.measure(attempts_usage(inputs.task_dir(task.id)), inputs.role(task.role).model)
+               for task in inputs.plan.tasks)
 
 
 def make_executor(inputs: RunInputs, options: RunOptions) -> Any:

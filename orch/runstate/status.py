@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orch.core.plan import Task, topological_order
+from orch.core.prices import usage_cost, with_split
 from orch.runstate import state
 from orch.runstate.lock import holder_pid
 
@@ -55,9 +56,17 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
             reasons = [*reasons, REDO_CAUSE]
             reason = f'{reason}; {REDO_CAUSE[1]}' if reason else REDO_CAUSE[1]
         rows[task.id] = _row(task, status, reason, st, result, gates, state.attempt_count(task_dir))
-        rows[task.id]['usage_total'] = state.attempts_usage(task_dir)
+        _paid(rt, task, rows[task.id], state.attempts_usage(task_dir))
         rows[task.id]['reasons'] = [{'code': c, 'detail': d} for c, d in reasons]
     return [rows[t.id] for t in rt.plan.tasks]
+
+
+def _paid(rt: RunInputs, task: Task, row: dict[str, Any], total: dict[str, int]) -> None:
+    """Usage split as a bill shows it (billed input beside the rest): `usage`, its latest execution's;
+    `usage_total`, every execution's; and `cost`, what the latter cost by the config's price table (or None)."""
+    row['usage'], row['usage_total'] = with_split(row['usage']), with_split(total)
+    prices = rt.config.prices
+    row['cost'] = usage_cost(prices, rt.role(task.role).model, total) if prices else None
 
 
 # Why a task whose state asks for a fresh execution (orch.runstate.state.redo_requested) will run again.

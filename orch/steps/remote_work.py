@@ -34,7 +34,7 @@ from orch.failpoints import crash_point
 from orch.remote.run_unit import capped
 from orch.remote.unit import WorkOutcome, WorkUnit
 from orch.runstate import atomic, state
-from orch.steps import checkout
+from orch.steps import budget, checkout
 from orch.steps.failure import Failed, fail
 from orch.steps.finish import commit_remote, continue_rounds, finish_rounds, land_and_record
 from orch.steps.guard import protected_reason, touched_control_files, touched_protected
@@ -55,6 +55,7 @@ class DaskExecution:
         run_remote(work)
 
     def round(self, work: TaskWork, prompt: str, rounds: Rounds) -> WorkerResult:
+        budget.before_turn(work.session, work.task, work.task_dir)   # as a round here (verify.call_worker)
         return remote_turn(work, work.ex.spec, work.ex.schema, prompt, rounds.thread_id, rounds.cumulative, work.task)
 
     def turn(self, work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
@@ -149,7 +150,7 @@ def _record(work: TaskWork, outcome: WorkOutcome, record: dict[str, Any]) -> dic
     crash_point('remote-received', work.task.id)
     outcome = capped(outcome)
     _import_files(work, outcome)
-    work.session.budget.add(outcome.usage, work.task.id)
+    work.session.budget.add(outcome.usage, work.task.id, work.step.params.get('model') or None)
     saved = {'inputs_digest': work.digest, 'snapshot': record['snapshot'], 'tip': record['tip'],
              'started_at': record['started_at'], 'outcome': outcome.to_json()}
     atomic.write_json(work.task_dir / OUTCOME_FILE, saved)
@@ -347,7 +348,7 @@ def remote_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt
             return _turn_failed('interrupted', outcome='interrupted')
     outcome = capped(outcome)
     _import_files(work, outcome)
-    work.session.budget.add(outcome.usage, work.task.id)
+    work.session.budget.add(outcome.usage, work.task.id, spec.model)
     state.update_state(task_dir, remote_turn=None)
     work.session.executor.forget(outcome.key)
     if outcome.status != 'done':   # the unit itself did not run (lost worker, a broken machine)

@@ -74,14 +74,20 @@ class TaskWork:
         """What the answer and its verification need (the same on a Dask worker, see orch.remote)."""
         rt, session, role = self.rt, self.session, self.rt.role(self.task.role)
         env = command_env(rt, self.task.id)
+        spec = worker_spec(self)
+
+        def after_worker(result: WorkerResult) -> None:
+            git_seal.check(session, self.task_dir, self.workdir)
+            budget.after_turn(session, self.task_dir, result)
+
         return verify.Execution(
-            task_id=self.task.id, task_dir=self.task_dir, workdir=self.workdir, spec=worker_spec(self),
+            task_id=self.task.id, task_dir=self.task_dir, workdir=self.workdir, spec=spec,
             schema=rt.schema(self.step.input('schema')), checks=self.checks, repair_rounds=role.repair_rounds,
             check_timeout=role.check_timeout, command_env=env, log_root=rt.repo,
             sandbox=role_sandbox(rt, self.task.role, env) if self.checks else None,
             cancel=session.cancel, on_event=session.on_worker_event(self.task.id),
-            on_usage=budget.note_usage(session, self.task.id),
-            after_worker=lambda result: git_seal.check(session, self.task_dir, self.workdir),
+            on_usage=budget.note_usage(session, self.task.id, spec.model), budget_stop=session.budget.stop,
+            after_worker=after_worker,
             before_turn=lambda: budget.before_turn(session, self.task, self.task_dir),
             task_prompt=rt.path(self.step.input('prompt')).read_text(encoding='utf-8'))
 
@@ -112,8 +118,12 @@ def call_turn(work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: 
               prev_cumulative: dict[str, int] | None, owner: Task, reuse_since: float | None = None) -> WorkerResult:
     """One resumed turn of `owner`'s Codex thread, in the worktree of `work`: here, or (executor dask) on the
     Dask worker that holds the thread, its changes brought back into the worktree uncommitted. reuse_since: see
-    run_worker (here only)."""
-    return work.execution.turn(work, spec, schema, prompt, thread, prev_cumulative, owner, reuse_since)
+    run_worker (here only). Like every turn, not started when a budget is spent, and its task deferred when the
+    run's budget stopped it (orch.steps.budget)."""
+    budget.before_turn(work.session, work.task, work.task_dir)
+    result = work.execution.turn(work, spec, schema, prompt, thread, prev_cumulative, owner, reuse_since)
+    budget.after_turn(work.session, work.task_dir, result)
+    return result
 
 
 def accept(work: TaskWork, result: WorkerResult) -> Any:

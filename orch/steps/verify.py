@@ -45,7 +45,8 @@ class Execution:
     log_root: Path                 # check logs are recorded relative to it
     cancel: threading.Event | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
-    on_usage: Callable[[dict[str, int]], None] | None = None   # the run's budget
+    on_usage: Callable[[dict[str, int]], None] | None = None   # the run's budget: each attempt's usage as it ends
+    budget_stop: threading.Event | None = None   # set when the run's budget is spent (run_worker's budget_stop)
     # After each worker call, before git looks at the worktree again (a remote unit: raises Failed when the worker
     # changed its repository's git config, orch.remote.run_unit).
     after_worker: Callable[[WorkerResult], None] | None = None
@@ -69,13 +70,12 @@ def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
                         resume_thread=resume.thread_id if resume else None,
                         prev_cumulative=resume.cumulative if resume else None,
                         recover=True, before_fresh_start=before_fresh_start,
-                        reuse_since=resume.turn_since if resume else reuse_since, fresh_prompt=fresh)
+                        reuse_since=resume.turn_since if resume else reuse_since, fresh_prompt=fresh,
+                        budget_stop=ex.budget_stop, on_spent=ex.on_usage)
     if any(a.kind == 'fresh-thread' for a in result.attempts):
         lost = resume.thread_id if resume else None
         state.update_state(ex.task_dir, thread_restarted=f'thread {lost} was gone (codex: no rollout found); the '
                            f'round went on in a fresh thread {result.thread_id}, given the task\'s prompt again')
-    if ex.on_usage is not None:
-        ex.on_usage(result.spent_now)
     if ex.after_worker is not None:
         ex.after_worker(result)
     return result

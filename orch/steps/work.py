@@ -112,12 +112,11 @@ class LocalExecution:
 
     def turn(self, work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
              prev_cumulative: dict[str, int] | None, owner: Task, reuse_since: float | None) -> WorkerResult:
-        result = run_worker(spec, prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
-                            on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
-                            resume_thread=thread, prev_cumulative=prev_cumulative, recover=True,
-                            reuse_since=reuse_since)
-        work.session.budget.add(result.spent_now, work.task.id)
-        return result
+        return run_worker(spec, prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
+                          on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
+                          resume_thread=thread, prev_cumulative=prev_cumulative, recover=True,
+                          reuse_since=reuse_since, budget_stop=work.session.budget.stop,
+                          on_spent=budget.note_usage(work.session, work.task.id, spec.model))
 
 
 def _remember_leftovers(work: TaskWork) -> None:

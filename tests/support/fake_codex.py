@@ -30,6 +30,9 @@ list is consumed one behaviour per invocation (the last one repeats). Behaviour 
     usage           per-turn usage (reported cumulatively over the thread)
     write_outside   absolute path to write outside -C
     delete_workdir  rm -rf the -C directory
+    touch           absolute path: created once the turn started (a test knows the turn is under way)
+    wait_for        absolute path: after `touch`, wait until it exists (at most `wait_timeout` s, default
+                    "forever"), then go on: the test decides when the turn may end
 
 State (env FAKE_CODEX_STATE, a directory): thread → task id and cumulative usage, and the
 per-task call counters (file-locked: parallel fakes run). Log (env FAKE_CODEX_LOG): one JSON line
@@ -423,6 +426,12 @@ def _side_effects(run: Run) -> None:
         child = subprocess.Popen(['sleep', '300'], stdin=subprocess.DEVNULL)
         run.log.entry['child_pid'] = child.pid
     run.out.item('completed', {'type': 'reasoning', 'text': '**Working** on the task'})
+    if b.get('touch'):
+        Path(b['touch']).touch()
+    if b.get('wait_for'):
+        deadline = time.monotonic() + float(b.get('wait_timeout', FOREVER))
+        while not Path(b['wait_for']).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     for command in b.get('commands') or []:
         _run_command(run.out, run.workdir, command)
     if b.get('edits'):
