@@ -1,4 +1,4 @@
-"""Every test runs with git isolated from the machine and HOME pointing into its tmp dir."""
+"""Every test runs with git isolated from the machine and HOME (and the user cache directory) in its tmp dir."""
 from __future__ import annotations
 
 import signal
@@ -18,6 +18,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     home = tmp_path / 'home'
     home.mkdir()
     monkeypatch.setenv('HOME', str(home))
+    # the machine's result cache (orch.adapters.cache_local) of each test is its own, never the user's
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg-cache'))
     monkeypatch.delenv('GITHUB_STEP_SUMMARY', raising=False)
     monkeypatch.delenv('CODEX_HOME', raising=False)
 

@@ -11,7 +11,7 @@ import datetime as dt
 import difflib
 
 from orch import output
-from orch.adapters import cache_store
+from orch.adapters import cache_local
 from orch.commands.common import find_repo
 from orch.core.cache_key import INPUT_NAMES, differing
 from orch.engine.cache_sync import PROMPT_FILE
@@ -57,7 +57,7 @@ def explain(args: argparse.Namespace) -> int:
     output.write_line(f'{args.task}: cache miss in run {run_id} (key {key[:12]}; {paid})')
     if record.get('refused'):
         output.write_line(f'  the entry under its key was refused: {record["refused"]}')
-    store = cache_store.GitRefStore(repo)
+    store = cache_local.open_store(repo, rt.config.cache.local)
     nearest = nearest_entry(store, args.task, record['inputs'])
     if nearest is None:
         output.write_line('  the cache holds no entries (pull them with `codex-orch cache pull`)')

@@ -185,11 +185,21 @@ class CacheSettings(_Model):
     """The cache of verified task results (orch.steps.cache_hit), kept in the repository's refs; off unless the
     config has `cache:`. `remote`: pulled before a run and pushed after. `write: false`: read only.
     `sign_key_env`: the environment variable holding the signing key; where it is set, entries are signed when
-    written and unsigned or badly signed ones are refused (orch.adapters.cache_store)."""
+    written and unsigned or badly signed ones are refused (orch.adapters.cache_store). `local`: the machine's
+    store behind the repository's refs, shared by every repository on it (orch.adapters.cache_local): true (the
+    user's cache directory), a directory path, or false (off)."""
 
     remote: str | None = Field(default=None, min_length=1, pattern=r'^[^-]')
     write: bool = True
     sign_key_env: str | None = Field(default=None, pattern=r'^[A-Za-z_][A-Za-z0-9_]*$')
+    local: bool | str = True
+
+    @field_validator('local', mode='before')
+    @classmethod
+    def _local_path(cls, value: object) -> object:
+        if not isinstance(value, bool) and not (isinstance(value, str) and value.strip() and '\0' not in value):
+            raise ValueError('must be a directory path, true (the user\'s cache directory) or false (off)')
+        return value
 
 
 _DEFAULT_ROLE = RoleSettings(model=None, sandbox='workspace-write', timeout_total=3600, timeout_idle=900,

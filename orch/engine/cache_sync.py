@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orch import output
-from orch.adapters import cache_store
+from orch.adapters import cache_local, cache_store
 from orch.core.config import CacheSettings
 from orch.engine.inputs import RunInputs
 from orch.errors import GitError
@@ -67,7 +67,7 @@ def store_verified(rt: RunInputs, task_id: str) -> bool:
         return False
     if (result.get('cache') or {}).get('hit') or record.get('inputs_digest') != result.get('inputs_digest'):
         return False   # a hit is an entry already; a lookup of other inputs than the result's keys nothing
-    store = cache_store.GitRefStore(rt.repo)
+    store = cache_local.open_store(rt.repo, rt.config.cache.local if rt.config.cache else True)
     key = str(record['key'])
     if store.has(key):
         return False

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orch import output
-from orch.adapters import cache_store
+from orch.adapters import cache_local, cache_store
 from orch.adapters.codex_bin import find_codex
 from orch.adapters.worker_env import provider_key
 from orch.core.cache_key import cache_key, describe, differing, normalise, start_digest, work_digest, work_inputs
@@ -120,7 +120,7 @@ def try_hit(work: TaskWork) -> bool:
     atomic.write_text(task_dir / PROMPT_FILE, prompt)   # for the entry its result may become
     record: dict[str, Any] = {'key': key, 'inputs': inputs, 'inputs_digest': work.digest, 'hit': False}
     state.update_state(task_dir, cache=record)
-    store = cache_store.GitRefStore(rt.repo)
+    store = cache_local.open_store(rt.repo, settings.local)
     entry = store.get(key)
     why = None
     if entry is not None:
