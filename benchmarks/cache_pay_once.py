@@ -84,7 +84,7 @@ def main() -> int:
             env = {**os.environ, **write_codex_home(where / 'codex-home', server.base_url)}
             subprocess.run([*CLI, 'init'], cwd=a, env=env, check=True, capture_output=True)
             (a / '.orchestrator' / 'orchestrator.yaml').write_text(
-                f'codex:\n  binary: {codex}\ncache: {{remote: origin}}\n')
+                f'codex:\n  binary: {codex}\ncache: {{remote: origin, local: false}}\n')   # through the remote only
             (a / 'plan.json').write_text(json.dumps(plan()))
             git(a, 'add', '-A')
             git(a, 'commit', '-q', '-m', 'plan')

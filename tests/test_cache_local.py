@@ -62,6 +62,9 @@ def test_a_result_paid_in_one_repository_is_a_verified_hit_in_another_on_the_mac
     assert rc == 0, out + err
     assert b.launched_tasks() == ['T2'] and len(refs(machine)) == 3
     a.write_plan(plan('Write src/b.py, carefully.'))
+    rc, out, err = a.cli('resume', '--run-id', 'ra', '--dry-run')   # said before anything is spent
+    assert rc == 1 and 'hit (task T2 of run rb2' in out, out + err
+    assert len(refs(a.repo)) == 2                                    # the dry run fetched nothing
     commit_all(a.repo, 'the same edit')
     a.clear_log()
     rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra2')

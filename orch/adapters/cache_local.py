@@ -104,6 +104,17 @@ class LocalStore(GitRefStore):
             run(self.path, 'gc', '--quiet')
 
 
+def peek(store: GitRefStore, key: str) -> tuple[GitRefStore, Entry | None]:
+    """The entry under `key` and the store whose repository holds its objects (the repository's refs first, then
+    the machine's store), fetching nothing: for the dry run, which reads the entry where it is."""
+    if not isinstance(store, WithLocal):
+        return store, store.get(key)
+    entry = store.host.get(key)
+    if entry is not None or store.host.has(key) or not store.local.has(key):
+        return store.host, entry
+    return store.local, store.local.get(key)
+
+
 class WithLocal(GitRefStore):
     """The host repository's cache with the machine's store behind it (see the module's doc): `get` and `put`
     reach both, `all_data` and `prompt` read both (the nearest entry of a miss may be the machine's); `has`,
@@ -112,10 +123,11 @@ class WithLocal(GitRefStore):
     def __init__(self, repo: Path, local: LocalStore) -> None:
         super().__init__(repo)
         self.local = local
+        self.host = GitRefStore(repo)
 
     def get(self, key: str) -> Entry | None:
-        entry = super().get(key)
-        if entry is not None or super().has(key) or not self.local.has(key):
+        holder, entry = peek(self, key)
+        if holder is not self.local:
             return entry
         ref = PREFIX + check_name(key, 'cache key')
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orch.adapters import cache_store
+from orch.adapters import cache_local, cache_store
 from orch.core.plan import topological_order
 from orch.core.redact import redact_obj
 from orch.engine.cache_sync import own_files, signing_key
@@ -26,7 +26,7 @@ def predict(rt: RunInputs, would_run: set[str]) -> dict[str, str]:
     settings = rt.config.cache
     if settings is None:
         return {}
-    store = cache_store.GitRefStore(rt.repo)
+    store = cache_local.open_store(rt.repo, settings.local)
     secret = signing_key(settings)
     steps = {s.name: s for s in rt.steps}
     known: dict[str, tuple[dict[str, Any] | None, str | None, str]] = {}   # task -> (result, commit, change)
@@ -52,8 +52,8 @@ def predict(rt: RunInputs, would_run: set[str]) -> dict[str, str]:
         inputs, _ = inputs_of(rt, work_step, rt.path(rt.layout.checkout(task.id)), prompt,
                               {d: known[d][1] for d in upstream}, {d: known[d][2] for d in upstream})
         key = key_of(inputs)
-        entry = store.get(key)
-        refused = store.signature_problem(entry, secret, rt.config.decisions_file) if entry and secret else None
+        holder, entry = cache_local.peek(store, key)   # an entry of the machine's store is read there
+        refused = holder.signature_problem(entry, secret, rt.config.decisions_file) if entry and secret else None
         if entry is None or refused:
             said[task.id] = 'miss: ' + miss_reason(store, task.id, inputs, refused)
             continue
@@ -62,5 +62,5 @@ def predict(rt: RunInputs, would_run: set[str]) -> dict[str, str]:
         placeholder = f'<cached commit of {task.id}>'   # normalised away in a downstream prompt, as a real one is
         known[task.id] = ({'answer': redact_obj(entry.data.get('answer')), 'commit': entry.commit and placeholder},
                           entry.commit and placeholder,
-                          cache_store.change_digest(rt.repo, entry.commit, own_files(rt)) if entry.commit else '')
+                          cache_store.change_digest(holder.repo, entry.commit, own_files(rt)) if entry.commit else '')
     return said
