@@ -355,7 +355,7 @@ def _launch_and_judge(spec: WorkerSpec, plan: Plan, adir: Path, record: AttemptR
     finally:
         _reap(group)   # kills leftovers; on an exception (Ctrl-C) kills the whole group first
     record.exit_code = group.proc.returncode
-    take_usage(record, stream, plan.prev_cumulative)
+    take_usage(record, stream, plan.prev_cumulative, spec.rollouts_home)
     return _judge(record, ending, stream, adir, validate, cancel, spec)
 
 

@@ -182,7 +182,7 @@ def recover_attempts(spec: WorkerSpec, prompt: str, task_dir: Path, validate: Ca
                            started_at=float(launch.get('started_at') or 0.0))
     pid = _read_text(latest / 'pid').strip()
     record.pid = int(pid) if pid.isdigit() else None
-    take_usage(record, stream, plan.prev_cumulative)
+    take_usage(record, stream, plan.prev_cumulative, spec.rollouts_home)
     record.thread_id = stream.thread_id or record.thread_id
     answer = judge_answer(record, stream, validate)
     try:   # it ended with its last event, not with this recovery

@@ -60,7 +60,9 @@ def worker_codex_args(config: Config, environ: Mapping[str, str] | None = None) 
         args += ['-c', f'{POLICY}.exclude={json.dumps(exclude)}']
     if not config.codex.sub_agents:
         # A worker is one agent with one budget: Codex's sub-agents (0.169.0: multi_agent, on by default, and
-        # multi_agent_v2) would spend tokens in threads codex-orch neither sees nor limits.
+        # multi_agent_v2) spend tokens in threads of their own. These flags are what the CLI offers to turn them
+        # off, yet 0.169.0 still offers and runs `collaboration.spawn_agent`: whatever a worker spawns is
+        # counted from its rollouts all the same (orch.adapters.subagent_usage).
         args += [f'--disable={feature}' for feature in SUB_AGENT_FEATURES]
     if config.codex.pass_env:
         # codex's own *KEY*/*SECRET*/*TOKEN* filter (off by default) must not undo a pass_env

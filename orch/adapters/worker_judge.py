@@ -10,16 +10,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orch.adapters.events import EventStream, classify_failure, parse_answer
+from orch.adapters.subagent_usage import descendants_usage
 from orch.adapters.worker_types import USAGE_KEYS, AttemptRecord, WorkerSpec, zero_usage
 
 STDERR_TAIL = 4096
 
 
-def take_usage(record: AttemptRecord, stream: EventStream, prev: dict[str, int] | None) -> None:
-    """turn.completed usage is cumulative over the thread: the attempt's own cost is the difference."""
+def take_usage(record: AttemptRecord, stream: EventStream, prev: dict[str, int] | None,
+               rollouts_home: Path | None = None) -> None:
+    """turn.completed usage is cumulative over the thread: the attempt's own cost is the difference. With
+    `rollouts_home` (CODEX_HOME) the running totals of the thread's sub-agents are in the cumulative usage too."""
     if stream.usage is None:
         return
     cumulative = {key: int(stream.usage.get(key, 0) or 0) for key in USAGE_KEYS}
+    thread = stream.thread_id or record.thread_id
+    if rollouts_home is not None and thread:
+        children = descendants_usage(rollouts_home, thread)
+        cumulative = {key: cumulative[key] + children[key] for key in USAGE_KEYS}
     base = prev or zero_usage()
     record.usage_cumulative = cumulative
     record.usage = {key: max(cumulative[key] - base.get(key, 0), 0) for key in USAGE_KEYS}

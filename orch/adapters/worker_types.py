@@ -26,6 +26,9 @@ class WorkerSpec:
     schema_retries: int = 1
     failure_retries: int = 0
     retry_backoff: float = 2.0
+    # CODEX_HOME, where the worker's sub-agents leave their rollouts: their tokens are counted from there
+    # (orch.adapters.subagent_usage); None: not counted
+    rollouts_home: Path | None = None
 
 
 @dataclass

@@ -82,7 +82,8 @@ class CodexSettings(_Model):
     env: dict[str, str] = {}
     # Variables (names or globs) that workers' shells get although they look secret (orch/adapters/worker_env.py)
     pass_env: list[str] = []
-    # Codex's sub-agents (its multi_agent features) for workers: off unless asked for (orch/adapters/worker_env.py)
+    # Pass the CLI's switches against sub-agents (multi_agent features) unless true; their tokens are counted
+    # either way (orch/adapters/worker_env.py, orch/adapters/subagent_usage.py)
     sub_agents: bool = False
 
     @field_validator('pass_env')

@@ -26,7 +26,7 @@ from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
 from orch.adapters.sandbox import NONE, Sandbox, sandbox_for
 from orch.adapters.sandbox import probe as probe_sandbox
-from orch.adapters.worker_env import codex_settings, worker_codex_args
+from orch.adapters.worker_env import codex_home, codex_settings, worker_codex_args
 from orch.adapters.worker_types import WorkerSpec
 from orch.core.config import CodexSettings, Config
 from orch.core.text import one_line
@@ -285,7 +285,8 @@ def _spec(unit: WorkUnit, workdir: Path, scratch: Path) -> WorkerSpec:
         extra_args=(*unit.extra_args, *worker_codex_args(Config(codex=settings), env)), env=env,
         timeout_total=limits.get('timeout_total'), timeout_idle=limits.get('timeout_idle'),
         timeout_first_event=limits.get('timeout_first_event'), schema_retries=int(limits['schema_retries']),
-        failure_retries=int(limits['failure_retries']), retry_backoff=float(limits['retry_backoff']))
+        failure_retries=int(limits['failure_retries']), retry_backoff=float(limits['retry_backoff']),
+        rollouts_home=codex_home(env))
 
 
 def _task_files(task_dir: Path) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ from typing import Any
 
 # The stand-in's own tool calls are recognisable in replayed history by this call_id prefix.
 CALL_ID_PREFIX = 'call_standin_'
+AGENT_CALL_PREFIX = 'call_agentstandin_'   # the spawn-agent directive's collaboration calls
 FOLLOW_UP_TYPES = frozenset({'function_call_output', 'custom_tool_call_output'})
 
 
@@ -100,6 +101,7 @@ class RequestView:
     edits_since_directives: bool  # a stand-in edit call already follows the directive prompt
     edited_paths: list[str] = field(default_factory=list)  # written by the stand-in in this thread
     edits_since_last_prompt: bool = False  # a stand-in edit call follows the thread's last prompt
+    agent_calls: list[str] = field(default_factory=list)  # the stand-in's collaboration calls in this thread
 
     @property
     def last_prompt(self) -> str:
@@ -171,6 +173,8 @@ def view_request(body: Mapping[str, Any], headers: Mapping[str, str] | None = No
         edits_since_directives=any(i > source_index for i, _ in own_calls) and source_index >= 0,
         edited_paths=list(dict.fromkeys(p for _, it in own_calls for p in _patched_paths(it))),
         edits_since_last_prompt=bool(prompts) and any(i > prompts[-1][0] for i, _ in own_calls),
+        agent_calls=[str(it.get('name')) for it in items if it.get('type') == 'function_call'
+                     and str(it.get('call_id', '')).startswith(AGENT_CALL_PREFIX)],
     )
 
 

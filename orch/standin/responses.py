@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orch.standin.request import CALL_ID_PREFIX, Directive, RequestView
+from orch.standin.request import AGENT_CALL_PREFIX, CALL_ID_PREFIX, Directive, RequestView
 from orch.standin.schema_document import FALLBACK_DOCUMENT, build_document
 
 # What a request without an output schema gets, and what an empty schema (`{}`) gets.
@@ -101,6 +101,25 @@ def edit_call_item(view: RequestView, writes: Sequence[tuple[str, str]],
     call_id = f'{CALL_ID_PREFIX}{digest}'
     return {'type': 'function_call', 'call_id': call_id, 'name': 'exec_command',
             'arguments': json.dumps({'cmd': cmd})}
+
+
+def agent_call_item(view: RequestView, n_items: int) -> dict[str, Any] | None:
+    """The spawn-agent directive's next call: spawn a sub-agent (its task the directive's text, without the
+    parent's history), then wait for it; None once both were made (then the answer)."""
+    directive = view.first('spawn-agent')
+    if directive is None:
+        return None
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, f'{view.thread_id}/{n_items}').hex[:16]
+    args: dict[str, Any]
+    if 'spawn_agent' not in view.agent_calls:
+        name, args = 'spawn_agent', {'task_name': 'helper', 'fork_turns': 'none',
+                                     'message': directive.args.strip() or 'Reply with one word.'}
+    elif 'wait_agent' not in view.agent_calls:
+        name, args = 'wait_agent', {'timeout_ms': 30000}
+    else:
+        return None
+    return {'type': 'function_call', 'call_id': f'{AGENT_CALL_PREFIX}{digest}', 'name': name,
+            'namespace': 'collaboration', 'arguments': json.dumps(args)}
 
 
 def edits_for(view: RequestView) -> list[tuple[str, str]]:

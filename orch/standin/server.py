@@ -28,6 +28,9 @@ prompt carries directives, one per `[[standin: NAME ARGS]]` marker, anywhere in 
     hang-headers               read the request, never answer (released by close() or hangup)
     silent-stream              send headers and response.created, then nothing
     turn-fail <message>        HTTP 400 whose body is the message
+    spawn-agent <task>         call Codex's spawn_agent (a sub-agent given <task>, none of the parent's
+                               history), then wait_agent, then answer; the sub-agent's own requests
+                               come in its own thread (with sub-agents disabled both calls fail)
     slow <seconds>             wait before answering (combines with the others)
     usage <in> <cached> <out> <reasoning>   token counts reported per POST
 
@@ -155,7 +158,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise _Drop
         self._maybe_fail(view, record)
         writes = responses.edits_for(view)
-        if writes:
+        agent_call = responses.agent_call_item(view, len(body['input']))
+        if agent_call is not None:
+            items = [agent_call]
+            record['action'] = 'agent-call'
+        elif writes:
             items = [responses.edit_call_item(view, writes, len(body['input']))]
             record['action'] = 'tool-call'
             record['writes'] = [p for p, _ in writes]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from orch.adapters import git
 from orch.adapters.codex_bin import find_codex
-from orch.adapters.worker_env import worker_codex_args
+from orch.adapters.worker_env import codex_home, worker_codex_args
 from orch.adapters.worker_types import WorkerResult, WorkerSpec
 from orch.core.compile import Step
 from orch.core.plan import Task
@@ -106,7 +106,7 @@ def worker_spec(work: TaskWork) -> WorkerSpec:
         extra_args=(*extra, *worker_codex_args(rt.config, env)), env=env, timeout_total=role.timeout_total,
         timeout_idle=role.timeout_idle, timeout_first_event=role.timeout_first_event,
         schema_retries=role.schema_retries, failure_retries=role.failure_retries,
-        retry_backoff=role.retry_backoff)
+        retry_backoff=role.retry_backoff, rollouts_home=codex_home(env))
 
 
 def call_worker(work: TaskWork, prompt: str, rounds: Rounds) -> WorkerResult:
