@@ -23,7 +23,8 @@ RUN = 'adv'
 def review(verdict: str, *findings: Any) -> dict[str, Any]:
     return {'answer': {'status': 'done', 'summary': f'review: {verdict}', 'verdict': verdict,
                        'findings': [f if not isinstance(f, str) else {'severity': 'major', 'file': 'src/x.py',
-                                                                        'message': f} for f in findings],
+                                                                        'line': None, 'message': f}
+                                    for f in findings],
                        'files_changed': [], 'decisions': [], 'follow_ups': []}}
 
 

@@ -143,7 +143,7 @@ def test_a_repair_round_stopped_mid_turn_keeps_the_answer_before_it(tmp_path: Pa
 def test_a_review_fix_turn_is_not_started_past_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: Any) -> None:
     review = {'answer': {'status': 'done', 'summary': 'r', 'verdict': 'request_changes', 'files_changed': [],
-                         'findings': [{'severity': 'major', 'file': 'src/x.py', 'message': 'fix it'}],
+                         'findings': [{'severity': 'major', 'file': 'src/x.py', 'line': 3, 'message': 'fix it'}],
                          'decisions': [], 'follow_ups': []}}
     approve = {'answer': {**review['answer'], 'verdict': 'approve', 'findings': []}}
     script = {'tasks': {'T1': [{'edits': {'src/x.py': 'v1\n'}}, {'edits': {'src/x.py': 'v2\n'}}],

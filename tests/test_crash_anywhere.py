@@ -332,7 +332,8 @@ def test_kill_after_a_repair_round_s_turn(host: Host, point: str, twice: bool) -
 
 
 def review(verdict: str) -> dict:
-    findings = [{'severity': 'major', 'file': 'src/x.py', 'message': 'x must say v2'}] if verdict != 'approve' else []
+    findings = [{'severity': 'major', 'file': 'src/x.py', 'line': 1, 'message': 'x must say v2'}] \
+        if verdict != 'approve' else []
     return {'answer': {'status': 'done', 'summary': f'review: {verdict}', 'verdict': verdict, 'findings': findings,
                        'files_changed': [], 'decisions': [], 'follow_ups': []}}
 

@@ -14,7 +14,8 @@ from tests.support.orchtest import Host, make_host
 
 def review(verdict: str, *findings: str) -> dict[str, Any]:
     return {'answer': {'status': 'done', 'summary': f'review: {verdict}', 'verdict': verdict,
-                       'findings': [{'severity': 'major', 'file': 'src/x.py', 'message': m} for m in findings],
+                       'findings': [{'severity': 'major', 'file': 'src/x.py', 'line': None, 'message': m}
+                                    for m in findings],
                        'files_changed': [], 'decisions': [], 'follow_ups': []}}
 
 

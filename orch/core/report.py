@@ -217,7 +217,8 @@ def findings_lines(findings: Any) -> list[str]:
     lines = []
     for item in items:
         if isinstance(item, dict) and {'severity', 'file', 'message'} <= set(item):
-            lines.append(f'[{item.get("severity")}] {item.get("file")}: {item.get("message")}')
+            where = f'{item.get("file")}:{item["line"]}' if isinstance(item.get('line'), int) else item.get('file')
+            lines.append(f'[{item.get("severity")}] {where}: {item.get("message")}')
         elif isinstance(item, str):
             lines.append(item)
         else:

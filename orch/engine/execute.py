@@ -19,7 +19,7 @@ from orch.core.redact import RedactingStream
 from orch.engine import cache_sync, noop_record
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
-from orch.engine.reports import write_reports
+from orch.engine.reports import github_annotations, write_reports
 from orch.engine.session import RunOptions, Session, spent_so_far
 from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.errors import EXIT_BAD_INPUT, EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
@@ -81,6 +81,8 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     lines = summary_lines(rt, session, rows)
     for line, err in lines:
         output.write_line(line, err=err)
+    for line in github_annotations(rt, rows):
+        output.write_line(line)
     if session.internal_errors:
         return EXIT_INTERNAL
     code = exit_code(rows, rc)

@@ -1,10 +1,14 @@
-"""Writing a run's reports: report.md, summary.json and junit.xml (rendered by orch.core.report)."""
+"""Writing a run's reports: report.md, summary.json, junit.xml (rendered by orch.core.report) and findings.sarif
+(orch.core.github)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Any
 
+from orch import __version__
+from orch.core.github import annotation_commands, sarif
 from orch.core.redact import redact_obj
 from orch.core.report import build_summary, render_json, render_junit, render_markdown
 from orch.engine.inputs import RunInputs
@@ -20,11 +24,19 @@ def write_reports(rt: RunInputs) -> dict[str, Any]:
     crash_point('report')
     atomic.write_if_changed(rt.run_dir / 'summary.json', render_json(summary))
     atomic.write_if_changed(rt.run_dir / 'junit.xml', render_junit(summary))
+    atomic.write_if_changed(rt.run_dir / 'findings.sarif', json.dumps(sarif(summary, __version__), indent=2) + '\n')
     step_summary = os.environ.get('GITHUB_STEP_SUMMARY')
     if step_summary:
         with open(step_summary, 'a', encoding='utf-8') as f:
             f.write(markdown + '\n')
     return summary
+
+
+def github_annotations(rt: RunInputs, rows: list[dict[str, Any]]) -> list[str]:
+    """The workflow annotations of the run's failures and findings when it runs in GitHub Actions, else none."""
+    if os.environ.get('GITHUB_ACTIONS') != 'true':
+        return []
+    return annotation_commands(redact_obj(build_summary(run_record(rt), rows, decisions_of(rt))))
 
 
 def report_digest(rt: RunInputs) -> str:

@@ -166,8 +166,19 @@ def answer_text(view: RequestView) -> str:
         first = len(view.prompts) <= 1
         document['verdict'] = 'request_changes' if first else 'approve'
         if 'findings' in document:
-            document['findings'] = [{'severity': 'major', 'file': '', 'message': review.args.strip()}] if first else []
+            finding: dict[str, Any] = {'severity': 'major', 'file': '', 'message': review.args.strip()}
+            if 'line' in _finding_fields(view.schema):   # the default reviewer schema's, nullable
+                finding['line'] = None
+            document['findings'] = [finding] if first else []
     return json.dumps(document)
+
+
+def _finding_fields(schema: object) -> dict[str, Any]:
+    props = schema.get('properties') if isinstance(schema, dict) else None
+    findings = props.get('findings') if isinstance(props, dict) else None
+    items = findings.get('items') if isinstance(findings, dict) else None
+    fields = items.get('properties') if isinstance(items, dict) else None
+    return fields if isinstance(fields, dict) else {}
 
 
 def usage_of(view: RequestView) -> Usage:
