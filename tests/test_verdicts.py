@@ -56,6 +56,14 @@ def test_shipped_schemas_declare_their_verdicts() -> None:
     assert verdict_of(tester_schema).fails({'tests_passed': 1})   # the declared value, not a look-alike
 
 
+@pytest.mark.parametrize('answer', [None, [], 'tests_passed', True, ['tests_passed', True]])
+def test_a_declared_verdict_that_is_no_object_fails(answer: Any) -> None:
+    tester_schema = json.loads((SCHEMAS / 'tester.json').read_text())
+    assert verdict_of(tester_schema).fails(answer) and fails(answer, tester_schema)
+    implementer = json.loads((SCHEMAS / 'implementer.json').read_text())
+    assert not fails(answer, implementer)   # no verdict declared: nothing to fail
+
+
 @pytest.mark.parametrize('note, problem', [
     ('yes', 'must be {"field": "<top-level property>", "pass": <the value that passes>}'),
     ({'field': 'ok'}, 'must be {"field": "<top-level property>", "pass": <the value that passes>}'),
@@ -63,10 +71,13 @@ def test_shipped_schemas_declare_their_verdicts() -> None:
     ({'field': 'ok', 'pass': None}, '"pass" must be a string, a boolean or a number, got null'),
     ({'field': 'ok', 'pass': [1]}, '"pass" must be a string, a boolean or a number, got [1]'),
     ({'field': 'v', 'pass': 'yes'}, '"pass" "yes" is not one of the enum of "v"'),
+    ({'field': 'n', 'pass': True}, '"pass" true is not one of the enum of "n"'),   # true == 1 in Python
+    ({'field': 'n', 'pass': 1.0}, '"pass" 1.0 is not one of the enum of "n"'),
 ])
 def test_a_bad_annotation_is_a_schema_problem(note: Any, problem: str) -> None:
-    schema = {'type': 'object', 'additionalProperties': False, 'required': ['ok', 'v'],
-              'properties': {'ok': {'type': 'boolean'}, 'v': {'type': 'string', 'enum': ['approve', 'no']}}}
+    schema = {'type': 'object', 'additionalProperties': False, 'required': ['ok', 'v', 'n'],
+              'properties': {'ok': {'type': 'boolean'}, 'v': {'type': 'string', 'enum': ['approve', 'no']},
+                             'n': {'type': 'integer', 'enum': [0, 1]}}}
     assert strict_problems({**schema, VERDICT_KEY: {'field': 'ok', 'pass': True}}) == []
     assert strict_problems({**schema, VERDICT_KEY: note}) == [f'"{VERDICT_KEY}": {problem}']
 
