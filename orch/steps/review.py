@@ -27,7 +27,7 @@ from orch.runstate import state
 from orch.steps import checkout, gate, git_seal
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
-from orch.steps.guard import protected_reason, touched_control_files, touched_protected
+from orch.steps.guard import protected_reason, touched_control_files, touched_protected_in
 from orch.steps.rounds import Rounds, changed_files
 from orch.steps.sandboxing import role_sandbox
 from orch.steps.task_work import TaskWork, author_of, call_turn, worker_spec
@@ -168,7 +168,7 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> l
             raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} changed codex-orch '
                                       f'control files: {", ".join(touched)}; nothing was committed',
                         outcome='control-files')
-    protected = touched_protected(changed, rt.config, target)
+    protected = touched_protected_in(work.workdir, changed, rt.config, target)
     if protected:
         raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id}: {protected_reason(protected)}',
                     outcome='protected-files')
