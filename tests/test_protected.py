@@ -52,6 +52,43 @@ def test_a_conftest_that_skips_every_test_fails_its_task(tmp_path: Path, monkeyp
     assert_nothing_landed(host)
 
 
+
+@pytest.mark.parametrize(('paths', 'edits', 'protected'), [
+    # git-ignored: never committed, yet pytest obeys it in the check
+    (['src/*'], {'conftest.py': SKIP_ALL, '.gitignore': 'conftest.py\n'}, 'conftest.py'),
+    (['src/*'], {'pkg/conftest.py': SKIP_ALL, '.gitignore': '*/conftest.py\n'}, 'pkg/conftest.py'),
+    # a broad glob of the task's paths owns no protected file
+    (['pkg/*'], {'pkg/conftest.py': SKIP_ALL}, 'pkg/conftest.py'),
+    (['*'], {'conftest.py': SKIP_ALL}, 'conftest.py'),
+    # pytest's options in pyproject.toml deselect the failing test
+    (['src/*', 'pkg/test_ok.py'], {'pyproject.toml': '[tool.pytest.ini_options]\naddopts = "-k \'not test_it\'"\n',
+                                   'pkg/test_ok.py': 'def test_ok():\n    pass\n'}, 'pyproject.toml'),
+])
+def test_a_forged_test_configuration_fails_its_task_however_it_hides(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, paths: list[str], edits: dict[str, str],
+        protected: str) -> None:
+    host = host_with(tmp_path, monkeypatch, capsys, {'tasks': {'T1': {'edits': {**edits, 'src/x.py': 'x = 1\n'}}}},
+                     one_task(paths=paths, checks=[CHECK]), FAILING_TEST)
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    row = host.status()['tasks'][0]
+    assert row['status'] == 'failed'
+    assert row['reason'].startswith(f'the worker changed protected files: {protected}; nothing was committed')
+    assert_nothing_landed(host)
+
+
+@pytest.mark.parametrize('paths', [['src/*', 'pyproject.toml'], ['src/*', '*/conftest.py', 'pyproject.toml']])
+def test_a_task_naming_a_protected_file_owns_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any,
+                                                paths: list[str]) -> None:
+    edits = {'pyproject.toml': '[project]\nname = "x"\n', 'src/x.py': 'x = 1\n'}
+    if '*/conftest.py' in paths:
+        edits['tests/conftest.py'] = 'FIXTURE = 1\n'
+    host = host_with(tmp_path, monkeypatch, capsys, {'tasks': {'T1': {'edits': edits}}}, one_task(paths=paths))
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 0, out + err
+    assert host.result('T1')['files_changed'] == sorted(edits)
+
+
 def test_an_agents_md_fails_its_task_and_the_reviewer_never_sees_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: Any) -> None:
     plan = {'version': 1, 'tasks': [

@@ -94,3 +94,18 @@ def test_redacting_a_log_in_place_keeps_what_is_no_secret(tmp_path: Path, monkey
     assert not redact_file(log) and log.stat().st_mtime_ns == before   # nothing left: not rewritten
     assert not redact_file(log.parent / 'missing.log')
     assert [p.name for p in log.parent.iterdir()] == ['check.log']       # no temporary file left behind
+
+
+def test_a_log_without_a_secret_is_only_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check's and gate's log is redacted when it ends: one without a secret is scanned, never copied."""
+    from orch.runstate import atomic
+
+    def no_copy(path: Path) -> Any:
+        raise AssertionError(f'{path} was copied, though it holds no secret')
+    monkeypatch.setenv('SERVICE_TOKEN', SECRET)
+    monkeypatch.setattr(atomic, '_create_temp', no_copy)
+    log = tmp_path / 'check.log'
+    log.write_bytes(b'line\n' * 300_000)
+    assert not redact_file(log)
+    (tmp_path / 'events.jsonl').write_bytes(b'{"type":"turn.started"}\n' * 1000)
+    assert not redact_file(tmp_path / 'events.jsonl', jsonl=True)

@@ -74,3 +74,24 @@ def test_changes_always_requested_fails_the_reviewer_and_blocks_merge(
     rc, out, err = host.cli('merge', '--run-id', host.run_dir().name, '--allow-automerge')
     assert rc != 0 and 'T3' in out + err
     assert git(host.repo, 'rev-parse', 'HEAD') == base
+
+
+def test_the_fix_runs_the_reviewed_task_s_gate_where_its_rule_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """The gate of the reviewed task runs on the fix as it ran on its work: in the rule's `cwd` (here src/ of the
+    checkout), not at the checkout's top."""
+    host = make(tmp_path, monkeypatch, capsys, {'tasks': {
+        'T1': [{'edits': {'src/x.py': 'v1\n'}}, {'edits': {'src/x.py': 'v2\n'}}],
+        'T3': [review('request_changes', 'x must handle empty input'), review('approve')]}})
+    rules = host.repo / '.orchestrator' / 'rules'
+    rules.mkdir(exist_ok=True)
+    (rules / 'gate.yaml').write_text('name: in_src\nscope: task\nroles: [implementer]\n'
+                                     'output: "{task_dir}/in_src.json"\n'
+                                     'action:\n  cwd: "{worktree}/src"\n  shell: "test -s x.py"\n')
+    commit_all(host.repo, 'gate')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 0, out + err
+    assert host.statuses() == {'T1': 'done', 'T3': 'done'}
+    assert git(host.repo, 'show', f'{host.shared_branch()}:src/x.py') == 'v2'
+    logs = list((host.run_dir() / 'tasks' / 'T3' / 'checks' / 'review-1').glob('gate-in_src.log'))
+    assert len(logs) == 1

@@ -66,6 +66,29 @@ def test_a_planted_pytest_sees_no_token_and_none_reaches_a_commit(
     assert 'pytest/__main__.py' in history and TOKEN not in history
 
 
+
+def test_unsandboxed_checks_and_setup_get_no_token_either(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """`check_sandbox: none` lifts the sandbox, not the secrets: a planted pytest run as a check (and a setup
+    command) still runs the worker's code, and gets none of the variables workers do not get."""
+    monkeypatch.setenv('GITHUB_TOKEN', TOKEN)
+    monkeypatch.setenv('ORCH_TEST_SEEN', str(tmp_path / 'seen'))   # unsandboxed: it may write here
+    shadow = ('import os\n'
+              "open(os.environ['ORCH_TEST_SEEN'] + '-check', 'w').write(os.environ.get('GITHUB_TOKEN', 'none'))\n"
+              "print('1 passed')\n")
+    host = make(tmp_path, monkeypatch, capsys, {'pytest/__init__.py': '', 'pytest/__main__.py': shadow},
+                ['python -m pytest -q'])
+    path = host.repo / '.orchestrator' / 'orchestrator.yaml'
+    text = path.read_text().replace('  check_sandbox: role ', '  check_sandbox: none ')
+    text = text.replace('  setup: []', '  setup: [\'printf "%s" "${GITHUB_TOKEN:-none}" > "$ORCH_TEST_SEEN-setup"\']')
+    path.write_text(text)
+    commit_all(host.repo, 'unsandboxed')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 0, out + err
+    assert (tmp_path / 'seen-setup').read_text() == 'none'
+    assert (tmp_path / 'seen-check').read_text() == 'none'
+
+
 GATE_OUTSIDE = """name: outside_gate
 scope: task
 roles: [implementer]

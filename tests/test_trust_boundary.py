@@ -107,9 +107,15 @@ def test_a_file_in_a_running_task_s_paths_belongs_to_the_task_that_wrote_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """A writes b/two.txt, inside the paths of B running beside it: each task works in its own checkout, so the file
     is in A's commit (with a warning), never in B's, and B's own file is B's."""
+    a_started, b_started, a_wrote = (tmp_path / name for name in ('a-started', 'b-started', 'a-wrote'))
+    # A writes b/two.txt only once B runs (else its commit lacks the file and the test fails), and B ends only
+    # after A wrote it: the two turns overlap, whatever the machine's load.
+    write = f'test -e {b_started} && mkdir -p b && printf "A was here\\n" > b/two.txt && touch {a_wrote}'
     host = _parallel_host(tmp_path, monkeypatch, capsys, {'tasks': {
-        'A': {'edits': {'a/one.txt': 'A\n', 'b/two.txt': 'A was here\n'}, 'sleep': 0.5},
-        'B': {'edits': {'b/other.txt': 'B\n'}, 'sleep': 1}}})
+        'A': {'edits': {'a/one.txt': 'A\n'}, 'touch': str(a_started), 'wait_for': str(b_started),
+              'wait_timeout': 60, 'commands': [write]},
+        'B': {'edits': {'b/other.txt': 'B\n'}, 'touch': str(b_started), 'wait_for': str(a_wrote),
+              'wait_timeout': 60}}})
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
     assert rc == 0, out + err
     assert sorted(_files(host, 'A')) == ['a/one.txt', 'b/two.txt'] and _files(host, 'B') == ['b/other.txt']

@@ -56,6 +56,14 @@ def test_shipped_schemas_declare_their_verdicts() -> None:
     assert verdict_of(tester_schema).fails({'tests_passed': 1})   # the declared value, not a look-alike
 
 
+@pytest.mark.parametrize('answer', [None, [], 'tests_passed', True, ['tests_passed', True]])
+def test_a_declared_verdict_that_is_no_object_fails(answer: Any) -> None:
+    tester_schema = json.loads((SCHEMAS / 'tester.json').read_text())
+    assert verdict_of(tester_schema).fails(answer) and fails(answer, tester_schema)
+    implementer = json.loads((SCHEMAS / 'implementer.json').read_text())
+    assert not fails(answer, implementer)   # no verdict declared: nothing to fail
+
+
 @pytest.mark.parametrize('note, problem', [
     ('yes', 'must be {"field": "<top-level property>", "pass": <the value that passes>}'),
     ({'field': 'ok'}, 'must be {"field": "<top-level property>", "pass": <the value that passes>}'),
@@ -63,10 +71,13 @@ def test_shipped_schemas_declare_their_verdicts() -> None:
     ({'field': 'ok', 'pass': None}, '"pass" must be a string, a boolean or a number, got null'),
     ({'field': 'ok', 'pass': [1]}, '"pass" must be a string, a boolean or a number, got [1]'),
     ({'field': 'v', 'pass': 'yes'}, '"pass" "yes" is not one of the enum of "v"'),
+    ({'field': 'n', 'pass': True}, '"pass" true is not one of the enum of "n"'),   # true == 1 in Python
+    ({'field': 'n', 'pass': 1.0}, '"pass" 1.0 is not one of the enum of "n"'),
 ])
 def test_a_bad_annotation_is_a_schema_problem(note: Any, problem: str) -> None:
-    schema = {'type': 'object', 'additionalProperties': False, 'required': ['ok', 'v'],
-              'properties': {'ok': {'type': 'boolean'}, 'v': {'type': 'string', 'enum': ['approve', 'no']}}}
+    schema = {'type': 'object', 'additionalProperties': False, 'required': ['ok', 'v', 'n'],
+              'properties': {'ok': {'type': 'boolean'}, 'v': {'type': 'string', 'enum': ['approve', 'no']},
+                             'n': {'type': 'integer', 'enum': [0, 1]}}}
     assert strict_problems({**schema, VERDICT_KEY: {'field': 'ok', 'pass': True}}) == []
     assert strict_problems({**schema, VERDICT_KEY: note}) == [f'"{VERDICT_KEY}": {problem}']
 
@@ -182,3 +193,45 @@ def test_real_codex_tester_failing_sends_its_summary_to_the_implementer_and_fail
     t1_thread = host.result('T1')['thread_id']
     fix_prompts = [r['prompt'] for r in standin.requests if r.get('thread') == t1_thread and r.get('prompts', 0) > 1]
     assert any('test_x fails: x is empty' in (p or '') for p in fix_prompts)   # the implementer's own thread, resumed
+
+
+FAILING_TEST = 'def test_x():\n    assert False\n'
+
+
+def test_a_fix_that_rewrites_the_testers_test_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """The tester's test is its evidence, still uncommitted while its verdict rounds go on: the judged task's fix
+    may not rewrite it (turning `assert False` into `pass` would forge the tester's next verdict)."""
+    host = make(tmp_path, monkeypatch, capsys, {'tasks': {
+        'T1': [{'edits': {'src/x.py': 'v1\n'}},
+               {'edits': {'src/x.py': 'v2\n', 'tests/test_x.py': 'def test_x():\n    pass\n'}}],
+        'T2': [{**answer_of_tester(False, 'test_x fails'), 'edits': {'tests/test_x.py': FAILING_TEST}},
+               answer_of_tester(True)]}})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    row = {t['id']: t for t in host.status()['tasks']}['T2']
+    assert row['status'] == 'failed'
+    assert row['reason'] == ('review round 1: the fix by T1 changed files of T2, the task judging it: tests/test_x.py; '
+                             'nothing was committed (the judged work may not change the evidence that judges it)')
+    assert [(e['task_id'], e['resume']) for e in host.launches()] == [('T1', False), ('T2', False), ('T1', True)]
+    assert fix_commits(host) == []
+    assert 'def test_x():\n    pass' not in git(host.repo, 'log', '-p', '--all')
+
+
+def test_a_fix_commits_only_its_own_files_and_the_tester_commits_its_test(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    host = make(tmp_path, monkeypatch, capsys, {'tasks': {
+        'T1': [{'edits': {'src/x.py': 'v1\n'}}, {'edits': {'src/x.py': 'v2\n'}}],
+        'T2': [{**answer_of_tester(False, 'test_x fails'), 'edits': {'tests/test_x.py': FAILING_TEST}},
+               answer_of_tester(True)]}})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 0, out + err
+    assert host.statuses() == {'T1': 'done', 'T2': 'done'}
+    branch = host.shared_branch()
+    assert fix_commits(host) == [FIX_SUBJECT]
+    fix = git(host.repo, 'log', '-1', '--format=%H', '--grep=review round 1', branch)
+    assert git(host.repo, 'show', '--format=', '--name-only', fix) == 'src/x.py'
+    assert host.result('T2')['review_rounds'] == 1
+    tester = host.result('T2')['commit']
+    assert git(host.repo, 'show', '--format=%s', '--name-only', tester).splitlines()[-1] == 'tests/test_x.py'
+    assert git(host.repo, 'show', f'{branch}:tests/test_x.py') == FAILING_TEST.strip()

@@ -44,8 +44,8 @@ _probe_lock = threading.Lock()
 class Sandbox:
     """How one command is sandboxed: plain data (it travels to a Dask worker inside a work unit's fields)."""
 
-    binary: str                          # the codex executable
-    mode: str                            # 'read-only' or 'workspace-write'
+    binary: str                          # the codex executable ('' with mode `none`)
+    mode: str                            # 'read-only', 'workspace-write', or `none`: no sandbox, only `withheld`
     network: bool = False
     writable: tuple[str, ...] = ()       # writable roots besides the working directory
     withheld: tuple[str, ...] = ()       # variables the command does not get
@@ -56,6 +56,8 @@ class Sandbox:
         return self.argv(['/bin/sh', '-c', f'exec 2>&1\n{command}'])
 
     def argv(self, command: Sequence[str]) -> list[str]:
+        if self.mode == NONE:
+            return list(command)
         sets = {
             'sandbox_mode': json.dumps(self.mode),
             'sandbox_workspace_write.network_access': 'true' if self.network else 'false',
@@ -101,6 +103,12 @@ def sandbox_for(config: Config, mode: str, environ: Mapping[str, str], *, binary
     network = isinstance(table, dict) and table.get('network_access') is True
     return Sandbox(native_codex(found), mode, network=network and mode == 'workspace-write',
                    withheld=tuple(withheld_variables(config, environ)))
+
+
+def unsandboxed_checks(config: Config, environ: Mapping[str, str]) -> Sandbox:
+    """Checks and setup commands of a role that runs them unsandboxed (`check_sandbox: none`, `danger-full-access`):
+    no sandbox, but still without the variables workers do not get, since they run the worker's code."""
+    return Sandbox('', NONE, withheld=tuple(withheld_variables(config, environ)))
 
 
 def require_sandbox(config: Config, repo: Path | None) -> str:

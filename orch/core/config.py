@@ -227,7 +227,8 @@ class Config(_Model):
     executor: ExecutorSettings = ExecutorSettings()
     worktree: WorktreeSettings = WorktreeSettings()
     # Globs of files no worker may change unless its task names them in its `paths`, added to the built-in ones
-    # (test configuration, AGENTS.md, .codex/, .github/: orch.steps.guard.PROTECTED).
+    # (test configuration such as conftest.py and pyproject.toml, AGENTS.md, .codex/, .github/:
+    # orch.steps.guard.PROTECTED).
     protect: list[str] = []
     cache: CacheSettings | None = None   # `cache: {}` turns the result cache on
     # Money per 1M tokens by model (`default`: any other), and a budget in money instead of tokens (both last:

@@ -28,7 +28,7 @@ class Verdict:
 
     def fails(self, answer: Any) -> bool:
         if not isinstance(answer, dict):
-            return False
+            return self.declared   # a declared verdict that is not even an object does not pass
         if not self.declared:
             return answer.get(self.field) == 'request_changes'
         value = answer.get(self.field)
@@ -76,7 +76,7 @@ def verdict_problems(schema: Any) -> list[str]:
     if passing is None or not isinstance(passing, str | bool | int | float):
         return [f'{where}: "pass" must be a string, a boolean or a number, got {json.dumps(passing)}']
     enum = props[field].get('enum') if isinstance(props[field], dict) else None
-    if isinstance(enum, list) and passing not in enum:
+    if isinstance(enum, list) and not any(type(e) is type(passing) and e == passing for e in enum):   # true is not 1
         return [f'{where}: "pass" {json.dumps(passing)} is not one of the enum of "{field}"']
     return []
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from orch.adapters import git
 from orch.adapters.codex_bin import INSTALL_HINT, find_codex
-from orch.adapters.sandbox import NONE, Sandbox, sandbox_for
+from orch.adapters.sandbox import NONE, Sandbox, sandbox_for, unsandboxed_checks
 from orch.adapters.sandbox import probe as probe_sandbox
 from orch.adapters.worker_env import codex_home, codex_settings, worker_codex_args
 from orch.adapters.worker_types import WorkerSpec
@@ -255,15 +255,17 @@ def _sandboxes(unit: WorkUnit, binary: str, env: dict[str, str]) -> tuple[Sandbo
     """Where the unit's checks and its setup commands run: this worker's Codex sandbox, as on the coordinator
     (orch.steps.sandboxing); one that does not work here fails the unit, nothing unsandboxed runs."""
     mode = unit.command_sandbox
-    if mode == NONE or (not unit.checks and not unit.setup):
+    if not unit.checks and not unit.setup:
         return None, None
+    settings = CodexSettings(**unit.codex)
+    config = Config(codex=settings.model_copy(update={'extra_args': [*settings.extra_args, *unit.extra_args]}))
+    if mode == NONE:   # unsandboxed, but without the variables workers do not get: they run the worker's code
+        return unsandboxed_checks(config, env), unsandboxed_checks(config, env)
     problem = probe_sandbox(binary)
     if problem is not None:
         raise RuntimeError(f'the Codex sandbox does not work on {socket.gethostname()}: `{binary} sandbox -- true` '
                            f'{problem}; checks and setup commands do not run unsandboxed (check_sandbox: none '
                            'would run them as the worker\'s user)')
-    settings = CodexSettings(**unit.codex)
-    config = Config(codex=settings.model_copy(update={'extra_args': [*settings.extra_args, *unit.extra_args]}))
     return (sandbox_for(config, mode, env, binary=binary),
             sandbox_for(config, 'workspace-write' if mode == 'read-only' else mode, env, binary=binary))
 

@@ -94,6 +94,9 @@ def redact_file(path: Path, *, jsonl: bool = False) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
+    with open(path, 'rb') as src:   # most logs hold no secret: read them, write nothing
+        if not _redact_copy(src, None, jsonl):
+            return False
     fd, tmp = _create_temp(path)
     try:
         with open(path, 'rb') as src, os.fdopen(fd, 'wb') as out:
@@ -111,7 +114,9 @@ def redact_file(path: Path, *, jsonl: bool = False) -> bool:
     return changed
 
 
-def _redact_copy(src: BinaryIO, out: BinaryIO, jsonl: bool) -> bool:
+def _redact_copy(src: BinaryIO, out: BinaryIO | None, jsonl: bool) -> bool:
+    """Whether `src` holds a secret; with `out`, its redacted copy is written there (else the scan stops at the
+    first secret)."""
     values = secret_values()
     changed = False
     rest = b''
@@ -126,7 +131,11 @@ def _redact_copy(src: BinaryIO, out: BinaryIO, jsonl: bool) -> bool:
             redacted = (b'\n'.join(redact_jsonl_line(line, values) for line in piece.split(b'\n'))
                         if jsonl else redact_bytes(piece, values))
             changed = changed or redacted != piece
-            out.write(redacted)
+            if out is None:
+                if changed:
+                    return True
+            else:
+                out.write(redacted)
         if not chunk:
             return changed
 

@@ -22,7 +22,7 @@ from orch.failpoints import crash_point
 from orch.runstate import atomic, decisions, state
 from orch.steps import checkout, git_seal, landing, verify
 from orch.steps.failure import Failed, fail
-from orch.steps.guard import EscapesWorktree, inside, protected_reason, touched_control_files, touched_protected
+from orch.steps.guard import EscapesWorktree, inside, protected_reason, touched_control_files, touched_protected_in
 from orch.steps.review import run_review_rounds
 from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork, accept, author_of, call_worker
@@ -54,7 +54,7 @@ def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> None:
     edits to protected files (orch.steps.guard.PROTECTED) its `paths` do not name."""
     changed = git.changed_paths(work.workdir)
     touched = [] if work.task.control_files else touched_control_files(changed, work.rt.config)
-    protected = touched_protected(changed, work.rt.config, work.task)
+    protected = touched_protected_in(work.workdir, changed, work.rt.config, work.task)
     reason = outcome = None
     if touched:
         reason, outcome = (f'the worker changed codex-orch control files: {", ".join(touched)}; nothing was '

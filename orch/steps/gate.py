@@ -64,23 +64,32 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
 def _run_at(rt: RunInputs, session: Session, step: Step, commit: str | None, log_path: Path) -> CommandRun:
     """The rule's command: in a throw-away checkout of `commit` (shared mode, a task's gate), else where its rule
     says."""
-    action = step.rule.action
-    assert isinstance(action, ShellAction)
-    env = command_env(rt, step.task_id)
-    cwd = rt.path(step.cwd or '.')
-    snapshot = None
     if commit is not None and step.task_id is not None:
         # Beside the run's worktree, at its depth: the rule's paths were rendered relative to it.
         snapshot = rt.path(rt.layout.gate_checkout(step.task_id, step.rule.name))
         git.snapshot_worktree(rt.repo, snapshot, commit)
-        cwd, env['ORCH_WORKTREE'] = _inside_snapshot(rt, step.cwd or '.', snapshot), str(snapshot)
-    try:
-        sandbox = rule_sandbox(rt, step, env, cwd, Path(env['ORCH_WORKTREE']))
-        return run_command(rt, step.shell or '', cwd=cwd, env=env, log_path=log_path, timeout=action.timeout,
-                           sandbox=sandbox, cancel=session.cancel)
-    finally:
-        if snapshot is not None:
+        try:
+            return run_in_checkout(rt, session, step, snapshot, log_path)
+        finally:
             git.remove_worktree(rt.repo, snapshot, force=True)
+    env = command_env(rt, step.task_id)
+    return _run(rt, session, step, rt.path(step.cwd or '.'), env, log_path)
+
+
+def run_in_checkout(rt: RunInputs, session: Session, step: Step, checkout: Path, log_path: Path) -> CommandRun:
+    """The rule's command on the files of `checkout` (a gate's snapshot, or a review fix in its judge's checkout):
+    its working directory the rule's, inside that checkout, which ORCH_WORKTREE names; its sandbox and timeout."""
+    env = command_env(rt, step.task_id)
+    cwd, env['ORCH_WORKTREE'] = _inside(rt, step, checkout), str(checkout)
+    return _run(rt, session, step, cwd, env, log_path)
+
+
+def _run(rt: RunInputs, session: Session, step: Step, cwd: Path, env: dict[str, str], log_path: Path) -> CommandRun:
+    action = step.rule.action
+    assert isinstance(action, ShellAction)
+    sandbox = rule_sandbox(rt, step, env, cwd, Path(env['ORCH_WORKTREE']))
+    return run_command(rt, step.shell or '', cwd=cwd, env=env, log_path=log_path, timeout=action.timeout,
+                       sandbox=sandbox, cancel=session.cancel)
 
 
 def _commit_to_test(rt: RunInputs, step: Step) -> str | None:
@@ -132,10 +141,13 @@ def _blame(rt: RunInputs, session: Session, step: Step, tested: str, log_path: P
     return culprit
 
 
-def _inside_snapshot(rt: RunInputs, cwd: str, snapshot: Path) -> Path:
-    shared = rt.layout.worktree
-    if cwd == shared or cwd.startswith(shared + '/'):
-        return snapshot / cwd[len(shared):].lstrip('/')
+def _inside(rt: RunInputs, step: Step, checkout: Path) -> Path:
+    """The rule's working directory, moved from the task's worktree (where its paths were rendered) into
+    `checkout`."""
+    cwd = step.cwd or '.'
+    tree = rt.layout.task_worktree(step.task_id) if step.task_id else rt.layout.worktree
+    if cwd == tree or cwd.startswith(tree + '/'):
+        return checkout / cwd[len(tree):].lstrip('/')
     return rt.path(cwd)
 
 

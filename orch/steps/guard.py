@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from orch.adapters import git
 from orch.core.config import Config
 from orch.core.plan import Task
 from orch.engine.scheduler import glob_match
@@ -29,10 +30,12 @@ def touched_control_files(changed: list[str], config: Config) -> list[str]:
 
 
 # Files that decide whether a worker's work passes: the test harness's configuration (a conftest.py can mark
-# every test skipped), the instructions Codex obeys (AGENTS.md, .codex/) and CI. Globs as in a task's `paths`
-# (`*` crosses `/`: `*/conftest.py` is one at any depth); matched without regard to case.
+# every test skipped; pyproject.toml's [tool.pytest.ini_options] addopts can deselect them), the instructions Codex
+# obeys (AGENTS.md, .codex/) and CI. Globs as in a task's `paths` (`*` crosses `/`: `*/conftest.py` is one at any
+# depth); matched without regard to case.
 PROTECTED = ('conftest.py', '*/conftest.py', 'pytest.ini', 'tox.ini', 'noxfile.py', 'setup.cfg',
-             'AGENTS.md', '*/AGENTS.md', '.codex', '*/.codex', '*/.codex/*', '.github')
+             'pyproject.toml', '*/pyproject.toml', 'AGENTS.md', '*/AGENTS.md', '.codex', '*/.codex', '*/.codex/*',
+             '.github')
 
 
 def protected_globs(config: Config, task: Task) -> tuple[str, ...]:
@@ -42,16 +45,27 @@ def protected_globs(config: Config, task: Task) -> tuple[str, ...]:
 
 def touched_protected(changed: list[str], config: Config, task: Task) -> list[str]:
     """The changed files (added, modified or deleted) that are protected and not the task's own: a task owns a
-    protected file only by naming it in its `paths` (the exact path, or a glob that matches it)."""
+    protected file only by naming it in its `paths`, as the exact path or by an entry that is itself protected
+    (`tests/conftest.py`, `*/conftest.py`, `.github`), never through a broad glob such as `src/*`."""
     globs = [g.lower() for g in protected_globs(config, task)]
+    naming = [p for p in task.paths if any(glob_match(g, p.lower()) for g in globs)]
     return [path for path in changed
-            if any(glob_match(g, path.lower()) for g in globs) and not any(glob_match(g, path) for g in task.paths)]
+            if any(glob_match(g, path.lower()) for g in globs)
+            and path not in task.paths and not any(glob_match(p, path) for p in naming)]
+
+
+def touched_protected_in(workdir: Path, changed: list[str], config: Config, task: Task) -> list[str]:
+    """touched_protected of the changed files and of the git-ignored ones that match a protected glob: a worker's
+    conftest.py that it also listed in .gitignore is never committed, yet pytest obeys it in the checks."""
+    globs = protected_globs(config, task)
+    ignored = [p.rstrip('/') for p in git.ignored_paths(workdir, [f':(icase){g}' for g in globs])]
+    return touched_protected(sorted({*changed, *ignored}), config, task)
 
 
 def protected_reason(touched: list[str]) -> str:
     return (f'the worker changed protected files: {", ".join(touched)}; nothing was committed (they decide whether '
             'its work passes: test configuration, agent instructions, CI; a plan task may change one only by '
-            'naming it in its "paths")')
+            'naming it in its "paths", not through a broad glob)')
 
 
 class EscapesWorktree(Exception):

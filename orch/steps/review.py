@@ -24,12 +24,12 @@ from orch.core.text import one_line
 from orch.core.verdict import Verdict, verdict_of
 from orch.failpoints import crash_point
 from orch.runstate import state
-from orch.steps import checkout, git_seal
+from orch.steps import checkout, gate, git_seal
 from orch.steps.commands import command_env, run_command
 from orch.steps.failure import Failed
-from orch.steps.guard import protected_reason, touched_control_files, touched_protected
-from orch.steps.rounds import Rounds
-from orch.steps.sandboxing import role_sandbox, rule_sandbox
+from orch.steps.guard import protected_reason, touched_control_files, touched_protected_in
+from orch.steps.rounds import Rounds, changed_files
+from orch.steps.sandboxing import role_sandbox
 from orch.steps.task_work import TaskWork, author_of, call_turn, worker_spec
 
 
@@ -57,6 +57,8 @@ def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) ->
                 raise _changes_requested(work, rounds, target, verdict)
             rounds.reviews += 1
             rounds.review_phase = 'fixing'
+            # What the judging task itself wrote (a tester's tests): its evidence, which the fix may not change
+            rounds.judge_files = changed_files(work.workdir, None)
             rounds.save(work.task_dir)
         assert target is not None
         if rounds.review_phase in ('fixing', 'fix-checking'):
@@ -94,12 +96,12 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int, verdict: Verd
             answer = _fixed_answer(work, rounds, target, round_no, limit, verdict)
             rounds.fix_answer, rounds.review_phase = answer, 'fix-checking'
             rounds.save(task_dir)
-        _check_fix(work, rounds, target, round_no)
-        sha = _commit_fix(work, rounds, target, exec_id, round_no, answer)
+        paths = _check_fix(work, rounds, target, round_no)
+        sha = _commit_fix(work, rounds, target, exec_id, round_no, answer, paths)
     rounds.fixes.append({'round': round_no, 'task': target.id, 'commit': sha,
                          'files': git.commit_files(workdir, sha) if sha else [],
                          'summary': answer.get('summary') if isinstance(answer, dict) else None})
-    rounds.fix_answer = None
+    rounds.fix_answer = rounds.judge_files = None
 
 
 def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, limit: int, verdict: Verdict) -> Any:
@@ -137,48 +139,69 @@ def _fixed_answer(work: TaskWork, rounds: Rounds, target: Task, round_no: int, l
     return answer
 
 
-def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> None:
-    """The fix passes what the reviewed task's own work had to: its checks, then its gates (run here, on the
-    fix, since the reviewed task's gate steps ran before it), and it changes no control file."""
+def _fix_paths(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> list[str]:
+    """What the fix changed: the changed files but the judging task's own (those stay for its own commit). A fix
+    that changed one of those (a tester's failing test rewritten to pass) fails the round: the judged work may
+    not rewrite the evidence that judges it."""
+    judge = rounds.judge_files
+    if judge is None:   # rounds.json of an execution from before this was recorded
+        judge = rounds.judge_files = changed_files(work.workdir, None)
+    now = changed_files(work.workdir, None)
+    rewritten = sorted(path for path, digest in judge.items() if now.get(path, '') != digest)
+    if rewritten:
+        raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} changed files of '
+                                  f'{work.task.id}, the task judging it: {", ".join(rewritten)}; nothing was '
+                                  'committed (the judged work may not change the evidence that judges it)',
+                    outcome='judge-files')
+    return sorted(path for path in now if path not in judge)
+
+
+def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> list[str]:
+    """The fix changes none of its judge's files, no control file, no protected file, and passes what the
+    reviewed task's own work had to: its checks, then its gates (run here, on the fix, as gate.py runs them,
+    since the reviewed task's gate steps ran before it). Returns the paths the fix changed."""
     rt = work.rt
-    env = command_env(rt, work.task.id)
-    timeout = rt.role(target.role).check_timeout
-    checks = (*rt.role(target.role).checks, *target.checks)
-    sandbox = role_sandbox(rt, target.role, env) if checks else None
-    commands = [(f'check-{i}', c, sandbox) for i, c in enumerate(checks, 1)]
-    commands += [(f'gate-{s.rule.name}', s.shell or '', rule_sandbox(rt, s, env, work.workdir)) for s in rt.steps
-                 if s.task_id == target.id and s.builtin is None and s.rule.gate]
-    for name, command, where in commands:
-        log = work.task_dir / 'checks' / f'review-{round_no}' / f'{name}.log'
-        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout, sandbox=where,
-                          cancel=work.session.cancel)
-        if not run.passed:
-            rounds.checks = [run.to_dict()]
-            what = 'gate' if name.startswith('gate-') else 'check'
-            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its {what}: '
-                                      f'{run.command} ({run.why})')
+    changed = _fix_paths(work, rounds, target, round_no)
     if not target.control_files:
-        touched = touched_control_files(git.changed_paths(work.workdir), rt.config)
+        touched = touched_control_files(changed, rt.config)
         if touched:
             raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} changed codex-orch '
                                       f'control files: {", ".join(touched)}; nothing was committed',
                         outcome='control-files')
-    protected = touched_protected(git.changed_paths(work.workdir), rt.config, target)
+    protected = touched_protected_in(work.workdir, changed, rt.config, target)
     if protected:
         raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id}: {protected_reason(protected)}',
                     outcome='protected-files')
+    env = command_env(rt, work.task.id)
+    role = rt.role(target.role)
+    checks = (*role.checks, *target.checks)
+    sandbox = role_sandbox(rt, target.role, env) if checks else None
+    logs = work.task_dir / 'checks' / f'review-{round_no}'
+    runs = (run_command(rt, command, cwd=work.workdir, env=env, log_path=logs / f'check-{n}.log',
+                        timeout=role.check_timeout, sandbox=sandbox, cancel=work.session.cancel)
+            for n, command in enumerate(checks, 1))
+    gate_runs = (gate.run_in_checkout(rt, work.session, s, work.workdir, logs / f'gate-{s.rule.name}.log')
+                 for s in rt.steps if s.task_id == target.id and s.builtin is None and s.rule.gate)
+    for what, runs_of in (('check', runs), ('gate', gate_runs)):
+        for run in runs_of:   # one at a time, up to the first that fails
+            if not run.passed:
+                rounds.checks = [run.to_dict()]
+                raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its {what}: '
+                                          f'{run.command} ({run.why})')
+    return changed
 
 
-def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, round_no: int, answer: Any) -> str | None:
+def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, round_no: int, answer: Any,
+                paths: list[str]) -> str | None:
     rt = work.rt
     trailers = {'Orch-Run': rt.run.run_id, 'Orch-Task': target.id, 'Orch-Role': target.role, 'Orch-Exec': exec_id,
                 'Orch-Review': f'{work.task.id} round {round_no}'}
     message = redact(f'{target.id}: {one_line(target.title)} (review round {round_no} by {work.task.id})')
     with work.session.scheduler.commit_lock:
         git_seal.check(work.session, work.task_dir, work.workdir)   # the fix's worker ran in this repository too
-        try:   # all it changed: the reviewer's checkout (or worktree) is the reviewer's alone
+        try:   # what the fix changed; the judging task's own files stay for its own commit
             expect_head = checkout.expected_head(work.task_dir)
-            sha = git.commit(work.workdir, message=message, trailers=trailers,
+            sha = git.commit(work.workdir, message=message, trailers=trailers, paths=paths,
                              author=author_of(rt.config.git.author), expect_branch=work.branch,
                              expect_head=expect_head)
             if sha is not None:

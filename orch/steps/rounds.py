@@ -45,6 +45,7 @@ class Rounds:
     fix_answer: Any = None                     # the fix's answer, paid for, while its checks and commit are due
     fix_cumulative: dict[str, int] | None = None   # the reviewed task's thread usage, as last reported
     fixes: list[dict[str, Any]] = field(default_factory=list)    # one commit per review round
+    judge_files: dict[str, str] | None = None   # the judging task's own uncommitted files as a fix began
     conflicts: int = 0                         # conflict rounds started (landing: see orch.steps.landing)
     conflict: dict[str, Any] | None = None     # what the conflict round under way resolves (phase 'resolving')
     turn_since: float | None = None            # a round's worker turn under way since then, its answer not recorded

@@ -3,7 +3,7 @@
 - A task's checks and `worktree.setup` commands: Codex's sandbox in its role's mode (`workspace-write` by
   default; setup needs to write, so a `read-only` role's setup gets `workspace-write`), writing only the
   task's checkout; unsandboxed when the role says `check_sandbox: none` or its sandbox is
-  `danger-full-access`.
+  `danger-full-access` (still without the variables workers do not get: they run the worker's code).
 - A shell rule (a gate, a run-level command): its `sandbox` (default `workspace-write`), writing its working
   directory, the checkout it tests (`ORCH_WORKTREE`) and the directories of its declared outputs (a gate
   writes its results there, e.g. `{task_dir}/lint.json`; whatever else lies in those directories is writable
@@ -15,18 +15,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from orch.adapters.sandbox import Sandbox, sandbox_for
+from orch.adapters.sandbox import Sandbox, sandbox_for, unsandboxed_checks
 from orch.core.compile import Step
 from orch.core.rules import ShellAction
 from orch.engine.inputs import RunInputs
 
 
-def role_sandbox(rt: RunInputs, role: str, env: Mapping[str, str], *, writes: bool = False) -> Sandbox | None:
-    """The sandbox of a check (or, `writes`, a setup command) of a task of `role`."""
+def role_sandbox(rt: RunInputs, role: str, env: Mapping[str, str], *, writes: bool = False) -> Sandbox:
+    """The sandbox of a check (or, `writes`, a setup command) of a task of `role`; unsandboxed, it still withholds
+    the variables workers do not get."""
     mode = rt.role(role).command_sandbox
     if writes and mode == 'read-only':
         mode = 'workspace-write'
-    return sandbox_for(rt.config, mode, env, repo=rt.repo)
+    return sandbox_for(rt.config, mode, env, repo=rt.repo) or unsandboxed_checks(rt.config, env)
 
 
 def rule_sandbox(rt: RunInputs, step: Step, env: Mapping[str, str], *writable: Path) -> Sandbox | None:

@@ -45,7 +45,14 @@ from orch.adapters.git.bundles import (
     tree_changes,
     unpacked_refusal,
 )
-from orch.adapters.git.changes import changed_paths, discard_changes, filled_submodules, is_dirty, nested_repositories
+from orch.adapters.git.changes import (
+    changed_paths,
+    discard_changes,
+    filled_submodules,
+    ignored_paths,
+    is_dirty,
+    nested_repositories,
+)
 from orch.adapters.git.checkouts import (
     WorktreeInfo,
     branch_tip,
@@ -129,6 +136,7 @@ __all__ = [
     'git_version',
     'head_move',
     'head_state',
+    'ignored_paths',
     'init_repository',
     'is_ancestor',
     'is_dirty',

@@ -46,6 +46,16 @@ def changed_paths(worktree: Path) -> list[str]:
     return sorted(paths)
 
 
+def ignored_paths(worktree: Path, pathspecs: list[str]) -> list[str]:
+    """Untracked files (or whole directories, ending in '/') that git ignores and that match `pathspecs`,
+    sorted: what `changed_paths` leaves out, though a tool run in the worktree still reads it."""
+    if not pathspecs:
+        return []
+    res = run(worktree, '--no-optional-locks', 'status', '--porcelain=v1', '-z', '--ignored=matching',
+              '--untracked-files=all', '--ignore-submodules=all', '--', *pathspecs)
+    return sorted(os.fsdecode(field[3:]) for field in res.out.split(b'\0') if field.startswith(b'!! '))
+
+
 def is_dirty(worktree: Path) -> bool:
     res = run(worktree, '--no-optional-locks', 'status', '--porcelain=v1', '-z', '--untracked-files=normal',
               '--ignore-submodules=all')
