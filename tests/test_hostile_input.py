@@ -344,8 +344,8 @@ def test_shell_syntax_in_plan_and_paths_never_reaches_a_shell(host: Host, tmp_pa
     spec = host.repo / 'spec $(touch marker6) `touch marker7`.md'
     spec.write_text('# Spec with $(touch marker6) and `touch marker7`\n')
     write(RULE, 'name: gate\nscope: task\ninput: "{task_dir}/result.json"\noutput: "{task_dir}/gate.json"\n'
-                'action: {shell: "echo task={task_id} spec={spec_file} wt={worktree} > {task_dir}/gate-out.txt; '
-                'printf %s {spec_file} > {task_dir}/spec-name.txt"}\n')(host)
+                'action: {shell: "echo task={task_id} spec={spec_file} wt={worktree} > $ORCH_STEP_DIR/gate-out.txt; '
+                'printf %s {spec_file} > $ORCH_STEP_DIR/spec-name.txt"}\n')(host)
     tasks = [
         {'id': 'T1', 'role': 'implementer', 'title': nasty, 'description': nasty, 'acceptance': [nasty],
          'paths': ['src/$(touch marker6).txt', "it's \"quoted\" ;.txt"]},
@@ -371,9 +371,11 @@ def test_shell_syntax_in_plan_and_paths_never_reaches_a_shell(host: Host, tmp_pa
     subjects = host.branch_log(host.shared_branch())
     assert subjects[:2] == [f'T2: `touch {m[2]}`', 'T1: ' + ' '.join(nasty.split())]
     # paths in a shell command are relative to its working directory (the worktree here)
-    assert (host.run_dir() / 'tasks' / 'T1' / 'spec-name.txt').read_text() == f'../../../{spec.name}'
+    scratch = {d.name: d for d in (host.run_dir() / 'scratch').iterdir()}   # each gate's own ORCH_STEP_DIR
+    t1, t2 = (next(d for name, d in scratch.items() if task in name) for task in ('T1', 'T2'))
+    assert (t1 / 'spec-name.txt').read_text() == f'../../../{spec.name}'
     # (the gate ran in a checkout of T2's landed commit, at the depth of the run's worktree)
-    assert (host.run_dir() / 'tasks' / 'T2' / 'gate-out.txt').read_text() == f'task=T2 spec=../../../{spec.name} wt=.\n'
+    assert (t2 / 'gate-out.txt').read_text() == f'task=T2 spec=../../../{spec.name} wt=.\n'
     files = git(wt, 'show', '--format=', '--name-only', host.result('T1')['commit']).splitlines()
     assert sorted(files) == sorted(['"it\'s \\"quoted\\" ;.txt"', 'src/$(touch marker6).txt']) or \
         sorted(files) == sorted(["it's \"quoted\" ;.txt", 'src/$(touch marker6).txt'])

@@ -14,7 +14,7 @@ from orch.steps import gate_blame
 from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.rounds import changed_files
-from orch.steps.sandboxing import rule_sandbox
+from orch.steps.sandboxing import rule_sandbox, step_scratch
 
 
 def shell(rt: RunInputs, session: Session, step: Step) -> None:
@@ -87,7 +87,9 @@ def run_in_checkout(rt: RunInputs, session: Session, step: Step, checkout: Path,
 def _run(rt: RunInputs, session: Session, step: Step, cwd: Path, env: dict[str, str], log_path: Path) -> CommandRun:
     action = step.rule.action
     assert isinstance(action, ShellAction)
-    sandbox = rule_sandbox(rt, step, env, cwd, Path(env['ORCH_WORKTREE']))
+    scratch = step_scratch(rt, step)
+    env['ORCH_STEP_DIR'] = str(scratch)
+    sandbox = rule_sandbox(rt, step, env, cwd, Path(env['ORCH_WORKTREE']), scratch)
     return run_command(rt, step.shell or '', cwd=cwd, env=env, log_path=log_path, timeout=action.timeout,
                        sandbox=sandbox, cancel=session.cancel)
 

@@ -5,13 +5,15 @@
   task's checkout; unsandboxed when the role says `check_sandbox: none` or its sandbox is
   `danger-full-access` (still without the variables workers do not get: they run the worker's code).
 - A shell rule (a gate, a run-level command): its `sandbox` (default `workspace-write`), writing its working
-  directory, the checkout it tests (`ORCH_WORKTREE`) and the directories of its declared outputs (a gate
-  writes its results there, e.g. `{task_dir}/lint.json`; whatever else lies in those directories is writable
-  too, so a rule that runs untrusted code should declare its outputs in a directory of their own); `sandbox:
-  none` runs it as you.
+  directory, the checkout it tests (`ORCH_WORKTREE`) and a scratch directory of its own, emptied before each
+  run (`ORCH_STEP_DIR`). Never the run's or a task's directory: a gate runs the workers' code, and there lie
+  every task's records (its declared outputs are written by codex-orch once the command ended, orch.steps.gate);
+  `sandbox: none` runs it as you.
 """
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,12 +33,17 @@ def role_sandbox(rt: RunInputs, role: str, env: Mapping[str, str], *, writes: bo
 
 
 def rule_sandbox(rt: RunInputs, step: Step, env: Mapping[str, str], *writable: Path) -> Sandbox | None:
-    """The sandbox of a shell rule's command: writable besides its working directory are `writable` (the checkout
-    it tests) and the directories of the rule's declared outputs."""
+    """The sandbox of a shell rule's command, writing only `writable` (its working directory, the checkout it
+    tests, its scratch directory)."""
     action = step.rule.action
     assert isinstance(action, ShellAction)
     sandbox = sandbox_for(rt.config, action.sandbox, env, repo=rt.repo)
-    if sandbox is None:
-        return None
-    outputs = {rt.path(target).parent for target in step.targets}
-    return sandbox.with_writable(*writable, *sorted(outputs))
+    return None if sandbox is None else sandbox.with_writable(*writable)
+
+
+def step_scratch(rt: RunInputs, step: Step) -> Path:
+    """A shell rule's own scratch directory (`ORCH_STEP_DIR`), empty: what it leaves there is its own business."""
+    scratch = rt.run_dir / 'scratch' / re.sub(r'[^A-Za-z0-9_.-]', '_', step.name)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return scratch
