@@ -6,15 +6,34 @@ reaches the terminal, and a character the stream cannot encode is written as a b
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import sys
 import threading
+from collections.abc import Iterator
 from typing import TextIO
 
 from orch.core.redact import redact
 from orch.core.text import terminal_safe
 
 _lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def workflow_commands_paused() -> Iterator[None]:
+    """Under GitHub Actions a printed line starting with `::` is a workflow command, and what a run prints may
+    quote a worker (its answer, its errors): the runner ignores commands between `::stop-commands::TOKEN` and
+    `::TOKEN::`, the token one nobody can guess."""
+    if os.environ.get('GITHUB_ACTIONS') != 'true':
+        yield
+        return
+    token = secrets.token_hex(16)
+    write_line(f'::stop-commands::{token}')
+    try:
+        yield
+    finally:
+        write_line(f'::{token}::')
 
 
 def write_line(text: str = '', *, err: bool = False) -> None:

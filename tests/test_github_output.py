@@ -48,6 +48,11 @@ def test_a_failed_task_and_a_standing_finding_are_annotated_and_in_the_sarif_log
     rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--continue')
     assert rc == 1, out + err
     commands = [line for line in out.splitlines() if line.startswith('::')]
+    # what the run printed (it may quote a worker) is where the runner takes no command; its annotations follow
+    assert commands[0].startswith('::stop-commands::') and len(commands[0]) == len('::stop-commands::') + 32
+    assert commands[1] == f'::{commands[0].split("::")[2]}::'
+    assert out.index(commands[1]) < out.index('::error ')
+    commands = commands[2:]
     t1 = next(c for c in commands if 'T1 failed' in c)
     assert t1.startswith('::error file=src/x.py,line=2,title=codex-orch%3A T1 failed::')
     assert '::error file=src/y.py,line=7,title=codex-orch%3A T3%3A major::y must%0Ahandle empty input' in commands

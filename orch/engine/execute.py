@@ -30,10 +30,19 @@ from orch.runstate.status import task_rows
 
 
 def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> int:
-    """Run every stale or unfinished step of the run; returns the exit code (see orch.errors).
+    """Run every stale or unfinished step of the run; returns the exit code (see orch.errors). Under GitHub Actions
+    its own workflow annotations come last, after everything it printed that may quote a worker.
 
     lock: the run's lock when the caller already holds it (it took it before writing run.json).
     """
+    with output.workflow_commands_paused():
+        code = _execute(rt, options, lock)
+    for line in github_annotations(rt, task_rows(rt)):
+        output.write_line(line)
+    return code
+
+
+def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
     progress = Progress(len(rt.plan.tasks), verbosity=options.verbosity, stream=RedactingStream(sys.stdout),
                         work_steps=rt.work_step_of)
     session = Session(rt, options, lock=lock, progress=progress,
@@ -81,8 +90,6 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     lines = summary_lines(rt, session, rows)
     for line, err in lines:
         output.write_line(line, err=err)
-    for line in github_annotations(rt, rows):
-        output.write_line(line)
     if session.internal_errors:
         return EXIT_INTERNAL
     code = exit_code(rows, rc)
