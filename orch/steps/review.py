@@ -57,6 +57,10 @@ def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) ->
                 raise _changes_requested(work, rounds, target, verdict)
             rounds.reviews += 1
             rounds.review_phase = 'fixing'
+            # what the reviewer found, kept for the reports after it approves (its answer then has no findings)
+            rounds.round_record('review', rounds.reviews, by=task.id, target=target.id,
+                                verdict=verdict.given(rounds.answer), findings=_findings(rounds.answer),
+                                summary=rounds.answer.get('summary') if isinstance(rounds.answer, dict) else None)
             rounds.save(work.task_dir)
         assert target is not None
         if rounds.review_phase in ('fixing', 'fix-checking'):
@@ -74,6 +78,8 @@ def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) ->
         rounds.thread_id = result.thread_id or rounds.thread_id
         rounds.cumulative = result.usage_cumulative or rounds.cumulative
         rounds.review_phase = None
+        rounds.round_record('review', rounds.reviews).update(
+            ended_at=time.time(), passed=not verdict.fails(rounds.answer))
         rounds.save(work.task_dir)
 
 
@@ -96,9 +102,10 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int, verdict: Verd
             rounds.save(task_dir)
         _check_fix(work, rounds, target, round_no)
         sha = _commit_fix(work, rounds, target, exec_id, round_no, answer)
-    rounds.fixes.append({'round': round_no, 'task': target.id, 'commit': sha,
-                         'files': git.commit_files(workdir, sha) if sha else [],
-                         'summary': answer.get('summary') if isinstance(answer, dict) else None})
+    fix = {'round': round_no, 'task': target.id, 'commit': sha, 'files': git.commit_files(workdir, sha) if sha else [],
+           'summary': answer.get('summary') if isinstance(answer, dict) else None}
+    rounds.fixes.append(fix)
+    rounds.round_record('review', round_no)['fix'] = {**fix, 'exec_id': exec_id}
     rounds.fix_answer = None
 
 
@@ -148,10 +155,13 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> N
     commands = [(f'check-{i}', c, sandbox) for i, c in enumerate(checks, 1)]
     commands += [(f'gate-{s.rule.name}', s.shell or '', rule_sandbox(rt, s, env, work.workdir)) for s in rt.steps
                  if s.task_id == target.id and s.builtin is None and s.rule.gate]
+    ran = rounds.round_record('review', round_no)['runs'] = []   # a resume runs them all again
     for name, command, where in commands:
         log = work.task_dir / 'checks' / f'review-{round_no}' / f'{name}.log'
         run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout, sandbox=where,
                           cancel=work.session.cancel)
+        kind, _, rule = name.partition('-')
+        ran.append({'kind': kind, 'name': rule if kind == 'gate' else name, **run.to_dict()})
         if not run.passed:
             rounds.checks = [run.to_dict()]
             what = 'gate' if name.startswith('gate-') else 'check'
@@ -236,7 +246,7 @@ def _changes_requested(work: TaskWork, rounds: Rounds, target: Task | None, verd
 def _fail(work: TaskWork, rounds: Rounds, reason: str, outcome: str = 'review-failed') -> Failed:
     state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
                        outcome=outcome, usage=rounds.usage, answer=rounds.answer, checks=rounds.checks,
-                       review_rounds=rounds.reviews, fixes=rounds.fixes,
+                       review_rounds=rounds.reviews, fixes=rounds.fixes, rounds=rounds.history,
                        attempts=state.attempt_count(work.task_dir))
     Rounds.clear(work.task_dir)
     return Failed(reason)
