@@ -141,3 +141,27 @@ def test_the_timeline_has_the_graph_s_limit_and_fallback() -> None:
     assert '## Timeline' not in render_markdown(summary_of([row('T1')]))   # nothing ran: no timeline
     hostile = row('T1', title='a: b # c ; d\n```\ntitle x', started_at=1.0, ended_at=2.0)
     assert all(GANTT_LINE.fullmatch(line) for line in (story.render_gantt([hostile]) or '').splitlines()[3:])
+
+
+def test_reasons_speak_of_the_plan_never_of_run_directory_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.orchtest import host_after_a_run
+    host = host_after_a_run(tmp_path, monkeypatch, capsys)
+    tasks = host.repo / '.orchestrator' / 'runs' / 'r1' / 'tasks'
+    # T1 ran again with another answer, and T2's prompt was rendered from it, but T2 has not run yet
+    result = json.loads((tasks / 'T1' / 'result.json').read_text())
+    result['answer']['summary'] = 'another answer'
+    (tasks / 'T1' / 'result.json').write_text(json.dumps(result))
+    (tasks / 'T2' / 'prompt.md').write_text((tasks / 'T2' / 'prompt.md').read_text() + '\nanother answer\n')
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['T2']['reason'] == "prompt of T2 changed because upstream T1's answer changed"
+    assert '.orchestrator' not in json.dumps([r['reasons'] for r in rows.values()])
+    env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, '-m', 'doit', 'forget', 'work:T3'], cwd=host.repo, env=env,
+                   capture_output=True, check=True)
+    rows = {t['id']: t for t in host.status()['tasks']}
+    assert rows['T3']['reasons'][:1] == [{'code': 'forgotten', 'detail': 'forgotten (doit forget)'}]
