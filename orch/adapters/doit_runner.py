@@ -29,6 +29,7 @@ from doit.tools import config_changed
 from orch import output
 from orch.adapters import git
 from orch.adapters.doit_backend import ReadOnlySqliteDB, private_copy
+from orch.adapters.stale_reasons import prompt_because, run_files
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
 from orch.core.text import one_line
@@ -213,19 +214,26 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     by_name = {step.name: step for step in steps}
     results = {rt.layout.result(t.id): t.id for t in rt.plan.tasks}
     own = {rt.layout.task_dir(t.id) + '/task.json' for t in rt.plan.tasks}
-    for name, status in _doit_statuses(rt, steps, db):
+    files = run_files(rt)
+    for name, status, recorded in _doit_statuses(rt, steps, db):
         if status.status == 'up-to-date':
             continue
         step = by_name[name]
-        found = _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params) \
-            if step.builtin else _gate_reasons(rt, step, status.reasons, results)
+        if not recorded and step.builtin is not None and step.builtin.task_outcome:
+            found = [('forgotten', 'forgotten (doit forget)')]   # no record at all: every input looks changed
+        elif not recorded and step.builtin is not None:
+            continue   # its prompt: the forgotten work step says it
+        else:
+            found = _doit_reasons(status.reasons, results, own, _ran_with(rt, step), step.params, files) \
+                if step.builtin else _gate_reasons(rt, step, status.reasons, results)
         if not found and step.builtin is None:
             continue
         why = stale.setdefault(step.task_id or '', [])
         for reason in found:
             if reason not in why:
                 why.append(reason)
-    return {tid: why or [('inputs_changed', 'its inputs changed since it ran')] for tid, why in stale.items()}
+    return {tid: prompt_because(tid, why) or [('inputs_changed', 'its inputs changed since it ran')]
+            for tid, why in stale.items()}
 
 
 def changed_entries(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
@@ -249,11 +257,12 @@ def all_up_to_date(rt: RunInputs) -> bool:
     db = rt.run_dir / 'doit.db'
     if not db.exists() or changed_entries(rt):
         return False
-    return all(status.status == 'up-to-date' for _, status in _doit_statuses(rt, list(rt.steps), db))
+    return all(status.status == 'up-to-date' for _, status, _ in _doit_statuses(rt, list(rt.steps), db))
 
 
-def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str, Any]]:
-    """doit's Dependency.get_status of each step, read from the run's database (opened read-only)."""
+def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str, Any, bool]]:
+    """doit's Dependency.get_status of each step, read from the run's database (opened read-only), and whether
+    the database has any record of it (none: it never ran, or `doit forget`)."""
     session = Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
     for step in steps:
@@ -264,10 +273,13 @@ def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str
     with contextlib.chdir(rt.repo):
         dep = Dependency(ReadOnlySqliteDB, str(db), checker_cls=MD5Checker)
         try:
-            return [(name, dep.get_status(task, tasks, get_log=True)) for name, task in tasks.items()]
+            out = []
+            for name, task in tasks.items():
+                recorded = bool(dep.backend.in_(name))   # before get_status caches an empty record for it
+                out.append((name, dep.get_status(task, tasks, get_log=True), recorded))
+            return out
         finally:
             dep.backend._conn.close()
-
 
 def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Which fields of a plan entry changed, with a short delta for text ('description changed (+1 line)')."""
@@ -325,14 +337,14 @@ def params_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 def _doit_reasons(reasons: dict[str, Any], results: dict[str, str], own: set[str],
                   ran_with: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
-                  ) -> list[tuple[str, str]]:
+                  files: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """doit's reasons as (stable code, text): the codes are listed in the README."""
     out: list[tuple[str, str]] = []
     for path in [*reasons.get('changed_file_dep', []), *reasons.get('missing_file_dep', [])]:
         if path in results:
             out.append(('upstream_result_changed', f'upstream {results[path]}\'s result changed'))
         elif path not in own:   # task.json: its plan entry, already explained field by field
-            out.append(('input_changed', f'{path} changed'))
+            out.append(('input_changed', f'{(files or {}).get(path, path)} changed'))
     if reasons.get('has_no_dependencies') or reasons.get('missing_target'):
         out.append(('no_result', 'it has no valid result'))
     # Only a changed config value is a reason here; the other uptodate checks (the task's state agreeing that

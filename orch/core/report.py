@@ -8,8 +8,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from orch.core import graph
+from orch.core import graph, story
 from orch.core.prices import money
+from orch.core.text import plain
 
 SUMMARY_VERSION = 1
 # Characters XML 1.0 cannot carry at all (ElementTree writes them anyway, and parsers then reject the
@@ -86,7 +87,7 @@ def _md(text: object, limit: int = 80) -> str:
 
 
 def _xml(text: object) -> str:
-    return _XML_ILLEGAL.sub('\ufffd', str(text or ''))
+    return _XML_ILLEGAL.sub('\ufffd', plain(str(text or '')))   # colours removed, not shown as U+FFFD
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -101,7 +102,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
            f'Base: `{run.get("base_branch") or "(detached)"}` at `{run["base_commit"][:10]}`. '
            f'Plan: `{run["plan_file"]}`. Tasks: {counts}.', '',
            _token_line(summary), '',
-           tabulate(rows, headers=headers, tablefmt='github'), '', *_graph_section(summary), *_cache_section(summary)]
+           tabulate(rows, headers=headers, tablefmt='github'), '',
+           '`attempts`: worker launches of the task in this run (every execution, round turn and retry).', '',
+           *_graph_section(summary), *_timeline_section(summary), *_cache_section(summary), *_story_section(summary)]
     failures = [t for t in summary['tasks'] if t['status'] in FAILED_STATUSES]
     if failures:
         out += ['## Failures', '']
@@ -171,6 +174,27 @@ def _graph_section(summary: dict[str, Any]) -> list[str]:
     return [*out, '']
 
 
+def _timeline_section(summary: dict[str, Any]) -> list[str]:
+    """The run on wall-clock time: each task's execution, its rounds and its gates (a Mermaid gantt)."""
+    tasks = summary['tasks']
+    gantt = story.gantt_for_github(tasks)
+    if gantt is not None:
+        return ['## Timeline', '', '```mermaid', gantt.rstrip('\n'), '```', '']
+    if any(t.get('started_at') for t in tasks):
+        return ['## Timeline', '', f'{len(tasks)} tasks: more than GitHub draws as a diagram; each task\'s times '
+                '(`started_at`, `ended_at`, `rounds[]`, `gates[]`) are in summary.json.', '']
+    return []
+
+
+def _story_section(summary: dict[str, Any]) -> list[str]:
+    """Per task with more than its row says: its attempts, rounds (with their evidence), gates, the commit it
+    ended with."""
+    told = [t for t in summary['tasks'] if story.has_story(t)]
+    if not told:
+        return []
+    return ['## Stories', '', *(line for t in told for line in story.story_lines(t, _md))]
+
+
 def render_junit(summary: dict[str, Any]) -> str:
     """One test case per task (failed, blocked and changes-requested tasks are failures, with their
     evidence), and one per gate run, so a CI system reading JUnit sees every failure."""
@@ -194,6 +218,10 @@ def render_junit(summary: dict[str, Any]) -> str:
                           message=_xml(_cell(task.get('reason'), 500))).text = _xml(text)
         elif task['status'] != 'done':
             ET.SubElement(case, 'skipped', message=_xml(f'{task["status"]}: {_cell(task.get("reason"), 300)}'))
+        for message, evidence in story.failing_rounds(task):   # a round that began with a failure, then went on
+            kind = 'rerunFailure' if task['status'] in FAILED_STATUSES else 'flakyFailure'
+            ET.SubElement(ET.SubElement(case, kind, type='round', message=_xml(_cell(message, 500))),
+                          'stackTrace').text = _xml(evidence)
         if task.get('summary'):
             ET.SubElement(case, 'system-out').text = _xml(task['summary'])
     for task, gate in gates:

@@ -13,7 +13,8 @@ obey. The policy, applied where such text enters records and output:
   ever raises UnicodeEncodeError;
 - on a terminal and in a commit subject, ANSI escape sequences are removed and every other control
   character (C0, DEL, C1, bidirectional overrides) is shown as `\\u00NN` (`terminal_safe`,
-  `one_line`). Records keep control characters: JSON escapes them.
+  `one_line`). Records keep control characters: JSON escapes them, but not ANSI escape sequences: an
+  output tail, a reason or a report has them removed (`plain`); the raw logs keep the bytes.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ _ANSI = re.compile(
     r'(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]'
     r'|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)'
     r'|\x1b[ -/]*[0-~]')
+_C1_STRING = re.compile('[\x90\x98\x9d\x9e\x9f]')
 # What a terminal obeys rather than shows: C0 but tab and newline, DEL, C1, and the bidirectional
 # embeddings, overrides and isolates (they reorder what is displayed around them).
 _CONTROL = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]')
@@ -88,6 +90,19 @@ def terminal_safe(text: str) -> str:
         return text
     text = text.replace('\r\n', '\n')
     return _CONTROL.sub(_escape_control, _ANSI.sub('', text))
+
+
+def plain(text: str) -> str:
+    """Text recorded for people or machines (check and gate output tails, reasons, reports): ANSI escape
+    sequences removed, and an ESC that starts none (a cut-off sequence) too; the rest as it is."""
+    if '\x1b' not in text and '\x9b' not in text and not _C1_STRING.search(text):
+        return text
+    return _ANSI.sub('', text).replace('\x1b', '').replace('\x9b', '')
+
+
+def plain_json(obj: Any) -> Any:
+    """JSON-like data with `plain` applied to every string (a report's summary, a status row)."""
+    return clean_json(obj, plain)
 
 
 def one_line(text: str) -> str:

@@ -114,6 +114,16 @@ def attempt_count(task_dir: Path) -> int:
     return sum(1 for p in task_dir.glob('attempt-*') if p.is_dir())
 
 
+def attempt_kinds(task_dir: Path) -> dict[str, int]:
+    """How many worker launches of each kind the task made (launch.json: 'initial' starts an execution,
+    'resume' is a round, 'schema-retry', 'failure-retry', 'resume-retry', 'fresh-thread' are retries)."""
+    kinds: dict[str, int] = {}
+    for launch in task_dir.glob('attempt-*/launch.json'):
+        kind = str((read_json(launch) or {}).get('kind') or 'initial')
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
 USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
 
 

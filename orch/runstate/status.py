@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from orch.core.plan import Task, topological_order
 from orch.core.prices import usage_cost, with_split
+from orch.core.text import plain_json
 from orch.runstate import state
 from orch.runstate.lock import holder_pid
 
@@ -58,7 +59,26 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
         rows[task.id] = _row(task, status, reason, st, result, gates, state.attempt_count(task_dir))
         _paid(rt, task, rows[task.id], state.attempts_usage(task_dir))
         rows[task.id]['reasons'] = [{'code': c, 'detail': d} for c, d in reasons]
-    return [rows[t.id] for t in rt.plan.tasks]
+        if rows[task.id]['attempts'] > 1:   # what the worker launches were (a single one is the first answer)
+            rows[task.id]['attempt_kinds'] = state.attempt_kinds(task_dir)
+    _fixed(rows)
+    # recorded text for people and machines: no terminal colours (a check's tail, codex's stderr in a reason)
+    return [plain_json(rows[t.id]) for t in rt.plan.tasks]
+
+
+def _fixed(rows: dict[str, dict[str, Any]]) -> None:
+    """A task whose work a reviewer's round fixed ends with that fix's commit (its own is `work_commit`)."""
+    for row in list(rows.values()):
+        for entry in row.get('rounds') or []:
+            fix = entry.get('fix') if isinstance(entry, dict) else None
+            if not isinstance(fix, dict) or row['status'] not in ('done', 'stale'):   # a failed one landed nothing
+                continue
+            target = rows.get(str(fix.get('task')))
+            if target is not None and fix.get('commit'):
+                target.setdefault('work_commit', target.get('commit'))
+                target['commit'] = fix['commit']
+                target.setdefault('fixed_by', []).append({'task': row['id'], 'round': entry.get('round'),
+                                                          'commit': fix['commit']})
 
 
 def _paid(rt: RunInputs, task: Task, row: dict[str, Any], total: dict[str, int]) -> None:
@@ -133,6 +153,10 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'review_rounds': either('review_rounds', 0), 'conflict_rounds': either('conflict_rounds', 0),
         'warnings': either('warnings', []),
         'fixes': either('fixes', []),
+        # the story of its latest execution: its rounds in order (orch.steps.rounds.Rounds.history)
+        'rounds': st['rounds'] if isinstance(st.get('rounds'), list) else done.get('rounds') or [],
+        'started_at': st.get('started_at') or done.get('started_at'),
+        'ended_at': st.get('ended_at') or done.get('finished_at'),
         'worker': _worker(st),
         # the result cache (config `cache:`): its latest execution's lookup; a hit names its origin
         'cache': done.get('cache') or _lookup(st.get('cache')),

@@ -15,6 +15,7 @@ from typing import Any
 from orch.adapters.procgroup import run_to_end
 from orch.adapters.sandbox import Sandbox, codex_stderr
 from orch.core.redact import redact
+from orch.core.text import plain
 from orch.engine.inputs import RunInputs
 from orch.runstate import atomic
 
@@ -99,7 +100,7 @@ def tail_of(path: Path) -> str:
     except OSError:
         return ''
     lines = data.decode('utf-8', errors='replace').splitlines()[-TAIL_LINES:]
-    return redact('\n'.join(lines))
+    return redact(plain('\n'.join(lines)))   # the log keeps the colours, the record does not
 
 
 def _relative(path: Path, repo: Path) -> str:

@@ -64,7 +64,7 @@ def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> None:
         reason, outcome = protected_reason(protected), 'protected-files'
     if reason:
         state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
-                           outcome=outcome, usage=rounds.usage, answer=rounds.answer)
+                           outcome=outcome, usage=rounds.usage, answer=rounds.answer, rounds=rounds.history)
         Rounds.clear(work.task_dir)
         raise Failed(reason)
 
@@ -79,6 +79,7 @@ def commit_verified(work: TaskWork, rounds: Rounds, extra: dict[str, Any] | None
                'worker': {'usage': rounds.usage, 'thread_id': rounds.thread_id, 'cumulative': rounds.cumulative},
                'checks': rounds.checks, 'repair_rounds': rounds.repairs, 'review_rounds': rounds.reviews,
                'fixes': rounds.fixes, 'conflict_rounds': rounds.conflicts, 'started_at': rounds.started_at,
+               'rounds': rounds.history,
                **(extra or {})}
     atomic.write_json(task_dir / 'pending.json', pending)
     Rounds.clear(task_dir)
@@ -201,6 +202,8 @@ def write_result(work: TaskWork, pending: dict[str, Any], sha: str | None) -> No
     worker = pending['worker']
     now = time.time()
     commit, files = _task_commit(work, sha)
+    rounds = _landed_fixes(work, pending.get('rounds') or [])
+    landed = {r.get('round'): r['fix'].get('commit') for r in rounds if r.get('kind') == 'review' and r.get('fix')}
     result: dict[str, Any] = {
         'task_id': task.id, 'role': task.role, 'title': task.title, 'status': 'done',
         'answer': pending['answer'], 'commit': commit, 'files_changed': files,
@@ -212,8 +215,9 @@ def write_result(work: TaskWork, pending: dict[str, Any], sha: str | None) -> No
         'duration': round(now - pending['started_at'], 3), 'inputs_digest': pending['inputs_digest'],
         'exec_id': pending['exec_id'], 'run_id': rt.run.run_id, 'params': work.step.params,
         'checks': pending.get('checks') or [], 'repair_rounds': pending.get('repair_rounds', 0),
-        'review_rounds': pending.get('review_rounds', 0), 'fixes': pending.get('fixes') or [],
-        'conflict_rounds': pending.get('conflict_rounds', 0),
+        'review_rounds': pending.get('review_rounds', 0),
+        'conflict_rounds': pending.get('conflict_rounds', 0), 'rounds': rounds,
+        'fixes': [{**f, 'commit': landed.get(f.get('round'), f.get('commit'))} for f in pending.get('fixes') or []],
         'warnings': state.read_state(task_dir).get('warnings') or [],
     }
     if pending.get('cache'):   # a cache hit (orch.steps.cache_hit): its origin and the tokens it saved
@@ -222,9 +226,26 @@ def write_result(work: TaskWork, pending: dict[str, Any], sha: str | None) -> No
     state.write_result(task_dir, result, execution)
     state.update_state(task_dir, status='done', reason=None, ended_at=now, attempts=execution['attempts'],
                        outcome='ok', usage=execution['usage'], commit=commit, round=None, checks=execution['checks'],
+                       rounds=execution['rounds'],
                        redo=None)   # a redo asked for (`codex-orch redo`) is done with this execution
     (task_dir / 'pending.json').unlink(missing_ok=True)
     git_seal.unseal(task_dir)
+
+
+def _landed_fixes(work: TaskWork, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rounds, each review round's fix commit as it landed on the run's branch (a landing replays it onto
+    the tip there: another sha), found by its Orch-Exec trailer."""
+    if not work.run_branch:
+        return history
+    out = []
+    for entry in history:
+        fix = entry.get('fix') if isinstance(entry, dict) else None
+        if isinstance(fix, dict) and fix.get('commit') and fix.get('exec_id'):
+            landed = git.find_commit_by_trailer(work.rt.repo, 'Orch-Exec', str(fix['exec_id']),
+                                                since=work.rt.run.base_commit, tip=f'refs/heads/{work.run_branch}')
+            entry = {**entry, 'fix': {**fix, 'commit': landed or fix['commit']}}
+        out.append(entry)
+    return out
 
 
 def _task_commit(work: TaskWork, sha: str | None) -> tuple[str | None, list[str]]:

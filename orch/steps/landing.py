@@ -149,7 +149,7 @@ def rounds_for(pending: dict[str, Any], rework: Rework) -> Rounds:
                     cumulative=worker.get('cumulative'), started_at=pending.get('started_at') or time.time(),
                     repairs=pending.get('repair_rounds', 0), checks=list(pending.get('checks') or []),
                     reviews=pending.get('review_rounds', 0), fixes=list(pending.get('fixes') or []),
-                    conflicts=pending.get('conflict_rounds', 0))
+                    conflicts=pending.get('conflict_rounds', 0), history=list(pending.get('rounds') or []))
     if rework.conflicts or rework.failed_check:
         rounds.phase = 'resolving'
         rounds.conflict = {'onto': rework.onto, 'head': rework.head, 'files': rework.conflicts,
@@ -165,6 +165,8 @@ def resolve(work: TaskWork, rounds: Rounds, call: Any, accept: Any) -> None:
         if rounds.conflicts >= limit:
             raise _persisting(work, rounds, limit)
         rounds.conflicts += 1
+        rounds.round_record('conflict', rounds.conflicts, files=list(rounds.conflict.get('files') or []),
+                            failed_check=rounds.conflict.get('failed_check'), merge=rounds.conflict.get('merge'))
         rounds.save(work.task_dir)
         state.update_state(work.task_dir, status='running', round=f'conflict {rounds.conflicts} of {limit}')
         result = call(conflict_prompt(work, rounds.conflict, rounds.conflicts, limit), rounds)
@@ -174,6 +176,7 @@ def resolve(work: TaskWork, rounds: Rounds, call: Any, accept: Any) -> None:
         rounds.thread_id = result.thread_id or rounds.thread_id
         rounds.cumulative = result.usage_cumulative or rounds.cumulative
         left = marked_files(work.workdir, rounds.conflict.get('files') or [])
+        rounds.round_record('conflict', rounds.conflicts)['ended_at'] = time.time()
         if left:
             rounds.conflict = {**rounds.conflict, 'files': left, 'failed_check': None}
         else:
@@ -250,7 +253,8 @@ def _persisting(work: TaskWork, rounds: Rounds, limit: int) -> Failed:
                   f'({after}); resume runs it again on the run\'s tip')
     state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
                        outcome='conflict', usage=rounds.usage, answer=rounds.answer, checks=rounds.checks,
-                       conflict_rounds=rounds.conflicts, attempts=state.attempt_count(work.task_dir))
+                       conflict_rounds=rounds.conflicts, attempts=state.attempt_count(work.task_dir),
+                       rounds=rounds.history)
     Rounds.clear(work.task_dir)
     return Failed(reason)
 

@@ -12,6 +12,7 @@ reviewer (documented in the README).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from typing import Any
 
@@ -59,6 +60,10 @@ def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) ->
             rounds.review_phase = 'fixing'
             # What the judging task itself wrote (a tester's tests): its evidence, which the fix may not change
             rounds.judge_files = changed_files(work.workdir, None)
+            # what the reviewer found, kept for the reports after it approves (its answer then has no findings)
+            rounds.round_record('review', rounds.reviews, by=task.id, target=target.id,
+                                verdict=verdict.given(rounds.answer), findings=_findings(rounds.answer),
+                                summary=rounds.answer.get('summary') if isinstance(rounds.answer, dict) else None)
             rounds.save(work.task_dir)
         assert target is not None
         if rounds.review_phase in ('fixing', 'fix-checking'):
@@ -76,6 +81,8 @@ def run_review_rounds(work: TaskWork, rounds: Rounds, accept: Any, call: Any) ->
         rounds.thread_id = result.thread_id or rounds.thread_id
         rounds.cumulative = result.usage_cumulative or rounds.cumulative
         rounds.review_phase = None
+        rounds.round_record('review', rounds.reviews).update(
+            ended_at=time.time(), passed=not verdict.fails(rounds.answer))
         rounds.save(work.task_dir)
 
 
@@ -98,9 +105,10 @@ def _fix(work: TaskWork, rounds: Rounds, target: Task, limit: int, verdict: Verd
             rounds.save(task_dir)
         paths = _check_fix(work, rounds, target, round_no)
         sha = _commit_fix(work, rounds, target, exec_id, round_no, answer, paths)
-    rounds.fixes.append({'round': round_no, 'task': target.id, 'commit': sha,
-                         'files': git.commit_files(workdir, sha) if sha else [],
-                         'summary': answer.get('summary') if isinstance(answer, dict) else None})
+    fix = {'round': round_no, 'task': target.id, 'commit': sha, 'files': git.commit_files(workdir, sha) if sha else [],
+           'summary': answer.get('summary') if isinstance(answer, dict) else None}
+    rounds.fixes.append(fix)
+    rounds.round_record('review', round_no)['fix'] = {**fix, 'exec_id': exec_id}
     rounds.fix_answer = rounds.judge_files = None
 
 
@@ -177,17 +185,20 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> l
     checks = (*role.checks, *target.checks)
     sandbox = role_sandbox(rt, target.role, env) if checks else None
     logs = work.task_dir / 'checks' / f'review-{round_no}'
-    runs = (run_command(rt, command, cwd=work.workdir, env=env, log_path=logs / f'check-{n}.log',
-                        timeout=role.check_timeout, sandbox=sandbox, cancel=work.session.cancel)
+    runs = (('check', f'check-{n}', run_command(rt, command, cwd=work.workdir, env=env,
+                                                log_path=logs / f'check-{n}.log', timeout=role.check_timeout,
+                                                sandbox=sandbox, cancel=work.session.cancel))
             for n, command in enumerate(checks, 1))
-    gate_runs = (gate.run_in_checkout(rt, work.session, s, work.workdir, logs / f'gate-{s.rule.name}.log')
+    gate_runs = (('gate', s.rule.name,
+                  gate.run_in_checkout(rt, work.session, s, work.workdir, logs / f'gate-{s.rule.name}.log'))
                  for s in rt.steps if s.task_id == target.id and s.builtin is None and s.rule.gate)
-    for what, runs_of in (('check', runs), ('gate', gate_runs)):
-        for run in runs_of:   # one at a time, up to the first that fails
-            if not run.passed:
-                rounds.checks = [run.to_dict()]
-                raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its {what}: '
-                                          f'{run.command} ({run.why})')
+    ran = rounds.round_record('review', round_no)['runs'] = []   # a resume runs them all again
+    for what, name, run in itertools.chain(runs, gate_runs):
+        ran.append({'kind': what, 'name': name, **run.to_dict()})   # one at a time, up to the first that fails
+        if not run.passed:
+            rounds.checks = [run.to_dict()]
+            raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its {what}: '
+                                      f'{run.command} ({run.why})')
     return changed
 
 
@@ -259,7 +270,7 @@ def _changes_requested(work: TaskWork, rounds: Rounds, target: Task | None, verd
 def _fail(work: TaskWork, rounds: Rounds, reason: str, outcome: str = 'review-failed') -> Failed:
     state.update_state(work.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
                        outcome=outcome, usage=rounds.usage, answer=rounds.answer, checks=rounds.checks,
-                       review_rounds=rounds.reviews, fixes=rounds.fixes,
+                       review_rounds=rounds.reviews, fixes=rounds.fixes, rounds=rounds.history,
                        attempts=state.attempt_count(work.task_dir))
     Rounds.clear(work.task_dir)
     return Failed(reason)

@@ -49,6 +49,9 @@ class Rounds:
     conflicts: int = 0                         # conflict rounds started (landing: see orch.steps.landing)
     conflict: dict[str, Any] | None = None     # what the conflict round under way resolves (phase 'resolving')
     turn_since: float | None = None            # a round's worker turn under way since then, its answer not recorded
+    # The execution's story, for the reports: one entry per round (kind 'repair', 'review' or 'conflict', its
+    # number, when it started and ended, its evidence), kept in the task's state and execution record.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @staticmethod
     def load(task_dir: Path, digest: str) -> Rounds | None:
@@ -75,6 +78,16 @@ class Rounds:
         """The turn's answer is in: its usage counted, the mark cleared (both saved with the round's record)."""
         self.add_usage(usage)
         self.turn_since = None
+
+    def round_record(self, kind: str, number: int, **fields: Any) -> dict[str, Any]:
+        """The history entry of round `number` of `kind`, made when it starts (with `fields`); the same entry
+        again when a resume goes on with that round (saved with the next save)."""
+        for entry in self.history:
+            if entry.get('kind') == kind and entry.get('round') == number:
+                return entry
+        entry = {'kind': kind, 'round': number, 'started_at': time.time(), 'ended_at': None, **fields}
+        self.history.append(entry)
+        return entry
 
     def save(self, task_dir: Path) -> None:
         atomic.write_json(task_dir / ROUNDS_FILE, asdict(self))

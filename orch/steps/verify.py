@@ -158,6 +158,7 @@ def _start_repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int)
         raise checks_failed(ex, rounds, failed, 'the same failure again after a repair round')
     rounds.fingerprints.append(fingerprint)
     rounds.repairs += 1
+    rounds.round_record('repair', rounds.repairs, failed_check=failed.to_dict())
     rounds.phase, rounds.failure, rounds.tree_before = 'repairing', failed.to_dict(), tree_digest(ex.workdir)
     rounds.save(ex.task_dir)
 
@@ -182,6 +183,7 @@ def _repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int) -> No
     rounds.answer = answer
     rounds.thread_id = result.thread_id or rounds.thread_id
     rounds.cumulative = result.usage_cumulative or rounds.cumulative
+    rounds.round_record('repair', rounds.repairs)['ended_at'] = time.time()
     rounds.phase, rounds.failure, rounds.tree_before = 'checking', None, None
     rounds.save(ex.task_dir)
     if not changed:
@@ -192,6 +194,7 @@ def checks_failed(ex: Execution, rounds: Rounds, failed: CommandRun, why: str) -
     reason = f'checks failed: {failed.command} ({failed.why}); {why}'
     state.update_state(ex.task_dir, status='failed', reason=reason, ended_at=time.time(), round=None,
                        outcome='checks-failed', usage=rounds.usage, checks=rounds.checks,
-                       repair_rounds=rounds.repairs, attempts=state.attempt_count(ex.task_dir))
+                       repair_rounds=rounds.repairs, attempts=state.attempt_count(ex.task_dir),
+                       rounds=rounds.history)
     Rounds.clear(ex.task_dir)   # a resume starts a fresh execution: the unverified edits are not kept
     return Failed(reason)

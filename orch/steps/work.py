@@ -156,7 +156,8 @@ def _first_answer(work: TaskWork) -> Rounds:
     note = previous.get('rerun_note') or '' if previous.get('status') == 'running' else \
         rerun_note(previous, state.read_result(task_dir))
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
-                       pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None)
+                       pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None,
+                       rounds=[])
     ensure_workdir(work)
     git_seal.seal(session, task_dir, work.workdir)
     merge = pending_merge(work)
