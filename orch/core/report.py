@@ -43,6 +43,12 @@ def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: l
     return summary
 
 
+def keyless_miss(task: dict[str, Any]) -> bool:
+    """A task deferred by a cache miss with no provider key (orch.steps.cache_hit): the run exits 2 for it."""
+    record = task.get('cache')
+    return task['status'] == 'deferred' and isinstance(record, dict) and bool(record.get('miss'))
+
+
 def cache_word(task: dict[str, Any]) -> str:
     """'hit', 'miss' or '' (the cache is off, or the task was never looked up)."""
     record = task.get('cache')
@@ -176,11 +182,11 @@ def render_junit(summary: dict[str, Any]) -> str:
     evidence), and one per gate run, so a CI system reading JUnit sees every failure."""
     tasks = summary['tasks']
     gates = [(t, g) for t in tasks for g in t.get('gates') or []]
-    failures = sum(t['status'] in FAILED_STATUSES - {'deferred'} for t in tasks) + sum(
-        not g.get('passed') for _, g in gates)
+    failed = [t['status'] in FAILED_STATUSES - {'deferred'} or keyless_miss(t) for t in tasks]
+    failures = sum(failed) + sum(not g.get('passed') for _, g in gates)
     suite = ET.Element('testsuite', name=f'codex-orch {summary["run"]["run_id"]}', tests=str(len(tasks) + len(gates)),
                        failures=str(failures), errors='0',
-                       skipped=str(sum(t['status'] not in FAILED_STATUSES - {'deferred'} | {'done'} for t in tasks)),
+                       skipped=str(sum(not f and t['status'] != 'done' for t, f in zip(tasks, failed, strict=True))),
                        time=f'{sum(t.get("duration") or 0 for t in tasks):.3f}')
     for task in tasks:
         case = ET.SubElement(suite, 'testcase', classname=f'codex-orch.{task["role"]}', name=task['id'],
@@ -192,6 +198,9 @@ def render_junit(summary: dict[str, Any]) -> str:
             text = '\n\n'.join(filter(None, [str(task.get('reason') or ''), failure_evidence(task)]))
             ET.SubElement(case, 'failure', type=task['status'],
                           message=_xml(_cell(task.get('reason'), 500))).text = _xml(text)
+        elif keyless_miss(task):   # nothing was launched and the run exits 2: a CI must see it, not skip it
+            ET.SubElement(case, 'failure', type='cache-miss',
+                          message=_xml(_cell(task.get('reason'), 500))).text = _xml(task.get('reason'))
         elif task['status'] != 'done':
             ET.SubElement(case, 'skipped', message=_xml(f'{task["status"]}: {_cell(task.get("reason"), 300)}'))
         if task.get('summary'):

@@ -134,8 +134,9 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'warnings': either('warnings', []),
         'fixes': either('fixes', []),
         'worker': _worker(st),
-        # the result cache (config `cache:`): its latest execution's lookup; a hit names its origin
-        'cache': done.get('cache') or _lookup(st.get('cache')),
+        # the result cache (config `cache:`): its latest execution's lookup; a hit names its origin. The result's
+        # record only while the result is its latest execution's (a later lookup that missed is what counts)
+        'cache': (done.get('cache') if st.get('status') == 'done' else None) or _lookup(st.get('cache')),
         'findings': answer.get('findings') if isinstance(answer, dict) and
         answer.get('verdict') == 'request_changes' else None,
     }

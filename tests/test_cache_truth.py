@@ -1,0 +1,51 @@
+"""The result cache never says more than it did: a task's row shows its latest lookup, a bad or hostile entry is
+refused (a miss, its worker runs) rather than failing its task or crashing a report, and a keyless miss is a
+failure wherever CI looks."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.gitrepo import commit_all
+from tests.test_cache import clone, host_a, plan
+
+
+def test_a_keyless_miss_after_an_earlier_hit_is_a_miss_everywhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, remote = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    rc, out, err = a.cli('cache', 'push', 'origin')
+    assert rc == 0, out + err
+    b = clone(a, remote, tmp_path / 'b')
+    rc, out, err = b.cli('cache', 'pull')
+    assert rc == 0, out + err
+    rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0 and b.statuses('rb') == {'T1': 'done', 'T2': 'done'}, out + err
+    assert b.result('T2')['cache']['hit']
+    # T2 edited, no provider key: its new lookup misses, and nothing earlier may say otherwise
+    b.write_plan(plan('Write src/b.py, carefully.'))
+    commit_all(b.repo, 'edit T2')
+    monkeypatch.delenv('CODEX_API_KEY')
+    a.clear_log()
+    rc, out, err = b.cli('resume', '--run-id', 'rb')
+    assert rc == 2, out + err
+    assert b.launches() == []
+    rows = {r['id']: r for r in b.status('rb')['tasks']}
+    assert rows['T2']['status'] == 'deferred'
+    assert rows['T2']['cache']['hit'] is False and 'miss' in rows['T2']['cache']
+    assert rows['T1']['cache']['hit'] is True
+    summary = json.loads((b.run_dir('rb') / 'summary.json').read_text())
+    assert summary['cache']['hits'] == 1 and summary['cache']['misses'] == 1
+    report = (b.run_dir('rb') / 'report.md').read_text()
+    assert '- **T2** miss: its inputs differ' in report and '- **T2** hit' not in report
+    junit = ET.fromstring((b.run_dir('rb') / 'junit.xml').read_text())
+    case = next(c for c in junit.iter('testcase') if c.get('name') == 'T2')
+    failure = case.find('failure')
+    assert failure is not None and failure.get('type') == 'cache-miss', ET.tostring(case)
+    assert case.find('skipped') is None
+    assert junit.find('testsuite').get('failures') == '1'
