@@ -4,13 +4,16 @@ failure wherever CI looks."""
 from __future__ import annotations
 
 import json
+import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.gitrepo import commit_all
+from orch.adapters.cache_store import GitRefStore
+from tests.support.gitrepo import commit_all, git
 from tests.test_cache import clone, host_a, plan
 
 
@@ -49,3 +52,41 @@ def test_a_keyless_miss_after_an_earlier_hit_is_a_miss_everywhere(
     assert failure is not None and failure.get('type') == 'cache-miss', ET.tostring(case)
     assert case.find('skipped') is None
     assert junit.find('testsuite').get('failures') == '1'
+
+
+def rewrite_entry(repo: Path, key: str, change: Callable[[dict[str, Any]], Any],
+                  files: dict[str, bytes] | None = None, parent: str | None = None) -> None:
+    """Entry `key` rewritten in place (a forger's entry, as a remote or the machine's store could hand it over):
+    its entry.json through `change`, `files` added or replaced, its parent (the cached commit) `parent`."""
+    ref = f'refs/codex-orch/cache/{key}'
+    data = change(json.loads(git(repo, 'cat-file', 'blob', f'{ref}:entry.json')))
+    written = {'entry.json': json.dumps(data).encode() if not isinstance(data, bytes) else data, **(files or {})}
+    lines = [line for line in git(repo, 'ls-tree', ref).splitlines() if line.split('\t', 1)[1] not in written]
+    for name, body in written.items():
+        blob = subprocess.run(['git', '-C', str(repo), 'hash-object', '-w', '--stdin'], input=body,
+                              capture_output=True, check=True).stdout.decode().strip()
+        lines.append(f'100644 blob {blob}\t{name}')
+    tree = subprocess.run(['git', '-C', str(repo), 'mktree'], input=('\n'.join(lines) + '\n').encode(),
+                          capture_output=True, check=True).stdout.decode().strip()
+    commit = git(repo, 'commit-tree', tree, '-p', parent or git(repo, 'rev-parse', f'{ref}^'), '-m', 'forged')
+    git(repo, 'update-ref', ref, commit)
+
+
+def keys_by_task(repo: Path) -> dict[str, str]:
+    store = GitRefStore(repo)
+    return {e.data['origin']['task']: k for k, _ in store.entries() if (e := store.get(k))}
+
+
+def test_an_entry_whose_base_is_missing_and_signature_junk_is_a_miss_and_the_task_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv('ORCH_CACHE_KEY', 'the-signing-secret')
+    a, _ = host_a(tmp_path, monkeypatch, capsys, 'sign_key_env: ORCH_CACHE_KEY')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    key = keys_by_task(a.repo)['T1']
+    rewrite_entry(a.repo, key, lambda d: {**d, 'base': '1' * 40}, {'signature': b'junk'})
+    a.clear_log()
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0, out + err
+    assert a.launched_tasks() == ['T1']          # a miss: its worker ran; T2 still hits
+    assert a.statuses('rb') == {'T1': 'done', 'T2': 'done'} and 'cache' not in a.result('T1')

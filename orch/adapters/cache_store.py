@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orch.adapters.git.run import check_name, own_worktree, ref_sha, run
+from orch.errors import GitError
 
 PREFIX = 'refs/codex-orch/cache/'
 _ZERO = '0' * 40
+_OID = re.compile('[0-9a-f]{40}(?:[0-9a-f]{24})?')   # a full object id, SHA-1 or SHA-256
 # The transports a cache remote may use, beside a local path (SAFE_CONFIG allows only that): never `ext::`.
 _TRANSPORTS = tuple(arg for name in ('https', 'http', 'ssh', 'git')
                     for arg in ('-c', f'protocol.{name}.allow=always'))
@@ -88,18 +91,26 @@ class GitRefStore:
             data = None
         if not isinstance(data, dict) or data.get('key') != key:
             return None
-        commit = data.get('commit')
-        if commit is not None and (not isinstance(commit, str) or ref_sha(self.repo, f'{commit}^{{commit}}') is None):
+        commit, base = data.get('commit'), data.get('base')
+        if commit is not None and not (self._is_commit(commit) and self._is_commit(base)):
             return None   # its objects did not travel with it
         return Entry(key, data, sha)
+
+    def _is_commit(self, name: Any) -> bool:
+        """`name` is a commit's full id (never a ref name or an expression) and the commit is here."""
+        return isinstance(name, str) and _OID.fullmatch(name) is not None and \
+            ref_sha(self.repo, f'{name}^{{commit}}') is not None
 
     def signature_problem(self, entry: Entry, secret: bytes, ignore: str) -> str | None:
         """Why `entry` is not signed under `secret` (None: it is)."""
         res = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:signature', ok=(0, 128))
         if res.status != 0:
             return 'it is not signed (a signing key is set: only signed entries are used)'
-        text = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:entry.json').out
-        wanted = _signature(secret, text, self._patch_digest(entry.base, entry.commit, ignore))
+        try:
+            text = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:entry.json').out
+            wanted = _signature(secret, text, self._patch_digest(entry.base, entry.commit, ignore))
+        except GitError as exc:   # an entry that cannot be read whole is refused, never a failed task
+            return f'it cannot be read: {exc}'
         if not hmac.compare_digest(res.text.strip(), wanted):
             return 'its signature does not match its content (it was changed after it was signed, or signed ' \
                    'with another key)'
