@@ -90,3 +90,31 @@ def test_an_entry_whose_base_is_missing_and_signature_junk_is_a_miss_and_the_tas
     assert rc == 0, out + err
     assert a.launched_tasks() == ['T1']          # a miss: its worker ran; T2 still hits
     assert a.statuses('rb') == {'T1': 'done', 'T2': 'done'} and 'cache' not in a.result('T1')
+
+
+@pytest.mark.parametrize('malformed', [
+    {'execution': 'fast'},
+    {'execution': {'usage': {'input_tokens': 'abc'}}},
+    {'origin': ['T1', 'ra']},
+    {'origin': {'task': '![x](https://example.invalid/t.png)', 'run': 'ra'}},
+    {'inputs': {'prompt': 1}},
+])
+def test_a_malformed_entry_is_a_miss_and_crashes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: Any, malformed: dict[str, Any]) -> None:
+    a, _ = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    rewrite_entry(a.repo, keys_by_task(a.repo)['T1'], lambda d: {**d, **malformed})
+    a.clear_log()
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0, out + err
+    assert a.launched_tasks() == ['T1']          # a miss: its worker ran
+    assert 'cache' not in a.result('T1')
+    report = (a.run_dir('rb') / 'report.md').read_text()
+    assert '## Result cache' in report and '](' not in report.split('## Result cache')[1]
+    rc, out, err = a.cli('cache', 'ls')
+    assert rc == 0 and 'unreadable' in out, out + err
+    rc, out, err = a.cli('explain', 'T1', '--run-id', 'rb')
+    assert rc == 0, out + err
+    rc, out, err = a.cli('resume', '--run-id', 'rb', '--dry-run')
+    assert rc in (0, 1) and 'Traceback' not in out + err, out + err

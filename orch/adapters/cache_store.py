@@ -21,13 +21,16 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from orch.adapters.git.run import check_name, own_worktree, ref_sha, run
 from orch.errors import GitError
 
 PREFIX = 'refs/codex-orch/cache/'
 _ZERO = '0' * 40
+ENTRY_LIMIT = 16 << 20   # bytes of an entry.json read at all (an answer, a record: far less)
+_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,254}')   # a task id, a run id, a host name
+MAX_TIME = 1e11   # an origin's time: seconds since the epoch, before the year 5000
 _OID = re.compile('[0-9a-f]{40}(?:[0-9a-f]{24})?')   # a full object id, SHA-1 or SHA-256
 # The transports a cache remote may use, beside a local path (SAFE_CONFIG allows only that): never `ext::`.
 _TRANSPORTS = tuple(arg for name in ('https', 'http', 'ssh', 'git')
@@ -84,12 +87,15 @@ class GitRefStore:
         sha = ref_sha(self.repo, ref + '^{commit}')
         if sha is None:
             return None
+        size = run(self.repo, 'cat-file', '-s', f'{sha}:entry.json', ok=(0, 128))
+        if size.status != 0 or not size.text.isdigit() or int(size.text) > ENTRY_LIMIT:
+            return None
         res = run(self.repo, 'cat-file', 'blob', f'{sha}:entry.json', ok=(0, 128))
         try:
             data = json.loads(res.out) if res.status == 0 else None
         except ValueError:
             data = None
-        if not isinstance(data, dict) or data.get('key') != key:
+        if not well_formed(data) or data.get('key') != key:
             return None
         commit, base = data.get('commit'), data.get('base')
         if commit is not None and not (self._is_commit(commit) and self._is_commit(base)):
@@ -160,10 +166,12 @@ class GitRefStore:
         refs = run(self.repo, 'for-each-ref', '--format=%(refname)', PREFIX).text.splitlines()
         if not refs:
             return []
-        with tempfile.TemporaryFile() as f:
-            f.write(''.join(f'{ref}:entry.json\n' for ref in refs).encode())
-            f.seek(0)
-            out = run(self.repo, 'cat-file', '--batch', stdin=f).out
+        sizes = _batch(self.repo, '--batch-check', [f'{ref}:entry.json' for ref in refs]).splitlines()
+        refs = [ref for ref, line in zip(refs, sizes, strict=True)
+                if len(parts := line.split()) == 3 and parts[2].isdigit() and int(parts[2]) <= ENTRY_LIMIT]
+        if not refs:
+            return []
+        out = _batch(self.repo, '--batch', [f'{ref}:entry.json' for ref in refs])
         found, pos = [], 0
         for ref in refs:
             header_end = out.find(b'\n', pos)
@@ -177,7 +185,7 @@ class GitRefStore:
                 data = json.loads(body)
             except ValueError:
                 continue
-            if isinstance(data, dict):
+            if well_formed(data):
                 found.append((ref[len(PREFIX):], data))
         return found
 
@@ -187,6 +195,45 @@ class GitRefStore:
 
     def delete(self, key: str) -> None:
         run(self.repo, 'update-ref', '-d', PREFIX + check_name(key, 'cache key'))
+
+
+def _batch(repo: Path, mode: str, names: list[str]) -> bytes:
+    with tempfile.TemporaryFile() as f:
+        f.write(''.join(f'{name}\n' for name in names).encode())
+        f.seek(0)
+        return run(repo, 'cat-file', mode, stdin=f).out
+
+
+def well_formed(data: Any) -> TypeGuard[dict[str, Any]]:
+    """entry.json has the shape every reader of it relies on (else the entry is none: never a crash, never
+    a number that is not one). What a field says is judged where it is used."""
+    if not isinstance(data, dict):
+        return False
+    origin, execution = data.get('origin', {}), data.get('execution', {})
+    if not isinstance(origin, dict) or not isinstance(execution, dict):
+        return False
+    # names shown in reports and the job summary: plain names, nothing Markdown or a terminal would act on
+    if any(not _plain(origin.get(k, '?')) for k in ('task', 'run', 'host')) or not _number(origin.get('time', 0)) \
+            or origin.get('time', 0) > MAX_TIME:
+        return False
+    usage = execution.get('usage') or {}
+    inputs, files = data.get('inputs', {}), data.get('files_changed', [])
+    return (isinstance(usage, dict) and all(_number(v) and isinstance(v, int) for v in usage.values())
+            and isinstance(inputs, dict) and all(isinstance(v, str) for v in inputs.values())
+            and isinstance(files, list) and all(isinstance(f, str) for f in files))
+
+
+def plain_name(text: str) -> str:
+    """`text` as a name an entry's origin may carry (a host name, whatever the machine calls itself)."""
+    return re.sub(r'[^A-Za-z0-9._-]', '-', text)[:255] or '?'
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, str) and (value == '?' or _NAME.fullmatch(value) is not None)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def _blob(repo: Path, data: bytes) -> str:

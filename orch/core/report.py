@@ -151,12 +151,14 @@ def _cache_section(summary: dict[str, Any]) -> list[str]:
     for task in summary['tasks']:
         record, word = task.get('cache') or {}, cache_word(task)
         if word == 'hit':
-            origin = record.get('origin') or {}
-            out.append(f'- **{task["id"]}** hit: from task {origin.get("task", "?")} of run {origin.get("run", "?")} '
+            origin = record.get('origin')
+            origin = origin if isinstance(origin, dict) else {}
+            out.append(f'- **{task["id"]}** hit: from task {_md(origin.get("task", "?"))} of run '
+                       f'{_md(origin.get("run", "?"))} '
                        f'on {_md(origin.get("host", "?"), 60)}, {int(record.get("tokens_saved") or 0):,} tokens saved')
         elif word == 'miss':
             why = record.get('miss') or record.get('refused') or 'no entry for its inputs'
-            out.append(f'- **{task["id"]}** miss: {_cell(why, 300)}')
+            out.append(f"- **{task['id']}** miss: {_md(why, 300)}")
     return [*out, '']
 
 

@@ -81,7 +81,8 @@ def store_verified(rt: RunInputs, task_id: str) -> bool:
             'files_changed': result.get('files_changed') or [], 'inputs': record.get('inputs') or {},
             'execution': {k: result.get(k) for k in ('usage', 'attempts', 'repair_rounds', 'review_rounds',
                                                      'conflict_rounds', 'duration', 'checks')},
-            'origin': {'run': rt.run.run_id, 'task': task_id, 'host': socket.gethostname(), 'time': time.time()}}
+            'origin': {'run': rt.run.run_id, 'task': task_id, 'host': cache_store.plain_name(socket.gethostname()),
+                       'time': time.time()}}
     return store.put(key, data, commit, log_files(task_dir),
                      prompt=prompt_file.read_text(encoding='utf-8') if prompt_file.is_file() else '',
                      secret=signing_key(rt.config.cache), ignore=rt.config.decisions_file)
