@@ -14,6 +14,7 @@ import pytest
 
 from orch.adapters.cache_store import GitRefStore
 from tests.support.gitrepo import commit_all, git
+from tests.support.orchtest import Host, edit_config
 from tests.test_cache import clone, host_a, plan
 
 
@@ -118,3 +119,94 @@ def test_a_malformed_entry_is_a_miss_and_crashes_nothing(tmp_path: Path, monkeyp
     assert rc == 0, out + err
     rc, out, err = a.cli('resume', '--run-id', 'rb', '--dry-run')
     assert rc in (0, 1) and 'Traceback' not in out + err, out + err
+
+
+def replace_commit(host: Host, tmp_path: Path, task: str, change: Callable[[Path], None]) -> None:
+    """Task `task`'s entry written again with its commit replaced by one `change` makes on the entry's base (its
+    answer kept): an entry as a writer of the cache could hand it over, unsigned."""
+    store = GitRefStore(host.repo)
+    key = keys_by_task(host.repo)[task]
+    entry = store.get(key)
+    assert entry is not None and entry.base is not None
+    work = tmp_path / f'forge-{task}'
+    git(host.repo, 'worktree', 'add', '--quiet', '--detach', str(work), entry.base)
+    change(work)
+    git(work, 'add', '-A')
+    git(work, 'commit', '--quiet', '-m', 'forged')
+    store.delete(key)
+    assert store.put(key, entry.data, git(work, 'rev-parse', 'HEAD'), {})
+
+
+def good_a(work: Path) -> None:
+    (work / 'src').mkdir(exist_ok=True)
+    (work / 'src' / 'a.py').write_text("print('hello')\n")
+
+
+@pytest.mark.parametrize('forged', ['symlink', 'control-file', 'protected-file'])
+def test_an_entry_whose_change_a_worker_could_not_land_is_refused_and_the_worker_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, forged: str) -> None:
+    a, _ = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+
+    def change(work: Path) -> None:
+        good_a(work)
+        if forged == 'symlink':
+            (work / 'link').symlink_to('/etc/passwd')
+        elif forged == 'control-file':
+            config = work / '.orchestrator' / 'orchestrator.yaml'
+            config.write_text(config.read_text() + '# changed\n')
+        else:
+            (work / 'conftest.py').write_text('collect_ignore_glob = ["*"]\n')
+    replace_commit(a, tmp_path, 'T1', change)
+    a.clear_log()
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0, out + err
+    assert 'T1: the cached result' in err, err
+    assert a.launched_tasks() == ['T1']          # refused: its worker ran, and the task is done from it
+    assert a.statuses('rb') == {'T1': 'done', 'T2': 'done'} and 'cache' not in a.result('T1')
+    tree = git(a.repo, 'ls-tree', '-r', '--name-only', a.shared_branch()).splitlines()
+    assert 'link' not in tree and 'conftest.py' not in tree
+
+
+def test_worktree_setup_runs_on_the_clean_checkout_before_the_replay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, _ = host_a(tmp_path, monkeypatch, capsys)
+    # a setup that passes on the task's clean start, as a fresh execution runs it, and not over the cached change
+    edit_config(a.repo, {'  setup: []': '  setup: ["test ! -e src/extra-$ORCH_TASK_ID.txt"]'})
+    commit_all(a.repo, 'setup')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+
+    def change(work: Path) -> None:
+        good_a(work)
+        (work / "src" / "extra-T1.txt").write_text('more\n')
+    replace_commit(a, tmp_path, 'T1', change)
+    a.clear_log()
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0, out + err
+    assert 'T1' not in a.launched_tasks() and a.result('T1')['cache']['hit']   # T2 starts elsewhere: it runs
+
+
+def test_a_hit_is_sealed_a_check_that_plants_a_git_filter_fails_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, _ = host_a(tmp_path, monkeypatch, capsys)
+    # checks unsandboxed (as you): the seal is what stands between a planted filter and codex-orch's own git
+    edit_config(a.repo, {'  implementer: {}': '  implementer: {check_sandbox: none}'})
+    the_plan = plan()
+    the_plan['tasks'][0]['checks'] = ['if [ -f hook.sh ]; then sh hook.sh; fi; grep -q hello src/a.py']
+    a.write_plan(the_plan)
+    commit_all(a.repo, 'a check that runs what the task wrote')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+
+    def change(work: Path) -> None:
+        good_a(work)
+        (work / 'hook.sh').write_text('git config --file "$(git rev-parse --git-common-dir)/config" '
+                                      'filter.planted.clean cat\n')
+    replace_commit(a, tmp_path, 'T1', change)
+    a.clear_log()
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert 'filter.planted' in git(a.repo, 'config', '--list'), out + err   # the check did plant it
+    assert rc == 1 and 'git-config-changed' in out + err, out + err
+    assert a.statuses('rb')['T1'] == 'failed'
