@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from orch.adapters import cache_store
 from orch.adapters.cache_store import GitRefStore
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, edit_config
@@ -210,3 +211,26 @@ def test_a_hit_is_sealed_a_check_that_plants_a_git_filter_fails_it(
     assert 'filter.planted' in git(a.repo, 'config', '--list'), out + err   # the check did plant it
     assert rc == 1 and 'git-config-changed' in out + err, out + err
     assert a.statuses('rb')['T1'] == 'failed'
+
+
+def test_the_base_tree_and_the_entries_are_read_once_while_they_do_not_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    a, _ = host_a(tmp_path, monkeypatch, capsys)
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    calls: list[str] = []
+    real = cache_store.run
+
+    def counted(repo: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        return real(repo, *args, **kwargs)
+    monkeypatch.setattr(cache_store, 'run', counted)
+    base = git(a.repo, 'rev-parse', 'HEAD')
+    assert len({cache_store.start_tree(a.repo, base, ('x',)) for _ in range(3)}) == 1
+    assert calls.count('ls-tree') == 1
+    store = GitRefStore(a.repo)
+    first = store.all_data()
+    assert store.all_data() == first and len(first) == 2
+    assert calls.count('cat-file') == 2   # sizes, then the entries: once
+    store.delete(keys_by_task(a.repo)['T1'])
+    assert [k for k, _ in store.all_data()] == [keys_by_task(a.repo)['T2']]   # changed: read again

@@ -31,6 +31,10 @@ _ZERO = '0' * 40
 ENTRY_LIMIT = 16 << 20   # bytes of an entry.json read at all (an answer, a record: far less)
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,254}')   # a task id, a run id, a host name
 MAX_TIME = 1e11   # an origin's time: seconds since the epoch, before the year 5000
+# What is read again and again in one process: start trees of commits (immutable), and each repository's entries
+# with the refs listing they were read at (read again when it changed).
+_START_TREES: dict[tuple[str, str, tuple[str, ...]], str] = {}
+_ALL_DATA: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {}
 _OID = re.compile('[0-9a-f]{40}(?:[0-9a-f]{24})?')   # a full object id, SHA-1 or SHA-256
 # The transports a cache remote may use, beside a local path (SAFE_CONFIG allows only that): never `ext::`.
 _TRANSPORTS = tuple(arg for name in ('https', 'http', 'ssh', 'git')
@@ -162,8 +166,17 @@ class GitRefStore:
         return found
 
     def all_data(self) -> list[tuple[str, dict[str, Any]]]:
-        """Every entry's key and entry.json (one git process, however many entries: for `explain`)."""
-        refs = run(self.repo, 'for-each-ref', '--format=%(refname)', PREFIX).text.splitlines()
+        """Every entry's key and entry.json (one git process, however many entries: for `explain`). Read again
+        only when the entries changed: every miss of a run looks for its nearest entry."""
+        listing = run(self.repo, 'for-each-ref', '--format=%(refname) %(objectname)', PREFIX).text
+        known = _ALL_DATA.get(str(self.repo))
+        if known is not None and known[0] == listing:
+            return list(known[1])
+        found = self._read_all([line.rpartition(' ')[0] for line in listing.splitlines()])
+        _ALL_DATA[str(self.repo)] = (listing, found)
+        return list(found)
+
+    def _read_all(self, refs: list[str]) -> list[tuple[str, dict[str, Any]]]:
         if not refs:
             return []
         sizes = _batch(self.repo, '--batch-check', [f'{ref}:entry.json' for ref in refs]).splitlines()
@@ -252,6 +265,16 @@ def _stdin(repo: Path, args: tuple[str, ...], data: bytes, env: Mapping[str, str
 
 
 def start_tree(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
+    """start_tree_of, asked once per process for a commit named by its id (every task's key covers its run's base)."""
+    if _OID.fullmatch(commit) is None:
+        return start_tree_of(repo, commit, ignore)
+    memo = (str(repo), commit, ignore)
+    if memo not in _START_TREES:
+        _START_TREES[memo] = start_tree_of(repo, commit, ignore)
+    return _START_TREES[memo]
+
+
+def start_tree_of(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
     """The digest of `commit`'s tree with the files `ignore` left out (a name ending in "/": everything under it):
     codex-orch's own (the decisions log names the run that wrote each entry; the plan file holds every task's entry,
     a task's own being in its prompt; of `.orchestrator/`, what decides a task's work is in its key already)."""
