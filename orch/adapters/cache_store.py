@@ -18,7 +18,7 @@ import hmac
 import json
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeGuard
@@ -337,11 +337,13 @@ def fetch(repo: Path, remote: str) -> str:
                        *(f'{ref}:{ref}' for ref in chunk)).err for chunk in _chunks(wanted))
 
 
-def push(repo: Path, remote: str) -> str:
-    """`cache push`: the entries the remote lacks (never forced, never replacing one it has)."""
+def push(repo: Path, remote: str, only: Collection[str] | None = None) -> str:
+    """`cache push`: the entries the remote lacks (never forced, never replacing one it has); `only`: of these
+    keys."""
     name = check_name(remote, 'remote')
     theirs = set(_remote_refs(repo, name))
-    wanted = [ref for ref in sorted(_local_refs(repo)) if ref not in theirs]
+    mine = _local_refs(repo) if only is None else _local_refs(repo) & {PREFIX + key for key in only}
+    wanted = [ref for ref in sorted(mine) if ref not in theirs]
     return ''.join(run(repo, *_TRANSPORTS, 'push', '--quiet', name, *(f'{ref}:{ref}' for ref in chunk)).err
                    for chunk in _chunks(wanted))
 
