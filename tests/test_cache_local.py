@@ -3,6 +3,7 @@ result paid for in one repository is a hit in another that shares no cache remot
 and verified there exactly as one from the repository's own refs."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,23 @@ def test_a_store_created_by_another_run_meanwhile_is_kept_as_it_is(tmp_path: Pat
     entry = raced.get('a' * 64)
     assert entry is not None and entry.data['origin']['run'] == 'theirs'
     assert not raced.put('a' * 64, {'origin': {'run': 'mine'}}, None, {})   # written once, never replaced
+
+
+def test_a_run_pushes_and_hands_on_only_the_entries_it_wrote_never_the_machine_stores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    machine = tmp_path / 'machine' / 'results.git'
+    a, b, remote = two_repos(tmp_path, monkeypatch, capsys, str(machine))
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    config = b.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text().replace(f'cache: {{local: {machine}}}',
+                                                 f'cache: {{local: {machine}, remote: origin}}'))
+    b.write_plan(plan('Write src/b.py, carefully.'))
+    commit_all(b.repo, 'push to origin; T2 edited')
+    a.clear_log()
+    rc, out, err = b.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')
+    assert rc == 0, out + err
+    assert b.launched_tasks() == ['T2'] and b.result('T1')['cache']['hit']   # T1 from the machine's store
+    t2 = json.loads((b.run_dir('rb') / 'tasks' / 'T2' / 'state.json').read_text())['cache']['key']
+    assert json.loads((b.run_dir('rb') / 'cache-written.json').read_text()) == [t2]
+    assert refs(remote) == [CACHE_REFS + t2]   # T1's entry came from the machine's store: not B's to push

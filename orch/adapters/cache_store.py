@@ -16,16 +16,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from orch.adapters.git.run import check_name, own_worktree, ref_sha, run
+from orch.errors import GitError
 
 PREFIX = 'refs/codex-orch/cache/'
 _ZERO = '0' * 40
+ENTRY_LIMIT = 16 << 20   # bytes of an entry.json read at all (an answer, a record: far less)
+_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,254}')   # a task id, a run id, a host name
+MAX_TIME = 1e11   # an origin's time: seconds since the epoch, before the year 5000
+# What is read again and again in one process: start trees of commits (immutable), and each repository's entries
+# with the refs listing they were read at (read again when it changed).
+_START_TREES: dict[tuple[str, str, tuple[str, ...]], str] = {}
+_ALL_DATA: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {}
+_OID = re.compile('[0-9a-f]{40}(?:[0-9a-f]{24})?')   # a full object id, SHA-1 or SHA-256
 # The transports a cache remote may use, beside a local path (SAFE_CONFIG allows only that): never `ext::`.
 _TRANSPORTS = tuple(arg for name in ('https', 'http', 'ssh', 'git')
                     for arg in ('-c', f'protocol.{name}.allow=always'))
@@ -81,25 +91,36 @@ class GitRefStore:
         sha = ref_sha(self.repo, ref + '^{commit}')
         if sha is None:
             return None
+        size = run(self.repo, 'cat-file', '-s', f'{sha}:entry.json', ok=(0, 128))
+        if size.status != 0 or not size.text.isdigit() or int(size.text) > ENTRY_LIMIT:
+            return None
         res = run(self.repo, 'cat-file', 'blob', f'{sha}:entry.json', ok=(0, 128))
         try:
             data = json.loads(res.out) if res.status == 0 else None
         except ValueError:
             data = None
-        if not isinstance(data, dict) or data.get('key') != key:
+        if not well_formed(data) or data.get('key') != key:
             return None
-        commit = data.get('commit')
-        if commit is not None and (not isinstance(commit, str) or ref_sha(self.repo, f'{commit}^{{commit}}') is None):
+        commit, base = data.get('commit'), data.get('base')
+        if commit is not None and not (self._is_commit(commit) and self._is_commit(base)):
             return None   # its objects did not travel with it
         return Entry(key, data, sha)
+
+    def _is_commit(self, name: Any) -> bool:
+        """`name` is a commit's full id (never a ref name or an expression) and the commit is here."""
+        return isinstance(name, str) and _OID.fullmatch(name) is not None and \
+            ref_sha(self.repo, f'{name}^{{commit}}') is not None
 
     def signature_problem(self, entry: Entry, secret: bytes, ignore: str) -> str | None:
         """Why `entry` is not signed under `secret` (None: it is)."""
         res = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:signature', ok=(0, 128))
         if res.status != 0:
             return 'it is not signed (a signing key is set: only signed entries are used)'
-        text = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:entry.json').out
-        wanted = _signature(secret, text, self._patch_digest(entry.base, entry.commit, ignore))
+        try:
+            text = run(self.repo, 'cat-file', 'blob', f'{entry.ref_commit}:entry.json').out
+            wanted = _signature(secret, text, self._patch_digest(entry.base, entry.commit, ignore))
+        except GitError as exc:   # an entry that cannot be read whole is refused, never a failed task
+            return f'it cannot be read: {exc}'
         if not hmac.compare_digest(res.text.strip(), wanted):
             return 'its signature does not match its content (it was changed after it was signed, or signed ' \
                    'with another key)'
@@ -145,14 +166,25 @@ class GitRefStore:
         return found
 
     def all_data(self) -> list[tuple[str, dict[str, Any]]]:
-        """Every entry's key and entry.json (one git process, however many entries: for `explain`)."""
-        refs = run(self.repo, 'for-each-ref', '--format=%(refname)', PREFIX).text.splitlines()
+        """Every entry's key and entry.json (one git process, however many entries: for `explain`). Read again
+        only when the entries changed: every miss of a run looks for its nearest entry."""
+        listing = run(self.repo, 'for-each-ref', '--format=%(refname) %(objectname)', PREFIX).text
+        known = _ALL_DATA.get(str(self.repo))
+        if known is not None and known[0] == listing:
+            return list(known[1])
+        found = self._read_all([line.rpartition(' ')[0] for line in listing.splitlines()])
+        _ALL_DATA[str(self.repo)] = (listing, found)
+        return list(found)
+
+    def _read_all(self, refs: list[str]) -> list[tuple[str, dict[str, Any]]]:
         if not refs:
             return []
-        with tempfile.TemporaryFile() as f:
-            f.write(''.join(f'{ref}:entry.json\n' for ref in refs).encode())
-            f.seek(0)
-            out = run(self.repo, 'cat-file', '--batch', stdin=f).out
+        sizes = _batch(self.repo, '--batch-check', [f'{ref}:entry.json' for ref in refs]).splitlines()
+        refs = [ref for ref, line in zip(refs, sizes, strict=True)
+                if len(parts := line.split()) == 3 and parts[2].isdigit() and int(parts[2]) <= ENTRY_LIMIT]
+        if not refs:
+            return []
+        out = _batch(self.repo, '--batch', [f'{ref}:entry.json' for ref in refs])
         found, pos = [], 0
         for ref in refs:
             header_end = out.find(b'\n', pos)
@@ -166,7 +198,7 @@ class GitRefStore:
                 data = json.loads(body)
             except ValueError:
                 continue
-            if isinstance(data, dict):
+            if well_formed(data):
                 found.append((ref[len(PREFIX):], data))
         return found
 
@@ -176,6 +208,45 @@ class GitRefStore:
 
     def delete(self, key: str) -> None:
         run(self.repo, 'update-ref', '-d', PREFIX + check_name(key, 'cache key'))
+
+
+def _batch(repo: Path, mode: str, names: list[str]) -> bytes:
+    with tempfile.TemporaryFile() as f:
+        f.write(''.join(f'{name}\n' for name in names).encode())
+        f.seek(0)
+        return run(repo, 'cat-file', mode, stdin=f).out
+
+
+def well_formed(data: Any) -> TypeGuard[dict[str, Any]]:
+    """entry.json has the shape every reader of it relies on (else the entry is none: never a crash, never
+    a number that is not one). What a field says is judged where it is used."""
+    if not isinstance(data, dict):
+        return False
+    origin, execution = data.get('origin', {}), data.get('execution', {})
+    if not isinstance(origin, dict) or not isinstance(execution, dict):
+        return False
+    # names shown in reports and the job summary: plain names, nothing Markdown or a terminal would act on
+    if any(not _plain(origin.get(k, '?')) for k in ('task', 'run', 'host')) or not _number(origin.get('time', 0)) \
+            or origin.get('time', 0) > MAX_TIME:
+        return False
+    usage = execution.get('usage') or {}
+    inputs, files = data.get('inputs', {}), data.get('files_changed', [])
+    return (isinstance(usage, dict) and all(_number(v) and isinstance(v, int) for v in usage.values())
+            and isinstance(inputs, dict) and all(isinstance(v, str) for v in inputs.values())
+            and isinstance(files, list) and all(isinstance(f, str) for f in files))
+
+
+def plain_name(text: str) -> str:
+    """`text` as a name an entry's origin may carry (a host name, whatever the machine calls itself)."""
+    return re.sub(r'[^A-Za-z0-9._-]', '-', text)[:255] or '?'
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, str) and (value == '?' or _NAME.fullmatch(value) is not None)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def _blob(repo: Path, data: bytes) -> str:
@@ -194,6 +265,16 @@ def _stdin(repo: Path, args: tuple[str, ...], data: bytes, env: Mapping[str, str
 
 
 def start_tree(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
+    """start_tree_of, asked once per process for a commit named by its id (every task's key covers its run's base)."""
+    if _OID.fullmatch(commit) is None:
+        return start_tree_of(repo, commit, ignore)
+    memo = (str(repo), commit, ignore)
+    if memo not in _START_TREES:
+        _START_TREES[memo] = start_tree_of(repo, commit, ignore)
+    return _START_TREES[memo]
+
+
+def start_tree_of(repo: Path, commit: str, ignore: tuple[str, ...]) -> str:
     """The digest of `commit`'s tree with the files `ignore` left out (a name ending in "/": everything under it):
     codex-orch's own (the decisions log names the run that wrote each entry; the plan file holds every task's entry,
     a task's own being in its prompt; of `.orchestrator/`, what decides a task's work is in its key already)."""
@@ -256,11 +337,13 @@ def fetch(repo: Path, remote: str) -> str:
                        *(f'{ref}:{ref}' for ref in chunk)).err for chunk in _chunks(wanted))
 
 
-def push(repo: Path, remote: str) -> str:
-    """`cache push`: the entries the remote lacks (never forced, never replacing one it has)."""
+def push(repo: Path, remote: str, only: Collection[str] | None = None) -> str:
+    """`cache push`: the entries the remote lacks (never forced, never replacing one it has); `only`: of these
+    keys."""
     name = check_name(remote, 'remote')
     theirs = set(_remote_refs(repo, name))
-    wanted = [ref for ref in sorted(_local_refs(repo)) if ref not in theirs]
+    mine = _local_refs(repo) if only is None else _local_refs(repo) & {PREFIX + key for key in only}
+    wanted = [ref for ref in sorted(mine) if ref not in theirs]
     return ''.join(run(repo, *_TRANSPORTS, 'push', '--quiet', name, *(f'{ref}:{ref}' for ref in chunk)).err
                    for chunk in _chunks(wanted))
 

@@ -44,6 +44,12 @@ def build_summary(run: dict[str, Any], tasks: list[dict[str, Any]], decisions: l
     return summary
 
 
+def keyless_miss(task: dict[str, Any]) -> bool:
+    """A task deferred by a cache miss with no provider key (orch.steps.cache_hit): the run exits 2 for it."""
+    record = task.get('cache')
+    return task['status'] == 'deferred' and isinstance(record, dict) and bool(record.get('miss'))
+
+
 def cache_word(task: dict[str, Any]) -> str:
     """'hit', 'miss' or '' (the cache is off, or the task was never looked up)."""
     record = task.get('cache')
@@ -148,12 +154,14 @@ def _cache_section(summary: dict[str, Any]) -> list[str]:
     for task in summary['tasks']:
         record, word = task.get('cache') or {}, cache_word(task)
         if word == 'hit':
-            origin = record.get('origin') or {}
-            out.append(f'- **{task["id"]}** hit: from task {origin.get("task", "?")} of run {origin.get("run", "?")} '
+            origin = record.get('origin')
+            origin = origin if isinstance(origin, dict) else {}
+            out.append(f'- **{task["id"]}** hit: from task {_md(origin.get("task", "?"))} of run '
+                       f'{_md(origin.get("run", "?"))} '
                        f'on {_md(origin.get("host", "?"), 60)}, {int(record.get("tokens_saved") or 0):,} tokens saved')
         elif word == 'miss':
             why = record.get('miss') or record.get('refused') or 'no entry for its inputs'
-            out.append(f'- **{task["id"]}** miss: {_cell(why, 300)}')
+            out.append(f"- **{task['id']}** miss: {_md(why, 300)}")
     return [*out, '']
 
 
@@ -200,11 +208,11 @@ def render_junit(summary: dict[str, Any]) -> str:
     evidence), and one per gate run, so a CI system reading JUnit sees every failure."""
     tasks = summary['tasks']
     gates = [(t, g) for t in tasks for g in t.get('gates') or []]
-    failures = sum(t['status'] in FAILED_STATUSES - {'deferred'} for t in tasks) + sum(
-        not g.get('passed') for _, g in gates)
+    failed = [t['status'] in FAILED_STATUSES - {'deferred'} or keyless_miss(t) for t in tasks]
+    failures = sum(failed) + sum(not g.get('passed') for _, g in gates)
     suite = ET.Element('testsuite', name=f'codex-orch {summary["run"]["run_id"]}', tests=str(len(tasks) + len(gates)),
                        failures=str(failures), errors='0',
-                       skipped=str(sum(t['status'] not in FAILED_STATUSES - {'deferred'} | {'done'} for t in tasks)),
+                       skipped=str(sum(not f and t['status'] != 'done' for t, f in zip(tasks, failed, strict=True))),
                        time=f'{sum(t.get("duration") or 0 for t in tasks):.3f}')
     for task in tasks:
         case = ET.SubElement(suite, 'testcase', classname=f'codex-orch.{task["role"]}', name=task['id'],
@@ -216,6 +224,9 @@ def render_junit(summary: dict[str, Any]) -> str:
             text = '\n\n'.join(filter(None, [str(task.get('reason') or ''), failure_evidence(task)]))
             ET.SubElement(case, 'failure', type=task['status'],
                           message=_xml(_cell(task.get('reason'), 500))).text = _xml(text)
+        elif keyless_miss(task):   # nothing was launched and the run exits 2: a CI must see it, not skip it
+            ET.SubElement(case, 'failure', type='cache-miss',
+                          message=_xml(_cell(task.get('reason'), 500))).text = _xml(task.get('reason'))
         elif task['status'] != 'done':
             ET.SubElement(case, 'skipped', message=_xml(f'{task["status"]}: {_cell(task.get("reason"), 300)}'))
         for message, evidence in story.failing_rounds(task):   # a round that began with a failure, then went on

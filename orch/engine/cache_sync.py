@@ -18,10 +18,13 @@ from orch.adapters import cache_local, cache_store
 from orch.core.config import CacheSettings
 from orch.engine.inputs import RunInputs
 from orch.errors import GitError
-from orch.runstate import state
+from orch.runstate import atomic, state
 from orch.runstate.runs import ORCH_DIR
 
 LOG_LIMIT = 1 << 20   # bytes of one log kept in an entry
+# in the run's directory: the keys of the entries the run wrote (a sorted JSON list), all a CI job may hand on to
+# be pushed (an entry it took from the machine's store is not its own to vouch for)
+WRITTEN_FILE = 'cache-written.json'
 PROMPT_FILE = 'cache-prompt.md'   # in the task's directory: the normalised prompt its key covers, for its entry
 
 
@@ -45,46 +48,56 @@ def store_and_push(rt: RunInputs, rows: list[dict[str, Any]]) -> None:
     settings = rt.config.cache
     if settings is None or not settings.write:
         return
-    stored = 0
+    written: list[str] = []
     for row in rows:
         if row.get('status') == 'done':
             try:
-                stored += store_verified(rt, row['id'])
+                key = store_verified(rt, row['id'])
             except (GitError, OSError) as exc:
                 output.write_line(f'warning: {row["id"]}: its result was not cached: {exc}', err=True)
-    if settings.remote and stored:
-        try:
-            cache_store.push(rt.repo, settings.remote)
+                continue
+            written += [key] if key else []
+    if not written:
+        return
+    done = state.read_json(rt.run_dir / WRITTEN_FILE)
+    keys = sorted({*written, *(k for k in done if isinstance(k, str))} if isinstance(done, list) else written)
+    atomic.write_json(rt.run_dir / WRITTEN_FILE, keys)
+    if settings.remote:
+        try:   # only what this run wrote: an entry taken from the machine's store was another's to push
+            cache_store.push(rt.repo, settings.remote, only=written)
         except GitError as exc:
             output.write_line(f'warning: cannot push the result cache to {settings.remote}: {exc}', err=True)
 
 
-def store_verified(rt: RunInputs, task_id: str) -> bool:
+def store_verified(rt: RunInputs, task_id: str) -> str | None:
+    """The task's verified result stored as an entry; its key when this wrote it."""
     task_dir = rt.task_dir(task_id)
     st = state.read_state(task_dir)
     record, result = st.get('cache'), state.read_result(task_dir)
     if not isinstance(record, dict) or not isinstance(record.get('key'), str) or not result or record.get('hit'):
-        return False
+        return None
     if (result.get('cache') or {}).get('hit') or record.get('inputs_digest') != result.get('inputs_digest'):
-        return False   # a hit is an entry already; a lookup of other inputs than the result's keys nothing
+        return None   # a hit is an entry already; a lookup of other inputs than the result's keys nothing
     store = cache_local.open_store(rt.repo, rt.config.cache.local if rt.config.cache else True)
     key = str(record['key'])
     if store.has(key):
-        return False
+        return None
     found, start = result.get('commit'), st.get('checkout_start')
     commit = found if isinstance(found, str) else None
     parents = cache_store.parents(rt.repo, commit) if commit else [start] if isinstance(start, str) else []
     if len(parents) != 1:
-        return False
+        return None
     prompt_file = task_dir / PROMPT_FILE
     data = {'answer': result.get('answer'), 'commit': commit, 'base': str(parents[0]),
             'files_changed': result.get('files_changed') or [], 'inputs': record.get('inputs') or {},
             'execution': {k: result.get(k) for k in ('usage', 'attempts', 'repair_rounds', 'review_rounds',
                                                      'conflict_rounds', 'duration', 'checks')},
-            'origin': {'run': rt.run.run_id, 'task': task_id, 'host': socket.gethostname(), 'time': time.time()}}
-    return store.put(key, data, commit, log_files(task_dir),
-                     prompt=prompt_file.read_text(encoding='utf-8') if prompt_file.is_file() else '',
-                     secret=signing_key(rt.config.cache), ignore=rt.config.decisions_file)
+            'origin': {'run': rt.run.run_id, 'task': task_id, 'host': cache_store.plain_name(socket.gethostname()),
+                       'time': time.time()}}
+    written = store.put(key, data, commit, log_files(task_dir),
+                        prompt=prompt_file.read_text(encoding='utf-8') if prompt_file.is_file() else '',
+                        secret=signing_key(rt.config.cache), ignore=rt.config.decisions_file)
+    return key if written else None
 
 
 def signing_key(settings: CacheSettings | None) -> bytes | None:

@@ -158,8 +158,9 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'started_at': st.get('started_at') or done.get('started_at'),
         'ended_at': st.get('ended_at') or done.get('finished_at'),
         'worker': _worker(st),
-        # the result cache (config `cache:`): its latest execution's lookup; a hit names its origin
-        'cache': done.get('cache') or _lookup(st.get('cache')),
+        # the result cache (config `cache:`): its latest execution's lookup; a hit names its origin. The result's
+        # record only while the result is its latest execution's (a later lookup that missed is what counts)
+        'cache': (done.get('cache') if st.get('status') == 'done' else None) or _lookup(st.get('cache')),
         'findings': answer.get('findings') if isinstance(answer, dict) and
         answer.get('verdict') == 'request_changes' else None,
     }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orch import output
-from orch.adapters import cache_local, cache_store
+from orch.adapters import cache_local, cache_store, git
 from orch.adapters.codex_bin import find_codex
 from orch.adapters.worker_env import provider_key
 from orch.core.cache_key import cache_key, describe, differing, normalise, start_digest, work_digest, work_inputs
@@ -36,9 +36,10 @@ from orch.engine.cache_sync import PROMPT_FILE, own_files, signing_key
 from orch.engine.inputs import RunInputs
 from orch.errors import GitError
 from orch.runstate import atomic, state
-from orch.steps import checkout, verify
+from orch.steps import checkout, git_seal, verify
 from orch.steps.failure import Failed
 from orch.steps.finish import commit_verified
+from orch.steps.guard import touched_control_files, touched_protected
 from orch.steps.rounds import Rounds
 from orch.steps.setup import run_setup
 from orch.steps.task_work import TaskWork, ensure_workdir
@@ -115,6 +116,8 @@ def try_hit(work: TaskWork) -> bool:
         return False   # a kill interrupted an execution: its checkout may hold a paid turn's edits, which it recovers
     ensure_workdir(work)
     checkout.restart(rt, task_dir, work.workdir, work.run_branch or '')
+    # sealed before anything of the entry is in the checkout (its checks run its code): checked before the commit
+    git_seal.seal(work.session, task_dir, work.workdir)
     inputs, prompt = key_inputs(work)
     key = key_of(inputs)
     atomic.write_text(task_dir / PROMPT_FILE, prompt)   # for the entry its result may become
@@ -213,13 +216,25 @@ def _replay(work: TaskWork, entry: cache_store.Entry) -> str | None:
     if entry.commit is not None:
         if entry.base is None:
             return 'it names no base commit'
+        # the bounds a remote worker's commit has: its files' count and size, no symbolic link out of the tree
+        bounds = rt.config.executor
+        problem = git.unpacked_refusal(rt.repo, entry.base, entry.commit, max_bytes=bounds.result_max_bytes,
+                                       max_files=bounds.result_max_files)
+        if problem:
+            return f'its commit {problem}'
+    state.update_state(task_dir, status='running', started_at=time.time(), ended_at=None, reason=None,
+                       pid=os.getpid(), round=None, checks=None, warnings=None, worker=None)
+    # worktree.setup on the clean checkout, as a fresh execution has it: a failing one fails the task (not the
+    # entry's doing), and one the cached change would break is that change's to fix, checked below
+    run_setup(rt, work.session, work.task.id, work.workdir)
+    if entry.commit is not None and entry.base is not None:
         try:
             cache_store.replay(work.workdir, entry.base, entry.commit, rt.config.decisions_file)
         except GitError as exc:
             return f'its commit does not apply to the task\'s start: {exc}'
-    state.update_state(task_dir, status='running', started_at=time.time(), ended_at=None, reason=None,
-                       pid=os.getpid(), round=None, checks=None, warnings=None, worker=None)
-    run_setup(rt, work.session, work.task.id, work.workdir)
+        problem = _touch_problem(work)
+        if problem:
+            return problem
     if not work.checks:
         return None
     rounds = _rounds(work, entry.data.get('answer'))
@@ -227,4 +242,17 @@ def _replay(work: TaskWork, entry: cache_store.Entry) -> str | None:
     Rounds.clear(task_dir)
     if failed is not None:
         return f'its check failed here: {failed.command}'
+    return None
+
+
+def _touch_problem(work: TaskWork) -> str | None:
+    """The replayed change touches what a worker's change may not (orch.steps.finish refuses those): refused here,
+    so the entry is a miss instead of a failed task."""
+    changed = git.changed_paths(work.workdir)
+    touched = [] if work.task.control_files else touched_control_files(changed, work.rt.config)
+    if touched:
+        return f'its change touches codex-orch control files: {", ".join(touched)}'
+    protected = touched_protected(changed, work.rt.config, work.task)
+    if protected:
+        return f'its change touches protected files its task does not name: {", ".join(protected)}'
     return None
