@@ -19,6 +19,7 @@ from typing import Any
 from orch import output
 from orch.adapters import git
 from orch.errors import GitError
+from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import checkout, git_seal
 from orch.steps.commands import CommandRun, run_shell
@@ -26,8 +27,10 @@ from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside
 from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork
+from orch.steps.worktree import HEAD
 
 MARKERS = (b'<<<<<<< ', b'>>>>>>> ')
+RECHECK = 'recheck'   # state.json: the tip the task's work was replayed onto, its checks not yet passed there
 MARKED_READ_LIMIT = 64 * 1024 * 1024   # a conflicted file larger than this is only checked that far
 
 
@@ -68,11 +71,11 @@ def land(work: TaskWork) -> str | None:
             if head == start:
                 return None                       # nothing of its own to land
             if start != tip and git.is_ancestor(rt.repo, tip, head):
-                start = tip                       # replayed onto this tip before a kill
-                checkout.moved(task_dir, head, start=tip)
+                start = tip                       # replayed onto this tip before a kill: its checks never ran there
+                _replayed(task_dir, head, tip)
             if git.is_ancestor(rt.repo, head, tip):
                 return head                       # landed before a kill
-            if tip == start:
+            if tip == start and state.read_state(task_dir).get(RECHECK) != tip:
                 try:
                     note = git.advance_branch(rt.repo, branch, start, head,
                                               follower=rt.path(rt.layout.worktree))
@@ -80,12 +83,22 @@ def land(work: TaskWork) -> str | None:
                     continue
                 _follow_note(work, note)
                 return head
-            if not git.replay_onto(workdir, tip, start, union=_union(work)):
-                raise _rework(work, Rework(onto=tip, head=head))
-            checkout.moved(task_dir, git.rev_parse(workdir, 'HEAD'), start=tip)
+            if tip != start:
+                if not git.replay_onto(workdir, tip, start, union=_union(work)):
+                    raise _rework(work, Rework(onto=tip, head=head))
+                crash_point('after-replay', work.task.id)
+                _replayed(task_dir, git.rev_parse(workdir, 'HEAD'), tip)
         failed = _recheck(work, tip)   # outside the lock: other tasks land meanwhile
         if failed is not None:
             raise _rework(work, Rework(onto=tip, head=git.rev_parse(workdir, 'HEAD'), failed_check=failed.to_dict()))
+        state.update_state(task_dir, recheck=None)   # passed there: the next turn lands it (or replays again)
+
+
+def _replayed(task_dir: Path, head: str, tip: str) -> None:
+    """The checkout's work now sits on `tip`; recorded with the move in one write, so that whatever interrupts its
+    checks there (a kill, Ctrl-C), the resume runs them again before it lands: never landed unchecked."""
+    state.update_state(task_dir, **{HEAD: head, checkout.START: tip, RECHECK: tip})
+    crash_point('before-recheck', task_dir.name)
 
 
 def _union(work: TaskWork) -> tuple[str, ...]:
@@ -96,7 +109,7 @@ def _rework(work: TaskWork, rework: Rework) -> Rework:
     """Put the task's work on the tip uncommitted. Recorded first: a kill before its rounds are saved must not let
     the resume commit what is now in the checkout (conflict markers), but redo this (`pending_rework`)."""
     state.update_state(work.task_dir, rework={'onto': rework.onto, 'head': rework.head,
-                                              'failed_check': rework.failed_check})
+                                              'failed_check': rework.failed_check}, recheck=None)
     rework.conflicts = git.squash_onto(work.workdir, rework.onto, rework.head, union=_union(work))
     checkout.moved(work.task_dir, rework.onto, start=rework.onto)
     return rework
