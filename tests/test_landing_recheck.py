@@ -21,10 +21,12 @@ def task(tid: str, paths: list[str], **extra: Any) -> dict[str, Any]:
 def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Host:
     """X removes what Y's check needs; Y answers only once X's result is there (X lands first), so Y's work is
     replayed onto X's and its check fails on that tip."""
+    y_started = tmp_path / 'y-started'   # X answers only once Y's turn began (its checkout made at the base)
     x_result = tmp_path / 'repo' / '.orchestrator' / 'runs' / RUN / 'tasks' / 'X' / 'result.json'
     script = {'default': {'answer': 'auto'}, 'tasks': {
-        'X': {'edits': {'README.md': 'bye\n'}},
-        'Y': [{'edits': {'y.txt': 'hello\n'}, 'wait_for': str(x_result), 'wait_timeout': 60},
+        'X': {'edits': {'README.md': 'bye\n'}, 'wait_for': str(y_started), 'wait_timeout': 60},
+        'Y': [{'edits': {'y.txt': 'hello\n'}, 'touch': str(y_started),
+               'wait_for': str(x_result), 'wait_timeout': 60},
               {'edits': {'README.md': 'bye\nhello\n'}}]}}
     host = make_host(tmp_path, monkeypatch, capsys, script, files={'README.md': 'hello\n'})
     assert host.repo == tmp_path / 'repo'
