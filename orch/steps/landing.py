@@ -11,6 +11,7 @@ codex-orch's own decisions log is merged line by line (every task appends its ow
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,9 @@ from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork
 from orch.steps.worktree import HEAD
 
-MARKERS = (b'<<<<<<< ', b'>>>>>>> ')
+# git's conflict marker lines: seven or more (a `conflict-marker-size` attribute makes them longer), then a space
+# and a label, or the end of the line
+MARKER = re.compile(rb'^(?:<{7,}|>{7,})(?: |\r?$)', re.MULTILINE)
 RECHECK = 'recheck'   # state.json: the tip the task's work was replayed onto, its checks not yet passed there
 MARKED_READ_LIMIT = 64 * 1024 * 1024   # a conflicted file larger than this is only checked that far
 
@@ -41,6 +44,7 @@ class Rework(Exception):
     onto: str                                   # the run branch's tip it now sits on, uncommitted
     head: str                                   # the task's commits before the replay
     conflicts: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)   # of those, the ones git left at the tip's version
     failed_check: dict[str, Any] | None = None  # the check that fails on the new tip (a clean replay)
 
 
@@ -111,6 +115,10 @@ def _rework(work: TaskWork, rework: Rework) -> Rework:
     state.update_state(work.task_dir, rework={'onto': rework.onto, 'head': rework.head,
                                               'failed_check': rework.failed_check}, recheck=None)
     rework.conflicts = git.squash_onto(work.workdir, rework.onto, rework.head, union=_union(work))
+    # A conflict git settles without markers (a `-merge` or `merge=binary` attribute) keeps the tip's version:
+    # the task's change to it is gone unless its worker makes it again, so it stays a conflict until then.
+    unmarked = [p for p in rework.conflicts if p not in marked_files(work.workdir, [p])]
+    rework.dropped = git.same_as_commit(work.workdir, rework.onto, unmarked)
     checkout.moved(work.task_dir, rework.onto, start=rework.onto)
     return rework
 
@@ -166,7 +174,7 @@ def rounds_for(pending: dict[str, Any], rework: Rework) -> Rounds:
     if rework.conflicts or rework.failed_check:
         rounds.phase = 'resolving'
         rounds.conflict = {'onto': rework.onto, 'head': rework.head, 'files': rework.conflicts,
-                           'failed_check': rework.failed_check}
+                           'dropped': rework.dropped, 'failed_check': rework.failed_check}
     return rounds
 
 
@@ -186,12 +194,25 @@ def resolve(work: TaskWork, rounds: Rounds, call: Any, accept: Any) -> None:
         rounds.answer = accept(result)
         rounds.thread_id = result.thread_id or rounds.thread_id
         rounds.cumulative = result.usage_cumulative or rounds.cumulative
-        left = marked_files(work.workdir, rounds.conflict.get('files') or [])
+        left = unresolved(work.workdir, rounds.conflict)
         if left:
-            rounds.conflict = {**rounds.conflict, 'files': left, 'failed_check': None}
+            rounds.conflict = {**rounds.conflict, 'files': left, 'failed_check': None,
+                               'dropped': [p for p in rounds.conflict.get('dropped') or [] if p in left]}
         else:
             rounds.phase, rounds.conflict = 'checking', None
         rounds.save(work.task_dir)
+
+
+def unresolved(workdir: Path, conflict: dict[str, Any]) -> list[str]:
+    """The conflicting files still unresolved: holding a marker, or (settled by git without markers) still at the
+    tip's version, the task's change not made again."""
+    files = conflict.get('files') or []
+    left = marked_files(workdir, files)
+    dropped = [p for p in conflict.get('dropped') or [] if p in files and p not in left]
+    if dropped and conflict.get('onto'):
+        kept = set(git.same_as_commit(workdir, conflict['onto'], dropped))
+        left = [p for p in files if p in left or p in kept]
+    return left
 
 
 def marked_files(workdir: Path, paths: list[str]) -> list[str]:
@@ -214,7 +235,7 @@ def marked_files(workdir: Path, paths: list[str]) -> list[str]:
         except OSError:
             left.append(path)
             continue
-        if any(line.startswith(MARKERS) for line in data.splitlines()):
+        if MARKER.search(data):
             left.append(path)
     return left
 
@@ -235,6 +256,11 @@ def conflict_prompt(work: TaskWork, conflict: dict[str, Any], round_no: int, lim
         head.append('Your changes conflict with theirs in these files, which hold git\'s conflict markers '
                     '(<<<<<<< ... ======= ... >>>>>>>): ' + ', '.join(files) + '. Resolve every conflict so that '
                     'both their change and yours are kept as each intended, and remove every marker.')
+        dropped = conflict.get('dropped') or []
+        if dropped:
+            head.append('git could not merge ' + ', '.join(dropped) + ' (no markers: binary, or marked not to '
+                        'merge): they hold their version, without your change. Make your change to them again on '
+                        'top of theirs.')
     elif failed:
         tail = (failed.get('tail') or '').strip() or '(it printed nothing)'
         why = 'timed out' if failed.get('exit_code') is None else f'exit {failed.get("exit_code")}'
