@@ -105,6 +105,7 @@ def land_and_record(work: TaskWork, pending: dict[str, Any], sha: str | None) ->
             rounds = landing.rounds_for(pending, rework)
             rounds.save(work.task_dir)
             (work.task_dir / 'pending.json').unlink(missing_ok=True)
+            crash_point('after-rework-pending', work.task.id)
             state.update_state(work.task_dir, rework=None)
             continue_rounds(work, rounds)
             return

@@ -52,12 +52,12 @@ def land(work: TaskWork) -> str | None:
     """Land the commits of the task's checkout on the run branch; returns the task's last commit there (None when
     it has none). Raises Rework when the worker must resolve its work against what landed meanwhile."""
     rt, task_dir, workdir, branch = work.rt, work.task_dir, work.workdir, work.run_branch or ''
-    interrupted = pending_rework(work)
-    if interrupted is not None:
-        raise interrupted
     while True:
         with work.session.scheduler.commit_lock:   # the one serial landing step of the run
             git_seal.check(work.session, task_dir, workdir)   # before git replays anything in the checkout
+            interrupted = pending_rework(work)
+            if interrupted is not None:
+                raise interrupted
             git.abort_replay(workdir)   # one a kill interrupted: HEAD back to where codex-orch left it
             start = checkout.start_of(task_dir)
             head = git.rev_parse(workdir, 'HEAD')
@@ -128,9 +128,14 @@ def rework_recorded(work: TaskWork) -> bool:
 
 
 def pending_rework(work: TaskWork) -> Rework | None:
-    """A rework a kill interrupted before its rounds were saved, done again (it is idempotent)."""
+    """A rework a kill interrupted before its rounds were saved, done again (it is idempotent). A record that
+    outlived its rounds (a kill after they were saved, before it was cleared) is stale once codex-orch committed
+    the resolution on the tip it names: doing it again would throw that paid resolution away."""
     saved = state.read_state(work.task_dir).get('rework')
     if not isinstance(saved, dict):
+        return None
+    if checkout.start_of(work.task_dir) == saved.get('onto') != checkout.expected_head(work.task_dir):
+        state.update_state(work.task_dir, rework=None)
         return None
     return _rework(work, Rework(onto=saved['onto'], head=saved['head'], failed_check=saved.get('failed_check')))
 
