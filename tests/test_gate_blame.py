@@ -16,10 +16,10 @@ GATE = ('name: tests_gate\nscope: task\nroles: [implementer]\noutput: "{task_dir
 
 
 def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, tasks: list[dict[str, Any]],
-         script: dict[str, Any]) -> Host:
+         script: dict[str, Any], gate: str = GATE) -> Host:
     host = make_host(tmp_path, monkeypatch, capsys, script)
     (host.repo / '.orchestrator' / 'rules').mkdir()
-    (host.repo / '.orchestrator' / 'rules' / 'gate.yaml').write_text(GATE)
+    (host.repo / '.orchestrator' / 'rules' / 'gate.yaml').write_text(gate)
     host.write_plan({'version': 1, 'title': 'Blame', 'tasks': tasks})
     commit_all(host.repo, 'plan and gate')
     return host
@@ -96,6 +96,32 @@ def test_bisection_finds_the_first_breaking_commit_among_several(
     assert r['T5']['reason'] == 'waiting: gate tests_gate broken by T2'
     blame = r['T5']['gates'][0]['blame']
     assert blame['task'] == 'T2' and blame['probes'] >= 2
+
+
+def test_one_task_s_gate_passing_says_nothing_of_another_task_s(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """The gate's command names its task: Z breaks B's gate only. A's gate passes at A's commit, after Z's; B's
+    fails there already. The bisection for B starts from where B's own gate passed (the base), not from A's pass,
+    so it finds Z, never the innocent C that landed between A and B."""
+    gate = GATE.replace('test -e broken.txt', 'test -e broken-{task_id}.txt').replace('echo broken.txt is there',
+                                                                                      'echo broken for {task_id}')
+    script = {'default': {'answer': 'auto'}, 'tasks': {
+        'Z': {'edits': {'z/a.txt': 'z\n', 'broken-B.txt': 'oops\n'}},
+        'A': {'edits': {'a/a.txt': 'a\n'}},
+        'C': {'edits': {'c/c.txt': 'c\n'}},
+        'B': {'edits': {'b/b.txt': 'b\n'}}}}
+    tasks = [task('Z', 'tester'), task('A', 'implementer'), task('C', 'tester'), task('B', 'implementer')]
+    host = make(tmp_path, monkeypatch, capsys, tasks, script, gate)
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    assert rc == 1, out + err
+    r = rows(host)
+    assert r['A']['status'] == 'done' and r['A']['gates'][0]['passed']
+    assert r['C']['status'] == 'done', r['C']
+    landed = host.branch_log(host.shared_branch())
+    assert [s.split(':')[0] for s in landed[:4]] == ['B', 'C', 'A', 'Z'], landed   # in this order
+    assert r['Z']['status'] == 'failed' and 'gate tests_gate (run for B)' in r['Z']['reason'], r['Z']
+    assert r['B']['reason'] == 'waiting: gate tests_gate broken by Z'
+    assert r['B']['gates'][0]['blame']['task'] == 'Z'
 
 
 def test_an_implementer_that_breaks_its_own_gate_is_blamed_itself(

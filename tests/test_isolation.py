@@ -51,16 +51,19 @@ def test_a_file_outside_its_paths_is_in_its_own_commit_every_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """-j 2: X also writes notes/x.md, outside its paths, while Y runs beside it. Ten runs: the file is in X's
     commit with a warning each time, never in Y's, never lost; no warning names codex-orch's decisions log;
-    the two ran at the same time."""
-    script = {'default': {'answer': 'auto'}, 'tasks': {
-        'X': {'edits': {'src/x.py': 'x = 1\n', 'notes/x.md': 'x\n'}, 'sleep': 0.4,
-              'decisions': [{'decision': 'X decided', 'rationale': 'because'}]},
-        'Y': {'edits': {'lib/y.py': 'y = 2\n'}, 'sleep': 0.4,
-              'decisions': [{'decision': 'Y decided', 'rationale': 'because'}]}}}
-    host = make(tmp_path, monkeypatch, capsys, [task('X', ['src/*.py']), task('Y', ['lib/*.py'])], script)
+    the two ran at the same time (each answers only once the other's turn began)."""
+    def script(n: int) -> dict[str, Any]:
+        x_on, y_on = str(tmp_path / f'x-started-{n}'), str(tmp_path / f'y-started-{n}')
+        return {'default': {'answer': 'auto'}, 'tasks': {
+            'X': {'edits': {'src/x.py': 'x = 1\n', 'notes/x.md': 'x\n'}, 'touch': x_on, 'wait_for': y_on,
+                  'wait_timeout': 60, 'decisions': [{'decision': 'X decided', 'rationale': 'because'}]},
+            'Y': {'edits': {'lib/y.py': 'y = 2\n'}, 'touch': y_on, 'wait_for': x_on, 'wait_timeout': 60,
+                  'decisions': [{'decision': 'Y decided', 'rationale': 'because'}]}}}
+    host = make(tmp_path, monkeypatch, capsys, [task('X', ['src/*.py']), task('Y', ['lib/*.py'])], script(0))
     before = user_view(host.repo)
     for n in range(10):
         host.clear_log()
+        host.script(script(n))
         rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', f'r{n}', '-j', '2')
         assert rc == 0, out + err
         x, y = host.result('X'), host.result('Y')
@@ -76,21 +79,26 @@ def test_a_file_outside_its_paths_is_in_its_own_commit_every_time(
     assert user_view(host.repo) == before
 
 
+RUN = 'c'
 CONFLICT_PLAN = [task('X', ['x.txt']), task('Y', ['y.txt'], checks=['grep -q mine shared.txt'])]
 
 
-def conflict_script(resolution: dict[str, Any]) -> dict[str, Any]:
-    """X and Y both change shared.txt (outside their paths: a wrong guess); X lands first."""
+def conflict_script(tmp_path: Path, resolution: dict[str, Any]) -> dict[str, Any]:
+    """X and Y both change shared.txt (outside their paths: a wrong guess); X lands first: it answers only once Y's
+    turn began (Y's checkout is made before X lands), Y only once X's result is there (run `c`)."""
+    y_on = str(tmp_path / 'y-started')
+    x_result = str(tmp_path / 'repo' / '.orchestrator' / 'runs' / RUN / 'tasks' / 'X' / 'result.json')
     return {'default': {'answer': 'auto'}, 'tasks': {
-        'X': {'edits': {'x.txt': 'x\n', 'shared.txt': 'theirs\n'}},
-        'Y': [{'edits': {'y.txt': 'y\n', 'shared.txt': 'mine\n'}, 'sleep': 1.5}, resolution]}}
+        'X': {'edits': {'x.txt': 'x\n', 'shared.txt': 'theirs\n'}, 'wait_for': y_on, 'wait_timeout': 60},
+        'Y': [{'edits': {'y.txt': 'y\n', 'shared.txt': 'mine\n'}, 'touch': y_on, 'wait_for': x_result,
+               'wait_timeout': 60}, resolution]}}
 
 
 def test_a_conflict_gets_a_round_in_the_worker_s_own_thread_then_lands(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     host = make(tmp_path, monkeypatch, capsys, CONFLICT_PLAN,
-                conflict_script({'edits': {'shared.txt': 'theirs\nmine\n'}}))
-    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+                conflict_script(tmp_path, {'edits': {'shared.txt': 'theirs\nmine\n'}}))
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', RUN, '-j', '2')
     assert rc == 0, out + err
     calls = [e for e in host.launches() if e['task_id'] == 'Y']
     assert len(calls) == 2 and calls[1]['resume'] and calls[1]['thread_id'] == calls[0]['thread_id']
@@ -108,9 +116,9 @@ def test_a_conflict_gets_a_round_in_the_worker_s_own_thread_then_lands(
 
 def test_a_conflict_that_persists_fails_the_task_naming_the_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    host = make(tmp_path, monkeypatch, capsys, CONFLICT_PLAN, conflict_script({'edits': {'y.txt': 'y2\n'}}),
+    host = make(tmp_path, monkeypatch, capsys, CONFLICT_PLAN, conflict_script(tmp_path, {'edits': {'y.txt': 'y2\n'}}),
                 config={'conflict_rounds: 2 ': 'conflict_rounds: 1 '})
-    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', RUN, '-j', '2')
     assert rc == 1
     row = {t['id']: t for t in host.status()['tasks']}['Y']
     assert row['status'] == 'failed' and 'shared.txt' in row['reason'] and 'after 1 conflict round' in row['reason']
@@ -124,12 +132,15 @@ def test_a_check_failing_on_the_new_tip_is_resolved_like_a_conflict(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """Y replays cleanly onto X's work but its check fails there (X removed what Y's check needs): a conflict
     round with the check's evidence, then it lands."""
+    y_on = str(tmp_path / 'y-started')
+    x_result = str(tmp_path / 'repo' / '.orchestrator' / 'runs' / RUN / 'tasks' / 'X' / 'result.json')
     script = {'default': {'answer': 'auto'}, 'tasks': {
-        'X': {'edits': {'README.md': 'bye\n'}},
-        'Y': [{'edits': {'y.txt': 'hello\n'}, 'sleep': 1.5}, {'edits': {'README.md': 'bye\nhello\n'}}]}}
+        'X': {'edits': {'README.md': 'bye\n'}, 'wait_for': y_on, 'wait_timeout': 60},
+        'Y': [{'edits': {'y.txt': 'hello\n'}, 'touch': y_on, 'wait_for': x_result, 'wait_timeout': 60},
+              {'edits': {'README.md': 'bye\nhello\n'}}]}}
     tasks = [task('X', ['README.md']), task('Y', ['y.txt'], checks=['grep -q hello README.md'])]
     host = make(tmp_path, monkeypatch, capsys, tasks, script)
-    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--run-id', RUN, '-j', '2')
     assert rc == 0, out + err
     calls = [e for e in host.launches() if e['task_id'] == 'Y']
     assert len(calls) == 2 and 'grep -q hello README.md' in calls[1]['prompt']

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orch.runstate.lock import RunLock
-from orch.runstate.state import read_json, read_state
+from orch.runstate.state import file_digest, read_json, read_state
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import (
     THREE_TASK_SCRIPT,
@@ -93,6 +93,8 @@ def test_redo_runs_the_task_once_in_a_fresh_thread_and_an_identical_result_stops
 
 def test_a_redo_with_a_new_result_runs_its_dependents(host: Host) -> None:
     before = host.result('T2')
+    digest_before = file_digest(task_dir(host, 'T2') / 'result.json')
+    assert digest_before is not None and host.result('T3')['upstream']['T2'] == digest_before
     host.script(T2_CHANGES)
     rc, out, err = host.cli('redo', 'T2')
     assert rc == 0, out + err
@@ -100,7 +102,8 @@ def test_a_redo_with_a_new_result_runs_its_dependents(host: Host) -> None:
     after = host.result('T2')
     assert after['commit'] != before['commit']
     assert host.branch_log(host.shared_branch())[:3] == ['T2: Test greet()', 'T2: Test greet()', 'T1: Add greet()']
-    assert host.result('T3')['upstream']['T2'] != before['commit']
+    # T3 was made again from T2's new result: not the one from before the redo
+    assert host.result('T3')['upstream']['T2'] == file_digest(task_dir(host, 'T2') / 'result.json') != digest_before
     assert [k['result']['commit'] for k in kept_records(host, 'T2')] == [before['commit']]
     assert host.statuses() == {'T1': 'done', 'T2': 'done', 'T3': 'done'}
 

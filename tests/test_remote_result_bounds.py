@@ -81,3 +81,15 @@ def test_a_symbolic_link_out_of_the_tree_is_refused(tmp_path: Path, target: str)
 def test_a_symbolic_link_inside_the_tree_is_kept(tmp_path: Path) -> None:
     repo, snapshot, commit, _ = _returned(tmp_path, {'a/link': ('link', '../tracked.txt'), 'b': b'y\n'})
     assert _refusal(repo, snapshot, commit) is None
+
+
+def test_a_symbolic_link_through_another_link_out_of_the_tree_is_refused(tmp_path: Path) -> None:
+    """`sub/b -> ..` stays inside, and `x -> sub/b/..` reads as inside lexically, but resolves through sub/b to the
+    parent of the top: out of the tree."""
+    repo, snapshot, commit, _ = _returned(tmp_path, {'sub/b': ('link', '..'), 'x': ('link', 'sub/b/..')})
+    reason = _refusal(repo, snapshot, commit)
+    assert reason is not None and reason.startswith('adds the symbolic link x pointing out of the tree'), reason
+    (tmp_path / 'ok').mkdir()
+    repo2, snapshot2, commit2, _ = _returned(tmp_path / 'ok', {'sub/b': ('link', '..'), 'x': ('link', 'sub/c/..'),
+                                                               'sub/c/f': b'f\n'})
+    assert _refusal(repo2, snapshot2, commit2) is None   # through directories only: inside

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,25 @@ def redo_requested(st: dict[str, Any]) -> bool:
     return isinstance(st.get('redo'), dict)
 
 
+# One lock per task directory: a read-modify-write of state.json from one thread (a gate blaming another task)
+# must not overwrite what another thread (that task's own step) wrote in between.
+_state_locks: dict[str, threading.Lock] = {}
+_state_locks_guard = threading.Lock()
+
+
+def _state_lock(task_dir: Path) -> threading.Lock:
+    key = str(Path(task_dir).absolute())
+    with _state_locks_guard:
+        return _state_locks.setdefault(key, threading.Lock())
+
+
 def update_state(task_dir: Path, **changes: Any) -> dict[str, Any]:
-    state = read_state(task_dir)
-    state.update(changes)
-    state['updated_at'] = time.time()
-    atomic.write_json(task_dir / 'state.json', state)
-    return state
+    with _state_lock(task_dir):
+        state = read_state(task_dir)
+        state.update(changes)
+        state['updated_at'] = time.time()
+        atomic.write_json(task_dir / 'state.json', state)
+        return state
 
 
 # result.json holds only what the task produced — its answer, its commit, the files that commit changed, and the

@@ -49,9 +49,9 @@ def finish_rounds(work: TaskWork, rounds: Rounds) -> None:
     commit_verified(work, rounds)
 
 
-def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> None:
+def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> list[str]:
     """A worker's edits to codex-orch's own control files fail its task, unless the plan task opts in; so do its
-    edits to protected files (orch.steps.guard.PROTECTED) its `paths` do not name."""
+    edits to protected files (orch.steps.guard.PROTECTED) its `paths` do not name. Returns the changed paths."""
     changed = git.changed_paths(work.workdir)
     touched = [] if work.task.control_files else touched_control_files(changed, work.rt.config)
     protected = touched_protected_in(work.workdir, changed, work.rt.config, work.task)
@@ -67,12 +67,13 @@ def _refuse_control_changes(work: TaskWork, rounds: Rounds) -> None:
                            outcome=outcome, usage=rounds.usage, answer=rounds.answer, rounds=rounds.history)
         Rounds.clear(work.task_dir)
         raise Failed(reason)
+    return changed
 
 
 def commit_verified(work: TaskWork, rounds: Rounds, extra: dict[str, Any] | None = None) -> None:
     """extra: kept in pending.json and the execution record (a cache hit's `cache`, orch.steps.cache_hit)."""
     rt, task, task_dir = work.rt, work.task, work.task_dir
-    _refuse_control_changes(work, rounds)
+    changed = _refuse_control_changes(work, rounds)
     attempts = state.attempt_count(task_dir)
     exec_id = f'{rt.run.run_id}/{task.id}/{work.digest[:16]}/{attempts}'
     pending = {'inputs_digest': work.digest, 'exec_id': exec_id, 'answer': rounds.answer,
@@ -85,7 +86,7 @@ def commit_verified(work: TaskWork, rounds: Rounds, extra: dict[str, Any] | None
     Rounds.clear(task_dir)
     crash_point('after-pending', task.id)
     try:
-        sha = record_and_commit(work, exec_id, rounds.answer)
+        sha = record_and_commit(work, exec_id, rounds.answer, changed=changed)
     except git.CommitRefused as exc:
         # Refused for what is in the worktree (a nested repository, a switched branch): the worker must run
         # again, so the pending answer must not be committed on resume either.
@@ -105,6 +106,7 @@ def land_and_record(work: TaskWork, pending: dict[str, Any], sha: str | None) ->
             rounds = landing.rounds_for(pending, rework)
             rounds.save(work.task_dir)
             (work.task_dir / 'pending.json').unlink(missing_ok=True)
+            crash_point('after-rework-pending', work.task.id)
             state.update_state(work.task_dir, rework=None)
             continue_rounds(work, rounds)
             return
@@ -116,9 +118,10 @@ def land_and_record(work: TaskWork, pending: dict[str, Any], sha: str | None) ->
 
 
 def record_and_commit(work: TaskWork, exec_id: str, answer: Any,
-                       before: Callable[[], None] | None = None) -> str | None:
+                       before: Callable[[], None] | None = None, changed: list[str] | None = None) -> str | None:
     """The task's decisions entry and its changes, in its own commit (`before` runs first, under the same lock:
-    a remote worker's changes are written into the worktree there).
+    a remote worker's changes are written into the worktree there; `changed`: the worker's changed paths, when
+    the caller has just listed them, so the whole tree's status is not taken again under the run-wide lock).
 
     Serialised: parallel tasks sharing a worktree would otherwise both rewrite the decisions file
     (one entry lost) or commit each other's entries.
@@ -128,7 +131,7 @@ def record_and_commit(work: TaskWork, exec_id: str, answer: Any,
         if before is not None:
             before()
         _record_decisions(work.rt, work.task, answer, work.workdir)
-        return _commit(work, exec_id, answer)
+        return _commit(work, exec_id, answer, changed)
 
 
 def _record_decisions(rt: RunInputs, task: Task, answer: Any, workdir: Path) -> None:
@@ -142,11 +145,12 @@ def _record_decisions(rt: RunInputs, task: Task, answer: Any, workdir: Path) -> 
                          [i for i in items if isinstance(i, dict)])
 
 
-def _commit(work: TaskWork, exec_id: str, answer: Any) -> str | None:
+def _commit(work: TaskWork, exec_id: str, answer: Any, changed: list[str] | None = None) -> str | None:
     """Everything its worker changed in its own checkout (or worktree), with the decisions entry: attribution is
     exact by construction. Files outside its `paths` are committed with it and reported as a warning."""
     rt, task, workdir = work.rt, work.task, work.workdir
-    strays = outside_paths(task, git.changed_paths(workdir), rt.config.decisions_file)
+    strays = outside_paths(task, git.changed_paths(workdir) if changed is None else changed,
+                           rt.config.decisions_file)
     if strays:
         warning = f'changed files outside its paths, committed with it: {", ".join(strays)} (add them to its paths)'
         state.update_state(work.task_dir, warnings=[warning])

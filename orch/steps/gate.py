@@ -35,7 +35,7 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
         previous = (state.read_state(rt.task_dir(step.task_id)).get('gates') or {}).get(step.rule.name) or {}
         record['after'] = previous.get('after') or []   # the culprits it waited for: its step depends on them
         if run.passed:
-            gate_blame.remember_pass(rt, step.rule.name, tested)
+            gate_blame.remember_pass(rt, step.name, tested)
         else:
             for target in step.targets:   # whatever the blame finds (or if it fails): no passed target of before
                 rt.path(target).unlink(missing_ok=True)
@@ -125,7 +125,7 @@ def _blame(rt: RunInputs, session: Session, step: Step, tested: str, log_path: P
         _stop_if_cancelled(session)
         return probed
     own = (state.read_result(rt.task_dir(step.task_id)) or {}).get('commit')
-    blame = gate_blame.find_culprit(rt, step.task_id, own, tested, gate_blame.last_pass(rt, step.rule.name, tested),
+    blame = gate_blame.find_culprit(rt, step.task_id, own, tested, gate_blame.last_pass(rt, step.name, tested),
                                     probe)
     record['blame'] = {'task': blame.task, 'commit': blame.commit, 'probes': blame.probes}
     culprit = blame.task

@@ -75,7 +75,9 @@ PASSES_FILE = 'gate-passes.json'
 
 
 def remember_pass(rt: RunInputs, gate: str, commit: str) -> None:
-    """The newest commit of the run branch each gate passed at: where a later bisection starts from."""
+    """The newest commit of the run branch each gate passed at: where a later bisection starts from. `gate` is its
+    step's name (`<rule>:<task id>`): the command of one task's gate (its {task_id}, its paths, ORCH_TASK_ID) is not
+    another's, so a pass of one says nothing of another task's."""
     with _passes_lock:
         path = rt.run_dir / PASSES_FILE
         passes = state.read_json(path) or {}

@@ -11,6 +11,7 @@ codex-orch's own decisions log is merged line by line (every task appends its ow
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from orch import output
 from orch.adapters import git
 from orch.errors import GitError
+from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import checkout, git_seal
 from orch.steps.commands import CommandRun, run_shell
@@ -26,8 +28,12 @@ from orch.steps.failure import Failed, fail
 from orch.steps.guard import EscapesWorktree, inside
 from orch.steps.rounds import Rounds
 from orch.steps.task_work import TaskWork
+from orch.steps.worktree import HEAD
 
-MARKERS = (b'<<<<<<< ', b'>>>>>>> ')
+# git's conflict marker lines: seven or more (a `conflict-marker-size` attribute makes them longer), then a space
+# and a label, or the end of the line
+MARKER = re.compile(rb'^(?:<{7,}|>{7,})(?: |\r?$)', re.MULTILINE)
+RECHECK = 'recheck'   # state.json: the tip the task's work was replayed onto, its checks not yet passed there
 MARKED_READ_LIMIT = 64 * 1024 * 1024   # a conflicted file larger than this is only checked that far
 
 
@@ -38,6 +44,7 @@ class Rework(Exception):
     onto: str                                   # the run branch's tip it now sits on, uncommitted
     head: str                                   # the task's commits before the replay
     conflicts: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)   # of those, the ones git left at the tip's version
     failed_check: dict[str, Any] | None = None  # the check that fails on the new tip (a clean replay)
 
 
@@ -45,12 +52,12 @@ def land(work: TaskWork) -> str | None:
     """Land the commits of the task's checkout on the run branch; returns the task's last commit there (None when
     it has none). Raises Rework when the worker must resolve its work against what landed meanwhile."""
     rt, task_dir, workdir, branch = work.rt, work.task_dir, work.workdir, work.run_branch or ''
-    interrupted = pending_rework(work)
-    if interrupted is not None:
-        raise interrupted
     while True:
         with work.session.scheduler.commit_lock:   # the one serial landing step of the run
             git_seal.check(work.session, task_dir, workdir)   # before git replays anything in the checkout
+            interrupted = pending_rework(work)
+            if interrupted is not None:
+                raise interrupted
             git.abort_replay(workdir)   # one a kill interrupted: HEAD back to where codex-orch left it
             start = checkout.start_of(task_dir)
             head = git.rev_parse(workdir, 'HEAD')
@@ -68,11 +75,11 @@ def land(work: TaskWork) -> str | None:
             if head == start:
                 return None                       # nothing of its own to land
             if start != tip and git.is_ancestor(rt.repo, tip, head):
-                start = tip                       # replayed onto this tip before a kill
-                checkout.moved(task_dir, head, start=tip)
+                start = tip                       # replayed onto this tip before a kill: its checks never ran there
+                _replayed(task_dir, head, tip)
             if git.is_ancestor(rt.repo, head, tip):
                 return head                       # landed before a kill
-            if tip == start:
+            if tip == start and state.read_state(task_dir).get(RECHECK) != tip:
                 try:
                     note = git.advance_branch(rt.repo, branch, start, head,
                                               follower=rt.path(rt.layout.worktree))
@@ -80,12 +87,22 @@ def land(work: TaskWork) -> str | None:
                     continue
                 _follow_note(work, note)
                 return head
-            if not git.replay_onto(workdir, tip, start, union=_union(work)):
-                raise _rework(work, Rework(onto=tip, head=head))
-            checkout.moved(task_dir, git.rev_parse(workdir, 'HEAD'), start=tip)
+            if tip != start:
+                if not git.replay_onto(workdir, tip, start, union=_union(work)):
+                    raise _rework(work, Rework(onto=tip, head=head))
+                crash_point('after-replay', work.task.id)
+                _replayed(task_dir, git.rev_parse(workdir, 'HEAD'), tip)
         failed = _recheck(work, tip)   # outside the lock: other tasks land meanwhile
         if failed is not None:
             raise _rework(work, Rework(onto=tip, head=git.rev_parse(workdir, 'HEAD'), failed_check=failed.to_dict()))
+        state.update_state(task_dir, recheck=None)   # passed there: the next turn lands it (or replays again)
+
+
+def _replayed(task_dir: Path, head: str, tip: str) -> None:
+    """The checkout's work now sits on `tip`; recorded with the move in one write, so that whatever interrupts its
+    checks there (a kill, Ctrl-C), the resume runs them again before it lands: never landed unchecked."""
+    state.update_state(task_dir, **{HEAD: head, checkout.START: tip, RECHECK: tip})
+    crash_point('before-recheck', task_dir.name)
 
 
 def _union(work: TaskWork) -> tuple[str, ...]:
@@ -96,8 +113,12 @@ def _rework(work: TaskWork, rework: Rework) -> Rework:
     """Put the task's work on the tip uncommitted. Recorded first: a kill before its rounds are saved must not let
     the resume commit what is now in the checkout (conflict markers), but redo this (`pending_rework`)."""
     state.update_state(work.task_dir, rework={'onto': rework.onto, 'head': rework.head,
-                                              'failed_check': rework.failed_check})
+                                              'failed_check': rework.failed_check}, recheck=None)
     rework.conflicts = git.squash_onto(work.workdir, rework.onto, rework.head, union=_union(work))
+    # A conflict git settles without markers (a `-merge` or `merge=binary` attribute) keeps the tip's version:
+    # the task's change to it is gone unless its worker makes it again, so it stays a conflict until then.
+    unmarked = [p for p in rework.conflicts if p not in marked_files(work.workdir, [p])]
+    rework.dropped = git.same_as_commit(work.workdir, rework.onto, unmarked)
     checkout.moved(work.task_dir, rework.onto, start=rework.onto)
     return rework
 
@@ -107,9 +128,14 @@ def rework_recorded(work: TaskWork) -> bool:
 
 
 def pending_rework(work: TaskWork) -> Rework | None:
-    """A rework a kill interrupted before its rounds were saved, done again (it is idempotent)."""
+    """A rework a kill interrupted before its rounds were saved, done again (it is idempotent). A record that
+    outlived its rounds (a kill after they were saved, before it was cleared) is stale once codex-orch committed
+    the resolution on the tip it names: doing it again would throw that paid resolution away."""
     saved = state.read_state(work.task_dir).get('rework')
     if not isinstance(saved, dict):
+        return None
+    if checkout.start_of(work.task_dir) == saved.get('onto') != checkout.expected_head(work.task_dir):
+        state.update_state(work.task_dir, rework=None)
         return None
     return _rework(work, Rework(onto=saved['onto'], head=saved['head'], failed_check=saved.get('failed_check')))
 
@@ -153,7 +179,7 @@ def rounds_for(pending: dict[str, Any], rework: Rework) -> Rounds:
     if rework.conflicts or rework.failed_check:
         rounds.phase = 'resolving'
         rounds.conflict = {'onto': rework.onto, 'head': rework.head, 'files': rework.conflicts,
-                           'failed_check': rework.failed_check}
+                           'dropped': rework.dropped, 'failed_check': rework.failed_check}
     return rounds
 
 
@@ -175,13 +201,26 @@ def resolve(work: TaskWork, rounds: Rounds, call: Any, accept: Any) -> None:
         rounds.answer = accept(result)
         rounds.thread_id = result.thread_id or rounds.thread_id
         rounds.cumulative = result.usage_cumulative or rounds.cumulative
-        left = marked_files(work.workdir, rounds.conflict.get('files') or [])
+        left = unresolved(work.workdir, rounds.conflict)
         rounds.round_record('conflict', rounds.conflicts)['ended_at'] = time.time()
         if left:
-            rounds.conflict = {**rounds.conflict, 'files': left, 'failed_check': None}
+            rounds.conflict = {**rounds.conflict, 'files': left, 'failed_check': None,
+                               'dropped': [p for p in rounds.conflict.get('dropped') or [] if p in left]}
         else:
             rounds.phase, rounds.conflict = 'checking', None
         rounds.save(work.task_dir)
+
+
+def unresolved(workdir: Path, conflict: dict[str, Any]) -> list[str]:
+    """The conflicting files still unresolved: holding a marker, or (settled by git without markers) still at the
+    tip's version, the task's change not made again."""
+    files = conflict.get('files') or []
+    left = marked_files(workdir, files)
+    dropped = [p for p in conflict.get('dropped') or [] if p in files and p not in left]
+    if dropped and conflict.get('onto'):
+        kept = set(git.same_as_commit(workdir, conflict['onto'], dropped))
+        left = [p for p in files if p in left or p in kept]
+    return left
 
 
 def marked_files(workdir: Path, paths: list[str]) -> list[str]:
@@ -204,7 +243,7 @@ def marked_files(workdir: Path, paths: list[str]) -> list[str]:
         except OSError:
             left.append(path)
             continue
-        if any(line.startswith(MARKERS) for line in data.splitlines()):
+        if MARKER.search(data):
             left.append(path)
     return left
 
@@ -225,6 +264,11 @@ def conflict_prompt(work: TaskWork, conflict: dict[str, Any], round_no: int, lim
         head.append('Your changes conflict with theirs in these files, which hold git\'s conflict markers '
                     '(<<<<<<< ... ======= ... >>>>>>>): ' + ', '.join(files) + '. Resolve every conflict so that '
                     'both their change and yours are kept as each intended, and remove every marker.')
+        dropped = conflict.get('dropped') or []
+        if dropped:
+            head.append('git could not merge ' + ', '.join(dropped) + ' (no markers: binary, or marked not to '
+                        'merge): they hold their version, without your change. Make your change to them again on '
+                        'top of theirs.')
     elif failed:
         tail = (failed.get('tail') or '').strip() or '(it printed nothing)'
         why = 'timed out' if failed.get('exit_code') is None else f'exit {failed.get("exit_code")}'

@@ -89,6 +89,7 @@ from orch.adapters.git.landing import (
     reattach,
     replay_onto,
     reset_checkout,
+    same_as_commit,
     squash_onto,
 )
 from orch.adapters.git.merge import (
@@ -154,6 +155,7 @@ __all__ = [
     'reset_checkout',
     'restore_paths',
     'rev_parse',
+    'same_as_commit',
     'scratch_checkout',
     'scratch_commit',
     'snapshot_commit',

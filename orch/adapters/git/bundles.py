@@ -94,8 +94,8 @@ _MAX_LINK = 4096
 def unpacked_refusal(root: Path, a: str, b: str, *, max_bytes: int, max_files: int) -> str | None:
     """Why the files commit `b` adds or changes over commit `a` must not be written, or None: more than `max_files`
     of them, more than `max_bytes` of content once unpacked (a bundle's size says nothing of it), a symbolic link
-    replacing a tracked file, or one pointing out of the tree (absolute, or up through `..`). Reads the objects'
-    sizes (and a link's target) only: nothing is checked out or written."""
+    replacing a tracked file, or one pointing out of the tree (absolute, up through `..`, or through another link).
+    Reads the objects' sizes (and a link's target) only: nothing is checked out or written."""
     new = [(c, sha) for c, sha in _changed_blobs(root, a, b) if c.new_mode != _GONE]
     if len(new) > max_files:
         return f'writes {len(new)} files, more than the limit of {max_files} (executor.result_max_files)'
@@ -110,10 +110,39 @@ def unpacked_refusal(root: Path, a: str, b: str, *, max_bytes: int, max_files: i
         if change.old_mode in _FILES:
             return f'replaces the tracked file {change.path} with a symbolic link'
         target = run(root, 'cat-file', 'blob', sha).out if size <= _MAX_LINK else b'/'
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(change.path), os.fsdecode(target)))
-        if target.startswith(b'/') or resolved == '..' or resolved.startswith('../'):
+        if _link_escapes(root, b, change.path, os.fsdecode(target)):
             return f'adds the symbolic link {change.path} pointing out of the tree ({os.fsdecode(target)[:200]!r})'
     return None
+
+
+def _link_escapes(root: Path, commit: str, path: str, target: str) -> bool:
+    """Whether the link `path` -> `target` of `commit` may lead out of its tree: an absolute target, one whose `..`
+    climbs above the top, or one that goes through another symbolic link of the tree (`sub/b -> ..` makes
+    `sub/b/..` the top's parent, which a lexical reading calls the top). Resolved component by component."""
+    if target.startswith('/'):
+        return True
+    parts = [p for p in posixpath.dirname(path).split('/') if p]
+    names = [n for n in target.split('/') if n not in ('', '.')]
+    through: list[str] = []   # the paths the target goes through (each must be a directory, not a link)
+    for i, name in enumerate(names):
+        if name == '..':
+            if not parts:
+                return True
+            parts.pop()
+            continue
+        parts.append(name)
+        if i < len(names) - 1:
+            through.append('/'.join(parts))
+    if not through:
+        return False
+    wanted = set(through)
+    listed = run(root, '--literal-pathspecs', 'ls-tree', '-z', '--full-tree', check_name(commit, 'commit'), '--',
+                 *sorted(wanted)).out.split(b'\0')
+    for entry in listed:   # `<mode> <type> <sha>\t<path>`; ls-tree may list more than the paths asked for
+        meta, _, entry_path = entry.partition(b'\t')
+        if meta.startswith(_SYMLINK.encode() + b' ') and os.fsdecode(entry_path) in wanted:
+            return True
+    return False
 
 
 def _changed_blobs(root: Path, a: str, b: str) -> list[tuple[TreeChange, str]]:

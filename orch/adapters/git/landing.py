@@ -108,6 +108,25 @@ def squash_onto(worktree: Path, onto: str, head: str, *, union: tuple[str, ...] 
         return conflicts
 
 
+def same_as_commit(worktree: Path, commit: str, paths: list[str]) -> list[str]:
+    """Which of `paths` are in `worktree`'s files exactly as `commit` has them (both absent counts as the same).
+    A conflict git resolves without markers (a `-merge` or `merge=binary` attribute) leaves the tip's version:
+    while a path is that, the task's own change to it is not there."""
+    out = []
+    for path in paths:
+        in_commit = run(worktree, '--literal-pathspecs', 'ls-tree', '--name-only', check_name(commit, 'commit'),
+                        '--', path).text != ''
+        on_disk = os.path.lexists(Path(worktree) / path)
+        if not in_commit:
+            same = not on_disk
+        else:
+            same = on_disk and run(worktree, '--literal-pathspecs', 'diff', '--quiet', '--no-ext-diff',
+                                   '--no-textconv', commit, '--', path, ok=(0, 1)).status == 0
+        if same:
+            out.append(path)
+    return out
+
+
 def advance_branch(root: Path, branch: str, old: str, new: str, *, follower: Path) -> str | None:
     """Move `branch` from `old` to its descendant `new`. When `follower` (the run's own worktree) has it checked
     out, it follows with a fast-forward, which keeps uncommitted changes in other files; when it cannot (a change
