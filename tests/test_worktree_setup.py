@@ -201,3 +201,24 @@ def test_a_bad_setup_config_exits_2_naming_the_key(tmp_path: Path, monkeypatch: 
     assert rc == 2, out + err
     assert f'  {problem}' in err.splitlines(), err
     assert host.launches() == [] and not (host.repo / '.orchestrator' / 'runs').exists()
+
+
+@pytest.mark.parametrize('with_setup', [True, False])
+def test_a_gate_s_snapshot_gets_the_setup_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any,
+                                              with_setup: bool) -> None:
+    """A gate tests a fresh snapshot of the task's landed commit: it needs the ignored build output as much as the
+    task's checks did; without setup, that is the gate's failure, with the evidence."""
+    host = make(tmp_path, monkeypatch, capsys, {'tasks': {'T1': {'edits': {'src/1.py': 'X = 1\n'}}}},
+                [BUILD] if with_setup else None, the_plan=plan(checks=[]))
+    rule = host.repo / '.orchestrator' / 'rules' / 'gate.yaml'
+    rule.parent.mkdir(parents=True, exist_ok=True)
+    rule.write_text('name: l10n_gate\nscope: task\nroles: [implementer]\ninput: ["{task_dir}/result.json"]\n'
+                    f'output: "{{task_dir}}/l10n_gate.json"\naction:\n  shell: {json.dumps(CHECK)}\n')
+    commit_all(host.repo, 'gate')
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json')
+    gates = row(host)['gates']
+    assert [g['name'] for g in gates] == ['l10n_gate']
+    if with_setup:
+        assert rc == 0 and gates[0]['passed'], out + err
+    else:
+        assert rc == 1 and not gates[0]['passed'], out + err

@@ -1,6 +1,7 @@
 """Shell rules: a host's gates (after every task of some roles) and run-level commands."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from orch.core.rules import ShellAction
 from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
 from orch.runstate import atomic, state
-from orch.steps import gate_blame
+from orch.steps import gate_blame, setup
 from orch.steps.commands import CommandRun, command_env, run_command
 from orch.steps.failure import Failed
 from orch.steps.rounds import changed_files
@@ -68,7 +69,12 @@ def _run_at(rt: RunInputs, session: Session, step: Step, commit: str | None, log
         # Beside the run's worktree, at its depth: the rule's paths were rendered relative to it.
         snapshot = rt.path(rt.layout.gate_checkout(step.task_id, step.rule.name))
         git.snapshot_worktree(rt.repo, snapshot, commit)
-        try:
+        try:   # the snapshot has the tracked files only: what the task's own checkout got first, it gets too
+            failed = setup.in_snapshot(rt, session, step.task_id, snapshot,
+                                       log_path.with_name(f'{log_path.stem}-setup'))
+            if failed is not None:   # the gate could not run on this commit: that is its failure, with the evidence
+                return dataclasses.replace(failed, tail=f'worktree.setup `{failed.command}` failed in the gate\'s '
+                                                        f'checkout:\n{failed.tail}')
             return run_in_checkout(rt, session, step, snapshot, log_path)
         finally:
             git.remove_worktree(rt.repo, snapshot, force=True)

@@ -10,7 +10,8 @@ output tail, before any model request.
 
 The work step runs it when a task starts a fresh execution in its checkout (after the leftovers of an earlier
 attempt were discarded), not when an interrupted execution goes on in the checkout it kept; a Dask worker runs it in
-its scratch checkout (orch.remote.run_unit).
+its scratch checkout (orch.remote.run_unit); a gate runs it in each snapshot checkout it tests (`in_snapshot`), its
+bisection probes too.
 """
 from __future__ import annotations
 
@@ -34,23 +35,30 @@ if TYPE_CHECKING:
 
 SETUP_DIR = 'setup'
 
-# Tasks sharing one worktree (the shared mode, -j N) take turns: two builds writing the same files at once would
-# leave neither's output whole.
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
 def run_setup(rt: RunInputs, session: Session, task_id: str, workdir: Path) -> None:
-    """The configured setup commands in the task's checkout `workdir`; raises Failed (recorded) when one fails."""
+    """The configured setup commands in the task's checkout `workdir` (its own: no other task's setup runs there at
+    the same time); raises Failed (recorded) when one fails."""
     settings = rt.config.worktree
-    task_dir = rt.task_dir(task_id)
-    with _locks_guard:
-        lock = _locks.setdefault(str(Path(workdir).resolve()), threading.Lock())
-    with lock:
-        env = command_env(rt, task_id)
-        sandbox = role_sandbox(rt, rt.plan.by_id[task_id].role, env, writes=True) if settings.setup else None
-        run_setup_commands(settings.setup, task_dir=task_dir, workdir=workdir, env=env, sandbox=sandbox,
-                           timeout=settings.setup_timeout, cancel=session.cancel, log_root=rt.repo)
+    env = command_env(rt, task_id)
+    sandbox = role_sandbox(rt, rt.plan.by_id[task_id].role, env, writes=True) if settings.setup else None
+    run_setup_commands(settings.setup, task_dir=rt.task_dir(task_id), workdir=workdir, env=env, sandbox=sandbox,
+                       timeout=settings.setup_timeout, cancel=session.cancel, log_root=rt.repo)
+
+
+def in_snapshot(rt: RunInputs, session: Session, task_id: str, checkout: Path, log_dir: Path) -> CommandRun | None:
+    """The setup commands in a gate's snapshot `checkout` of `task_id`'s work (tracked files only, as the task's own
+    checkout had): the first that fails, or None. Logged in `log_dir`; a failing one is the gate's failure."""
+    settings = rt.config.worktree
+    if not settings.setup:
+        return None
+    env = {**command_env(rt, task_id), 'ORCH_WORKTREE': str(checkout)}
+    sandbox = role_sandbox(rt, rt.plan.by_id[task_id].role, env, writes=True)
+    for n, command in enumerate(settings.setup, 1):
+        run = run_shell(command, cwd=checkout, env=env, log_path=log_dir / f'setup-{n}.log',
+                        timeout=settings.setup_timeout, sandbox=sandbox, cancel=session.cancel, log_root=rt.repo)
+        if not run.passed:
+            return run
+    return None
 
 
 def run_setup_commands(commands: Sequence[str], *, task_dir: Path, workdir: Path, env: Mapping[str, str],
