@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from orch import output
-from orch.adapters import worker
+from orch.adapters import tracing, worker
 from orch.adapters.doit_runner import changed_entries, is_last, run_doit
 from orch.adapters.services import Services
 from orch.adapters.worker_env import provider_key
@@ -33,7 +33,17 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     """Run every stale or unfinished step of the run; returns the exit code (see orch.errors).
 
     lock: the run's lock when the caller already holds it (it took it before writing run.json).
+    With an OTLP endpoint set, the run is one trace (orch.adapters.tracing).
     """
+    with tracing.run_span(rt.run.run_id, {'codex_orch.tasks': len(rt.plan.tasks)}) as root:
+        code = _execute(rt, options, lock)
+        root.set({'codex_orch.exit_code': code})
+        if code != EXIT_OK:
+            root.fail(f'exit code {code}')
+        return code
+
+
+def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
     progress = Progress(len(rt.plan.tasks), verbosity=options.verbosity, stream=RedactingStream(sys.stdout),
                         work_steps=rt.work_step_of)
     session = Session(rt, options, lock=lock, progress=progress,

@@ -15,7 +15,7 @@ import dataclasses
 import time
 from typing import Any
 
-from orch.adapters import git
+from orch.adapters import git, tracing
 from orch.adapters.worker_types import WorkerResult
 from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
@@ -25,7 +25,7 @@ from orch.core.verdict import Verdict, verdict_of
 from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import checkout, git_seal
-from orch.steps.commands import command_env, run_command
+from orch.steps.commands import check_attrs, command_env, ran, run_command
 from orch.steps.failure import Failed
 from orch.steps.guard import protected_reason, touched_control_files, touched_protected
 from orch.steps.rounds import Rounds
@@ -150,8 +150,11 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> N
                  if s.task_id == target.id and s.builtin is None and s.rule.gate]
     for name, command, where in commands:
         log = work.task_dir / 'checks' / f'review-{round_no}' / f'{name}.log'
-        run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout, sandbox=where,
-                          cancel=work.session.cancel)
+        with tracing.span(f'{name.replace("-", " ", 1)} (review {round_no} fix)',
+                          {**check_attrs(target.id, command), 'codex_orch.round': f'review {round_no}'}) as traced:
+            run = run_command(rt, command, cwd=work.workdir, env=env, log_path=log, timeout=timeout,
+                              sandbox=where, cancel=work.session.cancel)
+            ran(traced, run)
         if not run.passed:
             rounds.checks = [run.to_dict()]
             what = 'gate' if name.startswith('gate-') else 'check'
