@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Set up a development checkout from nothing: .venv with codex-orch (editable, with the dask and otel extras) and
-# pytest,
-# and the pinned Codex CLI under tools/codex-cli/ (from the npm registry, per package-lock.json).
+# pytest, and the pinned Codex CLI under tools/codex-cli/ (from the npm registry, per package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
