@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up a development checkout from nothing: .venv with codex-orch (editable, with the dask extra) and pytest,
-# the pinned Codex CLI under tools/codex-cli/ (from the npm registry, per package-lock.json), and the SARIF
+# Set up a development checkout from nothing: .venv with codex-orch (editable, with the dask and otel extras) and
+# pytest, the pinned Codex CLI under tools/codex-cli/ (from the npm registry, per package-lock.json), and the SARIF
 # schema under tools/sarif-schema/ (for the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dask]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dask,otel]'
 if [ ! -x tools/codex-cli/node_modules/.bin/codex ]; then
   (cd tools/codex-cli && npm ci --no-audit --no-fund --loglevel=error)
 fi

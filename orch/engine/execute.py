@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from orch import output
-from orch.adapters import worker
+from orch.adapters import tracing, worker
 from orch.adapters.doit_runner import changed_entries, is_last, run_doit
 from orch.adapters.services import Services
 from orch.adapters.worker_env import provider_key
@@ -34,9 +34,14 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     its own workflow annotations come last, after everything it printed that may quote a worker.
 
     lock: the run's lock when the caller already holds it (it took it before writing run.json).
+    With an OTLP endpoint set, the run is one trace (orch.adapters.tracing).
     """
-    with output.workflow_commands_paused():
-        code = _execute(rt, options, lock)
+    with tracing.run_span(rt.run.run_id, {'codex_orch.tasks': len(rt.plan.tasks)}) as root:
+        with output.workflow_commands_paused():
+            code = _execute(rt, options, lock)
+        root.set({'codex_orch.exit_code': code})
+        if code != EXIT_OK:
+            root.fail(f'exit code {code}')
     for line in github_annotations(rt, task_rows(rt)):
         output.write_line(line)
     return code

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orch.adapters import tracing
 from orch.adapters.procgroup import run_to_end
 from orch.adapters.sandbox import Sandbox, codex_stderr
 from orch.core.redact import redact
@@ -108,3 +109,16 @@ def _relative(path: Path, repo: Path) -> str:
         return path.relative_to(repo).as_posix()
     except ValueError:
         return str(path)
+
+
+def check_attrs(task_id: str | None, command: str) -> dict[str, Any]:
+    """A check's or gate's trace span: its task and command."""
+    return {'codex_orch.task.id': task_id, 'codex_orch.command': redact(command)}
+
+
+def ran(traced: tracing.Span, run: CommandRun) -> None:
+    """A check's or gate's run, in its trace span."""
+    traced.set({'codex_orch.exit_code': run.exit_code, 'codex_orch.passed': run.passed,
+                'codex_orch.duration': run.duration})
+    if not run.passed:
+        traced.fail(run.why)

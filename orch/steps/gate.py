@@ -5,20 +5,28 @@ import dataclasses
 import time
 from pathlib import Path
 
-from orch.adapters import git
+from orch.adapters import git, tracing
 from orch.core.compile import Step
 from orch.core.rules import ShellAction
 from orch.engine.inputs import RunInputs
 from orch.engine.session import Session
 from orch.runstate import atomic, state
 from orch.steps import gate_blame, setup
-from orch.steps.commands import CommandRun, command_env, run_command
+from orch.steps.commands import CommandRun, check_attrs, command_env, ran, run_command
 from orch.steps.failure import Failed
 from orch.steps.rounds import changed_files
 from orch.steps.sandboxing import rule_sandbox, step_scratch
 
 
 def shell(rt: RunInputs, session: Session, step: Step) -> None:
+    """A shell rule's step; with tracing on, one span (a gate's carries its task's id)."""
+    kind = 'gate' if step.rule.gate else 'rule'
+    with tracing.span(f'{kind} {step.rule.name}', {**check_attrs(step.task_id, step.shell or ''),
+                                                    'codex_orch.rule': step.rule.name}) as traced:
+        _shell(rt, session, step, traced)
+
+
+def _shell(rt: RunInputs, session: Session, step: Step, traced: tracing.Span) -> None:
     action = step.rule.action
     assert isinstance(action, ShellAction)
     log_path = rt.path(step.log) if step.log else rt.path(step.targets[0]).with_suffix('.log')
@@ -26,6 +34,8 @@ def shell(rt: RunInputs, session: Session, step: Step) -> None:
     started = time.time()
     tested = _commit_to_test(rt, step)
     run = _run_at(rt, session, step, tested, log_path)
+    ran(traced, run)
+    traced.set({'codex_orch.commit': tested})
     _stop_if_cancelled(session)
     record: dict[str, object] = {
         'rule': step.rule.name, 'command': step.shell, 'exit_code': run.exit_code, 'passed': run.passed,

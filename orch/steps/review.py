@@ -12,11 +12,12 @@ reviewer (documented in the README).
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
-from orch.adapters import git
+from orch.adapters import git, tracing
 from orch.adapters.worker_types import WorkerResult
 from orch.core.plan import Plan, Task
 from orch.core.redact import redact, redact_obj
@@ -26,7 +27,7 @@ from orch.core.verdict import Verdict, verdict_of
 from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import checkout, gate, git_seal
-from orch.steps.commands import command_env, run_command
+from orch.steps.commands import CommandRun, check_attrs, command_env, ran, run_command
 from orch.steps.failure import Failed
 from orch.steps.guard import protected_reason, touched_control_files, touched_protected_in
 from orch.steps.rounds import Rounds, changed_files
@@ -185,16 +186,21 @@ def _check_fix(work: TaskWork, rounds: Rounds, target: Task, round_no: int) -> l
     checks = (*role.checks, *target.checks)
     sandbox = role_sandbox(rt, target.role, env) if checks else None
     logs = work.task_dir / 'checks' / f'review-{round_no}'
-    runs = (('check', f'check-{n}', run_command(rt, command, cwd=work.workdir, env=env,
-                                                log_path=logs / f'check-{n}.log', timeout=role.check_timeout,
-                                                sandbox=sandbox, cancel=work.session.cancel))
-            for n, command in enumerate(checks, 1))
-    gate_runs = (('gate', s.rule.name,
-                  gate.run_in_checkout(rt, work.session, s, work.workdir, logs / f'gate-{s.rule.name}.log'))
-                 for s in rt.steps if s.task_id == target.id and s.builtin is None and s.rule.gate)
-    ran = rounds.round_record('review', round_no)['runs'] = []   # a resume runs them all again
-    for what, name, run in itertools.chain(runs, gate_runs):
-        ran.append({'kind': what, 'name': name, **run.to_dict()})   # one at a time, up to the first that fails
+    jobs: list[tuple[str, str, str, Callable[[], CommandRun]]] = [
+        ('check', f'check-{n}', command, functools.partial(
+            run_command, rt, command, cwd=work.workdir, env=env, log_path=logs / f'check-{n}.log',
+            timeout=role.check_timeout, sandbox=sandbox, cancel=work.session.cancel))
+        for n, command in enumerate(checks, 1)]
+    jobs += [('gate', s.rule.name, s.shell or '', functools.partial(
+        gate.run_in_checkout, rt, work.session, s, work.workdir, logs / f'gate-{s.rule.name}.log'))
+        for s in rt.steps if s.task_id == target.id and s.builtin is None and s.rule.gate]
+    history = rounds.round_record('review', round_no)['runs'] = []   # a resume runs them all again
+    for what, name, command, start in jobs:   # one at a time, up to the first that fails
+        with tracing.span(f'{what} {name} (review {round_no} fix)',
+                          {**check_attrs(target.id, command), 'codex_orch.round': f'review {round_no}'}) as traced:
+            run = start()
+            ran(traced, run)
+        history.append({'kind': what, 'name': name, **run.to_dict()})
         if not run.passed:
             rounds.checks = [run.to_dict()]
             raise _fail(work, rounds, f'review round {round_no}: the fix by {target.id} fails its {what}: '

@@ -7,6 +7,8 @@ schema validation, retries and bounded repair rounds in both places.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.adapters import git
+from orch.adapters import git, tracing
 from orch.adapters.sandbox import Sandbox
 from orch.adapters.worker import run_worker
 from orch.adapters.worker_types import WorkerResult, WorkerSpec
@@ -23,7 +25,7 @@ from orch.core.validate import schema_errors
 from orch.errors import GitError
 from orch.failpoints import crash_point
 from orch.runstate import state
-from orch.steps.commands import CommandRun, run_shell
+from orch.steps.commands import CommandRun, check_attrs, ran, run_shell
 from orch.steps.failure import Failed
 from orch.steps.rounds import Rounds, repair_prompt, tree_digest
 
@@ -58,20 +60,22 @@ class Execution:
 
 def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
                 before_fresh_start: Callable[[], None] | None = None,
-                reuse_since: float | None = None) -> WorkerResult:
+                reuse_since: float | None = None, round_name: str | None = None) -> WorkerResult:
     """The worker on `prompt`: the first answer, or (resume) a round in its thread, whose turn under way
     (Rounds.turn_since) says which ended attempts may be taken instead of paying again (run_worker's reuse_since).
-    A round whose thread codex no longer has goes on, once, in a fresh thread given the task's prompt first."""
+    A round whose thread codex no longer has goes on, once, in a fresh thread given the task's prompt first.
+    round_name: what the round is, in its trace span ('answer' without `resume`)."""
     if ex.before_turn is not None:
         ex.before_turn()
     fresh = f'{ex.task_prompt}\n\n## Where the work stands\n\n{prompt}' if resume and ex.task_prompt else None
-    result = run_worker(ex.spec, prompt, ex.task_dir, lambda answer: schema_errors(answer, ex.schema),
-                        on_event=ex.on_event, cancel=ex.cancel,
-                        resume_thread=resume.thread_id if resume else None,
-                        prev_cumulative=resume.cumulative if resume else None,
-                        recover=True, before_fresh_start=before_fresh_start,
-                        reuse_since=resume.turn_since if resume else reuse_since, fresh_prompt=fresh,
-                        budget_stop=ex.budget_stop, on_spent=ex.on_usage)
+    result = traced_turn(ex.task_id, round_name or ('round' if resume else 'answer'), ex.spec, lambda spec: run_worker(
+        spec, prompt, ex.task_dir, lambda answer: schema_errors(answer, ex.schema),
+        on_event=ex.on_event, cancel=ex.cancel,
+        resume_thread=resume.thread_id if resume else None,
+        prev_cumulative=resume.cumulative if resume else None,
+        recover=True, before_fresh_start=before_fresh_start,
+        reuse_since=resume.turn_since if resume else reuse_since, fresh_prompt=fresh,
+        budget_stop=ex.budget_stop, on_spent=ex.on_usage))
     if any(a.kind == 'fresh-thread' for a in result.attempts):
         lost = resume.thread_id if resume else None
         state.update_state(ex.task_dir, thread_restarted=f'thread {lost} was gone (codex: no rollout found); the '
@@ -79,6 +83,28 @@ def call_worker(ex: Execution, prompt: str, resume: Rounds | None = None,
     if ex.after_worker is not None:
         ex.after_worker(result)
     return result
+
+
+def traced_turn(task_id: str, round_name: str, spec: WorkerSpec,
+                call: Callable[[WorkerSpec], WorkerResult]) -> WorkerResult:
+    """A worker turn in its trace span (an agent invocation, its attempts as children), the worker given the
+    span's TRACEPARENT so that Codex's own spans nest under it. Without tracing: `call(spec)`."""
+    with tracing.span(f'invoke_agent {task_id}', tracing.agent_attrs(task_id, round_name, spec.model)) as traced:
+        if not traced.recording:
+            return call(spec)
+        result = call(dataclasses.replace(spec, env={**(spec.env or os.environ), **tracing.traceparent()}))
+        traced.set({'gen_ai.conversation.id': result.thread_id, 'codex_orch.outcome': result.outcome,
+                    'codex_orch.attempts': len(result.attempts), **tracing.usage_attrs(result.usage)})
+        if not result.ok:
+            traced.set({'error.type': result.outcome})
+            traced.fail(f'{result.outcome}: {result.error}')
+        for attempt in result.attempts:
+            tracing.past_span(f'codex exec {attempt.kind}', attempt.started_at, attempt.ended_at, {
+                'codex_orch.attempt.n': attempt.n, 'codex_orch.attempt.kind': attempt.kind,
+                'codex_orch.attempt.outcome': attempt.outcome, 'codex_orch.attempt.exit_code': attempt.exit_code,
+                'codex_orch.attempt.recovered': attempt.recovered, 'gen_ai.conversation.id': attempt.thread_id,
+                **tracing.usage_attrs(attempt.usage, prefix='codex_orch.usage.')})
+        return result
 
 
 def accept(ex: Execution, result: WorkerResult) -> Any:
@@ -135,8 +161,10 @@ def run_checks(ex: Execution, rounds: Rounds) -> list[CommandRun]:
                        else 'checks')
     for i, command in enumerate(ex.checks, 1):
         log = ex.task_dir / 'checks' / f'round-{rounds.repairs}' / f'check-{i}.log'
-        run = run_shell(command, cwd=ex.workdir, env=ex.command_env, log_path=log, timeout=ex.check_timeout,
-                        sandbox=ex.sandbox, cancel=ex.cancel, log_root=ex.log_root)
+        with tracing.span(f'check {i}', check_attrs(ex.task_id, command)) as traced:
+            run = run_shell(command, cwd=ex.workdir, env=ex.command_env, log_path=log, timeout=ex.check_timeout,
+                            sandbox=ex.sandbox, cancel=ex.cancel, log_root=ex.log_root)
+            ran(traced, run)
         runs.append(run)
         if ex.cancel is not None and ex.cancel.is_set():
             state.update_state(ex.task_dir, status='pending', reason='interrupted; resume to run it again')
@@ -167,7 +195,8 @@ def _repair(ex: Execution, rounds: Rounds, failed: CommandRun, limit: int) -> No
     """One repair round: the worker's thread resumed with the failure; its new answer must validate too."""
     state.update_state(ex.task_dir, round=f'repair {rounds.repairs} of {limit}')
     rounds.begin_turn(ex.task_dir)
-    result = call_worker(ex, repair_prompt(failed, rounds.repairs, limit), resume=rounds)
+    result = call_worker(ex, repair_prompt(failed, rounds.repairs, limit), resume=rounds,
+                         round_name=f'repair {rounds.repairs}')
     crash_point('after-repair-answer', ex.task_id)
     # Paid for: counted with the round's answer in one record below (a kill before it takes the ended turn again,
     # unpaid), or at once when the answer is refused.

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from orch.adapters import git
+from orch.adapters import git, tracing
 from orch.adapters.worker import WorkerResult, WorkerSpec, kill_stale_attempts, run_worker
 from orch.core.compile import Step
 from orch.core.plan import Task
@@ -55,8 +55,24 @@ def recorded_done(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
 
 
 def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
+    """The work step; with tracing on, one span of the task (its status, reason and tokens at the end)."""
     assert step.task_id is not None
     task = rt.plan.by_id[step.task_id]
+    with tracing.span(f'task {task.id}', {'codex_orch.task.id': task.id, 'codex_orch.role': task.role,
+                                          'codex_orch.run.id': rt.run.run_id}) as traced:
+        try:
+            _codex_worker(rt, session, step, task)
+        finally:
+            if traced.recording:
+                st = state.read_state(rt.task_dir(task.id))
+                traced.set({'codex_orch.status': st.get('status'), 'codex_orch.reason': st.get('reason'),
+                            'codex_orch.outcome': st.get('outcome'),
+                            **tracing.usage_attrs(st.get('usage'), prefix='codex_orch.usage.')})
+                if st.get('status') in ('failed', 'blocked'):
+                    traced.fail(str(st.get('reason') or st.get('status')))
+
+
+def _codex_worker(rt: RunInputs, session: Session, step: Step, task: Task) -> None:
     task_dir = rt.task_dir(task.id)
     result_path = rt.path(step.outputs['result'])
     digest = inputs_digest(rt, step)
@@ -91,7 +107,9 @@ def codex_worker(rt: RunInputs, session: Session, step: Step) -> None:
             if finish_interrupted_commit(work) or cache_hit.try_hit(work):
                 return
             budget.launch(rt, session, task, task_dir)
-            execution.run(work)
+            with tracing.span(f'execution {task.id}', {'codex_orch.task.id': task.id, 'codex_orch.executor':
+                                                       'local' if session.executor is None else 'dask'}):
+                execution.run(work)
     except GitError as exc:   # recorded, or the task would show as 'running' / 'interrupted' forever
         raise fail(task_dir, str(exc)) from None
     finally:
@@ -108,15 +126,21 @@ class LocalExecution:
             _remember_leftovers(work)
 
     def round(self, work: TaskWork, prompt: str, rounds: Rounds) -> WorkerResult:
-        return verify.call_worker(work.ex, prompt, rounds)
+        return verify.call_worker(work.ex, prompt, rounds, round_name=round_name(rounds))
 
     def turn(self, work: TaskWork, spec: WorkerSpec, schema: dict[str, Any], prompt: str, thread: str | None,
              prev_cumulative: dict[str, int] | None, owner: Task, reuse_since: float | None) -> WorkerResult:
-        return run_worker(spec, prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
-                          on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
-                          resume_thread=thread, prev_cumulative=prev_cumulative, recover=True,
-                          reuse_since=reuse_since, budget_stop=work.session.budget.stop,
-                          on_spent=budget.note_usage(work.session, work.task.id, spec.model))
+        return verify.traced_turn(owner.id, f'review fix by {owner.id}', spec, lambda traced: run_worker(
+            traced, prompt, work.task_dir, lambda answer: schema_errors(answer, schema),
+            on_event=work.session.on_worker_event(work.task.id), cancel=work.session.cancel,
+            resume_thread=thread, prev_cumulative=prev_cumulative, recover=True,
+            reuse_since=reuse_since, budget_stop=work.session.budget.stop,
+            on_spent=budget.note_usage(work.session, work.task.id, spec.model)))
+
+
+def round_name(rounds: Rounds) -> str:
+    """The round a turn in the task's own thread belongs to (other than the first answer and repair rounds)."""
+    return f'conflict {rounds.conflicts}' if rounds.phase == 'resolving' else f'review {rounds.reviews}'
 
 
 def _remember_leftovers(work: TaskWork) -> None:

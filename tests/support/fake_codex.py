@@ -207,7 +207,7 @@ class Log:
         self.entry: dict[str, Any] = {
             'pid': os.getpid(), 'pgid': os.getpgid(0), 'argv': argv, 'cwd': os.getcwd(),
             'task_id': None, 'thread_id': None, 'resume': False, 'prompt': '',
-            'started_at': time.time()}
+            'started_at': time.time(), 'traceparent': os.environ.get('TRACEPARENT')}
         self.written = False
 
     def done(self, rc: int, **extra: Any) -> int:
