@@ -46,13 +46,16 @@ def test_a_file_outside_its_paths_lands_in_its_own_commit(host: Host, standin: S
 
 
 def test_a_conflict_round_in_the_worker_s_own_thread(host: Host, standin: Standin) -> None:
+    # Ordered without timing: X answers once Y's worker (its checkout made) asked; Y once X's result is there.
+    x_done = host.repo / '.orchestrator' / 'runs' / 'c' / 'tasks' / 'X' / 'result.json'
     host.write_plan({'version': 1, 'title': 'Conflict', 'tasks': [
         {'id': 'X', 'role': 'implementer', 'title': 'X', 'paths': ['x.txt'],
-         'description': 'Do X.\n' + write('x.txt', 'x\n') + write('shared.txt', 'theirs\n')},
+         'description': 'Do X.\n[[standin: wait-seen Do Y.]]\n' + write('x.txt', 'x\n')
+         + write('shared.txt', 'theirs\n')},
         {'id': 'Y', 'role': 'implementer', 'title': 'Y', 'paths': ['y.txt'],
-         'description': 'Do Y.\n[[standin: slow 2]]\n' + write('y.txt', 'y\n') + write('shared.txt', 'mine\n')
-         + write('shared.txt', 'theirs\nmine\n', at=2)}]})
-    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2')
+         'description': f'Do Y.\n[[standin: wait-for {x_done}]]\n' + write('y.txt', 'y\n')
+         + write('shared.txt', 'mine\n') + write('shared.txt', 'theirs\nmine\n', at=2)}]})
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '-j', '2', '--run-id', 'c')
     assert rc == 0, out + err
     y = host.result('Y')
     assert y['conflict_rounds'] == 1

@@ -32,6 +32,9 @@ prompt carries directives, one per `[[standin: NAME ARGS]]` marker, anywhere in 
                                history), then wait_agent, then answer; the sub-agent's own requests
                                come in its own thread (with sub-agents disabled both calls fail)
     slow <seconds>             wait before answering (combines with the others)
+    wait-for <path>            hold the answer until the file exists (at most WAIT_LIMIT s)
+    wait-seen <text>           hold the answer until a request whose last prompt contains <text> came in
+                               (another worker's: two workers ordered without timing)
     usage <in> <cached> <out> <reasoning>   token counts reported per POST
 
 A resume reminder usually carries no directive; then the most recent earlier prompt that has some
@@ -82,6 +85,7 @@ from orch.standin.responses import (  # noqa: F401
 from orch.standin.schema_document import FALLBACK_DOCUMENT, build_document  # noqa: F401
 
 API_KEY_ENV = 'STANDIN_API_KEY'
+WAIT_LIMIT = 60.0   # seconds a wait-for / wait-seen directive holds an answer at most
 API_KEY_VALUE = 'standin'
 PROVIDER_ID = 'standin'
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -152,8 +156,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         record.update(thread=view.thread_id, scenario=view.scenario, prompt=view.last_prompt,
                       follow_up=view.follow_up, prompts=len(view.prompts))
         usage = responses.usage_of(view)
+        self.server.standin._seen(view.last_prompt)
         slow = view.first('slow')
         if slow is not None and self._wait_stopped(float(slow.args or 0)):
+            record['action'] = 'shutdown'
+            raise _Drop
+        if not self._wait_until(view):
             record['action'] = 'shutdown'
             raise _Drop
         self._maybe_fail(view, record)
@@ -245,6 +253,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- waiting
 
+    def _wait_until(self, view: RequestView) -> bool:
+        """Hold the answer until what `wait-for` / `wait-seen` name is there (at most WAIT_LIMIT s: a test that
+        orders two workers by it then fails on its own assertions); False if the server shuts down meanwhile."""
+        standin = self.server.standin
+        path, text = view.first('wait-for'), view.first('wait-seen')
+        deadline = time.monotonic() + WAIT_LIMIT
+        while time.monotonic() < deadline:
+            if (path is None or Path(path.args.strip()).exists()) and \
+                    (text is None or standin._has_seen(text.args.strip(), besides=view.last_prompt)):
+                return True
+            if standin._stop.wait(0.05):
+                return False
+        return True
+
     def _wait_stopped(self, seconds: float) -> bool:
         """Sleep up to seconds; True if the server is shutting down meanwhile."""
         return self.server.standin._stop.wait(max(0.0, seconds))
@@ -279,6 +301,7 @@ class Standin:
                  log_path: Path | str | None = None) -> None:
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
+        self._prompts_seen: list[str] = []   # the last prompt of every request received, answered or not
         self._failed_threads: set[str] = set()
         self._stop = threading.Event()
         self._log_path = Path(log_path) if log_path else None
@@ -325,6 +348,15 @@ class Standin:
         self.close()
 
     # -- used by handlers
+
+    def _seen(self, prompt: str) -> None:
+        with self._lock:
+            self._prompts_seen.append(prompt)
+
+    def _has_seen(self, text: str, besides: str) -> bool:
+        """Did a request with another last prompt than `besides` (the asker's own, which names `text`) name it?"""
+        with self._lock:
+            return any(text in prompt and prompt != besides for prompt in self._prompts_seen)
 
     def _first_time(self, thread_id: str) -> bool:
         with self._lock:
