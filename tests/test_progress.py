@@ -15,6 +15,7 @@ import pytest
 from orch.engine import progress
 from orch.engine.progress import Progress, describe_event
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, make_host, three_task_plan
+from tests.support.procs import wait_for
 
 CLEAR_LINE = '\x1b[F\x1b[2K'
 
@@ -121,3 +122,37 @@ def test_describe_event_is_one_line() -> None:
     event = {'type': 'item.started', 'item': {'type': 'command_execution', 'command': "bash -lc 'a &&\n  b'"}}
     assert describe_event(event) == "running: bash -lc 'a && b'"
     assert describe_event({'type': 'thread.started'}) is None
+
+
+def test_a_task_waiting_for_its_slot_is_not_said_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Under -j 2, T1 and T2 share their paths: doit gives both a thread at once, but the second waits for the
+    first's slot. While the first one's worker is held, only it has been said to start."""
+    go = tmp_path / 'go'
+    script = {'tasks': {f'T{n}': {'edits': {'src/x.py': f'{n}\n'}, 'touch': str(tmp_path / f'running-{n}'),
+                                  'wait_for': str(go), 'wait_timeout': 60} for n in (1, 2)}}
+    host = make_host(tmp_path, monkeypatch, capsys, script)
+    host.write_plan({'version': 1, 'title': 'Slots', 'tasks': [
+        {'id': f'T{n}', 'role': 'implementer', 'title': f'T{n}', 'description': 'x', 'paths': ['src/x.py']}
+        for n in (1, 2)]})
+    out_file = tmp_path / 'out.txt'
+    with out_file.open('w') as out:
+        proc = subprocess.Popen([sys.executable, '-m', 'orch', 'run', '--plan-file', 'plan.json', '-j', '2'],
+                                cwd=host.repo, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: any((tmp_path / f'running-{n}').exists() for n in (1, 2)), timeout=60)
+        starts = [line for line in out_file.read_text().splitlines() if line.startswith('start  work:')]
+        assert len(starts) == 1, out_file.read_text()   # the other one waits, unannounced
+    finally:
+        go.touch()
+        assert proc.wait(120) == 0, out_file.read_text()
+    assert sum(line.startswith('start  work:') for line in out_file.read_text().splitlines()) == 2
+
+
+def test_the_terminal_block_shows_each_task_s_round_and_tokens() -> None:
+    stream = io.StringIO()
+    p = Progress(1, stream=stream, tty=True, verbosity=0)
+    p.details = lambda name: 'repair round 1, 1,234 tokens' if name == 'work:T1' else ''
+    p.started('work:T1')
+    p.close()
+    assert '  work:T1     0s [repair round 1, 1,234 tokens]' in stream.getvalue()

@@ -369,7 +369,9 @@ def make_reporter(rt: RunInputs, session: Session, summarize: bool = False) -> t
         """doit's lifecycle hooks -> codex-orch's progress; doit's own lines are not printed."""
 
         def execute_task(self, task: Any) -> None:
-            if progress and shown(task.name):
+            step = steps.get(task.name)
+            # a task's work step says when it starts itself: it may first wait for a slot (orch.steps.work)
+            if progress and shown(task.name) and not (step and step.builtin and step.builtin.task_outcome):
                 progress.started(task.name)
 
         def add_success(self, task: Any) -> None:

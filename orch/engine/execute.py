@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orch import output
@@ -23,7 +23,7 @@ from orch.engine.reports import github_annotations, write_reports
 from orch.engine.session import RunOptions, Session, spent_so_far
 from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.errors import EXIT_BAD_INPUT, EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
-from orch.runstate import atomic
+from orch.runstate import atomic, state
 from orch.runstate.lock import RunLock
 from orch.runstate.runs import record_use
 from orch.runstate.status import task_rows
@@ -52,6 +52,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
                         work_steps=rt.work_step_of)
     session = Session(rt, options, lock=lock, progress=progress,
                       spent_before=spent_so_far(rt) if rt.config.token_budget or rt.config.cost_budget else 0)
+    progress.details = running_details(rt, session)
     session.ensure_lock()
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     remember_plan_check(rt)
@@ -108,6 +109,20 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
         with contextlib.suppress(OSError):
             noop_record.record(rt, before, rows, [line for line, err in lines if not err])
     return code
+
+
+def running_details(rt: RunInputs, session: Session) -> Callable[[str], str]:
+    """What the terminal's progress block shows of a running task's work step: its round and its tokens so far."""
+    task_of = {step: task for task, step in rt.work_step_of.items()}
+
+    def details(step_name: str) -> str:
+        task_id = task_of.get(step_name)
+        if task_id is None:
+            return ''
+        round_now = state.read_state(rt.task_dir(task_id)).get('round')
+        spent = session.budget.task_spent(task_id)
+        return ', '.join([*([str(round_now)] if round_now else []), *([f'{spent:,} tokens'] if spent else [])])
+    return details
 
 
 def _still_stale(rt: RunInputs) -> bool:

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from orch.core.redact import RedactingStream
@@ -39,6 +40,8 @@ class Progress:
         self._last_draw = 0.0
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        # step name -> what else the terminal block shows of it (its round, its tokens so far), set by the run
+        self.details: Callable[[str], str] | None = None
 
     # -- events from the doit reporter
     def started(self, name: str) -> None:
@@ -138,7 +141,8 @@ class Progress:
                  f'{self.failed} failed, {len(self.running)} running]']
         for name, since in sorted(self.running.items()):
             act = self.activity.get(name, '')
-            lines.append(f'  {name} {now - since:5.0f}s {act[:80]}')
+            extra = self._details(name)
+            lines.append(f'  {name} {now - since:5.0f}s{f" [{extra}]" if extra else ""} {act[:80]}')
         # The block is erased by counting lines, so each must take exactly one row: a wrapped one
         # would leave its first half on the screen at every redraw.
         width = max(10, self._columns() - 1)
@@ -147,6 +151,12 @@ class Progress:
         self.stream.flush()
         self._drawn = len(lines)
         self._last_draw = now
+
+    def _details(self, name: str) -> str:
+        try:
+            return self.details(name) if self.details is not None else ''
+        except Exception:   # a display detail never stops a run
+            return ''
 
     def _columns(self) -> int:
         try:

@@ -104,6 +104,8 @@ def _codex_worker(rt: RunInputs, session: Session, step: Step, task: Task) -> No
                              'that merge cannot be resolved: resume with --executor local')
     try:
         with session.scheduler.slot(task):
+            if session.progress is not None:   # now, not when doit handed it a thread: it may have waited here
+                session.progress.started(step.name)
             if finish_interrupted_commit(work) or cache_hit.try_hit(work):
                 return
             budget.launch(rt, session, task, task_dir)
