@@ -257,7 +257,7 @@ def findings_lines(findings: Any) -> list[str]:
     for item in items:
         if isinstance(item, dict) and {'severity', 'file', 'message'} <= set(item):
             where = f'{item.get("file")}:{item["line"]}' if isinstance(item.get('line'), int) else item.get('file')
-            lines.append(f'[{item.get("severity")}] {where}: {item.get("message")}')
+            lines.append(f'[{item.get("severity")}] {f"{where}: " if where else ""}{item.get("message")}')
         elif isinstance(item, str):
             lines.append(item)
         else:
