@@ -148,6 +148,21 @@ def try_hit(work: TaskWork) -> bool:
     return True
 
 
+def does_not_fit(work: TaskWork, why: str) -> bool:
+    """A hit whose work did not land as it was (orch.steps.finish.HitDoesNotFit): a miss, its worker to run from
+    the new tip (False), or deferred when there is no provider key."""
+    rt, task_dir = work.rt, work.task_dir
+    output.write_line(f'warning: {work.task.id}: the cached result is not used: {why}', err=True)
+    checkout.restart(rt, task_dir, work.workdir, work.run_branch or '')
+    found = state.read_state(task_dir).get('cache')
+    record = {**(found if isinstance(found, dict) else {}), 'hit': False, 'refused': why}
+    state.update_state(task_dir, cache=record, status='pending', checks=None)
+    inputs = record.get('inputs')
+    if isinstance(inputs, dict) and rt.config.cache is not None:
+        _stop_without_key(work, record, cache_local.open_store(rt.repo, rt.config.cache.local), inputs)
+    return False
+
+
 def miss_reason(store: cache_store.GitRefStore, task_id: str, inputs: dict[str, str], refused: str | None) -> str:
     """Why the task's key found no entry: the inputs in which it differs from the nearest one."""
     if refused:

@@ -96,6 +96,12 @@ def commit_verified(work: TaskWork, rounds: Rounds, extra: dict[str, Any] | None
     land_and_record(work, pending, sha)
 
 
+class HitDoesNotFit(Exception):
+    """A cache hit's work does not land as it was on the run branch's moved tip: it would need a worker (a conflict
+    round, a repair on the new tip) in a thread the cache never had, unreserved — so it is a miss after all
+    (orch.steps.cache_hit.does_not_fit)."""
+
+
 def land_and_record(work: TaskWork, pending: dict[str, Any], sha: str | None) -> None:
     """Shared mode: land the task's commits on the run's branch first (a replay that needs the worker goes back
     into its rounds: a conflict round, its checks, a new commit, and here again); then result.json."""
@@ -103,6 +109,12 @@ def land_and_record(work: TaskWork, pending: dict[str, Any], sha: str | None) ->
         try:
             sha = landing.land(work)
         except landing.Rework as rework:
+            if (pending.get('cache') or {}).get('hit'):
+                (work.task_dir / 'pending.json').unlink(missing_ok=True)
+                state.update_state(work.task_dir, rework=None)
+                why = (f'it conflicts in {", ".join(rework.conflicts)}' if rework.conflicts else
+                       'its check fails' if rework.failed_check else 'it does not apply')
+                raise HitDoesNotFit(f'{why} on what landed on the run branch meanwhile') from None
             rounds = landing.rounds_for(pending, rework)
             rounds.save(work.task_dir)
             (work.task_dir / 'pending.json').unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from orch.failpoints import crash_point
 from orch.runstate import state
 from orch.steps import budget, cache_hit, checkout, git_seal, landing, verify
 from orch.steps.failure import Failed, fail
-from orch.steps.finish import continue_rounds, finish_interrupted_commit
+from orch.steps.finish import HitDoesNotFit, continue_rounds, finish_interrupted_commit
 from orch.steps.remote_work import DaskExecution
 from orch.steps.rounds import Rounds, changed_files, killed_midway, unrecorded_since
 from orch.steps.setup import run_setup
@@ -106,7 +106,11 @@ def _codex_worker(rt: RunInputs, session: Session, step: Step, task: Task) -> No
         with session.scheduler.slot(task):
             if session.progress is not None:   # now, not when doit handed it a thread: it may have waited here
                 session.progress.started(step.name)
-            if finish_interrupted_commit(work) or cache_hit.try_hit(work):
+            try:
+                done = finish_interrupted_commit(work) or cache_hit.try_hit(work)
+            except HitDoesNotFit as exc:
+                done = cache_hit.does_not_fit(work, str(exc))
+            if done:
                 return
             budget.launch(rt, session, task, task_dir)
             with tracing.span(f'execution {task.id}', {'codex_orch.task.id': task.id, 'codex_orch.executor':
