@@ -2,6 +2,6 @@
 
 The same file (two lines) is what `codex-orch init` writes into a host repository.
 """
-from orch.adapters.doit_runner import dodo_namespace
+from orch.engine.doit_runner import dodo_namespace
 
 globals().update(dodo_namespace())

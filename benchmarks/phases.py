@@ -34,7 +34,7 @@ WRAP = [
     ('orch.engine.inputs', 'load_inputs', 'load inputs (config, plan, rules, schemas)'),
     ('orch.engine.inputs', 'compile_plan', 'compile (rules x plan -> steps)'),
     ('orch.engine.inputs', 'write_task_entries', 'task.json files'),
-    ('orch.adapters.doit_runner', 'task_dict', 'doit task dicts'),
+    ('orch.engine.doit_runner', 'task_dict', 'doit task dicts'),
     ('orch.steps.actions', 'worktree', 'worktree'),
     ('orch.steps.actions', 'render_prompt', 'prompt'),
     ('orch.steps.actions', 'codex_worker', 'work step (total)'),
@@ -52,8 +52,8 @@ WRAP = [
     ('orch.adapters.worker', '_finish_record', 'worker: attempt.json'),
     ('orch.steps.actions', '_record_and_commit', 'commit (decisions + git commit)'),
     ('orch.steps.actions', '_write_result', 'result.json (+ git diff-tree)'),
-    ('orch.adapters.doit_runner', 'write_report', 'report'),
-    ('orch.adapters.doit_runner', 'report_digest', 'report digest'),
+    ('orch.engine.doit_runner', 'write_report', 'report'),
+    ('orch.engine.doit_runner', 'report_digest', 'report digest'),
     ('orch.engine.execute', 'task_rows', 'summary rows'),
 ]
 
@@ -90,9 +90,9 @@ def main() -> int:
         _wrap(module_name, attr, label)
     # doit_runner binds the actions in a dict at import time: point it at the wrapped ones.
     import orch.steps.actions
-    import orch.adapters.doit_runner
-    for key in list(getattr(orch.adapters.doit_runner, '_ACTIONS', {})):
-        orch.adapters.doit_runner._ACTIONS[key] = getattr(orch.steps.actions, orch.adapters.doit_runner._ACTIONS[key].__name__)
+    import orch.engine.doit_runner
+    for key in list(getattr(orch.engine.doit_runner, '_ACTIONS', {})):
+        orch.engine.doit_runner._ACTIONS[key] = getattr(orch.steps.actions, orch.engine.doit_runner._ACTIONS[key].__name__)
     start = time.perf_counter()
     rc = orch.main.main(sys.argv[2:])
     total = time.perf_counter() - start

@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         simple = None
         if argv[:1] in (['status'], ['resume']):
             # Answered from the run's no-op manifest when nothing changed, before argparse is built
-            # and before any command module loads (orch.fastpath).
-            from orch import fastpath
+            # and before any command module loads (orch.runstate.fastpath).
+            from orch.runstate import fastpath
             simple, answered = fastpath.from_argv(argv)
             if answered is not None:
                 return answered

@@ -521,7 +521,7 @@ def test_a_noop_resume_with_the_dask_executor_reaches_the_scheduler(tmp_path: Pa
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """A run that is up to date, its config on Dask, the scheduler down: resume exits 2 saying so, as the full path
     does, not 0 from the no-op fast path."""
-    from orch import fastpath
+    from orch.runstate import fastpath
     from tests.support.dask_cluster import free_port
     monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
     host = make_host(tmp_path, monkeypatch, capsys)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-import orch.adapters.doit_runner as doit_runner
+import orch.engine.doit_runner as doit_runner
 from tests.support.orchtest import files_snapshot, host_after_a_run, make_host
 
 

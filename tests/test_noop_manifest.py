@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from orch import fastpath
-from orch.runstate import manifest
+from orch.runstate import fastpath, manifest
 from orch.runstate.lock import RunLock
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, files_snapshot, make_host, three_task_plan
 

@@ -15,13 +15,14 @@ from typing import Any
 from tabulate import tabulate
 
 from orch import output
-from orch.adapters.doit_runner import stale_task_ids
 from orch.core.config import CONFIG_FILE, load_config
 from orch.core.plan import load_plan, topological_order
 from orch.core.prices import money, usage_cost
 from orch.core.resources import defaults_dir
 from orch.core.spec import check_spec
+from orch.core.status_text import nothing_would_run
 from orch.core.validate import load_json_schema
+from orch.engine.doit_runner import stale_task_ids
 from orch.engine.inputs import RunInputs, open_run
 from orch.engine.session import run_budget, spent_so_far
 from orch.errors import EXIT_OK, EXIT_TASK_FAILED
@@ -80,12 +81,6 @@ def dry_run_of(rt: RunInputs, again: str) -> int:
                           f'{budget.amount(max(0, budget.limit - budget.spent))} left')
     output.write_line(f'To do it: {again}')
     return SOMETHING
-
-
-def nothing_would_run(run_id: str, tasks: int) -> str:
-    """The dry run's answer when nothing would run (also what the no-op manifest records)."""
-    return (f'run {run_id}: nothing would run: all {tasks} task(s) are done and up to date '
-            '(dry run: nothing was spent or written)')
 
 
 def dry_run_new(repo: Path, plan_file: str, run_id: str | None) -> int:

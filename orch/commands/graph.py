@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 
 from orch import output
-from orch.adapters.doit_runner import stale_task_ids
 from orch.commands.common import find_repo
 from orch.core import graph as render
 from orch.core.redact import redact_obj
+from orch.engine.doit_runner import stale_task_ids
 from orch.engine.inputs import open_run
 from orch.runstate.runs import latest_run_id
 from orch.runstate.status import task_rows

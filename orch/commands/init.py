@@ -10,7 +10,7 @@ from orch.runstate import atomic
 from orch.runstate.runs import ORCH_DIR
 
 DODO = '''"""doit entry point: `doit list`, `doit info TASK`, `doit run` on the latest codex-orch run."""
-from orch.adapters.doit_runner import dodo_namespace
+from orch.engine.doit_runner import dodo_namespace
 
 globals().update(dodo_namespace())
 '''

@@ -17,9 +17,9 @@ from typing import Any
 
 from orch import output
 from orch.adapters import git
-from orch.adapters.doit_runner import stale_task_ids
 from orch.commands.common import find_repo
 from orch.core.plan import topological_order
+from orch.engine.doit_runner import stale_task_ids
 from orch.engine.inputs import RunInputs, open_run
 from orch.errors import EXIT_TASK_FAILED, GitError, OrchError
 from orch.runstate.lock import RunLock, holder_pid

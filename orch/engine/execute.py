@@ -12,11 +12,11 @@ from typing import Any
 
 from orch import output
 from orch.adapters import tracing, worker
-from orch.adapters.doit_runner import changed_entries, is_last, run_doit
 from orch.adapters.services import Services
 from orch.adapters.worker_env import provider_key
 from orch.core.redact import RedactingStream
 from orch.engine import cache_sync, noop_record
+from orch.engine.doit_runner import changed_entries, is_last, run_doit
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
 from orch.engine.reports import github_annotations, write_reports

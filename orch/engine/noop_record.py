@@ -14,7 +14,7 @@ Every input that can change what a resume would run, or what status shows, gets 
   the listing of the directory doit is installed in (an upgraded library changes a dist-info name).
 
 The manifest is written only when the run ended with every task done and no failure, and only when two
-snapshots taken before and after doit's own check of the whole graph (orch.adapters.doit_runner.
+snapshots taken before and after doit's own check of the whole graph (orch.engine.doit_runner.
 all_up_to_date) are identical: nothing changed while doit looked, so what the manifest vouches for is
 exactly the state doit found up to date.
 """
@@ -64,11 +64,10 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
     summary_lines: what a no-op resume of this state prints."""
-    from orch.adapters.doit_runner import all_up_to_date
-
     # The answers are rendered by the commands' own functions, so that they are their text exactly.
-    from orch.commands.dry_run import nothing_would_run
-    from orch.commands.status import document, render_table
+    from orch.core.status_text import nothing_would_run, render_table
+    from orch.engine.doit_runner import all_up_to_date
+    from orch.runstate.status import document
 
     if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt):
         return False

@@ -187,6 +187,11 @@ def _duration(st: dict[str, Any]) -> float | None:
     return None
 
 
+def document(rt: RunInputs, rows: list[dict[str, Any]], *, running: bool) -> dict[str, Any]:
+    """The status of a run from its task rows (also what the no-op manifest records, orch.engine.noop_record)."""
+    return {'run': run_record(rt), 'running': running, 'tasks': rows, 'removed': removed_tasks(rt)}
+
+
 def decisions_of(rt: RunInputs) -> list[dict[str, Any]]:
     out = []
     for task in rt.plan.tasks:

@@ -29,7 +29,6 @@ from doit.tools import config_changed
 from orch import output
 from orch.adapters import git
 from orch.adapters.doit_backend import ReadOnlySqliteDB, private_copy
-from orch.adapters.stale_reasons import prompt_because, run_files
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
 from orch.core.text import one_line
@@ -37,6 +36,7 @@ from orch.crashlog import write_crash_log
 from orch.engine.inputs import RunInputs, open_run, stored_task_entry, write_task_entries
 from orch.engine.progress import Progress
 from orch.engine.session import Session
+from orch.engine.stale_reasons import prompt_because, run_files
 from orch.errors import OrchError
 from orch.runstate import manifest, state
 from orch.runstate.runs import check_run_id, latest_run_id, record_use
