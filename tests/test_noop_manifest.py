@@ -464,3 +464,33 @@ def test_any_file_of_a_task_directory_and_a_removed_task_are_noticed(host: Host,
     assert fast(host) is None
     rc, out, _ = full(host, monkeypatch, 'status')
     assert rc == 0 and 'removed' in out and 'T9' in out
+
+
+@pytest.mark.parametrize('what', ['plan', 'config', 'rule', 'template'])
+def test_an_edit_made_during_the_run_is_seen_by_the_next_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str], what: str) -> None:
+    """The run compiled its graph from the inputs as it read them; an edit made while it went (here by the last
+    task's worker, after every other task ran) must not be vouched for by the manifest the run writes."""
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    h.write_plan(three_task_plan())
+    edit = {
+        'plan': f"sed -i 's/Create src/Make src/' {h.repo / 'plan.json'}",
+        'config': f"sed -i 's/    sandbox: read-only/    sandbox: read-only\\n    model: other-model/' "
+                  f"{h.repo / '.orchestrator/orchestrator.yaml'}",
+        'rule': f"mkdir -p {h.repo / '.orchestrator/rules'} && "
+                f"printf 'name: lint\\nscope: task\\nroles: [implementer]\\n"
+                f"output: \"{{task_dir}}/lint.json\"\\naction:\\n  shell: \"true\"\\n' > "
+                f"{h.repo / '.orchestrator/rules/lint.yaml'}",
+        'template': f"echo 'Be brief.' >> {h.repo / '.orchestrator/prompts/implementer.md'}",
+    }[what]
+    h.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [edit]}}})
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    assert fast(h) is None   # the manifest does not vouch for a state the run did not see
+    rc, out, err = h.cli('status', '--json')
+    assert rc == 0, err
+    statuses = {t['id']: t['status'] for t in json.loads(out)['tasks']}
+    affected = 'T3' if what == 'config' else 'T1'   # the reviewer's model; else the implementer's entry or inputs
+    assert statuses[affected] != 'done', statuses
+    assert (rc, out, err) == full(h, monkeypatch, 'status', '--json')

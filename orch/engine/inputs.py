@@ -25,7 +25,7 @@ from orch.core.schema_lint import strict_problems
 from orch.core.text import clean_json, utf8_safe
 from orch.core.validate import load_json_schema
 from orch.errors import InputError, SchemaError, problems_message
-from orch.runstate import atomic, state
+from orch.runstate import atomic, manifest, state
 from orch.runstate.runs import ORCH_DIR, RunInfo, load_run, run_dir
 
 PLAN_CHECK_FILE = 'plan-schema-checked'
@@ -44,6 +44,9 @@ class RunInputs:
     rules: RuleSet
     schemas: Mapping[str, dict[str, Any]]   # repo-relative path -> checked schema
     templates: Mapping[str, str]             # repo-relative path -> checked template
+    # The signatures of the files and directories these inputs were read from, taken before each was read
+    # (see source_paths): the no-op manifest vouches only for exactly the inputs the graph was compiled from.
+    sources: Sources | None = None
 
     @cached_property
     def layout(self) -> RunLayout:
@@ -145,6 +148,49 @@ def layout_for(run: RunInfo) -> RunLayout:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Signatures of the files (and rule directories) a run's inputs were read from, each taken before it was
+    read: an edit made after the read differs from them, whenever it was made."""
+
+    files: dict[str, manifest.FileSig]
+    dirs: dict[str, manifest.DirSig]
+
+
+def source_paths(repo: Path, plan_file: str, spec_file: str | None = None,
+                 role_files: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(files, directories) a run's inputs are read from, named as the no-op manifest names them: the config,
+    the plan schema, the plan, the spec, every rule file and both rule directories, the roles' schemas and
+    templates."""
+    files = [f'{ORCH_DIR}/{CONFIG_FILE}', f'{ORCH_DIR}/schemas/plan.json', plan_file,
+             *([spec_file] if spec_file else []), *(role_files or [])]
+    dirs = []
+    for rules in (builtin_rules_dir(), repo / ORCH_DIR / 'rules'):
+        dirs.append(str(rules))
+        files += rule_files(rules)
+    return files, dirs
+
+
+def rule_files(directory: Path) -> list[str]:
+    try:
+        return sorted(str(p) for p in directory.iterdir() if p.is_file())
+    except OSError:
+        return []
+
+
+def _signed(repo: Path, files: list[str], dirs: list[str], into: Sources | None) -> Sources | None:
+    """Add the signatures of these sources, now, before they are read; None when one cannot be signed (then
+    no manifest is written for this run)."""
+    if into is None:
+        return None
+    try:
+        into.files.update((s[0], s) for s in manifest.snapshot_files(str(repo), files))
+    except manifest.Unsignable:
+        return None
+    into.dirs.update((d[0], d) for d in manifest.snapshot_dirs(str(repo), dirs))
+    return into
+
+
+@dataclass(frozen=True)
 class LoadedInputs:
     """Everything of a run that does not depend on its record: see load_inputs."""
 
@@ -153,25 +199,31 @@ class LoadedInputs:
     rules: RuleSet
     schemas: Mapping[str, dict[str, Any]]
     templates: Mapping[str, str]
+    sources: Sources | None = None
 
     def for_run(self, repo: Path, info: RunInfo) -> RunInputs:
         return RunInputs(repo=repo, config=self.config, run=info, plan=self.plan, rules=self.rules,
-                         schemas=self.schemas, templates=self.templates)
+                         schemas=self.schemas, templates=self.templates, sources=self.sources)
 
 
-def load_inputs(repo: Path, plan_file: Path | str, *, plan_schema_valid: str | None = None) -> LoadedInputs:
+def load_inputs(repo: Path, plan_file: Path | str, *, plan_schema_valid: str | None = None,
+                spec_file: str | None = None) -> LoadedInputs:
     """Config, plan, rules, role schemas and templates, every one checked; raises InputError.
 
     plan_schema_valid: a Plan.schema_key recorded earlier (see load_plan).
     """
+    files, dirs = source_paths(repo, str(plan_file), spec_file)
+    sources = _signed(repo, files, dirs, Sources({}, {}))
     config = load_config(repo / ORCH_DIR / CONFIG_FILE)
     plan_schema = load_json_schema(repo / ORCH_DIR / 'schemas' / 'plan.json')
     plan = load_plan(repo / plan_file if not Path(plan_file).is_absolute() else Path(plan_file),
                      plan_schema, set(config.roles), schema_valid=plan_schema_valid)
     rules = load_host_rules(repo, config)
     roles = sorted({t.role for t in plan.tasks})
+    role_files = [path for name in roles for path in (config.role(name).schema_file, config.role(name).template)]
+    sources = _signed(repo, role_files, [], sources)
     schemas, templates = check_roles(repo, config, roles)
-    return LoadedInputs(config, plan, rules, schemas, templates)
+    return LoadedInputs(config, plan, rules, schemas, templates, sources)
 
 
 def load_host_rules(repo: Path, config: Config) -> RuleSet:
@@ -212,7 +264,7 @@ def open_run(repo: Path, run_id: str, *, info: RunInfo | None = None) -> RunInpu
         known = checked.read_text(encoding='utf-8').strip() or None
     except OSError:
         known = None
-    loaded = load_inputs(repo, info.plan_file, plan_schema_valid=known)
+    loaded = load_inputs(repo, info.plan_file, plan_schema_valid=known, spec_file=info.spec_file)
     if info.spec_file and not (repo / info.spec_file).is_file():
         raise InputError(f'{info.spec_file}: the run\'s spec file is gone (restore it, or start a new run)')
     return loaded.for_run(repo, info)

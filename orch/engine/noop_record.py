@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.core.resources import builtin_rules_dir
-from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs
+from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
 from orch.runstate import manifest
-from orch.runstate.runs import ORCH_DIR
 from orch.runstate.state import read_json
 
 
@@ -53,10 +51,12 @@ class Before:
 def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None) -> Before | None:
     """Take it before reading anything the manifest will vouch for (the rows of the summary): a change
     after this shows in the second snapshot, and then no manifest is written."""
-    if rt.config.services:
+    if rt.config.services or rt.sources is None:
         return None   # a resume starts and stops the services even when nothing is stale: not skipped
     files, dirs = inputs_of(rt)
-    snap = manifest.build(str(rt.repo), manifest.header(rt.repo, rt.run.run_id), files, dirs, {}, previous=previous)
+    # The sources as the run read them (not as they are now): an edit made during the run is a difference.
+    snap = manifest.build(str(rt.repo), manifest.header(rt.repo, rt.run.run_id), files, dirs, {}, previous=previous,
+                          as_read=(rt.sources.files, rt.sources.dirs))
     return Before(files, dirs, snap) if snap is not None else None
 
 
@@ -85,18 +85,9 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
 def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
     """(files, directories) whose signatures the manifest keeps; repo-relative or absolute."""
     run_dir = rt.layout.run_dir
-    files: list[str] = [
-        f'{ORCH_DIR}/orchestrator.yaml', f'{ORCH_DIR}/schemas/plan.json', rt.run.plan_file,
-        f'{run_dir}/run.json', f'{run_dir}/{PLAN_CHECK_FILE}', f'{run_dir}/task-entries.digest',
-        f'{run_dir}/doit.db', f'{run_dir}/doit.db-wal', f'{run_dir}/doit.db-journal', f'{run_dir}/doit.db-shm',
-        *rt.schemas, *rt.templates,
-    ]
-    if rt.run.spec_file:
-        files.append(rt.run.spec_file)
-    dirs: list[str] = []
-    for rules in (builtin_rules_dir(), rt.repo / ORCH_DIR / 'rules'):
-        dirs.append(str(rules))
-        files += _files_in(rules)
+    files, dirs = source_paths(rt.repo, rt.run.plan_file, rt.run.spec_file, [*rt.schemas, *rt.templates])
+    files += [f'{run_dir}/run.json', f'{run_dir}/{PLAN_CHECK_FILE}', f'{run_dir}/task-entries.digest',
+              f'{run_dir}/doit.db', f'{run_dir}/doit.db-wal', f'{run_dir}/doit.db-journal', f'{run_dir}/doit.db-shm']
     for step in rt.steps:
         files += step.file_dep
         files += step.targets
@@ -127,13 +118,6 @@ def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
     # library the config, plan or rules are read with shows as a changed listing.
     dirs.append(str(packages[-1].parent))
     return files, dirs
-
-
-def _files_in(directory: Path) -> list[str]:
-    try:
-        return sorted(str(p) for p in directory.iterdir() if p.is_file())
-    except OSError:
-        return []
 
 
 def _entries(directory: Path, *, dirs_only: bool = False) -> list[str]:

@@ -92,9 +92,9 @@ def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileS
             out.append((path, None, None, None, None, None, False))
             continue
         except OSError:
-            raise _Unknown(path) from None
+            raise Unsignable(path) from None
         if not stat.S_ISREG(st.st_mode):
-            raise _Unknown(path)
+            raise Unsignable(path)
         key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         racy = _racy(now_ns, st.st_mtime_ns, st.st_ctime_ns)
         old = previous.get(path)
@@ -103,7 +103,7 @@ def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileS
         else:
             digest = content_hash(full)
             if digest is None:
-                raise _Unknown(path)
+                raise Unsignable(path)
         out.append((path, *key, digest, racy))
     return out
 
@@ -124,7 +124,7 @@ def snapshot_dirs(root: str, paths: Iterable[str], *, now_ns: int | None = None)
     return out
 
 
-class _Unknown(Exception):
+class Unsignable(Exception):
     """An input that cannot be given a signature (unreadable, not a regular file): no manifest."""
 
 
@@ -144,14 +144,24 @@ class Manifest:
 
 
 def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterable[str], answers: dict[str, Any],
-          *, previous: Manifest | None = None) -> Manifest | None:
-    """A manifest of these inputs now, or None when one of them cannot be given a signature."""
+          *, previous: Manifest | None = None, as_read: tuple[dict[str, FileSig], dict[str, DirSig]] | None = None
+          ) -> Manifest | None:
+    """A manifest of these inputs now, or None when one of them cannot be given a signature.
+
+    as_read: signatures taken when the run read its sources (config, plan, rules ...), used for those paths
+    instead of new ones: a snapshot built so and compared with a new one (same_signatures) differs when a
+    source was edited after the run read it, also when that was before this snapshot."""
     prev = {f[0]: f for f in previous.files} if previous is not None else None
     try:
         sigs = snapshot_files(root, files, previous=prev)
-    except _Unknown:
+    except Unsignable:
         return None
-    return Manifest({**header, 'format': FORMAT}, sigs, snapshot_dirs(root, dirs), answers)
+    dir_sigs = snapshot_dirs(root, dirs)
+    if as_read is not None:
+        read_files, read_dirs = as_read
+        sigs = [read_files.get(sig[0], sig) for sig in sigs]
+        dir_sigs = [read_dirs.get(sig[0], sig) for sig in dir_sigs]
+    return Manifest({**header, 'format': FORMAT}, sigs, dir_sigs, answers)
 
 
 def same_signatures(a: Manifest, b: Manifest) -> bool:
