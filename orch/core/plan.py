@@ -1,6 +1,7 @@
 """The plan: a JSON list of tasks with dependencies, checked as a whole before anything runs."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from orch.core.files import decode_json_input, json_too_deep_at, read_input, too_deep_message
-from orch.core.validate import schema_errors
 from orch.errors import PlanError, problems_message
 
 # Ids become directory names and git branch components, so they are kept to a safe alphabet;
@@ -71,6 +71,10 @@ class Plan:
     tasks: tuple[Task, ...]
     digest: str = ''
     by_id: dict[str, Task] = field(default_factory=dict, compare=False)
+    # A digest of each task's object as the plan file gives it, and of the rest of the plan (see plan_digests):
+    # what the fast path compares to tell which tasks an edit touched.
+    task_digests: tuple[str, ...] = field(default=(), compare=False)
+    rest_digest: str = field(default='', compare=False)
     schema_key: str = field(default='', compare=False)   # see load_plan(schema_valid=)
 
     def __post_init__(self) -> None:
@@ -111,11 +115,12 @@ def load_plan(path: Path, plan_schema: dict[str, Any], roles: set[str], *, schem
     content (jsonschema costs ~30 us per task: 0.3 s for 10,000). The graph checks always run.
     """
     path = Path(path)
-    data, text = _read_json(path)
+    data, text = read_plan_data(path)
     try:
         digest = _digest(data)
         key = hashlib.sha256(f'{digest}\0{json.dumps(plan_schema, sort_keys=True)}'.encode()).hexdigest()
         if key != schema_valid:
+            from orch.core.validate import schema_errors  # jsonschema: only when the plan is checked
             problems = schema_errors(data, plan_schema)
             if problems:
                 raise PlanError(problems_message(path, problems, 'see the plan format in the README'))
@@ -124,24 +129,55 @@ def load_plan(path: Path, plan_schema: dict[str, Any], roles: set[str], *, schem
         raise PlanError(too_deep_message(str(path), 'plan', json_too_deep_at(text))) from None
     if problems:
         raise PlanError(problems_message(path, problems))
-    return plan_from_data(data, digest=digest, schema_key=key)
+    rest, tasks = plan_digests(data)
+    return dataclasses.replace(plan_from_data(data, digest=digest, schema_key=key), task_digests=tuple(tasks),
+                               rest_digest=rest)
+
+
+def plan_digests(data: dict[str, Any]) -> tuple[str, list[str]]:
+    """(digest of everything but the tasks, digest of each task's object): equal digests, equal content."""
+    rest = {k: v for k, v in data.items() if k != 'tasks'}
+    return (_short_digest(json.dumps(rest, sort_keys=True)),
+            [_short_digest(json.dumps(task, sort_keys=True)) for task in data['tasks']])
+
+
+def _short_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode('utf-8', 'surrogatepass'), digest_size=16).hexdigest()
+
+
+def items_only(plan_schema: dict[str, Any]) -> bool:
+    """Whether the plan schema checks each task on its own: then a plan whose other tasks and other fields were
+    valid is valid when each changed task is (the fast path checks only those). True for a schema whose top level
+    and `tasks` array use no keyword that relates tasks or fields to each other (uniqueItems, contains, if/then,
+    allOf, dependentSchemas, ...); anything else is checked whole by the full path."""
+    top_ok = {'$schema', '$id', '$comment', 'title', 'description', 'type', 'required', 'properties',
+              'additionalProperties', '$defs', 'definitions'}
+    tasks_ok = {'$comment', 'title', 'description', 'type', 'items', 'minItems', 'maxItems'}   # a count: the same
+    tasks = (plan_schema.get('properties') or {}).get('tasks') if isinstance(plan_schema, dict) else None
+    return (isinstance(tasks, dict) and set(plan_schema) <= top_ok and set(tasks) <= tasks_ok
+            and isinstance(tasks.get('items'), dict) and isinstance(plan_schema.get('additionalProperties', False),
+                                                                    bool))
 
 
 def plan_from_data(data: dict[str, Any], *, digest: str | None = None, schema_key: str = '') -> Plan:
-    tasks = tuple(Task(id=t['id'], role=t['role'], title=t['title'], description=t['description'],
-                       depends_on=tuple(t.get('depends_on', ())), paths=tuple(t.get('paths', ())),
-                       acceptance=tuple(t.get('acceptance', ())), checks=tuple(t.get('checks', ())),
-                       control_files=bool(t.get('control_files', False)), protect=tuple(t.get('protect', ())),
-                       max_tokens=t.get('max_tokens'))
-                  for t in data['tasks'])
+    tasks = tuple(task_from_data(t) for t in data['tasks'])
     return Plan(title=data.get('title', ''), tasks=tasks, digest=digest or _digest(data), schema_key=schema_key)
+
+
+def task_from_data(t: dict[str, Any]) -> Task:
+    """A schema-valid task object of a plan file as a Task."""
+    return Task(id=t['id'], role=t['role'], title=t['title'], description=t['description'],
+                depends_on=tuple(t.get('depends_on', ())), paths=tuple(t.get('paths', ())),
+                acceptance=tuple(t.get('acceptance', ())), checks=tuple(t.get('checks', ())),
+                control_files=bool(t.get('control_files', False)), protect=tuple(t.get('protect', ())),
+                max_tokens=t.get('max_tokens'))
 
 
 def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _read_json(path: Path) -> tuple[Any, str]:
+def read_plan_data(path: Path) -> tuple[Any, str]:
     """The plan's data and its text; a RecursionError (nesting too deep) is the caller's to report."""
     raw = read_input(path, limit=MAX_PLAN_BYTES, what='plan', fix='check --plan-file', error=PlanError)
     return decode_json_input(raw, path, what='plan', error=PlanError, loads=_parse_json,
@@ -168,21 +204,11 @@ def graph_problems(data: dict[str, Any], roles: set[str]) -> list[str]:
     seen: dict[str, int] = {}
     for i, task in enumerate(tasks):
         tid = task['id']
-        bad = id_problem(tid)
-        if bad:
-            problems.append(f'tasks[{i}].id: {tid!r} {bad}')
         if tid in seen:
             problems.append(f'tasks[{i}].id: duplicate id {tid!r} (first used by tasks[{seen[tid]}]; '
                             'give each task its own id)')
         seen.setdefault(tid, i)
-        if task['role'] not in roles:
-            problems.append(f'tasks[{i}].role: unknown role {task["role"]!r} '
-                            f'(known: {", ".join(sorted(roles))}; add it under roles: in the config)')
-        for key in ('paths', 'protect'):
-            for j, path in enumerate(task.get(key, ())):
-                bad = path_problem(path)
-                if bad:
-                    problems.append(f'tasks[{i}].{key}[{j}]: {path!r} {bad}')
+        problems += task_problems(i, task, roles)
     for i, task in enumerate(tasks):
         for j, dep in enumerate(task.get('depends_on', ())):
             if dep not in seen:
@@ -193,6 +219,24 @@ def graph_problems(data: dict[str, Any], roles: set[str]) -> list[str]:
     cycle = find_cycle({t['id']: [d for d in t.get('depends_on', ()) if d in seen] for t in tasks})
     if cycle:
         problems.append(f'tasks: dependency cycle {" -> ".join(cycle)} (remove one of these dependencies)')
+    return problems
+
+
+def task_problems(i: int, task: dict[str, Any], roles: set[str]) -> list[str]:
+    """The checks of one schema-valid task on its own: its id, its role, its paths."""
+    problems = []
+    tid = task['id']
+    bad = id_problem(tid)
+    if bad:
+        problems.append(f'tasks[{i}].id: {tid!r} {bad}')
+    if task['role'] not in roles:
+        problems.append(f'tasks[{i}].role: unknown role {task["role"]!r} '
+                        f'(known: {", ".join(sorted(roles))}; add it under roles: in the config)')
+    for key in ('paths', 'protect'):
+        for j, path in enumerate(task.get(key, ())):
+            bad = path_problem(path)
+            if bad:
+                problems.append(f'tasks[{i}].{key}[{j}]: {path!r} {bad}')
     return problems
 
 

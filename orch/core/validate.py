@@ -4,14 +4,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
-from pydantic import ValidationError
 
 from orch.core.files import decode_json_input, json_depth_exceeds, json_too_deep_at, read_input, too_deep_message
 from orch.errors import SchemaError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 def json_path(parts: Iterable[str | int]) -> str:

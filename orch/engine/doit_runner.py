@@ -31,6 +31,7 @@ from orch.adapters import git
 from orch.adapters.doit_backend import ReadOnlySqliteDB, private_copy
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
+from orch.core.task_entry import entry_changes
 from orch.core.text import one_line
 from orch.crashlog import write_crash_log
 from orch.engine.inputs import RunInputs, open_run, stored_task_entry, write_task_entries
@@ -280,28 +281,6 @@ def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str
             return out
         finally:
             dep.backend._conn.close()
-
-def entry_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Which fields of a plan entry changed, with a short delta for text ('description changed (+1 line)')."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        before, after = old.get(key), new.get(key)
-        if before == after:
-            continue
-        if isinstance(before, str) and isinstance(after, str):
-            a, b = before.splitlines(), after.splitlines()
-            added, removed = sum(1 for x in b if x not in a), sum(1 for x in a if x not in b)
-            delta = ', '.join(f'{sign}{n} line{"s" if n != 1 else ""}' for sign, n in (('+', added), ('-', removed))
-                              if n)
-            out.append(f'{key} changed ({delta or "reworded"})')
-        elif before is None:
-            out.append(f'{key} added')
-        elif after is None:
-            out.append(f'{key} removed')
-        else:
-            out.append(f'{key} changed')
-    return out
-
 
 def _gate_reasons(rt: RunInputs, step: Step, reasons: dict[str, Any], results: dict[str, str]) -> list[tuple[str, str]]:
     """Why a passed gate of a task would run again: its command or an input of its rule changed. (Its task's

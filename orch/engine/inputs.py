@@ -18,11 +18,10 @@ from orch.core.compile import RunLayout, Step, compile_plan
 from orch.core.config import CONFIG_FILE, Config, ResolvedRole, load_config
 from orch.core.plan import Plan, Task, load_plan
 from orch.core.prompts import check_template
-from orch.core.redact import redact_obj
 from orch.core.resources import builtin_rules_dir
 from orch.core.rules import RuleSet, load_rules
 from orch.core.schema_lint import strict_problems
-from orch.core.text import clean_json, utf8_safe
+from orch.core.task_entry import stored_entry
 from orch.core.validate import load_json_schema
 from orch.errors import InputError, SchemaError, problems_message
 from orch.runstate import atomic, manifest, state
@@ -99,21 +98,9 @@ def remember_plan_check(inputs: RunInputs) -> None:
             atomic.write_if_changed(inputs.run_dir / PLAN_CHECK_FILE, inputs.plan.schema_key + '\n')
 
 
-def task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
-    """task.json: the plan entry as compiled, with the checks the config adds for its role (so editing
-    either re-runs the task). A task without checks keeps the entry it always had."""
-    entry: dict[str, Any] = dict(task.entry())
-    checks = [*inputs.role(task.role).checks, *task.checks]
-    if checks:
-        entry['checks'] = checks
-    return entry
-
-
 def stored_task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
-    """task.json as it is stored, and so as it is compared (changed_entries): secrets redacted, and every
-    string as UTF-8 can hold it (a lone surrogate in a title is stored as U+FFFD, and compared so)."""
-    stored: dict[str, Any] = json.loads(json.dumps(clean_json(redact_obj(task_entry(inputs, task)), utf8_safe)))
-    return stored
+    """task.json as it is stored, and so as it is compared (changed_entries)."""
+    return stored_entry(task, inputs.role(task.role).checks)
 
 
 def write_task_entries(inputs: RunInputs) -> None:

@@ -78,8 +78,23 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     after = manifest.build(str(rt.repo), first.header, before.files, before.dirs, {}, previous=first)
     if after is None or not manifest.same_signatures(first, after):
         return False   # something changed while doit looked: vouch for nothing
-    manifest.save(rt.run_dir, manifest.Manifest(after.header, after.files, after.dirs, answers))
+    manifest.save(rt.run_dir, manifest.Manifest(after.header, after.files, after.dirs, answers, delta_index(rt)))
     return True
+
+
+def delta_index(rt: RunInputs) -> dict[str, Any]:
+    """What orch.runstate.delta needs to answer after a plan edit without loading the run; empty when it must
+    not (a result cache: its prediction needs git)."""
+    tasks_dir = f'{rt.layout.run_dir}/tasks'
+    if not rt.plan.task_digests or rt.config.cache is not None \
+            or any(rt.layout.task_dir(t.id) != f'{tasks_dir}/{t.id}' for t in rt.plan.tasks):
+        return {}
+    return {'delta': True, 'plan_file': rt.run.plan_file, 'plan_rest': rt.plan.rest_digest,
+            'plan_tasks': [[t.id, d] for t, d in zip(rt.plan.tasks, rt.plan.task_digests, strict=True)],
+            'role_checks': {name: list(rt.role(name).checks) for name in rt.config.roles},
+            'roles': sorted(rt.config.roles), 'tasks_dir': tasks_dir,
+            # the dry run's cost lines with prices or budgets need the config: then only status is answered
+            'dry_run': not (rt.config.prices or rt.config.token_budget or rt.config.cost_budget)}
 
 
 def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:

@@ -1,11 +1,12 @@
-"""Answering `status` and a no-op `resume` from the run's no-op manifest, before anything heavy loads.
+"""Answering `status`, the dry run and a no-op `resume` from the run's no-op manifest, before anything heavy loads.
 
 The manifest (orch.runstate.manifest) holds the signature of every input of a run at a moment doit
 found the whole graph up to date, and what status and resume printed then. When every signature still
 holds, doit would decide the same now, so the answer is given without importing doit, the config models,
 GitPython or jsonschema (their imports alone cost more than plain doit's whole no-op run). Whenever
 anything differs, or anything is in doubt, these functions return None and the command takes its full
-path, which finds the change and says why.
+path, which finds the change and says why. After a plan edit, status and the dry run are answered from the
+manifest and the edit alone when they can be (orch.runstate.delta).
 
 Nothing here writes but what every resume writes: the run's `used.json` (which run is the latest), under
 the run's lock. Status and the dry run write nothing.
@@ -23,6 +24,8 @@ from orch.runstate import manifest
 
 # Asks for the full path every time (benchmarks and tests compare the two answers).
 FULL_CHECK_ENV = 'CODEX_ORCH_FULL_CHECK'
+# More differing files than this and the full path answers without the fast path looking further.
+DIFFERENCES = 4
 # Variables that move git's repository discovery (or codex-orch's crash tests): the full path decides.
 _IN_DOUBT_ENV = ('GIT_DIR', 'GIT_WORK_TREE', 'GIT_COMMON_DIR', 'GIT_CEILING_DIRECTORIES',
                  'GIT_DISCOVERY_ACROSS_FILESYSTEM', CRASH_ENV, FULL_CHECK_ENV)
@@ -74,10 +77,11 @@ def _simple_namespace(argv: list[str]) -> argparse.Namespace | None:
 
 def status(args: argparse.Namespace) -> int | None:
     """Print the status as the full path would, or return None to let it."""
-    answers = noop_answers(args.run_id)
+    want = 'status_json' if args.json else 'status_table'
+    answers = noop_answers(args.run_id, want=want)
     if answers is None:
         return None
-    text = answers.get('status_json' if args.json else 'status_table')
+    text = answers.get(want)
     if not isinstance(text, str):
         return None
     output.write_line(text)
@@ -90,7 +94,9 @@ def resume(args: argparse.Namespace) -> int | None:
     if getattr(args, 'spec_file', None):
         return None   # a new spec changes the run
     if getattr(args, 'dry_run', False):
-        return _print(noop_answers(args.run_id), 'dry_run_lines')
+        answers = noop_answers(args.run_id, want='dry_run_lines')
+        code = _print(answers, 'dry_run_lines')
+        return code if code is None or answers is None else int(answers.get('dry_run_code', 0))
     if os.environ.get('GITHUB_STEP_SUMMARY'):
         # After a checkout that only touched files, doit re-runs the report step (its digest is of
         # stat signatures), which appends the report to the job summary: the full path does that.
@@ -124,9 +130,12 @@ def _print(answers: dict | None, key: str) -> int | None:
     return 0
 
 
-def noop_answers(run_id: str | None, *, use: bool = False) -> dict | None:
+def noop_answers(run_id: str | None, *, use: bool = False, want: str | None = None) -> dict | None:
     """What status and a no-op resume printed when the run (default: the latest, from the current
-    directory's repository) was last found up to date, if nothing changed since; else None."""
+    directory's repository) was last found up to date, if nothing changed since; else None.
+
+    want: the answer asked for (status_table, status_json, dry_run_lines): after a plan edit that one may
+    still be computed from the manifest and the edit (orch.runstate.delta)."""
     if any(os.environ.get(name) for name in _IN_DOUBT_ENV):
         return None
     try:
@@ -154,7 +163,15 @@ def noop_answers(run_id: str | None, *, use: bool = False) -> dict | None:
                 return None   # a run in progress: the full path says so
         except OSError:
             return None
-        return found.answers if manifest.first_difference(str(repo), found) is None else None
+        differing = manifest.differences(str(repo), found, limit=DIFFERENCES)
+        if differing is None:
+            return None
+        if not differing:
+            return found.answers
+        if want is None:
+            return None
+        from orch.runstate.delta import answers_after_edit  # an edit: maybe answered from it alone
+        return answers_after_edit(repo, found, differing, want)
     lock = RunLock(directory)
     try:
         lock.acquire()   # as the full path does first: a run in progress is its to report

@@ -27,7 +27,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +136,14 @@ class Manifest:
     files: list[FileSig]
     dirs: list[DirSig]
     answers: dict[str, Any]          # what status and a no-op resume print (see orch.engine.noop_record)
+    # what an answer after a plan edit is computed from (orch.runstate.delta); empty: none is
+    index: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         # the answers are printed redacted: kept so (the header and the paths are compared as they are)
         return json.dumps({'header': self.header, 'files': self.files, 'dirs': self.dirs,
-                           'answers': redact_obj(self.answers)}, separators=(',', ':'), ensure_ascii=False)
+                           'answers': redact_obj(self.answers), 'index': self.index},
+                          separators=(',', ':'), ensure_ascii=False)
 
 
 def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterable[str], answers: dict[str, Any],
@@ -206,42 +209,61 @@ def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
         files = [tuple(f) for f in data['files']]
         dirs = [tuple(d) for d in data['dirs']]
         answers = data['answers']
-        if not isinstance(answers, dict) or not all(len(f) == 7 and isinstance(f[0], str) for f in files) \
+        index = data.get('index') or {}
+        if not isinstance(answers, dict) or not isinstance(index, dict) \
+                or not all(len(f) == 7 and isinstance(f[0], str) for f in files) \
                 or not all(len(d) == 4 and isinstance(d[0], str) for d in dirs):
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return Manifest(data["header"], files, dirs, answers)
+    return Manifest(data["header"], files, dirs, answers, index)
 
 
 def first_difference(root: str, manifest: Manifest) -> str | None:
     """The first input that differs from the manifest (its path), or None when every one still matches."""
+    found = differences(root, manifest, limit=1)
+    return None if found == [] else (found or [''])[0]
+
+
+def differences(root: str, manifest: Manifest, *, limit: int) -> list[str] | None:
+    """The files that differ from the manifest, in its order; None when a directory differs (an entry came or
+    went) or more than `limit` files differ: the caller then takes the full path without looking further."""
+    out: list[str] = []
     for path, mtime, ctime, size, ino, digest, racy in manifest.files:
-        full = _full(root, path)
-        try:
-            st = os.stat(full)
-        except FileNotFoundError:
-            if mtime is None:
-                continue
-            return path
-        except OSError:
-            return path
-        if mtime is None or not stat.S_ISREG(st.st_mode):
-            return path   # appeared, or is no longer a regular file
-        if not racy and (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) == (mtime, ctime, size, ino):
-            continue
-        if st.st_size != size or content_hash(full) != digest:
-            return path
+        if len(out) > limit:
+            return None
+        if _file_differs(root, path, mtime, ctime, size, ino, digest, racy):
+            out.append(path)
+    if len(out) > limit:
+        return None
     for path, mtime, listing, racy in manifest.dirs:
-        full = _full(root, path)
-        try:
-            now = os.stat(full).st_mtime_ns
-        except OSError:
-            if mtime is None:
-                continue
-            return path
-        if mtime is None:
-            return path
-        if (racy or now != mtime) and listing_hash(full) != listing:
-            return path
-    return None
+        if _dir_differs(root, path, mtime, listing, racy):
+            return None
+    return out
+
+
+def _file_differs(root: str, path: str, mtime: int | None, ctime: int | None, size: int | None, ino: int | None,
+                  digest: str | None, racy: bool) -> bool:
+    full = _full(root, path)
+    try:
+        st = os.stat(full)
+    except FileNotFoundError:
+        return mtime is not None
+    except OSError:
+        return True
+    if mtime is None or not stat.S_ISREG(st.st_mode):
+        return True   # appeared, or is no longer a regular file
+    if not racy and (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) == (mtime, ctime, size, ino):
+        return False
+    return st.st_size != size or content_hash(full) != digest
+
+
+def _dir_differs(root: str, path: str, mtime: int | None, listing: str | None, racy: bool) -> bool:
+    full = _full(root, path)
+    try:
+        now = os.stat(full).st_mtime_ns
+    except OSError:
+        return mtime is not None
+    if mtime is None:
+        return True
+    return (racy or now != mtime) and listing_hash(full) != listing
