@@ -1,0 +1,240 @@
+"""Issue 22: status and the dry run after an edit are answered from the no-op manifest and the edit alone when
+they can be (orch.runstate.delta), and then exactly as the full check answers; every other edit takes the full
+path. Each kind of edit is made on a finished run, and the fast and the full answers of `status`, `status --json`
+and `resume --dry-run` are compared whole (exit code, stdout, stderr)."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch.runstate import fastpath
+from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
+
+RUN = 'r1'
+COMMANDS = (('status',), ('status', '--json'), ('resume', '--dry-run'))
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    h.write_plan(three_task_plan())
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    return h
+
+
+def delta_answered(host: Host, want: str = 'status_table') -> bool:
+    """Whether the fast path answered from the manifest and the edit (not the full path)."""
+    cwd = os.getcwd()
+    os.chdir(host.repo)
+    try:
+        return fastpath.noop_answers(None, want=want) is not None
+    finally:
+        os.chdir(cwd)
+
+
+def both(host: Host, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, Any]:
+    fast = host.cli(*args)
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        full = host.cli(*args)
+    return fast, full
+
+
+def edit_task(host: Host, index: int, **fields: Any) -> None:
+    plan = three_task_plan()
+    plan['tasks'][index].update(fields)
+    host.write_plan(plan)
+
+
+def run_dir(host: Host) -> Path:
+    return host.run_dir(RUN)
+
+
+# Edits of task fields: answered from the edit alone.
+FIELD_EDITS: dict[str, Callable[[Host], None]] = {
+    'description of the first task': lambda h: edit_task(h, 0, description='Create src/greet.py, politely.'),
+    'description of the leaf': lambda h: edit_task(h, 2, description='Review the change.\nTwice.'),
+    'title': lambda h: edit_task(h, 1, title='Test greet() well'),
+    'acceptance': lambda h: edit_task(h, 0, acceptance=["greet('x') == 'Hello, x'", 'it has a docstring']),
+    'paths': lambda h: edit_task(h, 1, paths=['tests/test_greet.py', 'tests/conftest.py']),
+    'checks': lambda h: edit_task(h, 0, checks=['true']),
+    'protect': lambda h: edit_task(h, 0, protect=['docs/*']),
+    'max_tokens': lambda h: edit_task(h, 2, max_tokens=50000),
+    'two tasks': lambda h: host_write(h, lambda p: (p['tasks'][0].update(title='A'), p['tasks'][2].update(title='B'))),
+    'reformatted, same content': lambda h: (h.repo / 'plan.json').write_text(json.dumps(three_task_plan())),
+}
+
+
+def host_write(host: Host, change: Callable[[dict[str, Any]], Any]) -> None:
+    plan = three_task_plan()
+    change(plan)
+    host.write_plan(plan)
+
+
+@pytest.mark.parametrize('kind', list(FIELD_EDITS))
+def test_a_task_field_edit_is_answered_from_the_edit_as_the_full_check_answers(
+        host: Host, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    FIELD_EDITS[kind](host)
+    assert delta_answered(host, 'status_table') and delta_answered(host, 'dry_run_lines'), kind
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, (kind, args)
+    rc, out, _ = host.cli('status', '--json')
+    statuses = {t['id']: t['status'] for t in json.loads(out)['tasks']}
+    if kind == 'reformatted, same content':
+        assert set(statuses.values()) == {'done'}
+    else:
+        assert 'stale' in statuses.values(), statuses   # the edit is seen (and its downstream, compared above)
+
+
+def _unknown_role(h: Host) -> None:
+    edit_task(h, 1, role='painter')
+
+
+def _bad_path(h: Host) -> None:
+    edit_task(h, 1, paths=['../outside.py'])
+
+
+def _schema_invalid(h: Host) -> None:
+    edit_task(h, 1, colour='blue')   # the plan schema allows no other fields
+
+
+def _broken_json(h: Host) -> None:
+    (h.repo / 'plan.json').write_text('{"tasks": [')
+
+
+def _role(h: Host) -> None:
+    edit_task(h, 2, role='tester')
+
+
+def _depends_on(h: Host) -> None:
+    edit_task(h, 2, depends_on=['T1'])
+
+
+def _added(h: Host) -> None:
+    host_write(h, lambda p: p['tasks'].append({'id': 'T4', 'role': 'reviewer', 'title': 'Again',
+                                               'description': 'Review it again.', 'depends_on': ['T3']}))
+
+
+def _removed(h: Host) -> None:
+    host_write(h, lambda p: p['tasks'].pop())
+
+
+def _reordered(h: Host) -> None:
+    host_write(h, lambda p: p['tasks'].reverse())
+
+
+def _plan_title(h: Host) -> None:
+    host_write(h, lambda p: p.update(title='Greetings'))
+
+
+def _spec(h: Host) -> None:
+    (h.repo / 'spec.md').write_text('# Spec\nGreet people warmly.\n')
+
+
+def _template(h: Host) -> None:
+    path = h.repo / '.orchestrator/prompts/tester.md'
+    path.write_text(path.read_text() + '\nBe thorough.\n')
+
+
+def _schema(h: Host) -> None:
+    path = h.repo / '.orchestrator/schemas/reviewer.json'
+    path.write_text(json.dumps({**json.loads(path.read_text()), 'description': 'A review.'}, indent=2))
+
+
+def _config(h: Host) -> None:
+    edit_config(h.repo, {'    sandbox: read-only': '    sandbox: read-only\n    model: other-model'})
+
+
+def _rule(h: Host) -> None:
+    rules = h.repo / '.orchestrator/rules'
+    rules.mkdir(exist_ok=True)
+    (rules / 'lint.yaml').write_text('name: lint\nscope: task\nroles: [implementer]\n'
+                                     'output: "{task_dir}/lint.json"\naction:\n  shell: "true"\n')
+
+
+def _upstream_result(h: Host) -> None:
+    path = run_dir(h) / 'tasks/T1/result.json'
+    path.write_text(json.dumps({**json.loads(path.read_text()), 'duration': 12.5}, indent=2))
+
+
+def _hand_edited_result(h: Host) -> None:
+    path = run_dir(h) / 'tasks/T3/result.json'
+    path.write_text(json.dumps({**json.loads(path.read_text()), 'commit': 'f' * 40}, indent=2))
+
+
+def _hand_edited_entry(h: Host) -> None:
+    path = run_dir(h) / 'tasks/T2/task.json'
+    path.write_text(json.dumps({**json.loads(path.read_text()), 'title': 'By hand'}, indent=2))
+
+
+def _forget(h: Host) -> None:
+    with sqlite3.connect(run_dir(h) / 'doit.db') as db:
+        db.execute("delete from doit where task_id = 'work:T2'")
+
+
+def _plan_and_spec(h: Host) -> None:
+    edit_task(h, 0, description='Create src/greet.py, politely.')
+    _spec(h)
+
+
+OTHER_EDITS = [_unknown_role, _bad_path, _schema_invalid, _broken_json, _role, _depends_on, _added, _removed,
+               _reordered, _plan_title, _spec, _template, _schema, _config, _rule, _upstream_result,
+               _hand_edited_result, _hand_edited_entry, _forget, _plan_and_spec]
+
+
+@pytest.mark.parametrize('edit', OTHER_EDITS, ids=lambda e: e.__name__.strip('_'))
+def test_every_other_edit_takes_the_full_path_and_both_answers_agree(
+        host: Host, monkeypatch: pytest.MonkeyPatch, edit: Callable[[Host], None]) -> None:
+    edit(host)
+    assert not delta_answered(host, 'status_table') and not delta_answered(host, 'dry_run_lines')
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, (edit.__name__, args)
+    if edit in (_unknown_role, _bad_path, _schema_invalid, _broken_json):
+        rc, _, err = host.cli('status')
+        assert rc == 2 and 'plan.json' in err, err   # the full path's one clear message
+
+
+def test_an_undone_edit_is_a_noop_again(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = host.cli('status')
+    FIELD_EDITS['title'](host)
+    assert host.cli('status') != before
+    host.write_plan(three_task_plan())
+    assert host.cli('status') == before
+    fast, full = both(host, monkeypatch, 'resume', '--dry-run')
+    assert fast == full and fast[0] == 0
+
+
+def test_after_the_edit_ran_the_answer_is_a_noop_again(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    FIELD_EDITS['description of the leaf'](host)
+    host.clear_log()
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert host.launched_tasks() == ['T3']
+    fast, full = both(host, monkeypatch, 'status', '--json')
+    assert fast == full and {t['status'] for t in json.loads(fast[1])['tasks']} == {'done'}
+
+
+def test_with_a_price_table_status_is_answered_and_the_dry_run_takes_the_full_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    with (h.repo / '.orchestrator/orchestrator.yaml').open('a') as f:
+        f.write('prices:\n  default: {input: 1.0, cached_input: 0.1, output: 4.0}\n')
+    h.write_plan(three_task_plan())
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    FIELD_EDITS['title'](h)
+    assert delta_answered(h, 'status_table') and not delta_answered(h, 'dry_run_lines')
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
