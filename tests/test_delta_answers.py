@@ -238,3 +238,56 @@ def test_with_a_price_table_status_is_answered_and_the_dry_run_takes_the_full_pa
     for args in COMMANDS:
         fast, full = both(h, monkeypatch, *args)
         assert fast == full, args
+
+
+# ------------------------------------------------------------------ resume after an edit: only what it touches
+
+def scope_of(host: Host) -> frozenset[str] | None:
+    """What a resume now would hand doit (orch.engine.noop_record.affected_by_edit), read without writing."""
+    from orch.engine import noop_record
+    from orch.engine.inputs import open_run
+    from orch.runstate import manifest
+    rt = open_run(host.repo, RUN)
+    return noop_record.affected_by_edit(rt, manifest.load(rt.run_dir, manifest.header(rt.repo, RUN)))
+
+
+def test_a_resume_after_a_field_edit_looks_only_at_the_edited_tasks_and_below(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    FIELD_EDITS['title'](host)   # T2: T2 and T3 below it
+    assert scope_of(host) == {'T2', 'T3'}
+    FIELD_EDITS['description of the leaf'](host)
+    assert scope_of(host) == {'T3'}
+    host.clear_log()
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert host.launched_tasks() == ['T3']
+    assert delta_answered(host) and scope_of(host) == frozenset()   # a new manifest, nothing differs
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+    assert {t['status'] for t in json.loads(both(host, monkeypatch, 'status', '--json')[1][1])['tasks']} == {'done'}
+
+
+@pytest.mark.parametrize('edit', [_spec, _role, _depends_on, _added, _plan_title, _hand_edited_entry, _forget,
+                                  _plan_and_spec], ids=lambda e: e.__name__.strip('_'))
+def test_any_other_edit_gets_the_whole_graph(host: Host, edit: Callable[[Host], None]) -> None:
+    edit(host)
+    assert scope_of(host) is None
+
+
+def test_a_change_outside_the_scope_during_the_resume_is_not_vouched_for(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leaf's worker rewrites T1's answer (outside the resume's scope): the manifest the resume writes must
+    not call T2, which depends on that answer, up to date."""
+    t1_result = run_dir(host) / 'tasks/T1/result.json'
+    rewrite = ("python3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['answer']['summary']='Rewritten.'; "
+               f"json.dump(d, open(p, 'w'))\" {t1_result}")
+    host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [rewrite]}}})
+    FIELD_EDITS['description of the leaf'](host)
+    assert scope_of(host) == {'T3'}
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    fast, full = both(host, monkeypatch, 'status', '--json')
+    assert fast == full
+    statuses = {t['id']: t['status'] for t in json.loads(full[1])['tasks']}
+    assert statuses['T2'] == 'stale', statuses

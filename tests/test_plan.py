@@ -154,3 +154,36 @@ def test_valid_plan_loads(tmp_path: Path) -> None:
     assert plan.by_id['A'].entry() == {'id': 'A', 'role': 'implementer', 'title': 't', 'description': 'd',
                                        'depends_on': [], 'paths': ['a.py'], 'acceptance': ['works']}
     assert plan.dependents('A') == ['B']
+
+
+def test_after_an_edit_only_the_changed_tasks_are_schema_checked_and_a_bad_one_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_plan(schema_valid=) with the record of an earlier check: only task objects it did not pass are given
+    to jsonschema, and a problem is still reported with its place in the whole plan."""
+    from orch.core import validate
+    path = tmp_path / 'plan.json'
+    tasks = [task(f'T{i}') for i in range(5)]
+    path.write_text(json.dumps({'tasks': tasks}))
+    record = load_plan(path, SCHEMA, ROLES).schema_key
+    checked: list[int] = []
+    real = validate.schema_errors
+
+    def counting(instance: dict, schema: dict) -> list[str]:
+        checked.append(len(instance['tasks']))
+        return real(instance, schema)
+    monkeypatch.setattr(validate, 'schema_errors', counting)
+    tasks[3] = task('T3', description='edited')
+    path.write_text(json.dumps({'tasks': tasks}))
+    load_plan(path, SCHEMA, ROLES, schema_valid=record)
+    assert checked == [1]                     # the edited task alone
+    tasks[3] = task('T3', colour='blue')      # not allowed by the schema
+    path.write_text(json.dumps({'tasks': tasks}))
+    checked.clear()
+    with pytest.raises(PlanError) as exc:
+        load_plan(path, SCHEMA, ROLES, schema_valid=record)
+    assert "tasks[3]: Additional properties are not allowed ('colour' was unexpected)" in str(exc.value)
+    assert checked == [1, 5]                  # found in the changed task; then said with its place
+    path.write_text(json.dumps({'tasks': tasks[:2]}))   # fewer tasks, all passed before: a count the schema
+    checked.clear()                                      # may bound (minItems), so the whole plan is checked
+    load_plan(path, SCHEMA, ROLES, schema_valid=record)
+    assert checked == [2]

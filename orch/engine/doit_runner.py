@@ -143,18 +143,20 @@ def is_last(step: Step) -> bool:
 
 
 def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report: str = 'include',
-              read_only: bool = False, summarize: bool = False) -> dict[str, Any]:
+              read_only: bool = False, summarize: bool = False, scope: frozenset[str] | None = None) -> dict[str, Any]:
     """A doit namespace for the run. report: 'include' (dodo), 'exclude' (main run) or 'only'.
 
     read_only: for `doit list`/`info`, which must not write (task.json is written by a run).
+    scope: only these tasks' steps and the run's own (orch.engine.noop_record.affected_by_edit: every other step is
+    known up to date, and its targets are plain files to doit).
     """
     def task_codex_orch() -> Iterator[dict[str, Any]]:
         if report == 'only':
             steps = [s for s in rt.steps if is_last(s)]
         else:
             if not read_only:
-                write_task_entries(rt)
-            steps = [s for s in rt.steps if report == 'include' or not is_last(s)]
+                write_task_entries(rt, scope)
+            steps = [s for s in scoped_steps(rt, scope) if report == 'include' or not is_last(s)]
         groups: set[str] = set()
         for step in steps:
             base, _, sub = step.name.partition(':')
@@ -170,11 +172,12 @@ def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report
     return {'task_codex_orch': task_codex_orch, 'DOIT_CONFIG': doit_config(rt, session, backend, summarize)}
 
 
-def run_doit(rt: RunInputs, session: Session, argv: list[str], *, report: str = 'exclude') -> int:
+def run_doit(rt: RunInputs, session: Session, argv: list[str], *, report: str = 'exclude',
+             scope: frozenset[str] | None = None) -> int:
     extra = {'BACKEND': {BACKEND: 'orch.adapters.doit_backend:WriteThroughSqliteDB'}}
     saved = sys.stdout, sys.stderr
     try:
-        main = DoitMain(ModuleTaskLoader(namespace(rt, session, report=report)), config_filenames=(),
+        main = DoitMain(ModuleTaskLoader(namespace(rt, session, report=report, scope=scope)), config_filenames=(),
                         extra_config=extra)
         with few_full_collections():
             return int(main.run(argv))
@@ -237,10 +240,11 @@ def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
             for tid, why in stale.items()}
 
 
-def changed_entries(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
-    """Tasks whose plan entry (or the checks the config adds) differs from their task.json, field by field."""
+def changed_entries(rt: RunInputs, only: frozenset[str] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """Tasks whose plan entry (or the checks the config adds) differs from their task.json, field by field
+    (only: of these tasks)."""
     stale: dict[str, list[tuple[str, str]]] = {}
-    for task in rt.plan.tasks:
+    for task in rt.plan.tasks if only is None else [t for t in rt.plan.tasks if t.id in only]:
         try:
             on_disk = json.loads((rt.task_dir(task.id) / 'task.json').read_text(encoding='utf-8'))
         except (OSError, ValueError):
@@ -251,14 +255,21 @@ def changed_entries(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
     return stale
 
 
-def all_up_to_date(rt: RunInputs) -> bool:
+def all_up_to_date(rt: RunInputs, scope: frozenset[str] | None = None) -> bool:
     """Whether a `doit run` of the whole graph would run nothing now and status would call nothing stale:
     doit's own check of every step (file deps by md5, targets, uptodate callables such as worktree_ready),
-    and every task.json equal to its plan entry; without running or writing anything."""
+    and every task.json equal to its plan entry; without running or writing anything.
+
+    scope: check only these tasks' steps and the run's own (the caller knows the others are up to date)."""
     db = rt.run_dir / 'doit.db'
-    if not db.exists() or changed_entries(rt):
+    if not db.exists() or changed_entries(rt, scope):
         return False
-    return all(status.status == 'up-to-date' for _, status, _ in _doit_statuses(rt, list(rt.steps), db))
+    return all(status.status == 'up-to-date' for _, status, _ in _doit_statuses(rt, scoped_steps(rt, scope), db))
+
+
+def scoped_steps(rt: RunInputs, scope: frozenset[str] | None) -> list[Step]:
+    """The steps of these tasks and the run's own steps (all of them without a scope)."""
+    return list(rt.steps) if scope is None else [s for s in rt.steps if s.task_id is None or s.task_id in scope]
 
 
 def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str, Any, bool]]:

@@ -55,6 +55,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
     progress.details = running_details(rt, session)
     session.ensure_lock()
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
+    # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
+    scope = noop_record.affected_by_edit(rt, previous)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
@@ -65,7 +67,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
             try:
                 services.start()
                 cache_sync.pull_before(rt)
-                rc = run_doit(rt, session, _argv(rt, options))
+                rc = run_doit(rt, session, _argv(rt, options), scope=scope)
                 if any(is_last(s) for s in rt.steps):
                     report_rc = run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))],
                                          report='only')
@@ -101,13 +103,14 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
     code = exit_code(rows, rc)
     # a failed step never exits 0, whatever the tasks' records say (a prompt step that failed leaves the last result)
     code = EXIT_TASK_FAILED if code == EXIT_OK and (session.step_failures or rc) else code
-    if code == EXIT_OK and _still_stale(rt):
+    if code == EXIT_OK and _still_stale(rt, scope):
         return EXIT_INTERNAL
     if code == EXIT_OK and before is not None:
         # What a no-op resume of this state would print is what this one printed (every task done);
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
-            noop_record.record(rt, before, rows, [line for line, err in lines if not err])
+            noop_record.record(rt, before, rows, [line for line, err in lines if not err], previous=previous,
+                               scope=scope)
     return code
 
 
@@ -125,10 +128,11 @@ def running_details(rt: RunInputs, session: Session) -> Callable[[str], str]:
     return details
 
 
-def _still_stale(rt: RunInputs) -> bool:
+def _still_stale(rt: RunInputs, scope: frozenset[str] | None) -> bool:
     """A task whose plan entry still differs from its task.json after a run that did all it could: no resume
-    can bring it up to date (what is stored for comparison is not what is compared). Said, never exit 0."""
-    stale = changed_entries(rt)
+    can bring it up to date (what is stored for comparison is not what is compared). Said, never exit 0.
+    scope: the only tasks whose entries may have changed (orch.engine.noop_record.affected_by_edit)."""
+    stale = changed_entries(rt, scope)
     for task_id, why in stale.items():
         output.write_line(f'  STALE {task_id}: still stale after this run ({"; ".join(d for _, d in why)}), and no '
                           'resume can change that; please report it', err=True)

@@ -95,7 +95,7 @@ def remember_plan_check(inputs: RunInputs) -> None:
     """Record that this plan passed the plan schema (see open_run); only a cache."""
     if inputs.plan.schema_key:
         with contextlib.suppress(OSError):
-            atomic.write_if_changed(inputs.run_dir / PLAN_CHECK_FILE, inputs.plan.schema_key + '\n')
+            atomic.write_if_changed(inputs.run_dir / PLAN_CHECK_FILE, inputs.plan.schema_key)
 
 
 def stored_task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def stored_task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
     return stored_entry(task, inputs.role(task.role).checks)
 
 
-def write_task_entries(inputs: RunInputs) -> None:
+def write_task_entries(inputs: RunInputs, scope: frozenset[str] | None = None) -> None:
     """task.json per task, rewritten only when the entry changed (it is a file_dep).
 
     Once all are written, a digest of the plan and the config's checks is recorded beside them; while
@@ -122,6 +122,8 @@ def write_task_entries(inputs: RunInputs) -> None:
     except OSError:
         pass
     for task, path in zip(inputs.plan.tasks, files, strict=True):
+        if scope is not None and task.id not in scope:
+            continue   # its plan object is as when its entry was written (orch.engine.noop_record.affected_by_edit)
         atomic.write_if_changed(Path(path), json.dumps(stored_task_entry(inputs, task), indent=2, sort_keys=True,
                                                        ensure_ascii=False) + '\n')
     if inputs.plan.digest:
@@ -248,7 +250,7 @@ def open_run(repo: Path, run_id: str, *, info: RunInfo | None = None) -> RunInpu
     # only, so read-only commands (status, merge, clean) never write into a run.
     checked = run_dir(repo, run_id) / PLAN_CHECK_FILE
     try:
-        known = checked.read_text(encoding='utf-8').strip() or None
+        known = checked.read_text(encoding='utf-8') or None
     except OSError:
         known = None
     loaded = load_inputs(repo, info.plan_file, plan_schema_valid=known, spec_file=info.spec_file)

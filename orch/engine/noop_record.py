@@ -60,16 +60,23 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None) ->
     return Before(files, dirs, snap) if snap is not None else None
 
 
-def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str]) -> bool:
+def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str], *,
+           previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None) -> bool:
     """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
-    summary_lines: what a no-op resume of this state prints."""
+    summary_lines: what a no-op resume of this state prints.
+
+    scope: the tasks this resume looked at after a plan edit (affected_by_edit), with `previous`, the manifest
+    it started from: when nothing outside them changed since that manifest, only their steps (and the run's
+    own) are checked; every other step is still as that manifest found it, up to date."""
     # The answers are rendered by the commands' own functions, so that they are their text exactly.
     from orch.core.status_text import nothing_would_run, render_table
     from orch.engine.doit_runner import all_up_to_date
     from orch.runstate.status import document
 
-    if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt):
+    if scope is not None and (previous is None or not _changed_only_within(rt, before.snapshot, previous, scope)):
+        scope = None
+    if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt, scope=scope):
         return False
     doc = document(rt, rows, running=False)   # read between the snapshots, like the rows
     answers = {'status_table': render_table(doc), 'status_json': json.dumps(doc, indent=2, sort_keys=True),
@@ -82,6 +89,36 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     return True
 
 
+def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manifest.Manifest,
+                         scope: frozenset[str]) -> bool:
+    """Whether every input that differs between the two snapshots belongs to the scope: the plan file, the run
+    directory's own files, the scoped tasks' directories, and the files of the scoped tasks' steps and of the
+    run's own steps (their dependencies, targets and worktree records)."""
+    run_dir = rt.layout.run_dir
+    task_dirs = tuple(f'{rt.layout.task_dir(t)}/' for t in scope)
+    own: set[str] = {rt.run.plan_file}
+    for step in rt.steps:
+        if step.task_id is None or step.task_id in scope:
+            own.update(step.file_dep)
+            own.update(step.targets)
+            if step.builtin is not None and step.builtin.provides == 'workspace':
+                own.update(_worktree_files(rt, step.outputs['workspace']))
+
+    def within(path: str) -> bool:
+        return path in own or path.startswith(task_dirs) or os.path.dirname(path) == run_dir
+
+    old_files = {f[0]: f[:6] for f in previous.files}
+    new_files = {f[0]: f[:6] for f in now.files}
+    if any(not within(path) for path in set(old_files) ^ set(new_files)):
+        return False
+    if any(old_files.get(path) != sig and not within(path) for path, sig in new_files.items()):
+        return False
+    old_dirs = {d[0]: d[:3] for d in previous.dirs}
+    new_dirs = {d[0]: d[:3] for d in now.dirs}
+    return set(old_dirs) == set(new_dirs) and all(
+        old_dirs[path] == sig or f'{path}/'.startswith(task_dirs) for path, sig in new_dirs.items())
+
+
 def delta_index(rt: RunInputs) -> dict[str, Any]:
     """What orch.runstate.delta needs to answer after a plan edit without loading the run; empty when it must
     not (a result cache: its prediction needs git)."""
@@ -91,6 +128,7 @@ def delta_index(rt: RunInputs) -> dict[str, Any]:
         return {}
     return {'delta': True, 'plan_file': rt.run.plan_file, 'plan_rest': rt.plan.rest_digest,
             'plan_tasks': [[t.id, d] for t, d in zip(rt.plan.tasks, rt.plan.task_digests, strict=True)],
+            'graph': [[t.role, list(t.depends_on)] for t in rt.plan.tasks],   # what the compiled steps follow
             'role_checks': {name: list(rt.role(name).checks) for name in rt.config.roles},
             'roles': sorted(rt.config.roles), 'tasks_dir': tasks_dir,
             # the dry run's cost lines with prices or budgets need the config: then only status is answered
@@ -176,3 +214,37 @@ def _package_files(package: Path) -> list[tuple[str, list[str]]]:
         subdirs[:] = sorted(d for d in subdirs if d != '__pycache__')
         out.append((directory, sorted(n for n in names if not n.endswith(('.pyc', '.tmp')))))
     return out
+
+
+def affected_by_edit(rt: RunInputs, previous: manifest.Manifest | None) -> frozenset[str] | None:
+    """The tasks a resume has to look at after a plan edit: those whose objects in the plan file changed since
+    the manifest, and every task downstream of them; every other step is known up to date (the manifest found it
+    so, and none of its inputs changed). None when that cannot be told: no manifest, any other input changed, or
+    the graph did (a task added, removed, reordered, or given another role or other dependencies)."""
+    index = previous.index if previous is not None else {}
+    if previous is None or not index.get('delta') or index.get('plan_file') != rt.run.plan_file \
+            or index.get('plan_rest') != rt.plan.rest_digest or not rt.plan.task_digests:
+        return None
+    known, graph = index.get('plan_tasks') or [], index.get('graph') or []
+    if len(known) != len(rt.plan.tasks) or len(graph) != len(known):
+        return None
+    if manifest.differences(str(rt.repo), previous, limit=1) not in ([], [rt.run.plan_file]):
+        return None
+    changed = set()
+    for task, digest, (tid, old), (role, deps) in zip(rt.plan.tasks, rt.plan.task_digests, known, graph,
+                                                        strict=True):
+        if task.id != tid or task.role != role or list(task.depends_on) != deps:
+            return None
+        if digest != old:
+            changed.add(task.id)
+    below: dict[str, list[str]] = {}
+    for task in rt.plan.tasks:
+        for dep in task.depends_on:
+            below.setdefault(dep, []).append(task.id)
+    out, todo = set(changed), list(changed)
+    while todo:
+        for child in below.get(todo.pop(), ()):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return frozenset(out)

@@ -221,8 +221,13 @@ def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
 
 def first_difference(root: str, manifest: Manifest) -> str | None:
     """The first input that differs from the manifest (its path), or None when every one still matches."""
-    found = differences(root, manifest, limit=1)
-    return None if found == [] else (found or [''])[0]
+    for path, mtime, ctime, size, ino, digest, racy in manifest.files:
+        if _file_differs(root, path, mtime, ctime, size, ino, digest, racy):
+            return path
+    for path, dir_mtime, listing, dir_racy in manifest.dirs:
+        if _dir_differs(root, path, dir_mtime, listing, dir_racy):
+            return path
+    return None
 
 
 def differences(root: str, manifest: Manifest, *, limit: int) -> list[str] | None:
