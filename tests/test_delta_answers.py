@@ -280,7 +280,8 @@ def test_a_change_outside_the_scope_during_the_resume_is_not_vouched_for(
     """The leaf's worker rewrites T1's answer (outside the resume's scope): the manifest the resume writes must
     not call T2, which depends on that answer, up to date."""
     t1_result = run_dir(host) / 'tasks/T1/result.json'
-    rewrite = ("python3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['answer']['summary']='Rewritten.'; "
+    rewrite = ("python3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); "
+               "d['answer']['summary']='Rewritten.'; "
                f"json.dump(d, open(p, 'w'))\" {t1_result}")
     host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [rewrite]}}})
     FIELD_EDITS['description of the leaf'](host)
