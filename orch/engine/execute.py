@@ -5,6 +5,7 @@ Shared by run, resume, task and plan (and prune when it resumes), so every run g
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from orch.engine.session import RunOptions, Session, spent_so_far
 from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.errors import EXIT_BAD_INPUT, EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
 from orch.runstate import atomic, state
+from orch.runstate.fastpath import FULL_CHECK_ENV
 from orch.runstate.lock import RunLock
 from orch.runstate.runs import record_use
 from orch.runstate.status import task_rows
@@ -56,7 +58,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
     session.ensure_lock()
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
-    scope = noop_record.affected_by_edit(rt, previous)
+    scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)

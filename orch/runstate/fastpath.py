@@ -22,7 +22,8 @@ from orch import output
 from orch.failpoints import ENV as CRASH_ENV
 from orch.runstate import manifest
 
-# Asks for the full path every time (benchmarks and tests compare the two answers).
+# Asks for the full path every time (benchmarks and tests compare the two answers); a resume then also checks the
+# whole graph after a plan edit (orch.engine.noop_record.affected_by_edit).
 FULL_CHECK_ENV = 'CODEX_ORCH_FULL_CHECK'
 # More differing files than this and the full path answers without the fast path looking further.
 DIFFERENCES = 4
