@@ -32,7 +32,7 @@ from orch.core.plan import (
 )
 from orch.core.status_text import dry_run_lines, render_table
 from orch.core.task_entry import entry_changes, stored_entry
-from orch.core.text import plain_json
+from orch.core.text import plain
 from orch.errors import OrchError
 from orch.runstate.manifest import Manifest
 
@@ -106,12 +106,13 @@ def _status_after(repo: Path, index: dict[str, Any], doc: dict[str, Any]) -> dic
             why.append(('upstream_will_run', f'upstream {", ".join(waiting)} will run again'))
         row = rows[i]
         if why or task.id in titles:
-            row = {**row, 'title': titles.get(task.id, row['title'])}
+            # the stored row is plain text already (orch.runstate.status.task_rows): only the new strings are made so
+            row = {**row, 'title': plain(titles.get(task.id, row['title']))}
             if why:
                 # as the full check words it (orch.runstate.status.task_rows): a done task with causes is stale
-                row.update(status='stale', reason='; '.join(text for _, text in why),
-                           reasons=[{'code': code, 'detail': text} for code, text in why])
-            out[i] = plain_json(row)
+                row.update(status='stale', reason=plain('; '.join(text for _, text in why)),
+                           reasons=[{'code': code, 'detail': plain(text)} for code, text in why])
+            out[i] = row
         status[task.id] = out[i]['status']
     return {**doc, 'tasks': out}
 
