@@ -92,3 +92,15 @@ def test_a_commands_help_imports_that_command_alone(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout.startswith('usage: codex-orch report'), proc.stdout + proc.stderr
     commands = {module for module, _, _ in COMMANDS.values()}
     assert [n for n in names if n in commands] == ['orch.commands.report']
+
+
+@pytest.mark.parametrize('command, not_imported', [
+    ('run', 'orch.commands.dry_run'),      # only --dry-run needs it
+    ('resume', 'orch.commands.dry_run'),
+    ('prune', 'orch.engine.start'),        # only --resume needs the execution engine
+])
+def test_a_command_imports_what_only_one_of_its_branches_uses_in_that_branch(
+        command: str, not_imported: str, tmp_path: Path) -> None:
+    proc, names = imported([command, '--help'], tmp_path)
+    assert proc.returncode == 0 and f'orch.commands.{command}' in names, proc.stdout + proc.stderr
+    assert not_imported not in names
