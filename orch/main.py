@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from orch import __version__, output
+from orch import __version__
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 
 # command -> (module, function, its one-line help). Only the module of the command being run is
@@ -51,10 +51,17 @@ def _load(module: str) -> ModuleType:
     return sys.modules[module]
 
 
+def _say(text: str) -> None:
+    """An error line on stderr, through orch.output: imported only when there is one to say, its
+    redaction (~15 ms of imports) being nothing --help and --version need."""
+    from orch import output
+    output.write_line(text, err=True)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:   # argparse's own exit code 2 is ours too; keep one line
         self.print_usage(sys.stderr)
-        output.write_line(f'codex-orch: error: {message}', err=True)
+        _say(f'codex-orch: error: {message}')
         raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -98,14 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         command: Callable[[argparse.Namespace], int] = getattr(_load(module), function)
         return command(args)
     except OrchError as exc:
-        output.write_line(f'codex-orch: {exc}', err=True)
+        _say(f'codex-orch: {exc}')
         return exc.exit_code
     except KeyboardInterrupt:
-        output.write_line('codex-orch: interrupted', err=True)
+        _say('codex-orch: interrupted')
         return EXIT_INTERRUPTED
     except Exception:
         from orch.crashlog import write_crash_log  # only on the way out: start-up stays lean
         log = write_crash_log(None)
-        output.write_line(f'codex-orch: internal error: {sys.exc_info()[1]!r} (traceback in {log}); '
-                          'please report it', err=True)
+        _say(f'codex-orch: internal error: {sys.exc_info()[1]!r} (traceback in {log}); please report it')
         return EXIT_INTERNAL
