@@ -5,6 +5,10 @@
   by `from orch.x import _name` nor by `x._name` on an imported orch module. A name used by two
   modules is part of an interface and is spelled without the underscore; within a module, private
   names are fine.
+- the layers import downwards only (LAYERS): orch.core (the pure core: plans, configs, rules, text)
+  uses no adapter, engine, step, run state or command; orch.adapters (git, the worker, processes)
+  uses no engine, step or command; orch.engine uses no command. An import counts wherever it is:
+  at the top, inside a function, under `if TYPE_CHECKING:`, or as importlib.import_module('...').
 """
 from __future__ import annotations
 
@@ -26,6 +30,15 @@ MAX_LINES = 500
 KNOWN_PRIVATE_USES: frozenset[tuple[str, str]] = frozenset()
 # Known modules over MAX_LINES lines, likewise to be split and then removed from here.
 KNOWN_LONG_MODULES: frozenset[str] = frozenset()
+
+# package -> the orch packages none of its modules may import.
+LAYERS: dict[str, tuple[str, ...]] = {
+    'orch.core': ('orch.adapters', 'orch.engine', 'orch.steps', 'orch.runstate', 'orch.commands'),
+    'orch.adapters': ('orch.engine', 'orch.steps', 'orch.commands'),
+    'orch.engine': ('orch.commands',),
+}
+# Known imports against LAYERS, as (importing module, imported module); likewise emptied as fixed.
+KNOWN_LAYER_VIOLATIONS: frozenset[tuple[str, str]] = frozenset()
 
 
 def module_name(path: Path) -> str:
@@ -88,6 +101,36 @@ def private_uses(importer: str, path: Path) -> list[str]:
     return found
 
 
+def imported_modules(importer: str, path: Path) -> set[str]:
+    """Every orch module `importer` imports, anywhere in its source: for `from orch.x import y` both
+    orch.x and, if y is a module, orch.x.y."""
+    tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            source = absolute_module(importer, path, node)
+            found.add(source)
+            found.update(f'{source}.{alias.name}' for alias in node.names if is_module(f'{source}.{alias.name}'))
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str) and (
+                  (isinstance(node.func, ast.Attribute) and node.func.attr == 'import_module')
+                  or (isinstance(node.func, ast.Name) and node.func.id in ('import_module', '__import__')))):
+            found.add(node.args[0].value)
+    return {name for name in found if name == 'orch' or name.startswith('orch.')}
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + '.')
+
+
+def layer_violations(importer: str, path: Path) -> set[tuple[str, str]]:
+    forbidden = [f for package, banned in LAYERS.items() if within(importer, package) for f in banned]
+    return {(importer, imported) for imported in imported_modules(importer, path)
+            if any(within(imported, f) for f in forbidden)}
+
+
 def resolve_module(node: ast.expr, aliases: dict[str, str]) -> str | None:
     """The orch module an expression like `procgroup` or `orch.adapters.procgroup` names, else None."""
     if isinstance(node, ast.Name):
@@ -115,3 +158,12 @@ def test_no_module_uses_another_modules_private_names() -> None:
                             f'their module): {unexpected}')
     fixed = sorted(KNOWN_PRIVATE_USES - uses)
     assert not fixed, f'no longer used, remove from KNOWN_PRIVATE_USES: {fixed}'
+
+
+def test_layers_import_downwards_only() -> None:
+    found = {v for name, path in orch_modules() for v in layer_violations(name, path)}
+    unexpected = sorted(found - KNOWN_LAYER_VIOLATIONS)
+    assert not unexpected, f'imports against the layering (see LAYERS): {unexpected}'
+    fixed = sorted(KNOWN_LAYER_VIOLATIONS - found)
+    assert not fixed, f'no longer imported, remove from KNOWN_LAYER_VIOLATIONS: {fixed}'
+    assert {name for name, _ in orch_modules() if any(within(name, p) for p in LAYERS)}, 'no module checked'

@@ -6,7 +6,6 @@ records). Exit 0 when nothing would run, 1 when something would: a CI step can a
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shlex
 from pathlib import Path
@@ -32,12 +31,6 @@ from orch.runstate.status import task_rows
 from orch.steps.cache_predict import predict
 
 NOTHING, SOMETHING = EXIT_OK, EXIT_TASK_FAILED
-
-
-def add_dry_run_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--dry-run', action='store_true',
-                   help='print which tasks would run, why, and what each cost last time; spend and write nothing '
-                        '(exit 0: nothing would run, 1: something would)')
 
 
 def dry_run_existing(repo: Path, info: RunInfo, spec_file: str | None, again: list[str]) -> int:

@@ -22,7 +22,6 @@ from orch.adapters import git
 from orch.commands.common import checkouts_root, find_repo, run_branches, run_worktrees, worktree_root
 from orch.core.plan import id_problem
 from orch.core.spec import check_spec
-from orch.engine import start
 from orch.engine.inputs import open_run
 from orch.errors import EXIT_INTERRUPTED, GitError, InputError, LockedError, OrchError, RunNotFoundError
 from orch.runstate.lock import RunLock, holder_pid
@@ -236,6 +235,7 @@ def _short(ref: str) -> str:
 
 def resume_run(repo: Path, run_id: str, spec_file: str | None) -> int:
     """Resume the run as `resume` would, continuing past failures so that every finished task is kept."""
+    from orch.engine import start  # only here: the whole execution engine, for --resume alone
     return start.resume_run(repo, run_id, start.RunRequest(keep_going=True), spec_file=spec_file)
 
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 
 from orch.commands.common import find_repo
-from orch.commands.dry_run import add_dry_run_option, dry_run_existing
-from orch.commands.run import add_run_options, request_from
+from orch.commands.run import add_dry_run_option, add_run_options, request_from
 from orch.engine.start import resume_run
 from orch.runstate.runs import latest_run_id, load_run
 
@@ -24,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def resume(args: argparse.Namespace) -> int:
     repo = find_repo()
     if args.dry_run:
+        from orch.commands.dry_run import dry_run_existing  # its machinery only for a dry run
         run_id = args.run_id or latest_run_id(repo)
         return dry_run_existing(repo, load_run(repo, run_id), args.spec_file,
                                 ['codex-orch', 'resume', '--run-id', run_id])

@@ -5,7 +5,6 @@ import argparse
 from pathlib import Path
 
 from orch.commands.common import find_repo, first_use
-from orch.commands.dry_run import add_dry_run_option, dry_run_existing, dry_run_new
 from orch.engine.start import RunRequest, existing_run, prepare_run
 from orch.runstate.runs import check_run_id
 
@@ -22,6 +21,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--executor', choices=('local', 'dask'), default=None,
                    help='where work steps run: here, or on the Dask cluster of the config\'s executor.address '
                         '(default: config `executor.kind`)')
+
+
+def add_dry_run_option(p: argparse.ArgumentParser) -> None:
+    """Here, not in orch.commands.dry_run: only a dry run pays for importing the dry-run machinery."""
+    p.add_argument('--dry-run', action='store_true',
+                   help='print which tasks would run, why, and what each cost last time; spend and write nothing '
+                        '(exit 0: nothing would run, 1: something would)')
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(repo: Path, args: argparse.Namespace) -> int:
+    from orch.commands.dry_run import dry_run_existing, dry_run_new
     plan_rel = plan_path_for_record(repo, args.plan_file)
     info = None
     if args.run_id:
