@@ -13,12 +13,14 @@ from orch.core.redact import redact_obj
 from orch.core.report import build_summary, render_json, render_junit, render_markdown
 from orch.engine.inputs import RunInputs
 from orch.failpoints import crash_point
-from orch.runstate import atomic
+from orch.runstate import atomic, attempts
 from orch.runstate.status import decisions_of, run_record, task_rows
 
 
 def write_reports(rt: RunInputs) -> dict[str, Any]:
-    summary: dict[str, Any] = redact_obj(build_summary(run_record(rt), task_rows(rt), decisions_of(rt)))
+    with attempts.writing():   # a command that writes the reports may refresh the tasks' attempt summaries
+        rows = task_rows(rt)
+    summary: dict[str, Any] = redact_obj(build_summary(run_record(rt), rows, decisions_of(rt)))
     markdown = render_markdown(summary)
     atomic.write_if_changed(rt.run_dir / 'report.md', markdown)
     crash_point('report')
