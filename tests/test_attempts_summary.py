@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ import pytest
 
 from orch.runstate import attempts
 from orch.runstate.state import attempt_count, attempt_kinds, attempts_usage
-from tests.support.orchtest import Host, files_snapshot, host_after_a_run
+from tests.support.orchtest import (
+    THREE_TASK_SCRIPT,
+    Host,
+    cli_subprocess,
+    files_snapshot,
+    host_after_a_run,
+    three_task_plan,
+)
+from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -221,3 +230,47 @@ def test_a_run_keeps_them_and_status_only_reads_them(host: Host, monkeypatch: py
     rows = {t['id']: t for t in host.status()['tasks']}
     assert rows['T1']['usage_total']['output_tokens'] == \
         {t['id']: t for t in expected['tasks']}['T1']['usage_total']['output_tokens'] + 1000
+
+
+def snapshot(host: Host) -> dict[str, str]:
+    """Every file under .orchestrator but SQLite's shared-memory index of doit's database, which SQLite itself
+    rebuilds when a reader opens the database after a writer was killed (not codex-orch's writing)."""
+    return {k: v for k, v in files_snapshot(host.repo / '.orchestrator').items() if not k.endswith('.db-shm')}
+
+
+def test_a_resume_killed_mid_attempt_is_counted_from_its_files(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summaries a run wrote, then a resume SIGKILLed while T1's worker runs (its attempt launched, never
+    ended, after the summary): status reads it from its files and writes nothing; the next resume counts it."""
+    tasks = host.run_dir('r1') / 'tasks'
+    assert (tasks / 'T1' / attempts.SUMMARY_FILE).is_file()
+    host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'],
+                                                'T1': {**THREE_TASK_SCRIPT['tasks']['T1'], 'sleep': 30}}})
+    plan = three_task_plan()
+    plan['tasks'][0]['description'] += ' Politely.'
+    host.write_plan(plan)
+    proc = cli_subprocess(host.repo, 'resume', '--run-id', 'r1')
+    try:
+        wait_for(lambda: (tasks / 'T1' / 'attempt-2' / 'process.json').is_file(), timeout=60)   # its worker runs
+        os.kill(proc.pid, signal.SIGKILL)   # (the worker, orphaned, is killed by the next resume)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    forget()
+    before = snapshot(host)
+    row = {t['id']: t for t in host.status()['tasks']}['T1']
+    assert snapshot(host) == before   # status wrote nothing
+    count, usage, kinds = read_from_files(tasks / 'T1')
+    assert count == 2 and (row['attempts'], row['attempt_kinds']) == (count, kinds)
+    assert {k: row['usage_total'][k] for k in attempts.USAGE_KEYS} == usage
+    host.script(THREE_TASK_SCRIPT)
+    rc, out, err = host.cli('resume', '--run-id', 'r1')
+    assert rc == 0, out + err
+    forget()
+    row = {t['id']: t for t in host.status()['tasks']}['T1']
+    count, usage, kinds = read_from_files(tasks / 'T1')
+    assert (row['attempts'], row['attempt_kinds']) == (count, kinds)
+    assert {k: row['usage_total'][k] for k in attempts.USAGE_KEYS} == usage
+    summary = json.loads((tasks / 'T1' / attempts.SUMMARY_FILE).read_text())
+    assert set(summary['attempts']) == {f'attempt-{n}' for n in range(1, count + 1)}   # refreshed by the resume
