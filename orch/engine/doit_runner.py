@@ -402,8 +402,7 @@ _BLOCKED = 'blocked: a task it depends on did not finish'
 
 
 def _summary(rt: RunInputs, session: Session) -> str:
-    from orch.runstate.status import task_rows
-    rows = task_rows(rt)
+    rows = session.rows.read(rt)   # the report's rows when nothing changed since it read them
     counts: dict[str, int] = {}
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1

@@ -28,7 +28,6 @@ from orch.runstate import atomic, state
 from orch.runstate.fastpath import FULL_CHECK_ENV
 from orch.runstate.lock import RunLock
 from orch.runstate.runs import record_use
-from orch.runstate.status import task_rows
 
 
 def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> int:
@@ -40,16 +39,17 @@ def execute(rt: RunInputs, options: RunOptions, lock: RunLock | None = None) -> 
     """
     with tracing.run_span(rt.run.run_id, {'codex_orch.tasks': len(rt.plan.tasks)}) as root:
         with output.workflow_commands_paused():
-            code = _execute(rt, options, lock)
+            code, rows = _execute(rt, options, lock)
         root.set({'codex_orch.exit_code': code})
         if code != EXIT_OK:
             root.fail(f'exit code {code}')
-    for line in github_annotations(rt, task_rows(rt)):
+    for line in github_annotations(rt, rows):
         output.write_line(line)
     return code
 
 
-def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
+def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[int, list[dict[str, Any]] | None]:
+    """The exit code, and the rows of the tasks as the run ended (None: not read)."""
     progress = Progress(len(rt.plan.tasks), verbosity=options.verbosity, stream=RedactingStream(sys.stdout),
                         work_steps=rt.work_step_of)
     session = Session(rt, options, lock=lock, progress=progress,
@@ -81,7 +81,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
                 output.write_line(f'interrupted; finished tasks are kept. Resume with: '
                                   f'codex-orch resume --run-id {rt.run.run_id}', err=True)
                 _final_report(rt)
-                return EXIT_INTERRUPTED
+                # (steps may still be finishing: what the annotations say is read once they have)
+                return EXIT_INTERRUPTED, None
             finally:
                 services.stop()
     finally:
@@ -95,25 +96,27 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> int:
     if clean:   # the no-op manifest's first snapshot, before the rows below are read
         with contextlib.suppress(OSError):
             before = noop_record.snapshot_before(rt, previous)
-    rows = task_rows(rt)
+    # The rows the report was written from, unless anything they are read from changed since (then read again):
+    # after the snapshot above, like a fresh read.
+    rows = session.rows.read(rt)
     cache_sync.store_and_push(rt, rows)
     lines = summary_lines(rt, session, rows)
     for line, err in lines:
         output.write_line(line, err=err)
     if session.internal_errors:
-        return EXIT_INTERNAL
+        return EXIT_INTERNAL, rows
     code = exit_code(rows, rc)
     # a failed step never exits 0, whatever the tasks' records say (a prompt step that failed leaves the last result)
     code = EXIT_TASK_FAILED if code == EXIT_OK and (session.step_failures or rc) else code
     if code == EXIT_OK and _still_stale(rt, scope):
-        return EXIT_INTERNAL
+        return EXIT_INTERNAL, rows
     if code == EXIT_OK and before is not None:
         # What a no-op resume of this state would print is what this one printed (every task done);
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
             noop_record.record(rt, before, rows, [line for line, err in lines if not err], previous=previous,
                                scope=scope)
-    return code
+    return code, rows
 
 
 def running_details(rt: RunInputs, session: Session) -> Callable[[str], str]:

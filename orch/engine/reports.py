@@ -13,12 +13,16 @@ from orch.core.redact import redact_obj
 from orch.core.report import build_summary, render_json, render_junit, render_markdown
 from orch.engine.inputs import RunInputs
 from orch.failpoints import crash_point
-from orch.runstate import atomic
+from orch.runstate import atomic, attempts
 from orch.runstate.status import decisions_of, run_record, task_rows
 
 
-def write_reports(rt: RunInputs) -> dict[str, Any]:
-    summary: dict[str, Any] = redact_obj(build_summary(run_record(rt), task_rows(rt), decisions_of(rt)))
+def write_reports(rt: RunInputs, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """rows: the tasks' status rows as read now (orch.runstate.status.task_rows); None: read here."""
+    if rows is None:
+        with attempts.writing():   # a command that writes the reports may refresh the tasks' attempt summaries
+            rows = task_rows(rt)
+    summary: dict[str, Any] = redact_obj(build_summary(run_record(rt), rows, decisions_of(rt)))
     markdown = render_markdown(summary)
     atomic.write_if_changed(rt.run_dir / 'report.md', markdown)
     crash_point('report')
@@ -32,10 +36,12 @@ def write_reports(rt: RunInputs) -> dict[str, Any]:
     return summary
 
 
-def github_annotations(rt: RunInputs, rows: list[dict[str, Any]]) -> list[str]:
-    """The workflow annotations of the run's failures and findings when it runs in GitHub Actions, else none."""
+def github_annotations(rt: RunInputs, rows: list[dict[str, Any]] | None = None) -> list[str]:
+    """The workflow annotations of the run's failures and findings when it runs in GitHub Actions, else none.
+    rows: as read now (None: read here, only when they are needed)."""
     if os.environ.get('GITHUB_ACTIONS') != 'true':
         return []
+    rows = task_rows(rt) if rows is None else rows
     return annotation_commands(redact_obj(build_summary(run_record(rt), rows, decisions_of(rt))))
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from orch.core.prices import money, usage_cost
 from orch.engine.inputs import RunInputs
 from orch.engine.scheduler import Scheduler
+from orch.runstate.known_rows import KnownRows
 from orch.runstate.lock import RunLock
 from orch.runstate.state import attempts_usage
 
@@ -142,6 +143,7 @@ class Session:
         self.git_seals: dict[str, dict[str, str]] = {}   # worktree -> its git control digest (orch.steps.git_seal)
         self.internal_errors: list[str] = []   # reasons of steps that crashed: the command exits 3
         self.step_failures: list[str] = []     # run-level steps that failed (no task records them): exit 1
+        self.rows = KnownRows()                # the tasks' status rows, read once while nothing changes
         self._run_dir = inputs.run_dir
         self._lock = lock
         self._mutex = threading.Lock()

@@ -26,7 +26,9 @@ _TEMP_CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789_'
 _TEMP_TRIES = 100
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """durable=False: still atomic, but not synced to disk (about 0.5 ms instead of 5): only for a cache whose
+    every entry is checked against what it was made from, which a power cut may leave older or empty."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
@@ -34,14 +36,16 @@ def write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         crash_point('write', path.name)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _create_temp(path: Path) -> tuple[int, str]:
@@ -140,8 +144,8 @@ def _redact_copy(src: BinaryIO, out: BinaryIO | None, jsonl: bool) -> bool:
             return changed
 
 
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, encode_utf8(text))
+def write_text(path: Path, text: str, *, durable: bool = True) -> None:
+    write_bytes(path, encode_utf8(text), durable=durable)
 
 
 def json_text(obj: Any) -> str:
@@ -150,8 +154,8 @@ def json_text(obj: Any) -> str:
     return json.dumps(redact_obj(obj), indent=2, sort_keys=True, ensure_ascii=False) + '\n'
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json_text(obj))
+def write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
+    write_text(path, json_text(obj), durable=durable)
 
 
 def write_if_changed(path: Path, text: str) -> bool:

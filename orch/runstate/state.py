@@ -11,7 +11,7 @@ from typing import Any
 
 from orch.core.text import encode_utf8
 from orch.failpoints import crash_point
-from orch.runstate import atomic
+from orch.runstate import atomic, attempts
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -125,30 +125,21 @@ def write_result(task_dir: Path, result: dict[str, Any], execution: dict[str, An
 
 
 def attempt_count(task_dir: Path) -> int:
-    return sum(1 for p in task_dir.glob('attempt-*') if p.is_dir())
+    return attempts.count(task_dir)
 
 
 def attempt_kinds(task_dir: Path) -> dict[str, int]:
     """How many worker launches of each kind the task made (launch.json: 'initial' starts an execution,
     'resume' is a round, 'schema-retry', 'failure-retry', 'resume-retry', 'fresh-thread' are retries)."""
-    kinds: dict[str, int] = {}
-    for launch in task_dir.glob('attempt-*/launch.json'):
-        kind = str((read_json(launch) or {}).get('kind') or 'initial')
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return dict(sorted(kinds.items()))
+    return attempts.summary(task_dir).kinds
 
 
-USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
+USAGE_KEYS = attempts.USAGE_KEYS
 
 
 def attempts_usage(task_dir: Path) -> dict[str, int]:
     """Tokens of every attempt the task made in this run, all executions and rounds: what it was paid.
 
-    A review fix runs in its reviewer's task directory, so it is counted there."""
-    total = dict.fromkeys(USAGE_KEYS, 0)
-    for record in task_dir.glob('attempt-*/attempt.json'):
-        usage = (read_json(record) or {}).get('usage') or {}
-        for key in USAGE_KEYS:
-            value = usage.get(key) if isinstance(usage, dict) else None
-            total[key] += int(value) if isinstance(value, int | float) else 0
-    return total
+    A review fix runs in its reviewer's task directory, so it is counted there. (Kept in the task's
+    attempts.json while its attempts' files are as it recorded them: orch.runstate.attempts.)"""
+    return attempts.summary(task_dir).usage

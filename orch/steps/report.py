@@ -7,11 +7,15 @@ from orch.core.compile import Step
 from orch.engine.inputs import RunInputs
 from orch.engine.reports import report_digest, write_reports
 from orch.engine.session import Session
+from orch.runstate import attempts
 
 
 def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
-    write_reports(rt)
-    return {'state_digest': report_digest(rt)}   # saved by doit: what report_uptodate compares against
+    digest = report_digest(rt)   # before the rows: a state that changes while they are read is reported again
+    with attempts.writing():   # a run may refresh its tasks' attempt summaries
+        rows = session.rows.read(rt)   # kept: the summary the run ends with is these rows, if nothing changed since
+    write_reports(rt, rows)
+    return {'state_digest': digest}   # saved by doit: what report_uptodate compares against
 
 
 def report_uptodate(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
