@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from orch.runstate import fastpath
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, make_host, three_task_plan
+from tests.support.orchtest import (
+    THREE_TASK_SCRIPT,
+    Host,
+    edit_config,
+    host_after_a_run,
+    make_host,
+    three_task_plan,
+)
 
 RUN = 'r1'
 COMMANDS = (('status',), ('status', '--json'), ('resume', '--dry-run'))
@@ -23,11 +30,7 @@ COMMANDS = (('status',), ('status', '--json'), ('resume', '--dry-run'))
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
     monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
-    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
-    h.write_plan(three_task_plan())
-    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
-    assert rc == 0, out + err
-    return h
+    return host_after_a_run(tmp_path, monkeypatch, capsys, RUN)
 
 
 def delta_answered(host: Host, want: str = 'status_table') -> bool:
