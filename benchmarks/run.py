@@ -40,7 +40,8 @@ SUITES = ('noop', 'edit', 'overhead', 'parallel', 'memory')
 class Ctx:
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick = args.quick
-        self.mode = 'quick' if args.quick else 'full'
+        self.one_request = args.one_request
+        self.mode = ('quick' if args.quick else 'full') + ('-one-request' if args.one_request else '')
         self.work = Path(args.workdir).resolve()
         self.log = Log(args.verbose)
         self.hosts: dict[str, Host] = {}
@@ -331,8 +332,10 @@ def bench_real_codex(ctx: Ctx) -> dict[str, Any]:
     standin = Standin()
     try:
         env_extra = write_codex_home(home, standin.base_url)
+        # Each task one file edit (2 model requests: the edit, then the answer); with --one-request only the answer.
+        edit = '' if ctx.one_request else '[[standin: write src/r{i}.txt]]\n```\nr{i}\n```\n'
         tasks = [{'id': f'R{i:02d}', 'role': 'implementer', 'title': f'Write r{i}',
-                  'description': f'Create src/r{i}.txt.\n[[standin: write src/r{i}.txt]]\n```\nr{i}\n```\n',
+                  'description': f'Create src/r{i}.txt.\n' + edit.format(i=i),
                   'paths': [f'src/r{i}.txt']} for i in range(2 * n)]
         host = make_host(ctx.work / 'overhead-real', None, codex=REAL_CODEX, bin_dir=ctx.work / 'overhead-real-bin')
         host.env.update(env_extra)
@@ -379,7 +382,8 @@ def bench_real_codex(ctx: Ctx) -> dict[str, Any]:
         per_task_own = (totals.get('work step (total)', 0.0) + totals.get('prompt', 0.0) - worker_running) / (2 * n)
         result['orch_own_per_task_s'] = per_task_own
         result['codex_per_task_s'] = worker_running / (2 * n)
-        ctx.out(f'Real Codex CLI against the local stand-in: each task is one file edit (2 model requests); '
+        ctx.out('Real Codex CLI against the local stand-in: each task is '
+                + ('one answer (1 model request)' if ctx.one_request else 'one file edit (2 model requests)') + '; '
                 f'median of {ctx.reps}', table(
                     ['', f'{n} tasks s', f'{2 * n} tasks s', 'per extra task s'],
                     [['codex-orch run', fmt_s(med([s.wall for s in o1])), fmt_s(med([s.wall for s in o2])),
@@ -477,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--quick', action='store_true', help='smaller sizes and fewer repetitions (~3 min)')
     p.add_argument('--only', help=f'comma-separated suites ({",".join(SUITES)})')
+    p.add_argument('--one-request', action='store_true',
+                   help='overhead: each real-CLI task is one model request (an answer, no file edit): the instant model')
     p.add_argument('--reps', type=int, help='repetitions per measurement (default 5, quick 3)')
     p.add_argument('--workdir', default=str(Path(os.environ.get('TMPDIR', '/tmp')) / 'codex-orch-bench'),
                    help='where the generated repositories go (default: $TMPDIR/codex-orch-bench)')

@@ -295,3 +295,19 @@ def test_a_change_outside_the_scope_during_the_resume_is_not_vouched_for(
     assert fast == full
     statuses = {t['id']: t['status'] for t in json.loads(full[1])['tasks']}
     assert statuses['T2'] == 'stale', statuses
+
+
+def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows of the tasks outside the scope come from the manifest (noop_record.unchanged_rows): the reports
+    the resume writes are those of a full read of every task (`codex-orch report` reads them all again)."""
+    FIELD_EDITS['description of the leaf'](host)
+    assert scope_of(host) == {'T3'}
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    written = {name: (run_dir(host) / name).read_text() for name in ('summary.json', 'report.md', 'junit.xml')}
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = host.cli('report', '--run-id', RUN)
+    assert rc == 0, out + err
+    for name, text in written.items():
+        assert (run_dir(host) / name).read_text() == text, name

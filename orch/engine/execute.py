@@ -59,6 +59,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
     scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
+    if scope is not None:   # and the rows of the tasks outside it are the manifest's while their files are as then
+        session.rows.unchanged = lambda: noop_record.unchanged_rows(rt, previous, scope)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)

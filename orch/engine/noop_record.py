@@ -248,3 +248,37 @@ def affected_by_edit(rt: RunInputs, previous: manifest.Manifest | None) -> froze
                 out.add(child)
                 todo.append(child)
     return frozenset(out)
+
+
+def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None,
+                   scope: frozenset[str] | None) -> dict[str, dict[str, Any]] | None:
+    """The status rows the manifest recorded for the tasks outside the scope whose files (state, result, attempts,
+    everything in their directories) are still as the manifest saw them: their rows are as they were then, since
+    nothing else a row is read from can have changed (their plan objects, the graph and every upstream task are
+    the same: the scope is closed downwards). None when that cannot be said: no scope, or a review round's fix
+    that links rows across tasks."""
+    if previous is None or scope is None:
+        return None
+    try:
+        rows = json.loads(previous.answers['status_json'])['tasks']
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
+           for row in rows):
+        return None
+    prefix = f'{rt.layout.run_dir}/tasks/'
+    files: dict[str, list[manifest.FileSig]] = {}
+    for sig in previous.files:
+        if sig[0].startswith(prefix):
+            files.setdefault(sig[0][len(prefix):].split('/', 1)[0], []).append(sig)
+    dirs = {sig[0][len(prefix):]: sig for sig in previous.dirs if sig[0].startswith(prefix)}
+    root = str(rt.repo)
+    out = {}
+    for row in rows:
+        tid = row.get('id')
+        if tid in scope or tid not in rt.plan.by_id or tid not in dirs:
+            continue
+        if not manifest.dir_differs(root, *dirs[tid]) and not any(manifest.file_differs(root, *sig)
+                                                                  for sig in files.get(tid, ())):
+            out[tid] = row
+    return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orch.runstate import attempts
@@ -54,6 +55,9 @@ class KnownRows:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._known: tuple[RunInputs, str, Rows] | None = None   # (the inputs, signature, rows)
+        # Rows known from before this command, by task, for tasks whose files are as then (asked at each read:
+        # orch.engine.noop_record.unchanged_rows); None: every row is read.
+        self.unchanged: Callable[[], dict[str, dict[str, Any]] | None] | None = None
 
     def read(self, rt: RunInputs) -> Rows:
         from orch.runstate.status import task_rows
@@ -62,7 +66,7 @@ class KnownRows:
             known = self._known
         if known is not None and known[0] is rt and known[1] == signature:
             return known[2]
-        rows = task_rows(rt)
+        rows = task_rows(rt, known=self.unchanged() if self.unchanged is not None else None)
         if not any(row['status'] == 'running' for row in rows):
             with self._mutex:
                 self._known = (rt, signature, rows)

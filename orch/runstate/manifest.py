@@ -222,10 +222,10 @@ def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
 def first_difference(root: str, manifest: Manifest) -> str | None:
     """The first input that differs from the manifest (its path), or None when every one still matches."""
     for path, mtime, ctime, size, ino, digest, racy in manifest.files:
-        if _file_differs(root, path, mtime, ctime, size, ino, digest, racy):
+        if file_differs(root, path, mtime, ctime, size, ino, digest, racy):
             return path
     for path, dir_mtime, listing, dir_racy in manifest.dirs:
-        if _dir_differs(root, path, dir_mtime, listing, dir_racy):
+        if dir_differs(root, path, dir_mtime, listing, dir_racy):
             return path
     return None
 
@@ -237,17 +237,17 @@ def differences(root: str, manifest: Manifest, *, limit: int) -> list[str] | Non
     for path, mtime, ctime, size, ino, digest, racy in manifest.files:
         if len(out) > limit:
             return None
-        if _file_differs(root, path, mtime, ctime, size, ino, digest, racy):
+        if file_differs(root, path, mtime, ctime, size, ino, digest, racy):
             out.append(path)
     if len(out) > limit:
         return None
     for path, mtime, listing, racy in manifest.dirs:
-        if _dir_differs(root, path, mtime, listing, racy):
+        if dir_differs(root, path, mtime, listing, racy):
             return None
     return out
 
 
-def _file_differs(root: str, path: str, mtime: int | None, ctime: int | None, size: int | None, ino: int | None,
+def file_differs(root: str, path: str, mtime: int | None, ctime: int | None, size: int | None, ino: int | None,
                   digest: str | None, racy: bool) -> bool:
     full = _full(root, path)
     try:
@@ -263,7 +263,7 @@ def _file_differs(root: str, path: str, mtime: int | None, ctime: int | None, si
     return st.st_size != size or content_hash(full) != digest
 
 
-def _dir_differs(root: str, path: str, mtime: int | None, listing: str | None, racy: bool) -> bool:
+def dir_differs(root: str, path: str, mtime: int | None, listing: str | None, racy: bool) -> bool:
     full = _full(root, path)
     try:
         now = os.stat(full).st_mtime_ns

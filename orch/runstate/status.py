@@ -13,8 +13,13 @@ if TYPE_CHECKING:   # the inputs are engine-side; the status reads only their pl
     from orch.engine.inputs import RunInputs
 
 
-def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = None) -> list[dict[str, Any]]:
-    """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ..."""
+def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = None,
+              known: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ...
+
+    known: rows of tasks known to be as they were read before (orch.engine.noop_record.unchanged_rows): used as
+    they are, the others read. Their upstream tasks are known too (a scope is closed downwards)."""
+    known = known or {}
     live = holder_pid(rt.run_dir) is not None
     expected_gates: dict[str, list[str]] = {}
     for step in rt.steps:
@@ -23,6 +28,9 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
     stale = stale or {}
     rows: dict[str, dict[str, Any]] = {}
     for task in topological_order(rt.plan):
+        if task.id in known:
+            rows[task.id] = known[task.id]
+            continue
         task_dir = rt.path(rt.layout.task_dir(task.id))
         st = state.read_state(task_dir)
         result = state.read_result(task_dir)
@@ -63,7 +71,7 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
             rows[task.id]['attempt_kinds'] = state.attempt_kinds(task_dir)
     _fixed(rows)
     # recorded text for people and machines: no terminal colours (a check's tail, codex's stderr in a reason)
-    return [plain_json(rows[t.id]) for t in rt.plan.tasks]
+    return [rows[t.id] if t.id in known else plain_json(rows[t.id]) for t in rt.plan.tasks]
 
 
 def _fixed(rows: dict[str, dict[str, Any]]) -> None:
