@@ -311,3 +311,31 @@ def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatc
     assert rc == 0, out + err
     for name, text in written.items():
         assert (run_dir(host) / name).read_text() == text, name
+
+
+def test_a_rewritten_upstream_answer_read_by_a_task_outside_the_scope_is_not_vouched_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T1 -> T2 -> T3 and T2 -> T4. T3 is edited; its worker rewrites T2's answer, which T3's prompt reads (so it is
+    an input of the scope) and so does T4's, outside the scope: the manifest must not call T4 up to date."""
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    plan = three_task_plan()
+    plan['tasks'].append({'id': 'T4', 'role': 'reviewer', 'title': 'Review the tests', 'description': 'Review.',
+                          'depends_on': ['T2']})
+    h.write_plan(plan)
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    t2_result = h.run_dir(RUN) / 'tasks/T2/result.json'
+    rewrite = ("python3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); "
+               "d['answer']['summary']='Rewritten.'; "
+               f"json.dump(d, open(p, 'w'))\" {t2_result}")
+    h.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [rewrite]}}})
+    plan['tasks'][2]['description'] = 'Review the change, twice.'
+    h.write_plan(plan)
+    assert scope_of(h) == {'T3'}
+    rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    fast, full = both(h, monkeypatch, 'status', '--json')
+    assert fast == full
+    statuses = {t['id']: t['status'] for t in json.loads(full[1])['tasks']}
+    assert statuses['T4'] == 'stale', statuses

@@ -92,20 +92,24 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
 def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manifest.Manifest,
                          scope: frozenset[str]) -> bool:
     """Whether every input that differs between the two snapshots belongs to the scope: the plan file, the run
-    directory's own files, the scoped tasks' directories, and the files of the scoped tasks' steps and of the
-    run's own steps (their dependencies, targets and worktree records)."""
+    directory's own files, the scoped tasks' directories, and what the scoped tasks' steps and the run's own write
+    (their targets and worktree records). Not what they read: a scoped step's input written by a task outside the
+    scope (a worker rewriting its upstream's answer, say) may be read by steps outside the scope too."""
     run_dir = rt.layout.run_dir
     task_dirs = tuple(f'{rt.layout.task_dir(t)}/' for t in scope)
     own: set[str] = {rt.run.plan_file}
     for step in rt.steps:
         if step.task_id is None or step.task_id in scope:
-            own.update(step.file_dep)
             own.update(step.targets)
             if step.builtin is not None and step.builtin.provides == 'workspace':
                 own.update(_worktree_files(rt, step.outputs['workspace']))
 
+    # what the run writes in its directory besides: doit's records and the caches of the plan's checks
+    own.update(f'{run_dir}/{name}' for name in ('doit.db', 'doit.db-wal', 'doit.db-journal', 'doit.db-shm',
+                                               PLAN_CHECK_FILE, 'task-entries.digest'))
+
     def within(path: str) -> bool:
-        return path in own or path.startswith(task_dirs) or os.path.dirname(path) == run_dir
+        return path in own or path.startswith(task_dirs)
 
     old_files = {f[0]: f[:6] for f in previous.files}
     new_files = {f[0]: f[:6] for f in now.files}
@@ -237,17 +241,30 @@ def affected_by_edit(rt: RunInputs, previous: manifest.Manifest | None) -> froze
             return None
         if digest != old:
             changed.add(task.id)
-    below: dict[str, list[str]] = {}
-    for task in rt.plan.tasks:
-        for dep in task.depends_on:
-            below.setdefault(dep, []).append(task.id)
+    return frozenset(_closed_downwards(rt, changed))
+
+
+def _closed_downwards(rt: RunInputs, changed: set[str]) -> set[str]:
+    """The tasks with a step that depends, directly or not, on a file a step of these tasks writes: the tasks
+    below them in the plan (their prompts read the upstream answers), and any task whose rule reads another's
+    output (a gate over {all_results}, say)."""
+    readers: dict[str, set[str]] = {}   # file -> the tasks whose steps read it
+    for step in rt.steps:
+        if step.task_id is not None:
+            for path in (*step.file_dep, *step.after):
+                readers.setdefault(path, set()).add(step.task_id)
+    writes: dict[str, list[str]] = {}
+    for step in rt.steps:
+        if step.task_id is not None:
+            writes.setdefault(step.task_id, []).extend(step.targets)
     out, todo = set(changed), list(changed)
     while todo:
-        for child in below.get(todo.pop(), ()):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return frozenset(out)
+        for path in writes.get(todo.pop(), ()):
+            for reader in readers.get(path, ()):
+                if reader not in out:
+                    out.add(reader)
+                    todo.append(reader)
+    return out
 
 
 def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None,
