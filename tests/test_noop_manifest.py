@@ -494,3 +494,15 @@ def test_an_edit_made_during_the_run_is_seen_by_the_next_status(tmp_path: Path, 
     affected = 'T3' if what == 'config' else 'T1'   # the reviewer's model; else the implementer's entry or inputs
     assert statuses[affected] != 'done', statuses
     assert (rc, out, err) == full(h, monkeypatch, 'status', '--json')
+
+
+def test_a_new_secret_in_the_environment_is_a_new_state(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret now in the environment is redacted from the plan entries as they are compared: the one in T1's
+    entry makes it differ from its task.json. The manifest of the environment without it must not answer."""
+    assert fast(host) is not None
+    monkeypatch.setenv('GREETING_TOKEN', 'greet.py')
+    assert fast(host) is None
+    rc, out, err = full(host, monkeypatch, 'status', '--json')
+    assert rc == 0, err
+    assert {t['id']: t['status'] for t in json.loads(out)['tasks']}['T1'] == 'stale'
+    assert host.cli('status', '--json') == (rc, out, err)

@@ -177,9 +177,13 @@ def header(repo: Path, run_id: str) -> dict[str, Any]:
     installed: another checkout or venv of the same version has other code), this Python and environment,
     this run, this repository (a moved checkout has other paths)."""
     import orch
+    from orch.core.redact import secret_values
+    # The secrets the environment holds decide what is redacted, so what a stored task entry is compared with:
+    # another set of them is another environment (their digest only: the manifest never holds one).
+    secrets = hashlib.blake2b('\0'.join(secret_values()).encode('utf-8', 'surrogateescape'), digest_size=16)
     return {'codex_orch': orch.__version__, 'orch_path': os.path.realpath(os.path.dirname(orch.__file__)),
             'python': sys.version, 'prefix': os.path.realpath(sys.prefix), 'run_id': run_id,
-            'repo': os.path.realpath(repo)}
+            'repo': os.path.realpath(repo), 'secrets': secrets.hexdigest()}
 
 
 def path_of(run_dir: Path) -> Path:
