@@ -96,7 +96,7 @@ def _sources(root: Path, graph: dict[str, list[str]]) -> None:
         (root / name).write_text(f'{name}\n')
     for tid in graph:
         (root / 'tasks' / tid).mkdir(parents=True, exist_ok=True)
-        (root / 'tasks' / tid / 'task.json').write_text(json.dumps({'id': tid}) + '\n')
+        (root / 'tasks' / tid / 'task.json').write_text(task_json(tid))
 
 
 def make_plain_doit(root: Path, plan: dict[str, Any]) -> Path:
@@ -110,6 +110,17 @@ def make_plain_doit(root: Path, plan: dict[str, Any]) -> Path:
 
 
 def plain_doit_noop(root: Path) -> Sample:
+    return measure([str(VENV_PY), '-m', 'doit', 'run'], cwd=root, env=_env())
+
+
+def task_json(tid: str, edit: str | None = None) -> str:
+    """A task's source input (its plan entry's equivalent), as _sources writes it, or with an edit."""
+    return json.dumps({'id': tid} if edit is None else {'id': tid, 'edit': edit}) + '\n'
+
+
+def plain_doit_after_edit(root: Path, tid: str, edit: str | None) -> Sample:
+    """`doit run` after rewriting one task's task.json (edit None: back to the original content)."""
+    (root / 'tasks' / tid / 'task.json').write_text(task_json(tid, edit))
     return measure([str(VENV_PY), '-m', 'doit', 'run'], cwd=root, env=_env())
 
 
