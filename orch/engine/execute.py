@@ -65,7 +65,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
     try:
-        atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted
+        if scope is None:   # with a scope the last run ended cleanly and no writer ran since: there are none
+            atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted
         clear_stale_git_locks(rt)       # and lock files of git commands killed with it
         with sigterm_as_interrupt(), contextlib.chdir(rt.repo):
             try:

@@ -46,7 +46,7 @@ def answers_after_edit(repo: Path, found: Manifest, differing: list[str], want: 
     if not index.get('delta') or differing != [index.get('plan_file')]:
         return None
     try:
-        doc = _status_after(repo, index, json.loads(found.answers['status_json']))
+        doc = _status_after(repo, index, json.loads(found.answers['status_doc']))
     except (OrchError, OSError, ValueError, KeyError, TypeError, RecursionError, AttributeError):
         return None   # anything unexpected: the full path decides, and says why
     if doc is None:

@@ -14,6 +14,7 @@ the run's lock. Status and the dry run write nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import stat
 from pathlib import Path
@@ -83,6 +84,9 @@ def status(args: argparse.Namespace) -> int | None:
     if answers is None:
         return None
     text = answers.get(want)
+    if text is None and want == 'status_json' and isinstance(answers.get('status_doc'), str):
+        # the manifest keeps the document compact: indented as the full path prints it
+        text = json.dumps(json.loads(answers['status_doc']), indent=2, sort_keys=True)
     if not isinstance(text, str):
         return None
     output.write_line(text)

@@ -35,7 +35,7 @@ from orch.core.redact import redact_obj
 from orch.runstate import atomic
 
 MANIFEST = 'noop-manifest.json'
-FORMAT = 1
+FORMAT = 2   # 2: answers keep the status document compact (status_doc), and an index
 # A file modified this close to the snapshot is "racy" (git's word): a second write within the same clock
 # tick would keep its mtime, so it is compared by content every time. Linux file times come from a coarse
 # clock (a few ms); a time on a whole second is taken for a filesystem with coarse times (FAT: 2 s) and
