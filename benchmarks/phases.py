@@ -36,8 +36,8 @@ WRAP = [
     ('orch.engine.inputs', 'write_task_entries', 'task.json files'),
     ('orch.engine.doit_runner', 'task_dict', 'doit task dicts'),
     ('orch.steps.actions', 'worktree', 'worktree'),
-    ('orch.steps.actions', 'render_prompt', 'prompt'),
-    ('orch.steps.actions', 'codex_worker', 'work step (total)'),
+    ('orch.steps.prompt', 'render_prompt', 'prompt'),
+    ('orch.steps.work', 'codex_worker', 'work step (total)'),
     ('orch.steps.actions', 'inputs_digest', 'inputs digest'),
     ('orch.steps.actions', 'kill_stale_attempts', 'stale-attempt check'),
     ('orch.steps.actions', '_finish_interrupted_commit', 'pending.json check'),
@@ -59,7 +59,10 @@ WRAP = [
 
 
 def _wrap(module_name: str, attr: str, label: str) -> None:
-    module = sys.modules.get(module_name) or __import__(module_name, fromlist=['_'])
+    try:
+        module = sys.modules.get(module_name) or __import__(module_name, fromlist=['_'])
+    except ImportError:   # a phase of an older layout: not measured
+        return
     owner = module
     *path, name = attr.split('.')
     for part in path:
@@ -88,11 +91,6 @@ def main() -> int:
     out = Path(sys.argv[1])
     for module_name, attr, label in WRAP:
         _wrap(module_name, attr, label)
-    # doit_runner binds the actions in a dict at import time: point it at the wrapped ones.
-    import orch.steps.actions
-    import orch.engine.doit_runner
-    for key in list(getattr(orch.engine.doit_runner, '_ACTIONS', {})):
-        orch.engine.doit_runner._ACTIONS[key] = getattr(orch.steps.actions, orch.engine.doit_runner._ACTIONS[key].__name__)
     start = time.perf_counter()
     rc = orch.main.main(sys.argv[2:])
     total = time.perf_counter() - start

@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--one-request', action='store_true',
                    help='overhead: each real-CLI task is one model request (an answer, no file edit): the instant model')
     p.add_argument('--reps', type=int, help='repetitions per measurement (default 5, quick 3)')
-    p.add_argument('--workdir', default=str(Path(os.environ.get('TMPDIR', '/tmp')) / 'codex-orch-bench'),
+    p.add_argument('--workdir', default=str(Path(os.environ.get('TMPDIR', '/tmp')) / 'codex-orch-bench' / 'suites'),
                    help='where the generated repositories go (default: $TMPDIR/codex-orch-bench)')
     p.add_argument('--keep', action='store_true', help='keep the generated repositories')
     p.add_argument('-v', '--verbose', action='store_true', help='print every sample')
