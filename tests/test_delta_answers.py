@@ -66,6 +66,8 @@ FIELD_EDITS: dict[str, Callable[[Host], None]] = {
     'description of the first task': lambda h: edit_task(h, 0, description='Create src/greet.py, politely.'),
     'description of the leaf': lambda h: edit_task(h, 2, description='Review the change.\nTwice.'),
     'title': lambda h: edit_task(h, 1, title='Test greet() well'),
+    'title with a lone surrogate': lambda h: edit_task(h, 1, title='Odd \ud800 title'),
+    'title with a token shape': lambda h: edit_task(h, 1, title='Use sk-abcdefghijklmnopqrstuvwxyz0123 here'),
     'acceptance': lambda h: edit_task(h, 0, acceptance=["greet('x') == 'Hello, x'", 'it has a docstring']),
     'paths': lambda h: edit_task(h, 1, paths=['tests/test_greet.py', 'tests/conftest.py']),
     'checks': lambda h: edit_task(h, 0, checks=['true']),

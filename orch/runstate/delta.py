@@ -94,7 +94,7 @@ def _status_after(repo: Path, index: dict[str, Any], doc: dict[str, Any]) -> dic
             return None
         new = stored_entry(task, index['role_checks'].get(task.role, []))
         causes[task.id] = [('plan_field_changed', change) for change in entry_changes(on_disk, new)]
-        titles[task.id] = new['title']
+        titles[task.id] = task.title   # as the full check's row has it: the plan's own text
     position = {row['id']: i for i, row in enumerate(rows)}
     status: dict[str, str] = {}
     out = list(rows)
