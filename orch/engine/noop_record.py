@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
-from orch.runstate import manifest
+from orch.runstate import attempts, manifest
 from orch.runstate.state import read_json
 
 
@@ -164,7 +164,8 @@ def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
         for entry in _entries(rt.repo / task_dir):
             if entry.startswith('attempt-'):
                 files.append(f'{task_dir}/{entry}/attempt.json')
-            elif os.path.isfile(rt.repo / task_dir / entry):
+            elif entry != attempts.SUMMARY_FILE and os.path.isfile(rt.repo / task_dir / entry):
+                # (attempts.json is a cache checked against each attempt's own files: no input of any answer)
                 files.append(f'{task_dir}/{entry}')
     files.append('.git/config')   # core.bare, core.worktree ...: where git finds worktrees
     packages = _code_packages()
