@@ -284,19 +284,27 @@ def test_a_change_outside_the_scope_during_the_resume_is_not_vouched_for(
         host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     """The leaf's worker rewrites T1's answer (outside the resume's scope): the manifest the resume writes must
     not call T2, which depends on that answer, up to date."""
-    t1_result = run_dir(host) / 'tasks/T1/result.json'
+    statuses = resume_while_the_leaf_rewrites(host, monkeypatch, 'T1',
+                                              lambda: FIELD_EDITS['description of the leaf'](host))
+    assert statuses['T2'] == 'stale', statuses
+
+
+def resume_while_the_leaf_rewrites(host: Host, monkeypatch: pytest.MonkeyPatch, victim: str,
+                                   edit: Callable[[], None]) -> dict[str, str]:
+    """Edit the leaf T3 (`edit`), resume with T3's worker rewriting `victim`'s answer, and return the statuses,
+    the fast answer being the full one."""
+    victim_result = run_dir(host) / f'tasks/{victim}/result.json'
     rewrite = ("python3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); "
                "d['answer']['summary']='Rewritten.'; "
-               f"json.dump(d, open(p, 'w'))\" {t1_result}")
+               f"json.dump(d, open(p, 'w'))\" {victim_result}")
     host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [rewrite]}}})
-    FIELD_EDITS['description of the leaf'](host)
+    edit()
     assert scope_of(host) == {'T3'}
     rc, out, err = host.cli('resume')
     assert rc == 0, out + err
     fast, full = both(host, monkeypatch, 'status', '--json')
     assert fast == full
-    statuses = {t['id']: t['status'] for t in json.loads(full[1])['tasks']}
-    assert statuses['T2'] == 'stale', statuses
+    return {t['id']: t['status'] for t in json.loads(full[1])['tasks']}
 
 
 def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,17 +335,6 @@ def test_a_rewritten_upstream_answer_read_by_a_task_outside_the_scope_is_not_vou
     h.write_plan(plan)
     rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
     assert rc == 0, out + err
-    t2_result = h.run_dir(RUN) / 'tasks/T2/result.json'
-    rewrite = ("python3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); "
-               "d['answer']['summary']='Rewritten.'; "
-               f"json.dump(d, open(p, 'w'))\" {t2_result}")
-    h.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [rewrite]}}})
     plan['tasks'][2]['description'] = 'Review the change, twice.'
-    h.write_plan(plan)
-    assert scope_of(h) == {'T3'}
-    rc, out, err = h.cli('resume')
-    assert rc == 0, out + err
-    fast, full = both(h, monkeypatch, 'status', '--json')
-    assert fast == full
-    statuses = {t['id']: t['status'] for t in json.loads(full[1])['tasks']}
+    statuses = resume_while_the_leaf_rewrites(h, monkeypatch, 'T2', lambda: h.write_plan(plan))
     assert statuses['T4'] == 'stale', statuses
