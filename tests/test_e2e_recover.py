@@ -125,6 +125,9 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 def test_fake_codex_chain_killed_after_a_completed_turn(fake: Host) -> None:
     crashed_run(fake, crash_at='after-turn:T2')
+    # The killed run's worker logs its launch only as its parent-death signal ends it: on a busy machine after
+    # codex-orch's own death, so the log is waited for, not read at once.
+    wait_for(lambda: 'T2' in fake.launched_tasks(), timeout=30)
     before = fake.launched_tasks()
     assert before.count('T2') == 1
     for entry in fake.launches():
