@@ -17,7 +17,7 @@ import pytest
 
 from orch.main import main
 from orch.runstate.state import read_result
-from tests.support.fake_codex import install_fake_codex, read_log, write_script
+from tests.support.fake_codex import LOG_FILE, install_fake_codex, read_log, write_script
 from tests.support.gitrepo import commit_all, git, make_repo
 from tests.support.procs import wait_for
 
@@ -171,3 +171,21 @@ def crashed_run(host: Host, run_id: str, crash_at: str | None = None, *,
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL, f'codex-orch was not killed (rc {proc.returncode}):\n{out}\n{err}'
+    # Its workers end by their parent-death signal, each logging its launch as it goes: wait for them, so that the
+    # log read next is the killed run's whole log (on a busy machine they end after codex-orch itself).
+    wait_for(lambda: not fakes_alive(host.bin), timeout=30)
+
+
+def fakes_alive(bin_dir: Path) -> bool:
+    """Whether a fake codex of this host still runs (its environment names this host's launch log)."""
+    marker = f'FAKE_CODEX_LOG={Path(bin_dir).absolute() / LOG_FILE}'.encode()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/environ', 'rb') as f:
+                if marker in f.read().split(b'\0'):
+                    return True
+        except OSError:
+            continue
+    return False
