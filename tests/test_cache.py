@@ -11,7 +11,7 @@ import pytest
 
 from orch.adapters.cache_store import GitRefStore
 from orch.core.cache_key import cache_key, differing, normalise, start_digest, work_digest, work_inputs
-from tests.support.gitrepo import commit_all, git
+from tests.support.gitrepo import bare_origin, commit_all, git
 from tests.support.orchtest import Host, make_host
 
 CHECK = 'grep -q hello src/a.py && echo checked-here > /dev/null'
@@ -41,11 +41,22 @@ def host_a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, extra: 
     enable_cache(host.repo, extra)
     host.write_plan(plan())
     commit_all(host.repo, 'plan')
-    remote = tmp_path / 'remote.git'
-    subprocess.run(['git', 'init', '--quiet', '--bare', str(remote)], check=True)
-    git(host.repo, 'remote', 'add', 'origin', str(remote))
-    git(host.repo, 'push', '--quiet', 'origin', 'HEAD:refs/heads/main')
-    return host, remote
+    return host, bare_origin(host.repo, tmp_path)
+
+
+def signed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Host:
+    """Host A with a signing key, after a run (`ra`) that wrote signed entries."""
+    monkeypatch.setenv('ORCH_CACHE_KEY', 'the-signing-secret')
+    a, _ = host_a(tmp_path, monkeypatch, capsys, 'sign_key_env: ORCH_CACHE_KEY')
+    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
+    assert rc == 0, out + err
+    return a
+
+
+def keys_by_task(repo: Path) -> dict[str, str]:
+    """The cache keys of the entries in the repository's refs, by the task each came from."""
+    store = GitRefStore(repo)
+    return {e.data['origin']['task']: k for k, _ in store.entries() if (e := store.get(k))}
 
 
 def clone(host: Host, remote: Path, where: Path) -> Host:
@@ -202,12 +213,9 @@ def _retamper(repo: Path, key: str, answer_summary: str) -> None:
 
 def test_with_a_signing_key_a_changed_or_unsigned_entry_is_refused_and_the_task_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    monkeypatch.setenv('ORCH_CACHE_KEY', 'the-signing-secret')
-    a, _ = host_a(tmp_path, monkeypatch, capsys, 'sign_key_env: ORCH_CACHE_KEY')
-    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
-    assert rc == 0, out + err
+    a = signed_run(tmp_path, monkeypatch, capsys)
     store = GitRefStore(a.repo)
-    keys = {e.data['origin']['task']: k for k, _ in store.entries() if (e := store.get(k))}
+    keys = keys_by_task(a.repo)
     # signed entries are used where the key is set
     a.clear_log()
     rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'rb')

@@ -16,7 +16,7 @@ from orch.adapters import cache_store
 from orch.adapters.cache_store import GitRefStore
 from tests.support.gitrepo import commit_all, git
 from tests.support.orchtest import Host, edit_config
-from tests.test_cache import clone, host_a, plan
+from tests.test_cache import clone, host_a, keys_by_task, plan, signed_run
 
 
 def test_a_keyless_miss_after_an_earlier_hit_is_a_miss_everywhere(
@@ -74,17 +74,9 @@ def rewrite_entry(repo: Path, key: str, change: Callable[[dict[str, Any]], Any],
     git(repo, 'update-ref', ref, commit)
 
 
-def keys_by_task(repo: Path) -> dict[str, str]:
-    store = GitRefStore(repo)
-    return {e.data['origin']['task']: k for k, _ in store.entries() if (e := store.get(k))}
-
-
 def test_an_entry_whose_base_is_missing_and_signature_junk_is_a_miss_and_the_task_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    monkeypatch.setenv('ORCH_CACHE_KEY', 'the-signing-secret')
-    a, _ = host_a(tmp_path, monkeypatch, capsys, 'sign_key_env: ORCH_CACHE_KEY')
-    rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
-    assert rc == 0, out + err
+    a = signed_run(tmp_path, monkeypatch, capsys)
     key = keys_by_task(a.repo)['T1']
     rewrite_entry(a.repo, key, lambda d: {**d, 'base': '1' * 40}, {'signature': b'junk'})
     a.clear_log()

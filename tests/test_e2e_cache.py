@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orch.standin.server import API_KEY_ENV, Standin
-from tests.support.gitrepo import commit_all, git
+from tests.support.gitrepo import bare_origin, commit_all, git
 from tests.support.orchtest import Host, make_host
 from tests.support.realcodex import use_real_codex
 
@@ -42,10 +42,7 @@ def test_a_clone_without_key_or_model_builds_the_plan_from_the_cache(
     use_real_codex(a.repo, 'cache: {remote: origin}\n')
     a.write_plan(plan())
     commit_all(a.repo, 'plan, with the real codex and the cache')
-    remote = tmp_path / 'remote.git'
-    subprocess.run(['git', 'init', '--quiet', '--bare', str(remote)], check=True)
-    git(a.repo, 'remote', 'add', 'origin', str(remote))
-    git(a.repo, 'push', '--quiet', 'origin', 'HEAD:refs/heads/main')
+    remote = bare_origin(a.repo, tmp_path)
 
     rc, out, err = a.cli('run', '--plan-file', 'plan.json', '--run-id', 'ra')
     assert rc == 0, out + err

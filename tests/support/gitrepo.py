@@ -59,6 +59,15 @@ def make_repo(tmp_path: Path, files: dict[str, str] | None = None, *, name: str 
     return root.resolve()
 
 
+def bare_origin(repo: Path, tmp_path: Path) -> Path:
+    """A bare repository at tmp_path/remote.git, added to `repo` as `origin`, with the current HEAD pushed as main."""
+    remote = tmp_path / 'remote.git'
+    subprocess.run(['git', 'init', '--quiet', '--bare', str(remote)], check=True)
+    git(repo, 'remote', 'add', 'origin', str(remote))
+    git(repo, 'push', '--quiet', 'origin', 'HEAD:refs/heads/main')
+    return remote
+
+
 def snapshot(path: Path) -> dict[str, str]:
     """Refs, HEAD and status of a checkout, to prove an operation changed nothing."""
     return {
