@@ -338,3 +338,51 @@ def test_a_rewritten_upstream_answer_read_by_a_task_outside_the_scope_is_not_vou
     plan['tasks'][2]['description'] = 'Review the change, twice.'
     statuses = resume_while_the_leaf_rewrites(h, monkeypatch, 'T2', lambda: h.write_plan(plan))
     assert statuses['T4'] == 'stale', statuses
+
+
+def test_the_scope_follows_what_a_run_level_rule_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A run-level rule reads every result and writes a file that the gate of T4 (a task of its own, below nothing)
+    reads: after an edit of the leaf T3, T4 is in the scope too (T3's answer -> the run-level file -> T4's gate),
+    and the resume leaves no stale gate."""
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    rules = h.repo / '.orchestrator/rules'
+    rules.mkdir(exist_ok=True)
+    (rules / 'digest.yaml').write_text('name: digest_all\nscope: run\ninput: "{all_results}"\n'
+                                       'output: "{run_dir}/all.txt"\naction:\n  shell: "date +%s%N > all.txt"\n'
+                                       '  cwd: "{run_dir}"\n')
+    (rules / 'check.yaml').write_text('name: check_all\nscope: task\nroles: [navigator]\ninput: "{run_dir}/all.txt"\n'
+                                      'output: "{task_dir}/check_all.json"\naction:\n  shell: "true"\n')
+    plan = three_task_plan()
+    plan['tasks'].append({'id': 'T4', 'role': 'navigator', 'title': 'Map', 'description': 'Map the code.'})
+    h.write_plan(plan)
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    plan['tasks'][2]['description'] = 'Review the change, twice.'
+    h.write_plan(plan)
+    assert scope_of(h) == {'T3', 'T4'}
+    rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    fast, full = both(h, monkeypatch, 'status', '--json')
+    assert fast == full and {t['status'] for t in json.loads(full[1])['tasks']} == {'done'}, full[1]
+
+
+def test_a_rule_that_reads_the_plan_itself_gets_no_answer_from_the_edit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A host rule whose input is the plan file: any edit of the plan makes it stale, so neither status nor resume
+    may answer from the edited tasks alone."""
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    rules = h.repo / '.orchestrator/rules'
+    rules.mkdir(exist_ok=True)
+    (rules / 'plan_lint.yaml').write_text('name: plan_lint\nscope: task\nroles: [reviewer]\ninput: "plan.json"\n'
+                                          'output: "{task_dir}/plan_lint.json"\naction:\n  shell: "true"\n')
+    h.write_plan(three_task_plan())
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    FIELD_EDITS['reformatted, same content'](h)
+    assert not delta_answered(h) and scope_of(h) is None
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args

@@ -506,3 +506,10 @@ def test_a_new_secret_in_the_environment_is_a_new_state(host: Host, monkeypatch:
     assert rc == 0, err
     assert {t['id']: t['status'] for t in json.loads(out)['tasks']}['T1'] == 'stale'
     assert host.cli('status', '--json') == (rc, out, err)
+
+
+def test_an_edited_launch_record_is_noticed(host: Host) -> None:
+    """A row reads each attempt's kind from its launch.json: an edit of it is a new state for status."""
+    (launch,) = (run_dir(host) / 'tasks/T2').glob('attempt-*/launch.json')
+    launch.write_text(json.dumps({**json.loads(launch.read_text()), 'kind': 'repair'}))
+    assert fast(host) is None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orch.core.compile import Step
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
 from orch.runstate import attempts, manifest
 from orch.runstate.state import read_json
@@ -124,11 +125,17 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
         old_dirs[path] == sig or f'{path}/'.startswith(task_dirs) for path, sig in new_dirs.items())
 
 
+def _plan_read_by_a_step(rt: RunInputs) -> bool:
+    """A host rule that reads the plan file itself: any edit of it makes that step stale, which an answer from the
+    edited tasks alone would miss."""
+    return any(rt.run.plan_file in step.file_dep for step in rt.steps)
+
+
 def delta_index(rt: RunInputs) -> dict[str, Any]:
     """What orch.runstate.delta needs to answer after a plan edit without loading the run; empty when it must
     not (a result cache: its prediction needs git)."""
     tasks_dir = f'{rt.layout.run_dir}/tasks'
-    if not rt.plan.task_digests or rt.config.cache is not None \
+    if not rt.plan.task_digests or rt.config.cache is not None or _plan_read_by_a_step(rt) \
             or any(rt.layout.task_dir(t.id) != f'{tasks_dir}/{t.id}' for t in rt.plan.tasks):
         return {}
     return {'delta': True, 'plan_file': rt.run.plan_file, 'plan_rest': rt.plan.rest_digest,
@@ -162,8 +169,8 @@ def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
         task_dir = f'{tasks_dir}/{name}'
         dirs.append(task_dir)
         for entry in _entries(rt.repo / task_dir):
-            if entry.startswith('attempt-'):
-                files.append(f'{task_dir}/{entry}/attempt.json')
+            if entry.startswith('attempt-'):   # a row reads each attempt's kind from its launch.json
+                files += [f'{task_dir}/{entry}/attempt.json', f'{task_dir}/{entry}/launch.json']
             elif entry != attempts.SUMMARY_FILE and os.path.isfile(rt.repo / task_dir / entry):
                 # (attempts.json is a cache checked against each attempt's own files: no input of any answer)
                 files.append(f'{task_dir}/{entry}')
@@ -229,7 +236,7 @@ def affected_by_edit(rt: RunInputs, previous: manifest.Manifest | None) -> froze
     the graph did (a task added, removed, reordered, or given another role or other dependencies)."""
     index = previous.index if previous is not None else {}
     if previous is None or not index.get('delta') or index.get('plan_file') != rt.run.plan_file \
-            or index.get('plan_rest') != rt.plan.rest_digest or not rt.plan.task_digests:
+            or index.get('plan_rest') != rt.plan.rest_digest or not rt.plan.task_digests or _plan_read_by_a_step(rt):
         return None
     known, graph = index.get('plan_tasks') or [], index.get('graph') or []
     if len(known) != len(rt.plan.tasks) or len(graph) != len(known):
@@ -248,24 +255,29 @@ def affected_by_edit(rt: RunInputs, previous: manifest.Manifest | None) -> froze
 
 def _closed_downwards(rt: RunInputs, changed: set[str]) -> set[str]:
     """The tasks with a step that depends, directly or not, on a file a step of these tasks writes: the tasks
-    below them in the plan (their prompts read the upstream answers), and any task whose rule reads another's
-    output (a gate over {all_results}, say)."""
-    readers: dict[str, set[str]] = {}   # file -> the tasks whose steps read it
+    below them in the plan (their prompts read the upstream answers), any task whose rule reads another's output
+    (a gate over {all_results}, say), and any task reading what a run-level step writes from their outputs (the
+    chain goes on through it)."""
+    readers: dict[str, list[Step]] = {}   # file -> the steps that read it
+    writes: dict[str, list[str]] = {}     # task -> what its steps write
     for step in rt.steps:
-        if step.task_id is not None:
-            for path in (*step.file_dep, *step.after):
-                readers.setdefault(path, set()).add(step.task_id)
-    writes: dict[str, list[str]] = {}
-    for step in rt.steps:
+        for path in dict.fromkeys([*step.file_dep, *step.after]):
+            readers.setdefault(path, []).append(step)
         if step.task_id is not None:
             writes.setdefault(step.task_id, []).extend(step.targets)
-    out, todo = set(changed), list(changed)
+    out = set(changed)
+    todo = [path for task in changed for path in writes.get(task, ())]
+    seen_steps: set[str] = set()
     while todo:
-        for path in writes.get(todo.pop(), ()):
-            for reader in readers.get(path, ()):
-                if reader not in out:
-                    out.add(reader)
-                    todo.append(reader)
+        for step in readers.get(todo.pop(), ()):
+            if step.name in seen_steps:
+                continue
+            seen_steps.add(step.name)
+            if step.task_id is None:
+                todo.extend(step.targets)   # a run-level step: what it writes is read further down
+            elif step.task_id not in out:
+                out.add(step.task_id)
+                todo.extend(writes.get(step.task_id, ()))
     return out
 
 

@@ -26,8 +26,9 @@ from orch.runstate import manifest
 # Asks for the full path every time (benchmarks and tests compare the two answers); a resume then also checks the
 # whole graph after a plan edit (orch.engine.noop_record.affected_by_edit).
 FULL_CHECK_ENV = 'CODEX_ORCH_FULL_CHECK'
-# More differing files than this and the full path answers without the fast path looking further.
-DIFFERENCES = 4
+# More differing files than this and the full path answers without the fast path looking further: an answer
+# after an edit needs the plan file to be the only one (orch.runstate.delta).
+DIFFERENCES = 1
 # Variables that move git's repository discovery (or codex-orch's crash tests): the full path decides.
 _IN_DOUBT_ENV = ('GIT_DIR', 'GIT_WORK_TREE', 'GIT_COMMON_DIR', 'GIT_CEILING_DIRECTORIES',
                  'GIT_DISCOVERY_ACROSS_FILESYSTEM', CRASH_ENV, FULL_CHECK_ENV)
