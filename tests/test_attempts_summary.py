@@ -34,7 +34,6 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with nothing kept in memory (as a new command does), and with no file taken as racy:
     a test writes its files a moment before it reads them (one test checks racy files with the real rule)."""
     monkeypatch.setattr(attempts, '_known', {})
-    monkeypatch.setattr(attempts, '_RACY_NS', 0)
     monkeypatch.setattr(attempts, '_racy', lambda now, sig: False)
 
 
@@ -185,7 +184,6 @@ def test_a_malformed_summary_is_ignored(tmp_path: Path, text: str) -> None:
 
 def test_an_attempt_written_a_moment_ago_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attempts, '_racy', REAL_RACY)   # a file written in the last second: its tick may not be over
-    monkeypatch.setattr(attempts, '_RACY_NS', 1_000_000_000)
     task = tmp_path / 'T1'
     old = attempt(task, 1)
     for path in old.iterdir():

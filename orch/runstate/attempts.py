@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.runstate import atomic
+from orch.runstate import atomic, manifest
 
 SUMMARY_FILE = 'attempts.json'
 FORMAT = 1
 USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
-_RACY_NS = 1_000_000_000   # see orch.runstate.manifest: a file this young may be rewritten within its time tick
 
 Sig = tuple[int, int, int, int] | None      # (inode, size, mtime_ns, ctime_ns), None: no such file
 Listing = dict[str, tuple[Sig, Sig]]         # attempt directory name -> (attempt.json, launch.json) signatures
@@ -136,10 +135,8 @@ def _covers(known: dict[str, _Entry], listing: Listing) -> bool:
 
 
 def _racy(now_ns: int, sig: Sig) -> bool:
-    if sig is None:
-        return False
-    mtime, ctime = sig[2], sig[3]
-    return now_ns - max(mtime, ctime) < _RACY_NS or mtime % 1_000_000_000 == 0
+    """A file this young may be rewritten within its time tick (orch.runstate.manifest.is_racy)."""
+    return sig is not None and manifest.is_racy(now_ns, sig[2], sig[3])
 
 
 def _read(task_dir: Path, name: str, sigs: tuple[Sig, Sig]) -> _Entry:

@@ -35,8 +35,9 @@ from orch.core.task_entry import entry_changes, stored_entry
 from orch.core.text import plain
 from orch.errors import OrchError
 from orch.runstate.manifest import Manifest
+from orch.runstate.runs import ORCH_DIR
 
-PLAN_SCHEMA = '.orchestrator/schemas/plan.json'
+PLAN_SCHEMA = f'{ORCH_DIR}/schemas/plan.json'
 
 
 def answers_after_edit(repo: Path, found: Manifest, differing: list[str], want: str) -> dict[str, Any] | None:

@@ -43,7 +43,7 @@ FORMAT = 2   # 2: answers keep the status document compact (status_doc), and an 
 RACY_NS = 1_000_000_000
 
 
-def _racy(now_ns: int, mtime_ns: int, ctime_ns: int) -> bool:
+def is_racy(now_ns: int, mtime_ns: int, ctime_ns: int) -> bool:
     return now_ns - max(mtime_ns, ctime_ns) < RACY_NS or mtime_ns % 1_000_000_000 == 0
 
 # (path, mtime_ns, ctime_ns, size, inode, content hash, racy); a missing file is (path, None, ...).
@@ -96,7 +96,7 @@ def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileS
         if not stat.S_ISREG(st.st_mode):
             raise Unsignable(path)
         key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-        racy = _racy(now_ns, st.st_mtime_ns, st.st_ctime_ns)
+        racy = is_racy(now_ns, st.st_mtime_ns, st.st_ctime_ns)
         old = previous.get(path)
         if old is not None and not old[6] and not racy and old[1:5] == key and old[5] is not None:
             digest: str | None = old[5]
@@ -120,7 +120,7 @@ def snapshot_dirs(root: str, paths: Iterable[str], *, now_ns: int | None = None)
         except OSError:
             mtime = None
         listing = listing_hash(full) if mtime is not None else None
-        out.append((path, mtime, listing, mtime is not None and _racy(now_ns, mtime, mtime)))
+        out.append((path, mtime, listing, mtime is not None and is_racy(now_ns, mtime, mtime)))
     return out
 
 
