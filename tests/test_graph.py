@@ -93,7 +93,7 @@ def test_a_hostile_title_cannot_end_the_report_fence_or_add_html() -> None:
     task = {'id': 'T1', 'role': 'implementer', 'status': 'done', 'attempts': 1, 'depends_on': [],
             'title': '```\n</pre><script>alert(1)</script>\n```mermaid'}
     markdown = render_markdown(build_summary({'run_id': 'r1', 'base_branch': 'main', 'base_commit': 'a' * 40,
-                                              'plan_file': 'plan.json'}, [task], []))
+                                              'plan_file': 'plan.json'}, [task]))
     block = markdown.split('```mermaid\n', 1)[1].split('\n```', 1)[0]
     assert markdown.count('```') == 2                  # our fence, opened and closed once
     assert '<script>' not in markdown and 'flowchart TD' in block
@@ -137,11 +137,11 @@ def test_a_graph_too_big_for_github_is_not_embedded_in_the_report() -> None:
     tasks = [{'id': f'T{i}', 'role': 'implementer', 'status': 'done', 'attempts': 1, 'title': 't',
               'depends_on': [f'T{j}' for j in range(max(0, i - 3), i)]} for i in range(300)]
     summary = build_summary({'run_id': 'big', 'base_branch': 'main', 'base_commit': 'a' * 40,
-                             'plan_file': 'plan.json'}, tasks, [])
+                             'plan_file': 'plan.json'}, tasks)
     markdown = render_markdown(summary)
     assert '```mermaid' not in markdown
     assert 'codex-orch graph --run-id big --format dot' in markdown
-    small = render_markdown(build_summary(summary['run'], tasks[:5], []))
+    small = render_markdown(build_summary(summary['run'], tasks[:5]))
     assert '```mermaid' in small
 
 

@@ -1,11 +1,12 @@
 """orch.core.redact by value: environment secrets, tokens of well-known shapes, URL passwords."""
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
 
-from orch.core.redact import MARK, is_secret_variable, redact, redact_obj, secret_values
+from orch.core.redact import MARK, is_secret_variable, redact, redact_obj, redact_shared, secret_values
 
 pytestmark = pytest.mark.unit   # the pure core: no processes, no git
 
@@ -184,3 +185,41 @@ def test_a_megabyte_is_redacted_quickly_even_when_it_is_made_of_near_misses() ->
         redacted = redact(text, values)
         assert time.perf_counter() - started < 1.0, text[:40]   # about 10-50 ms here; linear, no backtracking
         assert redacted == (text if 'BEGIN' not in text else f'{MARK}!' * 36_000)
+
+
+SHARED_SECRETS = ['correct-horse-battery', 'with"quote-secret', 'back\\slash-secret', 'ünïcode-secret-ü']
+SHARED_PIECES = ['', 'ok', 'T00001', 'a\nb', 'quote " here', 'sk-proj-abcdefghij0123456789XYZ', 'ghp_' + 'a1' * 12,
+                 'Bearer abc123def456', 'https://bot:pw@host/x', 'AKIAABCDEFGHIJKLMNOP', '"', '\\', 'ü',
+                 *SHARED_SECRETS]
+
+
+def _shared_sample(rnd: random.Random, depth: int = 0) -> object:
+    kind = rnd.randrange(7 if depth < 3 else 4)
+    if kind == 0:
+        return rnd.choice([None, True, 3, 2.5])
+    if kind <= 3:   # a string: pieces glued together, so that a secret can sit at either end or inside
+        return ''.join(rnd.choice(SHARED_PIECES) for _ in range(rnd.randint(0, 3)))
+    if kind <= 5:
+        return {str(_shared_sample(rnd, 3)): _shared_sample(rnd, depth + 1) for _ in range(rnd.randint(0, 4))}
+    return [_shared_sample(rnd, depth + 1) for _ in range(rnd.randint(0, 4))]
+
+
+def test_redact_shared_redacts_exactly_what_redact_obj_does() -> None:
+    rnd = random.Random(11)
+    changed = 0
+    for _ in range(3000):
+        data = {'tasks': [_shared_sample(rnd) for _ in range(rnd.randint(0, 4))], 'run': _shared_sample(rnd)}
+        expected = redact_obj(data, SHARED_SECRETS)
+        assert redact_shared(data, SHARED_SECRETS) == expected, data
+        changed += expected != data
+    assert changed > 500   # the samples do hold secrets, in every place
+
+
+def test_redact_shared_shares_what_it_need_not_change() -> None:
+    clean = {'id': 'T1', 'summary': 'Done.'}
+    leaky = {'id': 'T2', 'summary': 'key sk-proj-abcdefghij0123456789XYZ'}
+    data = {'tasks': [clean, leaky], 'run': {'run_id': 'r'}}
+    out = redact_shared(data, [])
+    assert out['tasks'][0] is clean and out['run'] is data['run']
+    assert out['tasks'][1] == {'id': 'T2', 'summary': f'key sk-{MARK}'} and leaky['summary'].endswith('XYZ')
+    assert redact_shared(clean, []) is clean

@@ -114,7 +114,7 @@ def row(task_id: str, **more: Any) -> dict[str, Any]:
 
 def summary_of(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     run = {'run_id': 'r1', 'base_branch': 'main', 'base_commit': 'a' * 40, 'plan_file': 'plan.json'}
-    return build_summary(run, tasks, [])
+    return build_summary(run, tasks)
 
 
 def test_a_lone_or_cut_off_escape_never_becomes_a_replacement_character() -> None:

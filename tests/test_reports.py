@@ -102,7 +102,7 @@ RUN = {'run_id': 'r1', 'base_branch': 'main', 'base_commit': 'a' * 40, 'plan_fil
 
 
 def test_pipe_in_a_summary_does_not_split_the_table_row() -> None:
-    markdown = render_markdown(build_summary(RUN, [row(summary='either a | b, or c\nand d')], []))
+    markdown = render_markdown(build_summary(RUN, [row(summary='either a | b, or c\nand d')]))
     line = next(line for line in markdown.splitlines() if line.startswith('| T1'))
     header = next(line for line in markdown.splitlines() if line.startswith('| task'))
     assert line.replace('\\|', '').count('|') == header.count('|')
@@ -111,7 +111,7 @@ def test_pipe_in_a_summary_does_not_split_the_table_row() -> None:
 
 def test_junit_survives_control_characters_in_reasons() -> None:
     reason = 'non-zero-exit: \x1b[31merror\x1b[0m: codex crashed\x00'
-    xml = render_junit(build_summary(RUN, [row(status='failed', reason=reason, summary='sum\x07mary')], []))
+    xml = render_junit(build_summary(RUN, [row(status='failed', reason=reason, summary='sum\x07mary')]))
     case = ET.fromstring(xml).find('testsuite/testcase')
     assert case is not None
     failure = case.find('failure')

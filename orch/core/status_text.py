@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tabulate import tabulate
-
 from orch.core.prices import SPLIT_KEYS, money
+from orch.core.tables import table
 
 
 def render_table(doc: dict[str, Any]) -> str:
@@ -18,10 +17,8 @@ def render_table(doc: dict[str, Any]) -> str:
     rows += [[t['id'], '', 'removed', '', *([''] if remote else []), t['reason']] for t in doc.get('removed') or []]
     head = f'run {doc["run"]["run_id"]}' + (' (in progress)' if doc['running'] else '')
     headers = ['task', 'role', 'status', 'attempts', *(['worker'] if remote else []), 'reason']
-    # No number parsing: an id or a reason that looks like a number ('007', '1e3') is printed as it is, and the
-    # column types are not guessed cell by cell (half of tabulate's time on 10,000 rows).
-    return head + '\n' + tabulate(rows, headers=headers, tablefmt='simple', disable_numparse=True) \
-        + paid_line(doc['tasks'])
+    # No number parsing: an id or a reason that looks like a number ('007', '1e3') is printed as it is.
+    return head + '\n' + table(rows, headers, 'simple') + paid_line(doc['tasks'])
 
 
 def paid_line(tasks: list[dict[str, Any]]) -> str:
@@ -52,9 +49,10 @@ def dry_run_lines(run_id: str, rows: list[dict[str, Any]], *, pid: int | None, c
     if not would:
         return [*lines, nothing_would_run(run_id, len(rows))]
     lines.append(f'run {run_id}: {len(would)} of {len(rows)} task(s) would run (dry run: nothing was spent or written)')
-    table = [[r['id'], r['role'], _why(r), _last_time(r), *([cache.get(r['id'], '-')] if cache else [])]
-             for r in would]
-    lines.append(tabulate(table, headers=['task', 'role', 'why', 'last time', *(['cache'] if cache else [])],
+    from tabulate import tabulate  # wrapped columns: only the dry run has them
+    listed = [[r['id'], r['role'], _why(r), _last_time(r), *([cache.get(r['id'], '-')] if cache else [])]
+              for r in would]
+    lines.append(tabulate(listed, headers=['task', 'role', 'why', 'last time', *(['cache'] if cache else [])],
                           tablefmt='simple', maxcolwidths=[None, None, 50, None, 60] if cache else None,
                           disable_numparse=True))
     lines.append(_cost_line(would) + money)

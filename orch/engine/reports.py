@@ -9,12 +9,12 @@ from typing import Any
 
 from orch import __version__
 from orch.core.github import annotation_commands, sarif
-from orch.core.redact import redact_obj
+from orch.core.redact import redact_shared
 from orch.core.report import build_summary, render_json, render_junit, render_markdown
 from orch.engine.inputs import RunInputs
 from orch.failpoints import crash_point
 from orch.runstate import atomic, attempts
-from orch.runstate.status import decisions_of, run_record, task_rows
+from orch.runstate.status import run_record, task_rows
 
 
 def write_reports(rt: RunInputs, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def write_reports(rt: RunInputs, rows: list[dict[str, Any]] | None = None) -> di
     if rows is None:
         with attempts.writing():   # a command that writes the reports may refresh the tasks' attempt summaries
             rows = task_rows(rt)
-    summary: dict[str, Any] = redact_obj(build_summary(run_record(rt), rows, decisions_of(rt)))
+    summary: dict[str, Any] = redact_shared(build_summary(run_record(rt), rows))
     markdown = render_markdown(summary)
     atomic.write_if_changed(rt.run_dir / 'report.md', markdown)
     crash_point('report')
@@ -42,7 +42,7 @@ def github_annotations(rt: RunInputs, rows: list[dict[str, Any]] | None = None) 
     if os.environ.get('GITHUB_ACTIONS') != 'true':
         return []
     rows = task_rows(rt) if rows is None else rows
-    return annotation_commands(redact_obj(build_summary(run_record(rt), rows, decisions_of(rt))))
+    return annotation_commands(redact_shared(build_summary(run_record(rt), rows)))
 
 
 def report_digest(rt: RunInputs) -> str:

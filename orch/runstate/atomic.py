@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from orch.core.redact import redact_bytes, redact_jsonl_line, redact_obj, secret_values
+from orch.core.redact import redact_bytes, redact_jsonl_line, redact_shared, secret_values
 from orch.core.text import encode_utf8
 from orch.failpoints import crash_point
 
@@ -151,7 +151,7 @@ def write_text(path: Path, text: str, *, durable: bool = True) -> None:
 def json_text(obj: Any) -> str:
     """Every JSON record codex-orch keeps (state, result, attempt, run) is this text: no secrets, and any
     string is written (the last line of defence: a lone surrogate is replaced, never raised)."""
-    return json.dumps(redact_obj(obj), indent=2, sort_keys=True, ensure_ascii=False) + '\n'
+    return json.dumps(redact_shared(obj), indent=2, sort_keys=True, ensure_ascii=False) + '\n'
 
 
 def write_json(path: Path, obj: Any, *, durable: bool = True) -> None:

@@ -155,6 +155,7 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'reason': reason, 'usage': either('usage', None), 'duration': done.get('duration') or _duration(st),
         'commit': done.get('commit'), 'files_changed': done.get('files_changed') or [],
         'summary': answer.get('summary') if isinstance(answer, dict) else None,
+        'decisions': _decisions(done.get('answer')),   # its result's, as the report lists them
         'depends_on': list(task.depends_on), 'round': st.get('round') if status == 'running' else None,
         'setup': st.get('setup') or [],   # worktree.setup in the checkout of its latest execution
         'checks': either('checks', []), 'repair_rounds': either('repair_rounds', 0), 'gates': gates,
@@ -172,6 +173,13 @@ def _row(task: Task, status: str, reason: str | None, st: dict[str, Any], result
         'findings': answer.get('findings') if isinstance(answer, dict) and
         answer.get('verdict') == 'request_changes' else None,
     }
+
+
+def _decisions(answer: Any) -> list[dict[str, Any]]:
+    """The decisions a result's answer recorded (what a navigator or an implementer decided, and why)."""
+    items = answer.get('decisions') if isinstance(answer, dict) else None
+    return [{'decision': item.get('decision'), 'rationale': item.get('rationale')}
+            for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
 def _lookup(record: Any) -> dict[str, Any] | None:
@@ -198,18 +206,6 @@ def _duration(st: dict[str, Any]) -> float | None:
 def document(rt: RunInputs, rows: list[dict[str, Any]], *, running: bool) -> dict[str, Any]:
     """The status of a run from its task rows (also what the no-op manifest records, orch.engine.noop_record)."""
     return {'run': run_record(rt), 'running': running, 'tasks': rows, 'removed': removed_tasks(rt)}
-
-
-def decisions_of(rt: RunInputs) -> list[dict[str, Any]]:
-    out = []
-    for task in rt.plan.tasks:
-        result = state.read_result(rt.path(rt.layout.task_dir(task.id))) or {}
-        answer = result.get('answer') or {}
-        for item in answer.get('decisions') or [] if isinstance(answer, dict) else []:
-            if isinstance(item, dict):
-                out.append({'task_id': task.id, 'role': task.role, 'decision': item.get('decision'),
-                            'rationale': item.get('rationale')})
-    return out
 
 
 def run_record(rt: RunInputs) -> dict[str, Any]:
