@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -386,3 +388,98 @@ def test_a_rule_that_reads_the_plan_itself_gets_no_answer_from_the_edit(
     for args in COMMANDS:
         fast, full = both(h, monkeypatch, *args)
         assert fast == full, args
+
+
+# ------------------------------------------------------------------ a scoped resume's manifest: signed from the old one
+
+def scoped_resume(host: Host) -> None:
+    """Edit the leaf and resume: the new manifest is built with the old one's listings and signatures."""
+    FIELD_EDITS['description of the leaf'](host)
+    assert scope_of(host) == {'T3'}
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert delta_answered(host)
+
+
+@pytest.mark.parametrize('change', ['new file', 'new attempt', 'launch record', 'attempt record'])
+def test_after_a_scoped_resume_any_change_in_a_task_outside_it_is_noticed(
+        host: Host, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    """The manifest a resume writes takes the files of T1's directory from the old manifest while that directory's
+    entries are as then: what it took must still cover every file a row is read from, also a file that came after
+    the old manifest (it is signed once a manifest is written again)."""
+    scoped_resume(host)
+    t1 = run_dir(host) / 'tasks/T1'
+    attempt = sorted(t1.glob('attempt-*'))[0]
+    if change in ('new file', 'new attempt'):   # a new entry: then a resume writes a manifest, and it changes
+        path = t1 / 'notes.json' if change == 'new file' else t1 / 'attempt-9' / 'attempt.json'
+        if change == 'new file':
+            path.write_text('{}')
+        else:
+            shutil.copytree(attempt, t1 / 'attempt-9')
+        assert not delta_answered(host)
+        rc, out, err = host.cli('resume')
+        assert rc == 0, out + err
+        assert delta_answered(host)
+    else:
+        path = attempt / ('launch.json' if change == 'launch record' else 'attempt.json')
+    time.sleep(0.01)
+    path.write_text(path.read_text().replace('{', '{"edited": true, ', 1))
+    assert not delta_answered(host)
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+
+
+def test_a_task_directory_that_changed_while_it_was_listed_is_listed_again(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file added to a task directory between its listing and its signature is missing from the files signed:
+    the directory is signed racy, so that no later snapshot takes its files from this one."""
+    from orch.engine import noop_record
+    from orch.engine.inputs import open_run
+    from orch.runstate import manifest
+    rt = open_run(host.repo, RUN)
+    previous = manifest.load(rt.run_dir, manifest.header(rt.repo, RUN))
+    t1 = f'{rt.layout.run_dir}/tasks/T1'
+    listed = noop_record._entries
+
+    def entries_then_a_new_file(directory: Path, *, dirs_only: bool = False) -> list[str]:
+        names = listed(directory, dirs_only=dirs_only)
+        if str(directory).endswith(t1):
+            time.sleep(0.05)   # past the coarse clock's tick: the directory gets a new mtime
+            (directory / 'late.json').write_text('{}')
+            time.sleep(1.1)    # and it is no longer recent ("racy") when the snapshot signs it (a big plan's time)
+        return names
+    with monkeypatch.context() as m:
+        m.setattr(noop_record, '_entries', entries_then_a_new_file)
+        before = noop_record.snapshot_before(rt, previous)
+    assert before is not None
+    assert f'{t1}/late.json' not in before.files
+    assert {d[0]: d[3] for d in before.snapshot.dirs}[t1] is True   # racy: listed again next time
+    files, _ = noop_record.inputs_of(rt, before.snapshot)
+    assert f'{t1}/late.json' in files
+
+
+def test_a_change_outside_the_scope_while_the_manifest_is_checked_is_not_vouched_for(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T1's usage record changes after the resume's first snapshot, while doit checks the scope: the second snapshot
+    of a scoped resume does not look at T1's files, so the manifest must hold what the first one saw of them (the
+    rows were read from that), and the next status must see the change."""
+    from orch.engine import doit_runner
+    record = sorted((run_dir(host) / 'tasks/T1').glob('attempt-*'))[0] / 'attempt.json'
+    check = doit_runner.all_up_to_date
+
+    def check_while_t1_changes(*args: Any, **kwargs: Any) -> bool:
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, 'usage': {**data['usage'], 'output_tokens': 123456}}))
+        return check(*args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(doit_runner, 'all_up_to_date', check_while_t1_changes)
+        FIELD_EDITS['description of the leaf'](host)
+        rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert not delta_answered(host)
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+    t1 = json.loads(both(host, monkeypatch, 'status', '--json')[1][1])['tasks'][0]
+    assert t1['id'] == 'T1' and t1['usage_total']['output_tokens'] == 123456, t1

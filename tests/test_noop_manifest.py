@@ -393,10 +393,10 @@ def test_snapshots_differ_when_something_changed_between_them(tmp_path: Path) ->
     f.write_text('abc')
     one = manifest.build(str(tmp_path), {}, ['f'], ['.'], {})
     two = manifest.build(str(tmp_path), {}, ['f'], ['.'], {}, previous=one)
-    assert one is not None and two is not None and manifest.same_signatures(one, two)
+    assert one is not None and two is not None and manifest.agrees(one, two)
     f.write_text('abd')
     three = manifest.build(str(tmp_path), {}, ['f'], ['.'], {}, previous=two)
-    assert three is not None and not manifest.same_signatures(two, three)
+    assert three is not None and not manifest.agrees(two, three)
 
 
 @pytest.mark.unit

@@ -54,22 +54,33 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None) ->
     after this shows in the second snapshot, and then no manifest is written."""
     if rt.config.services or rt.sources is None:
         return None   # a resume starts and stops the services even when nothing is stale: not skipped
-    files, dirs = inputs_of(rt)
+    listed_at: dict[str, int | None] = {}
+    files, dirs = inputs_of(rt, previous, listed_at)
     # The sources as the run read them (not as they are now): an edit made during the run is a difference.
     snap = manifest.build(str(rt.repo), manifest.header(rt.repo, rt.run.run_id), files, dirs, {}, previous=previous,
                           as_read=(rt.sources.files, rt.sources.dirs))
-    return Before(files, dirs, snap) if snap is not None else None
+    if snap is None:
+        return None
+    # A task directory whose entries changed between its listing and its signature: its files above may miss one,
+    # so a later snapshot must not take them from this one (racy: listed again every time).
+    snap = manifest.Manifest(snap.header, snap.files, [
+        (d[0], d[1], d[2], True) if d[0] in listed_at and listed_at[d[0]] != d[1] else d for d in snap.dirs],
+        snap.answers, snap.index)
+    return Before(files, dirs, snap)
 
 
 def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str], *,
-           previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None) -> bool:
+           previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None,
+           as_before: frozenset[str] = frozenset()) -> bool:
     """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
     summary_lines: what a no-op resume of this state prints.
 
     scope: the tasks this resume looked at after a plan edit (affected_by_edit), with `previous`, the manifest
     it started from: when nothing outside them changed since that manifest, only their steps (and the run's
-    own) are checked; every other step is still as that manifest found it, up to date."""
+    own) are checked; every other step is still as that manifest found it, up to date.
+    as_before: the tasks whose rows are that manifest's (orch.runstate.known_rows.KnownRows.as_before): with a
+    scope, what only those rows were read from is not signed a second time (see _looked_at)."""
     # The answers are rendered by the commands' own functions, so that they are their text exactly.
     from orch.core.status_text import nothing_would_run, render_table
     from orch.engine.doit_runner import all_up_to_date
@@ -84,11 +95,33 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     answers = {'status_table': render_table(doc), 'status_doc': json.dumps(doc, sort_keys=True, separators=(',', ':')),
                'resume_lines': summary_lines, 'dry_run_lines': [nothing_would_run(rt.run.run_id, len(rows))]}
     first = before.snapshot
-    after = manifest.build(str(rt.repo), first.header, before.files, before.dirs, {}, previous=first)
-    if after is None or not manifest.same_signatures(first, after):
+    files, dirs = before.files, before.dirs
+    if scope is not None:
+        files, dirs = _looked_at(rt, before, scope, as_before)
+    after = manifest.build(str(rt.repo), first.header, files, dirs, {}, previous=first)
+    if after is None or not manifest.agrees(first, after):
         return False   # something changed while doit looked: vouch for nothing
-    manifest.save(rt.run_dir, manifest.Manifest(after.header, after.files, after.dirs, answers, delta_index(rt)))
+    manifest.save(rt.run_dir, manifest.Manifest(first.header, first.files, first.dirs, answers, delta_index(rt)))
     return True
+
+
+def _looked_at(rt: RunInputs, before: Before, scope: frozenset[str],
+               as_before: frozenset[str]) -> tuple[list[str], list[str]]:
+    """What a scoped resume may have read after its first snapshot: all of its inputs but the directories of the
+    tasks outside the scope whose rows were the old manifest's. Those rows are what those files were when the old
+    manifest signed them, and the first snapshot found them so (_changed_only_within): what the files are now is
+    no input of the answers (the report step's check reads their stat, and fails if they changed). A file such a
+    step reads (an upstream result) stays."""
+    tasks_dir = f'{rt.layout.run_dir}/tasks/'
+    settled = {t for t in as_before if t not in scope}
+    read = {path for step in rt.steps if step.task_id is None or step.task_id in scope for path in step.file_dep}
+
+    def settled_path(path: str) -> bool:
+        if not path.startswith(tasks_dir):
+            return False
+        return path[len(tasks_dir):].split('/', 1)[0] in settled
+    return ([f for f in before.files if f in read or not settled_path(f)],
+            [d for d in before.dirs if not settled_path(d)])
 
 
 def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manifest.Manifest,
@@ -147,8 +180,13 @@ def delta_index(rt: RunInputs) -> dict[str, Any]:
             'dry_run': not (rt.config.prices or rt.config.token_budget or rt.config.cost_budget)}
 
 
-def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
-    """(files, directories) whose signatures the manifest keeps; repo-relative or absolute."""
+def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
+              listed_at: dict[str, int | None] | None = None) -> tuple[list[str], list[str]]:
+    """(files, directories) whose signatures the manifest keeps; repo-relative or absolute.
+
+    previous: an earlier manifest, whose files in a task directory are taken as that directory's while its
+    entries are known unchanged (manifest.unchanged_dir) instead of listing it again.
+    listed_at: filled with the mtime of each task directory listed here, taken before its listing."""
     run_dir = rt.layout.run_dir
     files, dirs = source_paths(rt.repo, rt.run.plan_file, rt.run.spec_file, [*rt.schemas, *rt.templates])
     files += [f'{run_dir}/run.json', f'{run_dir}/{PLAN_CHECK_FILE}', f'{run_dir}/task-entries.digest',
@@ -165,9 +203,17 @@ def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
     dirs.append(tasks_dir)
     for task in rt.plan.tasks:
         files += [f'{tasks_dir}/{task.id}/state.json', f'{tasks_dir}/{task.id}/task.json']
+    known = _files_by_task_dir(previous, tasks_dir) if previous is not None else {}
+    root = str(rt.repo)
     for name in _entries(rt.repo / tasks_dir, dirs_only=True):
         task_dir = f'{tasks_dir}/{name}'
         dirs.append(task_dir)
+        listed = known.get(task_dir)
+        if listed is not None and manifest.unchanged_dir(root, listed[0]):
+            files += listed[1]   # its files, attempts' included (a new attempt is a new entry: a new mtime)
+            continue
+        if listed_at is not None:
+            listed_at[task_dir] = _mtime(rt.repo / task_dir)
         for entry in _entries(rt.repo / task_dir):
             if entry.startswith('attempt-'):   # a row reads each attempt's kind from its launch.json
                 files += [f'{task_dir}/{entry}/attempt.json', f'{task_dir}/{entry}/launch.json']
@@ -184,6 +230,26 @@ def inputs_of(rt: RunInputs) -> tuple[list[str], list[str]]:
     # library the config, plan or rules are read with shows as a changed listing.
     dirs.append(str(packages[-1].parent))
     return files, dirs
+
+
+def _files_by_task_dir(previous: manifest.Manifest, tasks_dir: str) -> dict[str, tuple[manifest.DirSig, list[str]]]:
+    """Each task directory the manifest signed: its signature and the files in it (and in its attempts) it signed."""
+    prefix = f'{tasks_dir}/'
+    out: dict[str, tuple[manifest.DirSig, list[str]]] = {
+        sig[0]: (sig, []) for sig in previous.dirs if sig[0].startswith(prefix) and '/' not in sig[0][len(prefix):]}
+    for sig in previous.files:
+        if sig[0].startswith(prefix):
+            entry = out.get(prefix + sig[0][len(prefix):].split('/', 1)[0])
+            if entry is not None:
+                entry[1].append(sig[0])
+    return out
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _entries(directory: Path, *, dirs_only: bool = False) -> list[str]:

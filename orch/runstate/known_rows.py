@@ -54,10 +54,12 @@ class KnownRows:
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
-        self._known: tuple[RunInputs, str, Rows] | None = None   # (the inputs, signature, rows)
+        # (the inputs, signature, rows, the tasks whose rows were the `unchanged` ones)
+        self._known: tuple[RunInputs, str, Rows, frozenset[str]] | None = None
         # Rows known from before this command, by task, for tasks whose files are as then (asked at each read:
         # orch.engine.noop_record.unchanged_rows); None: every row is read.
         self.unchanged: Callable[[], dict[str, dict[str, Any]] | None] | None = None
+        self.as_before: frozenset[str] = frozenset()   # of the rows the last read gave: the `unchanged` ones
 
     def read(self, rt: RunInputs) -> Rows:
         from orch.runstate.status import task_rows
@@ -65,9 +67,12 @@ class KnownRows:
         with self._mutex:
             known = self._known
         if known is not None and known[0] is rt and known[1] == signature:
+            self.as_before = known[3]
             return known[2]
-        rows = task_rows(rt, known=self.unchanged() if self.unchanged is not None else None)
+        unchanged = self.unchanged() if self.unchanged is not None else None
+        rows = task_rows(rt, known=unchanged)
+        self.as_before = frozenset(unchanged or ())
         if not any(row['status'] == 'running' for row in rows):
             with self._mutex:
-                self._known = (rt, signature, rows)
+                self._known = (rt, signature, rows, self.as_before)
         return rows

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch.core.redact import redact_obj
+from orch.core.redact import redact_shared
 from orch.runstate import atomic
 
 MANIFEST = 'noop-manifest.json'
-FORMAT = 2   # 2: answers keep the status document compact (status_doc), and an index
+FORMAT = 3   # 2: answers keep the status document compact (status_doc), and an index; 3: rows have decisions
 # A file modified this close to the snapshot is "racy" (git's word): a second write within the same clock
 # tick would keep its mtime, so it is compared by content every time. Linux file times come from a coarse
 # clock (a few ms); a time on a whole second is taken for a filesystem with coarse times (FAT: 2 s) and
@@ -108,10 +108,13 @@ def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileS
     return out
 
 
-def snapshot_dirs(root: str, paths: Iterable[str], *, now_ns: int | None = None) -> list[DirSig]:
+def snapshot_dirs(root: str, paths: Iterable[str], *, previous: dict[str, DirSig] | None = None,
+                  now_ns: int | None = None) -> list[DirSig]:
     """Listings of directories (None for a missing one). An entry added or removed changes a
-    directory's mtime, so a later check lists only a directory whose mtime moved (or was racy)."""
+    directory's mtime, so a later check lists only a directory whose mtime moved (or was racy); so does
+    this one, with the signatures of an earlier snapshot (`previous`)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
+    previous = previous or {}
     out: list[DirSig] = []
     for path in dict.fromkeys(paths):
         full = _full(root, path)
@@ -119,9 +122,24 @@ def snapshot_dirs(root: str, paths: Iterable[str], *, now_ns: int | None = None)
             mtime: int | None = os.stat(full).st_mtime_ns
         except OSError:
             mtime = None
-        listing = listing_hash(full) if mtime is not None else None
+        old = previous.get(path)
+        if mtime is not None and old is not None and not old[3] and old[1] == mtime and old[2] is not None:
+            listing: str | None = old[2]
+        else:
+            listing = listing_hash(full) if mtime is not None else None
         out.append((path, mtime, listing, mtime is not None and is_racy(now_ns, mtime, mtime)))
     return out
+
+
+def unchanged_dir(root: str, sig: DirSig) -> bool:
+    """Whether a directory's entries are still those of its signature, known from its mtime alone (not racy)."""
+    path, mtime, _listing, racy = sig
+    if mtime is None or racy:
+        return False
+    try:
+        return os.stat(_full(root, path)).st_mtime_ns == mtime
+    except OSError:
+        return False
 
 
 class Unsignable(Exception):
@@ -142,7 +160,7 @@ class Manifest:
     def to_json(self) -> str:
         # the answers are printed redacted: kept so (the header and the paths are compared as they are)
         return json.dumps({'header': self.header, 'files': self.files, 'dirs': self.dirs,
-                           'answers': redact_obj(self.answers), 'index': self.index},
+                           'answers': redact_shared(self.answers), 'index': self.index},
                           separators=(',', ':'), ensure_ascii=False)
 
 
@@ -152,14 +170,14 @@ def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterabl
     """A manifest of these inputs now, or None when one of them cannot be given a signature.
 
     as_read: signatures taken when the run read its sources (config, plan, rules ...), used for those paths
-    instead of new ones: a snapshot built so and compared with a new one (same_signatures) differs when a
+    instead of new ones: a snapshot built so and compared with a new one (agrees) differs when a
     source was edited after the run read it, also when that was before this snapshot."""
     prev = {f[0]: f for f in previous.files} if previous is not None else None
     try:
         sigs = snapshot_files(root, files, previous=prev)
     except Unsignable:
         return None
-    dir_sigs = snapshot_dirs(root, dirs)
+    dir_sigs = snapshot_dirs(root, dirs, previous={d[0]: d for d in previous.dirs} if previous is not None else None)
     if as_read is not None:
         read_files, read_dirs = as_read
         sigs = [read_files.get(sig[0], sig) for sig in sigs]
@@ -167,9 +185,12 @@ def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterabl
     return Manifest({**header, 'format': FORMAT}, sigs, dir_sigs, answers)
 
 
-def same_signatures(a: Manifest, b: Manifest) -> bool:
-    """Whether two snapshots saw the same inputs (stat and content): nothing changed between them."""
-    return [f[:6] for f in a.files] == [f[:6] for f in b.files] and [d[:3] for d in a.dirs] == [d[:3] for d in b.dirs]
+def agrees(first: Manifest, later: Manifest) -> bool:
+    """Whether a later snapshot of all or some of `first`'s inputs saw each as `first` did (stat and content):
+    nothing of it changed between them."""
+    files = {f[0]: f[:6] for f in first.files}
+    dirs = {d[0]: d[:3] for d in first.dirs}
+    return all(files.get(f[0]) == f[:6] for f in later.files) and all(dirs.get(d[0]) == d[:3] for d in later.dirs)
 
 
 def header(repo: Path, run_id: str) -> dict[str, Any]:
