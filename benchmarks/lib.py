@@ -103,7 +103,8 @@ def paired_ratio(a: list[Sample], b: list[Sample]) -> float:
 
 def base_env(tmp: Path, bin_dir: Path | None = None) -> dict[str, str]:
     """An environment with an isolated git (fixed identity, no user config) and the fake first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('GIT_', 'CODEX_', 'DOIT'))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('GIT_', 'CODEX_', 'DOIT'))
+           and k != 'PYTHONDONTWRITEBYTECODE'}   # measure what an installed codex-orch does: with bytecode
     cfg = tmp / 'empty.gitconfig'
     if not cfg.exists():
         cfg.parent.mkdir(parents=True, exist_ok=True)
