@@ -15,7 +15,7 @@ from orch import __version__
 from orch.main import COMMANDS, build_parser, main
 
 # Third-party packages no command-less invocation needs (each costs tens of milliseconds to import).
-HEAVY = ('doit', 'jsonschema', 'pydantic', 'pydantic_core', 'git', 'gitdb', 'yaml', 'tabulate', 'dask')
+HEAVY = ('doit', 'jsonschema', 'pydantic', 'pydantic_core', 'yaml', 'tabulate', 'dask')
 
 
 def help_lines(parser: argparse.ArgumentParser) -> dict[str, str | None]:

@@ -3,7 +3,7 @@
 The manifest (orch.runstate.manifest) holds the signature of every input of a run at a moment doit
 found the whole graph up to date, and what status and resume printed then. When every signature still
 holds, doit would decide the same now, so the answer is given without importing doit, the config models,
-GitPython or jsonschema (their imports alone cost more than plain doit's whole no-op run). Whenever
+the git adapters or jsonschema (their imports alone cost more than plain doit's whole no-op run). Whenever
 anything differs, or anything is in doubt, these functions return None and the command takes its full
 path, which finds the change and says why. After a plan edit, status and the dry run are answered from the
 manifest and the edit alone when they can be (orch.runstate.delta).

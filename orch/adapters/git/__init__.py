@@ -1,4 +1,4 @@
-"""Every git operation codex-orch performs; only its module `run` imports GitPython.
+"""Every git operation codex-orch performs; only its module `run` starts git.
 
 The orchestrator, not the worker, owns git: it creates worktrees and branches, commits what a worker
 changed, merges, fast-forwards and cleans. Each function takes explicit paths and reads the repository
@@ -15,8 +15,7 @@ Safety rules live here so that no caller can forget them:
   repository (a nested repository, a submodule a worker filled in or moved);
 - every failure is a `GitError` with the command, git's stderr and a sentence saying what to do.
 
-GitPython has no worktree API (gitpython-developers/GitPython#719), so everything goes through its
-command wrapper. Needs git >= 2.24 (`merge --no-verify`, `%(trailers:key=...,valueonly)`).
+Every operation is a git command (`run.run`). Needs git >= 2.24 (`merge --no-verify`, `%(trailers:key=...,valueonly)`).
 
 One module per job; callers use the names below (`from orch.adapters import git; git.commit(...)`):
 - `run`: running git (environment, safe config, errors), where things are, the repository lock, identity;

@@ -178,7 +178,7 @@ def apply_commit_changes(worktree: Path, a: str, b: str) -> None:
     if not patch:
         return
     with tempfile.TemporaryFile() as f:
-        f.write(patch + b'\n')   # GitPython strips the output's last newline; a patch needs it
+        f.write(patch + b'\n')   # run() strips the output's last line break; a patch needs it
         f.seek(0)
         run(worktree, 'apply', '--binary', '--whitespace=nowarn', '-', stdin=f,
             hint='The change does not apply to the files of the run\'s branch (another task changed them).')

@@ -1,12 +1,12 @@
-"""Running git, and what the other modules of orch.adapters.git share; the only module that imports GitPython.
+"""Running git, and what the other modules of orch.adapters.git share; the only module that starts git.
 
 `run` is the one way a command starts: without the variables that locate a repository, with
-`SAFE_CONFIG` (no hook, no fsmonitor, no submodule recursion), and with every failure turned into a
-`GitError` saying what to do. Also here: name checks, where a directory sits in git (`locate`,
-`own_worktree`, `rev_parse`), the per-repository lock and the committer identity.
+`SAFE_CONFIG` (no hook, no fsmonitor, no submodule recursion), in the C locale (its messages are read), and
+with every failure turned into a `GitError` saying what to do. Also here: name checks, where a directory sits
+in git (`locate`, `own_worktree`, `rev_parse`), the per-repository lock and the committer identity.
 
-GitPython has no worktree API (gitpython-developers/GitPython#719), so everything goes through its
-command wrapper.
+git is started directly (subprocess): everything codex-orch does is a plain command (worktrees have no API in
+any Python git library), and a library's import alone cost 40 ms of every command's start.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import shlex
+import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,11 +23,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from orch.errors import GitError
-
-# GitPython runs `git version` on import and raises ImportError when git is missing; with 'quiet' the
-# import succeeds and the first command fails with GitCommandNotFound, which we turn into a GitError.
-os.environ.setdefault('GIT_PYTHON_REFRESH', 'quiet')
-import git as gitpython
 
 # Variables that point git at a repository, index or object store other than the one found from the
 # working directory. Git exports several of them to hooks (pre-commit issue #300).
@@ -36,8 +32,11 @@ _LOCATING_VARS = frozenset({
     'GIT_QUARANTINE_PATH',
 })
 
-# Added to every command: never prompt for credentials or open an editor in an unattended run.
-_FIXED_ENV = {'GIT_TERMINAL_PROMPT': '0', 'GIT_EDITOR': ':', 'GIT_SEQUENCE_EDITOR': ':', 'GIT_PAGER': 'cat'}
+# Added to every command: never prompt for credentials or open an editor in an unattended run; messages in
+# English (some are read: a missing ref, a conflict).
+_FIXED_ENV = {'GIT_TERMINAL_PROMPT': '0', 'GIT_EDITOR': ':', 'GIT_SEQUENCE_EDITOR': ':', 'GIT_PAGER': 'cat',
+              'LANGUAGE': 'C', 'LC_ALL': 'C'}
+GIT = 'git'
 
 # Given with -c on every command, so they beat every config file (git passes them on to the git
 # processes it starts). A worker writes files in its worktree; none of them may run as the user:
@@ -107,9 +106,9 @@ class Location:
 # --- running git ---------------------------------------------------------------------------------
 
 def _scrub_environment() -> None:
-    # GitPython builds each child's environment from os.environ and can only add variables, never
-    # remove them, so the locating ones are dropped from the process itself. Workers launched later
-    # must not inherit them either. Normally there is nothing to drop and this costs one set test.
+    # The locating variables are dropped from the process itself: git's children get its environment, and
+    # workers launched later must not inherit them either. Normally there is nothing to drop and this costs
+    # one set test.
     if _LOCATING_VARS.isdisjoint(os.environ):
         return
     with _env_guard:
@@ -127,9 +126,9 @@ def run(
 ) -> Result:
     """Run git (in `cwd` via -C) and return its result; exit codes outside `ok` raise GitError."""
     _scrub_environment()
-    # `-C` rather than GitPython's working_dir: GitPython silently falls back to the process's cwd
-    # when working_dir is not accessible, which could make git act on the wrong repository.
-    argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git', *_SAFE_ARGS]
+    # `-C` rather than a working directory for the process: git then fails on a directory it cannot enter
+    # instead of acting on another repository.
+    argv = [GIT, *_SAFE_ARGS]
     if cwd is not None:
         argv += ['-C', str(cwd)]
         if _subcommand(args) not in _NO_CONTENT:
@@ -141,15 +140,16 @@ def run(
 def _execute(argv: list[str], ok: tuple[int, ...], env: Mapping[str, str] | None, stdin: BinaryIO | None,
              hint: str) -> Result:
     try:
-        status, out, err = gitpython.Git().execute(
-            argv, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
-            istream=stdin, env={**_FIXED_ENV, **(env or {})},
-        )
-    except (gitpython.exc.GitError, OSError) as exc:
+        done = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL, capture_output=True,
+                              env={**os.environ, **_FIXED_ENV, **(env or {})}, check=False)
+    except OSError as exc:
         raise GitError(f'cannot run git ({exc}); install git or put it on PATH, then retry') from exc
-    if status not in ok:
-        raise GitError(failure(argv, status, err, hint))
-    return Result(argv, status, out, err)
+    # Without its last line break: output is read as a value (a sha, a name); a patch adds it back.
+    out = done.stdout[:-1] if done.stdout.endswith(b'\n') else done.stdout
+    err = done.stderr.decode('utf-8', 'surrogateescape').removesuffix('\n')
+    if done.returncode not in ok:
+        raise GitError(failure(argv, done.returncode, err, hint))
+    return Result(argv, done.returncode, out, err)
 
 
 def _subcommand(args: tuple[str, ...]) -> str:
@@ -164,7 +164,7 @@ def _subcommand(args: tuple[str, ...]) -> str:
 
 def _driver_overrides(cwd: Path) -> list[str]:
     """`-c` arguments switching off every driver the repository's own config files at `cwd` define."""
-    argv = [gitpython.Git.GIT_PYTHON_GIT_EXECUTABLE or 'git', *_SAFE_ARGS, '-C', str(cwd),
+    argv = [GIT, *_SAFE_ARGS, '-C', str(cwd),
             'config', '--list', '-z', '--show-scope', '--includes']
     res = _execute(argv, (0, 1, 128), None, None, _DEFAULT_HINT)
     if res.status != 0:   # not a repository (yet): no repository config to override
