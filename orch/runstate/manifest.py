@@ -222,14 +222,34 @@ def invalidate(run_dir: Path) -> None:
         os.unlink(path_of(run_dir))
 
 
+# The manifest last read, by the stat of its file: a command that asks twice (the fast path, then the resume it
+# could not answer) parses it once (0.3 s at 10,000 tasks). A manifest is only ever replaced whole (a new inode).
+_last_read: tuple[tuple[str, int, int, int, int], Manifest | None] | None = None
+
+
 def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
     """The run's manifest if it is there, well-formed and its header matches `header`; else None."""
+    global _last_read
+    path = path_of(run_dir)
     try:
-        with open(path_of(run_dir), 'rb') as f:
-            data = json.loads(f.read())
+        with open(path, 'rb') as f:
+            st = os.fstat(f.fileno())
+            key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            known = _last_read
+            if known is not None and known[0] == key:
+                found = known[1]
+            else:
+                found = _parse(f.read())
+                _last_read = (key, found)
+    except OSError:
+        return None
+    return found if found is not None and found.header == {**header, 'format': FORMAT} else None
+
+
+def _parse(text: bytes) -> Manifest | None:
+    try:
+        data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get('header'), dict):
-            return None
-        if data['header'] != {**header, 'format': FORMAT}:
             return None
         files = [tuple(f) for f in data['files']]
         dirs = [tuple(d) for d in data['dirs']]
@@ -239,9 +259,9 @@ def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
                 or not all(len(f) == 7 and isinstance(f[0], str) for f in files) \
                 or not all(len(d) == 4 and isinstance(d[0], str) for d in dirs):
             return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
-    return Manifest(data["header"], files, dirs, answers, index)
+    return Manifest(data['header'], files, dirs, answers, index)
 
 
 def first_difference(root: str, manifest: Manifest) -> str | None:
