@@ -60,7 +60,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
     scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
     if scope is not None:   # and the rows of the tasks outside it are the manifest's while their files are as then
-        session.rows.unchanged = lambda: noop_record.unchanged_rows(rt, previous, scope)
+        session.rows.unchanged = lambda inputs: noop_record.unchanged_rows(rt, previous, scope, inputs)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
@@ -100,8 +100,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         with contextlib.suppress(OSError):
             before = noop_record.snapshot_before(rt, previous)
     # The rows the report was written from, unless anything they are read from changed since (then read again):
-    # after the snapshot above, like a fresh read.
-    rows = session.rows.read(rt)
+    # what they are read from as the snapshot above signed it, like a fresh read after it.
+    rows = session.rows.read(rt, noop_record.row_inputs_of(rt, before))
     cache_sync.store_and_push(rt, rows)
     lines = summary_lines(rt, session, rows)
     for line, err in lines:

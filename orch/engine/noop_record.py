@@ -28,7 +28,7 @@ from typing import Any
 
 from orch.core.compile import Step
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
-from orch.runstate import attempts, manifest
+from orch.runstate import attempts, known_rows, manifest
 from orch.runstate.state import read_json
 
 
@@ -347,13 +347,13 @@ def _closed_downwards(rt: RunInputs, changed: set[str]) -> set[str]:
     return out
 
 
-def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None,
-                   scope: frozenset[str] | None) -> dict[str, dict[str, Any]] | None:
-    """The status rows the manifest recorded for the tasks outside the scope whose files (state, result, attempts,
-    everything in their directories) are still as the manifest saw them: their rows are as they were then, since
-    nothing else a row is read from can have changed (their plan objects, the graph and every upstream task are
-    the same: the scope is closed downwards). None when that cannot be said: no scope, or a review round's fix
-    that links rows across tasks."""
+def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
+                   inputs: known_rows.RowInputs) -> dict[str, dict[str, Any]] | None:
+    """The status rows the manifest recorded for the tasks outside the scope whose row inputs (`inputs`, as the
+    caller just signed them: state, result, execution record and attempts) are as the manifest signed them: their
+    rows are as they were then, since nothing else a row is read from can have changed (their plan objects, the
+    graph and every upstream task are the same: the scope is closed downwards). None when that cannot be said: no
+    scope, or a review round's fix that links rows across tasks."""
     if previous is None or scope is None:
         return None
     try:
@@ -363,19 +363,49 @@ def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None,
     if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
            for row in rows):
         return None
-    prefix = f'{rt.layout.run_dir}/tasks/'
-    files: dict[str, list[manifest.FileSig]] = {}
-    for sig in previous.files:
-        if sig[0].startswith(prefix):
-            files.setdefault(sig[0][len(prefix):].split('/', 1)[0], []).append(sig)
-    dirs = {sig[0][len(prefix):]: sig for sig in previous.dirs if sig[0].startswith(prefix)}
-    root = str(rt.repo)
-    out = {}
-    for row in rows:
-        tid = row.get('id')
-        if tid in scope or tid not in rt.plan.by_id or tid not in dirs:
+    signed = row_inputs_in(rt, previous, trusted_only=True)
+    if signed is None:
+        return None
+    return {row['id']: row for row in rows if row.get('id') not in scope and row.get('id') in rt.plan.by_id
+            and signed.get(row['id']) is not None and signed[row['id']] == inputs.get(row['id'])}
+
+
+def row_inputs_in(rt: RunInputs, snapshot: manifest.Manifest, *,
+                  trusted_only: bool = False) -> dict[str, known_rows.TaskInputs | None] | None:
+    """Each task's row inputs (orch.runstate.known_rows.row_inputs) as the snapshot signed them; None when its task
+    directories are not all in the run's `tasks` directory. trusted_only: a task with a racy signature among them
+    (one whose stat does not tell its content) gets None."""
+    tasks_dir = f'{rt.layout.run_dir}/tasks/'
+    if any(rt.layout.task_dir(t.id) != f'{tasks_dir}{t.id}' for t in rt.plan.tasks):
+        return None
+    found: dict[str, dict[str, manifest.FileSig]] = {}
+    for sig in snapshot.files:
+        if sig[0].startswith(tasks_dir):
+            tid, _, rest = sig[0][len(tasks_dir):].partition('/')
+            found.setdefault(tid, {})[rest] = sig
+
+    def stat_of(sig: manifest.FileSig | None) -> attempts.Sig:
+        return None if sig is None or sig[1] is None else (sig[4], sig[3], sig[1], sig[2])   # type: ignore[return-value]
+
+    out: dict[str, known_rows.TaskInputs | None] = {}
+    for task in rt.plan.tasks:
+        sigs = found.get(task.id, {})
+        mine = [sigs.get(name) for name in known_rows.ROW_FILES]
+        tries: dict[str, list[manifest.FileSig | None]] = {}
+        for rest, sig in sigs.items():
+            name, _, leaf = rest.partition('/')
+            if name.startswith('attempt-') and leaf in ('attempt.json', 'launch.json'):
+                tries.setdefault(name, [None, None])[leaf == 'launch.json'] = sig
+                mine.append(sig)
+        if trusted_only and any(sig is not None and sig[6] for sig in mine):
+            out[task.id] = None
             continue
-        if not manifest.dir_differs(root, *dirs[tid]) and not any(manifest.file_differs(root, *sig)
-                                                                  for sig in files.get(tid, ())):
-            out[tid] = row
+        out[task.id] = (tuple(stat_of(sigs.get(name)) for name in known_rows.ROW_FILES),
+                        tuple(sorted((name, (stat_of(a), stat_of(b))) for name, (a, b) in tries.items())))
     return out
+
+
+def row_inputs_of(rt: RunInputs, before: Before | None) -> known_rows.RowInputs | None:
+    """The tasks' row inputs as the first snapshot signed them; None: there is none (they are read now)."""
+    found = row_inputs_in(rt, before.snapshot) if before is not None else None
+    return None if found is None else {tid: inputs for tid, inputs in found.items() if inputs is not None}

@@ -89,7 +89,7 @@ def listing_of(task_dir: Path) -> Listing:
     """Every attempt directory of the task with the signatures of its attempt.json and launch.json: what its
     summary depends on (also part of what a task's status row is read from)."""
     base = os.fspath(task_dir)
-    return {name: (_sig(f'{base}/{name}/attempt.json'), _sig(f'{base}/{name}/launch.json'))
+    return {name: (file_sig(f'{base}/{name}/attempt.json'), file_sig(f'{base}/{name}/launch.json'))
             for name in _attempt_dirs(task_dir)}
 
 
@@ -101,7 +101,7 @@ def _attempt_dirs(task_dir: Path) -> list[str]:
         return []
 
 
-def _sig(path: str) -> Sig:
+def file_sig(path: str) -> Sig:
     try:
         st = os.stat(path)
     except OSError:

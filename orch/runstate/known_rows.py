@@ -18,7 +18,6 @@ The rows given out are the same list each time: callers read them and never chan
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,24 +28,32 @@ if TYPE_CHECKING:
     from orch.engine.inputs import RunInputs
 
 Rows = list[dict[str, Any]]
-_TASK_FILES = ('state.json', 'result.json', 'execution.json')
+ROW_FILES = ('state.json', 'result.json', 'execution.json')
+# What a task's row is read from, by stat: its ROW_FILES' signatures, and each attempt's (attempts.Listing), sorted
+TaskInputs = tuple[tuple[attempts.Sig, ...], tuple[tuple[str, tuple[attempts.Sig, attempts.Sig]], ...]]
+RowInputs = dict[str, TaskInputs]
+
+
+def row_inputs(rt: RunInputs) -> RowInputs:
+    """What each task's row is read from, by stat (about 30 ms for 1,000 tasks)."""
+    out: RowInputs = {}
+    for task in rt.plan.tasks:
+        task_dir = rt.path(rt.layout.task_dir(task.id))
+        out[task.id] = (tuple(attempts.file_sig(f'{task_dir}/{name}') for name in ROW_FILES),
+                        tuple(sorted(attempts.listing_of(task_dir).items())))
+    return out
+
+
+def signature_of(rt: RunInputs, inputs: RowInputs) -> str:
+    """Changes whenever anything the rows are read from changes: the plan, or a task's inputs."""
+    h = hashlib.sha256(rt.plan.digest.encode())
+    for task in rt.plan.tasks:
+        h.update(f'\0{task.id}{inputs.get(task.id)!r}'.encode())
+    return h.hexdigest()
 
 
 def rows_signature(rt: RunInputs) -> str:
-    """Changes whenever anything a task's row is read from changes (about 30 ms for 1,000 tasks)."""
-    h = hashlib.sha256(rt.plan.digest.encode())
-    for task in rt.plan.tasks:
-        task_dir = rt.path(rt.layout.task_dir(task.id))
-        h.update(f'\0{task.id}'.encode())
-        for name in _TASK_FILES:
-            try:
-                st = os.stat(f'{task_dir}/{name}')
-                h.update(f'{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns};'.encode())
-            except OSError:
-                h.update(b'-;')
-        for name, sigs in sorted(attempts.listing_of(task_dir).items()):
-            h.update(f'{name} {sigs};'.encode())
-    return h.hexdigest()
+    return signature_of(rt, row_inputs(rt))
 
 
 class KnownRows:
@@ -56,20 +63,23 @@ class KnownRows:
         self._mutex = threading.Lock()
         # (the inputs, signature, rows, the tasks whose rows were the `unchanged` ones)
         self._known: tuple[RunInputs, str, Rows, frozenset[str]] | None = None
-        # Rows known from before this command, by task, for tasks whose files are as then (asked at each read:
-        # orch.engine.noop_record.unchanged_rows); None: every row is read.
-        self.unchanged: Callable[[], dict[str, dict[str, Any]] | None] | None = None
+        # Rows known from before this command, by task, for tasks whose row inputs are as then (asked at each read
+        # with those inputs: orch.engine.noop_record.unchanged_rows); None: every row is read.
+        self.unchanged: Callable[[RowInputs], dict[str, dict[str, Any]] | None] | None = None
         self.as_before: frozenset[str] = frozenset()   # of the rows the last read gave: the `unchanged` ones
 
-    def read(self, rt: RunInputs) -> Rows:
+    def read(self, rt: RunInputs, inputs: RowInputs | None = None) -> Rows:
+        """inputs: the row inputs as signed a moment ago (the no-op manifest's first snapshot); None: stat now.
+        Taken before the rows are read: a change while they are read shows at the next read."""
         from orch.runstate.status import task_rows
-        signature = rows_signature(rt)   # before the rows: a change while they are read shows at the next read
+        inputs = row_inputs(rt) if inputs is None else inputs
+        signature = signature_of(rt, inputs)
         with self._mutex:
             known = self._known
         if known is not None and known[0] is rt and known[1] == signature:
             self.as_before = known[3]
             return known[2]
-        unchanged = self.unchanged() if self.unchanged is not None else None
+        unchanged = self.unchanged(inputs) if self.unchanged is not None else None
         rows = task_rows(rt, known=unchanged)
         self.as_before = frozenset(unchanged or ())
         if not any(row['status'] == 'running' for row in rows):
