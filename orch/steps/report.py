@@ -8,12 +8,16 @@ from orch.engine.inputs import RunInputs
 from orch.engine.reports import report_digest, write_reports
 from orch.engine.session import Session
 from orch.runstate import attempts
+from orch.runstate.known_rows import row_inputs
 
 
 def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
-    digest = report_digest(rt)   # before the rows: a state that changes while they are read is reported again
+    # The rows' inputs, signed before they are read (a state that changes while they are read is reported again),
+    # and the report's own input among them.
+    inputs = row_inputs(rt)
+    digest = report_digest(rt, inputs)
     with attempts.writing():   # a run may refresh its tasks' attempt summaries
-        rows = session.rows.read(rt)   # kept: the summary the run ends with is these rows, if nothing changed since
+        rows = session.rows.read(rt, inputs)   # kept: the run's summary is these rows, if nothing changed since
     write_reports(rt, rows)
     return {'state_digest': digest}   # saved by doit: what report_uptodate compares against
 
