@@ -95,3 +95,24 @@ def test_the_directory_is_synced_after_the_rename(tmp_path: Path) -> None:
                                  r'[^)]*\)\s+= (\d+)$', line))]
     assert opened, after
     assert any(re.search(rf'\bf(data)?sync\({opened[0]}\)\s+= 0$', line) for line in after), after
+
+
+@pytest.mark.parametrize('old', [None, 'same text', 'same size', 'same text and more', 'same'])
+def test_write_if_changed_writes_exactly_when_the_content_differs(tmp_path: Path, old: str | None) -> None:
+    path = tmp_path / 'report.md'
+    new = 'same text'
+    if old is not None:
+        path.write_text(old)
+    inode = path.stat().st_ino if old is not None else None
+    written = atomic.write_if_changed(path, new)
+    assert path.read_text() == new
+    assert written == (old != new)
+    assert (path.stat().st_ino == inode) == (old == new)   # an equal file is left as it is
+
+
+def test_write_if_changed_compares_a_big_file_block_by_block(tmp_path: Path) -> None:
+    path = tmp_path / 'summary.json'
+    text = 'x' * (3 << 20)
+    path.write_text(text[:-1] + 'y')   # same size, the last block differs
+    assert atomic.write_if_changed(path, text)
+    assert not atomic.write_if_changed(path, text)

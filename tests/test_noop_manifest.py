@@ -514,3 +514,14 @@ def test_an_edited_launch_record_is_noticed(host: Host) -> None:
     (launch,) = (run_dir(host) / 'tasks/T2').glob('attempt-*/launch.json')
     launch.write_text(json.dumps({**json.loads(launch.read_text()), 'kind': 'repair'}))
     assert fast(host) is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('count', [0, 1, 3, 7])
+def test_the_manifest_written_in_chunks_is_its_json(count: int) -> None:
+    answers = {'status_table': 'T1 done "q" \u00e9\n', 'status_doc': '"\\x\u00e9' * (1 << 19), 'lines': ['a', 'b']}
+    m = manifest.Manifest({'h': 1}, [(f'f{i}', i, i, i, i, 'ab', False) for i in range(count)],
+                          [('d', 1, 'x', False)], answers, {'delta': True})
+    text = b''.join(m.json_chunks(per_chunk=3))
+    assert json.loads(text) == {'header': {'h': 1}, 'files': [list(f) for f in m.files], 'dirs': [list(m.dirs[0])],
+                                'answers': m.answers, 'index': m.index}

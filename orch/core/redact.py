@@ -179,6 +179,8 @@ def redact_shared(obj: Any, values: list[str] | None = None) -> Any:
 
 
 def _redact_shared(obj: Any, redactor: Redactor, depth: int) -> Any:
+    if isinstance(obj, str):
+        return redactor(obj)   # (the very string when it has nothing to redact)
     try:
         text = json.dumps(obj, ensure_ascii=False)
     except (TypeError, ValueError):

@@ -29,12 +29,19 @@ _TEMP_TRIES = 100
 def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """durable=False: still atomic, but not synced to disk (about 0.5 ms instead of 5): only for a cache whose
     every entry is checked against what it was made from, which a power cut may leave older or empty."""
+    write_chunks(path, [data], durable=durable)
+
+
+def write_chunks(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+    """write_bytes of the chunks one after the other: a big file is never whole in memory (each chunk is made
+    as it is written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -162,13 +169,25 @@ def write_if_changed(path: Path, text: str) -> bool:
     """Write only when the content differs, so mtimes and md5 checks stay quiet. Returns True if written."""
     path = Path(path)
     data = encode_utf8(text)
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
+    if _holds(path, data):
+        return False
     write_bytes(path, data)
     return True
+
+
+def _holds(path: Path, data: bytes, block: int = 1 << 20) -> bool:
+    """Whether the file holds exactly `data` (read a block at a time: a report of 10,000 tasks is megabytes)."""
+    try:
+        with open(path, 'rb') as f:
+            if os.fstat(f.fileno()).st_size != len(data):
+                return False
+            view = memoryview(data)
+            for start in range(0, len(data), block):
+                if f.read(block) != view[start:start + block]:
+                    return False
+            return f.read(1) == b''
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return False
 
 
 # Temp names made by write_bytes (and by tempfile.mkstemp in older versions): '.<name>.<8 random chars>.tmp'

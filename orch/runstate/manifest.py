@@ -26,12 +26,13 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orch.core.redact import redact_shared
+from orch.core.text import encode_utf8
 from orch.runstate import atomic
 
 MANIFEST = 'noop-manifest.json'
@@ -41,6 +42,7 @@ FORMAT = 3   # 2: answers keep the status document compact (status_doc), and an 
 # clock (a few ms); a time on a whole second is taken for a filesystem with coarse times (FAT: 2 s) and
 # is racy too.
 RACY_NS = 1_000_000_000
+_SLICE = 1 << 20   # characters of a long answer written at a time
 
 
 def is_racy(now_ns: int, mtime_ns: int, ctime_ns: int) -> bool:
@@ -157,11 +159,28 @@ class Manifest:
     # what an answer after a plan edit is computed from (orch.runstate.delta); empty: none is
     index: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        # the answers are printed redacted: kept so (the header and the paths are compared as they are)
-        return json.dumps({'header': self.header, 'files': self.files, 'dirs': self.dirs,
-                           'answers': redact_shared(self.answers), 'index': self.index},
-                          separators=(',', ':'), ensure_ascii=False)
+    def json_chunks(self, per_chunk: int = 4096) -> Iterator[bytes]:
+        """Its JSON text, compact, in chunks of `per_chunk` file signatures: at 10,000 tasks the whole is 20 MB, and
+        as one string and its bytes it was the peak of a resume's memory."""
+        def dump(value: Any) -> bytes:
+            return encode_utf8(json.dumps(value, separators=(',', ':'), ensure_ascii=False))
+        yield b'{"header":' + dump(self.header) + b',"files":['
+        for start in range(0, len(self.files), per_chunk):
+            yield (b',' if start else b'') + dump(self.files[start:start + per_chunk])[1:-1]
+        yield b'],"dirs":' + dump(self.dirs)
+        # the answers are printed redacted: kept so (the header and the paths are compared as they are); a long
+        # one (the status document) a slice at a time (JSON escapes a string character by character)
+        yield b',"answers":{'
+        for i, (key, answer) in enumerate(self.answers.items()):
+            yield (b',' if i else b'') + dump(redact_shared(key)) + b':'
+            value = redact_shared(answer)
+            if isinstance(value, str):
+                yield b'"'
+                yield from (dump(value[at:at + _SLICE])[1:-1] for at in range(0, len(value), _SLICE))
+                yield b'"'
+            else:
+                yield dump(value)
+        yield b'},"index":' + dump(self.index) + b'}'
 
 
 def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterable[str], answers: dict[str, Any],
@@ -214,19 +233,21 @@ def path_of(run_dir: Path) -> Path:
 def save(run_dir: Path, manifest: Manifest) -> None:
     # Not synced: a manifest lost or cut short by a power cut is none (the next command takes the full path), and
     # syncing 20 MB (10,000 tasks) cost up to a second on a busy disk.
-    atomic.write_text(path_of(run_dir), manifest.to_json(), durable=False)
-
-
-def invalidate(run_dir: Path) -> None:
-    """Remove the manifest: called by every writer before it changes anything in the run, so a writer
-    killed half-way never leaves a manifest that vouches for the state before it."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path_of(run_dir))
+    atomic.write_chunks(path_of(run_dir), manifest.json_chunks(), durable=False)
 
 
 # The manifest last read, by the stat of its file: a command that asks twice (the fast path, then the resume it
 # could not answer) parses it once (0.3 s at 10,000 tasks). A manifest is only ever replaced whole (a new inode).
 _last_read: tuple[tuple[str, int, int, int, int], Manifest | None] | None = None
+
+
+def invalidate(run_dir: Path) -> None:
+    """Remove the manifest: called by every writer before it changes anything in the run, so a writer
+    killed half-way never leaves a manifest that vouches for the state before it."""
+    global _last_read
+    _last_read = None   # (what it held is gone)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path_of(run_dir))
 
 
 def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
