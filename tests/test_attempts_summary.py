@@ -272,3 +272,9 @@ def test_a_resume_killed_mid_attempt_is_counted_from_its_files(host: Host, monke
     assert {k: row['usage_total'][k] for k in attempts.USAGE_KEYS} == usage
     summary = json.loads((tasks / 'T1' / attempts.SUMMARY_FILE).read_text())
     assert set(summary['attempts']) == {f'attempt-{n}' for n in range(1, count + 1)}   # refreshed by the resume
+
+
+def test_the_summary_is_no_entry_of_a_signed_listing() -> None:
+    """The no-op manifest does not count it in a task directory's listing (any reader of a row may write it)."""
+    from orch.runstate import manifest
+    assert attempts.SUMMARY_FILE in manifest.UNLISTED

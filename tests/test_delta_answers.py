@@ -483,3 +483,34 @@ def test_a_change_outside_the_scope_while_the_manifest_is_checked_is_not_vouched
         assert fast == full, args
     t1 = json.loads(both(host, monkeypatch, 'status', '--json')[1][1])['tasks'][0]
     assert t1['id'] == 'T1' and t1['usage_total']['output_tokens'] == 123456, t1
+
+
+def test_an_attempts_summary_written_since_the_manifest_is_no_change(host: Host,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """attempts.json is a cache that any command reading a task's row may write (once its attempts are a second
+    old): its coming changes no answer, so it neither sends status to the full path nor costs the next resume its
+    scope (the whole graph checked again, every other resume after an edit)."""
+    from orch.engine import doit_runner
+    from orch.runstate import attempts
+    scoped_resume(host)
+    for task in ('T1', 'T3'):
+        summary = run_dir(host) / 'tasks' / task / attempts.SUMMARY_FILE
+        summary.unlink(missing_ok=True)
+        time.sleep(0.01)
+        summary.write_text('{}')   # what is in it is checked against the attempts' own files when it is read
+    assert delta_answered(host, 'resume_lines')
+    checked: list[frozenset[str] | None] = []
+    check = doit_runner.all_up_to_date
+
+    def recording(rt: Any, scope: frozenset[str] | None = None) -> bool:
+        checked.append(scope)
+        return check(rt, scope=scope)
+    edit_task(host, 2, description='Review the change, once more.')
+    with monkeypatch.context() as m:
+        m.setattr(doit_runner, 'all_up_to_date', recording)
+        rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert checked == [frozenset({'T3'})]
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args

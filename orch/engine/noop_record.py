@@ -165,10 +165,11 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
         return False
     if any(old_files.get(path) != sig and not within(path) for path, sig in new_files.items()):
         return False
-    old_dirs = {d[0]: d[:3] for d in previous.dirs}
-    new_dirs = {d[0]: d[:3] for d in now.dirs}
+    # a directory by its entries (its listing): a file replaced in it (a new mtime) is compared above
+    old_dirs = {d[0]: d[2] for d in previous.dirs}
+    new_dirs = {d[0]: d[2] for d in now.dirs}
     return set(old_dirs) == set(new_dirs) and all(
-        old_dirs[path] == sig or f'{path}/'.startswith(task_dirs) for path, sig in new_dirs.items())
+        old_dirs[path] == listing or f'{path}/'.startswith(task_dirs) for path, listing in new_dirs.items())
 
 
 def _plan_read_by_a_step(rt: RunInputs) -> bool:

@@ -36,7 +36,7 @@ from orch.core.text import encode_utf8
 from orch.runstate import atomic
 
 MANIFEST = 'noop-manifest.json'
-FORMAT = 3   # 2: answers keep the status document compact (status_doc), and an index; 3: rows have decisions
+FORMAT = 4   # 2: the status document compact, an index; 3: rows have decisions; 4: listings without UNLISTED
 # A file modified this close to the snapshot is "racy" (git's word): a second write within the same clock
 # tick would keep its mtime, so it is compared by content every time. Linux file times come from a coarse
 # clock (a few ms); a time on a whole second is taken for a filesystem with coarse times (FAT: 2 s) and
@@ -67,9 +67,14 @@ def content_hash(path: str) -> str | None:
     return h.hexdigest()
 
 
+# Names no listing counts: caches checked against what they summarize, written by any command that reads them
+# (orch.runstate.attempts.SUMMARY_FILE). Their coming would otherwise change a task directory's listing.
+UNLISTED = frozenset({'attempts.json'})
+
+
 def listing_hash(path: str) -> str | None:
     try:
-        names = sorted(os.listdir(path))
+        names = sorted(n for n in os.listdir(path) if n not in UNLISTED)
     except OSError:
         return None
     return hashlib.blake2b('\0'.join(names).encode('utf-8', 'surrogateescape'), digest_size=16).hexdigest()
