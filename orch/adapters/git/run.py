@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,28 +164,130 @@ def _subcommand(args: tuple[str, ...]) -> str:
 
 
 def _driver_overrides(cwd: Path) -> list[str]:
-    """`-c` arguments switching off every driver the repository's own config files at `cwd` define."""
+    """`-c` arguments switching off every driver the repository's own config files at `cwd` define.
+
+    Listing them costs a git process before every command that reads a worktree (a dozen per task). The answer is
+    kept while every file it was read from has the stat it had (_ConfigFiles); a file written in the last second
+    is no proof (the coarse clock): then the listing is not kept."""
+    key = os.path.abspath(cwd)
+    with _overrides_guard:
+        known = _overrides.get(key)
+    if known is not None and known[1].unchanged():
+        return known[0]
     argv = [GIT, *_SAFE_ARGS, '-C', str(cwd),
-            'config', '--list', '-z', '--show-scope', '--includes']
+            'config', '--list', '-z', '--show-scope', '--show-origin', '--includes']
+    files = _ConfigFiles.at(Path(key))   # signed before the listing: a change during it shows next time
     res = _execute(argv, (0, 1, 128), None, None, _DEFAULT_HINT)
     if res.status != 0:   # not a repository (yet): no repository config to override
         return []
     names: dict[tuple[str, str], None] = {}
-    for scope, key in _pairs(res.out):
-        match = _DRIVER_KEY.match(key)
-        if scope in _REPO_SCOPES and match:
+    for scope, origin, name, value in _entries(res.out):
+        if scope not in _REPO_SCOPES:
+            continue
+        if files is not None:
+            files = files.reading(Path(key), origin, name, value)
+        match = _DRIVER_KEY.match(name)
+        if match:
             if '=' in match.group(2):   # `-c` cannot name it
-                raise GitError(f'refusing the repository at {cwd}: its config defines the driver {key!r}, which '
+                raise GitError(f'refusing the repository at {cwd}: its config defines the driver {name!r}, which '
                                'codex-orch cannot switch off; remove it (git config --local --list --show-origin)')
             names[(match.group(1).lower(), match.group(2))] = None
-    return [arg for kind, name in names for setting in _NO_DRIVER[kind] for arg in ('-c', f'{kind}.{name}.{setting}')]
+    overrides = [arg for kind, name in names for setting in _NO_DRIVER[kind]
+                 for arg in ('-c', f'{kind}.{name}.{setting}')]
+    if files is not None and files.steady():
+        with _overrides_guard:
+            if len(_overrides) > 256:
+                _overrides.clear()
+            _overrides[key] = (overrides, files)
+    return overrides
 
 
-def _pairs(out: bytes) -> Iterator[tuple[str, str]]:
-    """(scope, key) of each entry of `git config --list -z --show-scope`: `scope NUL key LF value NUL`."""
+def _entries(out: bytes) -> Iterator[tuple[str, str, str, str]]:
+    """(scope, origin, key, value) of each entry of `git config --list -z --show-scope --show-origin`:
+    `scope NUL origin NUL key LF value NUL`."""
     fields = out.split(b'\0')
-    for scope, entry in zip(fields[0::2], fields[1::2], strict=False):
-        yield os.fsdecode(scope), os.fsdecode(entry.partition(b'\n')[0])
+    for scope, origin, entry in zip(fields[0::3], fields[1::3], fields[2::3], strict=False):
+        key, _, value = entry.partition(b'\n')
+        yield os.fsdecode(scope), os.fsdecode(origin), os.fsdecode(key), os.fsdecode(value)
+
+
+_FileSig = tuple[int, int, int, int] | None   # (inode, size, mtime_ns, ctime_ns); None: no such file
+
+
+def _file_sig(path: Path) -> _FileSig:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class _ConfigFiles:
+    """Every file the repository config at a directory is read from, with its stat: the `.git` entry that says which
+    repository it is, the git dir's `commondir` and `config.worktree`, the common `config`, every file the listing
+    came from and every file an include names (also one that does not exist yet). A conditional include on the
+    branch adds the git dir's HEAD; one on another config's values (`hasconfig:`) is not followed: nothing kept."""
+
+    sigs: tuple[tuple[Path, _FileSig], ...]
+    head: tuple[Path, _FileSig]   # the git dir's HEAD, signed before the listing: kept only if an include needs it
+    on_branch: bool = False
+
+    @staticmethod
+    def at(cwd: Path) -> _ConfigFiles | None:
+        """The files every listing at `cwd` reads; None when `cwd` is not a checkout's top (git would look above)."""
+        dot_git = cwd / '.git'
+        try:
+            if dot_git.is_dir():
+                git_dir = dot_git
+            else:
+                pointer = dot_git.read_text(encoding='utf-8').strip()
+                if not pointer.startswith('gitdir: '):
+                    return None
+                git_dir = cwd / pointer.removeprefix('gitdir: ')
+        except (OSError, UnicodeDecodeError):
+            return None
+        try:   # where the branches and the shared config live (git's rule: `commondir`, relative to the git dir)
+            named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
+        except (OSError, UnicodeDecodeError):
+            named = ''
+        common = Path(os.path.normpath(git_dir / named)) if named else git_dir
+        paths = [dot_git, git_dir / 'commondir', git_dir / 'config.worktree', common / 'config']
+        return _ConfigFiles(tuple((p, _file_sig(p)) for p in paths), (git_dir / 'HEAD', _file_sig(git_dir / 'HEAD')))
+
+    def reading(self, cwd: Path, origin: str, key: str, value: str) -> _ConfigFiles | None:
+        """These files and those one repository-scope entry of the listing adds; None: such a listing is not kept."""
+        if not origin.startswith('file:'):
+            return None
+        source = Path(os.path.normpath(cwd / origin.removeprefix('file:')))
+        more = [source]
+        lowered = key.lower()
+        on_branch = self.on_branch
+        if lowered == 'include.path' or (lowered.startswith('includeif.') and lowered.endswith('.path')):
+            condition = lowered.removeprefix('includeif.').removesuffix('.path') if lowered != 'include.path' else ''
+            if condition.startswith('hasconfig:'):
+                return None
+            on_branch = on_branch or condition.startswith('onbranch:')
+            target = Path(os.path.expanduser(value))
+            more.append(Path(os.path.normpath(target if target.is_absolute() else source.parent / target)))
+        known = {path for path, _ in self.sigs}
+        return _ConfigFiles((*self.sigs, *((p, _file_sig(p)) for p in more if p not in known)), self.head, on_branch)
+
+    def kept(self) -> tuple[tuple[Path, _FileSig], ...]:
+        return (*self.sigs, self.head) if self.on_branch else self.sigs
+
+    def unchanged(self) -> bool:
+        return all(_file_sig(path) == sig for path, sig in self.kept())
+
+    def steady(self) -> bool:
+        """No file written in the last second: its stat then tells its content (see orch.runstate.manifest), and
+        a file the listing read changed after it would show here."""
+        now = time.time_ns()
+        return all(sig is None or now - max(sig[2], sig[3]) >= 1_000_000_000 for _, sig in self.kept())
+
+
+_overrides: dict[str, tuple[list[str], _ConfigFiles]] = {}
+_overrides_guard = threading.Lock()
 
 
 def failure(argv: list[str], status: int, err: str, hint: str) -> str:
