@@ -77,7 +77,7 @@ def test_a_config_written_in_the_last_second_is_listed_every_time(wt: Path, monk
 
 
 @pytest.mark.parametrize('where', ['common config', 'worktree config', 'included file', 'new include',
-                                   'include of an include', 'branch include'])
+                                   'include of an include', 'branch include', 'include through a symlink'])
 def test_a_driver_planted_after_a_listing_never_runs(wt: Path, tmp_path: Path, where: str) -> None:
     marker = tmp_path / 'ran'
     files = config_files(wt)
@@ -91,6 +91,12 @@ def test_a_driver_planted_after_a_listing_never_runs(wt: Path, tmp_path: Path, w
     if where == 'branch include':
         git(wt, 'config', '--local', 'includeIf.onbranch:other.path', str(included))
         included.write_text(FILTER.format(marker=marker))   # not read on `work`
+    if where == 'include through a symlink':   # `link/../x` is where the symlink leads, not beside it
+        deep = tmp_path / 'elsewhere' / 'deep'
+        deep.mkdir(parents=True)
+        (common_config.parent / 'link').symlink_to(deep)
+        git(wt, 'config', '--local', 'include.path', 'link/../evil.inc')
+        included = tmp_path / 'elsewhere' / 'evil.inc'
     settle(*files, included)
     add_a_file(wt, 'a.txt')   # the listing is kept
     assert not marker.exists()
@@ -99,7 +105,7 @@ def test_a_driver_planted_after_a_listing_never_runs(wt: Path, tmp_path: Path, w
             f.write(FILTER.format(marker=marker))
     elif where == 'worktree config':
         (git_dir / 'config.worktree').write_text(FILTER.format(marker=marker))
-    elif where == 'included file':
+    elif where in ('included file', 'include through a symlink'):
         included.write_text(FILTER.format(marker=marker))
     elif where == 'new include':
         included.write_text(FILTER.format(marker=marker))

@@ -251,7 +251,7 @@ class _ConfigFiles:
             named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
         except (OSError, UnicodeDecodeError):
             named = ''
-        common = Path(os.path.normpath(git_dir / named)) if named else git_dir
+        common = git_dir / named if named else git_dir   # as git opens it: `..` after a symlink is the kernel's
         paths = [dot_git, git_dir / 'commondir', git_dir / 'config.worktree', common / 'config']
         return _ConfigFiles(tuple((p, _file_sig(p)) for p in paths), (git_dir / 'HEAD', _file_sig(git_dir / 'HEAD')))
 
@@ -259,17 +259,21 @@ class _ConfigFiles:
         """These files and those one repository-scope entry of the listing adds; None: such a listing is not kept."""
         if not origin.startswith('file:'):
             return None
-        source = Path(os.path.normpath(cwd / origin.removeprefix('file:')))
+        source = cwd / origin.removeprefix('file:')
         more = [source]
         lowered = key.lower()
+        if lowered == 'extensions.refstorage':   # HEAD is then no file to watch (reftable)
+            return None
         on_branch = self.on_branch
         if lowered == 'include.path' or (lowered.startswith('includeif.') and lowered.endswith('.path')):
             condition = lowered.removeprefix('includeif.').removesuffix('.path') if lowered != 'include.path' else ''
             if condition.startswith('hasconfig:'):
                 return None
             on_branch = on_branch or condition.startswith('onbranch:')
+            if value.startswith('%(prefix)/'):   # relative to git's installation: not followed
+                return None
             target = Path(os.path.expanduser(value))
-            more.append(Path(os.path.normpath(target if target.is_absolute() else source.parent / target)))
+            more.append(target if target.is_absolute() else source.parent / target)
         known = {path for path, _ in self.sigs}
         return _ConfigFiles((*self.sigs, *((p, _file_sig(p)) for p in more if p not in known)), self.head, on_branch)
 
@@ -280,10 +284,12 @@ class _ConfigFiles:
         return all(_file_sig(path) == sig for path, sig in self.kept())
 
     def steady(self) -> bool:
-        """No file written in the last second: its stat then tells its content (see orch.runstate.manifest), and
-        a file the listing read changed after it would show here."""
+        """No file written in the last second, nor one whose time is a whole second (a filesystem with coarse
+        times): its stat then tells its content (see orch.runstate.manifest.is_racy), and a file the listing read
+        changed after it would show here."""
         now = time.time_ns()
-        return all(sig is None or now - max(sig[2], sig[3]) >= 1_000_000_000 for _, sig in self.kept())
+        return all(sig is None or (now - max(sig[2], sig[3]) >= 1_000_000_000 and sig[2] % 1_000_000_000 != 0)
+                   for _, sig in self.kept())
 
 
 _overrides: dict[str, tuple[list[str], _ConfigFiles]] = {}
