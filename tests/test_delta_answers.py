@@ -430,28 +430,50 @@ def test_after_a_scoped_resume_any_change_in_a_task_outside_it_is_noticed(
         assert fast == full, args
 
 
+@pytest.mark.parametrize('how', ['listed', 'taken from the old manifest'])
 def test_a_task_directory_that_changed_while_it_was_listed_is_listed_again(
-        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+        host: Host, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     """A file added to a task directory between its listing and its signature is missing from the files signed:
     the directory is signed racy, so that no later snapshot takes its files from this one."""
     from orch.engine import noop_record
     from orch.engine.inputs import open_run
     from orch.runstate import manifest
+    if how != 'listed':   # a manifest that signed T1's directory over a second after it last changed (T1's run,
+        for n in range(2):   # then its attempts summary, written by the first resume): its files are taken over
+            time.sleep(1.1)
+            edit_task(host, 2, description=f'Review the change ({n}).')
+            rc, out, err = host.cli('resume')
+            assert rc == 0, out + err
     rt = open_run(host.repo, RUN)
     previous = manifest.load(rt.run_dir, manifest.header(rt.repo, RUN))
     t1 = f'{rt.layout.run_dir}/tasks/T1'
-    listed = noop_record._entries
+    listed, unchanged = noop_record._entries, manifest.unchanged_dir
+    taken_over: list[str] = []
+
+    def a_new_file() -> None:
+        time.sleep(0.05)   # past the coarse clock's tick: the directory gets a new mtime
+        (host.repo / t1 / 'late.json').write_text('{}')
+        time.sleep(1.1)    # and it is no longer recent ("racy") when the snapshot signs it (a big plan's time)
 
     def entries_then_a_new_file(directory: Path, *, dirs_only: bool = False) -> list[str]:
         names = listed(directory, dirs_only=dirs_only)
         if str(directory).endswith(t1):
-            time.sleep(0.05)   # past the coarse clock's tick: the directory gets a new mtime
-            (directory / 'late.json').write_text('{}')
-            time.sleep(1.1)    # and it is no longer recent ("racy") when the snapshot signs it (a big plan's time)
+            a_new_file()
         return names
+
+    def unchanged_then_a_new_file(root: str, sig: manifest.DirSig) -> bool:
+        same = unchanged(root, sig)
+        if same and sig[0] == t1:
+            taken_over.append(t1)
+            a_new_file()
+        return same
     with monkeypatch.context() as m:
-        m.setattr(noop_record, '_entries', entries_then_a_new_file)
+        if how == 'listed':
+            m.setattr(noop_record, '_entries', entries_then_a_new_file)
+        else:
+            m.setattr(manifest, 'unchanged_dir', unchanged_then_a_new_file)
         before = noop_record.snapshot_before(rt, previous)
+    assert (host.repo / t1 / 'late.json').exists() and taken_over == ([] if how == 'listed' else [t1])
     assert before is not None
     assert f'{t1}/late.json' not in before.files
     assert {d[0]: d[3] for d in before.snapshot.dirs}[t1] is True   # racy: listed again next time

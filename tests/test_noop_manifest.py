@@ -525,3 +525,13 @@ def test_the_manifest_written_in_chunks_is_its_json(count: int) -> None:
     text = b''.join(m.json_chunks(per_chunk=3))
     assert json.loads(text) == {'header': {'h': 1}, 'files': [list(f) for f in m.files], 'dirs': [list(m.dirs[0])],
                                 'answers': m.answers, 'index': m.index}
+
+
+@pytest.mark.unit
+def test_a_listing_leaves_out_an_attempts_summary_file_but_not_a_directory_so_named(tmp_path: Path) -> None:
+    empty = manifest.listing_hash(str(tmp_path))
+    (tmp_path / 'attempts.json').write_text('{}')   # a cache any reader of a row may write
+    assert manifest.listing_hash(str(tmp_path)) == empty
+    (tmp_path / 'attempts.json').unlink()
+    (tmp_path / 'attempts.json').mkdir()   # e.g. a task of that name in the tasks directory
+    assert manifest.listing_hash(str(tmp_path)) != empty

@@ -25,6 +25,19 @@ def test_random_tables_match_tabulate(fmt: str) -> None:
 
 
 @pytest.mark.parametrize('fmt', ['simple', 'github'])
+def test_random_plain_tables_match_tabulate(fmt: str) -> None:
+    """Only cells the fast path draws itself (most random tables above go to tabulate)."""
+    rnd = random.Random(8)
+    plain = [c for c in CELLS if c.isascii() and c.isprintable() and c == c.strip()]
+    for _ in range(300):
+        width = rnd.randint(1, 6)
+        headers = [rnd.choice(['task', 'role', 'status', 'attempts', 'r', '']) for _ in range(width)]
+        rows = [[rnd.choice([*plain, None, 0, 12]) for _ in range(width)] for _ in range(rnd.randint(1, 6))]
+        assert table(rows, headers, fmt) == tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True), \
+            (rows, headers)
+
+
+@pytest.mark.parametrize('fmt', ['simple', 'github'])
 def test_plain_rows_are_drawn_without_tabulate(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [['T1', 'implementer', 'done', 1, ''], ['T22', 'tester', 'failed', 12, 'check exit 1']]
     expected = tabulate(rows, headers=['task', 'role', 'status', 'attempts', 'reason'], tablefmt=fmt,

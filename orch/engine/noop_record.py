@@ -200,7 +200,8 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
 
     previous: an earlier manifest, whose files in a task directory are taken as that directory's while its
     entries are known unchanged (manifest.unchanged_dir) instead of listing it again.
-    listed_at: filled with the mtime of each task directory listed here, taken before its listing."""
+    listed_at: filled with the mtime of each task directory at which its files were found: taken before its listing,
+    or the old manifest's when they are its."""
     run_dir = rt.layout.run_dir
     files, dirs = source_paths(rt.repo, rt.run.plan_file, rt.run.spec_file, [*rt.schemas, *rt.templates])
     files += [f'{run_dir}/run.json', f'{run_dir}/{PLAN_CHECK_FILE}', f'{run_dir}/task-entries.digest',
@@ -225,6 +226,8 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
         listed = known.get(task_dir)
         if listed is not None and manifest.unchanged_dir(root, listed[0]):
             files += listed[1]   # its files, attempts' included (a new attempt is a new entry: a new mtime)
+            if listed_at is not None:   # the mtime these files are known at: one that moves before the signature
+                listed_at[task_dir] = listed[0][1]
             continue
         if listed_at is not None:
             listed_at[task_dir] = _mtime(rt.repo / task_dir)

@@ -67,14 +67,16 @@ def content_hash(path: str) -> str | None:
     return h.hexdigest()
 
 
-# Names no listing counts: caches checked against what they summarize, written by any command that reads them
-# (orch.runstate.attempts.SUMMARY_FILE). Their coming would otherwise change a task directory's listing.
+# Files no listing counts: caches checked against what they summarize, written by any command that reads them
+# (orch.runstate.attempts.SUMMARY_FILE). Their coming would otherwise change a task directory's listing. (Only as
+# regular files: a task may be named so.)
 UNLISTED = frozenset({'attempts.json'})
 
 
 def listing_hash(path: str) -> str | None:
     try:
-        names = sorted(n for n in os.listdir(path) if n not in UNLISTED)
+        with os.scandir(path) as entries:
+            names = sorted(e.name for e in entries if e.name not in UNLISTED or not e.is_file(follow_symlinks=False))
     except OSError:
         return None
     return hashlib.blake2b('\0'.join(names).encode('utf-8', 'surrogateescape'), digest_size=16).hexdigest()
