@@ -7,14 +7,15 @@ reaches the terminal, and a character the stream cannot encode is written as a b
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
-from orch.core.redact import redact
+from orch.core.redact import redact, redact_shared
 from orch.core.text import terminal_safe
 
 _lock = threading.Lock()
@@ -38,6 +39,12 @@ def workflow_commands_paused() -> Iterator[None]:
 
 def write_line(text: str = '', *, err: bool = False) -> None:
     write(text + '\n', err=err)
+
+
+def write_json(data: Any) -> None:
+    """JSON for machines on stdout, indented: redacted as data first (in its text a secret holding a quote or a
+    backslash is escaped, and the text redaction below would miss it)."""
+    write_line(json.dumps(redact_shared(data), indent=2, sort_keys=True))
 
 
 def write(text: str, *, err: bool = False) -> None:

@@ -535,3 +535,24 @@ def test_a_listing_leaves_out_an_attempts_summary_file_but_not_a_directory_so_na
     (tmp_path / 'attempts.json').unlink()
     (tmp_path / 'attempts.json').mkdir()   # e.g. a task of that name in the tasks directory
     assert manifest.listing_hash(str(tmp_path)) != empty
+
+
+def test_a_secret_holding_a_quote_never_reaches_the_manifest_or_a_fast_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The status document is kept as JSON text, where a quote in a secret is escaped: it is redacted as data."""
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    secret = 'open "sesame" 42'
+    monkeypatch.setenv('DOOR_TOKEN', secret)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    plan = three_task_plan()
+    plan['tasks'][1]['title'] = f'Test it with {secret}'
+    h.write_plan(plan)
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    assert fast(h) is not None
+    stored = (h.run_dir(RUN) / manifest.MANIFEST).read_text()
+    assert secret not in stored and json.dumps(secret)[1:-1] not in stored
+    for args in (('status',), ('status', '--json')):
+        for rc, out, err in (h.cli(*args), full(h, monkeypatch, *args)):
+            assert rc == 0 and secret not in out + err and json.dumps(secret)[1:-1] not in out + err, args
+    assert 'Test it with [REDACTED]' in out   # the title, in status --json

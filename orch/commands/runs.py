@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -166,5 +165,8 @@ def render_table(doc: dict[str, Any]) -> str:
 
 def runs(args: argparse.Namespace) -> int:
     doc = runs_document(find_repo())
-    output.write_line(json.dumps(doc, indent=2, sort_keys=True) if args.json else render_table(doc))
+    if args.json:
+        output.write_json(doc)
+    else:
+        output.write_line(render_table(doc))
     return 0

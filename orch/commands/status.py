@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ def status(args: argparse.Namespace) -> int:
     while True:
         doc = status_document(repo, run_id)
         if args.json:
-            output.write_line(json.dumps(doc, indent=2, sort_keys=True))
+            output.write_json(doc)
         else:
             output.write_line(render_table(doc))
         if not args.watch or not doc['running']:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.core.compile import Step
+from orch.core.redact import redact_shared
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
 from orch.runstate import attempts, known_rows, manifest
 from orch.runstate.state import read_json
@@ -103,7 +104,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
         scope = None
     if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt, scope=scope):
         return False
-    doc = document(rt, rows, running=False)   # read between the snapshots, like the rows
+    # read between the snapshots, like the rows; redacted as data (its JSON text escapes a secret holding a quote)
+    doc = redact_shared(document(rt, rows, running=False))
     # the document as compact JSON (C-encoded: an indented dump is ten times slower): `status --json` indents it
     answers = {'status_table': render_table(doc), 'status_doc': json.dumps(doc, sort_keys=True, separators=(',', ':')),
                'resume_lines': summary_lines, 'dry_run_lines': [nothing_would_run(rt.run.run_id, len(rows))]}
