@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from orch import filesig
 from orch.runstate import attempts, fastpath, manifest
 from orch.runstate.lock import RunLock
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, files_snapshot, make_host, three_task_plan
@@ -344,7 +345,7 @@ def test_signatures_content_not_mtime(tmp_path: Path) -> None:
     a, b = tmp_path / 'a.txt', tmp_path / 'b.txt'
     a.write_text('one')
     b.write_text('two')
-    old = time.time_ns() - 10 * manifest.RACY_NS
+    old = time.time_ns() - 10 * filesig.RACY_NS
     for p in (a, b):
         os.utime(p, ns=(old, old))
     m = manifest.build(str(tmp_path), {}, ['a.txt', 'b.txt', 'missing.txt'], ['.'], {})

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orch import filesig
 from orch.core.compile import Step
 from orch.core.redact import redact_shared
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
@@ -402,7 +403,7 @@ def row_inputs_in(rt: RunInputs, snapshot: manifest.Manifest, *,
             tid, _, rest = sig[0][len(tasks_dir):].partition('/')
             found.setdefault(tid, {})[rest] = sig
 
-    def stat_of(sig: manifest.FileSig | None) -> attempts.Sig:
+    def stat_of(sig: manifest.FileSig | None) -> filesig.Sig:
         return None if sig is None or sig[1] is None else (sig[4], sig[3], sig[1], sig[2])   # type: ignore[return-value]
 
     out: dict[str, known_rows.TaskInputs | None] = {}

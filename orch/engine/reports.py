@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from orch import __version__
+from orch import __version__, filesig
 from orch.core.github import annotation_commands, sarif
 from orch.core.redact import redact_shared
 from orch.core.report import build_summary, render_json, render_junit, render_markdown
@@ -59,6 +59,6 @@ def report_digest(rt: RunInputs, inputs: known_rows.RowInputs | None = None) -> 
             sigs = inputs[task.id][0]
         else:
             task_dir = f'{repo}/{layout.task_dir(task.id)}'
-            sigs = tuple(attempts.file_sig(f'{task_dir}/{name}') for name in known_rows.ROW_FILES)
+            sigs = tuple(filesig.file_sig(f'{task_dir}/{name}') for name in known_rows.ROW_FILES)
         h.update(f'{sigs!r};'.encode())
     return h.hexdigest()

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.runstate import atomic, manifest
+from orch.filesig import Sig, file_sig, is_racy
+from orch.runstate import atomic
 
 SUMMARY_FILE = 'attempts.json'
 FORMAT = 1
 USAGE_KEYS = ('input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_output_tokens')
 
-Sig = tuple[int, int, int, int] | None      # (inode, size, mtime_ns, ctime_ns), None: no such file
 Listing = dict[str, tuple[Sig, Sig]]         # attempt directory name -> (attempt.json, launch.json) signatures
 
 _may_write: contextvars.ContextVar[bool] = contextvars.ContextVar('attempts_may_write', default=False)
@@ -101,14 +101,6 @@ def _attempt_dirs(task_dir: Path) -> list[str]:
         return []
 
 
-def file_sig(path: str) -> Sig:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _entries(task_dir: Path, listing: Listing) -> dict[str, _Entry]:
     key = os.path.abspath(task_dir)
     known, on_disk = _known.get(key, ({}, False))
@@ -135,8 +127,8 @@ def _covers(known: dict[str, _Entry], listing: Listing) -> bool:
 
 
 def _racy(now_ns: int, sig: Sig) -> bool:
-    """A file this young may be rewritten within its time tick (orch.runstate.manifest.is_racy)."""
-    return sig is not None and manifest.is_racy(now_ns, sig[2], sig[3])
+    """A file this young may be rewritten within its time tick (orch.filesig.is_racy)."""
+    return sig is not None and is_racy(now_ns, sig[2], sig[3])
 
 
 def _read(task_dir: Path, name: str, sigs: tuple[Sig, Sig]) -> _Entry:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from orch import filesig
 from orch.runstate import attempts
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 Rows = list[dict[str, Any]]
 ROW_FILES = ('state.json', 'result.json', 'execution.json')
 # What a task's row is read from, by stat: its ROW_FILES' signatures, and each attempt's (attempts.Listing), sorted
-TaskInputs = tuple[tuple[attempts.Sig, ...], tuple[tuple[str, tuple[attempts.Sig, attempts.Sig]], ...]]
+TaskInputs = tuple[tuple[filesig.Sig, ...], tuple[tuple[str, tuple[filesig.Sig, filesig.Sig]], ...]]
 RowInputs = dict[str, TaskInputs]
 
 
@@ -39,7 +40,7 @@ def row_inputs(rt: RunInputs) -> RowInputs:
     out: RowInputs = {}
     for task in rt.plan.tasks:
         task_dir = rt.path(rt.layout.task_dir(task.id))
-        out[task.id] = (tuple(attempts.file_sig(f'{task_dir}/{name}') for name in ROW_FILES),
+        out[task.id] = (tuple(filesig.file_sig(f'{task_dir}/{name}') for name in ROW_FILES),
                         tuple(sorted(attempts.listing_of(task_dir).items())))
     return out
 

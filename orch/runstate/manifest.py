@@ -33,20 +33,13 @@ from typing import Any
 
 from orch.core.redact import redact_shared
 from orch.core.text import encode_utf8
+from orch.filesig import is_racy
 from orch.runstate import atomic
 
 MANIFEST = 'noop-manifest.json'
 FORMAT = 4   # 2: the status document compact, an index; 3: rows have decisions; 4: listings without UNLISTED
-# A file modified this close to the snapshot is "racy" (git's word): a second write within the same clock
-# tick would keep its mtime, so it is compared by content every time. Linux file times come from a coarse
-# clock (a few ms); a time on a whole second is taken for a filesystem with coarse times (FAT: 2 s) and
-# is racy too.
-RACY_NS = 1_000_000_000
 _SLICE = 1 << 20   # characters of a long answer written at a time
-
-
-def is_racy(now_ns: int, mtime_ns: int, ctime_ns: int) -> bool:
-    return now_ns - max(mtime_ns, ctime_ns) < RACY_NS or mtime_ns % 1_000_000_000 == 0
+# A file racy when signed (orch.filesig.is_racy) is compared by content every time.
 
 # (path, mtime_ns, ctime_ns, size, inode, content hash, racy); a missing file is (path, None, ...).
 FileSig = tuple[str, int | None, int | None, int | None, int | None, str | None, bool]

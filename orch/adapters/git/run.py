@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from orch.errors import GitError
+from orch.filesig import Sig, file_sig, is_racy
 
 # Variables that point git at a repository, index or object store other than the one found from the
 # working directory. Git exports several of them to hooks (pre-commit issue #300).
@@ -211,17 +212,6 @@ def _entries(out: bytes) -> Iterator[tuple[str, str, str, str]]:
         yield os.fsdecode(scope), os.fsdecode(origin), os.fsdecode(key), os.fsdecode(value)
 
 
-_FileSig = tuple[int, int, int, int] | None   # (inode, size, mtime_ns, ctime_ns); None: no such file
-
-
-def _file_sig(path: Path) -> _FileSig:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 @dataclass(frozen=True)
 class _ConfigFiles:
     """Every file the repository config at a directory is read from, with its stat: the `.git` entry that says which
@@ -229,8 +219,8 @@ class _ConfigFiles:
     came from and every file an include names (also one that does not exist yet). A conditional include on the
     branch adds the git dir's HEAD; one on another config's values (`hasconfig:`) is not followed: nothing kept."""
 
-    sigs: tuple[tuple[Path, _FileSig], ...]
-    head: tuple[Path, _FileSig]   # the git dir's HEAD, signed before the listing: kept only if an include needs it
+    sigs: tuple[tuple[Path, Sig], ...]
+    head: tuple[Path, Sig]   # the git dir's HEAD, signed before the listing: kept only if an include needs it
     on_branch: bool = False
 
     @staticmethod
@@ -253,7 +243,7 @@ class _ConfigFiles:
             named = ''
         common = git_dir / named if named else git_dir   # as git opens it: `..` after a symlink is the kernel's
         paths = [dot_git, git_dir / 'commondir', git_dir / 'config.worktree', common / 'config']
-        return _ConfigFiles(tuple((p, _file_sig(p)) for p in paths), (git_dir / 'HEAD', _file_sig(git_dir / 'HEAD')))
+        return _ConfigFiles(tuple((p, file_sig(p)) for p in paths), (git_dir / 'HEAD', file_sig(git_dir / 'HEAD')))
 
     def reading(self, cwd: Path, origin: str, key: str, value: str) -> _ConfigFiles | None:
         """These files and those one repository-scope entry of the listing adds; None: such a listing is not kept."""
@@ -275,21 +265,20 @@ class _ConfigFiles:
             target = Path(os.path.expanduser(value))
             more.append(target if target.is_absolute() else source.parent / target)
         known = {path for path, _ in self.sigs}
-        return _ConfigFiles((*self.sigs, *((p, _file_sig(p)) for p in more if p not in known)), self.head, on_branch)
+        return _ConfigFiles((*self.sigs, *((p, file_sig(p)) for p in more if p not in known)), self.head, on_branch)
 
-    def kept(self) -> tuple[tuple[Path, _FileSig], ...]:
+    def kept(self) -> tuple[tuple[Path, Sig], ...]:
         return (*self.sigs, self.head) if self.on_branch else self.sigs
 
     def unchanged(self) -> bool:
-        return all(_file_sig(path) == sig for path, sig in self.kept())
+        return all(file_sig(path) == sig for path, sig in self.kept())
 
     def steady(self) -> bool:
         """No file written in the last second, nor one whose time is a whole second (a filesystem with coarse
-        times): its stat then tells its content (see orch.runstate.manifest.is_racy), and a file the listing read
+        times): its stat then tells its content (orch.filesig.is_racy), and a file the listing read
         changed after it would show here."""
         now = time.time_ns()
-        return all(sig is None or (now - max(sig[2], sig[3]) >= 1_000_000_000 and sig[2] % 1_000_000_000 != 0)
-                   for _, sig in self.kept())
+        return not any(sig is not None and is_racy(now, sig[2], sig[3]) for _, sig in self.kept())
 
 
 _overrides: dict[str, tuple[list[str], _ConfigFiles]] = {}
