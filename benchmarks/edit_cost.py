@@ -62,6 +62,7 @@ from benchmarks.lib import (
     make_host,
     med,
     paired_ratio,
+    size_options,
     summary,
     table,
 )
@@ -332,17 +333,13 @@ def report(entries: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--sizes', default='1000,10000')
-    p.add_argument('--reps', type=int, default=5, help='repetitions (plans up to 2,000 tasks)')
-    p.add_argument('--reps-big', type=int, default=3, help='repetitions for bigger plans')
-    p.add_argument('--seed-above', type=int, default=2000, help='seed (stub the worker) above this many tasks')
+    size_options(p, reps=5, reps_big=3)
     p.add_argument('--keep', action='store_true', help='keep the repositories this run makes')
     p.add_argument('--reuse', action='store_true', help='reuse the repositories an earlier --keep left '
                    '(noop_speed.py\'s too; reused ones are left in place)')
     p.add_argument('--leaf-resume-only', action='store_true',
                    help='time the resume after a leaf edit only (on a seeded host the first resume after a middle '
                         'edit re-runs every dependent: 10-20 minutes at 10,000 tasks)')
-    p.add_argument('-v', '--verbose', action='store_true', help='print every sample')
     args = p.parse_args(argv)
     log = Log(args.verbose)
     work = Path(tempfile.gettempdir()) / 'codex-orch-bench' / 'noop-speed'

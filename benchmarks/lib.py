@@ -94,6 +94,15 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
             'rss_mb': [round(s.rss_mb, 1) for s in samples]}
 
 
+def size_options(p: Any, *, reps: int, reps_big: int) -> None:
+    """The options of the benchmarks over plan sizes (noop_speed.py, edit_cost.py)."""
+    p.add_argument('--sizes', default='1000,10000')
+    p.add_argument('--reps', type=int, default=reps, help='repetitions (plans up to 2,000 tasks)')
+    p.add_argument('--reps-big', type=int, default=reps_big, help='repetitions for bigger plans')
+    p.add_argument('--seed-above', type=int, default=2000, help='seed (stub the worker) above this many tasks')
+    p.add_argument('-v', '--verbose', action='store_true', help='print every sample')
+
+
 def paired_ratio(a: list[Sample], b: list[Sample]) -> float:
     """Median of the per-round ratios a_i / b_i (the rounds were interleaved)."""
     return med([x.wall / y.wall for x, y in zip(a, b)])

@@ -52,6 +52,7 @@ from benchmarks.lib import (
     measure,
     med,
     paired_ratio,
+    size_options,
     table,
 )
 
@@ -229,14 +230,10 @@ def bench_size(n: int, args: argparse.Namespace, work: Path, log: Log) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--sizes', default='1000,10000')
-    p.add_argument('--reps', type=int, default=7, help='repetitions (plans up to 2,000 tasks)')
-    p.add_argument('--reps-big', type=int, default=5, help='repetitions for bigger plans')
-    p.add_argument('--seed-above', type=int, default=2000, help='seed (stub the worker) above this many tasks')
+    size_options(p, reps=7, reps_big=5)
     p.add_argument('--no-full', action='store_true', help='skip the full-check status variant')
     p.add_argument('--keep', action='store_true', help='keep the generated repositories')
     p.add_argument('--reuse', action='store_true', help='reuse the repositories an earlier --keep left')
-    p.add_argument('-v', '--verbose', action='store_true', help='print every sample')
     args = p.parse_args(argv)
     log = Log(args.verbose)
     work = Path(tempfile.gettempdir()) / 'codex-orch-bench' / 'noop-speed'

@@ -342,25 +342,33 @@ def test_a_rewritten_upstream_answer_read_by_a_task_outside_the_scope_is_not_vou
     assert statuses['T4'] == 'stale', statuses
 
 
+def host_with_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                    plan: dict[str, Any], rules: dict[str, str]) -> Host:
+    """A host with these rules of its own (file name -> YAML) that ran `plan` to the end as run RUN."""
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    directory = h.repo / '.orchestrator/rules'
+    directory.mkdir(exist_ok=True)
+    for name, text in rules.items():
+        (directory / name).write_text(text)
+    h.write_plan(plan)
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    return h
+
+
 def test_the_scope_follows_what_a_run_level_rule_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A run-level rule reads every result and writes a file that the gate of T4 (a task of its own, below nothing)
     reads: after an edit of the leaf T3, T4 is in the scope too (T3's answer -> the run-level file -> T4's gate),
     and the resume leaves no stale gate."""
-    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
-    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
-    rules = h.repo / '.orchestrator/rules'
-    rules.mkdir(exist_ok=True)
-    (rules / 'digest.yaml').write_text('name: digest_all\nscope: run\ninput: "{all_results}"\n'
-                                       'output: "{run_dir}/all.txt"\naction:\n  shell: "date +%s%N > all.txt"\n'
-                                       '  cwd: "{run_dir}"\n')
-    (rules / 'check.yaml').write_text('name: check_all\nscope: task\nroles: [navigator]\ninput: "{run_dir}/all.txt"\n'
-                                      'output: "{task_dir}/check_all.json"\naction:\n  shell: "true"\n')
     plan = three_task_plan()
     plan['tasks'].append({'id': 'T4', 'role': 'navigator', 'title': 'Map', 'description': 'Map the code.'})
-    h.write_plan(plan)
-    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
-    assert rc == 0, out + err
+    h = host_with_rules(tmp_path, monkeypatch, capsys, plan, {
+        'digest.yaml': 'name: digest_all\nscope: run\ninput: "{all_results}"\noutput: "{run_dir}/all.txt"\n'
+                       'action:\n  shell: "date +%s%N > all.txt"\n  cwd: "{run_dir}"\n',
+        'check.yaml': 'name: check_all\nscope: task\nroles: [navigator]\ninput: "{run_dir}/all.txt"\n'
+                      'output: "{task_dir}/check_all.json"\naction:\n  shell: "true"\n'})
     plan['tasks'][2]['description'] = 'Review the change, twice.'
     h.write_plan(plan)
     assert scope_of(h) == {'T3', 'T4'}
@@ -374,15 +382,9 @@ def test_a_rule_that_reads_the_plan_itself_gets_no_answer_from_the_edit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A host rule whose input is the plan file: any edit of the plan makes it stale, so neither status nor resume
     may answer from the edited tasks alone."""
-    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
-    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
-    rules = h.repo / '.orchestrator/rules'
-    rules.mkdir(exist_ok=True)
-    (rules / 'plan_lint.yaml').write_text('name: plan_lint\nscope: task\nroles: [reviewer]\ninput: "plan.json"\n'
-                                          'output: "{task_dir}/plan_lint.json"\naction:\n  shell: "true"\n')
-    h.write_plan(three_task_plan())
-    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
-    assert rc == 0, out + err
+    h = host_with_rules(tmp_path, monkeypatch, capsys, three_task_plan(), {
+        'plan_lint.yaml': 'name: plan_lint\nscope: task\nroles: [reviewer]\ninput: "plan.json"\n'
+                          'output: "{task_dir}/plan_lint.json"\naction:\n  shell: "true"\n'})
     FIELD_EDITS['reformatted, same content'](h)
     assert not delta_answered(h) and scope_of(h) is None
     for args in COMMANDS:
