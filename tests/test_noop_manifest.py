@@ -553,7 +553,12 @@ def test_a_secret_holding_a_quote_never_reaches_the_manifest_or_a_fast_answer(
     assert fast(h) is not None
     stored = (h.run_dir(RUN) / manifest.MANIFEST).read_text()
     assert secret not in stored and json.dumps(secret)[1:-1] not in stored
-    for args in (('status',), ('status', '--json')):
-        for rc, out, err in (h.cli(*args), full(h, monkeypatch, *args)):
-            assert rc == 0 and secret not in out + err and json.dumps(secret)[1:-1] not in out + err, args
-    assert 'Test it with [REDACTED]' in out   # the title, in status --json
+    for edit in ('none', 'a new title'):   # then answered from the manifest and the edit (orch.runstate.delta)
+        if edit != 'none':
+            plan['tasks'][2]['title'] = f'Review it with {secret}'
+            h.write_plan(plan)
+        for args in (('status',), ('status', '--json')):
+            for rc, out, err in (h.cli(*args), full(h, monkeypatch, *args)):
+                assert rc == 0 and secret not in out + err and json.dumps(secret)[1:-1] not in out + err, (edit, args)
+        assert 'Test it with [REDACTED]' in out   # the title, in status --json
+    assert 'Review it with [REDACTED]' in out

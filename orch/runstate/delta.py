@@ -30,6 +30,7 @@ from orch.core.plan import (
     task_problems,
     topological_order,
 )
+from orch.core.redact import redact_shared
 from orch.core.status_text import dry_run_lines, render_table
 from orch.core.task_entry import entry_changes, stored_entry
 from orch.core.text import plain
@@ -52,6 +53,7 @@ def answers_after_edit(repo: Path, found: Manifest, differing: list[str], want: 
         return None   # anything unexpected: the full path decides, and says why
     if doc is None:
         return None
+    doc = redact_shared(doc)   # as data: the edit's own text (a title) is new, and JSON escapes a quote in a secret
     rows = doc['tasks']
     if want == 'status_table':
         return {want: render_table(doc)}
