@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
 from orch import __version__
+from orch.collect import rarer_full_collections
 from orch.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchError
 
 # command -> (module, function, its one-line help). Only the module of the command being run is
@@ -90,12 +90,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Rarer full garbage collections: a command over a big run allocates a few hundred objects per task (the graph,
-    # the rows, the manifest's signatures) and frees almost none until it ends, so CPython's default thresholds run
-    # ever larger full collections that find nothing (a second of a resume of 10,000 tasks; see also
-    # orch.engine.doit_runner.few_full_collections). Young objects are still collected as usual.
-    threshold = gc.get_threshold()
-    gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
+    rarer_full_collections()
     try:
         simple = None
         if argv[:1] in (['status'], ['resume']):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import importlib
 import inspect
 import json
@@ -29,6 +28,7 @@ from doit.tools import config_changed
 from orch import output
 from orch.adapters import git
 from orch.adapters.doit_backend import ReadOnlySqliteDB, private_copy
+from orch.collect import rarer_full_collections
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
 from orch.core.task_entry import entry_changes
@@ -179,28 +179,10 @@ def run_doit(rt: RunInputs, session: Session, argv: list[str], *, report: str = 
     try:
         main = DoitMain(ModuleTaskLoader(namespace(rt, session, report=report, scope=scope)), config_filenames=(),
                         extra_config=extra)
-        with few_full_collections():
-            return int(main.run(argv))
+        return int(main.run(argv))   # (with rarer full collections: orch.main set them for the command)
     finally:
         # doit's output capture swaps sys.stdout; with threads it can leave a stale writer behind.
         sys.stdout, sys.stderr = saved
-
-
-@contextlib.contextmanager
-def few_full_collections() -> Iterator[None]:
-    """Rarer full garbage collections while doit builds and walks the graph.
-
-    doit allocates a few hundred objects per task and frees almost none until the end, so
-    CPython's default thresholds run ever larger full collections that find nothing: 10 of them
-    took 1.1 s of a 4.3 s no-op resume of 10,000 tasks. Young objects are still collected as usual,
-    and a full collection still comes every few million allocations.
-    """
-    old = gc.get_threshold()
-    gc.set_threshold(old[0], old[1], max(old[2], 1000))
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
 
 
 def stale_task_ids(rt: RunInputs) -> dict[str, list[tuple[str, str]]]:
@@ -442,8 +424,7 @@ def dodo_namespace(start: Path | None = None, run_id: str | None = None) -> dict
         manifest.invalidate(rt.run_dir)
         if _doit_command(sys.argv[1:]) == 'run':
             record_use(rt.repo, rt.run.run_id)   # a plain `doit run` runs the run, as `resume` would
-    threshold = gc.get_threshold()   # see few_full_collections: this process only runs doit
-    gc.set_threshold(threshold[0], threshold[1], max(threshold[2], 1000))
+    rarer_full_collections()   # this process only runs doit over the run
     names = namespace(rt, session, backend='sqlite3', report='include', read_only=read_only,
                       summarize=not read_only)
     if read_only:   # doit opens its records read-write: it gets a copy, and the run directory stays untouched

@@ -6,9 +6,10 @@ changed (a run ends with the report), or something may have (a step still finish
 left `running`): `KnownRows.read` gives the rows it read before only while the signature of what they are read
 from is as it was just before that read; otherwise it reads them again.
 
-The signature (`rows_signature`) covers all that orch.runstate.status.task_rows reads of a task: state.json,
-result.json and execution.json (replaced whole by atomic writes: a new inode, new times) and its attempts (their
-directories, each one's attempt.json and launch.json: orch.runstate.attempts.listing_of); and the plan. One more
+The signature (`signature_of` the `row_inputs`) covers all that orch.runstate.status.task_rows reads of a task:
+state.json, result.json and execution.json (replaced whole by atomic writes: a new inode, new times) and its
+attempts (their directories, each one's attempt.json and launch.json: orch.runstate.attempts.listing_of); and the
+plan. One more
 input is not a file: whether the run's lock is held (a task `running` in its state.json is shown pending when
 nobody runs it), so rows that show a task running are never kept. Rows of a task list read with `stale` reasons
 (status, dry-run) are not kept either: those commands read them once anyway.
@@ -51,10 +52,6 @@ def signature_of(rt: RunInputs, inputs: RowInputs) -> str:
     for task in rt.plan.tasks:
         h.update(f'\0{task.id}{inputs.get(task.id)!r}'.encode())
     return h.hexdigest()
-
-
-def rows_signature(rt: RunInputs) -> str:
-    return signature_of(rt, row_inputs(rt))
 
 
 class KnownRows:
