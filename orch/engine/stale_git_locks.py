@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orch.adapters import git
 from orch.engine.inputs import RunInputs
 
 
@@ -21,13 +22,13 @@ def clear_stale_git_locks(rt: RunInputs) -> list[Path]:
     candidates: list[Path] = []
     # Not `<repo>/.git`: that is a file, not the directory holding the branches, when the repository was
     # made with --separate-git-dir or is a submodule.
-    repo_git_dir = rt.repo / '.git' if (rt.repo / '.git').is_dir() else linked_git_dir(rt.repo)
+    repo_git_dir = rt.repo / '.git' if (rt.repo / '.git').is_dir() else git.linked_git_dir(rt.repo)
     if repo_git_dir is not None:
-        common = common_dir_of(repo_git_dir)
+        common = git.common_dir_of(repo_git_dir)
         candidates += [common / 'refs' / 'heads' / f'{b}.lock' for b in branches]
-    own = (common_dir_of(repo_git_dir) / 'worktrees').resolve() if repo_git_dir is not None else None
+    own = (git.common_dir_of(repo_git_dir) / 'worktrees').resolve() if repo_git_dir is not None else None
     for wt in worktrees:
-        gitdir = linked_git_dir(wt)   # a worktree of the run's is a linked one: its .git is a file
+        gitdir = git.linked_git_dir(wt)   # a worktree of the run's is a linked one: its .git is a file
         # The worker can rewrite that file: only a git dir of the repository's own worktrees is swept.
         if gitdir is not None and own is not None and gitdir.resolve().parent == own:
             candidates += [gitdir / 'index.lock', gitdir / 'HEAD.lock']
@@ -38,25 +39,3 @@ def clear_stale_git_locks(rt: RunInputs) -> list[Path]:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             pass
     return removed
-
-
-def linked_git_dir(checkout: Path) -> Path | None:
-    """The git dir a `.git` file names ("gitdir: PATH", PATH absolute or relative to the checkout), as a
-    linked worktree, a submodule and a `git init --separate-git-dir` checkout have; None without one."""
-    try:
-        pointer = (checkout / '.git').read_text(encoding='utf-8').strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not pointer.startswith('gitdir: '):
-        return None
-    return checkout / pointer.removeprefix('gitdir: ')
-
-
-def common_dir_of(git_dir: Path) -> Path:
-    """Where the branches live, by git's rule: the directory a `commondir` file in `git_dir` names
-    (relative to git_dir; a linked worktree's git dir has one), else git_dir itself."""
-    try:
-        named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
-    except (OSError, UnicodeDecodeError):
-        return git_dir
-    return git_dir / named if named else git_dir

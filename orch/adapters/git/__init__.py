@@ -99,7 +99,7 @@ from orch.adapters.git.merge import (
     merge_into_worktree,
     start_merge,
 )
-from orch.adapters.git.run import git_version, rev_parse
+from orch.adapters.git.run import common_dir_of, git_version, linked_git_dir, rev_parse
 from orch.adapters.git.seal import control_changes, control_digest
 from orch.errors import GitError
 
@@ -119,6 +119,7 @@ __all__ = [
     'commit',
     'commit_files',
     'commits_since',
+    'common_dir_of',
     'contains',
     'control_changes',
     'control_digest',
@@ -140,6 +141,7 @@ __all__ = [
     'init_repository',
     'is_ancestor',
     'is_dirty',
+    'linked_git_dir',
     'list_worktrees',
     'merge_into_worktree',
     'move_checkout',

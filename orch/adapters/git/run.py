@@ -212,6 +212,28 @@ def _entries(out: bytes) -> Iterator[tuple[str, str, str, str]]:
         yield os.fsdecode(scope), os.fsdecode(origin), os.fsdecode(key), os.fsdecode(value)
 
 
+def linked_git_dir(checkout: Path) -> Path | None:
+    """The git dir a `.git` file names ("gitdir: PATH", PATH absolute or relative to the checkout), as a
+    linked worktree, a submodule and a `git init --separate-git-dir` checkout have; None without one."""
+    try:
+        pointer = (checkout / '.git').read_text(encoding='utf-8').strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not pointer.startswith('gitdir: '):
+        return None
+    return checkout / pointer.removeprefix('gitdir: ')
+
+
+def common_dir_of(git_dir: Path) -> Path:
+    """Where the branches and the shared config live, by git's rule: the directory a `commondir` file in `git_dir`
+    names (relative to git_dir; a linked worktree's git dir has one), else git_dir itself."""
+    try:
+        named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
+    except (OSError, UnicodeDecodeError):
+        return git_dir
+    return git_dir / named if named else git_dir
+
+
 @dataclass(frozen=True)
 class _ConfigFiles:
     """Every file the repository config at a directory is read from, with its stat: the `.git` entry that says which
@@ -227,21 +249,10 @@ class _ConfigFiles:
     def at(cwd: Path) -> _ConfigFiles | None:
         """The files every listing at `cwd` reads; None when `cwd` is not a checkout's top (git would look above)."""
         dot_git = cwd / '.git'
-        try:
-            if dot_git.is_dir():
-                git_dir = dot_git
-            else:
-                pointer = dot_git.read_text(encoding='utf-8').strip()
-                if not pointer.startswith('gitdir: '):
-                    return None
-                git_dir = cwd / pointer.removeprefix('gitdir: ')
-        except (OSError, UnicodeDecodeError):
+        git_dir = dot_git if dot_git.is_dir() else linked_git_dir(cwd)
+        if git_dir is None:
             return None
-        try:   # where the branches and the shared config live (git's rule: `commondir`, relative to the git dir)
-            named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
-        except (OSError, UnicodeDecodeError):
-            named = ''
-        common = git_dir / named if named else git_dir   # as git opens it: `..` after a symlink is the kernel's
+        common = common_dir_of(git_dir)   # as git opens it: `..` after a symlink is the kernel's
         paths = [dot_git, git_dir / 'commondir', git_dir / 'config.worktree', common / 'config']
         return _ConfigFiles(tuple((p, file_sig(p)) for p in paths), (git_dir / 'HEAD', file_sig(git_dir / 'HEAD')))
 
