@@ -29,7 +29,7 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
     rows: dict[str, dict[str, Any]] = {}
     for task in topological_order(rt.plan):
         if task.id in known:
-            rows[task.id] = known[task.id]
+            rows[task.id] = dict(known[task.id])   # a copy: _fixed below may add to it, and `known` is kept
             continue
         task_dir = rt.path(rt.layout.task_dir(task.id))
         st = state.read_state(task_dir)
