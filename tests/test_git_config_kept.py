@@ -125,3 +125,29 @@ def test_a_driver_planted_after_a_listing_never_runs(wt: Path, tmp_path: Path, w
     add_a_file(wt, 'c.txt')
     git_run.run(wt, 'checkout', '--', '.')
     assert not marker.exists(), f'a filter planted in the {where} ran'
+
+
+def test_a_checkout_made_just_now_keeps_its_listing(wt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """codex-orch writes a checkout's `.git` and its git dir's `commondir` whenever it makes one: they are compared by
+    content, so a config that is steady is listed once however fresh those pointers are."""
+    settle()
+    fresh = tmp_path / 'fresh'
+    og.ensure_worktree(tmp_path / 'repo', fresh, 'other', 'main')
+    count = listings(monkeypatch)
+    for _ in range(3):
+        git_run.run(fresh, 'status', '--porcelain')
+    assert count[0] == 1
+
+
+def test_a_git_pointer_turned_to_another_repository_is_listed_again(wt: Path, tmp_path: Path) -> None:
+    marker = tmp_path / 'ran'
+    evil = make_repo(tmp_path / 'evil', {'a.txt': 'x\n', '.gitattributes': '*.txt filter=evil\n'})
+    with (evil / '.git' / 'config').open('a') as f:
+        f.write(FILTER.format(marker=marker))
+    settle()
+    add_a_file(wt, 'a.txt')
+    assert str(wt) in git_run._overrides and not marker.exists()   # the listing is kept
+    (wt / '.git').write_text(f'gitdir: {evil / ".git"}\n')
+    git_run.run(wt, 'checkout', '--', '.')
+    git_run.run(wt, 'status', '--porcelain')
+    assert not marker.exists(), 'a filter of the repository a rewritten .git points at ran'

@@ -236,11 +236,16 @@ def common_dir_of(git_dir: Path) -> Path:
 
 @dataclass(frozen=True)
 class _ConfigFiles:
-    """Every file the repository config at a directory is read from, with its stat: the `.git` entry that says which
-    repository it is, the git dir's `commondir` and `config.worktree`, the common `config`, every file the listing
-    came from and every file an include names (also one that does not exist yet). A conditional include on the
-    branch adds the git dir's HEAD; one on another config's values (`hasconfig:`) is not followed: nothing kept."""
+    """Every file the repository config at a directory is read from: the `.git` entry that says which repository it
+    is and the git dir's `commondir` (by content), the git dir's `config.worktree`, the common `config`, every file the
+    listing came from and every file an include names, also one that does not exist yet (by stat). A conditional
+    include on the branch adds the git dir's HEAD; one on another config's values (`hasconfig:`) is not followed:
+    nothing kept."""
 
+    # The pointers are compared by what they say, not by stat: codex-orch itself rewrites them whenever it makes or
+    # moves a checkout, and a stat taken within a second of that would keep nothing (see `steady`). A `.git`
+    # directory is the same one while its inode is (its times change with every index write).
+    pointers: tuple[tuple[Path, object], ...]
     sigs: tuple[tuple[Path, Sig], ...]
     head: tuple[Path, Sig]   # the git dir's HEAD, signed before the listing: kept only if an include needs it
     on_branch: bool = False
@@ -253,8 +258,10 @@ class _ConfigFiles:
         if git_dir is None:
             return None
         common = common_dir_of(git_dir)   # as git opens it: `..` after a symlink is the kernel's
-        paths = [dot_git, git_dir / 'commondir', git_dir / 'config.worktree', common / 'config']
-        return _ConfigFiles(tuple((p, file_sig(p)) for p in paths), (git_dir / 'HEAD', file_sig(git_dir / 'HEAD')))
+        pointers = ((dot_git, _pointer(dot_git)), (git_dir / 'commondir', _pointer(git_dir / 'commondir')))
+        paths = [git_dir / 'config.worktree', common / 'config']
+        return _ConfigFiles(pointers, tuple((p, file_sig(p)) for p in paths),
+                            (git_dir / 'HEAD', file_sig(git_dir / 'HEAD')))
 
     def reading(self, cwd: Path, origin: str, key: str, value: str) -> _ConfigFiles | None:
         """These files and those one repository-scope entry of the listing adds; None: such a listing is not kept."""
@@ -276,20 +283,34 @@ class _ConfigFiles:
             target = Path(os.path.expanduser(value))
             more.append(target if target.is_absolute() else source.parent / target)
         known = {path for path, _ in self.sigs}
-        return _ConfigFiles((*self.sigs, *((p, file_sig(p)) for p in more if p not in known)), self.head, on_branch)
+        return _ConfigFiles(self.pointers, (*self.sigs, *((p, file_sig(p)) for p in more if p not in known)),
+                            self.head, on_branch)
 
     def kept(self) -> tuple[tuple[Path, Sig], ...]:
         return (*self.sigs, self.head) if self.on_branch else self.sigs
 
     def unchanged(self) -> bool:
-        return all(file_sig(path) == sig for path, sig in self.kept())
+        return (all(_pointer(path) == said for path, said in self.pointers)
+                and all(file_sig(path) == sig for path, sig in self.kept()))
 
     def steady(self) -> bool:
-        """No file written in the last second, nor one whose time is a whole second (a filesystem with coarse
-        times): its stat then tells its content (orch.filesig.is_racy), and a file the listing read
+        """No file signed by stat written in the last second, nor one whose time is a whole second (a filesystem
+        with coarse times): its stat then tells its content (orch.filesig.is_racy), and a file the listing read
         changed after it would show here."""
         now = time.time_ns()
         return not any(sig is not None and is_racy(now, sig[2], sig[3]) for _, sig in self.kept())
+
+
+def _pointer(path: Path) -> object:
+    """What a `.git` entry or a `commondir` file says: a file's bytes, a directory's identity, None when absent."""
+    try:
+        with open(path, 'rb') as fh:
+            return fh.read()
+    except IsADirectoryError:
+        st = os.stat(path)
+        return ('directory', st.st_dev, st.st_ino)
+    except OSError:
+        return None
 
 
 _overrides: dict[str, tuple[list[str], _ConfigFiles]] = {}
