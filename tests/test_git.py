@@ -75,6 +75,25 @@ def test_current_branch_rev_parse_and_version(repo: Path) -> None:
     assert len(version) >= 2 and all(isinstance(p, int) for p in version)
 
 
+def test_a_detached_head_is_read_as_git_reads_it(repo: Path, tmp_path: Path) -> None:
+    """A detached checkout's HEAD is read from its file (no git process); on a branch, or where the file names no
+    commit, git is asked: the answers are git's in every case."""
+    detached = tmp_path / 'detached'
+    og.snapshot_worktree(repo, detached, 'main')
+    assert og.detached_head(detached) == git(detached, 'rev-parse', 'HEAD') == og.rev_parse(detached, 'HEAD')
+    assert og.head_state(detached) == (None, git(detached, 'rev-parse', 'HEAD'))
+    write_files(detached, {'new.txt': 'new\n'})
+    sha = _committed(og.commit(detached, message='more', trailers=TRAILERS))
+    assert og.rev_parse(detached, 'HEAD') == sha == git(detached, 'rev-parse', 'HEAD')
+    assert og.detached_head(repo) is None   # on a branch
+    assert og.head_state(repo) == ('main', git(repo, 'rev-parse', 'HEAD'))
+    assert og.detached_head(repo / 'src') is None   # not the top of a checkout: git finds the repository
+    assert og.rev_parse(repo / 'src', 'HEAD') == git(repo, 'rev-parse', 'HEAD')
+    git_dir = Path(git(detached, 'rev-parse', '--absolute-git-dir'))
+    (git_dir / 'HEAD').write_text('ref: refs/heads/.invalid\n')   # what a reftable store keeps there
+    assert og.detached_head(detached) is None
+
+
 def test_failures_are_git_errors_with_command_and_advice(repo: Path) -> None:
     with pytest.raises(GitError, match="unknown revision 'nope'"):
         og.rev_parse(repo, 'nope')

@@ -114,8 +114,7 @@ def try_hit(work: TaskWork) -> bool:
         return False
     if state.read_state(task_dir).get('status') == 'running':
         return False   # a kill interrupted an execution: its checkout may hold a paid turn's edits, which it recovers
-    ensure_workdir(work)
-    checkout.restart(rt, task_dir, work.workdir, work.run_branch or '')
+    checkout.restart(rt, task_dir, work.workdir, work.run_branch or '', made_now=ensure_workdir(work))
     # sealed before anything of the entry is in the checkout (its checks run its code): checked before the commit
     git_seal.seal(work.session, task_dir, work.workdir)
     inputs, prompt = key_inputs(work)

@@ -37,16 +37,17 @@ def run_tip(rt: RunInputs, branch: str, task_dir: Path) -> str:
     return tip
 
 
-def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
+def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> bool:
     """The task's checkout exists and is detached (a worker with full access may have switched it to a branch);
-    a missing one is made at the run branch's tip."""
+    a missing one is made at the run branch's tip. True when it was made (or reused) just now: then it is as
+    `restart` would leave it."""
     if git.worktree_valid(workdir):
         on, _ = git.head_state(workdir)
         if on is not None:
             raise fail(task_dir, f'the task\'s checkout {workdir} was switched to the branch {on} (by its worker?); '
                                  f'remove it (git worktree remove --force {workdir}), then resume')
         if state.read_state(task_dir).get(START):
-            return
+            return False
     tip = run_tip(rt, branch, task_dir)
     try:
         with worktree_lock:
@@ -55,6 +56,7 @@ def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
     except GitError as exc:
         raise fail(task_dir, f'cannot make the task\'s checkout {workdir}: {exc}') from None
     state.update_state(task_dir, **{START: tip, HEAD: tip})
+    return True
 
 
 def _reuse(rt: RunInputs, workdir: Path, tip: str) -> bool:
@@ -79,9 +81,12 @@ def _pool(rt: RunInputs) -> Path:
     return rt.path(rt.layout.checkouts()) / POOL
 
 
-def restart(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> None:
+def restart(rt: RunInputs, task_dir: Path, workdir: Path, branch: str, *, made_now: bool = False) -> None:
     """A fresh execution: what an earlier attempt left in the task's own checkout goes, and it moves to the run
-    branch's tip. Nothing outside this checkout is touched."""
+    branch's tip. Nothing outside this checkout is touched. Nothing to do for a checkout `ensure` made just now
+    (`made_now`): it is clean, at a tip of the run branch (landing replays the work if the tip moved since)."""
+    if made_now:
+        return
     git.discard_changes(workdir)
     tip = run_tip(rt, branch, task_dir)
     git.move_checkout(workdir, tip)

@@ -99,9 +99,9 @@ def _submit(work: TaskWork) -> dict[str, Any]:
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None, pid=os.getpid(),
                        round='remote: sending', checks=None, warnings=None, rerun_note=note,
                        worker=None, remote_submissions=submissions)
-    ensure_workdir(work)
+    made_now = ensure_workdir(work)
     if work.shared:   # the unit starts from the run branch's tip, as a local execution does
-        checkout.restart(work.rt, work.task_dir, work.workdir, work.run_branch or '')
+        checkout.restart(work.rt, work.task_dir, work.workdir, work.run_branch or '', made_now=made_now)
     tip = git.rev_parse(work.workdir, 'HEAD')
     snapshot = git.snapshot_commit(work.workdir, tip)
     bundle_ref = f'refs/orch-remote/{rt.run.run_id}/{task.id}/start'

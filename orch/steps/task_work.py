@@ -160,13 +160,12 @@ def rerun_note(previous: dict[str, Any], result: dict[str, Any] | None) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def ensure_workdir(work: TaskWork) -> None:
-    """Shared mode: the task's private checkout (orch.steps.checkout). Per-task: a worktree deleted behind
-    codex-orch's back (by hand, or by an earlier worker) is re-attached to its branch before the task starts:
-    the work committed so far lives on the branch, so nothing is lost."""
+def ensure_workdir(work: TaskWork) -> bool:
+    """Shared mode: the task's private checkout (orch.steps.checkout); True when it was made just now. Per-task: a
+    worktree deleted behind codex-orch's back (by hand, or by an earlier worker) is re-attached to its branch before
+    the task starts: the work committed so far lives on the branch, so nothing is lost."""
     if work.run_branch is not None:
-        checkout.ensure(work.rt, work.task_dir, work.workdir, work.run_branch)
-        return
+        return checkout.ensure(work.rt, work.task_dir, work.workdir, work.run_branch)
     rt, workdir, branch = work.rt, work.workdir, work.branch
     assert branch is not None
     if git.worktree_valid(workdir):
@@ -176,7 +175,7 @@ def ensure_workdir(work: TaskWork) -> None:
                                       f'branch {branch}; check out {branch} there (git -C {workdir} checkout '
                                       f'{branch}), then resume')
         _refuse_moved_head(work, head)
-        return
+        return False
     try:
         git.rev_parse(rt.repo, f'refs/heads/{branch}')
     except GitError:
@@ -188,6 +187,7 @@ def ensure_workdir(work: TaskWork) -> None:
     except GitError as exc:
         raise fail(work.task_dir, f'the worktree {workdir} is missing or broken and cannot be recreated '
                                   f'(move the directory away, then resume): {exc}') from None
+    return False
 
 
 def _refuse_moved_head(work: TaskWork, head: str) -> None:

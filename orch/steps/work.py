@@ -188,13 +188,13 @@ def _first_answer(work: TaskWork) -> Rounds:
     state.update_state(task_dir, status='running', started_at=started, ended_at=None, reason=None,
                        pid=os.getpid(), round=None, checks=None, warnings=None, rerun_note=note, worker=None,
                        rounds=[])
-    ensure_workdir(work)
+    made_now = ensure_workdir(work)
     git_seal.seal(session, task_dir, work.workdir)
     merge = pending_merge(work)
 
     def discard_leftovers() -> None:   # only when no killed attempt's completed turn is recovered
         if work.shared:   # its own checkout: what is there was left by its own earlier attempt
-            checkout.restart(rt, task_dir, work.workdir, work.run_branch or '')
+            checkout.restart(rt, task_dir, work.workdir, work.run_branch or '', made_now=made_now)
         else:
             # Leftovers of a killed or failed attempt must not be committed as this task's work; anything else
             # uncommitted in the worktree is someone's work, and is never silently discarded.

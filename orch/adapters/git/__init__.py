@@ -99,7 +99,7 @@ from orch.adapters.git.merge import (
     merge_into_worktree,
     start_merge,
 )
-from orch.adapters.git.run import common_dir_of, git_version, linked_git_dir, rev_parse
+from orch.adapters.git.run import common_dir_of, detached_head, git_version, linked_git_dir, rev_parse
 from orch.adapters.git.seal import control_changes, control_digest
 from orch.errors import GitError
 
@@ -128,6 +128,7 @@ __all__ = [
     'delete_branch',
     'delete_ref',
     'describe_blockers',
+    'detached_head',
     'discard_changes',
     'ensure_worktree',
     'fast_forward',

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TypedDict
 
-from orch.adapters.git.run import check_name, git_version, locate, ref_sha, rev_parse, run
+from orch.adapters.git.run import check_name, commit_arg, detached_head, git_version, locate, ref_sha, rev_parse, run
 from orch.errors import GitError
 
 
@@ -38,6 +38,9 @@ def current_branch(root: Path) -> str | None:
 
 def head_state(worktree: Path) -> tuple[str | None, str]:
     """(branch checked out, or None when HEAD is detached; the commit HEAD is at) of a worktree."""
+    detached = detached_head(worktree)
+    if detached is not None:
+        return None, detached
     return current_branch(worktree), rev_parse(worktree, 'HEAD')
 
 
@@ -129,7 +132,7 @@ def snapshot_worktree(root: Path, path: Path, commit: str) -> None:
     if path.exists() or any(Path(w['path']) == path for w in list_worktrees(root)):
         remove_worktree(root, path, force=True)
     prune_worktrees(root)
-    run(root, 'worktree', 'add', '--detach', str(path), rev_parse(root, commit),
+    run(root, 'worktree', 'add', '--detach', str(path), commit_arg(root, commit),
         hint=f'Remove {path} and retry.')
 
 

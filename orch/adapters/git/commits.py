@@ -101,7 +101,7 @@ def _check_head(worktree: Path, expect_branch: str | None, expect_head: str | No
             'something in it (a worker?) switched branches. Nothing was committed. Switch it back '
             f'(git -C {shlex.quote(str(worktree))} switch {shlex.quote(expect_branch)}) or remove it '
             '(codex-orch clean), then run the task again.')
-    if expect_head is not None and sha != rev_parse(worktree, expect_head):
+    if expect_head is not None and sha != expect_head and sha != rev_parse(worktree, expect_head):
         raise CommitRefused(
             f'refusing to commit in {worktree}: its HEAD is at {sha[:12]}, expected {expect_head[:12]} '
             f'({head_move(worktree, expect_head, sha)}); something in it (a worker?) committed, reset or rebased. '

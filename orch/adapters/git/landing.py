@@ -16,13 +16,15 @@ from orch.adapters.git.checkouts import head_state, live_worktree_of_branch, sna
 from orch.adapters.git.commits import is_ancestor
 from orch.adapters.git.run import (
     check_name,
+    commit_arg,
     failure,
     identity_env,
+    known_location,
     locate,
+    moved,
     own_worktree,
     ref_sha,
     repo_lock,
-    rev_parse,
     run,
 )
 from orch.errors import GitError
@@ -62,7 +64,7 @@ def move_checkout(worktree: Path, commit: str) -> None:
     """Point a clean codex-orch checkout's detached HEAD at `commit`, its files following."""
     loc = own_worktree(worktree, 'move')
     with repo_lock(loc.common_dir):
-        run(worktree, 'checkout', '--quiet', '--detach', rev_parse(worktree, commit),
+        run(worktree, 'checkout', '--quiet', '--detach', commit_arg(worktree, commit),
              hint=f'Discard the changes in {worktree} (codex-orch clean), then resume.')
 
 
@@ -175,8 +177,10 @@ def reattach(worktree: Path, branch: str) -> bool:
 def move_worktree(root: Path, source: Path, target: Path) -> None:
     """Move a linked worktree (`git worktree move`): a rename and a record update, however big its tree."""
     Path(target).parent.mkdir(parents=True, exist_ok=True)
+    known = known_location(source)
     run(root, 'worktree', 'move', str(Path(source).resolve()), str(Path(target).resolve()),
         hint=f'Remove {target} (or {source}) and retry.')
+    moved(source, target, known)
 
 
 def reset_checkout(worktree: Path, commit: str) -> None:
@@ -186,4 +190,4 @@ def reset_checkout(worktree: Path, commit: str) -> None:
     with repo_lock(loc.common_dir):
         run(worktree, 'reset', '--quiet', '--hard')
         run(worktree, 'clean', '-f', '-f', '-d', '-x', '--quiet')
-        run(worktree, 'checkout', '--quiet', '--detach', rev_parse(worktree, commit))
+        run(worktree, 'checkout', '--quiet', '--detach', commit_arg(worktree, commit))

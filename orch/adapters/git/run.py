@@ -355,6 +355,20 @@ def locate(path: Path) -> Location:
     return loc
 
 
+def moved(source: Path, target: Path, locate_source: Location | None) -> None:
+    """`git worktree move` took the worktree at `source` (located as `locate_source`) to `target`: its git dir stays
+    where it was, so its location is known without asking git."""
+    key = _location_key(Path(target))
+    if locate_source is not None and key is not None:
+        _LOCATIONS[key] = Location(Path(target).resolve(), locate_source.git_dir, locate_source.common_dir)
+
+
+def known_location(path: Path) -> Location | None:
+    """Where `path` sits in git, if it was asked already (and its `.git` entry is as it was); never runs git."""
+    key = _location_key(Path(path))
+    return _LOCATIONS.get(key) if key is not None else None
+
+
 def _location_key(path: Path) -> tuple[str, int, int] | None:
     """(path, inode and mtime of its .git entry); None when it has none (a subdirectory: ask git)."""
     try:
@@ -378,13 +392,43 @@ def own_worktree(worktree: Path, action: str) -> Location:
     return loc
 
 
+_FULL_SHA = re.compile(r'[0-9a-f]{40}|[0-9a-f]{64}')
+
+
+def commit_arg(root: Path, ref: str) -> str:
+    """`ref` for a command that takes a commit and fails on an unknown one (checkout, worktree add): a full sha as it
+    is (the command checks it), anything else resolved to one first (a tag is peeled, a name is never an option)."""
+    return ref if _FULL_SHA.fullmatch(ref) else rev_parse(root, ref)
+
+
 def rev_parse(root: Path, ref: str) -> str:
     """The commit sha `ref` names (tags are peeled)."""
     check_name(ref, 'revision')
+    if ref == 'HEAD' and (head := detached_head(root)) is not None:
+        return head
     res = run(root, 'rev-parse', '--verify', '--quiet', f'{ref}^{{commit}}', ok=(0, 1))
     if res.status != 0:
         raise GitError(f'unknown revision {ref!r} in {root}; check the branch or commit name.')
     return res.text
+
+
+_DETACHED = re.compile(rb'([0-9a-f]{40}|[0-9a-f]{64})\n?')
+
+
+def detached_head(path: Path) -> str | None:
+    """The commit a detached HEAD at `path` names, read from the git dir's HEAD file as git reads it: codex-orch's
+    task checkouts are detached, and their HEAD is asked for a dozen times a task. None when HEAD is on a branch,
+    is not such a file (a reftable store's HEAD names no commit) or `path` is not the top of a checkout: ask git."""
+    dot_git = Path(path) / '.git'
+    git_dir = dot_git if dot_git.is_dir() else linked_git_dir(Path(path))
+    if git_dir is None:
+        return None
+    try:
+        with open(git_dir / 'HEAD', 'rb') as fh:
+            content = fh.read(66)
+    except OSError:
+        return None
+    return content.rstrip(b'\n').decode('ascii') if _DETACHED.fullmatch(content) else None
 
 
 def git_version() -> tuple[int, ...]:
@@ -395,6 +439,8 @@ def git_version() -> tuple[int, ...]:
 
 
 def ref_sha(root: Path, ref: str) -> str | None:
+    if ref == 'HEAD' and (head := detached_head(root)) is not None:
+        return head
     res = run(root, 'rev-parse', '--verify', '--quiet', ref, ok=(0, 1))
     return res.text if res.status == 0 else None
 
