@@ -4,12 +4,14 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from orch.adapters import git as og
+from orch.core.text import display_path
 from orch.errors import GitError
 from tests.support.gitrepo import commit_all, file_tree, git, isolate_git, make_repo, snapshot, write_files
 
@@ -92,6 +94,11 @@ def test_a_detached_head_is_read_as_git_reads_it(repo: Path, tmp_path: Path) -> 
     git_dir = Path(git(detached, 'rev-parse', '--absolute-git-dir'))
     (git_dir / 'HEAD').write_text('ref: refs/heads/.invalid\n')   # what a reftable store keeps there
     assert og.detached_head(detached) is None
+    main_head = repo / '.git' / 'HEAD'
+    main_head.unlink()
+    main_head.symlink_to('refs/heads/main')   # the old form of a HEAD on a branch
+    assert og.detached_head(repo) is None
+    assert og.head_state(repo) == ('main', git(repo, 'rev-parse', 'main'))
 
 
 def test_failures_are_git_errors_with_command_and_advice(repo: Path) -> None:
@@ -425,6 +432,73 @@ def test_find_commit_by_trailer(repo: Path, wt: Path) -> None:
     assert og.find_commit_by_trailer(wt, 'Orch-Exec', 'r/t1/abc/1', since=first) is None
     assert og.find_commit_by_trailer(wt, 'Orch-Task', 't') is None
     assert og.find_commit_by_trailer(wt, 'Orch-Run', 't1') is None
+
+
+def _git_files(checkout: Path, sha: str) -> list[str]:
+    out = subprocess.run(['git', '-C', str(checkout), 'diff-tree', '-r', '-z', '--name-only', '--no-renames',
+                          '--no-commit-id', f'{sha}^', sha], check=True, capture_output=True).stdout
+    return sorted(display_path(os.fsdecode(p)) for p in out.split(b'\0') if p)
+
+
+@pytest.mark.parametrize('head', ['detached', 'on a branch'])
+def test_a_reused_checkout_is_reset_to_exactly_the_commit(repo: Path, tmp_path: Path, head: str) -> None:
+    """reset_checkout leaves exactly the commit's files, its HEAD detached there: every edit, staged file, untracked
+    and ignored file of the previous task gone. A checkout a worker switched to a branch: the branch is not moved."""
+    old = git(repo, 'rev-parse', 'HEAD')
+    write_files(repo, {'src/b.py': 'b = 2\n', 'README.md': 'newer\n'})
+    commit_all(repo, 'newer')
+    new = git(repo, 'rev-parse', 'HEAD')
+    co = tmp_path / 'co'
+    og.snapshot_worktree(repo, co, old)
+    if head == 'on a branch':
+        git(co, 'switch', '-q', '-c', 'side')
+    write_files(co, {'README.md': 'edited\n', 'staged.txt': 's\n', 'untracked/u.txt': 'u\n', 'x.log': 'ignored\n'})
+    git(co, 'add', 'staged.txt')
+    og.reset_checkout(co, new)
+    assert file_tree(co) == file_tree(repo)
+    assert og.head_state(co) == (None, new)
+    assert git(co, 'status', '--porcelain', '--ignored', '--untracked-files=all') == ''
+    if head == 'on a branch':
+        assert git(repo, 'rev-parse', 'side') == old
+
+
+def test_the_files_a_commit_records_are_the_ones_git_shows(repo: Path, tmp_path: Path) -> None:
+    """commit_files of a commit made in this process comes from what was staged: the same as git's answer for an
+    edit, a deletion, a rename, an undecodable name and a commit of some paths only."""
+    co = tmp_path / 'co'
+    og.snapshot_worktree(repo, co, 'main')
+    steps = [lambda: (co / 'README.md').write_text('changed\n'),
+             lambda: (co / 'src' / 'a.py').unlink(),
+             lambda: (co / '.gitignore').rename(co / 'ignore-rules'),
+             lambda: (co / os.fsdecode(b'caf\xe9.txt')).write_text('bytes\n')]
+    for step in steps:
+        step()
+        sha = _committed(og.commit(co, message='step', trailers=TRAILERS))
+        assert og.commit_files(co, sha) == _git_files(co, sha)
+    write_files(co, {'one.txt': '1\n', 'two.txt': '2\n'})
+    sha = _committed(og.commit(co, message='some', trailers=TRAILERS, paths=['one.txt']))
+    assert og.commit_files(co, sha) == _git_files(co, sha) == ['one.txt']
+
+
+def test_a_commit_keeps_its_parents_submodules_only_when_it_touched_none(repo: Path, tmp_path: Path) -> None:
+    """The submodules of a commit codex-orch made are its parent's unless it removed one: a directory written where a
+    removed submodule was is a plain directory, never reported as a filled submodule."""
+    sub_sha = git(repo, 'rev-parse', 'HEAD')
+    git(repo, 'update-index', '--add', '--cacheinfo', f'160000,{sub_sha},sub')
+    git(repo, 'commit', '-q', '-m', 'a submodule')
+    co = tmp_path / 'co'
+    og.snapshot_worktree(repo, co, 'main')
+    assert og.filled_submodules(co) == []
+    write_files(co, {'README.md': 'edited\n'})
+    _committed(og.commit(co, message='edit', trailers=TRAILERS))
+    write_files(co, {'sub/inside.txt': 'x\n'})
+    assert og.filled_submodules(co) == ['sub']   # still a submodule in the new commit
+    shutil.rmtree(co / 'sub')
+    _committed(og.commit(co, message='no submodule', trailers=TRAILERS))
+    assert git(co, 'ls-tree', 'HEAD', 'sub') == ''
+    write_files(co, {'sub/inside.txt': 'x\n'})
+    assert og.filled_submodules(co) == []   # a plain directory now
+    assert 'sub/inside.txt' in og.changed_paths(co)
 
 
 def test_commit_files_root_and_merge_commits(repo: Path, wt: Path) -> None:

@@ -1,5 +1,5 @@
-"""The repository's driver overrides (orch.adapters.git.run) are listed once while its config files are as they were;
-a driver planted since, wherever git would read it from, still never runs."""
+"""The repository's driver overrides (orch.adapters.git.drivers) are listed once while its config files are as they
+were; a driver planted since, wherever git would read it from, still never runs."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from orch.adapters import git as og
+from orch.adapters.git import drivers
 from orch.adapters.git import run as git_run
 from tests.support.gitrepo import git, isolate_git, make_repo
 
@@ -19,9 +20,9 @@ FILTER = '[filter "evil"]\n\tclean = touch {marker}\n\tsmudge = touch {marker}\n
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     isolate_git(monkeypatch, tmp_path)
-    git_run._overrides.clear()
+    drivers._overrides.clear()
     yield
-    git_run._overrides.clear()
+    drivers._overrides.clear()
 
 
 @pytest.fixture
@@ -42,6 +43,11 @@ def config_files(wt: Path) -> list[Path]:
     git_dir = wt / git(wt, 'rev-parse', '--git-dir').strip()
     common = wt / git(wt, 'rev-parse', '--git-common-dir').strip()
     return [wt / '.git', git_dir / 'commondir', git_dir / 'config.worktree', git_dir / 'HEAD', common / 'config']
+
+
+def kept(wt: Path) -> bool:
+    """Whether a listing for the checkout at `wt` is kept (per git dir)."""
+    return str(config_files(wt)[1].parent) in drivers._overrides
 
 
 def listings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -103,7 +109,7 @@ def test_a_driver_planted_after_a_listing_never_runs(wt: Path, tmp_path: Path, w
         included = tmp_path / 'elsewhere' / 'evil.inc'
     settle()
     add_a_file(wt, 'a.txt')
-    assert str(wt) in git_run._overrides and not marker.exists()   # the listing is kept
+    assert kept(wt) and not marker.exists()   # the listing is kept
     if where == 'common config':
         with common_config.open('a') as f:
             f.write(FILTER.format(marker=marker))
@@ -146,8 +152,19 @@ def test_a_git_pointer_turned_to_another_repository_is_listed_again(wt: Path, tm
         f.write(FILTER.format(marker=marker))
     settle()
     add_a_file(wt, 'a.txt')
-    assert str(wt) in git_run._overrides and not marker.exists()   # the listing is kept
+    assert kept(wt) and not marker.exists()   # the listing is kept
     (wt / '.git').write_text(f'gitdir: {evil / ".git"}\n')
     git_run.run(wt, 'checkout', '--', '.')
     git_run.run(wt, 'status', '--porcelain')
     assert not marker.exists(), 'a filter of the repository a rewritten .git points at ran'
+
+
+def test_a_checkout_moved_keeps_its_listing(wt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task's checkout taken from the pool is a moved worktree: its repository config is the one it had."""
+    settle()
+    git_run.run(wt, 'status', '--porcelain')
+    moved = tmp_path / 'moved'
+    og.move_worktree(tmp_path / 'repo', wt, moved)
+    count = listings(monkeypatch)
+    git_run.run(moved, 'status', '--porcelain')
+    assert count[0] == 0

@@ -12,9 +12,9 @@ from orch.adapters.git import run as git_run
 from tests.support.gitrepo import commit_all
 from tests.support.orchtest import make_host
 
-# Per task today: 4 to commit, 4 to land, 2 for its record, 3 status reads (the control-file check and the commit's
-# check for repositories), 5 to take a checkout from the pool and reset it, 1 to put it back, and a few lookups.
-BUDGET_PER_TASK = 24
+# Per task today (14.75): 4 to check and make its commit, 4 to land it, 2 status reads of the control-file check,
+# 4 to take a checkout from the pool, reset it and put it back, and the run branch's tip when it starts.
+BUDGET_PER_TASK = 16
 
 
 def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:

@@ -77,8 +77,10 @@ def land(work: TaskWork) -> str | None:
             if start != tip and git.is_ancestor(rt.repo, tip, head):
                 start = tip                       # replayed onto this tip before a kill: its checks never ran there
                 _replayed(task_dir, head, tip)
-            if git.is_ancestor(rt.repo, head, tip):
-                return head                       # landed before a kill
+            # Landed before a kill. When the work starts at the tip, head descends from it: an ancestor of the tip
+            # only by being the tip, so no history walk is needed.
+            if head == tip or (tip != start and git.is_ancestor(rt.repo, head, tip)):
+                return head
             if tip == start and state.read_state(task_dir).get(RECHECK) != tip:
                 try:
                     note = git.advance_branch(rt.repo, branch, start, head,

@@ -19,6 +19,8 @@ Every operation is a git command (`run.run`). Needs git >= 2.24 (`merge --no-ver
 
 One module per job; callers use the names below (`from orch.adapters import git; git.commit(...)`):
 - `run`: running git (environment, safe config, errors), where things are, the repository lock, identity;
+- `drivers`: the filter, merge and diff drivers of the repository's config, switched off, and their kept listing;
+- `gitfiles`: what git's small files say (a checkout's git dir, its common dir, a detached HEAD), read directly;
 - `checkouts`: worktrees and the branch each has checked out;
 - `changes`: what changed in a worktree, nested repositories and submodules, discarding;
 - `commits`: commits with trailers, finding them again, history;
@@ -78,6 +80,7 @@ from orch.adapters.git.commits import (
     trailer_of,
     unmerged_commits,
 )
+from orch.adapters.git.gitfiles import common_dir_of, detached_head, linked_git_dir
 from orch.adapters.git.landing import (
     BranchMoved,
     abort_replay,
@@ -99,7 +102,7 @@ from orch.adapters.git.merge import (
     merge_into_worktree,
     start_merge,
 )
-from orch.adapters.git.run import common_dir_of, detached_head, git_version, linked_git_dir, rev_parse
+from orch.adapters.git.run import git_version, rev_parse
 from orch.adapters.git.seal import control_changes, control_digest
 from orch.errors import GitError
 

@@ -121,6 +121,14 @@ def _gitlinks(worktree: Path) -> tuple[str, ...]:
     return _GITLINKS[key]
 
 
+def same_gitlinks(worktree: Path, parent: str, child: str) -> None:
+    """`child`, a commit on `parent` that added, moved or removed no gitlink, has the same submodules: known without
+    reading its tree when the parent's are."""
+    common = str(locate(worktree).common_dir)
+    if (common, parent) in _GITLINKS:
+        _GITLINKS[(common, child)] = _GITLINKS[(common, parent)]
+
+
 def _open_inside(worktree: Path, rel: str) -> int | None:
     """A descriptor of directory `rel` under `worktree`, following no symlink on the way; None if
     some part of it is missing, a symlink or not a directory."""

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import TypedDict
 
-from orch.adapters.git.run import check_name, commit_arg, detached_head, git_version, locate, ref_sha, rev_parse, run
+from orch.adapters.git.gitfiles import detached_head
+from orch.adapters.git.run import check_name, commit_arg, git_version, locate, ref_sha, rev_parse, run
 from orch.errors import GitError
 
 

@@ -9,9 +9,19 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from orch.adapters.git.changes import changed_paths, filled_submodules, nested_repositories
+from orch.adapters.git.changes import changed_paths, filled_submodules, nested_repositories, same_gitlinks
 from orch.adapters.git.checkouts import head_state
-from orch.adapters.git.run import GITLINK, check_name, identity_env, own_worktree, ref_sha, repo_lock, rev_parse, run
+from orch.adapters.git.gitfiles import detached_head
+from orch.adapters.git.run import (
+    GITLINK,
+    check_name,
+    identity_env,
+    own_worktree,
+    ref_sha,
+    repo_lock,
+    rev_parse,
+    run,
+)
 from orch.core.text import display_path
 from orch.errors import GitError
 
@@ -36,8 +46,8 @@ def _message_with_trailers(message: str, trailers: Mapping[str, str]) -> str:
     return message.strip() + ('\n\n' + '\n'.join(lines) if lines else '') + '\n'
 
 
-def _stage(worktree: Path, paths: list[str] | None) -> bool:
-    """Stage all changes, or exactly `paths`; return whether anything is staged."""
+def _stage(worktree: Path, paths: list[str] | None) -> list[tuple[str, str, str]]:
+    """Stage all changes, or exactly `paths`; return what is staged (`_staged`)."""
     if paths is None:
         run(worktree, 'add', '--all')
     else:
@@ -46,7 +56,7 @@ def _stage(worktree: Path, paths: list[str] | None) -> bool:
         run(worktree, 'reset', '--quiet')  # leftovers staged by a failed attempt must not ride along
         if selected:
             run(worktree, '--literal-pathspecs', 'add', '--all', '--', *selected)
-    return run(worktree, 'diff', '--cached', '--quiet', '--no-ext-diff', '--no-textconv', ok=(0, 1)).status == 1
+    return _staged(worktree)
 
 
 def commit(
@@ -72,13 +82,15 @@ def commit(
     env = identity_env(worktree, author)
     with repo_lock(loc.common_dir):
         _check_head(worktree, expect_branch, expect_head)
+        parent = detached_head(worktree)
         _refuse_repositories(worktree, nested_repositories(worktree, paths), filled_submodules(worktree, paths))
-        if not _stage(worktree, paths):
+        staged = _stage(worktree, paths)
+        if not staged:
             return None
-        staged = _staged_gitlinks(worktree)
-        if staged:
+        gitlinks = _staged_gitlinks(staged)
+        if gitlinks:
             run(worktree, 'reset', '--quiet')   # nothing stays staged after a refusal
-            nested, moved = staged
+            nested, moved = gitlinks
             _refuse_repositories(worktree, nested, moved)
         with tempfile.TemporaryFile() as msg:  # via stdin: no argv size limit, no option parsing
             msg.write(text.encode('utf-8'))
@@ -87,7 +99,12 @@ def commit(
             # would judge (or rewrite) the worker's output, and validating it is the plan's job.
             run(worktree, 'commit', '--quiet', '--no-verify', '--cleanup=whitespace', '--file=-',
                 env=env, stdin=msg)
-        return rev_parse(worktree, 'HEAD')
+        sha = rev_parse(worktree, 'HEAD')
+        # What the commit changed is what was staged, against its parent: its record needs no history walk.
+        _FILES[sha] = sorted({display_path(path) for _, _, path in staged})
+        if parent is not None and not any(GITLINK in (old, new) for old, new, _ in staged):
+            same_gitlinks(worktree, parent, sha)   # no submodule added, moved or removed
+        return sha
 
 
 def _check_head(worktree: Path, expect_branch: str | None, expect_head: str | None) -> None:
@@ -121,19 +138,24 @@ def head_move(root: Path, expected: str, actual: str) -> str:
     return f'{move}: a reset or rebase codex-orch did not make'
 
 
-def _staged_gitlinks(worktree: Path) -> tuple[list[str], list[str]] | None:
-    """Gitlinks the index adds (nested repositories) and moves (submodules) against HEAD; None if none."""
+def _staged(worktree: Path) -> list[tuple[str, str, str]]:
+    """(old mode, new mode, path) of every change the index holds against HEAD, gitlinks included."""
     # Index against HEAD only: nothing looks inside the submodule directories.
     res = run(worktree, 'diff-index', '--cached', '--raw', '-z', '--no-renames', '--ignore-submodules=none',
               'HEAD', '--')
     fields = res.out.split(b'\0')
-    added: list[str] = []
-    moved: list[str] = []
+    staged = []
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):   # the output ends with NUL
         old_mode, new_mode = meta.lstrip(b':').split(b' ')[:2]
-        if new_mode.decode() == GITLINK:
-            (moved if old_mode.decode() == GITLINK else added).append(os.fsdecode(path))
-    return (sorted(added), sorted(moved)) if added or moved else None
+        staged.append((old_mode.decode(), new_mode.decode(), os.fsdecode(path)))
+    return staged
+
+
+def _staged_gitlinks(staged: list[tuple[str, str, str]]) -> tuple[list[str], list[str]] | None:
+    """Gitlinks the index adds (nested repositories) and moves (submodules) against HEAD; None if none."""
+    added = sorted(path for old, new, path in staged if new == GITLINK and old != GITLINK)
+    moved = sorted(path for old, new, path in staged if new == GITLINK and old == GITLINK)
+    return (added, moved) if added or moved else None
 
 
 def _refuse_repositories(worktree: Path, nested: list[str], submodules: list[str]) -> None:
@@ -175,9 +197,15 @@ def find_commit_by_trailer(worktree: Path, key: str, value: str, *, since: str |
     return None
 
 
+# commit_files of the commits `commit` made in this process: a commit's files are a function of the commit alone.
+_FILES: dict[str, list[str]] = {}
+
+
 def commit_files(repo: Path, sha: str) -> list[str]:
     """Files a commit changed (against its first parent), sorted, for records: an undecodable byte of a name
     is written `\\xNN` (orch.core.text.display_path), so these are names to show, not pathspecs."""
+    if sha in _FILES:
+        return list(_FILES[sha])
     parents = run(repo, 'rev-list', '--parents', '-n', '1', check_name(sha, 'commit'), '--').text.split()[1:]
     trees = [parents[0], sha] if parents else ['--root', sha]
     res = run(repo, 'diff-tree', '-r', '-z', '--name-only', '--no-renames', '--no-commit-id', *trees)

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from orch.adapters.git.changes import unmerged_paths
 from orch.adapters.git.checkouts import head_state, live_worktree_of_branch, snapshot_worktree
 from orch.adapters.git.commits import is_ancestor
+from orch.adapters.git.gitfiles import detached_head
 from orch.adapters.git.run import (
     check_name,
     commit_arg,
@@ -188,6 +189,12 @@ def reset_checkout(worktree: Path, commit: str) -> None:
     file of its previous task gone, its detached HEAD at `commit`, only the files that differ rewritten."""
     loc = own_worktree(worktree, 'reset')
     with repo_lock(loc.common_dir):
+        if detached_head(worktree) is not None:
+            # A detached HEAD moves with a hard reset, index and files following: one command for reset + checkout.
+            # (On a branch the reset would move the branch: a worker may have switched the checkout to one.)
+            run(worktree, 'clean', '-f', '-f', '-d', '-x', '--quiet')
+            run(worktree, 'reset', '--quiet', '--hard', commit_arg(worktree, commit))
+            return
         run(worktree, 'reset', '--quiet', '--hard')
         run(worktree, 'clean', '-f', '-f', '-d', '-x', '--quiet')
         run(worktree, 'checkout', '--quiet', '--detach', commit_arg(worktree, commit))

@@ -2,8 +2,9 @@
 
 `run` is the one way a command starts: without the variables that locate a repository, with
 `SAFE_CONFIG` (no hook, no fsmonitor, no submodule recursion), in the C locale (its messages are read), and
-with every failure turned into a `GitError` saying what to do. Also here: name checks, where a directory sits
-in git (`locate`, `own_worktree`, `rev_parse`), the per-repository lock and the committer identity.
+with every failure turned into a `GitError` saying what to do, and the drivers the repository's own config defines
+switched off on every command that reads a worktree (orch.adapters.git.drivers). Also here: name checks, where a
+directory sits in git (`locate`, `own_worktree`, `rev_parse`), the per-repository lock and the committer identity.
 
 git is started directly (subprocess): everything codex-orch does is a plain command (worktrees have no API in
 any Python git library), and a library's import alone cost 40 ms of every command's start.
@@ -17,14 +18,14 @@ import re
 import shlex
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from orch.adapters.git import drivers
+from orch.adapters.git.gitfiles import detached_head
 from orch.errors import GitError
-from orch.filesig import Sig, file_sig, is_racy
 
 # Variables that point git at a repository, index or object store other than the one found from the
 # working directory. Git exports several of them to hooks (pre-commit issue #300).
@@ -57,16 +58,6 @@ SAFE_CONFIG = (
     'protocol.allow=never', 'protocol.file.allow=always',
 )
 _SAFE_ARGS = tuple(arg for setting in SAFE_CONFIG for arg in ('-c', setting))
-# The filter, merge and diff drivers the repository's own config files (its config, a worktree's config and what
-# they include) define: a worker could have written them, and `.gitattributes` in its tree names them. Each is
-# overridden on every command that reads a worktree's files: filters do nothing, a merge driver is git's own
-# three-way text merge, a diff driver converts nothing and an external diff fails (codex-orch passes --no-ext-diff).
-_DRIVER_KEY = re.compile(r'^(filter|merge|diff)\.(.+)\.(clean|smudge|process|required|driver|command|textconv)$',
-                         re.IGNORECASE)
-_REPO_SCOPES = frozenset({'local', 'worktree'})
-_NO_DRIVER = {'filter': ('clean=', 'smudge=', 'process=', 'required=false'),
-              'merge': ('driver=git merge-file --marker-size=%L %A %O %B',),
-              'diff': ('command=', 'textconv=cat')}
 # Subcommands that never read a worktree's files, attributes or a merge driver: no override needed.
 _NO_CONTENT = frozenset({'rev-parse', 'config', 'update-ref', 'for-each-ref', 'cat-file', 'ls-tree', 'rev-list',
                          'commit-tree', 'version', 'var', 'symbolic-ref', 'show-ref', 'merge-base', 'bundle',
@@ -165,156 +156,16 @@ def _subcommand(args: tuple[str, ...]) -> str:
 
 
 def _driver_overrides(cwd: Path) -> list[str]:
-    """`-c` arguments switching off every driver the repository's own config files at `cwd` define.
-
-    Listing them costs a git process before every command that reads a worktree (a dozen per task). The answer is
-    kept while every file it was read from has the stat it had (_ConfigFiles); a file written in the last second
-    is no proof (the coarse clock): then the listing is not kept."""
-    key = os.path.abspath(cwd)
-    with _overrides_guard:
-        known = _overrides.get(key)
-    if known is not None and known[1].unchanged():
-        return known[0]
-    argv = [GIT, *_SAFE_ARGS, '-C', str(cwd),
-            'config', '--list', '-z', '--show-scope', '--show-origin', '--includes']
-    files = _ConfigFiles.at(Path(key))   # signed before the listing: a change during it shows next time
-    res = _execute(argv, (0, 1, 128), None, None, _DEFAULT_HINT)
+    """`-c` arguments switching off every driver the repository's own config files at `cwd` define
+    (orch.adapters.git.drivers): from a kept listing, else from a new one."""
+    known = drivers.kept(cwd)
+    if known is not None:
+        return known
+    files = drivers.sign(cwd)
+    res = _execute([GIT, *_SAFE_ARGS, '-C', str(cwd), *drivers.LIST_ARGS], (0, 1, 128), None, None, _DEFAULT_HINT)
     if res.status != 0:   # not a repository (yet): no repository config to override
         return []
-    names: dict[tuple[str, str], None] = {}
-    for scope, origin, name, value in _entries(res.out):
-        if scope not in _REPO_SCOPES:
-            continue
-        if files is not None:
-            files = files.reading(Path(key), origin, name, value)
-        match = _DRIVER_KEY.match(name)
-        if match:
-            if '=' in match.group(2):   # `-c` cannot name it
-                raise GitError(f'refusing the repository at {cwd}: its config defines the driver {name!r}, which '
-                               'codex-orch cannot switch off; remove it (git config --local --list --show-origin)')
-            names[(match.group(1).lower(), match.group(2))] = None
-    overrides = [arg for kind, name in names for setting in _NO_DRIVER[kind]
-                 for arg in ('-c', f'{kind}.{name}.{setting}')]
-    if files is not None and files.steady():
-        with _overrides_guard:
-            if len(_overrides) > 256:
-                _overrides.clear()
-            _overrides[key] = (overrides, files)
-    return overrides
-
-
-def _entries(out: bytes) -> Iterator[tuple[str, str, str, str]]:
-    """(scope, origin, key, value) of each entry of `git config --list -z --show-scope --show-origin`:
-    `scope NUL origin NUL key LF value NUL`."""
-    fields = out.split(b'\0')
-    for scope, origin, entry in zip(fields[0::3], fields[1::3], fields[2::3], strict=False):
-        key, _, value = entry.partition(b'\n')
-        yield os.fsdecode(scope), os.fsdecode(origin), os.fsdecode(key), os.fsdecode(value)
-
-
-def linked_git_dir(checkout: Path) -> Path | None:
-    """The git dir a `.git` file names ("gitdir: PATH", PATH absolute or relative to the checkout), as a
-    linked worktree, a submodule and a `git init --separate-git-dir` checkout have; None without one."""
-    try:
-        pointer = (checkout / '.git').read_text(encoding='utf-8').strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not pointer.startswith('gitdir: '):
-        return None
-    return checkout / pointer.removeprefix('gitdir: ')
-
-
-def common_dir_of(git_dir: Path) -> Path:
-    """Where the branches and the shared config live, by git's rule: the directory a `commondir` file in `git_dir`
-    names (relative to git_dir; a linked worktree's git dir has one), else git_dir itself."""
-    try:
-        named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
-    except (OSError, UnicodeDecodeError):
-        return git_dir
-    return git_dir / named if named else git_dir
-
-
-@dataclass(frozen=True)
-class _ConfigFiles:
-    """Every file the repository config at a directory is read from: the `.git` entry that says which repository it
-    is and the git dir's `commondir` (by content), the git dir's `config.worktree`, the common `config`, every file the
-    listing came from and every file an include names, also one that does not exist yet (by stat). A conditional
-    include on the branch adds the git dir's HEAD; one on another config's values (`hasconfig:`) is not followed:
-    nothing kept."""
-
-    # The pointers are compared by what they say, not by stat: codex-orch itself rewrites them whenever it makes or
-    # moves a checkout, and a stat taken within a second of that would keep nothing (see `steady`). A `.git`
-    # directory is the same one while its inode is (its times change with every index write).
-    pointers: tuple[tuple[Path, object], ...]
-    sigs: tuple[tuple[Path, Sig], ...]
-    head: tuple[Path, Sig]   # the git dir's HEAD, signed before the listing: kept only if an include needs it
-    on_branch: bool = False
-
-    @staticmethod
-    def at(cwd: Path) -> _ConfigFiles | None:
-        """The files every listing at `cwd` reads; None when `cwd` is not a checkout's top (git would look above)."""
-        dot_git = cwd / '.git'
-        git_dir = dot_git if dot_git.is_dir() else linked_git_dir(cwd)
-        if git_dir is None:
-            return None
-        common = common_dir_of(git_dir)   # as git opens it: `..` after a symlink is the kernel's
-        pointers = ((dot_git, _pointer(dot_git)), (git_dir / 'commondir', _pointer(git_dir / 'commondir')))
-        paths = [git_dir / 'config.worktree', common / 'config']
-        return _ConfigFiles(pointers, tuple((p, file_sig(p)) for p in paths),
-                            (git_dir / 'HEAD', file_sig(git_dir / 'HEAD')))
-
-    def reading(self, cwd: Path, origin: str, key: str, value: str) -> _ConfigFiles | None:
-        """These files and those one repository-scope entry of the listing adds; None: such a listing is not kept."""
-        if not origin.startswith('file:'):
-            return None
-        source = cwd / origin.removeprefix('file:')
-        more = [source]
-        lowered = key.lower()
-        if lowered == 'extensions.refstorage':   # HEAD is then no file to watch (reftable)
-            return None
-        on_branch = self.on_branch
-        if lowered == 'include.path' or (lowered.startswith('includeif.') and lowered.endswith('.path')):
-            condition = lowered.removeprefix('includeif.').removesuffix('.path') if lowered != 'include.path' else ''
-            if condition.startswith('hasconfig:'):
-                return None
-            on_branch = on_branch or condition.startswith('onbranch:')
-            if value.startswith('%(prefix)/'):   # relative to git's installation: not followed
-                return None
-            target = Path(os.path.expanduser(value))
-            more.append(target if target.is_absolute() else source.parent / target)
-        known = {path for path, _ in self.sigs}
-        return _ConfigFiles(self.pointers, (*self.sigs, *((p, file_sig(p)) for p in more if p not in known)),
-                            self.head, on_branch)
-
-    def kept(self) -> tuple[tuple[Path, Sig], ...]:
-        return (*self.sigs, self.head) if self.on_branch else self.sigs
-
-    def unchanged(self) -> bool:
-        return (all(_pointer(path) == said for path, said in self.pointers)
-                and all(file_sig(path) == sig for path, sig in self.kept()))
-
-    def steady(self) -> bool:
-        """No file signed by stat written in the last second, nor one whose time is a whole second (a filesystem
-        with coarse times): its stat then tells its content (orch.filesig.is_racy), and a file the listing read
-        changed after it would show here."""
-        now = time.time_ns()
-        return not any(sig is not None and is_racy(now, sig[2], sig[3]) for _, sig in self.kept())
-
-
-def _pointer(path: Path) -> object:
-    """What a `.git` entry or a `commondir` file says: a file's bytes, a directory's identity, None when absent."""
-    try:
-        with open(path, 'rb') as fh:
-            return fh.read()
-    except IsADirectoryError:
-        st = os.stat(path)
-        return ('directory', st.st_dev, st.st_ino)
-    except OSError:
-        return None
-
-
-_overrides: dict[str, tuple[list[str], _ConfigFiles]] = {}
-_overrides_guard = threading.Lock()
+    return drivers.from_listing(cwd, files, res.out)
 
 
 def failure(argv: list[str], status: int, err: str, hint: str) -> str:
@@ -410,25 +261,6 @@ def rev_parse(root: Path, ref: str) -> str:
     if res.status != 0:
         raise GitError(f'unknown revision {ref!r} in {root}; check the branch or commit name.')
     return res.text
-
-
-_DETACHED = re.compile(rb'([0-9a-f]{40}|[0-9a-f]{64})\n?')
-
-
-def detached_head(path: Path) -> str | None:
-    """The commit a detached HEAD at `path` names, read from the git dir's HEAD file as git reads it: codex-orch's
-    task checkouts are detached, and their HEAD is asked for a dozen times a task. None when HEAD is on a branch,
-    is not such a file (a reftable store's HEAD names no commit) or `path` is not the top of a checkout: ask git."""
-    dot_git = Path(path) / '.git'
-    git_dir = dot_git if dot_git.is_dir() else linked_git_dir(Path(path))
-    if git_dir is None:
-        return None
-    try:
-        with open(git_dir / 'HEAD', 'rb') as fh:
-            content = fh.read(66)
-    except OSError:
-        return None
-    return content.rstrip(b'\n').decode('ascii') if _DETACHED.fullmatch(content) else None
 
 
 def git_version() -> tuple[int, ...]:
