@@ -1,6 +1,7 @@
 """orch.adapters.git against real temporary repositories."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orch.adapters import git as og
+from orch.adapters.git import run as git_run
 from orch.core.text import display_path
 from orch.errors import GitError
 from tests.support.gitrepo import commit_all, file_tree, git, isolate_git, make_repo, snapshot, write_files
@@ -446,13 +448,15 @@ def test_a_reused_checkout_is_reset_to_exactly_the_commit(repo: Path, tmp_path: 
     and ignored file of the previous task gone. A checkout a worker switched to a branch: the branch is not moved."""
     old = git(repo, 'rev-parse', 'HEAD')
     write_files(repo, {'src/b.py': 'b = 2\n', 'README.md': 'newer\n'})
+    git(repo, 'rm', '-q', 'src/a.py')
     commit_all(repo, 'newer')
     new = git(repo, 'rev-parse', 'HEAD')
     co = tmp_path / 'co'
     og.snapshot_worktree(repo, co, old)
     if head == 'on a branch':
         git(co, 'switch', '-q', '-c', 'side')
-    write_files(co, {'README.md': 'edited\n', 'staged.txt': 's\n', 'untracked/u.txt': 'u\n', 'x.log': 'ignored\n'})
+    write_files(co, {'README.md': 'edited\n', 'staged.txt': 's\n', 'untracked/u.txt': 'u\n', 'x.log': 'ignored\n',
+                     'src/a.py': 'a = "edited, gone in the commit"\n', 'src/b.py': 'b = "in the way"\n'})
     git(co, 'add', 'staged.txt')
     og.reset_checkout(co, new)
     assert file_tree(co) == file_tree(repo)
@@ -460,6 +464,84 @@ def test_a_reused_checkout_is_reset_to_exactly_the_commit(repo: Path, tmp_path: 
     assert git(co, 'status', '--porcelain', '--ignored', '--untracked-files=all') == ''
     if head == 'on a branch':
         assert git(repo, 'rev-parse', 'side') == old
+
+
+@pytest.mark.parametrize('end', [' ', '\t'])
+def test_a_git_pointer_is_read_as_git_reads_it(repo: Path, tmp_path: Path, end: str) -> None:
+    """A worker writes `.git` as "gitdir: fake<space>" and builds both `fake` (a detached HEAD) and `fake<space>` (HEAD
+    on main, the real common dir) in its checkout: codex-orch reads the one git reads, and reusing the checkout never
+    moves the user's main."""
+    main0 = git(repo, 'rev-parse', 'main')
+    git(repo, 'switch', '-q', '-c', 'run')
+    write_files(repo, {'b.txt': 'b\n'})
+    tip = commit_all(repo, 'run tip')
+    git(repo, 'switch', '-q', 'main')
+    wt = (tmp_path / 'wt')
+    git(repo, 'worktree', 'add', '--quiet', '--detach', str(wt), main0)
+    wt = wt.resolve()
+    assert og.rev_parse(wt, 'HEAD') == main0   # located and known before the worker ran
+    common = git(wt, 'rev-parse', '--path-format=absolute', '--git-common-dir')
+    write_files(wt, {'fake/HEAD': main0 + '\n', f'fake{end}/HEAD': 'ref: refs/heads/main\n',
+                     f'fake{end}/commondir': common + '\n'})
+    # the fake git dir's own index tracks the fake files, so `git clean` keeps them
+    env = {**os.environ, 'GIT_INDEX_FILE': str(wt / f'fake{end}' / 'index')}
+    subprocess.run(['git', '--git-dir', common, '--work-tree', str(wt), 'update-index', '--add', '--info-only',
+                    'fake/HEAD', f'fake{end}/HEAD', f'fake{end}/commondir'], env=env, check=True)
+    (wt / '.git').write_text(f'gitdir: fake{end}\n')
+    assert og.detached_head(wt) is None   # git's HEAD there is a branch
+    with contextlib.suppress(GitError):
+        og.reset_checkout(wt, tip)
+    assert git(repo, 'rev-parse', 'main') == main0, "the user's main was moved"
+
+
+def test_a_git_directory_git_would_not_take_is_not_read(tmp_path: Path) -> None:
+    """A `.git` directory without objects and refs is no repository to git (it looks further up): its HEAD is not
+    taken for the checkout's."""
+    fake = tmp_path / 'fake'
+    (fake / '.git').mkdir(parents=True)
+    (fake / '.git' / 'HEAD').write_text('a' * 40 + '\n')
+    assert og.detached_head(fake) is None
+
+
+def test_a_checkout_switched_to_a_branch_is_never_committed_on(repo: Path, tmp_path: Path) -> None:
+    """A task's private checkout is detached; a worker that points its HEAD at the user's branch (at the same commit,
+    so the HEAD check alone would pass) gets nothing committed, and the branch stays where it was."""
+    main0 = git(repo, 'rev-parse', 'main')
+    co = tmp_path / 'co'
+    og.snapshot_worktree(repo, co, 'main')
+    git(co, 'symbolic-ref', 'HEAD', 'refs/heads/main')
+    write_files(co, {'work.txt': 'w\n'})
+    with pytest.raises(og.CommitRefused, match='switched it to a branch'):
+        og.commit(co, message='work', trailers=TRAILERS, expect_head=main0, detached=True)
+    assert git(repo, 'rev-parse', 'main') == main0
+
+
+def test_a_worktree_is_never_moved_into_an_existing_directory(repo: Path, tmp_path: Path) -> None:
+    """`git worktree move` would put it inside (target/<name>); codex-orch refuses, and a checkout moved where nothing
+    was is located where git says."""
+    source, target = tmp_path / 'pool' / 'p1', tmp_path / 't1'
+    og.snapshot_worktree(repo, source, 'main')
+    og.snapshot_worktree(repo, target, 'main')
+    og.rev_parse(source, 'HEAD')
+    with pytest.raises(GitError, match='something is there already'):
+        og.move_worktree(repo, source, target)
+    free = tmp_path / 't2'
+    og.move_worktree(repo, source, free)
+    assert og.worktree_valid(free)
+    assert git_run.locate(free).git_dir == Path(git(free, 'rev-parse', '--absolute-git-dir'))
+
+
+def test_a_git_pointer_rewritten_with_its_old_times_is_located_again(repo: Path, tmp_path: Path) -> None:
+    """Where a checkout sits is remembered by what its `.git` says, not by its times (a worker can put those back)."""
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    og.snapshot_worktree(repo, one, 'main')
+    og.snapshot_worktree(repo, two, 'main')
+    first = git_run.locate(one).git_dir
+    st = os.stat(one / '.git')
+    (one / '.git').write_text((two / '.git').read_text())
+    os.utime(one / '.git', ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert git_run.locate(one).git_dir != first
+    assert git_run.locate(one).git_dir == Path(git(one, 'rev-parse', '--absolute-git-dir'))
 
 
 def test_the_files_a_commit_records_are_the_ones_git_shows(repo: Path, tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def _commit(work: TaskWork, exec_id: str, answer: Any, changed: list[str] | None
     # Where codex-orch left its HEAD (either mode): a commit, reset or rebase by a worker fails the task.
     expect_head = checkout.expected_head(work.task_dir)
     sha = git.commit(workdir, message=message, trailers=trailers, author=author, expect_branch=work.branch,
-                     expect_head=expect_head)
+                     expect_head=expect_head, detached=work.shared)
     if sha is not None:
         checkout.moved(work.task_dir, sha)
     return sha

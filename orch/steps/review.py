@@ -220,7 +220,7 @@ def _commit_fix(work: TaskWork, rounds: Rounds, target: Task, exec_id: str, roun
             expect_head = checkout.expected_head(work.task_dir)
             sha = git.commit(work.workdir, message=message, trailers=trailers, paths=paths,
                              author=author_of(rt.config.git.author), expect_branch=work.branch,
-                             expect_head=expect_head)
+                             expect_head=expect_head, detached=work.shared)
             if sha is not None:
                 checkout.moved(work.task_dir, sha)
             return sha

@@ -68,20 +68,22 @@ def commit(
     author: tuple[str, str] | None = None,
     expect_branch: str | None = None,
     expect_head: str | None = None,
+    detached: bool = False,
 ) -> str | None:
     """Commit all changes (or only `paths`) in a codex-orch worktree; None when nothing changed.
 
-    Raises CommitRefused (a GitError), committing and staging nothing, when the worktree is not on `expect_branch` or
-    its HEAD is not `expect_head` (when given: a worker must not switch branches, commit, reset or
-    rebase), or when the changes hold a git repository: a nested one, a submodule a worker filled
-    in (`nested_repositories`, `filled_submodules`) or any gitlink added or moved in the index.
+    Raises CommitRefused (a GitError), committing and staging nothing, when the worktree is not on `expect_branch`,
+    not detached when `detached` (a task's private checkout) or its HEAD is not `expect_head` (when given: a worker
+    must not switch branches, commit, reset or rebase), or when the changes hold a git repository: a nested one, a
+    submodule a worker filled in (`nested_repositories`, `filled_submodules`) or any gitlink added or moved in the
+    index.
     """
     worktree = Path(worktree)
     loc = own_worktree(worktree, 'commit in')
     text = _message_with_trailers(message, trailers)
     env = identity_env(worktree, author)
     with repo_lock(loc.common_dir):
-        _check_head(worktree, expect_branch, expect_head)
+        _check_head(worktree, expect_branch, expect_head, detached)
         parent = detached_head(worktree)
         _refuse_repositories(worktree, nested_repositories(worktree, paths), filled_submodules(worktree, paths))
         staged = _stage(worktree, paths)
@@ -107,10 +109,15 @@ def commit(
         return sha
 
 
-def _check_head(worktree: Path, expect_branch: str | None, expect_head: str | None) -> None:
-    if expect_branch is None and expect_head is None:
+def _check_head(worktree: Path, expect_branch: str | None, expect_head: str | None, detached: bool) -> None:
+    if expect_branch is None and expect_head is None and not detached:
         return
     branch, sha = head_state(worktree)
+    if detached and branch is not None:
+        raise CommitRefused(
+            f'refusing to commit in {worktree}: its HEAD is on the branch {branch}, where codex-orch left it detached; '
+            'something in it (a worker?) switched it to a branch. Nothing was committed. Remove the checkout '
+            f'(git worktree remove --force {shlex.quote(str(worktree))}), then resume: the task runs again.')
     if expect_branch is not None and branch != expect_branch:
         where = f'on the branch {branch}' if branch else 'on a detached HEAD'
         raise CommitRefused(

@@ -11,29 +11,37 @@ from pathlib import Path
 def linked_git_dir(checkout: Path) -> Path | None:
     """The git dir a `.git` file names ("gitdir: PATH", PATH absolute or relative to the checkout), as a
     linked worktree, a submodule and a `git init --separate-git-dir` checkout have; None without one."""
-    try:
-        pointer = (checkout / '.git').read_text(encoding='utf-8').strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not pointer.startswith('gitdir: '):
-        return None
-    return checkout / pointer.removeprefix('gitdir: ')
+    named = _named_path(checkout / '.git', b'gitdir: ')
+    return checkout / named if named else None
 
 
 def common_dir_of(git_dir: Path) -> Path:
     """Where the branches and the shared config live, by git's rule: the directory a `commondir` file in `git_dir`
     names (relative to git_dir; a linked worktree's git dir has one), else git_dir itself."""
-    try:
-        named = (git_dir / 'commondir').read_text(encoding='utf-8').strip()
-    except (OSError, UnicodeDecodeError):
-        return git_dir
+    named = _named_path(git_dir / 'commondir', b'')
     return git_dir / named if named else git_dir
 
 
+def _named_path(path: Path, prefix: bytes) -> str | None:
+    """The path a `.git` file or a `commondir` file names, parsed as git parses it: the prefix at the very start,
+    then everything but the line ends at its end (a trailing space is part of the name)."""
+    try:
+        with open(path, 'rb') as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if not data.startswith(prefix) or b'\0' in data:
+        return None
+    return os.fsdecode(data[len(prefix):].rstrip(b'\r\n')) or None
+
+
 def git_dir_at(checkout: Path) -> Path | None:
-    """The git dir of the checkout whose top is `checkout`, from its `.git` entry; None when it has none."""
+    """The git dir of the checkout whose top is `checkout`, from its `.git` entry; None when it has none. A `.git`
+    directory counts only with the `objects` and `refs` git requires (without them git looks further up)."""
     dot_git = checkout / '.git'
-    return dot_git if dot_git.is_dir() else linked_git_dir(checkout)
+    if dot_git.is_dir():
+        return dot_git if (dot_git / 'objects').is_dir() and (dot_git / 'refs').is_dir() else None
+    return linked_git_dir(checkout)
 
 
 def pointer(path: Path) -> object:

@@ -14,7 +14,6 @@ from pathlib import Path, PurePosixPath
 from orch.adapters.git.changes import unmerged_paths
 from orch.adapters.git.checkouts import head_state, live_worktree_of_branch, snapshot_worktree
 from orch.adapters.git.commits import is_ancestor
-from orch.adapters.git.gitfiles import detached_head
 from orch.adapters.git.run import (
     check_name,
     commit_arg,
@@ -176,7 +175,11 @@ def reattach(worktree: Path, branch: str) -> bool:
 
 
 def move_worktree(root: Path, source: Path, target: Path) -> None:
-    """Move a linked worktree (`git worktree move`): a rename and a record update, however big its tree."""
+    """Move a linked worktree (`git worktree move`): a rename and a record update, however big its tree. Never into
+    an existing `target` (git would move it inside, as `target/<name>`): GitError."""
+    if os.path.lexists(target):
+        raise GitError(f'cannot move the worktree {source} to {target}: something is there already; remove it and '
+                       'retry.')
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     known = known_location(source)
     run(root, 'worktree', 'move', str(Path(source).resolve()), str(Path(target).resolve()),
@@ -189,12 +192,7 @@ def reset_checkout(worktree: Path, commit: str) -> None:
     file of its previous task gone, its detached HEAD at `commit`, only the files that differ rewritten."""
     loc = own_worktree(worktree, 'reset')
     with repo_lock(loc.common_dir):
-        if detached_head(worktree) is not None:
-            # A detached HEAD moves with a hard reset, index and files following: one command for reset + checkout.
-            # (On a branch the reset would move the branch: a worker may have switched the checkout to one.)
-            run(worktree, 'clean', '-f', '-f', '-d', '-x', '--quiet')
-            run(worktree, 'reset', '--quiet', '--hard', commit_arg(worktree, commit))
-            return
-        run(worktree, 'reset', '--quiet', '--hard')
         run(worktree, 'clean', '-f', '-f', '-d', '-x', '--quiet')
-        run(worktree, 'checkout', '--quiet', '--detach', commit_arg(worktree, commit))
+        # A forced checkout throws away every change to tracked and staged files on its way, and detaches HEAD
+        # whatever it was on: never a reset, which would move a branch a worker switched the checkout to.
+        run(worktree, 'checkout', '--quiet', '--force', '--detach', commit_arg(worktree, commit))

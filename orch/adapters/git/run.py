@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from orch.adapters.git import drivers
-from orch.adapters.git.gitfiles import detached_head
+from orch.adapters.git.gitfiles import detached_head, linked_git_dir, pointer
 from orch.errors import GitError
 
 # Variables that point git at a repository, index or object store other than the one found from the
@@ -183,9 +183,9 @@ def check_name(value: str, what: str) -> str:
 
 # --- where things are ----------------------------------------------------------------------------
 
-# Where a directory sits in git does not change while it exists, and every commit asks twice:
-# remembered per directory and its .git entry's identity, so a re-created worktree is looked up again.
-_LOCATIONS: dict[tuple[str, int, int], Location] = {}
+# Where a directory sits in git does not change while its .git entry says the same, and every commit asks twice:
+# remembered per directory and what its .git entry says, so a re-created or re-pointed worktree is looked up again.
+_LOCATIONS: dict[tuple[str, object], Location] = {}
 
 
 def locate(path: Path) -> Location:
@@ -208,25 +208,25 @@ def locate(path: Path) -> Location:
 
 def moved(source: Path, target: Path, locate_source: Location | None) -> None:
     """`git worktree move` took the worktree at `source` (located as `locate_source`) to `target`: its git dir stays
-    where it was, so its location is known without asking git."""
+    where it was, so its location is known without asking git, once the `.git` at `target` names that git dir."""
     key = _location_key(Path(target))
-    if locate_source is not None and key is not None:
-        _LOCATIONS[key] = Location(Path(target).resolve(), locate_source.git_dir, locate_source.common_dir)
+    named = linked_git_dir(Path(target))
+    if locate_source is None or key is None or named is None or named.resolve() != locate_source.git_dir:
+        return
+    _LOCATIONS[key] = Location(Path(target).resolve(), locate_source.git_dir, locate_source.common_dir)
 
 
 def known_location(path: Path) -> Location | None:
-    """Where `path` sits in git, if it was asked already (and its `.git` entry is as it was); never runs git."""
+    """Where `path` sits in git, if it was asked already (and its `.git` entry says what it said); never runs git."""
     key = _location_key(Path(path))
     return _LOCATIONS.get(key) if key is not None else None
 
 
-def _location_key(path: Path) -> tuple[str, int, int] | None:
-    """(path, inode and mtime of its .git entry); None when it has none (a subdirectory: ask git)."""
-    try:
-        st = os.stat(path / '.git')
-    except OSError:
-        return None
-    return (str(path.resolve()), st.st_ino, st.st_mtime_ns)
+def _location_key(path: Path) -> tuple[str, object] | None:
+    """(path, what its .git entry says: a file's content, a directory's identity); None when it has none (a
+    subdirectory: ask git). By content, not by stat: a worker can put a file's times back, not its content."""
+    said = pointer(path / '.git')
+    return (str(path.resolve()), said) if said is not None else None
 
 
 def own_worktree(worktree: Path, action: str) -> Location:
