@@ -442,7 +442,7 @@ def _git_files(checkout: Path, sha: str) -> list[str]:
     return sorted(display_path(os.fsdecode(p)) for p in out.split(b'\0') if p)
 
 
-@pytest.mark.parametrize('head', ['detached', 'on a branch'])
+@pytest.mark.parametrize('head', ['detached', 'on a branch', 'assume-unchanged'])
 def test_a_reused_checkout_is_reset_to_exactly_the_commit(repo: Path, tmp_path: Path, head: str) -> None:
     """reset_checkout leaves exactly the commit's files, its HEAD detached there: every edit, staged file, untracked
     and ignored file of the previous task gone. A checkout a worker switched to a branch: the branch is not moved."""
@@ -458,6 +458,8 @@ def test_a_reused_checkout_is_reset_to_exactly_the_commit(repo: Path, tmp_path: 
     write_files(co, {'README.md': 'edited\n', 'staged.txt': 's\n', 'untracked/u.txt': 'u\n', 'x.log': 'ignored\n',
                      'src/a.py': 'a = "edited, gone in the commit"\n', 'src/b.py': 'b = "in the way"\n'})
     git(co, 'add', 'staged.txt')
+    if head == 'assume-unchanged':   # a forced checkout alone stops at such an entry
+        git(co, 'update-index', '--assume-unchanged', 'README.md')
     og.reset_checkout(co, new)
     assert file_tree(co) == file_tree(repo)
     assert og.head_state(co) == (None, new)
@@ -494,12 +496,20 @@ def test_a_git_pointer_is_read_as_git_reads_it(repo: Path, tmp_path: Path, end: 
     assert git(repo, 'rev-parse', 'main') == main0, "the user's main was moved"
 
 
-def test_a_git_directory_git_would_not_take_is_not_read(tmp_path: Path) -> None:
-    """A `.git` directory without objects and refs is no repository to git (it looks further up): its HEAD is not
-    taken for the checkout's."""
+@pytest.mark.parametrize('kind', ['no objects or refs', 'a commondir naming nothing', 'a .git file naming no repo'])
+def test_a_git_directory_git_would_not_take_is_not_read(tmp_path: Path, kind: str) -> None:
+    """A git dir whose common dir has no objects and refs is no repository to git (from a `.git` directory it looks
+    further up; a `.git` file naming one is an error): its HEAD is not taken for the checkout's."""
     fake = tmp_path / 'fake'
-    (fake / '.git').mkdir(parents=True)
-    (fake / '.git' / 'HEAD').write_text('a' * 40 + '\n')
+    git_dir = fake / ('fake-git' if kind == 'a .git file naming no repo' else '.git')
+    git_dir.mkdir(parents=True)
+    (git_dir / 'HEAD').write_text('a' * 40 + '\n')
+    if kind == 'a commondir naming nothing':
+        for name in ('objects', 'refs'):
+            (git_dir / name).mkdir()
+        (git_dir / 'commondir').write_text('nowhere\n')
+    if kind == 'a .git file naming no repo':
+        (fake / '.git').write_text('gitdir: fake-git\n')
     assert og.detached_head(fake) is None
 
 
@@ -542,6 +552,60 @@ def test_a_git_pointer_rewritten_with_its_old_times_is_located_again(repo: Path,
     os.utime(one / '.git', ns=(st.st_atime_ns, st.st_mtime_ns))
     assert git_run.locate(one).git_dir != first
     assert git_run.locate(one).git_dir == Path(git(one, 'rev-parse', '--absolute-git-dir'))
+
+
+def test_a_reused_checkout_keeps_nothing_in_a_submodule_directory(repo: Path, tmp_path: Path) -> None:
+    """`git clean` keeps a submodule directory's contents: the previous task's worker may have filled it, and the next
+    task would be refused its commit for it (or read what is there)."""
+    git(repo, 'update-index', '--add', '--cacheinfo', f'160000,{git(repo, "rev-parse", "HEAD")},sub')
+    git(repo, 'commit', '-q', '-m', 'a submodule')
+    co = tmp_path / 'co'
+    og.snapshot_worktree(repo, co, 'main')
+    write_files(co, {'sub/left.txt': 'left by a worker\n', 'sub/.git/HEAD': 'ref: refs/heads/main\n'})
+    og.reset_checkout(co, git(repo, 'rev-parse', 'main'))
+    assert list((co / 'sub').iterdir()) == []
+    assert og.filled_submodules(co) == []
+
+
+@pytest.mark.parametrize('when', ['before codex-orch first looks', 'after it pinned the checkout'])
+def test_a_git_dir_a_worker_plants_never_turns_git_on_the_users_checkout(repo: Path, tmp_path: Path,
+                                                                         when: str) -> None:
+    """A worker points its checkout's `.git` at a git dir it builds inside the checkout (its commondir the real one),
+    and a process it left behind later turns that git dir into a repository whose work tree is the user's checkout.
+    Before: codex-orch refuses the checkout (its git dir is not one its repository keeps). After: codex-orch's
+    commands name the pinned git dir and work tree themselves, and never read the `.git` again. Either way the
+    user's uncommitted work is untouched."""
+    sha = git(repo, 'rev-parse', 'HEAD')
+    (repo / 'precious.txt').write_text('uncommitted user work\n')
+    (repo / 'README.md').write_text('user edit\n')
+    wt = tmp_path / 'wt'
+    og.snapshot_worktree(repo, wt, sha)
+    wt = wt.resolve()
+    if when == 'after it pinned the checkout':
+        og.discard_changes(wt)
+    planted = wt / '.g' / 'w'
+    planted.mkdir(parents=True)
+    (planted / 'HEAD').write_text(sha + '\n')
+    admin = Path(git(wt, 'rev-parse', '--absolute-git-dir'))
+    (planted / 'commondir').write_bytes((admin / 'commondir').read_bytes())
+    (wt / 'objects').symlink_to(repo / '.git' / 'objects')
+    (wt / 'refs').mkdir()
+    shutil.copy(repo / '.git' / 'config', wt / 'config')
+    (wt / '.git').write_text('gitdir: .g/w\n')
+    assert og.worktree_valid(wt)   # git takes the planted git dir: codex-orch's location cache too
+    if when == 'before codex-orch first looks':
+        with pytest.raises(GitError, match='not one of'):
+            og.reset_checkout(wt, sha)
+    (planted / 'commondir').unlink()   # the process left behind
+    (planted / 'objects').symlink_to(repo / '.git' / 'objects')
+    (planted / 'refs').mkdir()
+    (planted / 'config').write_text(f'[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tworktree = {repo}\n')
+    with contextlib.suppress(GitError):
+        og.reset_checkout(wt, sha)
+    with contextlib.suppress(GitError):
+        og.discard_changes(wt)
+    assert (repo / 'precious.txt').exists(), "the user's untracked file was deleted"
+    assert (repo / 'README.md').read_text() == 'user edit\n', "the user's edit was thrown away"
 
 
 def test_the_files_a_commit_records_are_the_ones_git_shows(repo: Path, tmp_path: Path) -> None:

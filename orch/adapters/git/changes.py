@@ -146,6 +146,11 @@ def _open_inside(worktree: Path, rel: str) -> int | None:
     return fd
 
 
+def empty_filled_submodules(worktree: Path) -> None:
+    """Every submodule directory a worker filled in, emptied again (see `filled_submodules`)."""
+    _empty_submodules(Path(worktree), filled_submodules(worktree))
+
+
 def _empty_submodules(worktree: Path, names: list[str]) -> None:
     """Empty submodule directories a worker filled, back to what `worktree add` made. Never follows a
     symlink: a worker may have put one there, pointing anywhere."""

@@ -6,8 +6,18 @@ import os
 from pathlib import Path
 from typing import TypedDict
 
-from orch.adapters.git.gitfiles import detached_head
-from orch.adapters.git.run import check_name, commit_arg, git_version, locate, ref_sha, rev_parse, run
+from orch.adapters.git.run import (
+    check_name,
+    commit_arg,
+    detached_head_of,
+    forget,
+    git_version,
+    locate,
+    ref_sha,
+    rev_parse,
+    run,
+    trust,
+)
 from orch.errors import GitError
 
 
@@ -24,6 +34,7 @@ class WorktreeInfo(TypedDict):
 def repo_root(path: Path) -> Path:
     """The top of the repository's main working tree, also when `path` is inside a linked worktree."""
     loc = locate(path)
+    trust(loc.common_dir)   # the repository codex-orch runs in: its task checkouts are pinned to it (run.own_worktree)
     if loc.is_main:
         return loc.toplevel
     main = list_worktrees(loc.toplevel)[0]  # git always lists the main worktree first
@@ -39,7 +50,7 @@ def current_branch(root: Path) -> str | None:
 
 def head_state(worktree: Path) -> tuple[str | None, str]:
     """(branch checked out, or None when HEAD is detached; the commit HEAD is at) of a worktree."""
-    detached = detached_head(worktree)
+    detached = detached_head_of(worktree)
     if detached is not None:
         return None, detached
     return current_branch(worktree), rev_parse(worktree, 'HEAD')
@@ -71,6 +82,8 @@ def ensure_worktree(root: Path, path: Path, branch: str, start_commit: str) -> b
     if worktree_valid(path):
         _check_existing_worktree(root, path, branch)
         return False
+    forget(path)
+    trust(locate(root).common_dir)   # its checkouts are this repository's (run.own_worktree)
     prune_worktrees(root)  # a record whose directory was deleted would block `worktree add`
     hint = (f'Check that {branch} is not checked out in another worktree and that {path} is free '
             '(move it away if it is not a worktree), then retry.')
@@ -130,6 +143,8 @@ def prune_worktrees(root: Path) -> None:
 def snapshot_worktree(root: Path, path: Path, commit: str) -> None:
     """A throw-away detached worktree at `commit` (what a gate tests when others changed the shared one)."""
     path = Path(path).resolve()
+    forget(path)
+    trust(locate(root).common_dir)   # its checkouts are this repository's (run.own_worktree)
     if path.exists() or any(Path(w['path']) == path for w in list_worktrees(root)):
         remove_worktree(root, path, force=True)
     prune_worktrees(root)
@@ -143,6 +158,7 @@ def remove_worktree(root: Path, path: Path, *, force: bool = False) -> None:
     Without `force`, git refuses a worktree with uncommitted or untracked files.
     """
     path = Path(path).resolve()
+    forget(path)
     if not path.exists():
         prune_worktrees(root)
         return

@@ -11,10 +11,10 @@ from pathlib import Path, PurePosixPath
 
 from orch.adapters.git.changes import changed_paths, filled_submodules, nested_repositories, same_gitlinks
 from orch.adapters.git.checkouts import head_state
-from orch.adapters.git.gitfiles import detached_head
 from orch.adapters.git.run import (
     GITLINK,
     check_name,
+    detached_head_of,
     identity_env,
     own_worktree,
     ref_sha,
@@ -84,7 +84,7 @@ def commit(
     env = identity_env(worktree, author)
     with repo_lock(loc.common_dir):
         _check_head(worktree, expect_branch, expect_head, detached)
-        parent = detached_head(worktree)
+        parent = detached_head_of(worktree)
         _refuse_repositories(worktree, nested_repositories(worktree, paths), filled_submodules(worktree, paths))
         staged = _stage(worktree, paths)
         if not staged:

@@ -28,7 +28,7 @@ _NO_DRIVER = {'filter': ('clean=', 'smudge=', 'process=', 'required=false'),
 LIST_ARGS = ('config', '--list', '-z', '--show-scope', '--show-origin', '--includes')
 
 
-def kept(cwd: Path) -> list[str] | None:
+def kept(cwd: Path, git_dir: Path | None = None) -> list[str] | None:
     """The overrides of the repository config at `cwd` from a kept listing, or None: list it (`from_listing`).
 
     Listing them costs a git process before every command that reads a worktree (a dozen per task). The answer is
@@ -37,15 +37,16 @@ def kept(cwd: Path) -> list[str] | None:
     checkout taken from the pool is a moved worktree, whose repository config is the one it had."""
     here = Path(os.path.abspath(cwd))
     with _overrides_guard:
-        known = _overrides.get(_key(here))
+        known = _overrides.get(_key(here, git_dir))
     if known is not None and known[1].unchanged(here):
         return known[0]
     return None
 
 
-def sign(cwd: Path) -> ConfigFiles | None:
-    """The files a listing at `cwd` reads, signed before it runs: a change during it shows next time."""
-    return ConfigFiles.at(Path(os.path.abspath(cwd)))
+def sign(cwd: Path, git_dir: Path | None = None) -> ConfigFiles | None:
+    """The files a listing at `cwd` reads, signed before it runs: a change during it shows next time. `git_dir`: the
+    git dir a pinned checkout's commands name themselves (orch.adapters.git.run): its `.git` is not read."""
+    return ConfigFiles.at(Path(os.path.abspath(cwd)), git_dir)
 
 
 def from_listing(cwd: Path, files: ConfigFiles | None, out: bytes) -> list[str]:
@@ -70,12 +71,12 @@ def from_listing(cwd: Path, files: ConfigFiles | None, out: bytes) -> list[str]:
         with _overrides_guard:
             if len(_overrides) > 256:
                 _overrides.clear()
-            _overrides[_key(here)] = (overrides, files)
+            _overrides[_key(here, files.pinned)] = (overrides, files)
     return overrides
 
 
-def _key(here: Path) -> str:
-    return str(git_dir_at(here) or here)
+def _key(here: Path, git_dir: Path | None) -> str:
+    return str(git_dir or git_dir_at(here) or here)
 
 
 def _entries(out: bytes) -> Iterator[tuple[str, str, str, str]]:
@@ -99,23 +100,26 @@ class ConfigFiles:
     # checkout, and a stat taken within a second of that would keep nothing (see `steady`). A `.git` directory is
     # the same one while its inode is (its times change with every index write). The `.git` entry is the one at the
     # directory asked about (a worktree moved keeps its listing), `commondir` the one in the git dir it names.
-    dot_git: object
+    dot_git: object   # unused for a pinned checkout (`pinned`: its git dir, named on every command)
     commondir: tuple[Path, object]
     sigs: tuple[tuple[Path, Sig], ...]
     head: tuple[Path, Sig]   # the git dir's HEAD, signed before the listing: kept only if an include needs it
     on_branch: bool = False
+    pinned: Path | None = None
 
     @staticmethod
-    def at(cwd: Path) -> ConfigFiles | None:
+    def at(cwd: Path, pinned: Path | None = None) -> ConfigFiles | None:
         """The files every listing at `cwd` reads; None when `cwd` is not a checkout's top (git would look above)."""
         dot_git = cwd / '.git'
-        git_dir = git_dir_at(cwd)
+        git_dir = pinned or git_dir_at(cwd)
         if git_dir is None:
             return None
         common = common_dir_of(git_dir)   # as git opens it: `..` after a symlink is the kernel's
         paths = [git_dir / 'config.worktree', common / 'config']
-        return ConfigFiles(pointer(dot_git), (git_dir / 'commondir', pointer(git_dir / 'commondir')),
-                            tuple((p, file_sig(p)) for p in paths), (git_dir / 'HEAD', file_sig(git_dir / 'HEAD')))
+        return ConfigFiles(None if pinned else pointer(dot_git),
+                           (git_dir / 'commondir', pointer(git_dir / 'commondir')),
+                           tuple((p, file_sig(p)) for p in paths), (git_dir / 'HEAD', file_sig(git_dir / 'HEAD')),
+                           pinned=pinned)
 
     def reading(self, cwd: Path, origin: str, key: str, value: str) -> ConfigFiles | None:
         """These files and those one repository-scope entry of the listing adds; None: such a listing is not kept."""
@@ -138,13 +142,15 @@ class ConfigFiles:
             more.append(target if target.is_absolute() else source.parent / target)
         known = {path for path, _ in self.sigs}
         return ConfigFiles(self.dot_git, self.commondir,
-                            (*self.sigs, *((p, file_sig(p)) for p in more if p not in known)), self.head, on_branch)
+                           (*self.sigs, *((p, file_sig(p)) for p in more if p not in known)), self.head, on_branch,
+                           self.pinned)
 
     def kept(self) -> tuple[tuple[Path, Sig], ...]:
         return (*self.sigs, self.head) if self.on_branch else self.sigs
 
     def unchanged(self, cwd: Path) -> bool:
-        return (pointer(cwd / '.git') == self.dot_git and pointer(self.commondir[0]) == self.commondir[1]
+        return ((self.pinned is not None or pointer(cwd / '.git') == self.dot_git)
+                and pointer(self.commondir[0]) == self.commondir[1]
                 and all(file_sig(path) == sig for path, sig in self.kept()))
 
     def steady(self) -> bool:

@@ -22,6 +22,11 @@ def common_dir_of(git_dir: Path) -> Path:
     return git_dir / named if named else git_dir
 
 
+def linked_git_dir_file(path: Path) -> str | None:
+    """The path a linked worktree's `gitdir` file (in its git dir) names: where git registered the worktree."""
+    return _named_path(path, b'')
+
+
 def _named_path(path: Path, prefix: bytes) -> str | None:
     """The path a `.git` file or a `commondir` file names, parsed as git parses it: the prefix at the very start,
     then everything but the line ends at its end (a trailing space is part of the name)."""
@@ -36,12 +41,15 @@ def _named_path(path: Path, prefix: bytes) -> str | None:
 
 
 def git_dir_at(checkout: Path) -> Path | None:
-    """The git dir of the checkout whose top is `checkout`, from its `.git` entry; None when it has none. A `.git`
-    directory counts only with the `objects` and `refs` git requires (without them git looks further up)."""
+    """The git dir of the checkout whose top is `checkout`, from its `.git` entry; None when it has none, or when git
+    would not take it as one: its common dir must hold `objects` and `refs` (a `.git` directory without them
+    sends git further up; a `.git` file naming one is an error to git)."""
     dot_git = checkout / '.git'
-    if dot_git.is_dir():
-        return dot_git if (dot_git / 'objects').is_dir() and (dot_git / 'refs').is_dir() else None
-    return linked_git_dir(checkout)
+    git_dir = dot_git if dot_git.is_dir() else linked_git_dir(checkout)
+    if git_dir is None:
+        return None
+    common = common_dir_of(git_dir)
+    return git_dir if (common / 'objects').is_dir() and (common / 'refs').is_dir() else None
 
 
 def pointer(path: Path) -> object:
@@ -59,12 +67,12 @@ def pointer(path: Path) -> object:
 _DETACHED = re.compile(rb'([0-9a-f]{40}|[0-9a-f]{64})\n?')
 
 
-def detached_head(path: Path) -> str | None:
+def detached_head(path: Path, git_dir: Path | None = None) -> str | None:
     """The commit a detached HEAD at `path` names, read from the git dir's HEAD file as git reads it: codex-orch's
     task checkouts are detached, and their HEAD is asked for a dozen times a task. None when HEAD is on a branch,
     is not such a file (a reftable store's HEAD names no commit; a symlinked HEAD is an old form of a branch) or
     `path` is not the top of a checkout: ask git."""
-    git_dir = git_dir_at(Path(path))
+    git_dir = git_dir or git_dir_at(Path(path))   # a pinned checkout's git dir is given (orch.adapters.git.run)
     if git_dir is None:
         return None
     try:

@@ -11,13 +11,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from orch.adapters.git.changes import unmerged_paths
+from orch.adapters.git.changes import empty_filled_submodules, unmerged_paths
 from orch.adapters.git.checkouts import head_state, live_worktree_of_branch, snapshot_worktree
 from orch.adapters.git.commits import is_ancestor
 from orch.adapters.git.run import (
     check_name,
     commit_arg,
     failure,
+    forget,
     identity_env,
     known_location,
     locate,
@@ -26,6 +27,7 @@ from orch.adapters.git.run import (
     ref_sha,
     repo_lock,
     run,
+    trust,
 )
 from orch.errors import GitError
 
@@ -182,6 +184,9 @@ def move_worktree(root: Path, source: Path, target: Path) -> None:
                        'retry.')
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     known = known_location(source)
+    forget(source)
+    forget(target)
+    trust(locate(root).common_dir)
     run(root, 'worktree', 'move', str(Path(source).resolve()), str(Path(target).resolve()),
         hint=f'Remove {target} (or {source}) and retry.')
     moved(source, target, known)
@@ -190,9 +195,16 @@ def move_worktree(root: Path, source: Path, target: Path) -> None:
 def reset_checkout(worktree: Path, commit: str) -> None:
     """A reused codex-orch checkout made as good as new at `commit`: every change and every untracked or ignored
     file of its previous task gone, its detached HEAD at `commit`, only the files that differ rewritten."""
+    abort_replay(worktree)   # a rebase its task left half done
     loc = own_worktree(worktree, 'reset')
     with repo_lock(loc.common_dir):
+        empty_filled_submodules(worktree)   # `clean` keeps what is in a submodule's directory
         run(worktree, 'clean', '-f', '-f', '-d', '-x', '--quiet')
         # A forced checkout throws away every change to tracked and staged files on its way, and detaches HEAD
-        # whatever it was on: never a reset, which would move a branch a worker switched the checkout to.
-        run(worktree, 'checkout', '--quiet', '--force', '--detach', commit_arg(worktree, commit))
+        # whatever it was on: never a reset to the commit, which would move a branch a worker switched it to.
+        target = commit_arg(worktree, commit)
+        if run(worktree, 'checkout', '--quiet', '--force', '--detach', target, ok=(0, 1, 128)).status != 0:
+            # An index entry marked assume-unchanged or skip-worktree stops it: reset in place first (to HEAD
+            # itself, so no branch moves).
+            run(worktree, 'reset', '--quiet', '--hard')
+            run(worktree, 'checkout', '--quiet', '--force', '--detach', target)

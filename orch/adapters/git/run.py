@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from orch.adapters.git import drivers
-from orch.adapters.git.gitfiles import detached_head, linked_git_dir, pointer
+from orch.adapters.git.gitfiles import detached_head, linked_git_dir, linked_git_dir_file, pointer
 from orch.errors import GitError
 
 # Variables that point git at a repository, index or object store other than the one found from the
@@ -124,10 +124,17 @@ def run(
     argv = [GIT, *_SAFE_ARGS]
     if cwd is not None:
         argv += ['-C', str(cwd)]
+        pinned = _pinned(cwd)
+        if pinned is not None:
+            argv += _explicit(pinned)
         if _subcommand(args) not in _NO_CONTENT:
-            argv += _driver_overrides(cwd)
+            argv += _driver_overrides(cwd, pinned)
     argv += args
     return _execute(argv, ok, env, stdin, hint)
+
+
+def _explicit(pinned: Location) -> list[str]:
+    return [f'--git-dir={pinned.git_dir}', f'--work-tree={pinned.toplevel}']
 
 
 def _execute(argv: list[str], ok: tuple[int, ...], env: Mapping[str, str] | None, stdin: BinaryIO | None,
@@ -155,14 +162,17 @@ def _subcommand(args: tuple[str, ...]) -> str:
     return ''
 
 
-def _driver_overrides(cwd: Path) -> list[str]:
+def _driver_overrides(cwd: Path, pinned: Location | None) -> list[str]:
     """`-c` arguments switching off every driver the repository's own config files at `cwd` define
     (orch.adapters.git.drivers): from a kept listing, else from a new one."""
-    known = drivers.kept(cwd)
+    git_dir = pinned.git_dir if pinned is not None else None
+    known = drivers.kept(cwd, git_dir)
     if known is not None:
         return known
-    files = drivers.sign(cwd)
-    res = _execute([GIT, *_SAFE_ARGS, '-C', str(cwd), *drivers.LIST_ARGS], (0, 1, 128), None, None, _DEFAULT_HINT)
+    files = drivers.sign(cwd, git_dir)
+    explicit = _explicit(pinned) if pinned is not None else []
+    res = _execute([GIT, *_SAFE_ARGS, '-C', str(cwd), *explicit, *drivers.LIST_ARGS], (0, 1, 128), None, None,
+                   _DEFAULT_HINT)
     if res.status != 0:   # not a repository (yet): no repository config to override
         return []
     return drivers.from_listing(cwd, files, res.out)
@@ -230,17 +240,68 @@ def _location_key(path: Path) -> tuple[str, object] | None:
 
 
 def own_worktree(worktree: Path, action: str) -> Location:
-    """Locate a linked worktree that codex-orch may change; refuse the main checkout and subdirectories."""
+    """Locate a linked worktree that codex-orch may change; refuse the main checkout, subdirectories and a checkout
+    whose git dir is not one its repository keeps for it. Once accepted, the checkout is pinned: every later git
+    command in it names its git dir and work tree itself, so git never reads its `.git` again (a worker, or a
+    process it left behind, may rewrite that file, or a git dir it points at, at any moment)."""
+    top = Path(worktree).resolve()
+    pinned = _PINS.get(str(top))
+    if pinned is not None:
+        return pinned
     loc = locate(worktree)
     if loc.is_main:
         raise GitError(
             f'refusing to {action} {worktree}: it is the main checkout of the repository, which codex-orch '
             'never changes; pass the path of a codex-orch worktree.')
-    if loc.toplevel != Path(worktree).resolve():
+    if loc.toplevel != top:
         raise GitError(
             f'refusing to {action} {worktree}: it is not the top of a worktree (that is {loc.toplevel}); '
             'pass the worktree path itself.')
+    problem = _registration_problem(top, loc)
+    if problem:
+        raise GitError(f'refusing to {action} {worktree}: {problem}; something in it (a worker?) changed its .git. '
+                       'Remove it (git worktree remove --force), then resume.')
+    _PINS[str(top)] = loc
     return loc
+
+
+def _registration_problem(top: Path, loc: Location) -> str | None:
+    """Why `loc` is not a worktree its repository keeps for `top` (None when it is): its git dir must be one of the
+    common dir's `worktrees/`, whose `gitdir` file names this checkout, and the common dir must be the
+    repository's codex-orch runs in (when known) and lie outside the checkout."""
+    if loc.git_dir.parent != loc.common_dir / 'worktrees':
+        return f'its git dir {loc.git_dir} is not one of {loc.common_dir / "worktrees"}'
+    if loc.common_dir.is_relative_to(top) or (_TRUSTED and str(loc.common_dir) not in _TRUSTED):
+        return f'its repository {loc.common_dir} is not the one codex-orch runs in'
+    named = linked_git_dir_file(loc.git_dir / 'gitdir')
+    if named is None or Path(os.path.abspath(loc.git_dir / named)) != top / '.git':
+        return f'{loc.git_dir} is not registered for it'
+    return None
+
+
+# Checkouts own_worktree accepted, by resolved path (see there); forgotten when codex-orch moves or removes one.
+_PINS: dict[str, Location] = {}
+# The common dirs of the repositories codex-orch was started in (repo_root): a pinned checkout must belong to one.
+_TRUSTED: set[str] = set()
+
+
+def trust(common_dir: Path) -> None:
+    _TRUSTED.add(str(Path(common_dir).resolve()))
+
+
+def forget(path: Path) -> None:
+    """Codex-orch is about to remove, move or re-create the worktree at `path`: what it knew of it goes."""
+    _PINS.pop(str(Path(path).resolve()), None)
+
+
+def _pinned(cwd: Path) -> Location | None:
+    return _PINS.get(os.path.realpath(cwd)) if _PINS else None
+
+
+def detached_head_of(path: Path) -> str | None:
+    """gitfiles.detached_head, from the pinned git dir for a pinned checkout (its own `.git` is not read)."""
+    pinned = _pinned(path)
+    return detached_head(path, pinned.git_dir if pinned is not None else None)
 
 
 _FULL_SHA = re.compile(r'[0-9a-f]{40}|[0-9a-f]{64}')
@@ -255,7 +316,7 @@ def commit_arg(root: Path, ref: str) -> str:
 def rev_parse(root: Path, ref: str) -> str:
     """The commit sha `ref` names (tags are peeled)."""
     check_name(ref, 'revision')
-    if ref == 'HEAD' and (head := detached_head(root)) is not None:
+    if ref == 'HEAD' and (head := detached_head_of(root)) is not None:
         return head
     res = run(root, 'rev-parse', '--verify', '--quiet', f'{ref}^{{commit}}', ok=(0, 1))
     if res.status != 0:
@@ -271,7 +332,7 @@ def git_version() -> tuple[int, ...]:
 
 
 def ref_sha(root: Path, ref: str) -> str | None:
-    if ref == 'HEAD' and (head := detached_head(root)) is not None:
+    if ref == 'HEAD' and (head := detached_head_of(root)) is not None:
         return head
     res = run(root, 'rev-parse', '--verify', '--quiet', ref, ok=(0, 1))
     return res.text if res.status == 0 else None
