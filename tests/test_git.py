@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -542,10 +543,11 @@ def test_a_worktree_is_never_moved_into_an_existing_directory(repo: Path, tmp_pa
 
 
 def test_a_git_pointer_rewritten_with_its_old_times_is_located_again(repo: Path, tmp_path: Path) -> None:
-    """Where a checkout sits is remembered by what its `.git` says, not by its times (a worker can put those back)."""
+    """Where a checkout sits is remembered by what its `.git` says, not by its times (a worker can put those back).
+    (Checkouts made elsewhere: one codex-orch made is pinned, and its `.git` no longer read at all.)"""
     one, two = tmp_path / 'one', tmp_path / 'two'
-    og.snapshot_worktree(repo, one, 'main')
-    og.snapshot_worktree(repo, two, 'main')
+    git(repo, 'worktree', 'add', '-q', '--detach', str(one), 'main')
+    git(repo, 'worktree', 'add', '-q', '--detach', str(two), 'main')
     first = git_run.locate(one).git_dir
     st = os.stat(one / '.git')
     (one / '.git').write_text((two / '.git').read_text())
@@ -578,8 +580,9 @@ def test_a_git_dir_a_worker_plants_never_turns_git_on_the_users_checkout(repo: P
     sha = git(repo, 'rev-parse', 'HEAD')
     (repo / 'precious.txt').write_text('uncommitted user work\n')
     (repo / 'README.md').write_text('user edit\n')
+    og.repo_root(repo)   # where codex-orch runs (every command starts so)
     wt = tmp_path / 'wt'
-    og.snapshot_worktree(repo, wt, sha)
+    git(repo, 'worktree', 'add', '-q', '--detach', str(wt), sha)   # made by an earlier process: not pinned here yet
     wt = wt.resolve()
     if when == 'after it pinned the checkout':
         og.discard_changes(wt)
@@ -606,6 +609,55 @@ def test_a_git_dir_a_worker_plants_never_turns_git_on_the_users_checkout(repo: P
         og.discard_changes(wt)
     assert (repo / 'precious.txt').exists(), "the user's untracked file was deleted"
     assert (repo / 'README.md').read_text() == 'user edit\n', "the user's edit was thrown away"
+
+
+def test_a_new_checkout_is_pinned_before_a_worker_can_swap_its_git_pointer(repo: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout codex-orch makes is pinned at once: a process a worker left behind that swaps its `.git` (to a git
+    dir it built, whose config defines a filter `.gitattributes` names) between the driver listing and the command
+    that follows changes nothing: no command reads that `.git`."""
+    co = tmp_path / 'tasks' / 'T1'
+    og.add_checkout(repo, co, git(repo, 'rev-parse', 'HEAD'))
+    marker = tmp_path / 'ran'
+    evil = co / '.evil'
+    git(tmp_path, 'init', '-q', '--bare', str(evil))
+    (evil / 'config').write_text('[core]\n\trepositoryformatversion = 0\n\tbare = false\n'
+                                 f'[filter "x"]\n\tclean = touch {marker} && cat\n')
+    write_files(co, {'.gitattributes': '* filter=x\n', 'victim.txt': 'a\n'})
+    execute = git_run._execute
+    real = (co / '.git').read_text()
+
+    def swapping(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        listing = 'config' in argv and '--list' in argv
+        if listing:   # the listing reads the real config, the command after it the worker's
+            (co / '.git').write_text(real)
+        result = execute(argv, *args, **kwargs)
+        if listing:
+            (co / '.git').write_text(f'gitdir: {evil}\n')
+        return result
+    monkeypatch.setattr(git_run, '_execute', swapping)
+    with contextlib.suppress(GitError):
+        og.changed_paths(co)
+        git_run.run(co, 'add', '--all')
+    assert not marker.exists(), 'a filter of a git dir the worker built ran'
+
+
+def test_a_pin_whose_git_dir_went_to_another_checkout_refuses(repo: Path, tmp_path: Path) -> None:
+    """A worker deletes its checkout's `.git`; a prune drops the checkout's git dir, and a new checkout gets its name.
+    The old pin does not send commands to the new checkout's git dir: it refuses."""
+    base = git(repo, 'rev-parse', 'HEAD')
+    t1, t2 = tmp_path / 'tasks' / 'T1', tmp_path / 'tasks' / 'T2'
+    og.add_checkout(repo, t1, base)
+    og.move_worktree(repo, t1, t2)   # through the pool: T2 keeps the git dir named T1
+    (t2 / '.git').unlink()
+    og.prune_worktrees(repo)
+    og.add_checkout(repo, t1, base)
+    assert git(t1, 'rev-parse', '--git-dir').endswith('worktrees/T1')
+    write_files(t1, {'t1.txt': 'T1 at work\n'})
+    git(t1, 'add', 't1.txt')
+    with pytest.raises(GitError, match='not registered for it any more'):
+        og.discard_changes(t2)
+    assert git(t1, 'diff', '--cached', '--name-only') == 't1.txt'
 
 
 def test_the_files_a_commit_records_are_the_ones_git_shows(repo: Path, tmp_path: Path) -> None:

@@ -42,6 +42,10 @@ def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> bool:
     a missing one is made at the run branch's tip. True when it was made (or reused) just now: then it is as
     `restart` would leave it."""
     if git.worktree_valid(workdir):
+        try:
+            git.pin(workdir)   # from now on its .git is not read (a resume: before anything else runs git there)
+        except GitError as exc:
+            raise fail(task_dir, f'the task\'s checkout {workdir} cannot be used: {exc}') from None
         on, _ = git.head_state(workdir)
         if on is not None:
             raise fail(task_dir, f'the task\'s checkout {workdir} was switched to the branch {on} (by its worker?); '

@@ -169,6 +169,10 @@ def ensure_workdir(work: TaskWork) -> bool:
     rt, workdir, branch = work.rt, work.workdir, work.branch
     assert branch is not None
     if git.worktree_valid(workdir):
+        try:
+            git.pin(workdir)   # from now on its .git is not read (a resume: before anything else runs git there)
+        except GitError as exc:
+            raise fail(work.task_dir, f'the worktree {workdir} cannot be used: {exc}') from None
         on, head = git.head_state(workdir)
         if on != branch:   # a worker with full access switched it: later commits would go elsewhere
             raise fail(work.task_dir, f'the worktree {workdir} is on {on or "a detached HEAD"}, not on the run\'s '

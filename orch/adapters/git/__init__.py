@@ -102,7 +102,7 @@ from orch.adapters.git.merge import (
     merge_into_worktree,
     start_merge,
 )
-from orch.adapters.git.run import git_version, rev_parse
+from orch.adapters.git.run import git_version, pin, rev_parse
 from orch.adapters.git.seal import control_changes, control_digest
 from orch.errors import GitError
 
@@ -152,6 +152,7 @@ __all__ = [
     'move_worktree',
     'nested_repositories',
     'parents_of',
+    'pin',
     'prune_worktrees',
     'reattach',
     'remove_worktree',

@@ -13,6 +13,7 @@ from orch.adapters.git.run import (
     forget,
     git_version,
     locate,
+    pin,
     ref_sha,
     rev_parse,
     run,
@@ -81,6 +82,7 @@ def ensure_worktree(root: Path, path: Path, branch: str, start_commit: str) -> b
     check_name(branch, 'branch name')
     if worktree_valid(path):
         _check_existing_worktree(root, path, branch)
+        pin(path)
         return False
     forget(path)
     trust(locate(root).common_dir)   # its checkouts are this repository's (run.own_worktree)
@@ -92,6 +94,7 @@ def ensure_worktree(root: Path, path: Path, branch: str, start_commit: str) -> b
     else:
         start = rev_parse(root, start_commit)
         run(root, 'worktree', 'add', '--no-track', '-b', branch, str(path), start, hint=hint)
+    pin(path)   # before anything else may write its .git
     return True
 
 
@@ -150,6 +153,7 @@ def snapshot_worktree(root: Path, path: Path, commit: str) -> None:
     prune_worktrees(root)
     run(root, 'worktree', 'add', '--detach', str(path), commit_arg(root, commit),
         hint=f'Remove {path} and retry.')
+    pin(path)   # before anything else may write its .git
 
 
 def remove_worktree(root: Path, path: Path, *, force: bool = False) -> None:

@@ -24,6 +24,7 @@ from orch.adapters.git.run import (
     locate,
     moved,
     own_worktree,
+    pin,
     ref_sha,
     repo_lock,
     run,
@@ -190,6 +191,7 @@ def move_worktree(root: Path, source: Path, target: Path) -> None:
     run(root, 'worktree', 'move', str(Path(source).resolve()), str(Path(target).resolve()),
         hint=f'Remove {target} (or {source}) and retry.')
     moved(source, target, known)
+    pin(target)
 
 
 def reset_checkout(worktree: Path, commit: str) -> None:

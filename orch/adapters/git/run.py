@@ -245,7 +245,7 @@ def own_worktree(worktree: Path, action: str) -> Location:
     command in it names its git dir and work tree itself, so git never reads its `.git` again (a worker, or a
     process it left behind, may rewrite that file, or a git dir it points at, at any moment)."""
     top = Path(worktree).resolve()
-    pinned = _PINS.get(str(top))
+    pinned = _pinned(top)
     if pinned is not None:
         return pinned
     loc = locate(worktree)
@@ -295,7 +295,27 @@ def forget(path: Path) -> None:
 
 
 def _pinned(cwd: Path) -> Location | None:
-    return _PINS.get(os.path.realpath(cwd)) if _PINS else None
+    """The pinned location of the checkout at `cwd`, if any. Its registration is read again each time (one small
+    file): a `git worktree prune` drops the git dir of a checkout whose `.git` is gone, and a new worktree may get
+    its name; a pin that lost it refuses, it never falls back to reading the checkout's `.git`."""
+    if not _PINS:
+        return None
+    top = os.path.realpath(cwd)
+    pinned = _PINS.get(top)
+    if pinned is None:
+        return None
+    named = linked_git_dir_file(pinned.git_dir / 'gitdir')
+    if named is None or os.path.abspath(pinned.git_dir / named) != os.path.join(top, '.git'):
+        raise GitError(f'refusing to run git in {top}: the git dir it was pinned to ({pinned.git_dir}) is not '
+                       'registered for it any more (its .git was removed, and the record pruned?); remove the '
+                       'checkout (git worktree remove --force, or delete it and run git worktree prune), then resume.')
+    return pinned
+
+
+def pin(worktree: Path) -> Location:
+    """Pin a checkout codex-orch made or keeps for a task (own_worktree): done as soon as it exists, before any
+    worker may write its `.git`."""
+    return own_worktree(worktree, 'use')
 
 
 def detached_head_of(path: Path) -> str | None:
