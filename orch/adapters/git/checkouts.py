@@ -35,7 +35,7 @@ class WorktreeInfo(TypedDict):
 def repo_root(path: Path) -> Path:
     """The top of the repository's main working tree, also when `path` is inside a linked worktree."""
     loc = locate(path)
-    trust(loc.common_dir)   # the repository codex-orch runs in: its task checkouts are pinned to it (run.own_worktree)
+    trust(path)   # the repository codex-orch runs in: its task checkouts are pinned to it (run.own_worktree)
     if loc.is_main:
         return loc.toplevel
     main = list_worktrees(loc.toplevel)[0]  # git always lists the main worktree first
@@ -85,7 +85,7 @@ def ensure_worktree(root: Path, path: Path, branch: str, start_commit: str) -> b
         pin(path)
         return False
     forget(path)
-    trust(locate(root).common_dir)   # its checkouts are this repository's (run.own_worktree)
+    trust(root)   # its checkouts are this repository's (run.own_worktree)
     prune_worktrees(root)  # a record whose directory was deleted would block `worktree add`
     hint = (f'Check that {branch} is not checked out in another worktree and that {path} is free '
             '(move it away if it is not a worktree), then retry.')
@@ -147,7 +147,7 @@ def snapshot_worktree(root: Path, path: Path, commit: str) -> None:
     """A throw-away detached worktree at `commit` (what a gate tests when others changed the shared one)."""
     path = Path(path).resolve()
     forget(path)
-    trust(locate(root).common_dir)   # its checkouts are this repository's (run.own_worktree)
+    trust(root)   # its checkouts are this repository's (run.own_worktree)
     if path.exists() or any(Path(w['path']) == path for w in list_worktrees(root)):
         remove_worktree(root, path, force=True)
     prune_worktrees(root)

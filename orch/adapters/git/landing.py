@@ -187,7 +187,7 @@ def move_worktree(root: Path, source: Path, target: Path) -> None:
     known = known_location(source)
     forget(source)
     forget(target)
-    trust(locate(root).common_dir)
+    trust(root)
     run(root, 'worktree', 'move', str(Path(source).resolve()), str(Path(target).resolve()),
         hint=f'Remove {target} (or {source}) and retry.')
     moved(source, target, known)

@@ -273,10 +273,15 @@ def _registration_problem(top: Path, loc: Location) -> str | None:
         return f'its git dir {loc.git_dir} is not one of {loc.common_dir / "worktrees"}'
     if loc.common_dir.is_relative_to(top) or (_TRUSTED and str(loc.common_dir) not in _TRUSTED):
         return f'its repository {loc.common_dir} is not the one codex-orch runs in'
-    named = linked_git_dir_file(loc.git_dir / 'gitdir')
-    if named is None or Path(os.path.abspath(loc.git_dir / named)) != top / '.git':
+    if not _registered_for(loc.git_dir, top):
         return f'{loc.git_dir} is not registered for it'
     return None
+
+
+def _registered_for(git_dir: Path, top: Path | str) -> bool:
+    """Whether the `gitdir` file of a linked worktree's git dir (git's record of where it is) names `top`/.git."""
+    named = linked_git_dir_file(git_dir / 'gitdir')
+    return named is not None and os.path.abspath(git_dir / named) == os.path.join(top, '.git')
 
 
 # Checkouts own_worktree accepted, by resolved path (see there); forgotten when codex-orch moves or removes one.
@@ -285,8 +290,9 @@ _PINS: dict[str, Location] = {}
 _TRUSTED: set[str] = set()
 
 
-def trust(common_dir: Path) -> None:
-    _TRUSTED.add(str(Path(common_dir).resolve()))
+def trust(root: Path) -> None:
+    """The repository at `root` is one codex-orch runs in (or makes worktrees in): its checkouts may be pinned."""
+    _TRUSTED.add(str(locate(root).common_dir))
 
 
 def forget(path: Path) -> None:
@@ -304,8 +310,7 @@ def _pinned(cwd: Path) -> Location | None:
     pinned = _PINS.get(top)
     if pinned is None:
         return None
-    named = linked_git_dir_file(pinned.git_dir / 'gitdir')
-    if named is None or os.path.abspath(pinned.git_dir / named) != os.path.join(top, '.git'):
+    if not _registered_for(pinned.git_dir, top):
         raise GitError(f'refusing to run git in {top}: the git dir it was pinned to ({pinned.git_dir}) is not '
                        'registered for it any more (its .git was removed, and the record pruned?); remove the '
                        'checkout (git worktree remove --force, or delete it and run git worktree prune), then resume.')
