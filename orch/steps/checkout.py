@@ -43,7 +43,7 @@ def ensure(rt: RunInputs, task_dir: Path, workdir: Path, branch: str) -> bool:
     `restart` would leave it."""
     if git.worktree_valid(workdir):
         try:
-            git.pin(workdir)   # from now on its .git is not read (a resume: before anything else runs git there)
+            git.pin(workdir)   # from now on its .git is not read (a resume: right after the lookup above)
         except GitError as exc:
             raise fail(task_dir, f'the task\'s checkout {workdir} cannot be used: {exc}') from None
         on, _ = git.head_state(workdir)

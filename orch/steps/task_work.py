@@ -170,7 +170,7 @@ def ensure_workdir(work: TaskWork) -> bool:
     assert branch is not None
     if git.worktree_valid(workdir):
         try:
-            git.pin(workdir)   # from now on its .git is not read (a resume: before anything else runs git there)
+            git.pin(workdir)   # from now on its .git is not read (a resume: right after the lookup above)
         except GitError as exc:
             raise fail(work.task_dir, f'the worktree {workdir} cannot be used: {exc}') from None
         on, head = git.head_state(workdir)
