@@ -25,5 +25,10 @@ def file_sig(path: str | os.PathLike[str]) -> Sig:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def sig_is_racy(now_ns: int, sig: Sig) -> bool:
+    """is_racy of a file signed as `sig` (a missing file is not racy: its coming shows)."""
+    return sig is not None and is_racy(now_ns, sig[2], sig[3])
+
+
 def is_racy(now_ns: int, mtime_ns: int, ctime_ns: int) -> bool:
     return now_ns - max(mtime_ns, ctime_ns) < RACY_NS or mtime_ns % 1_000_000_000 == 0

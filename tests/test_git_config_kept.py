@@ -81,6 +81,7 @@ def test_a_config_whose_stat_cannot_tell_its_content_is_listed_every_time(wt: Pa
     common_config = config_files(wt)[-1]
     whole_second = (int(time.time()) - 5) * 1_000_000_000   # a coarse filesystem's time: racy however old
     os.utime(common_config, ns=(whole_second, whole_second))
+    settle()   # utime sets the ctime to now: only the whole second may make it racy
     for _ in range(3):
         git_run.run(wt, 'status', '--porcelain')
     assert count[0] == 3

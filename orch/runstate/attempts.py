@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.filesig import Sig, file_sig, is_racy
+from orch.filesig import Sig, file_sig, sig_is_racy
 from orch.runstate import atomic
 
 SUMMARY_FILE = 'attempts.json'
@@ -111,7 +111,7 @@ def _entries(task_dir: Path, listing: Listing) -> dict[str, _Entry]:
         entry = known.get(name)
         entries[name] = entry if entry is not None and entry.sigs == sigs else _read(task_dir, name, sigs)
     now = time.time_ns()
-    steady = {name: e for name, e in entries.items() if not any(_racy(now, s) for s in e.sigs)}
+    steady = {name: e for name, e in entries.items() if not any(sig_is_racy(now, s) for s in e.sigs)}
     if steady != known:
         on_disk = False
     if not on_disk and steady and _may_write.get():   # (a task that has no attempt gets no summary)
@@ -124,11 +124,6 @@ def _entries(task_dir: Path, listing: Listing) -> dict[str, _Entry]:
 
 def _covers(known: dict[str, _Entry], listing: Listing) -> bool:
     return all(name in known and known[name].sigs == sigs for name, sigs in listing.items())
-
-
-def _racy(now_ns: int, sig: Sig) -> bool:
-    """A file this young may be rewritten within its time tick (orch.filesig.is_racy)."""
-    return sig is not None and is_racy(now_ns, sig[2], sig[3])
 
 
 def _read(task_dir: Path, name: str, sigs: tuple[Sig, Sig]) -> _Entry:

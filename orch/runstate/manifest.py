@@ -35,6 +35,7 @@ from orch.core.redact import redact_shared
 from orch.core.text import encode_utf8
 from orch.filesig import is_racy
 from orch.runstate import atomic
+from orch.runstate.attempts import SUMMARY_FILE
 
 MANIFEST = 'noop-manifest.json'
 FORMAT = 4   # 2: the status document compact, an index; 3: rows have decisions; 4: listings without UNLISTED
@@ -63,7 +64,7 @@ def content_hash(path: str) -> str | None:
 # Files no listing counts: caches checked against what they summarize, written by any command that reads them
 # (orch.runstate.attempts.SUMMARY_FILE). Their coming would otherwise change a task directory's listing. (Only as
 # regular files: a task may be named so.)
-UNLISTED = frozenset({'attempts.json'})
+UNLISTED = frozenset({SUMMARY_FILE})
 
 
 def listing_hash(path: str) -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from orch.adapters.git.gitfiles import common_dir_of, git_dir_at, pointer
 from orch.errors import GitError
-from orch.filesig import Sig, file_sig, is_racy
+from orch.filesig import Sig, file_sig, sig_is_racy
 
 # The filter, merge and diff drivers the repository's own config files (its config, a worktree's config and what
 # they include) define: a worker could have written them, and `.gitattributes` in its tree names them. Each is
@@ -158,7 +158,7 @@ class ConfigFiles:
         with coarse times): its stat then tells its content (orch.filesig.is_racy), and a file the listing read
         changed after it would show here."""
         now = time.time_ns()
-        return not any(sig is not None and is_racy(now, sig[2], sig[3]) for _, sig in self.kept())
+        return not any(sig_is_racy(now, sig) for _, sig in self.kept())
 
 
 _overrides: dict[str, tuple[list[str], ConfigFiles]] = {}
