@@ -25,7 +25,7 @@ from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.unit
 
-REAL_RACY = attempts._racy
+REAL_RACY = attempts.sig_is_racy
 USAGE = {'input_tokens': 100, 'cached_input_tokens': 10, 'output_tokens': 20, 'reasoning_output_tokens': 5}
 
 
@@ -34,7 +34,7 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with nothing kept in memory (as a new command does), and with no file taken as racy:
     a test writes its files a moment before it reads them (one test checks racy files with the real rule)."""
     monkeypatch.setattr(attempts, '_known', {})
-    monkeypatch.setattr(attempts, '_racy', lambda now, sig: False)
+    monkeypatch.setattr(attempts, 'sig_is_racy', lambda now, sig: False)
 
 
 def forget() -> None:
@@ -183,7 +183,8 @@ def test_a_malformed_summary_is_ignored(tmp_path: Path, text: str) -> None:
 
 
 def test_an_attempt_written_a_moment_ago_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(attempts, '_racy', REAL_RACY)   # a file written in the last second: its tick may not be over
+    # a file written in the last second: its tick may not be over
+    monkeypatch.setattr(attempts, 'sig_is_racy', REAL_RACY)
     task = tmp_path / 'T1'
     old = attempt(task, 1)
     for path in old.iterdir():
@@ -272,9 +273,3 @@ def test_a_resume_killed_mid_attempt_is_counted_from_its_files(host: Host, monke
     assert {k: row['usage_total'][k] for k in attempts.USAGE_KEYS} == usage
     summary = json.loads((tasks / 'T1' / attempts.SUMMARY_FILE).read_text())
     assert set(summary['attempts']) == {f'attempt-{n}' for n in range(1, count + 1)}   # refreshed by the resume
-
-
-def test_the_summary_is_no_entry_of_a_signed_listing() -> None:
-    """The no-op manifest does not count it in a task directory's listing (any reader of a row may write it)."""
-    from orch.runstate import manifest
-    assert attempts.SUMMARY_FILE in manifest.UNLISTED
