@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -83,12 +85,23 @@ def build_parser(only: str | None = None, *, lean: bool = False) -> argparse.Arg
     return parser
 
 
+def _leave_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown: freeing what the no-op manifest was read into cost
+    80 ms at 10,000 tasks, a fifth of the whole answer. Only after a fast answer, which opened no file it did not
+    close, started no thread and registered nothing to run at exit."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):   # a reader that went away: what it got is what it gets
+            stream.flush()
+    os._exit(code)
+
+
 def _command_of(argv: Sequence[str]) -> str | None:
     first = next((a for a in argv if not a.startswith('-')), None)
     return first if first in COMMANDS else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    program = argv is None   # the process is this command's (not a caller's, as in the tests)
     argv = list(sys.argv[1:] if argv is None else argv)
     rarer_full_collections()
     try:
@@ -99,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from orch.runstate import fastpath
             simple, answered = fastpath.from_argv(argv)
             if answered is not None:
+                if program:
+                    _leave_now(answered)
                 return answered
         args = build_parser(_command_of(argv), lean=True).parse_args(argv)
         if simple is not None:

@@ -518,14 +518,55 @@ def test_an_edited_launch_record_is_noticed(host: Host) -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize('count', [0, 1, 3, 7])
-def test_the_manifest_written_in_chunks_is_its_json(count: int) -> None:
+@pytest.mark.parametrize('count', [0, 1, 3, 7, 9000])
+def test_the_manifest_saved_in_two_files_and_chunks_reads_back_as_it_was(tmp_path: Path, count: int) -> None:
     answers = {'status_table': 'T1 done "q" \u00e9\n', 'status_doc': '"\\x\u00e9' * (1 << 19), 'lines': ['a', 'b']}
-    m = manifest.Manifest({'h': 1}, [(f'f{i}', i, i, i, i, 'ab', False) for i in range(count)],
-                          [('d', 1, 'x', False)], answers, {'delta': True})
-    text = b''.join(m.json_chunks(per_chunk=3))
-    assert json.loads(text) == {'header': {'h': 1}, 'files': [list(f) for f in m.files], 'dirs': [list(m.dirs[0])],
-                                'answers': m.answers, 'index': m.index}
+    where = ['', 'a/', 'a/b/', '/abs/', 'a/b/']   # no directory, nested, absolute, one again after another
+    files = [(f'{where[i % 5]}f{i}\u00e9', i, i + 1, i + 2, i + 3, f'h{i}', i % 3 == 0) for i in range(count)]
+    files += [('gone', None, None, None, None, None, False), ('/top', 1, 2, 3, 4, 'x', False)]
+    m = manifest.Manifest({'h': 1, 'format': manifest.FORMAT}, files, [('d', 1, 'x', False)], answers,
+                          {'delta': True})
+    manifest.save(tmp_path, m)
+    back = manifest.load(tmp_path, {'h': 1})
+    assert back is not None
+    assert sorted(back.files, key=str) == sorted(m.files, key=str) and len(back.files) == len(m.files)
+    assert (back.header, back.dirs, back.answers, back.index) == (m.header, m.dirs, m.answers, m.index)
+    # status reads the first file only: the large answer is in the second
+    assert 'status_doc' not in json.loads(manifest.path_of(tmp_path).read_bytes())['answers']
+    peeked = manifest.peek(tmp_path, {'h': 1})
+    assert peeked is not None and peeked.answers == {k: v for k, v in answers.items() if k != 'status_doc'}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('damage', ['gone', 'cut', 'other'])
+def test_a_second_file_not_the_one_written_with_the_first_vouches_for_nothing(tmp_path: Path, damage: str) -> None:
+    """The content hashes and the status document are checked against the hash the first file holds: a second file
+    lost, cut short or from another manifest gives no hash (a changed stat is then a difference) and no document."""
+    f = tmp_path / 'f'
+    f.write_text('abc')
+    head = manifest.header(tmp_path, 'r1')
+    m = manifest.build(str(tmp_path), head, ['f'], [], {'status_table': 't', 'status_doc': '{}'})
+    assert m is not None
+    m = manifest.Manifest(m.header, [(*m.files[0][:6], False)], [], m.answers)   # trusted by stat
+    manifest.save(tmp_path, m)
+    more = tmp_path / manifest.MORE
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))   # same content, another mtime
+    good = manifest.peek(tmp_path, head)
+    assert good is not None and manifest.first_difference(str(tmp_path), good) is None   # the content hash says so
+    assert good.all_answers() == {'status_table': 't', 'status_doc': '{}'}
+    if damage == 'gone':
+        more.unlink()
+    elif damage == 'cut':
+        more.write_bytes(more.read_bytes()[:-3])
+    else:
+        other = manifest.Manifest(m.header, [(m.files[0][0], *m.files[0][1:5], 'bogus', False)], [], m.answers)
+        manifest.save(tmp_path / 'elsewhere', other)
+        more.write_bytes((tmp_path / 'elsewhere' / manifest.MORE).read_bytes())
+    manifest.invalidate(tmp_path / 'none')   # (forget the manifest read above)
+    found = manifest.peek(tmp_path, head)
+    assert found is not None and found.answers == {'status_table': 't'}
+    assert manifest.first_difference(str(tmp_path), found) == 'f'
+    assert found.all_answers() is None and found.whole() is None and manifest.load(tmp_path, head) is None
 
 
 @pytest.mark.unit

@@ -160,7 +160,7 @@ def noop_answers(run_id: str | None, *, use: bool = False, want: str | None = No
     if '/' in run_id or run_id in ('', '.', '..'):
         return None   # only a plain name can be the run a manifest records (its header says which)
     directory = run_dir(repo, run_id)
-    found = manifest.load(directory, manifest.header(repo, run_id))
+    found = manifest.peek(directory, manifest.header(repo, run_id))
     if found is None:
         return None
     if not use:
@@ -172,12 +172,13 @@ def noop_answers(run_id: str | None, *, use: bool = False, want: str | None = No
         differing = manifest.differences(str(repo), found, limit=DIFFERENCES)
         if differing is None:
             return None
-        if not differing:
-            return found.answers
-        if want is None:
+        if not differing:   # (the status document is in the manifest's second file)
+            return found.all_answers() if want == 'status_json' else found.answers
+        whole = found.whole() if want is not None else None   # (an answer after an edit reads all of it)
+        if whole is None or want is None:
             return None
         from orch.runstate.delta import answers_after_edit  # an edit: maybe answered from it alone
-        return answers_after_edit(repo, found, differing, want)
+        return answers_after_edit(repo, whole, differing, want)
     lock = RunLock(directory)
     try:
         lock.acquire()   # as the full path does first: a run in progress is its to report
