@@ -538,3 +538,63 @@ def test_an_attempts_summary_written_since_the_manifest_is_no_change(host: Host,
     for args in COMMANDS:
         fast, full = both(host, monkeypatch, *args)
         assert fast == full, args
+
+
+def test_a_scoped_resume_signs_the_tasks_outside_its_scope_without_looking_at_them(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an edit of the leaf T3, the manifest's first snapshot takes T1's and T2's directories and files as the
+    old manifest signed them (their rows are that manifest's): the snapshot costs what the edit touched. T2's answer,
+    which T3's prompt reads, is looked at again. (The run's manifest signed T1 and T2 moments after they were
+    written: racy, so the first resume signs them again; the second one takes them over.)"""
+    from orch.runstate import manifest
+    time.sleep(1.1)
+    scoped_resume(host)
+    host.write_plan(three_task_plan())   # the leaf's description back: an edit again
+    looked_at: list[str] = []
+    snapshot_files = manifest.snapshot_files
+
+    def recording(root: str, paths: Any, **kwargs: Any) -> list[manifest.FileSig]:
+        paths = list(paths)
+        settled = kwargs.get('settled') or {}
+        looked_at.extend(p for p in paths if p not in settled)
+        return snapshot_files(root, paths, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(manifest, 'snapshot_files', recording)
+        assert scope_of(host) == {'T3'}
+        rc, out, err = host.cli('resume')
+    assert rc == 0 and delta_answered(host), out + err
+    tasks = f'.orchestrator/runs/{RUN}/tasks'
+    assert looked_at, 'no snapshot taken'
+    assert not [p for p in looked_at if p.startswith((f'{tasks}/T1/', f'{tasks}/T2/'))
+                and p != f'{tasks}/T2/result.json'], looked_at
+    assert f'{tasks}/T3/state.json' in looked_at and f'{tasks}/T2/result.json' in looked_at
+    for args in COMMANDS:   # and the manifest so written answers as the full check does
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+
+
+@pytest.mark.parametrize('victim', ['T1/prompt.md', 'T1/state.json', 'T2/result.json'])
+def test_a_hand_edit_outside_the_scope_after_the_report_is_seen_by_the_next_status(
+        host: Host, monkeypatch: pytest.MonkeyPatch, victim: str) -> None:
+    """A file of a task outside the scope edited by hand while the resume ends (after its report read the rows,
+    before the manifest's first snapshot): the manifest holds what the resume saw of it, and the next status sees
+    the edit, exactly as the full check does."""
+    from orch.engine import noop_record
+    path = run_dir(host) / 'tasks' / victim
+    snapshot_before = noop_record.snapshot_before
+
+    def edit_then_snapshot(*args: Any, **kwargs: Any) -> Any:
+        text = path.read_text()
+        path.write_text(text.replace('"done"', '"failed"') if victim.endswith('state.json') else text + '\n\n')
+        return snapshot_before(*args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(noop_record, 'snapshot_before', edit_then_snapshot)
+        FIELD_EDITS['description of the leaf'](host)
+        rc, out, err = host.cli('resume')
+    assert rc in (0, 1), out + err
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+    fast, _ = both(host, monkeypatch, 'status', '--json')
+    statuses = {t['id']: t['status'] for t in json.loads(fast[1])['tasks']}
+    assert statuses != {'T1': 'done', 'T2': 'done', 'T3': 'done'}, statuses   # the edit shows

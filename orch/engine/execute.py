@@ -98,7 +98,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     before = None
     if clean:   # the no-op manifest's first snapshot, before the rows below are read
         with contextlib.suppress(OSError):
-            before = noop_record.snapshot_before(rt, previous)
+            before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before)
     # The rows the report was written from, unless anything they are read from changed since (then read again):
     # what they are read from as the snapshot above signed it, like a fresh read after it.
     rows = session.rows.read(rt, noop_record.row_inputs_of(rt, before))

@@ -64,16 +64,22 @@ class Before:
     snapshot: manifest.Manifest
 
 
-def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None) -> Before | None:
+def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
+                    scope: frozenset[str] | None = None, as_before: frozenset[str] = frozenset()) -> Before | None:
     """Take it before reading anything the manifest will vouch for (the rows of the summary): a change
-    after this shows in the second snapshot, and then no manifest is written."""
+    after this shows in the second snapshot, and then no manifest is written.
+
+    scope, as_before: of a resume scoped after a plan edit (see record). The tasks outside the scope whose rows
+    were `previous`'s are settled: what their directories hold is signed as `previous` signed it, without a look
+    (_settled_paths), so that the snapshot costs what the edit touched, not the plan."""
     if rt.config.services or rt.sources is None:
         return None   # a resume starts and stops the services even when nothing is stale: not skipped
     listed_at: dict[str, int | None] = {}
-    files, dirs = inputs_of(rt, previous, listed_at)
+    settled = _settled_paths(rt, previous, scope, as_before)
+    files, dirs = inputs_of(rt, previous, listed_at, settled=settled)
     # The sources as the run read them (not as they are now): an edit made during the run is a difference.
     snap = manifest.build(str(rt.repo), manifest.header(rt.repo, rt.run.run_id), files, dirs, {}, previous=previous,
-                          as_read=(rt.sources.files, rt.sources.dirs))
+                          as_read=(rt.sources.files, rt.sources.dirs), settled=settled)
     if snap is None:
         return None
     # A task directory whose entries changed between its listing and its signature: its files above may miss one,
@@ -121,6 +127,38 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     return True
 
 
+def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
+                   as_before: frozenset[str]) -> frozenset[str]:
+    """The directories of the tasks outside the scope whose rows were `previous`'s, and the files `previous` signed in
+    them, but those a step in the scope reads (an upstream result: it is signed as that step found it).
+
+    Their signatures can be `previous`'s without a look: the resume's first check (affected_by_edit) found every
+    input but the plan file as `previous` signed it, only steps of the scope and of the run ran since, which write
+    none of these, and these tasks' rows are the ones `previous` gave for those signatures. A file someone changed
+    since that check is then signed as it was, with the answers as they were: a difference the next check finds
+    (the full path then answers), never an answer vouched for a state nobody looked at. A racy signature is not
+    settled: it is taken again."""
+    if previous is None or scope is None:
+        return frozenset()
+    tasks_dir = f'{rt.layout.run_dir}/tasks'
+    settled_dirs = {f'{tasks_dir}/{t}' for t in as_before if t not in scope}
+    read = _read_in_scope(rt, scope)
+    racy = {sig[0] for sig in previous.files if sig[6]} | {sig[0] for sig in previous.dirs if sig[3]}
+    out: set[str] = set()
+    for task_dir, (_sig, files) in _files_by_task_dir(previous, tasks_dir).items():
+        if task_dir in settled_dirs:
+            out.add(task_dir)
+            out.update(f for f in files if f not in read)
+    # a signature taken too soon after a write to tell a later one (racy) is taken again: kept, it would be
+    # compared by content at every check from then on
+    return frozenset(out - racy)
+
+
+def _read_in_scope(rt: RunInputs, scope: frozenset[str]) -> set[str]:
+    """What the steps of the scope and the run's own steps read."""
+    return {path for step in rt.steps if step.task_id is None or step.task_id in scope for path in step.file_dep}
+
+
 def _looked_at(rt: RunInputs, before: Before, scope: frozenset[str],
                as_before: frozenset[str]) -> tuple[list[str], list[str]]:
     """What a scoped resume may have read after its first snapshot: all of its inputs but the directories of the
@@ -130,7 +168,7 @@ def _looked_at(rt: RunInputs, before: Before, scope: frozenset[str],
     step reads (an upstream result) stays."""
     tasks_dir = f'{rt.layout.run_dir}/tasks/'
     settled = {t for t in as_before if t not in scope}
-    read = {path for step in rt.steps if step.task_id is None or step.task_id in scope for path in step.file_dep}
+    read = _read_in_scope(rt, scope)
 
     def settled_path(path: str) -> bool:
         if not path.startswith(tasks_dir):
@@ -198,13 +236,15 @@ def delta_index(rt: RunInputs) -> dict[str, Any]:
 
 
 def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
-              listed_at: dict[str, int | None] | None = None) -> tuple[list[str], list[str]]:
+              listed_at: dict[str, int | None] | None = None,
+              settled: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """(files, directories) whose signatures the manifest keeps; repo-relative or absolute.
 
     previous: an earlier manifest, whose files in a task directory are taken as that directory's while its
     entries are known unchanged (manifest.unchanged_dir) instead of listing it again.
     listed_at: filled with the mtime of each task directory at which its files were found: taken before its listing,
-    or the old manifest's when they are its."""
+    or the old manifest's when they are its.
+    settled: task directories whose files are the old manifest's without a look (see _settled_paths)."""
     run_dir = rt.layout.run_dir
     files, dirs = source_paths(rt.repo, rt.run.plan_file, rt.run.spec_file, [*rt.schemas, *rt.templates])
     files += [f'{run_dir}/run.json', f'{run_dir}/{PLAN_CHECK_FILE}', f'{run_dir}/task-entries.digest',
@@ -227,7 +267,7 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
         task_dir = f'{tasks_dir}/{name}'
         dirs.append(task_dir)
         listed = known.get(task_dir)
-        if listed is not None and manifest.unchanged_dir(root, listed[0]):
+        if listed is not None and (task_dir in settled or manifest.unchanged_dir(root, listed[0])):
             files += listed[1]   # its files, attempts' included (a new attempt is a new entry: a new mtime)
             if listed_at is not None:   # the mtime these files are known at: one that moves before the signature
                 listed_at[task_dir] = listed[0][1]

@@ -86,13 +86,19 @@ def _full(root: str, path: str) -> str:
 
 
 def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileSig] | None = None,
-                   now_ns: int | None = None) -> list[FileSig]:
+                   now_ns: int | None = None, settled: dict[str, FileSig] | None = None) -> list[FileSig]:
     """Signatures of `paths` (relative to root, or absolute). A file whose stat equals its entry in
-    `previous` (and was not racy there) keeps that entry's hash instead of being read again."""
+    `previous` (and was not racy there) keeps that entry's hash instead of being read again.
+    settled: signatures taken as they are, without a look at the file (see build)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     previous = previous or {}
+    settled = settled or {}
     out: list[FileSig] = []
     for path in dict.fromkeys(paths):
+        known = settled.get(path)
+        if known is not None:
+            out.append(known)
+            continue
         full = _full(root, path)
         try:
             st = os.stat(full)
@@ -117,14 +123,18 @@ def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileS
 
 
 def snapshot_dirs(root: str, paths: Iterable[str], *, previous: dict[str, DirSig] | None = None,
-                  now_ns: int | None = None) -> list[DirSig]:
+                  now_ns: int | None = None, settled: dict[str, DirSig] | None = None) -> list[DirSig]:
     """Listings of directories (None for a missing one). An entry added or removed changes a
     directory's mtime, so a later check lists only a directory whose mtime moved (or was racy); so does
     this one, with the signatures of an earlier snapshot (`previous`)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     previous = previous or {}
+    settled = settled or {}
     out: list[DirSig] = []
     for path in dict.fromkeys(paths):
+        if path in settled:
+            out.append(settled[path])
+            continue
         full = _full(root, path)
         try:
             mtime: int | None = os.stat(full).st_mtime_ns
@@ -167,19 +177,25 @@ class Manifest:
 
 
 def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterable[str], answers: dict[str, Any],
-          *, previous: Manifest | None = None, as_read: tuple[dict[str, FileSig], dict[str, DirSig]] | None = None
-          ) -> Manifest | None:
+          *, previous: Manifest | None = None, as_read: tuple[dict[str, FileSig], dict[str, DirSig]] | None = None,
+          settled: frozenset[str] = frozenset()) -> Manifest | None:
     """A manifest of these inputs now, or None when one of them cannot be given a signature.
 
     as_read: signatures taken when the run read its sources (config, plan, rules ...), used for those paths
     instead of new ones: a snapshot built so and compared with a new one (agrees) differs when a
-    source was edited after the run read it, also when that was before this snapshot."""
+    source was edited after the run read it, also when that was before this snapshot.
+    settled: paths whose signatures are `previous`'s as they are, not looked at again: inputs the caller knows were
+    as `previous` signed them, and whose answers are the ones given for those signatures (a change since then is
+    a difference the next check finds)."""
     prev = {f[0]: f for f in previous.files} if previous is not None else None
+    prev_dirs = {d[0]: d for d in previous.dirs} if previous is not None else None
     try:
-        sigs = snapshot_files(root, files, previous=prev)
+        sigs = snapshot_files(root, files, previous=prev,
+                              settled={p: prev[p] for p in settled if p in prev} if prev and settled else None)
     except Unsignable:
         return None
-    dir_sigs = snapshot_dirs(root, dirs, previous={d[0]: d for d in previous.dirs} if previous is not None else None)
+    dir_sigs = snapshot_dirs(root, dirs, previous=prev_dirs, settled={
+        p: prev_dirs[p] for p in settled if p in prev_dirs} if prev_dirs and settled else None)
     if as_read is not None:
         read_files, read_dirs = as_read
         sigs = [read_files.get(sig[0], sig) for sig in sigs]
@@ -252,32 +268,47 @@ _PER_CHUNK = 4096   # file signatures made into text at a time: as one string an
 
 def _main_chunks(m: Manifest, groups: list[tuple[str, list[FileSig]]], more: str) -> Iterator[bytes]:
     yield b'{"header":' + _dump(m.header) + b',"more":' + _dump(more) + b',"files":['
-    for g, (directory, sigs) in enumerate(groups):
-        yield (b',' if g else b'') + b'[' + _dump(directory) + b',['
-        for start in range(0, len(sigs), _PER_CHUNK):
-            part = [_stored(sig, len(directory)) for sig in sigs[start:start + _PER_CHUNK]]
-            yield (b',' if start else b'') + _dump(part)[1:-1]
-        yield b']]'
+    for n, part in enumerate(_parts(groups)):
+        yield (b',' if n else b'') + _dump([[directory, [_stored(sig, len(directory)) for sig in sigs]]
+                                            for directory, sigs in part])[1:-1]
     yield b'],"dirs":' + _dump(m.dirs) + b',"answers":'
     yield from _answer_chunks({k: v for k, v in m.answers.items() if k not in _LATER})
     yield b'}'
 
 
 def _stored(sig: FileSig, cut: int) -> list[Any]:
-    """A file's signature as the first file keeps it: its name in its directory, the ctime as its distance from the
-    mtime (0 for a file written and not touched since: 1 byte, not 19), racy as 0 or 1 (see Group)."""
+    """A file's signature as the first file keeps it (see Group): its name in its directory, the ctime as its distance
+    from the mtime (0 for a file written and not touched since: 1 byte, not 19), racy as 0 or 1."""
     path, mtime, ctime, size, ino, _digest, racy = sig
     return [path[cut:], mtime, ctime - mtime if ctime is not None and mtime is not None else ctime, size, ino,
             1 if racy else 0]
 
 
+def _parts(groups: list[tuple[str, list[FileSig]]]) -> Iterator[list[tuple[str, list[FileSig]]]]:
+    """The groups a few thousand signatures at a time (a directory's files may be split over two parts: it is then
+    two groups of the same directory, one after the other)."""
+    part: list[tuple[str, list[FileSig]]] = []
+    count = 0
+    for directory, sigs in groups:
+        for start in range(0, len(sigs), _PER_CHUNK):
+            piece = sigs[start:start + _PER_CHUNK]
+            part.append((directory, piece))
+            count += len(piece)
+            if count >= _PER_CHUNK:
+                yield part
+                part, count = [], 0
+    if part:
+        yield part
+
+
 def _more_chunks(m: Manifest, groups: list[tuple[str, list[FileSig]]]) -> Iterator[bytes]:
     yield b'{"digests":['
-    first = True
-    for _directory, sigs in groups:
-        for start in range(0, len(sigs), _PER_CHUNK):
-            yield (b'' if first else b',') + _dump([sig[5] for sig in sigs[start:start + _PER_CHUNK]])[1:-1]
-            first = False
+    n = 0
+    for part in _parts(groups):
+        digests = [sig[5] for _directory, sigs in part for sig in sigs]
+        if digests:
+            yield (b',' if n else b'') + _dump(digests)[1:-1]
+            n += 1
     yield b'],"answers":'
     yield from _answer_chunks({k: v for k, v in m.answers.items() if k in _LATER})
     yield b',"index":' + _dump(m.index) + b'}'
