@@ -368,3 +368,25 @@ def test_kill_after_a_review_round_s_turn(host: Host, point: str, phase: str,
     assert git(host.repo, 'show', f'{branch}:src/x.py') == 'v2'
     assert {k: result['usage'][k] for k in USAGE_KEYS} == usage_of(3)   # its look, the fix, its second look
     assert_paid_once(host, ['T1', 'T3'])
+
+
+def test_a_resume_scoped_after_an_edit_clears_the_locks_where_it_commits(host: Host,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A git killed outside a run (its lock files stay, the run's no-op manifest with them) and then an edit of the
+    leaf: the resume looks only at the leaf's steps, and still clears the locks of the run's branch and worktree."""
+    from orch.runstate import fastpath
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    rc, out, err = host.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    gitdir = Path((worktree(host) / '.git').read_text().split(': ', 1)[1].strip())
+    branch = json.loads((run_dir(host) / 'run.json').read_text())['shared_branch']
+    locks = (gitdir / 'index.lock', host.repo / '.git' / 'refs' / 'heads' / f'{branch}.lock')
+    for lock in locks:
+        lock.write_text('')
+    plan = chain_plan()
+    plan['tasks'][-1]['description'] += ' Twice.'
+    host.write_plan(plan)
+    host.clear_log()
+    _resume(host)
+    assert host.launched_tasks() == [f'T{N}']   # the scope: the leaf alone
+    assert not any(lock.exists() for lock in locks)

@@ -67,7 +67,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     try:
         if scope is None:   # with a scope the last run ended cleanly and no writer ran since: there are none
             atomic.sweep_temp(rt.run_dir)   # temp files of writes a kill interrupted
-        clear_stale_git_locks(rt)       # and lock files of git commands killed (also by a command not of a run)
+        clear_stale_git_locks(rt, scope)   # and lock files of git commands killed (also by a command not of a run)
         with sigterm_as_interrupt(), contextlib.chdir(rt.repo):
             try:
                 services.start()
