@@ -79,7 +79,15 @@ class RunInputs:
         return self.repo / self.layout.task_dir(task_id)
 
     def role(self, name: str) -> ResolvedRole:
-        return self.config.role(name)
+        """A role's settings, resolved once per command (looked up per task: 20,000 times at 10,000 tasks)."""
+        found = self._roles.get(name)
+        if found is None:
+            found = self._roles[name] = self.config.role(name)
+        return found
+
+    @cached_property
+    def _roles(self) -> dict[str, ResolvedRole]:
+        return {}
 
     def schema(self, path: str) -> dict[str, Any]:
         """A schema a step names: the roles' were checked at load; another one is checked now."""
