@@ -439,7 +439,7 @@ def test_a_task_directory_that_changed_while_it_was_listed_is_listed_again(
     the directory is signed racy, so that no later snapshot takes its files from this one."""
     from orch.engine import noop_record
     from orch.engine.inputs import open_run
-    from orch.runstate import manifest
+    from orch.runstate import manifest, signing
     if how != 'listed':   # a manifest that signed T1's directory over a second after it last changed (T1's run,
         for n in range(2):   # then its attempts summary, written by the first resume): its files are taken over
             time.sleep(1.1)
@@ -449,7 +449,7 @@ def test_a_task_directory_that_changed_while_it_was_listed_is_listed_again(
     rt = open_run(host.repo, RUN)
     previous = manifest.load(rt.run_dir, manifest.header(rt.repo, RUN))
     t1 = f'{rt.layout.run_dir}/tasks/T1'
-    listed, unchanged = noop_record._entries, manifest.unchanged_dir
+    listed, unchanged = noop_record._entries, signing.unchanged_dir
     taken_over: list[str] = []
 
     def a_new_file() -> None:
@@ -463,7 +463,7 @@ def test_a_task_directory_that_changed_while_it_was_listed_is_listed_again(
             a_new_file()
         return names
 
-    def unchanged_then_a_new_file(root: str, sig: manifest.DirSig) -> bool:
+    def unchanged_then_a_new_file(root: str, sig: signing.DirSig) -> bool:
         same = unchanged(root, sig)
         if same and sig[0] == t1:
             taken_over.append(t1)
@@ -473,7 +473,7 @@ def test_a_task_directory_that_changed_while_it_was_listed_is_listed_again(
         if how == 'listed':
             m.setattr(noop_record, '_entries', entries_then_a_new_file)
         else:
-            m.setattr(manifest, 'unchanged_dir', unchanged_then_a_new_file)
+            m.setattr(signing, 'unchanged_dir', unchanged_then_a_new_file)
         before = noop_record.snapshot_before(rt, previous)
     assert (host.repo / t1 / 'late.json').exists() and taken_over == ([] if how == 'listed' else [t1])
     assert before is not None
@@ -546,14 +546,14 @@ def test_a_scoped_resume_signs_the_tasks_outside_its_scope_without_looking_at_th
     old manifest signed them (their rows are that manifest's): the snapshot costs what the edit touched. T2's answer,
     which T3's prompt reads, is looked at again. (The run's manifest signed T1 and T2 moments after they were
     written: racy, so the first resume signs them again; the second one takes them over.)"""
-    from orch.runstate import manifest
+    from orch.runstate import manifest, signing
     time.sleep(1.1)
     scoped_resume(host)
     host.write_plan(three_task_plan())   # the leaf's description back: an edit again
     looked_at: list[str] = []
     snapshot_files = manifest.snapshot_files
 
-    def recording(root: str, paths: Any, **kwargs: Any) -> list[manifest.FileSig]:
+    def recording(root: str, paths: Any, **kwargs: Any) -> list[signing.FileSig]:
         paths = list(paths)
         settled = kwargs.get('settled') or {}
         looked_at.extend(p for p in paths if p not in settled)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from orch import filesig
-from orch.runstate import attempts, fastpath, manifest
+from orch.runstate import attempts, fastpath, manifest, signing
 from orch.runstate.lock import RunLock
 from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, files_snapshot, make_host, three_task_plan
 
@@ -571,12 +571,12 @@ def test_a_second_file_not_the_one_written_with_the_first_vouches_for_nothing(tm
 
 @pytest.mark.unit
 def test_a_listing_leaves_out_an_attempts_summary_file_but_not_a_directory_so_named(tmp_path: Path) -> None:
-    empty = manifest.listing_hash(str(tmp_path))
+    empty = signing.listing_hash(str(tmp_path))
     (tmp_path / 'attempts.json').write_text('{}')   # a cache any reader of a row may write
-    assert manifest.listing_hash(str(tmp_path)) == empty
+    assert signing.listing_hash(str(tmp_path)) == empty
     (tmp_path / 'attempts.json').unlink()
     (tmp_path / 'attempts.json').mkdir()   # e.g. a task of that name in the tasks directory
-    assert manifest.listing_hash(str(tmp_path)) != empty
+    assert signing.listing_hash(str(tmp_path)) != empty
 
 
 def test_a_secret_holding_a_quote_never_reaches_the_manifest_or_a_fast_answer(

@@ -24,7 +24,7 @@ from orch.core.schema_lint import strict_problems
 from orch.core.task_entry import stored_entry
 from orch.core.validate import load_json_schema
 from orch.errors import InputError, SchemaError, problems_message
-from orch.runstate import atomic, manifest, state
+from orch.runstate import atomic, signing, state
 from orch.runstate.runs import ORCH_DIR, RunInfo, load_run, run_dir
 
 PLAN_CHECK_FILE = 'plan-schema-checked'
@@ -149,8 +149,8 @@ class Sources:
     """Signatures of the files (and rule directories) a run's inputs were read from, each taken before it was
     read: an edit made after the read differs from them, whenever it was made."""
 
-    files: dict[str, manifest.FileSig]
-    dirs: dict[str, manifest.DirSig]
+    files: dict[str, signing.FileSig]
+    dirs: dict[str, signing.DirSig]
 
 
 def source_paths(repo: Path, plan_file: str, spec_file: str | None = None,
@@ -180,10 +180,10 @@ def _signed(repo: Path, files: list[str], dirs: list[str], into: Sources | None)
     if into is None:
         return None
     try:
-        into.files.update((s[0], s) for s in manifest.snapshot_files(str(repo), files))
-    except manifest.Unsignable:
+        into.files.update((s[0], s) for s in signing.snapshot_files(str(repo), files))
+    except signing.Unsignable:
         return None
-    into.dirs.update((d[0], d) for d in manifest.snapshot_dirs(str(repo), dirs))
+    into.dirs.update((d[0], d) for d in signing.snapshot_dirs(str(repo), dirs))
     return into
 
 

@@ -30,13 +30,13 @@ from orch import filesig
 from orch.core.compile import Step
 from orch.core.redact import redact_shared
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
-from orch.runstate import attempts, known_rows, manifest
+from orch.runstate import attempts, known_rows, manifest, signing
 from orch.runstate.state import read_json
 
 
 def load_previous(rt: RunInputs) -> manifest.Manifest | None:
     """The manifest as it was, then gone: a run about to change things vouches for nothing until it ends.
-    The old one's hashes are reused for files whose stat is unchanged (see manifest.snapshot_files).
+    The old one's hashes are reused for files whose stat is unchanged (see signing.snapshot_files).
 
     Its status document is kept as the rows it holds (_ROWS, for unchanged_rows), not as its text: parsed once,
     and the text (7 MB at 10,000 tasks) is not kept besides."""
@@ -241,7 +241,7 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
     """(files, directories) whose signatures the manifest keeps; repo-relative or absolute.
 
     previous: an earlier manifest, whose files in a task directory are taken as that directory's while its
-    entries are known unchanged (manifest.unchanged_dir) instead of listing it again.
+    entries are known unchanged (signing.unchanged_dir) instead of listing it again.
     listed_at: filled with the mtime of each task directory at which its files were found: taken before its listing,
     or the old manifest's when they are its.
     settled: task directories whose files are the old manifest's without a look (see _settled_paths)."""
@@ -267,7 +267,7 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
         task_dir = f'{tasks_dir}/{name}'
         dirs.append(task_dir)
         listed = known.get(task_dir)
-        if listed is not None and (task_dir in settled or manifest.unchanged_dir(root, listed[0])):
+        if listed is not None and (task_dir in settled or signing.unchanged_dir(root, listed[0])):
             files += listed[1]   # its files, attempts' included (a new attempt is a new entry: a new mtime)
             if listed_at is not None:   # the mtime these files are known at: one that moves before the signature
                 listed_at[task_dir] = listed[0][1]
@@ -292,10 +292,10 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
     return files, dirs
 
 
-def _files_by_task_dir(previous: manifest.Manifest, tasks_dir: str) -> dict[str, tuple[manifest.DirSig, list[str]]]:
+def _files_by_task_dir(previous: manifest.Manifest, tasks_dir: str) -> dict[str, tuple[signing.DirSig, list[str]]]:
     """Each task directory the manifest signed: its signature and the files in it (and in its attempts) it signed."""
     prefix = f'{tasks_dir}/'
-    out: dict[str, tuple[manifest.DirSig, list[str]]] = {
+    out: dict[str, tuple[signing.DirSig, list[str]]] = {
         sig[0]: (sig, []) for sig in previous.dirs if sig[0].startswith(prefix) and '/' not in sig[0][len(prefix):]}
     for sig in previous.files:
         if sig[0].startswith(prefix):
@@ -437,20 +437,20 @@ def row_inputs_in(rt: RunInputs, snapshot: manifest.Manifest, *,
     tasks_dir = f'{rt.layout.run_dir}/tasks/'
     if any(rt.layout.task_dir(t.id) != f'{tasks_dir}{t.id}' for t in rt.plan.tasks):
         return None
-    found: dict[str, dict[str, manifest.FileSig]] = {}
+    found: dict[str, dict[str, signing.FileSig]] = {}
     for sig in snapshot.files:
         if sig[0].startswith(tasks_dir):
             tid, _, rest = sig[0][len(tasks_dir):].partition('/')
             found.setdefault(tid, {})[rest] = sig
 
-    def stat_of(sig: manifest.FileSig | None) -> filesig.Sig:
+    def stat_of(sig: signing.FileSig | None) -> filesig.Sig:
         return None if sig is None or sig[1] is None else (sig[4], sig[3], sig[1], sig[2])   # type: ignore[return-value]
 
     out: dict[str, known_rows.TaskInputs | None] = {}
     for task in rt.plan.tasks:
         sigs = found.get(task.id, {})
         mine = [sigs.get(name) for name in known_rows.ROW_FILES]
-        tries: dict[str, list[manifest.FileSig | None]] = {}
+        tries: dict[str, list[signing.FileSig | None]] = {}
         for rest, sig in sigs.items():
             name, _, leaf = rest.partition('/')
             if name.startswith('attempt-') and leaf in ('attempt.json', 'launch.json'):
