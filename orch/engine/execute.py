@@ -118,7 +118,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
             noop_record.record(rt, before, rows, [line for line, err in lines if not err], previous=previous,
-                               scope=scope, as_before=session.rows.as_before)
+                               scope=scope)
     return code, rows
 
 

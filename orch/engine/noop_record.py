@@ -62,6 +62,7 @@ class Before:
     files: list[str]
     dirs: list[str]
     snapshot: manifest.Manifest
+    settled: frozenset[str] = frozenset()   # signed as the old manifest signed them, without a look (_settled_paths)
 
 
 def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
@@ -87,21 +88,19 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
     snap = manifest.Manifest(snap.header, snap.files, [
         (d[0], d[1], d[2], True) if d[0] in listed_at and listed_at[d[0]] != d[1] else d for d in snap.dirs],
         snap.answers, snap.index)
-    return Before(files, dirs, snap)
+    return Before(files, dirs, snap, settled)
 
 
 def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str], *,
-           previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None,
-           as_before: frozenset[str] = frozenset()) -> bool:
+           previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None) -> bool:
     """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
     summary_lines: what a no-op resume of this state prints.
 
     scope: the tasks this resume looked at after a plan edit (affected_by_edit), with `previous`, the manifest
     it started from: when nothing outside them changed since that manifest, only their steps (and the run's
-    own) are checked; every other step is still as that manifest found it, up to date.
-    as_before: the tasks whose rows are that manifest's (orch.runstate.known_rows.KnownRows.as_before): with a
-    scope, what only those rows were read from is not signed a second time (see _looked_at)."""
+    own) are checked; every other step is still as that manifest found it, up to date, and what the first
+    snapshot settled is not signed a second time (see _looked_at)."""
     # The answers are rendered by the commands' own functions, so that they are their text exactly.
     from orch.core.status_text import nothing_would_run, render_table
     from orch.engine.doit_runner import all_up_to_date
@@ -119,7 +118,7 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     first = before.snapshot
     files, dirs = before.files, before.dirs
     if scope is not None:
-        files, dirs = _looked_at(rt, before, scope, as_before)
+        files, dirs = _looked_at(before)
     after = manifest.build(str(rt.repo), first.header, files, dirs, {}, previous=first)
     if after is None or not manifest.agrees(first, after):
         return False   # something changed while doit looked: vouch for nothing
@@ -142,7 +141,7 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
         return frozenset()
     tasks_dir = f'{rt.layout.run_dir}/tasks'
     settled_dirs = {f'{tasks_dir}/{t}' for t in as_before if t not in scope}
-    read = _read_in_scope(rt, scope)
+    read = {path for step in rt.steps if step.task_id is None or step.task_id in scope for path in step.file_dep}
     racy = {sig[0] for sig in previous.files if sig[6]} | {sig[0] for sig in previous.dirs if sig[3]}
     out: set[str] = set()
     for task_dir, (_sig, files) in _files_by_task_dir(previous, tasks_dir).items():
@@ -154,28 +153,12 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     return frozenset(out - racy)
 
 
-def _read_in_scope(rt: RunInputs, scope: frozenset[str]) -> set[str]:
-    """What the steps of the scope and the run's own steps read."""
-    return {path for step in rt.steps if step.task_id is None or step.task_id in scope for path in step.file_dep}
-
-
-def _looked_at(rt: RunInputs, before: Before, scope: frozenset[str],
-               as_before: frozenset[str]) -> tuple[list[str], list[str]]:
-    """What a scoped resume may have read after its first snapshot: all of its inputs but the directories of the
-    tasks outside the scope whose rows were the old manifest's. Those rows are what those files were when the old
-    manifest signed them, and the first snapshot found them so (_changed_only_within): what the files are now is
-    no input of the answers (the report step's check reads their stat, and fails if they changed). A file such a
-    step reads (an upstream result) stays."""
-    tasks_dir = f'{rt.layout.run_dir}/tasks/'
-    settled = {t for t in as_before if t not in scope}
-    read = _read_in_scope(rt, scope)
-
-    def settled_path(path: str) -> bool:
-        if not path.startswith(tasks_dir):
-            return False
-        return path[len(tasks_dir):].split('/', 1)[0] in settled
-    return ([f for f in before.files if f in read or not settled_path(f)],
-            [d for d in before.dirs if not settled_path(d)])
+def _looked_at(before: Before) -> tuple[list[str], list[str]]:
+    """What a scoped resume may have read after its first snapshot: all of its inputs but those the first snapshot
+    settled (_settled_paths: the tasks outside the scope whose rows were the old manifest's). Those rows are what
+    those files were when the old manifest signed them: what the files are now is no input of the answers (the
+    report step's check reads their stat, and fails if they changed)."""
+    return ([f for f in before.files if f not in before.settled], [d for d in before.dirs if d not in before.settled])
 
 
 def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manifest.Manifest,
