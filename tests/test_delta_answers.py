@@ -598,3 +598,26 @@ def test_a_hand_edit_outside_the_scope_after_the_report_is_seen_by_the_next_stat
     fast, _ = both(host, monkeypatch, 'status', '--json')
     statuses = {t['id']: t['status'] for t in json.loads(fast[1])['tasks']}
     assert statuses != {'T1': 'done', 'T2': 'done', 'T3': 'done'}, statuses   # the edit shows
+
+
+def test_after_a_task_step_ran_the_report_step_knows_it_is_out_of_date_without_a_look(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's digest signs every task's row files (three stats a task): after a task's step ran in this
+    command the reports are written again without computing it. It is computed once all the same, by the check that
+    vouches for the manifest, and what the reports say is what a full read says."""
+    from orch.steps import report
+    looks: list[bool] = []
+    digest = report.report_digest
+
+    def counting(rt: Any, inputs: Any = None) -> str:
+        looks.append(inputs is None)   # None: a stat of every task's files
+        return digest(rt, inputs)
+    with monkeypatch.context() as m:
+        m.setattr(report, 'report_digest', counting)
+        scoped_resume(host)
+    assert looks.count(True) == 1, looks   # the manifest's check; the report step's own check took none
+    written = (run_dir(host) / 'summary.json').read_text()
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = host.cli('report', '--run-id', RUN)
+    assert rc == 0 and (run_dir(host) / 'summary.json').read_text() == written, out + err

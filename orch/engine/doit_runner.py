@@ -63,6 +63,8 @@ def _invoke(rt: RunInputs, session: Session, step: Step) -> Any:
     """
     try:
         session.ensure_lock()
+        if step.task_id is not None:
+            session.task_step_ran = True
         with session.step_running():
             kind = step.builtin
             if kind is None:
@@ -100,11 +102,11 @@ class _ConfigChanged(config_changed):
                                        for name in ('task', 'values')])
 
 
-def _uptodate(rt: RunInputs, step: Step, ref: str) -> Callable[[Any, dict[str, Any]], bool]:
+def _uptodate(rt: RunInputs, session: Session, step: Step, ref: str) -> Callable[[Any, dict[str, Any]], bool]:
     check = _implementation(ref)
 
     def uptodate(task: Any, values: dict[str, Any]) -> bool:
-        return bool(check(rt, step, values))
+        return bool(check(rt, session, step, values))
     return uptodate
 
 
@@ -126,7 +128,7 @@ def task_dict(rt: RunInputs, session: Session, step: Step) -> dict[str, Any]:
     elif step.params:
         uptodate.append(_ConfigChanged(step.params))
     if kind is not None and kind.uptodate:
-        uptodate.append(_uptodate(rt, step, kind.uptodate))
+        uptodate.append(_uptodate(rt, session, step, kind.uptodate))
     if uptodate:
         d['uptodate'] = uptodate
     return d

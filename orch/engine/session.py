@@ -144,6 +144,9 @@ class Session:
         self.internal_errors: list[str] = []   # reasons of steps that crashed: the command exits 3
         self.step_failures: list[str] = []     # run-level steps that failed (no task records them): exit 1
         self.rows = KnownRows()                # the tasks' status rows, read once while nothing changes
+        # A step of a task started in this command: what the reports were written from may have changed, so their
+        # step need not look at every task to know it is out of date (orch.steps.report.report_uptodate).
+        self.task_step_ran = False
         self._run_dir = inputs.run_dir
         self._lock = lock
         self._mutex = threading.Lock()

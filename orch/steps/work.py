@@ -43,7 +43,7 @@ def inputs_digest(rt: RunInputs, step: Step) -> str:
     return h.hexdigest()
 
 
-def recorded_done(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
+def recorded_done(rt: RunInputs, session: Session, step: Step, values: dict[str, Any]) -> bool:
     """uptodate check: the task's state agrees that its result is done.
 
     A kill during a re-execution, and the edit that caused it undone, leave doit's record of the earlier inputs

@@ -162,7 +162,7 @@ def _own_states(task_dir: Path, previous: dict[str, Any]) -> set[str]:
     return {sha for sha in (previous.get('start_commit'), result.get('commit')) if sha}
 
 
-def worktree_ready(rt: RunInputs, step: Step, values: dict[str, Any]) -> bool:
+def worktree_ready(rt: RunInputs, session: Session, step: Step, values: dict[str, Any]) -> bool:
     """uptodate check: the worktree the step made still exists (a hand-deleted one is re-attached)."""
     record = state.read_json(rt.path(step.outputs['workspace']))
     return record is not None and git.worktree_valid(rt.path(record['path']))
