@@ -22,7 +22,15 @@ import pytest
 from orch import filesig
 from orch.runstate import attempts, fastpath, manifest, signing
 from orch.runstate.lock import RunLock
-from tests.support.orchtest import THREE_TASK_SCRIPT, Host, edit_config, files_snapshot, make_host, three_task_plan
+from tests.support.orchtest import (
+    THREE_TASK_SCRIPT,
+    Host,
+    edit_config,
+    files_snapshot,
+    host_after_a_run,
+    make_host,
+    three_task_plan,
+)
 
 RUN = 'r1'
 
@@ -524,7 +532,7 @@ def test_the_manifest_saved_in_two_files_and_chunks_reads_back_as_it_was(tmp_pat
     where = ['', 'a/', 'a/b/', '/abs/', 'a/b/']   # no directory, nested, absolute, one again after another
     files = [(f'{where[i % 5]}f{i}\u00e9', i, i + 1, i + 2, i + 3, f'h{i}', i % 3 == 0) for i in range(count)]
     files += [('gone', None, None, None, None, None, False), ('/top', 1, 2, 3, 4, 'x', False)]
-    m = manifest.Manifest({'h': 1, 'format': manifest.FORMAT}, files, [('d', 1, 'x', False)], answers,
+    m = manifest.Manifest({'h': 1, 'format': manifest.FORMAT}, files, [('d', 1, 'x', False, 2)], answers,
                           {'delta': True})
     manifest.save(tmp_path, m)
     back = manifest.load(tmp_path, {'h': 1})
@@ -603,3 +611,49 @@ def test_a_secret_holding_a_quote_never_reaches_the_manifest_or_a_fast_answer(
                 assert rc == 0 and secret not in out + err and json.dumps(secret)[1:-1] not in out + err, (edit, args)
         assert 'Test it with [REDACTED]' in out   # the title, in status --json
     assert 'Review it with [REDACTED]' in out
+
+
+@pytest.mark.parametrize('what', ['an attempt added', 'a task directory added'])
+def test_a_directory_whose_mtime_was_set_back_still_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str], what: str) -> None:
+    """An entry added to a directory, then the directory's mtime put back (`touch -r`, `cp -a`, `rsync -a` do that):
+    its ctime moved, which nobody can set back, so the fast answer is not the old one."""
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = host_after_a_run(tmp_path, monkeypatch, capsys, 'r1')
+    time.sleep(1.1)   # then a manifest whose signatures are not racy: they are trusted by their stat
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    found = manifest.load(h.run_dir('r1'), manifest.header(h.repo, 'r1'))
+    tasks = h.run_dir('r1') / 'tasks'
+    assert found is not None and not [d for d in found.dirs if d[0].endswith(('/tasks', '/T1')) and d[3]]
+    target = tasks / 'T1' if what == 'an attempt added' else tasks
+    st = os.stat(target)
+    if what == 'an attempt added':
+        shutil.copytree(sorted(target.glob('attempt-*'))[0], target / 'attempt-9')
+    else:
+        shutil.copytree(tasks / 'T3', tasks / 'T9')
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert manifest.first_difference(str(h.repo), found) is not None
+    fast = h.cli('status', '--json')
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        full = h.cli('status', '--json')
+    assert fast == full
+
+
+@pytest.mark.parametrize('which', [manifest.MANIFEST, manifest.MORE])
+def test_a_manifest_nested_too_deep_is_no_manifest(host: Host, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """JSON nested deeper than the parser goes (written by anyone who can write the run directory) is a manifest
+    that is not one: status and resume take the full path, they do not fail."""
+    directory = run_dir(host)
+    (directory / which).write_text('[' * 100000 + ']' * 100000)
+    if which == manifest.MORE:   # the first file must name it by its hash, or it is not read at all
+        import hashlib
+        first = json.loads((directory / manifest.MANIFEST).read_text())
+        first['more'] = hashlib.blake2b((directory / which).read_bytes(), digest_size=16).hexdigest()
+        (directory / manifest.MANIFEST).write_text(json.dumps(first))
+    for args in (('status',), ('status', '--json'), ('resume', '--dry-run'), ('resume',)):
+        rc, out, err = host.cli(*args)
+        assert rc == 0 and 'internal error' not in out + err, (args, out + err)

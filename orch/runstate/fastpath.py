@@ -87,7 +87,10 @@ def status(args: argparse.Namespace) -> int | None:
     text = answers.get(want)
     if text is None and want == 'status_json' and isinstance(answers.get('status_doc'), str):
         # the manifest keeps the document compact: indented as the full path prints it
-        text = json.dumps(json.loads(answers['status_doc']), indent=2, sort_keys=True)
+        try:
+            text = json.dumps(json.loads(answers['status_doc']), indent=2, sort_keys=True)
+        except (ValueError, RecursionError):   # not what a manifest holds: the full path answers
+            return None
     if not isinstance(text, str):
         return None
     output.write_line(text)

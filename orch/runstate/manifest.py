@@ -47,7 +47,7 @@ MANIFEST = 'noop-manifest.json'
 # The rest, read only when asked for (see save): the content hashes, the large answers and the delta index.
 MORE = 'noop-manifest.more.json'
 # 2: the status document compact, an index; 3: rows have decisions; 4: listings without UNLISTED;
-# 5: two files, the signatures grouped by directory
+# 5: two files, the signatures grouped by directory, a directory's ctime
 FORMAT = 5
 _LATER = frozenset({'status_doc'})   # answers kept in the second file: only `status --json` and a resume read them
 _SLICE = 1 << 20   # characters of a long answer written at a time
@@ -94,8 +94,9 @@ def agrees(first: Manifest, later: Manifest) -> bool:
     """Whether a later snapshot of all or some of `first`'s inputs saw each as `first` did (stat and content):
     nothing of it changed between them."""
     files = {f[0]: f[:6] for f in first.files}
-    dirs = {d[0]: d[:3] for d in first.dirs}
-    return all(files.get(f[0]) == f[:6] for f in later.files) and all(dirs.get(d[0]) == d[:3] for d in later.dirs)
+    dirs = {d[0]: (d[1], d[2], d[4]) for d in first.dirs}
+    return all(files.get(f[0]) == f[:6] for f in later.files) \
+        and all(dirs.get(d[0]) == (d[1], d[2], d[4]) for d in later.dirs)
 
 
 def header(repo: Path, run_id: str) -> dict[str, Any]:
@@ -248,7 +249,7 @@ class Signed:
             try:
                 data = json.loads(text)
                 digests, answers, index = data['digests'], data['answers'], data['index']
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):   # (nested too deep: not ours)
                 return None
             if not isinstance(digests, list) or len(digests) != sum(len(g[1]) for g in self.groups) \
                     or not isinstance(answers, dict) or not isinstance(index, dict):
@@ -335,11 +336,11 @@ def _parse(text: bytes, run_dir: Path) -> Signed | None:
         groups, dirs, answers, more = data['files'], [tuple(d) for d in data['dirs']], data['answers'], data['more']
         # (each file's signature is checked where it is read: a malformed one is a difference, see _differing)
         if not isinstance(answers, dict) or not isinstance(more, str) or not isinstance(groups, list) \
-                or not all(len(d) == 4 and isinstance(d[0], str) for d in dirs) \
+                or not all(len(d) == 5 and isinstance(d[0], str) for d in dirs) \
                 or not all(isinstance(g, list) and len(g) == 2 and isinstance(g[0], str) and isinstance(g[1], list)
                            for g in groups):
             return None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):   # (RecursionError: nested too deep, not ours)
         return None
     return Signed(data['header'], groups, dirs, answers, more, run_dir)
 
@@ -405,15 +406,16 @@ def _differing(root: str, manifest: Manifest | Signed, *, dirs_as: str | None = 
                 elif (racy or st.st_mtime_ns != mtime or st.st_ctime_ns != mtime + ctime or st.st_size != size
                       or st.st_ino != ino) and (st.st_size != size or content_hash(full) != digest(at)):
                     yield directory + name   # (a stat that does not tell: by content)
-        for path, mtime, listing, racy in manifest.dirs:
+        for path, mtime, listing, racy, ctime in manifest.dirs:
             full = path if path[:1] == '/' else under + path
             try:
-                now = stat_(full).st_mtime_ns
+                st = stat_(full)
             except OSError:
                 if mtime is not None:
                     yield path if dirs_as is not None else None
                 continue
-            if mtime is None or ((racy or now != mtime) and listing_hash(full) != listing):
+            if mtime is None or ((racy or st.st_mtime_ns != mtime or st.st_ctime_ns != ctime)
+                                 and listing_hash(full) != listing):
                 yield path if dirs_as is not None else None
     except (TypeError, ValueError) as exc:   # a name not a string, a signature of another length ...
         raise _Malformed from exc

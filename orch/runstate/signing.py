@@ -15,7 +15,9 @@ from orch.runstate.attempts import SUMMARY_FILE
 
 # (path, mtime_ns, ctime_ns, size, inode, content hash, racy); a missing file is (path, None, ...).
 FileSig = tuple[str, int | None, int | None, int | None, int | None, str | None, bool]
-DirSig = tuple[str, int | None, str | None, bool]   # (path, mtime_ns, hash of the sorted listing, racy)
+# (path, mtime_ns, hash of the sorted listing, racy, ctime_ns): the ctime too, since anyone can set an mtime back
+# (`touch -r`, `cp -a`, `rsync -a` after adding an entry) but not a ctime
+DirSig = tuple[str, int | None, str | None, bool, int | None]
 
 
 def content_hash(path: str) -> str | None:
@@ -91,8 +93,8 @@ def snapshot_files(root: str, paths: Iterable[str], *, previous: dict[str, FileS
 def snapshot_dirs(root: str, paths: Iterable[str], *, previous: dict[str, DirSig] | None = None,
                   now_ns: int | None = None, settled: dict[str, DirSig] | None = None) -> list[DirSig]:
     """Listings of directories (None for a missing one). An entry added or removed changes a
-    directory's mtime, so a later check lists only a directory whose mtime moved (or was racy); so does
-    this one, with the signatures of an earlier snapshot (`previous`)."""
+    directory's mtime and ctime, so a later check lists only a directory whose times moved (or were racy); so
+    does this one, with the signatures of an earlier snapshot (`previous`)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     previous = previous or {}
     settled = settled or {}
@@ -102,28 +104,34 @@ def snapshot_dirs(root: str, paths: Iterable[str], *, previous: dict[str, DirSig
             out.append(settled[path])
             continue
         full = full_path(root, path)
+        mtime: int | None
+        ctime: int | None
         try:
-            mtime: int | None = os.stat(full).st_mtime_ns
+            st = os.stat(full)
+            mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
         except OSError:
-            mtime = None
+            mtime = ctime = None
         old = previous.get(path)
-        if mtime is not None and old is not None and not old[3] and old[1] == mtime and old[2] is not None:
+        if mtime is not None and old is not None and not old[3] and (old[1], old[4]) == (mtime, ctime) \
+                and old[2] is not None:
             listing: str | None = old[2]
         else:
             listing = listing_hash(full) if mtime is not None else None
-        out.append((path, mtime, listing, mtime is not None and is_racy(now_ns, mtime, mtime)))
+        racy = mtime is not None and ctime is not None and is_racy(now_ns, mtime, ctime)
+        out.append((path, mtime, listing, racy, ctime))
     return out
 
 
 def unchanged_dir(root: str, sig: DirSig) -> bool:
-    """Whether a directory's entries are still those of its signature, known from its mtime alone (not racy)."""
-    path, mtime, _listing, racy = sig
+    """Whether a directory's entries are still those of its signature, known from its times alone (not racy)."""
+    path, mtime, _listing, racy, ctime = sig
     if mtime is None or racy:
         return False
     try:
-        return os.stat(full_path(root, path)).st_mtime_ns == mtime
+        st = os.stat(full_path(root, path))
     except OSError:
         return False
+    return st.st_mtime_ns == mtime and st.st_ctime_ns == ctime
 
 
 class Unsignable(Exception):
