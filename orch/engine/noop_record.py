@@ -47,7 +47,7 @@ def load_previous(rt: RunInputs) -> manifest.Manifest | None:
     answers = dict(previous.answers)
     try:
         answers[_ROWS] = json.loads(answers.pop('status_doc'))['tasks']
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         answers.pop(_ROWS, None)
     return manifest.Manifest(previous.header, previous.files, previous.dirs, answers, previous.index)
 
@@ -86,7 +86,7 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
     # A task directory whose entries changed between its listing and its signature: its files above may miss one,
     # so a later snapshot must not take them from this one (racy: listed again every time).
     snap = manifest.Manifest(snap.header, snap.files, [
-        (d[0], d[1], d[2], True) if d[0] in listed_at and listed_at[d[0]] != d[1] else d for d in snap.dirs],
+        (d[0], d[1], d[2], True, d[4]) if d[0] in listed_at and listed_at[d[0]] != d[1] else d for d in snap.dirs],
         snap.answers, snap.index)
     return Before(files, dirs, snap, settled)
 
@@ -129,19 +129,24 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
 def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
                    as_before: frozenset[str]) -> frozenset[str]:
     """The directories of the tasks outside the scope whose rows were `previous`'s, and the files `previous` signed in
-    them, but those a step in the scope reads (an upstream result: it is signed as that step found it).
+    them; but not what a step of the scope or of the run reads or writes there (an upstream result is signed as that
+    step found it; a directory that a run-level rule writes into is looked at whole).
 
     Their signatures can be `previous`'s without a look: the resume's first check (affected_by_edit) found every
-    input but the plan file as `previous` signed it, only steps of the scope and of the run ran since, which write
-    none of these, and these tasks' rows are the ones `previous` gave for those signatures. A file someone changed
+    input but the plan file as `previous` signed it, only steps of the scope and of the run ran since, and these
+    tasks' rows are the ones `previous` gave for those signatures. A file someone changed
     since that check is then signed as it was, with the answers as they were: a difference the next check finds
     (the full path then answers), never an answer vouched for a state nobody looked at. A racy signature is not
     settled: it is taken again."""
     if previous is None or scope is None:
         return frozenset()
     tasks_dir = f'{rt.layout.run_dir}/tasks'
-    settled_dirs = {f'{tasks_dir}/{t}' for t in as_before if t not in scope}
-    read = {path for step in rt.steps if step.task_id is None or step.task_id in scope for path in step.file_dep}
+    # what the scope's steps and the run's own read, and write (a run-level rule may write into any task's directory)
+    looking = [step for step in rt.steps if step.task_id is None or step.task_id in scope]
+    read = {path for step in looking for path in step.file_dep}
+    written = {path for step in looking for path in (*step.targets, *([step.log] if step.log else []))}
+    written_in = {path[len(tasks_dir) + 1:].split('/', 1)[0] for path in written if path.startswith(f'{tasks_dir}/')}
+    settled_dirs = {f'{tasks_dir}/{t}' for t in as_before if t not in scope and t not in written_in}
     racy = {sig[0] for sig in previous.files if sig[6]} | {sig[0] for sig in previous.dirs if sig[3]}
     out: set[str] = set()
     for task_dir, (_sig, files) in _files_by_task_dir(previous, tasks_dir).items():
