@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from orch.main import main
+from orch.main import cli
 
-raise SystemExit(main())
+raise SystemExit(cli())

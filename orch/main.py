@@ -109,13 +109,14 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return first if first in COMMANDS else None
 
 
+def cli() -> int:
+    """The program (`codex-orch`, `python -m orch`): the command, then the process ends (see _leave_now)."""
+    return _leave_now(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is not None:   # a caller's process (the tests'): it goes on after the command
-        return _main(list(argv))
-    return _leave_now(_main(sys.argv[1:]))   # the command's own process: it ends here
-
-
-def _main(argv: list[str]) -> int:
+    """Run one command (argv: its arguments, by default the process's) and return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     rarer_full_collections()
     try:
         simple = None

@@ -104,3 +104,38 @@ def test_a_command_imports_what_only_one_of_its_branches_uses_in_that_branch(
     proc, names = imported([command, '--help'], tmp_path)
     assert proc.returncode == 0 and f'orch.commands.{command}' in names, proc.stdout + proc.stderr
     assert not_imported not in names
+
+
+PROGRAM = '''
+import atexit, sys, threading, time
+from orch.main import cli
+atexit.register(lambda: print('exit handler ran', flush=True))
+if sys.argv[1:2] == ['thread']:
+    def late() -> None:
+        time.sleep(0.3)
+        print('thread finished', flush=True)
+    threading.Thread(target=late).start()
+sys.argv = ['codex-orch', 'status']
+print('before')   # (stdout a pipe: left in the buffer, flushed on the way out)
+sys.exit(cli())   # as the console script and python -m orch call it
+'''
+
+
+@pytest.mark.parametrize('thread', [False, True])
+def test_the_program_ends_as_a_normal_exit_would(tmp_path: Path, thread: bool) -> None:
+    """cli() ends the process without the interpreter's teardown, but only after what a normal exit does first: the
+    exit handlers ran, buffered output is written, the exit code is the command's; a thread still running is waited
+    for (the normal exit then)."""
+    res = subprocess.run([sys.executable, '-c', PROGRAM, *(['thread'] if thread else [])], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res   # not a repository: a usage error
+    assert 'not a git repository' in res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == 'before' and 'exit handler ran' in lines, res.stdout
+    assert ('thread finished' in lines) == thread, res.stdout
+
+
+def test_main_with_arguments_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller's process (a script, the tests) goes on after the command."""
+    monkeypatch.chdir(tmp_path)
+    assert main(['status']) == 2
