@@ -122,7 +122,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     after = manifest.build(str(rt.repo), first.header, files, dirs, {}, previous=first)
     if after is None or not manifest.agrees(first, after):
         return False   # something changed while doit looked: vouch for nothing
-    manifest.save(rt.run_dir, manifest.Manifest(first.header, first.files, first.dirs, answers, delta_index(rt)))
+    signed = manifest.settle_racy(str(rt.repo), first)   # (a big run's record took longer than a clock tick)
+    manifest.save(rt.run_dir, manifest.Manifest(signed.header, signed.files, signed.dirs, answers, delta_index(rt)))
     return True
 
 

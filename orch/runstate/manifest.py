@@ -25,13 +25,16 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.collect import json_loads_uncollected
 from orch.core.redact import redact_shared
 from orch.core.text import encode_utf8
+from orch.filesig import is_racy
 from orch.runstate import atomic
 from orch.runstate.signing import (
     DirSig,
@@ -88,6 +91,28 @@ def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterabl
         sigs = [read_files.get(sig[0], sig) for sig in sigs]
         dir_sigs = [read_dirs.get(sig[0], sig) for sig in dir_sigs]
     return Manifest({**header, 'format': FORMAT}, sigs, dir_sigs, answers)
+
+
+def settle_racy(root: str, m: Manifest) -> Manifest:
+    """`m` with each racy file signature (one taken too soon after a write for its stat to tell its content) made a
+    plain one where it can be now: the file's stat is still the one signed, it is no longer recent, and its content
+    is still what `m` signed. Otherwise every later check would hash it (the run's doit.db and reports: tens of MB
+    at 10,000 tasks, at every status). The stat is taken before the content: a write after it gets a later time."""
+    now = time.time_ns()
+    files: list[FileSig] = []
+    for sig in m.files:
+        path, mtime, ctime, size, ino, digest, racy = sig
+        if racy and mtime is not None and ctime is not None:
+            full = path if os.path.isabs(path) else os.path.join(root, path)
+            try:
+                st = os.stat(full)
+            except OSError:
+                st = None
+            if st is not None and (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) == (mtime, ctime, size, ino) \
+                    and not is_racy(now, mtime, ctime) and content_hash(full) == digest:
+                sig = (path, mtime, ctime, size, ino, digest, False)
+        files.append(sig)
+    return Manifest(m.header, files, m.dirs, m.answers, m.index)
 
 
 def agrees(first: Manifest, later: Manifest) -> bool:
@@ -247,7 +272,7 @@ class Signed:
             if hashlib.blake2b(text, digest_size=16).hexdigest() != self._more_hash:
                 return None
             try:
-                data = json.loads(text)
+                data = json_loads_uncollected(text)
                 digests, answers, index = data['digests'], data['answers'], data['index']
             except (ValueError, KeyError, TypeError, RecursionError):   # (nested too deep: not ours)
                 return None
@@ -330,7 +355,7 @@ def load(run_dir: Path, header: dict[str, Any]) -> Manifest | None:
 
 def _parse(text: bytes, run_dir: Path) -> Signed | None:
     try:
-        data = json.loads(text)
+        data = json_loads_uncollected(text)
         if not isinstance(data, dict) or not isinstance(data.get('header'), dict):
             return None
         groups, dirs, answers, more = data['files'], [tuple(d) for d in data['dirs']], data['answers'], data['more']
