@@ -254,7 +254,7 @@ class Signed:
     hashes, the large answers and the index (the second file, checked against the hash the first holds) only
     when asked for."""
 
-    def __init__(self, header: dict[str, Any], groups: list[Group], dirs: list[DirSig], answers: dict[str, Any],
+    def __init__(self, header: dict[str, Any], groups: list[Group], dirs: list[Any], answers: dict[str, Any],
                  more: str, where: Path) -> None:
         self.header, self.groups, self.dirs, self.answers = header, groups, dirs, answers
         self._more_hash, self._where = more, where
@@ -303,12 +303,18 @@ class Signed:
             files: list[FileSig] = []
             try:
                 for directory, entries in self.groups:
+                    if not isinstance(directory, str) or not isinstance(entries, list) \
+                            or not all(isinstance(e, list) and len(e) == 6 and isinstance(e[0], str) for e in entries):
+                        return None   # a signature of the wrong shape: the file was damaged
                     files += [(directory + name, mtime, None if mtime is None else mtime + ctime, size, ino,
                                digests[len(files) + i], bool(racy))
                               for i, (name, mtime, ctime, size, ino, racy) in enumerate(entries)]
+                dirs: list[DirSig] = [tuple(d) for d in self.dirs]
             except (TypeError, ValueError):
-                return None   # a signature of the wrong shape: the file was damaged
-            self._whole = Manifest(self.header, files, self.dirs, {**self.answers, **answers}, index)
+                return None
+            if not all(len(d) == 5 and isinstance(d[0], str) for d in dirs):
+                return None
+            self._whole = Manifest(self.header, files, dirs, {**self.answers, **answers}, index)
         return self._whole
 
 
@@ -358,12 +364,11 @@ def _parse(text: bytes, run_dir: Path) -> Signed | None:
         data = json_loads_uncollected(text)
         if not isinstance(data, dict) or not isinstance(data.get('header'), dict):
             return None
-        groups, dirs, answers, more = data['files'], [tuple(d) for d in data['dirs']], data['answers'], data['more']
-        # (each file's signature is checked where it is read: a malformed one is a difference, see _differing)
+        groups, dirs, answers, more = data['files'], data['dirs'], data['answers'], data['more']
+        # (each signature is checked where it is read, not here: one of the wrong shape is a difference, see
+        # _differing; the whole manifest is none, see Signed.whole)
         if not isinstance(answers, dict) or not isinstance(more, str) or not isinstance(groups, list) \
-                or not all(len(d) == 5 and isinstance(d[0], str) for d in dirs) \
-                or not all(isinstance(g, list) and len(g) == 2 and isinstance(g[0], str) and isinstance(g[1], list)
-                           for g in groups):
+                or not isinstance(dirs, list):
             return None
     except (ValueError, KeyError, TypeError, RecursionError):   # (RecursionError: nested too deep, not ours)
         return None
