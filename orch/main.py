@@ -93,9 +93,12 @@ def _leave_now(code: int) -> int:
 
     What a normal exit does before the teardown is done first: the exit handlers run (a tracing exporter flushes,
     temporary directories go, logging shuts down) and the output streams are flushed. A thread still running (none
-    should be by now) gets the normal exit instead, which waits for it: the code is returned."""
+    should be by now) gets the normal exit instead, which waits for it, and so does a process being profiled or
+    traced: the code is returned."""
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return code
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return code   # a profiler or a debugger writes its findings after the program: the normal exit
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(OSError, ValueError):   # a reader that went away got what it got
