@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import random
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +126,31 @@ def test_a_gate_always_runs_after_its_task(tmp_path: Path) -> None:
             'action': {'shell': 'true'}}
     steps = by_name(compile_plan(plan(), rules(tmp_path, gate), Config(), layout()))
     assert steps['gate:T1'].file_dep == [f'{R}/tasks/T1/result.json']
+
+
+@pytest.mark.unit
+def test_a_template_is_formatted_as_format_map_formats_it() -> None:
+    """compile's _fmt takes a template from its parsed parts (a plain name per placeholder) and hands anything else to
+    str.format_map: the same text, or the same error, for any template."""
+    from orch.core import compile as compiling
+    values = {'task_id': 'T1', 'task_dir': '.orchestrator/runs/r/tasks/T1', 'all_results': ['a.json', 'b.json'],
+              'n': 3, 'none': None, 'é': 'accent'}
+    keys = [*values, 'missing', '', '0', 'task_id!r', 'task_id:>5', 'a.b', 'x[0]']
+    rnd = random.Random(7)
+
+    def outcome(f: Any, template: str) -> tuple[str, str]:
+        try:
+            return 'text', f(template, values)
+        except Exception as exc:   # the same error either way
+            return 'error', type(exc).__name__
+    for _ in range(5000):
+        parts = []
+        for _ in range(rnd.randint(0, 4)):
+            parts.append(rnd.choice(['', 'x', '{{', '}}', '/', ' ', '\u00e9']))
+            if rnd.random() < 0.7:
+                parts.append('{' + rnd.choice(keys) + '}')
+        if rnd.random() < 0.05:
+            parts.append(rnd.choice(['{', '}', '{x']))
+        template = ''.join(parts)
+        assert outcome(compiling._fmt, template) == outcome(
+            lambda t, v: t.format_map(compiling._Joined(v)), template), template

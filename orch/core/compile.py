@@ -5,10 +5,12 @@ Pure: no I/O, no doit import. Paths are relative to the repository root (doit ru
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import posixpath
 import shlex
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,7 +242,33 @@ class _Joined:
 
 
 def _fmt(text: str, values: dict[str, Any]) -> str:
-    return text.format_map(_Joined(values))
+    """text.format_map(_Joined(values)), from the template's parts (150,000 templates formatted at 10,000 tasks)."""
+    parts = _parts(text)
+    if parts is None:
+        return text.format_map(_Joined(values))
+    out = []
+    for literal, key in parts:
+        out.append(literal)
+        if key is not None:
+            value = values[key]
+            out.append(' '.join(value) if isinstance(value, list) else str(value))
+    return ''.join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parts(text: str) -> tuple[tuple[str, str | None], ...] | None:
+    """A template as (literal text, placeholder name) pairs, when its placeholders are plain names (no attribute,
+    index, conversion or format spec: those go through format_map)."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return None   # format_map raises the same error
+    out: list[tuple[str, str | None]] = []
+    for literal, key, spec, conversion in parsed:
+        if key is not None and (spec or conversion or not key.isidentifier()):
+            return None
+        out.append((literal, key))
+    return tuple(out)
 
 
 def _expand_paths(templates: list[str], values: dict[str, Any]) -> list[str]:
