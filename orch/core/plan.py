@@ -103,7 +103,7 @@ def path_problem(path: str) -> str | None:
     """
     if _CONTROL.search(path):
         return 'contains a control character (newline, NUL, ...); use a plain relative path'
-    if path.startswith('/') or '..' in path.split('/'):   # (Path(path).parts, without a Path: 10,000 tasks' worth)
+    if path.startswith('/') or '..' in path.split('/'):   # (what Path(path).parts says, without a Path per path)
         return 'must be relative to the repository and stay inside it (no leading "/", no "..")'
     if path.startswith(':'):
         return 'starts with ":", which is git pathspec magic; use a plain relative path or glob'

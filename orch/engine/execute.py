@@ -101,8 +101,9 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
             before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before)
     # The rows the report was written from, unless anything they are read from changed since (then read again):
     # what they are read from as the snapshot above signed it. (A resume scoped after an edit signs the tasks outside
-    # its scope as the old manifest did, without a look: a hand edit there after the report step shows at the next
-    # command, and no manifest vouches for the state before it; see noop_record._settled_paths.)
+    # its scope as the old manifest did, without a look: a hand edit of their row files after the report step is
+    # not in these rows; the manifest's check sees it through the report's digest and writes no manifest, and the
+    # next command shows it. See noop_record._settled_paths.)
     rows = session.rows.read(rt, noop_record.row_inputs_of(rt, before))
     cache_sync.store_and_push(rt, rows)
     lines = summary_lines(rt, session, rows)

@@ -122,8 +122,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     after = manifest.build(str(rt.repo), first.header, files, dirs, {}, previous=first)
     if after is None or not manifest.agrees(first, after):
         return False   # something changed while doit looked: vouch for nothing
-    signed = manifest.settle_racy(str(rt.repo), first)   # (a big run's record took longer than a clock tick)
-    manifest.save(rt.run_dir, manifest.Manifest(signed.header, signed.files, signed.dirs, answers, delta_index(rt)))
+    signed = manifest.settle_racy(str(rt.repo), first.files)   # (a big run's record outlasts the racy second)
+    manifest.save(rt.run_dir, manifest.Manifest(first.header, signed, first.dirs, answers, delta_index(rt)))
     return True
 
 
@@ -135,10 +135,10 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
 
     Their signatures can be `previous`'s without a look: the resume's first check (affected_by_edit) found every
     input but the plan file as `previous` signed it, only steps of the scope and of the run ran since, and these
-    tasks' rows are the ones `previous` gave for those signatures. A file someone changed
-    since that check is then signed as it was, with the answers as they were: a difference the next check finds
-    (the full path then answers), never an answer vouched for a state nobody looked at. A racy signature is not
-    settled: it is taken again."""
+    tasks' rows are the ones `previous` gave for those signatures. A file someone changed since that check is then
+    signed as it was, with the answers as they were: a difference the next check finds (the full path then
+    answers), never an answer vouched for a state nobody looked at. A racy signature is not settled: it is taken
+    again."""
     if previous is None or scope is None:
         return frozenset()
     tasks_dir = f'{rt.layout.run_dir}/tasks'

@@ -177,8 +177,10 @@ def noop_answers(run_id: str | None, *, use: bool = False, want: str | None = No
             return None
         if not differing:   # (the status document is in the manifest's second file)
             return found.all_answers() if want == 'status_json' else found.answers
-        whole = found.whole() if want is not None else None   # (an answer after an edit reads all of it)
-        if whole is None or want is None:
+        if want is None:
+            return None
+        whole = found.whole()   # (an answer after an edit reads all of the manifest)
+        if whole is None:
             return None
         from orch.runstate.delta import answers_after_edit  # an edit: maybe answered from it alone
         return answers_after_edit(repo, whole, differing, want)

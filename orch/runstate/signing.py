@@ -1,5 +1,5 @@
 """Signatures of files and directories as the no-op manifest (orch.runstate.manifest) keeps them: taking them,
-and telling from a directory's mtime whether its entries are still those it had."""
+and telling from a directory's times whether its entries are still those it had."""
 from __future__ import annotations
 
 import hashlib
