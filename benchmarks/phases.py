@@ -1,6 +1,7 @@
 """Run codex-orch with perf_counter timers around its phases; write the totals as JSON.
 
 Usage (in a host repository): python benchmarks/phases.py OUT.json run --plan-file plan.json -q
+                               python benchmarks/phases.py OUT.json resume -q   (after a plan edit, say)
 
 The timers wrap module functions by name (a name that no longer exists is skipped), so the
 instrumented run is the normal code path plus ~1 us per wrapped call. Times are inclusive;
@@ -55,6 +56,15 @@ WRAP = [
     ('orch.engine.doit_runner', 'write_report', 'report'),
     ('orch.engine.doit_runner', 'report_digest', 'report digest'),
     ('orch.engine.execute', 'task_rows', 'summary rows'),
+    # a resume after a plan edit (benchmarks/edit_cost.py; docs/benchmarks.md, "An edit costs what it touches")
+    ('orch.engine.noop_record', 'load_previous', 'old manifest read'),
+    ('orch.engine.noop_record', 'affected_by_edit', 'what the edit touched (a stat of every input)'),
+    ('orch.engine.noop_record', 'snapshot_before', "manifest: first snapshot"),
+    ('orch.engine.noop_record', 'record', 'manifest: check, answers, second snapshot, save'),
+    ('orch.runstate.manifest', 'save', 'manifest: both files written'),
+    ('orch.runstate.known_rows', 'row_inputs', "rows' inputs (a stat pass over every task)"),
+    ('orch.engine.reports', 'write_reports', 'reports rendered and written'),
+    ('orch.steps.report', 'write_report', 'report step'),
 ]
 
 
