@@ -666,3 +666,25 @@ def test_an_answer_with_a_lone_surrogate_is_recorded_with_a_replacement(h: Harne
     assert result.answer == {'status': 'done', 'summary': 'bad \ufffd half \ufffd', 'decisions': ['\ufffd']}
     assert json.loads((h.task_dir / 'attempt-1' / 'attempt.json').read_text())['outcome'] == 'ok'
 
+
+
+def test_fake_codex_logs_its_end_when_a_sigterm_lands_while_it_logs(tmp_path: Path) -> None:
+    """The tests read the fake's launch log as the truth about who ran: a SIGTERM arriving while the fake writes its
+    line (codex-orch killed just as the fake ends by itself) must not leave the line unwritten."""
+    log_path = tmp_path / LOG_FILE
+    code = (
+        'import json, os, signal, sys\n'
+        'from tests.support import fake_codex\n'
+        'log = fake_codex.Log(["exec"])\n'
+        'fake_codex._install_signal_handlers(log)\n'
+        'dumps = json.dumps\n'
+        'def dumps_then_signal(*a, **k):\n'
+        '    os.kill(os.getpid(), signal.SIGTERM)   # lands between the log\'s "written" flag and its write\n'
+        '    return dumps(*a, **k)\n'
+        'fake_codex.json.dumps = dumps_then_signal\n'
+        'sys.exit(log.done(0))\n')
+    env = {**os.environ, 'FAKE_CODEX_LOG': str(log_path), 'PYTHONPATH': str(Path(__file__).parent.parent)}
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -15, proc.stderr   # it still dies by the signal, as the real CLI does
+    (entry,) = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert entry['rc'] == 0

@@ -60,6 +60,7 @@ VERSION = 'codex-cli 0.169.0'
 SCRIPT_FILE = 'fake-codex-script.json'
 STATE_DIR = 'fake-codex-state'
 LOG_FILE = 'fake-codex-log.jsonl'
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 DEFAULT_USAGE = {'input_tokens': 100, 'cached_input_tokens': 10, 'output_tokens': 20,
                  'reasoning_output_tokens': 5}
 TASK_RE = re.compile(r'^Task id: (\S+)\s*$', re.MULTILINE)
@@ -211,17 +212,23 @@ class Log:
         self.written = False
 
     def done(self, rc: int, **extra: Any) -> int:
-        if self.written or not self.path:
-            return rc
-        self.written = True
-        self.entry.update(extra, rc=rc, ended_at=time.time())
-        data = (json.dumps(self.entry) + '\n').encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # The ending signals wait until the line is written: a SIGTERM landing between the flag and the write
+        # (codex-orch killed just as we end by ourselves) would run on_term, see the flag, and die unlogged.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ENDING_SIGNALS)
         try:
-            os.write(fd, data)   # one O_APPEND write: lines of parallel fakes never interleave
+            if self.written or not self.path:
+                return rc
+            self.written = True
+            self.entry.update(extra, rc=rc, ended_at=time.time())
+            data = (json.dumps(self.entry) + '\n').encode()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)   # one O_APPEND write: lines of parallel fakes never interleave
+            finally:
+                os.close(fd)
+            return rc
         finally:
-            os.close(fd)
-        return rc
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _install_signal_handlers(log: Log) -> None:
