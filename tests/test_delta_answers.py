@@ -526,9 +526,9 @@ def test_an_attempts_summary_written_since_the_manifest_is_no_change(host: Host,
     checked: list[frozenset[str] | None] = []
     check = doit_runner.all_up_to_date
 
-    def recording(rt: Any, scope: frozenset[str] | None = None) -> bool:
+    def recording(rt: Any, scope: frozenset[str] | None = None, **kwargs: Any) -> bool:
         checked.append(scope)
-        return check(rt, scope=scope)
+        return check(rt, scope=scope, **kwargs)
     edit_task(host, 2, description='Review the change, once more.')
     with monkeypatch.context() as m:
         m.setattr(doit_runner, 'all_up_to_date', recording)
@@ -571,6 +571,76 @@ def test_a_scoped_resume_signs_the_tasks_outside_its_scope_without_looking_at_th
     for args in COMMANDS:   # and the manifest so written answers as the full check does
         fast, full = both(host, monkeypatch, *args)
         assert fast == full, args
+
+
+def test_a_scoped_resume_reports_the_tasks_it_leaves_alone_without_a_stat_of_their_files(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an edit of the leaf T3 the report step, and the report's digest in the manifest's check, take T1's row
+    inputs as the old manifest signed them: no step of the resume reads or writes in T1's directory. T2's answer is
+    read by T3's prompt, so T2's files are looked at, as T3's are; and the reports say what a full read says."""
+    from orch import filesig
+    from orch.runstate import attempts, known_rows
+    time.sleep(1.1)   # the run's manifest signed the tasks moments after they were written: racy, never taken over
+    scoped_resume(host)
+    host.write_plan(three_task_plan())   # the leaf's description back: an edit again
+    listed: list[str] = []
+    signed: list[str] = []
+    listing_of, file_sig = attempts.listing_of, filesig.file_sig
+
+    def recording(task_dir: Any) -> Any:
+        listed.append(Path(task_dir).name)
+        return listing_of(task_dir)
+
+    def signing(path: Any) -> Any:
+        signed.append(str(path))
+        return file_sig(path)
+    with monkeypatch.context() as m:
+        m.setattr(known_rows.attempts, 'listing_of', recording)
+        m.setattr(filesig, 'file_sig', signing)   # the rows' and the report digest's stats
+        assert scope_of(host) == {'T3'}
+        rc, out, err = host.cli('resume')
+    assert rc == 0 and delta_answered(host), out + err
+    assert 'T1' not in listed and {'T2', 'T3'} <= set(listed), listed
+    assert not [p for p in signed if '/tasks/T1/' in p], signed
+    assert [p for p in signed if '/tasks/T3/' in p], signed
+    written = (run_dir(host) / 'summary.json').read_text()
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = host.cli('report', '--run-id', RUN)
+    assert rc == 0 and (run_dir(host) / 'summary.json').read_text() == written, out + err
+
+
+@pytest.mark.parametrize('victim', ['T1/state.json', 'T1/result.json'])
+def test_a_hand_edit_of_a_task_left_alone_during_a_scoped_resume_is_seen_by_the_next_status(
+        host: Host, monkeypatch: pytest.MonkeyPatch, victim: str) -> None:
+    """A file of T1 (outside the scope of a leaf edit, touched by no step of the resume) edited by hand while the
+    resume runs, before its report step: the report takes T1's row as the resume's first check found it, the
+    manifest vouches for nothing newer, and the next status sees the edit as the full check does."""
+    from orch.steps import report
+    time.sleep(1.1)   # a manifest whose signatures are not racy: T1's row inputs are then taken over
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    path = run_dir(host) / 'tasks' / victim
+    row_inputs = report.row_inputs
+
+    def edit_then_sign(*args: Any, **kwargs: Any) -> Any:
+        text = path.read_text()
+        path.write_text(text.replace('"done"', '"failed"') if victim.endswith('state.json') else text + '\n\n')
+        return row_inputs(*args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(report, 'row_inputs', edit_then_sign)
+        FIELD_EDITS['description of the leaf'](host)
+        rc, out, err = host.cli('resume')
+    assert rc == 0 and 'run r1: 3 done' in out, out + err   # as the first check found them
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+    if victim.endswith('state.json'):
+        fast, _ = both(host, monkeypatch, 'status', '--json')
+        statuses = {t['id']: t['status'] for t in json.loads(fast[1])['tasks']}
+        assert statuses['T1'] != 'done', statuses   # the edit shows
 
 
 @pytest.mark.parametrize('victim', ['T1/prompt.md', 'T1/state.json', 'T2/result.json'])

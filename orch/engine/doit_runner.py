@@ -39,7 +39,7 @@ from orch.engine.progress import Progress
 from orch.engine.session import Session
 from orch.engine.stale_reasons import prompt_because, run_files
 from orch.errors import OrchError
-from orch.runstate import manifest, state
+from orch.runstate import known_rows, manifest, state
 from orch.runstate.runs import check_run_id, latest_run_id, record_use
 from orch.steps import gate
 from orch.steps.failure import Failed
@@ -239,16 +239,21 @@ def changed_entries(rt: RunInputs, only: frozenset[str] | None = None) -> dict[s
     return stale
 
 
-def all_up_to_date(rt: RunInputs, scope: frozenset[str] | None = None) -> bool:
+def all_up_to_date(rt: RunInputs, scope: frozenset[str] | None = None,
+                   quiet: known_rows.RowInputs | None = None) -> bool:
     """Whether a `doit run` of the whole graph would run nothing now and status would call nothing stale:
     doit's own check of every step (file deps by md5, targets, uptodate callables such as worktree_ready),
     and every task.json equal to its plan entry; without running or writing anything.
 
-    scope: check only these tasks' steps and the run's own (the caller knows the others are up to date)."""
+    scope: check only these tasks' steps and the run's own (the caller knows the others are up to date); quiet: the
+    row inputs of tasks known without a look (KnownRows.quiet), for the report step's check."""
     db = rt.run_dir / 'doit.db'
     if not db.exists() or changed_entries(rt, scope):
         return False
-    return all(status.status == 'up-to-date' for _, status, _ in _doit_statuses(rt, scoped_steps(rt, scope), db))
+    session = Session(rt)   # never runs an action, so never takes the lock
+    session.rows.quiet = quiet or {}
+    return all(status.status == 'up-to-date'
+               for _, status, _ in _doit_statuses(rt, scoped_steps(rt, scope), db, session))
 
 
 def scoped_steps(rt: RunInputs, scope: frozenset[str] | None) -> list[Step]:
@@ -256,10 +261,11 @@ def scoped_steps(rt: RunInputs, scope: frozenset[str] | None) -> list[Step]:
     return list(rt.steps) if scope is None else [s for s in rt.steps if s.task_id is None or s.task_id in scope]
 
 
-def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path) -> list[tuple[str, Any, bool]]:
+def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path,
+                   session: Session | None = None) -> list[tuple[str, Any, bool]]:
     """doit's Dependency.get_status of each step, read from the run's database (opened read-only), and whether
     the database has any record of it (none: it never ran, or `doit forget`)."""
-    session = Session(rt)   # never runs an action, so never takes the lock
+    session = session or Session(rt)   # never runs an action, so never takes the lock
     tasks = {}
     for step in steps:
         d = task_dict(rt, session, step)

@@ -59,8 +59,12 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
     scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
-    if scope is not None:   # and the rows of the tasks outside it are the manifest's while their files are as then
-        session.rows.unchanged = lambda inputs: noop_record.unchanged_rows(rt, previous, scope, inputs)
+    if scope is not None and previous is not None:
+        # the rows of the tasks outside it are the manifest's while their files are as then; those of the tasks that
+        # no step of this command touches are taken as then without a look
+        signed = noop_record.row_inputs_in(rt, previous, trusted_only=True)
+        session.rows.unchanged = lambda inputs: noop_record.unchanged_rows(rt, previous, scope, inputs, signed)
+        session.rows.quiet = noop_record.quiet_row_inputs(rt, scope, signed)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
@@ -100,10 +104,10 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         with contextlib.suppress(OSError):
             before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before)
     # The rows the report was written from, unless anything they are read from changed since (then read again):
-    # what they are read from as the snapshot above signed it. (A resume scoped after an edit signs the tasks outside
-    # its scope as the old manifest did, without a look: a hand edit of their row files after the report step is
-    # not in these rows; the manifest's check sees it through the report's digest and writes no manifest, and the
-    # next command shows it. See noop_record._settled_paths.)
+    # what they are read from as the snapshot above signed it. (A resume scoped after an edit signs the tasks that it
+    # leaves alone as the old manifest did, without a look: a hand edit of their row files after its first check is
+    # not in these rows, and the manifest it writes signs them as they were; the next command's first check finds
+    # the difference and shows it. See noop_record._settled_paths and quiet_row_inputs.)
     rows = session.rows.read(rt, noop_record.row_inputs_of(rt, before))
     cache_sync.store_and_push(rt, rows)
     lines = summary_lines(rt, session, rows)
@@ -121,7 +125,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
             noop_record.record(rt, before, rows, [line for line, err in lines if not err], previous=previous,
-                               scope=scope)
+                               scope=scope, quiet=session.rows.quiet)
     return code, rows
 
 

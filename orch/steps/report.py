@@ -13,8 +13,9 @@ from orch.runstate.known_rows import row_inputs
 
 def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
     # The rows' inputs, signed before they are read (a state that changes while they are read is reported again),
-    # and the report's own input among them.
-    inputs = row_inputs(rt)
+    # and the report's own input among them; those of the tasks a scoped resume leaves alone as its first check
+    # found them.
+    inputs = row_inputs(rt, session.rows.quiet)
     digest = report_digest(rt, inputs)
     with attempts.writing():   # a run may refresh its tasks' attempt summaries
         rows = session.rows.read(rt, inputs)   # kept: the run's summary is these rows, if nothing changed since
@@ -24,5 +25,9 @@ def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
 
 def report_uptodate(rt: RunInputs, session: Session, step: Step, values: dict[str, Any]) -> bool:
     # After a task's step in this command the answer is no, without a stat of every task's files (30,000 at 10,000
-    # tasks): at worst the reports are written again from the same state.
-    return not session.task_step_ran and bool(values.get('state_digest') == report_digest(rt))
+    # tasks): at worst the reports are written again from the same state. The tasks a scoped resume leaves alone are
+    # signed as its first check found them, as in write_report (the next command's first check sees a later edit).
+    if session.task_step_ran:
+        return False
+    inputs = row_inputs(rt, session.rows.quiet) if session.rows.quiet else None
+    return bool(values.get('state_digest') == report_digest(rt, inputs))
