@@ -325,6 +325,94 @@ def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatc
         assert (run_dir(host) / name).read_text() == text, name
 
 
+def four_task_plan(review_description: str = 'Review the change.') -> dict[str, Any]:
+    """The three tasks, then a second review below the first: T4 reads T3's answer, not its plan object."""
+    plan = three_task_plan()
+    plan['tasks'][2]['description'] = review_description
+    plan['tasks'].append({'id': 'T4', 'role': 'reviewer', 'title': 'Review again', 'description': 'Look again.',
+                          'depends_on': ['T3']})
+    return plan
+
+
+def four_task_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Host:
+    """The four tasks run to the end as run RUN, then resumed once more a second later with the full check: a
+    manifest whose signatures are not racy (a run's are: signed moments after they were written)."""
+    h = host_with_rules(tmp_path, monkeypatch, capsys, four_task_plan(), {})
+    time.sleep(1.1)
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    return h
+
+
+def rows_taken_as_known(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """Record, for each read of every task's row, which rows were the manifest's (status.task_rows's `used`)."""
+    from orch.runstate import status
+    taken: list[set[str]] = []
+    task_rows = status.task_rows
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        rows = task_rows(*args, **kwargs)
+        taken.append(set(kwargs.get('used') or ()))
+        return rows
+    monkeypatch.setattr(status, 'task_rows', recording)
+    return taken
+
+
+def test_a_task_below_the_edit_whose_work_did_not_run_again_keeps_the_manifests_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T3's description edited: T3 runs again with the same answer, so T4 (in the scope, below it) does not. T4's row
+    is the manifest's, as T1's and T2's are; T3's is read. The reports are a full read's, and so are the answers."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    h.clear_log()
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    assert scope_of(h) == {'T3', 'T4'}
+    with monkeypatch.context() as m:
+        taken = rows_taken_as_known(m)
+        rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T3']
+    assert taken and taken[0] == {'T1', 'T2', 'T4'}, taken
+    written = {name: (run_dir(h) / name).read_text() for name in ('summary.json', 'report.md', 'junit.xml')}
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = h.cli('report', '--run-id', RUN)
+    assert rc == 0, out + err
+    for name, text in written.items():
+        assert (run_dir(h) / name).read_text() == text, name
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+
+
+def test_a_task_below_an_edited_task_that_failed_is_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T3's description edited and its worker fails now: T4's files are as the manifest signed them, but its row is
+    not the manifest's `done` (its upstream is no longer done): it is read, and says what a full read says."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T3'] = {'fail': 'the model is unwell'}
+    h.script(script)
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    assert scope_of(h) == {'T3', 'T4'}
+    with monkeypatch.context() as m:
+        taken = rows_taken_as_known(m)
+        rc, out, err = h.cli('resume')
+    assert rc != 0, out + err
+    assert taken and 'T4' not in taken[0] and 'T3' not in taken[0], taken
+    summary = json.loads((run_dir(h) / 'summary.json').read_text())
+    statuses = {t['id']: t['status'] for t in summary['tasks']}
+    assert statuses['T3'] != 'done' and statuses['T4'] != 'done', statuses
+    written = {name: (run_dir(h) / name).read_text() for name in ('summary.json', 'report.md', 'junit.xml')}
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = h.cli('report', '--run-id', RUN)
+    assert rc == 0, out + err
+    for name, text in written.items():
+        assert (run_dir(h) / name).read_text() == text, name
+
+
 def test_a_rewritten_upstream_answer_read_by_a_task_outside_the_scope_is_not_vouched_for(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """T1 -> T2 -> T3 and T2 -> T4. T3 is edited; its worker rewrites T2's answer, which T3's prompt reads (so it is

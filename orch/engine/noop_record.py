@@ -431,11 +431,14 @@ def _closed_downwards(rt: RunInputs, changed: set[str]) -> set[str]:
 def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
                    inputs: known_rows.RowInputs,
                    signed: dict[str, known_rows.TaskInputs | None] | None) -> dict[str, dict[str, Any]] | None:
-    """The status rows the manifest recorded for the tasks outside the scope whose row inputs (`inputs`, as the
-    caller just signed them: state, result, execution record and attempts) are as the manifest signed them: their
-    rows are as they were then, since nothing else a row is read from can have changed (their plan objects, the
-    graph and every upstream task are the same: the scope is closed downwards). None when that cannot be said: no
-    scope, or a review round's fix that links rows across tasks. signed: row_inputs_in(previous, trusted_only=True)."""
+    """The status rows the manifest recorded for the tasks whose plan objects this edit left as they were and whose
+    row inputs (`inputs`, as the caller just signed them: state, result, execution record and attempts) are as the
+    manifest signed them: their rows are as they were then, since nothing else a row is read from can have changed
+    (their plan objects, the graph, the rules and the config are the same), but for their upstream tasks' statuses:
+    every row the manifest recorded is done, and task_rows reads again a known row with an upstream task no longer
+    done. A task of the scope below the edited ones whose work did not run again keeps its row so. None when that
+    cannot be said: no scope, or a review round's fix that links rows across tasks.
+    signed: row_inputs_in(previous, trusted_only=True)."""
     if previous is None or scope is None or signed is None:
         return None
     rows = previous.answers.get(_ROWS)
@@ -444,8 +447,25 @@ def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
            for row in rows):
         return None
-    return {row['id']: row for row in rows if row.get('id') not in scope and row.get('id') in rt.plan.by_id
+    edited = _edited_tasks(rt, previous)
+    if edited is None:
+        return None
+    return {row['id']: row for row in rows if row.get('id') not in edited and row.get('id') in rt.plan.by_id
             and signed.get(row['id']) is not None and signed[row['id']] == inputs.get(row['id'])}
+
+
+def _edited_tasks(rt: RunInputs, previous: manifest.Manifest) -> set[str] | None:
+    """The tasks whose objects in the plan file differ from those the manifest recorded (None: it cannot be told)."""
+    known = previous.index.get('plan_tasks') or []
+    if len(known) != len(rt.plan.tasks) or not rt.plan.task_digests:
+        return None
+    edited = set()
+    for task, digest, entry in zip(rt.plan.tasks, rt.plan.task_digests, known, strict=True):
+        if not isinstance(entry, list) or len(entry) != 2 or entry[0] != task.id:
+            return None
+        if entry[1] != digest:
+            edited.add(task.id)
+    return edited
 
 
 def row_inputs_in(rt: RunInputs, snapshot: manifest.Manifest, *,

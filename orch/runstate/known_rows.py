@@ -85,8 +85,9 @@ class KnownRows:
             self.as_before = known[3]
             return known[2]
         unchanged = self.unchanged(inputs) if self.unchanged is not None else None
-        rows = task_rows(rt, known=unchanged)
-        self.as_before = frozenset(unchanged or ())
+        used: set[str] = set()
+        rows = task_rows(rt, known=unchanged, used=used)
+        self.as_before = frozenset(used)
         if not any(row['status'] == 'running' for row in rows):
             with self._mutex:
                 self._known = (rt, signature, rows, self.as_before)

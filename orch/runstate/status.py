@@ -15,12 +15,14 @@ if TYPE_CHECKING:   # the inputs are engine-side; the status reads only their pl
 
 
 def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = None,
-              known: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+              known: dict[str, dict[str, Any]] | None = None, used: set[str] | None = None) -> list[dict[str, Any]]:
     """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ...
 
-    known: rows of tasks known to be as they were read before (orch.engine.noop_record.unchanged_rows): used as
-    they are, the others read. Their upstream tasks are known too (a scope is closed downwards)."""
+    known: done rows of tasks known to be as they were read before but for their upstream tasks' statuses
+    (orch.engine.noop_record.unchanged_rows): used as they are while every upstream task is done, the others read;
+    used: gets the ids of the known rows so used."""
     known = known or {}
+    used = set() if used is None else used
     live = holder_pid(rt.run_dir) is not None
     expected_gates: dict[str, list[str]] = {}
     for step in rt.steps:
@@ -29,8 +31,9 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
     stale = stale or {}
     rows: dict[str, dict[str, Any]] = {}
     for task in topological_order(rt.plan):
-        if task.id in known:
+        if task.id in known and all(rows[d]['status'] == 'done' for d in task.depends_on):
             rows[task.id] = dict(known[task.id])   # a copy: _fixed below may add to it, and `known` is kept
+            used.add(task.id)
             continue
         task_dir = rt.path(rt.layout.task_dir(task.id))
         st = state.read_state(task_dir)
@@ -72,7 +75,7 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
             rows[task.id]['attempt_kinds'] = state.attempt_kinds(task_dir)
     _fixed(rows)
     # recorded text for people and machines: no terminal colours (a check's tail, codex's stderr in a reason)
-    return [rows[t.id] if t.id in known else plain_json(rows[t.id]) for t in rt.plan.tasks]
+    return [rows[t.id] if t.id in used else plain_json(rows[t.id]) for t in rt.plan.tasks]
 
 
 def _fixed(rows: dict[str, dict[str, Any]]) -> None:
