@@ -116,3 +116,34 @@ def test_write_if_changed_compares_a_big_file_block_by_block(tmp_path: Path) -> 
     path.write_text(text[:-1] + 'y')   # same size, the last block differs
     assert atomic.write_if_changed(path, text)
     assert not atomic.write_if_changed(path, text)
+
+
+@pytest.mark.parametrize('old', [None, 'same text', 'same size', 'same text and more', 'same', ''])
+@pytest.mark.parametrize('pieces', [['same text'], ['same', ' ', 'text'], ['', 'same tex', 't', '']])
+def test_write_chunks_if_changed_writes_exactly_when_the_content_differs(
+        tmp_path: Path, old: str | None, pieces: list[str]) -> None:
+    """The chunked form (summary.json, never whole in memory): compared chunk by chunk as it is written; an equal
+    file is left as it is and no temp file stays behind."""
+    path = tmp_path / 'run' / 'summary.json'
+    path.parent.mkdir()
+    if old is not None:
+        path.write_text(old)
+    inode = path.stat().st_ino if old is not None else None
+    written = atomic.write_chunks_if_changed(path, (p.encode() for p in pieces))
+    assert path.read_text() == 'same text'
+    assert written == (old != 'same text')
+    assert (path.stat().st_ino == inode) == (old == 'same text')
+    assert os.listdir(path.parent) == ['summary.json']
+
+
+def test_a_chunked_write_that_fails_midway_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / 'run' / 'summary.json'
+    path.parent.mkdir()
+    path.write_text('old content')
+
+    def chunks() -> Iterator[bytes]:
+        yield b'new '
+        raise RuntimeError('the renderer failed')
+    with pytest.raises(RuntimeError):
+        atomic.write_chunks_if_changed(path, chunks())
+    assert path.read_text() == 'old content' and os.listdir(path.parent) == ['summary.json']

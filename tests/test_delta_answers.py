@@ -310,7 +310,7 @@ def resume_while_the_leaf_rewrites(host: Host, monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rows of the tasks outside the scope come from the manifest (noop_record.unchanged_rows): the reports
+    """The rows of the tasks outside the scope come from the manifest (manifest_rows.unchanged_rows): the reports
     the resume writes are those of a full read of every task (`codex-orch report` reads them all again)."""
     FIELD_EDITS['description of the leaf'](host)
     assert scope_of(host) == {'T3'}

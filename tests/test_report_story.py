@@ -166,3 +166,20 @@ def test_reasons_speak_of_the_plan_never_of_run_directory_paths(tmp_path: Path, 
                    capture_output=True, check=True)
     rows = {t['id']: t for t in host.status()['tasks']}
     assert rows['T3']['reasons'][:1] == [{'code': 'forgotten', 'detail': 'forgotten (doit forget)'}]
+
+
+def test_summary_json_in_pieces_is_the_text_whole() -> None:
+    """summary.json is written in pieces (orch.engine.reports): the pieces joined are render_json's text, valid JSON
+    that reads back as the summary, a line per task."""
+    from orch.core.report import render_json_chunks
+    tasks = [{'id': f'T{i}', 'role': 'implementer', 'status': 'done', 'attempts': 1, 'summary': 'a "quoted"\nline',
+              'decisions': [{'decision': 'd', 'rationale': 'r'}] if i % 2 else []} for i in range(3)]
+    summary = build_summary({'run_id': 'r1', 'base_commit': 'abc', 'plan_file': 'plan.json'}, tasks)
+    pieces = list(render_json_chunks(summary))
+    text = ''.join(pieces)
+    assert text == render_json(summary) and len(pieces) > len(tasks)
+    assert json.loads(text) == json.loads(json.dumps(summary))
+    lines = text.splitlines()
+    assert sum(line.startswith('    {"attempts"') for line in lines) == 3   # each task one line
+    assert build_summary({'run_id': 'r1', 'base_commit': 'abc', 'plan_file': 'plan.json'}, [])['tasks'] == []
+    assert json.loads(render_json(build_summary({'run_id': 'r1', 'base_commit': 'a', 'plan_file': 'p'}, [])))

@@ -55,13 +55,43 @@ def test_a_resume_after_an_edit_reads_the_rows_once(host: Host, monkeypatch: pyt
     assert summary['counts'] == {'done': 3} and summary['tasks'][0]['attempts'] == 2
 
 
+def test_a_resume_redacts_the_rows_once_and_its_reports_and_manifest_hold_no_secret(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report step and the manifest's answers take the same redacted rows (KnownRows.redacted): the rows are
+    redacted once a command, and a secret in a row (a task's title) is in neither the reports nor the manifest."""
+    from orch.core import redact
+    from orch.runstate import known_rows
+    secret = 'hunter2-hunter2-hunter2'
+    monkeypatch.setenv('ORCH_TEST_API_KEY', secret)
+    plan = three_task_plan()
+    plan['tasks'][2]['title'] = f'Review with {secret}'
+    host.write_plan(plan)
+    lists: list[int] = []
+    real = known_rows.redact_shared
+
+    def counted(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(obj, list) and obj and isinstance(obj[0], dict) and 'status' in obj[0]:
+            lists.append(id(obj))
+        return real(obj, *args, **kwargs)
+    monkeypatch.setattr(known_rows, 'redact_shared', counted)
+    rc, out, err = host.cli('resume', '--run-id', 'r1')
+    assert rc == 0, out + err
+    assert len(lists) == 1, lists
+    run_dir = host.run_dir('r1')
+    assert (run_dir / 'noop-manifest.json').exists()
+    for path in run_dir.iterdir():
+        if path.is_file() and path.suffix in ('.json', '.md', '.xml', '.sarif'):
+            assert secret not in path.read_text(errors='replace'), path.name
+    assert redact.MARK in json.loads((run_dir / 'summary.json').read_text())['tasks'][2]['title']
+
+
 def test_a_change_after_the_report_is_in_the_summary(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     """Something that changes a task's state after the report read the rows: the run's last word is the truth."""
     from orch.steps import report as report_step
     real = report_step.write_reports
 
-    def then_changed(rt: Any, rows: Any = None) -> Any:
-        written = real(rt, rows)
+    def then_changed(rt: Any, rows: Any = None, **kwargs: Any) -> Any:
+        written = real(rt, rows, **kwargs)
         state.update_state(rt.task_dir('T3'), status='failed', reason='changed after the report')
         return written
     monkeypatch.setattr(report_step, 'write_reports', then_changed)

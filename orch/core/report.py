@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
 from orch.core import graph, story
@@ -290,14 +291,22 @@ _ITEM_PER_LINE = ('tasks', 'decisions')
 
 def render_json(summary: dict[str, Any]) -> str:
     """summary.json: indented, except that each task and each decision is one line."""
+    return ''.join(render_json_chunks(summary))
+
+
+def render_json_chunks(summary: dict[str, Any]) -> Iterator[str]:
+    """render_json's text in pieces (a line per task), for writing it without holding it whole."""
     def dump(value: Any, indent: int | None = None) -> str:
         return json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False)
-    members = []
-    for key in sorted(summary):
+    yield '{\n'
+    for n, key in enumerate(sorted(summary)):
         value = summary[key]
+        yield (',\n' if n else '') + f'  {dump(key)}: '
         if key in _ITEM_PER_LINE and isinstance(value, list) and value:
-            text = '[\n' + ',\n'.join(f'    {dump(item)}' for item in value) + '\n  ]'
+            yield '[\n'
+            for i, item in enumerate(value):
+                yield (',\n' if i else '') + f'    {dump(item)}'
+            yield '\n  ]'
         else:
-            text = dump(value, 2).replace('\n', '\n  ')
-        members.append(f'  {dump(key)}: {text}')
-    return '{\n' + ',\n'.join(members) + '\n}\n'
+            yield dump(value, 2).replace('\n', '\n  ')
+    yield '\n}\n'

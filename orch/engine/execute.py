@@ -16,7 +16,7 @@ from orch.adapters import tracing, worker
 from orch.adapters.services import Services
 from orch.adapters.worker_env import provider_key
 from orch.core.redact import RedactingStream
-from orch.engine import cache_sync, noop_record
+from orch.engine import cache_sync, manifest_rows, noop_record
 from orch.engine.doit_runner import changed_entries, is_last, run_doit
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
@@ -62,9 +62,9 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     if scope is not None and previous is not None:
         # the rows of the tasks outside it are the manifest's while their files are as then; those of the tasks that
         # no step of this command touches are taken as then without a look
-        signed = noop_record.row_inputs_in(rt, previous, trusted_only=True)
-        session.rows.unchanged = lambda inputs: noop_record.unchanged_rows(rt, previous, scope, inputs, signed)
-        session.rows.quiet = noop_record.quiet_row_inputs(rt, scope, signed)
+        signed = manifest_rows.row_inputs_in(rt, previous, trusted_only=True)
+        session.rows.unchanged = lambda inputs: manifest_rows.unchanged_rows(rt, previous, scope, inputs, signed)
+        session.rows.quiet = manifest_rows.quiet_row_inputs(rt, scope, signed)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
@@ -124,8 +124,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         # What a no-op resume of this state would print is what this one printed (every task done);
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
-            noop_record.record(rt, before, rows, [line for line, err in lines if not err], previous=previous,
-                               scope=scope, quiet=session.rows.quiet)
+            noop_record.record(rt, before, session.rows.redacted(rows), [line for line, err in lines if not err],
+                               previous=previous, scope=scope, quiet=session.rows.quiet)
     return code, rows
 
 

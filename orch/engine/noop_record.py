@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch import filesig
 from orch.core.compile import Step
 from orch.core.redact import redact_shared
+from orch.engine import manifest_rows
 from orch.engine.inputs import PLAN_CHECK_FILE, RunInputs, source_paths
 from orch.runstate import attempts, known_rows, manifest, signing
 from orch.runstate.state import read_json
@@ -38,21 +38,20 @@ def load_previous(rt: RunInputs) -> manifest.Manifest | None:
     """The manifest as it was, then gone: a run about to change things vouches for nothing until it ends.
     The old one's hashes are reused for files whose stat is unchanged (see signing.snapshot_files).
 
-    Its status document is kept as the rows it holds (_ROWS, for unchanged_rows), not as its text: parsed once,
-    and the text (7 MB at 10,000 tasks) is not kept besides."""
+    Its status document is kept as the rows it holds (manifest_rows.ROWS, for manifest_rows.unchanged_rows), not as
+    its text: parsed once, and the text (7 MB at 10,000 tasks) is not kept besides."""
     previous = manifest.load(rt.run_dir, manifest.header(rt.repo, rt.run.run_id))
     manifest.invalidate(rt.run_dir)
     if previous is None:
         return None
     answers = dict(previous.answers)
     try:
-        answers[_ROWS] = json.loads(answers.pop('status_doc'))['tasks']
+        answers[manifest_rows.ROWS] = json.loads(answers.pop('status_doc'))['tasks']
     except (KeyError, TypeError, ValueError, RecursionError):
-        answers.pop(_ROWS, None)
+        answers.pop(manifest_rows.ROWS, None)
     return manifest.Manifest(previous.header, previous.files, previous.dirs, answers, previous.index)
 
 
-_ROWS = 'status_rows'
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
            previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None,
            quiet: known_rows.RowInputs | None = None) -> bool:
     """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
-    changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`;
-    summary_lines: what a no-op resume of this state prints.
+    changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`, redacted
+    (KnownRows.redacted); summary_lines: what a no-op resume of this state prints.
 
     scope: the tasks this resume looked at after a plan edit (affected_by_edit), with `previous`, the manifest
     it started from: when nothing outside them changed since that manifest, only their steps (and the run's
@@ -108,13 +107,16 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     from orch.engine.doit_runner import all_up_to_date
     from orch.runstate.status import document
 
-    if scope is not None and (previous is None or not _changed_only_within(rt, before.snapshot, previous, scope)):
+    if scope is not None and (previous is None
+                              or not _changed_only_within(rt, before.snapshot, previous, scope, before.settled)):
         scope = None
     quiet = quiet if scope is not None else None
     if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt, scope=scope, quiet=quiet):
         return False
-    # read between the snapshots, like the rows; redacted as data (its JSON text escapes a secret holding a quote)
-    doc = redact_shared(document(rt, rows, running=False))
+    # read between the snapshots, like the rows; redacted as data (its JSON text escapes a secret holding a quote):
+    # all of it but the rows, which come redacted
+    doc = redact_shared(document(rt, [], running=False))
+    doc['tasks'] = rows
     # the document as compact JSON (C-encoded: an indented dump is ten times slower): `status --json` indents it
     answers = {'status_table': render_table(doc), 'status_doc': json.dumps(doc, sort_keys=True, separators=(',', ':')),
                'resume_lines': summary_lines, 'dry_run_lines': [nothing_would_run(rt.run.run_id, len(rows))]}
@@ -145,8 +147,8 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     if previous is None or scope is None:
         return frozenset()
     tasks_dir = f'{rt.layout.run_dir}/tasks'
-    read, written = _steps_looking(rt, scope)
-    written_in = _task_dirs_among(rt, written)
+    read, written = manifest_rows.steps_looking(rt, scope)
+    written_in = manifest_rows.task_dirs_among(rt, written)
     settled_dirs = {f'{tasks_dir}/{t}' for t in as_before if t not in scope and t not in written_in}
     racy = {sig[0] for sig in previous.files if sig[6]} | {sig[0] for sig in previous.dirs if sig[3]}
     out: set[str] = set()
@@ -159,38 +161,6 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     return frozenset(out - racy)
 
 
-def _steps_looking(rt: RunInputs, scope: frozenset[str]) -> tuple[set[str], set[str]]:
-    """What the scope's steps and the run's own read, and what they write (a run-level rule may write into any
-    task's directory)."""
-    looking = [step for step in rt.steps if step.task_id is None or step.task_id in scope]
-    read = {path for step in looking for path in step.file_dep}
-    written = {path for step in looking for path in (*step.targets, *([step.log] if step.log else []))}
-    return read, written
-
-
-def _task_dirs_among(rt: RunInputs, paths: set[str]) -> set[str]:
-    """The tasks (by id) whose run directory holds one of `paths`."""
-    tasks_dir = f'{rt.layout.run_dir}/tasks/'
-    return {path[len(tasks_dir):].split('/', 1)[0] for path in paths if path.startswith(tasks_dir)}
-
-
-def quiet_row_inputs(rt: RunInputs, scope: frozenset[str] | None,
-                     signed: dict[str, known_rows.TaskInputs | None] | None) -> known_rows.RowInputs:
-    """The row inputs of the tasks this scoped resume leaves alone, as the old manifest signed them (`signed`:
-    row_inputs_in(previous, trusted_only=True)), for the report step to take without a stat of their files.
-
-    Alone: outside the scope, and no step of the scope or of the run reads or writes in their directories. The
-    resume's first check (affected_by_edit) found every input as that manifest signed it, and only those steps ran
-    since: these files are as signed, as _settled_paths holds for the manifest. A hand edit of them after that
-    check shows at the next command (its first check differs), as for the settled signatures."""
-    if scope is None or signed is None:
-        return {}
-    read, written = _steps_looking(rt, scope)
-    touched = _task_dirs_among(rt, read | written)
-    return {tid: inputs for tid, inputs in signed.items()
-            if inputs is not None and tid not in scope and tid not in touched}
-
-
 def _looked_at(before: Before) -> tuple[list[str], list[str]]:
     """What a scoped resume may have read after its first snapshot: all of its inputs but those the first snapshot
     settled (_settled_paths: the tasks outside the scope whose rows were the old manifest's). Those rows are what
@@ -200,11 +170,12 @@ def _looked_at(before: Before) -> tuple[list[str], list[str]]:
 
 
 def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manifest.Manifest,
-                         scope: frozenset[str]) -> bool:
+                         scope: frozenset[str], settled: frozenset[str] = frozenset()) -> bool:
     """Whether every input that differs between the two snapshots belongs to the scope: the plan file, the run
     directory's own files, the scoped tasks' directories, and what the scoped tasks' steps and the run's own write
     (their targets and worktree records). Not what they read: a scoped step's input written by a task outside the
-    scope (a worker rewriting its upstream's answer, say) may be read by steps outside the scope too."""
+    scope (a worker rewriting its upstream's answer, say) may be read by steps outside the scope too. settled: paths
+    `now` signed as `previous` did, without a look (_settled_paths): the same by construction, not compared."""
     run_dir = rt.layout.run_dir
     task_dirs = tuple(f'{rt.layout.task_dir(t)}/' for t in scope)
     own: set[str] = {rt.run.plan_file}
@@ -221,11 +192,12 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
     def within(path: str) -> bool:
         return path in own or path.startswith(task_dirs)
 
-    old_files = {f[0]: f[:6] for f in previous.files}
-    new_files = {f[0]: f[:6] for f in now.files}
-    if any(not within(path) for path in set(old_files) ^ set(new_files)):
+    old_files = {f[0]: f for f in previous.files if f[0] not in settled}
+    new_files = {f[0]: f for f in now.files if f[0] not in settled}
+    if any(not within(path) for path in old_files.keys() ^ new_files.keys()):
         return False
-    if any(old_files.get(path) != sig and not within(path) for path, sig in new_files.items()):
+    if any((old is None or old[:6] != sig[:6]) and not within(path)
+           for path, sig in new_files.items() for old in (old_files.get(path),)):
         return False
     # a directory by its entries (its listing): a file replaced in it (a new mtime) is compared above
     old_dirs = {d[0]: d[2] for d in previous.dirs}
@@ -428,82 +400,7 @@ def _closed_downwards(rt: RunInputs, changed: set[str]) -> set[str]:
     return out
 
 
-def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
-                   inputs: known_rows.RowInputs,
-                   signed: dict[str, known_rows.TaskInputs | None] | None) -> dict[str, dict[str, Any]] | None:
-    """The status rows the manifest recorded for the tasks whose plan objects this edit left as they were and whose
-    row inputs (`inputs`, as the caller just signed them: state, result, execution record and attempts) are as the
-    manifest signed them: their rows are as they were then, since nothing else a row is read from can have changed
-    (their plan objects, the graph, the rules and the config are the same), but for their upstream tasks' statuses:
-    every row the manifest recorded is done, and task_rows reads again a known row with an upstream task no longer
-    done. A task of the scope below the edited ones whose work did not run again keeps its row so. None when that
-    cannot be said: no scope, or a review round's fix that links rows across tasks.
-    signed: row_inputs_in(previous, trusted_only=True)."""
-    if previous is None or scope is None or signed is None:
-        return None
-    rows = previous.answers.get(_ROWS)
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        return None
-    if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
-           for row in rows):
-        return None
-    edited = _edited_tasks(rt, previous)
-    if edited is None:
-        return None
-    return {row['id']: row for row in rows if row.get('id') not in edited and row.get('id') in rt.plan.by_id
-            and signed.get(row['id']) is not None and signed[row['id']] == inputs.get(row['id'])}
-
-
-def _edited_tasks(rt: RunInputs, previous: manifest.Manifest) -> set[str] | None:
-    """The tasks whose objects in the plan file differ from those the manifest recorded (None: it cannot be told)."""
-    known = previous.index.get('plan_tasks') or []
-    if len(known) != len(rt.plan.tasks) or not rt.plan.task_digests:
-        return None
-    edited = set()
-    for task, digest, entry in zip(rt.plan.tasks, rt.plan.task_digests, known, strict=True):
-        if not isinstance(entry, list) or len(entry) != 2 or entry[0] != task.id:
-            return None
-        if entry[1] != digest:
-            edited.add(task.id)
-    return edited
-
-
-def row_inputs_in(rt: RunInputs, snapshot: manifest.Manifest, *,
-                  trusted_only: bool = False) -> dict[str, known_rows.TaskInputs | None] | None:
-    """Each task's row inputs (orch.runstate.known_rows.row_inputs) as the snapshot signed them; None when its task
-    directories are not all in the run's `tasks` directory. trusted_only: a task with a racy signature among them
-    (one whose stat does not tell its content) gets None."""
-    tasks_dir = f'{rt.layout.run_dir}/tasks/'
-    if any(rt.layout.task_dir(t.id) != f'{tasks_dir}{t.id}' for t in rt.plan.tasks):
-        return None
-    found: dict[str, dict[str, signing.FileSig]] = {}
-    for sig in snapshot.files:
-        if sig[0].startswith(tasks_dir):
-            tid, _, rest = sig[0][len(tasks_dir):].partition('/')
-            found.setdefault(tid, {})[rest] = sig
-
-    def stat_of(sig: signing.FileSig | None) -> filesig.Sig:
-        return None if sig is None or sig[1] is None else (sig[4], sig[3], sig[1], sig[2])   # type: ignore[return-value]
-
-    out: dict[str, known_rows.TaskInputs | None] = {}
-    for task in rt.plan.tasks:
-        sigs = found.get(task.id, {})
-        mine = [sigs.get(name) for name in known_rows.ROW_FILES]
-        tries: dict[str, list[signing.FileSig | None]] = {}
-        for rest, sig in sigs.items():
-            name, _, leaf = rest.partition('/')
-            if name.startswith('attempt-') and leaf in ('attempt.json', 'launch.json'):
-                tries.setdefault(name, [None, None])[leaf == 'launch.json'] = sig
-                mine.append(sig)
-        if trusted_only and any(sig is not None and sig[6] for sig in mine):
-            out[task.id] = None
-            continue
-        out[task.id] = (tuple(stat_of(sigs.get(name)) for name in known_rows.ROW_FILES),
-                        tuple(sorted((name, (stat_of(a), stat_of(b))) for name, (a, b) in tries.items())))
-    return out
-
-
 def row_inputs_of(rt: RunInputs, before: Before | None) -> known_rows.RowInputs | None:
     """The tasks' row inputs as the first snapshot signed them; None: there is none (they are read now)."""
-    found = row_inputs_in(rt, before.snapshot) if before is not None else None
+    found = manifest_rows.row_inputs_in(rt, before.snapshot) if before is not None else None
     return None if found is None else {tid: inputs for tid, inputs in found.items() if inputs is not None}

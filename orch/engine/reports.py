@@ -10,23 +10,26 @@ from typing import Any
 from orch import __version__, filesig
 from orch.core.github import annotation_commands, sarif
 from orch.core.redact import redact_shared
-from orch.core.report import build_summary, render_json, render_junit, render_markdown
+from orch.core.report import build_summary, render_json_chunks, render_junit, render_markdown
+from orch.core.text import encode_utf8
 from orch.engine.inputs import RunInputs
 from orch.failpoints import crash_point
 from orch.runstate import atomic, attempts, known_rows
 from orch.runstate.status import run_record, task_rows
 
 
-def write_reports(rt: RunInputs, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """rows: the tasks' status rows as read now (orch.runstate.status.task_rows); None: read here."""
+def write_reports(rt: RunInputs, rows: list[dict[str, Any]] | None = None, *, clean: bool = False) -> dict[str, Any]:
+    """rows: the tasks' status rows as read now (orch.runstate.status.task_rows); None: read here. clean: the rows
+    are redacted already (KnownRows.redacted)."""
     if rows is None:
         with attempts.writing():   # a command that writes the reports may refresh the tasks' attempt summaries
             rows = task_rows(rt)
-    summary: dict[str, Any] = redact_shared(build_summary(run_record(rt), rows))
+    # what the summary holds besides the rows is made from them (counts, totals, their decisions) and the run's record
+    summary = build_summary(redact_shared(run_record(rt)), rows if clean else redact_shared(rows))
     markdown = render_markdown(summary)
     atomic.write_if_changed(rt.run_dir / 'report.md', markdown)
     crash_point('report')
-    atomic.write_if_changed(rt.run_dir / 'summary.json', render_json(summary))
+    atomic.write_chunks_if_changed(rt.run_dir / 'summary.json', map(encode_utf8, render_json_chunks(summary)))
     atomic.write_if_changed(rt.run_dir / 'junit.xml', render_junit(summary))
     atomic.write_if_changed(rt.run_dir / 'findings.sarif', json.dumps(sarif(summary, __version__), indent=2) + '\n')
     step_summary = os.environ.get('GITHUB_STEP_SUMMARY')

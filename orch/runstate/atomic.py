@@ -35,13 +35,36 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
 def write_chunks(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
     """write_bytes of the chunks one after the other: a big file is never whole in memory (each chunk is made
     as it is written)."""
+    _replace(path, chunks, durable=durable, unless_equal=False)
+
+
+def write_chunks_if_changed(path: Path, chunks: Iterable[bytes]) -> bool:
+    """write_if_changed of content made chunk by chunk, never whole in memory (summary.json at 10,000 tasks: 8 MB,
+    three times over as text, lines and bytes): each chunk goes to the temp file and is compared with the file as it
+    goes. The same content: the temp file is removed, the file left as it was. Returns True if written."""
+    return _replace(path, chunks, durable=True, unless_equal=True)
+
+
+def _replace(path: Path, chunks: Iterable[bytes], *, durable: bool, unless_equal: bool) -> bool:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old: BinaryIO | None = None
+    if unless_equal:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            old = open(path, 'rb')   # noqa: SIM115 (closed below, after the loop that reads it)
     fd, tmp = _create_temp(path)
     try:
+        same = old is not None
         with os.fdopen(fd, 'wb') as f:
             for chunk in chunks:
                 f.write(chunk)
+                if same and old is not None and old.read(len(chunk)) != chunk:
+                    same = False
+            same = same and old is not None and old.read(1) == b''
+            if same:
+                f.close()
+                os.unlink(tmp)
+                return False
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -51,8 +74,12 @@ def write_chunks(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        if old is not None:
+            old.close()
     if durable:
         _fsync_dir(path.parent)
+    return True
 
 
 def _create_temp(path: Path) -> tuple[int, str]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orch import filesig
+from orch.core.redact import redact_shared
 from orch.runstate import attempts
 
 if TYPE_CHECKING:
@@ -66,12 +67,13 @@ class KnownRows:
         # (the inputs, signature, rows, the tasks whose rows were the `unchanged` ones)
         self._known: tuple[RunInputs, str, Rows, frozenset[str]] | None = None
         # Rows known from before this command, by task, for tasks whose row inputs are as then (asked at each read
-        # with those inputs: orch.engine.noop_record.unchanged_rows); None: every row is read.
+        # with those inputs: orch.engine.manifest_rows.unchanged_rows); None: every row is read.
         self.unchanged: Callable[[RowInputs], dict[str, dict[str, Any]] | None] | None = None
         self.as_before: frozenset[str] = frozenset()   # of the rows the last read gave: the `unchanged` ones
         # Row inputs of tasks known without a look (a scoped resume's tasks that no step of it touches:
-        # orch.engine.noop_record.quiet_row_inputs), for the report step's read.
+        # orch.engine.manifest_rows.quiet_row_inputs), for the report step's read.
         self.quiet: RowInputs = {}
+        self._redacted: tuple[Rows, Rows] | None = None   # (rows given out, the same redacted: redacted())
 
     def read(self, rt: RunInputs, inputs: RowInputs | None = None) -> Rows:
         """inputs: the row inputs as signed a moment ago (the no-op manifest's first snapshot); None: stat now.
@@ -92,3 +94,16 @@ class KnownRows:
             with self._mutex:
                 self._known = (rt, signature, rows, self.as_before)
         return rows
+
+    def redacted(self, rows: Rows) -> Rows:
+        """The rows as written to the reports and the manifest (redact_shared: the very rows where nothing needs
+        it), redacted once per list given out: the report step and the manifest's answers read the same list, and
+        redacting 10,000 rows costs 0.17 s and a 16 MB transient copy of their text."""
+        with self._mutex:
+            done = self._redacted
+        if done is not None and done[0] is rows:
+            return done[1]
+        clean: Rows = redact_shared(rows)
+        with self._mutex:
+            self._redacted = (rows, clean)
+        return clean

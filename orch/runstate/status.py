@@ -19,7 +19,7 @@ def task_rows(rt: RunInputs, stale: dict[str, list[tuple[str, str]]] | None = No
     """One dict per task in plan order: id, role, title, status, attempts, reason, usage, ...
 
     known: done rows of tasks known to be as they were read before but for their upstream tasks' statuses
-    (orch.engine.noop_record.unchanged_rows): used as they are while every upstream task is done, the others read;
+    (orch.engine.manifest_rows.unchanged_rows): used as they are while every upstream task is done, the others read;
     used: gets the ids of the known rows so used."""
     known = known or {}
     used = set() if used is None else used

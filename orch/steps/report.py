@@ -19,7 +19,7 @@ def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
     digest = report_digest(rt, inputs)
     with attempts.writing():   # a run may refresh its tasks' attempt summaries
         rows = session.rows.read(rt, inputs)   # kept: the run's summary is these rows, if nothing changed since
-    write_reports(rt, rows)
+    write_reports(rt, session.rows.redacted(rows), clean=True)
     return {'state_digest': digest}   # saved by doit: what report_uptodate compares against
 
 

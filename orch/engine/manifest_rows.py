@@ -1,0 +1,119 @@
+"""What the no-op manifest a scoped resume starts from says of the tasks' status rows, and which tasks' row inputs
+such a resume may take from it without a look (orch.engine.noop_record writes the manifest; orch.runstate.known_rows
+reads the rows with what is given here)."""
+from __future__ import annotations
+
+from typing import Any
+
+from orch import filesig
+from orch.engine.inputs import RunInputs
+from orch.runstate import known_rows, manifest, signing
+
+ROWS = 'status_rows'   # the manifest's answers as loaded: its status document's rows (noop_record.load_previous)
+
+
+def steps_looking(rt: RunInputs, scope: frozenset[str]) -> tuple[set[str], set[str]]:
+    """What the scope's steps and the run's own read, and what they write (a run-level rule may write into any
+    task's directory)."""
+    looking = [step for step in rt.steps if step.task_id is None or step.task_id in scope]
+    read = {path for step in looking for path in step.file_dep}
+    written = {path for step in looking for path in (*step.targets, *([step.log] if step.log else []))}
+    return read, written
+
+
+def task_dirs_among(rt: RunInputs, paths: set[str]) -> set[str]:
+    """The tasks (by id) whose run directory holds one of `paths`."""
+    tasks_dir = f'{rt.layout.run_dir}/tasks/'
+    return {path[len(tasks_dir):].split('/', 1)[0] for path in paths if path.startswith(tasks_dir)}
+
+
+def quiet_row_inputs(rt: RunInputs, scope: frozenset[str] | None,
+                     signed: dict[str, known_rows.TaskInputs | None] | None) -> known_rows.RowInputs:
+    """The row inputs of the tasks this scoped resume leaves alone, as the old manifest signed them (`signed`:
+    row_inputs_in(previous, trusted_only=True)), for the report step to take without a stat of their files.
+
+    Alone: outside the scope, and no step of the scope or of the run reads or writes in their directories. The
+    resume's first check (noop_record.affected_by_edit) found every input as that manifest signed it, and only those
+    steps ran since: these files are as signed, as noop_record._settled_paths holds for the manifest. A hand edit of
+    them after that check shows at the next command (its first check differs), as for the settled signatures."""
+    if scope is None or signed is None:
+        return {}
+    read, written = steps_looking(rt, scope)
+    touched = task_dirs_among(rt, read | written)
+    return {tid: inputs for tid, inputs in signed.items()
+            if inputs is not None and tid not in scope and tid not in touched}
+
+
+def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
+                   inputs: known_rows.RowInputs,
+                   signed: dict[str, known_rows.TaskInputs | None] | None) -> dict[str, dict[str, Any]] | None:
+    """The status rows the manifest recorded for the tasks whose plan objects this edit left as they were and whose
+    row inputs (`inputs`, as the caller just signed them: state, result, execution record and attempts) are as the
+    manifest signed them: their rows are as they were then, since nothing else a row is read from can have changed
+    (their plan objects, the graph, the rules and the config are the same), but for their upstream tasks' statuses:
+    every row the manifest recorded is done, and task_rows reads again a known row with an upstream task no longer
+    done. A task of the scope below the edited ones whose work did not run again keeps its row so. None when that
+    cannot be said: no scope, or a review round's fix that links rows across tasks.
+    signed: row_inputs_in(previous, trusted_only=True)."""
+    if previous is None or scope is None or signed is None:
+        return None
+    rows = previous.answers.get(ROWS)
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        return None
+    if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
+           for row in rows):
+        return None
+    edited = _edited_tasks(rt, previous)
+    if edited is None:
+        return None
+    return {row['id']: row for row in rows if row.get('id') not in edited and row.get('id') in rt.plan.by_id
+            and signed.get(row['id']) is not None and signed[row['id']] == inputs.get(row['id'])}
+
+
+def _edited_tasks(rt: RunInputs, previous: manifest.Manifest) -> set[str] | None:
+    """The tasks whose objects in the plan file differ from those the manifest recorded (None: it cannot be told)."""
+    known = previous.index.get('plan_tasks') or []
+    if len(known) != len(rt.plan.tasks) or not rt.plan.task_digests:
+        return None
+    edited = set()
+    for task, digest, entry in zip(rt.plan.tasks, rt.plan.task_digests, known, strict=True):
+        if not isinstance(entry, list) or len(entry) != 2 or entry[0] != task.id:
+            return None
+        if entry[1] != digest:
+            edited.add(task.id)
+    return edited
+
+
+def row_inputs_in(rt: RunInputs, snapshot: manifest.Manifest, *,
+                  trusted_only: bool = False) -> dict[str, known_rows.TaskInputs | None] | None:
+    """Each task's row inputs (orch.runstate.known_rows.row_inputs) as the snapshot signed them; None when its task
+    directories are not all in the run's `tasks` directory. trusted_only: a task with a racy signature among them
+    (one whose stat does not tell its content) gets None."""
+    tasks_dir = f'{rt.layout.run_dir}/tasks/'
+    if any(rt.layout.task_dir(t.id) != f'{tasks_dir}{t.id}' for t in rt.plan.tasks):
+        return None
+    found: dict[str, dict[str, signing.FileSig]] = {}
+    for sig in snapshot.files:
+        if sig[0].startswith(tasks_dir):
+            tid, _, rest = sig[0][len(tasks_dir):].partition('/')
+            found.setdefault(tid, {})[rest] = sig
+
+    def stat_of(sig: signing.FileSig | None) -> filesig.Sig:
+        return None if sig is None or sig[1] is None else (sig[4], sig[3], sig[1], sig[2])   # type: ignore[return-value]
+
+    out: dict[str, known_rows.TaskInputs | None] = {}
+    for task in rt.plan.tasks:
+        sigs = found.get(task.id, {})
+        mine = [sigs.get(name) for name in known_rows.ROW_FILES]
+        tries: dict[str, list[signing.FileSig | None]] = {}
+        for rest, sig in sigs.items():
+            name, _, leaf = rest.partition('/')
+            if name.startswith('attempt-') and leaf in ('attempt.json', 'launch.json'):
+                tries.setdefault(name, [None, None])[leaf == 'launch.json'] = sig
+                mine.append(sig)
+        if trusted_only and any(sig is not None and sig[6] for sig in mine):
+            out[task.id] = None
+            continue
+        out[task.id] = (tuple(stat_of(sigs.get(name)) for name in known_rows.ROW_FILES),
+                        tuple(sorted((name, (stat_of(a), stat_of(b))) for name, (a, b) in tries.items())))
+    return out
