@@ -677,3 +677,42 @@ def test_a_racy_signature_is_settled_only_when_its_stat_and_content_still_hold(t
     assert {f[0]: f[6] for f in settled} == {'same': False, 'edited': True, 'forged': True, 'recent': True}
     assert [f[:6] for f in settled] == [f[:6] for f in files]   # nothing else changes
     assert manifest.first_difference(str(tmp_path), manifest.Manifest(m.header, settled, [], {})) == 'edited'
+
+
+@pytest.mark.unit
+def test_a_racy_signature_older_than_the_filesystems_clock_is_settled_at_once(tmp_path: Path) -> None:
+    """With the run's clock file, a signature taken moments after its file was written is settled without waiting for
+    the racy second: the file's times are before the filesystem's clock, touched just now. One with a time at or after
+    that clock (a write in the same tick, here a time set ahead) stays racy, and so does one whose content changed."""
+    for name in ('written', 'ahead', 'edited'):
+        (tmp_path / name).write_text('abc')
+    st = os.stat(tmp_path / 'ahead')
+    os.utime(tmp_path / 'ahead', ns=(st.st_atime_ns, time.time_ns() + 3600 * 10**9))
+    m = manifest.build(str(tmp_path), {}, ['written', 'ahead', 'edited'], [], {})
+    assert m is not None and all(f[6] for f in m.files)   # all just written: racy by the second
+    if any(os.stat(tmp_path / f[0]).st_mtime_ns % 10**9 == 0 for f in m.files):
+        pytest.skip('a filesystem with whole-second file times')
+    time.sleep(0.05)   # past the filesystem clock's tick (a few ms); a slower machine only moves it further
+    with open(tmp_path / 'edited', 'r+') as f:   # same size, same inode: only the content tells
+        f.write('abd')
+    os.utime(tmp_path / 'edited', ns=(os.stat(tmp_path / 'edited').st_atime_ns, m.files[2][1]))
+    without = manifest.settle_racy(str(tmp_path), m.files)
+    assert [f[6] for f in without] == [True, True, True]   # the second has not passed
+    settled = manifest.settle_racy(str(tmp_path), m.files, clock=tmp_path / manifest.CLOCK)
+    assert {f[0]: f[6] for f in settled} == {'written': False, 'ahead': True, 'edited': True}
+    assert (tmp_path / manifest.CLOCK).stat().st_size == 0
+
+
+def test_a_resume_right_after_doit_wrote_its_database_leaves_it_settled(host: Host) -> None:
+    """The manifest a resume writes moments after doit.db was last written signs it settled (the filesystem's clock
+    has moved past it), so the next no-op status compares it by stat, not by hashing it."""
+    plan = three_task_plan()
+    plan['tasks'][2]['description'] += ' Again.'
+    host.write_plan(plan)
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    run_dir = host.run_dir()
+    m = manifest.load(run_dir, manifest.header(host.repo, run_dir.name))
+    assert m is not None
+    (db,) = [f for f in m.files if f[0].endswith('/doit.db')]
+    assert db[6] is False or db[1] % 10**9 == 0, db   # settled (unless the filesystem's times are whole seconds)

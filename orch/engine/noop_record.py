@@ -127,7 +127,7 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     after = manifest.build(str(rt.repo), first.header, files, dirs, {}, previous=first)
     if after is None or not manifest.agrees(first, after):
         return False   # something changed while doit looked: vouch for nothing
-    signed = manifest.settle_racy(str(rt.repo), first.files)   # (a big run's record outlasts the racy second)
+    signed = manifest.settle_racy(str(rt.repo), first.files, clock=rt.run_dir / manifest.CLOCK)
     manifest.save(rt.run_dir, manifest.Manifest(first.header, signed, first.dirs, answers, delta_index(rt)))
     return True
 

@@ -50,6 +50,9 @@ from orch.runstate.signing import (
 MANIFEST = 'noop-manifest.json'
 # The rest, read only when asked for (see save): the content hashes, the large answers and the delta index.
 MORE = 'noop-manifest.more.json'
+# An empty file in the run's directory, touched before racy signatures are settled: its mtime is the filesystem's
+# clock (settle_racy). No input of any answer.
+CLOCK = 'fs-clock'
 # 2: the status document compact, an index; 3: rows have decisions; 4: listings without UNLISTED;
 # 5: two files, the signatures grouped by directory, a directory's ctime
 FORMAT = 5
@@ -94,12 +97,19 @@ def build(root: str, header: dict[str, Any], files: Iterable[str], dirs: Iterabl
     return Manifest({**header, 'format': FORMAT}, sigs, dir_sigs, answers)
 
 
-def settle_racy(root: str, files: list[FileSig]) -> list[FileSig]:
+def settle_racy(root: str, files: list[FileSig], clock: Path | None = None) -> list[FileSig]:
     """The signatures with each racy one (taken too soon after a write for its stat to tell its content) made a plain
-    one where it can be now: the file's stat is still the one signed, it is no longer recent, and its content is still
-    the one signed. Otherwise every later check would hash it (the run's doit.db and reports: tens of MB at 10,000
-    tasks, at every status). The stat is taken before the content: a write after it gets a later time."""
+    one where it can be now: the file's stat is still the one signed, its content is still the one signed, and it is
+    no longer recent. Otherwise every later check would hash it (the run's doit.db and reports: tens of MB at 10,000
+    tasks, at every status). The stat is taken before the content: a write after it gets a later time.
+
+    No longer recent: a second old by this process's clock, or, with `clock` (a file in the run's directory, touched
+    here before any stat), older than the filesystem's own clock now. A file on the clock's filesystem whose times
+    are both before the clock's mtime was last written in an earlier tick of the clock its times come from: any write
+    after the stat taken here gets a later time, so its stat tells its content from now on. That settles doit.db
+    written a few ms before a big run's manifest, which the second kept racy (then hashed, 28 MB, by every status)."""
     now = time.time_ns()
+    fs_now = _filesystem_now(clock) if clock is not None else None
     out: list[FileSig] = []
     for sig in files:
         path, mtime, ctime, size, ino, digest, racy = sig
@@ -110,10 +120,29 @@ def settle_racy(root: str, files: list[FileSig]) -> list[FileSig]:
             except OSError:
                 st = None
             if st is not None and (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) == (mtime, ctime, size, ino) \
-                    and not is_racy(now, mtime, ctime) and content_hash(full) == digest:
+                    and (not is_racy(now, mtime, ctime) or _before(st, fs_now)) and content_hash(full) == digest:
                 sig = (path, mtime, ctime, size, ino, digest, False)
         out.append(sig)
     return out
+
+
+def _filesystem_now(clock: Path) -> tuple[int, int] | None:
+    """(device, mtime in ns) of `clock` touched now: the time its filesystem gives a write at this moment (None: it
+    cannot be touched)."""
+    try:
+        os.close(os.open(clock, os.O_WRONLY | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o666))
+        os.utime(clock)
+        st = os.stat(clock)
+    except OSError:
+        return None
+    return st.st_dev, st.st_mtime_ns
+
+
+def _before(st: os.stat_result, fs_now: tuple[int, int] | None) -> bool:
+    """Whether the file's times are both before the filesystem clock's `fs_now` (same device; not a time on a whole
+    second, which filesig.is_racy takes for one of a filesystem with coarse times)."""
+    return fs_now is not None and st.st_dev == fs_now[0] and max(st.st_mtime_ns, st.st_ctime_ns) < fs_now[1] \
+        and st.st_mtime_ns % 1_000_000_000 != 0
 
 
 def agrees(first: Manifest, later: Manifest) -> bool:
