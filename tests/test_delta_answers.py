@@ -309,13 +309,8 @@ def resume_while_the_leaf_rewrites(host: Host, monkeypatch: pytest.MonkeyPatch, 
     return {t['id']: t['status'] for t in json.loads(full[1])['tasks']}
 
 
-def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rows of the tasks outside the scope come from the manifest (manifest_rows.unchanged_rows): the reports
-    the resume writes are those of a full read of every task (`codex-orch report` reads them all again)."""
-    FIELD_EDITS['description of the leaf'](host)
-    assert scope_of(host) == {'T3'}
-    rc, out, err = host.cli('resume')
-    assert rc == 0, out + err
+def assert_reports_are_a_full_reads(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reports a resume wrote are those `codex-orch report` writes from a full read of every task."""
     written = {name: (run_dir(host) / name).read_text() for name in ('summary.json', 'report.md', 'junit.xml')}
     with monkeypatch.context() as m:
         m.setenv(fastpath.FULL_CHECK_ENV, '1')
@@ -323,6 +318,16 @@ def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatc
     assert rc == 0, out + err
     for name, text in written.items():
         assert (run_dir(host) / name).read_text() == text, name
+
+
+def test_a_scoped_resume_reports_what_a_full_read_reports(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows of the tasks outside the scope come from the manifest (manifest_rows.unchanged_rows): the reports
+    the resume writes are those of a full read of every task (`codex-orch report` reads them all again)."""
+    FIELD_EDITS['description of the leaf'](host)
+    assert scope_of(host) == {'T3'}
+    rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    assert_reports_are_a_full_reads(host, monkeypatch)
 
 
 def four_task_plan(review_description: str = 'Review the change.') -> dict[str, Any]:
@@ -374,13 +379,7 @@ def test_a_task_below_the_edit_whose_work_did_not_run_again_keeps_the_manifests_
     assert rc == 0, out + err
     assert h.launched_tasks() == ['T3']
     assert taken and taken[0] == {'T1', 'T2', 'T4'}, taken
-    written = {name: (run_dir(h) / name).read_text() for name in ('summary.json', 'report.md', 'junit.xml')}
-    with monkeypatch.context() as m:
-        m.setenv(fastpath.FULL_CHECK_ENV, '1')
-        rc, out, err = h.cli('report', '--run-id', RUN)
-    assert rc == 0, out + err
-    for name, text in written.items():
-        assert (run_dir(h) / name).read_text() == text, name
+    assert_reports_are_a_full_reads(h, monkeypatch)
     for args in COMMANDS:
         fast, full = both(h, monkeypatch, *args)
         assert fast == full, args
@@ -404,13 +403,7 @@ def test_a_task_below_an_edited_task_that_failed_is_read_again(
     summary = json.loads((run_dir(h) / 'summary.json').read_text())
     statuses = {t['id']: t['status'] for t in summary['tasks']}
     assert statuses['T3'] != 'done' and statuses['T4'] != 'done', statuses
-    written = {name: (run_dir(h) / name).read_text() for name in ('summary.json', 'report.md', 'junit.xml')}
-    with monkeypatch.context() as m:
-        m.setenv(fastpath.FULL_CHECK_ENV, '1')
-        rc, out, err = h.cli('report', '--run-id', RUN)
-    assert rc == 0, out + err
-    for name, text in written.items():
-        assert (run_dir(h) / name).read_text() == text, name
+    assert_reports_are_a_full_reads(h, monkeypatch)
 
 
 def test_a_rewritten_upstream_answer_read_by_a_task_outside_the_scope_is_not_vouched_for(
@@ -698,6 +691,36 @@ def test_a_scoped_resume_reports_the_tasks_it_leaves_alone_without_a_stat_of_the
     assert rc == 0 and (run_dir(host) / 'summary.json').read_text() == written, out + err
 
 
+def hand_edit_during_a_scoped_resume(host: Host, monkeypatch: pytest.MonkeyPatch, victim: str, when: Any) -> None:
+    """Resume after an edit of the leaf, editing `victim` (a file under the run's tasks directory) by hand just before
+    `when` (a module and the name of a function in it) is called; then the next answers are the full check's, and
+    the edit shows in them."""
+    time.sleep(1.1)   # a manifest whose signatures are not racy (the run's were): T1's are then taken over
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = host.cli('resume')
+    assert rc == 0, out + err
+    path = run_dir(host) / 'tasks' / victim
+    module, name = when
+    real = getattr(module, name)
+
+    def edit_then_call(*args: Any, **kwargs: Any) -> Any:
+        text = path.read_text()
+        path.write_text(text.replace('"done"', '"failed"') if victim.endswith('state.json') else text + '\n\n')
+        return real(*args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(module, name, edit_then_call)
+        FIELD_EDITS['description of the leaf'](host)
+        rc, out, err = host.cli('resume')
+    assert rc == 0 and 'run r1: 3 done' in out, out + err   # as its first check, or its report, found them
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+    fast, _ = both(host, monkeypatch, 'status', '--json')
+    statuses = {t['id']: t['status'] for t in json.loads(fast[1])['tasks']}
+    assert statuses != {'T1': 'done', 'T2': 'done', 'T3': 'done'}, statuses   # the edit shows
+
+
 @pytest.mark.parametrize('victim', ['T1/state.json', 'T1/result.json'])
 def test_a_hand_edit_of_a_task_left_alone_during_a_scoped_resume_is_seen_by_the_next_status(
         host: Host, monkeypatch: pytest.MonkeyPatch, victim: str) -> None:
@@ -705,30 +728,7 @@ def test_a_hand_edit_of_a_task_left_alone_during_a_scoped_resume_is_seen_by_the_
     resume runs, before its report step: the report takes T1's row as the resume's first check found it, the
     manifest vouches for nothing newer, and the next status sees the edit as the full check does."""
     from orch.steps import report
-    time.sleep(1.1)   # a manifest whose signatures are not racy: T1's row inputs are then taken over
-    with monkeypatch.context() as m:
-        m.setenv(fastpath.FULL_CHECK_ENV, '1')
-        rc, out, err = host.cli('resume')
-    assert rc == 0, out + err
-    path = run_dir(host) / 'tasks' / victim
-    row_inputs = report.row_inputs
-
-    def edit_then_sign(*args: Any, **kwargs: Any) -> Any:
-        text = path.read_text()
-        path.write_text(text.replace('"done"', '"failed"') if victim.endswith('state.json') else text + '\n\n')
-        return row_inputs(*args, **kwargs)
-    with monkeypatch.context() as m:
-        m.setattr(report, 'row_inputs', edit_then_sign)
-        FIELD_EDITS['description of the leaf'](host)
-        rc, out, err = host.cli('resume')
-    assert rc == 0 and 'run r1: 3 done' in out, out + err   # as the first check found them
-    for args in COMMANDS:
-        fast, full = both(host, monkeypatch, *args)
-        assert fast == full, args
-    if victim.endswith('state.json'):
-        fast, _ = both(host, monkeypatch, 'status', '--json')
-        statuses = {t['id']: t['status'] for t in json.loads(fast[1])['tasks']}
-        assert statuses['T1'] != 'done', statuses   # the edit shows
+    hand_edit_during_a_scoped_resume(host, monkeypatch, victim, (report, 'row_inputs'))
 
 
 @pytest.mark.parametrize('victim', ['T1/prompt.md', 'T1/state.json', 'T2/result.json'])
@@ -739,29 +739,7 @@ def test_a_hand_edit_outside_the_scope_after_the_report_is_seen_by_the_next_stat
     as the old manifest signed them, not looked at again), the manifest vouches for nothing newer than that, and
     the next status sees the edit, exactly as the full check does."""
     from orch.engine import noop_record
-    time.sleep(1.1)   # a manifest whose signatures are not racy (the run's were): T1's are then settled
-    with monkeypatch.context() as m:
-        m.setenv(fastpath.FULL_CHECK_ENV, '1')
-        rc, out, err = host.cli('resume')
-    assert rc == 0, out + err
-    path = run_dir(host) / 'tasks' / victim
-    snapshot_before = noop_record.snapshot_before
-
-    def edit_then_snapshot(*args: Any, **kwargs: Any) -> Any:
-        text = path.read_text()
-        path.write_text(text.replace('"done"', '"failed"') if victim.endswith('state.json') else text + '\n\n')
-        return snapshot_before(*args, **kwargs)
-    with monkeypatch.context() as m:
-        m.setattr(noop_record, 'snapshot_before', edit_then_snapshot)
-        FIELD_EDITS['description of the leaf'](host)
-        rc, out, err = host.cli('resume')
-    assert rc == 0 and 'run r1: 3 done' in out, out + err   # as its report read them
-    for args in COMMANDS:
-        fast, full = both(host, monkeypatch, *args)
-        assert fast == full, args
-    fast, _ = both(host, monkeypatch, 'status', '--json')
-    statuses = {t['id']: t['status'] for t in json.loads(fast[1])['tasks']}
-    assert statuses != {'T1': 'done', 'T2': 'done', 'T3': 'done'}, statuses   # the edit shows
+    hand_edit_during_a_scoped_resume(host, monkeypatch, victim, (noop_record, 'snapshot_before'))
 
 
 def test_after_a_task_step_ran_the_report_step_knows_it_is_out_of_date_without_a_look(
