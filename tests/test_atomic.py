@@ -147,3 +147,34 @@ def test_a_chunked_write_that_fails_midway_leaves_the_file_as_it_was(tmp_path: P
     with pytest.raises(RuntimeError):
         atomic.write_chunks_if_changed(path, chunks())
     assert path.read_text() == 'old content' and os.listdir(path.parent) == ['summary.json']
+
+
+def test_an_unchanged_chunked_file_is_no_write_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unchanged summary.json makes no temp file: on a read-only or full disk a report that says the same is no
+    error (the plain write_if_changed never wrote one either)."""
+    path = tmp_path / 'summary.json'
+    path.write_text('same text')
+
+    def no_room(*_args: object) -> None:
+        raise OSError(30, 'Read-only file system')
+    monkeypatch.setattr(atomic, '_create_temp', no_room)
+    assert atomic.write_chunks_if_changed(path, [b'same ', b'text']) is False
+    with pytest.raises(OSError):
+        atomic.write_chunks_if_changed(path, [b'same ', b'test'])
+    assert path.read_text() == 'same text'
+
+
+def test_a_chunked_file_that_differs_late_keeps_its_equal_part(tmp_path: Path) -> None:
+    """The part compared equal is copied from the file itself (not kept in memory): the result is the new content,
+    whatever the block the difference falls in."""
+    path = tmp_path / 'summary.json'
+    old = b''.join(b'%07d\n' % i for i in range(300_000))   # 2.4 MB: three copy blocks
+    path.write_bytes(old)
+    new = old[:-9] + b'changed!\n'
+    chunks = [new[at:at + 4096] for at in range(0, len(new), 4096)]
+    assert atomic.write_chunks_if_changed(path, iter(chunks)) is True
+    assert path.read_bytes() == new
+    assert atomic.write_chunks_if_changed(path, [new, b'and more']) is True
+    assert path.read_bytes() == new + b'and more'
+    assert atomic.write_chunks_if_changed(path, [new[:10]]) is True   # shorter
+    assert path.read_bytes() == new[:10]

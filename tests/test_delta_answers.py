@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -654,11 +655,12 @@ def test_a_scoped_resume_signs_the_tasks_outside_its_scope_without_looking_at_th
         assert fast == full, args
 
 
-def test_a_scoped_resume_reports_the_tasks_it_leaves_alone_without_a_stat_of_their_files(
+def test_a_scoped_resume_takes_the_attempts_of_the_tasks_it_leaves_alone_without_listing_them(
         host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After an edit of the leaf T3 the report step, and the report's digest in the manifest's check, take T1's row
-    inputs as the old manifest signed them: no step of the resume reads or writes in T1's directory. T2's answer is
-    read by T3's prompt, so T2's files are looked at, as T3's are; and the reports say what a full read says."""
+    """After an edit of the leaf T3 the report step takes T1's attempts as the old manifest signed them (no step of the
+    resume reads or writes in T1's directory), and signs T1's state, result and execution record as any task's. T2's
+    answer is read by T3's prompt, so T2's attempts are listed, as T3's are; and the reports say what a full read
+    says."""
     from orch import filesig
     from orch.runstate import attempts, known_rows
     time.sleep(1.1)   # the run's manifest signed the tasks moments after they were written: racy, never taken over
@@ -682,8 +684,7 @@ def test_a_scoped_resume_reports_the_tasks_it_leaves_alone_without_a_stat_of_the
         rc, out, err = host.cli('resume')
     assert rc == 0 and delta_answered(host), out + err
     assert 'T1' not in listed and {'T2', 'T3'} <= set(listed), listed
-    assert not [p for p in signed if '/tasks/T1/' in p], signed
-    assert [p for p in signed if '/tasks/T3/' in p], signed
+    assert [p for p in signed if p.endswith('/tasks/T1/state.json')], signed
     written = (run_dir(host) / 'summary.json').read_text()
     with monkeypatch.context() as m:
         m.setenv(fastpath.FULL_CHECK_ENV, '1')
@@ -721,14 +722,33 @@ def hand_edit_during_a_scoped_resume(host: Host, monkeypatch: pytest.MonkeyPatch
     assert statuses != {'T1': 'done', 'T2': 'done', 'T3': 'done'}, statuses   # the edit shows
 
 
-@pytest.mark.parametrize('victim', ['T1/state.json', 'T1/result.json'])
-def test_a_hand_edit_of_a_task_left_alone_during_a_scoped_resume_is_seen_by_the_next_status(
-        host: Host, monkeypatch: pytest.MonkeyPatch, victim: str) -> None:
-    """A file of T1 (outside the scope of a leaf edit, touched by no step of the resume) edited by hand while the
-    resume runs, before its report step: the report takes T1's row as the resume's first check found it, the
-    manifest vouches for nothing newer, and the next status sees the edit as the full check does."""
-    from orch.steps import report
-    hand_edit_during_a_scoped_resume(host, monkeypatch, victim, (report, 'row_inputs'))
+@pytest.mark.parametrize('settled', [False, True])
+def test_a_worker_rewriting_a_task_left_alone_is_seen_by_its_own_resume(
+        host: Host, monkeypatch: pytest.MonkeyPatch, settled: bool) -> None:
+    """The leaf T3's worker (no sandbox here) marks T1 failed in T1's state.json: T1 is outside the scope and no step
+    of the resume reads or writes there, but its state is signed all the same, so the resume's own summary, exit
+    code and reports say T1 failed, and the answers after it are the full check's. (settled: the old manifest's
+    signatures taken a second after the run, not the run's own.)"""
+    if settled:
+        time.sleep(1.1)
+        with monkeypatch.context() as m:
+            m.setenv(fastpath.FULL_CHECK_ENV, '1')
+            rc, out, err = host.cli('resume')
+        assert rc == 0, out + err
+    victim = run_dir(host) / 'tasks/T1/state.json'
+    flip = (f'{sys.executable} -c "import json, sys; d = json.load(open(sys.argv[1])); d[\'status\'] = \'failed\'; '
+            f'd[\'reason\'] = \'flipped by a worker\'; json.dump(d, open(sys.argv[1], \'w\'))" {victim}')
+    host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [flip]}}})
+    FIELD_EDITS['description of the leaf'](host)
+    assert scope_of(host) == {'T3'}
+    rc, out, err = host.cli('resume')
+    assert rc == 1 and 'T1 failed: flipped by a worker' in out, out + err
+    summary = json.loads((run_dir(host) / 'summary.json').read_text())
+    assert {t['id']: t['status'] for t in summary['tasks']}['T1'] == 'failed'
+    assert_reports_are_a_full_reads(host, monkeypatch)
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
 
 
 @pytest.mark.parametrize('victim', ['T1/prompt.md', 'T1/state.json', 'T2/result.json'])

@@ -716,3 +716,26 @@ def test_a_resume_right_after_doit_wrote_its_database_leaves_it_settled(host: Ho
     assert m is not None
     (db,) = [f for f in m.files if f[0].endswith('/doit.db')]
     assert db[6] is False or db[1] % 10**9 == 0, db   # settled (unless the filesystem's times are whole seconds)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('kind', ['fifo', 'symlink', 'directory'])
+def test_a_clock_file_that_is_no_regular_file_is_no_clock(tmp_path: Path, kind: str) -> None:
+    """Whatever was put where the clock file goes (a FIFO would block a plain open for writing, a symlink would
+    touch another file), the racy signatures are settled by the second alone, and nothing hangs."""
+    clock = tmp_path / manifest.CLOCK
+    target = tmp_path / 'elsewhere'
+    target.write_text('x')
+    if kind == 'fifo':
+        os.mkfifo(clock)
+    elif kind == 'symlink':
+        clock.symlink_to(target)
+    else:
+        clock.mkdir()
+    before = target.stat().st_mtime_ns
+    code = ('import sys; from pathlib import Path; from orch.runstate import manifest; '
+            'print(manifest._filesystem_now(Path(sys.argv[1])))')
+    done = subprocess.run([sys.executable, '-c', code, str(clock)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, 'PYTHONPATH': str(Path(manifest.__file__).parents[2])})
+    assert done.returncode == 0 and done.stdout.strip() == 'None', done.stdout + done.stderr
+    assert target.stat().st_mtime_ns == before

@@ -30,12 +30,15 @@ def task_dirs_among(rt: RunInputs, paths: set[str]) -> set[str]:
 def quiet_row_inputs(rt: RunInputs, scope: frozenset[str] | None,
                      signed: dict[str, known_rows.TaskInputs | None] | None) -> known_rows.RowInputs:
     """The row inputs of the tasks this scoped resume leaves alone, as the old manifest signed them (`signed`:
-    row_inputs_in(previous, trusted_only=True)), for the report step to take without a stat of their files.
+    row_inputs_in(previous, trusted_only=True)): the report step takes their attempts' listing from here without
+    listing their directories, and signs their state, result and execution record as any other task's (so a worker
+    of the scope rewriting one is in this command's rows, report and exit code).
 
     Alone: outside the scope, and no step of the scope or of the run reads or writes in their directories. The
     resume's first check (noop_record.affected_by_edit) found every input as that manifest signed it, and only those
-    steps ran since: these files are as signed, as noop_record._settled_paths holds for the manifest. A hand edit of
-    them after that check shows at the next command (its first check differs), as for the settled signatures."""
+    steps ran since, whose workers make attempts in their own tasks' directories. An attempt added by hand to such a
+    task during the resume shows at the next command (its first check differs), as for the settled signatures; the
+    manifest's own check takes these inputs whole (a difference there only keeps it from being written)."""
     if scope is None or signed is None:
         return {}
     read, written = steps_looking(rt, scope)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,36 +36,13 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
 def write_chunks(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
     """write_bytes of the chunks one after the other: a big file is never whole in memory (each chunk is made
     as it is written)."""
-    _replace(path, chunks, durable=durable, unless_equal=False)
-
-
-def write_chunks_if_changed(path: Path, chunks: Iterable[bytes]) -> bool:
-    """write_if_changed of content made chunk by chunk, never whole in memory (summary.json at 10,000 tasks: 8 MB,
-    three times over as text, lines and bytes): each chunk goes to the temp file and is compared with the file as it
-    goes. The same content: the temp file is removed, the file left as it was. Returns True if written."""
-    return _replace(path, chunks, durable=True, unless_equal=True)
-
-
-def _replace(path: Path, chunks: Iterable[bytes], *, durable: bool, unless_equal: bool) -> bool:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    old: BinaryIO | None = None
-    if unless_equal:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            old = open(path, 'rb')   # noqa: SIM115 (closed below, after the loop that reads it)
     fd, tmp = _create_temp(path)
     try:
-        same = old is not None
         with os.fdopen(fd, 'wb') as f:
             for chunk in chunks:
                 f.write(chunk)
-                if same and old is not None and old.read(len(chunk)) != chunk:
-                    same = False
-            same = same and old is not None and old.read(1) == b''
-            if same:
-                f.close()
-                os.unlink(tmp)
-                return False
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -74,12 +52,47 @@ def _replace(path: Path, chunks: Iterable[bytes], *, durable: bool, unless_equal
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    finally:
-        if old is not None:
-            old.close()
     if durable:
         _fsync_dir(path.parent)
+
+
+def write_chunks_if_changed(path: Path, chunks: Iterable[bytes]) -> bool:
+    """write_if_changed of content made chunk by chunk, never whole in memory (summary.json at 10,000 tasks: 8 MB,
+    three times over as text, lines and bytes). The chunks are compared with the file as they come; nothing is
+    written while they are equal (an unchanged report is no write at all, on a full or read-only disk too). At the
+    first difference the file is written: the equal part copied from the file itself, then the rest of the chunks.
+    Returns True if written."""
+    path = Path(path)
+    rest = iter(chunks)
+    try:
+        old = open(path, 'rb')   # noqa: SIM115 (closed below, once the part it shares is copied)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        write_chunks(path, rest)
+        return True
+    with old:
+        equal, first_different = 0, None
+        for chunk in rest:
+            if old.read(len(chunk)) != chunk:
+                first_different = chunk
+                break
+            equal += len(chunk)
+        if first_different is None and old.read(1) == b'':
+            return False
+        write_chunks(path, itertools.chain(_prefix(old, equal, path),
+                                           [first_different] if first_different is not None else [], rest))
     return True
+
+
+def _prefix(f: BinaryIO, size: int, path: Path, block: int = 1 << 20) -> Iterator[bytes]:
+    """The first `size` bytes of the open file, a block at a time (the run's lock keeps other writers out: a file
+    that has shrunk since is an error, not a shorter copy)."""
+    f.seek(0)
+    while size:
+        data = f.read(min(size, block))
+        if not data:
+            raise OSError(errno.EIO, 'changed while it was being rewritten', str(path))
+        size -= len(data)
+        yield data
 
 
 def _create_temp(path: Path) -> tuple[int, str]:

@@ -38,16 +38,16 @@ RowInputs = dict[str, TaskInputs]
 
 
 def row_inputs(rt: RunInputs, known: RowInputs | None = None) -> RowInputs:
-    """What each task's row is read from, by stat (about 30 ms for 1,000 tasks); known: tasks' inputs known without
-    a look (KnownRows.quiet), taken as they are."""
+    """What each task's row is read from, by stat (about 30 ms for 1,000 tasks); known: tasks whose attempts are known
+    without a look (KnownRows.quiet): their ROW_FILES are signed, their attempts' listing taken as it is there."""
     out: RowInputs = {}
     for task in rt.plan.tasks:
-        if known and task.id in known:
-            out[task.id] = known[task.id]
-            continue
         task_dir = rt.path(rt.layout.task_dir(task.id))
-        out[task.id] = (tuple(filesig.file_sig(f'{task_dir}/{name}') for name in ROW_FILES),
-                        tuple(sorted(attempts.listing_of(task_dir).items())))
+        files = tuple(filesig.file_sig(f'{task_dir}/{name}') for name in ROW_FILES)
+        if known and task.id in known:
+            out[task.id] = (files, known[task.id][1])
+            continue
+        out[task.id] = (files, tuple(sorted(attempts.listing_of(task_dir).items())))
     return out
 
 
@@ -70,8 +70,9 @@ class KnownRows:
         # with those inputs: orch.engine.manifest_rows.unchanged_rows); None: every row is read.
         self.unchanged: Callable[[RowInputs], dict[str, dict[str, Any]] | None] | None = None
         self.as_before: frozenset[str] = frozenset()   # of the rows the last read gave: the `unchanged` ones
-        # Row inputs of tasks known without a look (a scoped resume's tasks that no step of it touches:
-        # orch.engine.manifest_rows.quiet_row_inputs), for the report step's read.
+        # Row inputs of tasks whose attempts are known without a look (a scoped resume's tasks that no step of it
+        # touches: orch.engine.manifest_rows.quiet_row_inputs), for the report step's read: their state, result and
+        # execution record are signed all the same (a worker of the scope writing there is seen by this command).
         self.quiet: RowInputs = {}
         self._redacted: tuple[Rows, Rows] | None = None   # (rows given out, the same redacted: redacted())
 

@@ -127,14 +127,23 @@ def settle_racy(root: str, files: list[FileSig], clock: Path | None = None) -> l
 
 
 def _filesystem_now(clock: Path) -> tuple[int, int] | None:
-    """(device, mtime in ns) of `clock` touched now: the time its filesystem gives a write at this moment (None: it
-    cannot be touched)."""
+    """(device, mtime in ns) of `clock` touched now: the time its filesystem gives a write at this moment. None when
+    it cannot be touched, or is no regular file (a FIFO someone put there would block the open; a symlink is not
+    followed)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
     try:
-        os.close(os.open(clock, os.O_WRONLY | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o666))
-        os.utime(clock)
-        st = os.stat(clock)
+        fd = os.open(clock, flags, 0o666)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        os.utime(fd)
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return st.st_dev, st.st_mtime_ns
 
 

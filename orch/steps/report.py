@@ -13,8 +13,8 @@ from orch.runstate.known_rows import row_inputs
 
 def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
     # The rows' inputs, signed before they are read (a state that changes while they are read is reported again),
-    # and the report's own input among them; those of the tasks a scoped resume leaves alone as its first check
-    # found them.
+    # and the report's own input among them; the attempts of the tasks a scoped resume leaves alone as its first
+    # check found them.
     inputs = row_inputs(rt, session.rows.quiet)
     digest = report_digest(rt, inputs)
     with attempts.writing():   # a run may refresh its tasks' attempt summaries
@@ -25,9 +25,10 @@ def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
 
 def report_uptodate(rt: RunInputs, session: Session, step: Step, values: dict[str, Any]) -> bool:
     # After a task's step in this command the answer is no, without a stat of every task's files (30,000 at 10,000
-    # tasks): at worst the reports are written again from the same state. The tasks a scoped resume leaves alone are
-    # signed as its first check found them, as in write_report (the next command's first check sees a later edit).
+    # tasks): at worst the reports are written again from the same state. The manifest's check (all_up_to_date)
+    # signs the tasks a scoped resume leaves alone as its first check found them: a change since only keeps it from
+    # writing the manifest (the digest differs from the one this step saved), and the next command's first check
+    # sees it.
     if session.task_step_ran:
         return False
-    inputs = row_inputs(rt, session.rows.quiet) if session.rows.quiet else None
-    return bool(values.get('state_digest') == report_digest(rt, inputs))
+    return bool(values.get('state_digest') == report_digest(rt, session.rows.quiet or None))
