@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +179,46 @@ def test_a_chunked_file_that_differs_late_keeps_its_equal_part(tmp_path: Path) -
     assert path.read_bytes() == new + b'and more'
     assert atomic.write_chunks_if_changed(path, [new[:10]]) is True   # shorter
     assert path.read_bytes() == new[:10]
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'directory'])
+def test_a_report_path_that_is_no_regular_file_never_blocks(tmp_path: Path, kind: str) -> None:
+    """A FIFO put where a report goes would block a plain open for reading: it is taken as no file and replaced; a
+    directory there fails the write as before. Both forms of the write, in a subprocess so that a hang fails."""
+    path = tmp_path / 'summary.json'
+    os.mkfifo(path) if kind == 'fifo' else path.mkdir()
+    code = '\n'.join([
+        'import sys; from pathlib import Path; from orch.runstate import atomic',
+        'p = Path(sys.argv[1])',
+        'for write in (lambda: atomic.write_chunks_if_changed(p, [b"new"]),',
+        '              lambda: atomic.write_if_changed(p, "new")):',
+        '    try:',
+        '        print(write())',
+        '    except IsADirectoryError:',
+        '        print("directory")'])
+    done = subprocess.run([sys.executable, '-c', code, str(path)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr
+    if kind == 'fifo':
+        assert done.stdout.split() == ['True', 'False'] and path.read_text() == 'new'
+    else:
+        assert done.stdout.split() == ['directory', 'directory'] and path.is_dir()
+
+
+def test_a_file_changed_in_place_while_it_is_compared_is_never_copied(tmp_path: Path) -> None:
+    """The equal part is copied from the file itself: if the file was written in place since it was opened (an outside
+    writer, the run's lock notwithstanding), the write fails rather than put a mix of both in place."""
+    path = tmp_path / 'summary.json'
+    path.write_bytes(b'A' * 100 + b'B')
+
+    def chunks() -> Iterator[bytes]:
+        yield b'A' * 50
+        with open(path, 'r+b') as f:   # in place: the same inode, new times
+            f.write(b'QQQQQ')
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+        yield b'A' * 50
+        yield b'C'
+    with pytest.raises(OSError, match='changed while'):
+        atomic.write_chunks_if_changed(path, chunks())
+    assert path.read_bytes() == b'QQQQQ' + b'A' * 95 + b'B'   # as the outside writer left it
+    assert not [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]

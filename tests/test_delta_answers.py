@@ -723,28 +723,40 @@ def hand_edit_during_a_scoped_resume(host: Host, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize('settled', [False, True])
-def test_a_worker_rewriting_a_task_left_alone_is_seen_by_its_own_resume(
-        host: Host, monkeypatch: pytest.MonkeyPatch, settled: bool) -> None:
-    """The leaf T3's worker (no sandbox here) marks T1 failed in T1's state.json: T1 is outside the scope and no step
-    of the resume reads or writes there, but its state is signed all the same, so the resume's own summary, exit
-    code and reports say T1 failed, and the answers after it are the full check's. (settled: the old manifest's
-    signatures taken a second after the run, not the run's own.)"""
+@pytest.mark.parametrize('action', ['marks it failed', 'adds an attempt', 'removes its attempt'])
+def test_a_worker_touching_a_task_left_alone_is_seen_by_its_own_resume(
+        host: Host, monkeypatch: pytest.MonkeyPatch, settled: bool, action: str) -> None:
+    """The leaf T3's worker (no sandbox here) changes T1, outside the scope, where no step of the resume reads or
+    writes: its state (T1 failed), or its attempts (a copy of its attempt, or none left). T1's state is signed all the
+    same and its attempts are listed again once its directory changed: the resume's own summary, exit code and
+    reports say what a full read says, and so do the answers after it. (settled: the old manifest's signatures taken
+    a second after the run, not the run's own.)"""
     if settled:
         time.sleep(1.1)
         with monkeypatch.context() as m:
             m.setenv(fastpath.FULL_CHECK_ENV, '1')
             rc, out, err = host.cli('resume')
         assert rc == 0, out + err
-    victim = run_dir(host) / 'tasks/T1/state.json'
-    flip = (f'{sys.executable} -c "import json, sys; d = json.load(open(sys.argv[1])); d[\'status\'] = \'failed\'; '
-            f'd[\'reason\'] = \'flipped by a worker\'; json.dump(d, open(sys.argv[1], \'w\'))" {victim}')
-    host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [flip]}}})
+    t1 = run_dir(host) / 'tasks/T1'
+    victim = t1 / 'state.json'
+    command = {
+        'marks it failed': f'{sys.executable} -c "import json, sys; d = json.load(open(sys.argv[1])); '
+                           f'd[\'status\'] = \'failed\'; d[\'reason\'] = \'flipped by a worker\'; '
+                           f'json.dump(d, open(sys.argv[1], \'w\'))" {victim}',
+        'adds an attempt': f'cp -r {t1}/attempt-1 {t1}/attempt-7',
+        'removes its attempt': f'rm -rf {t1}/attempt-1'}[action]
+    host.script({**THREE_TASK_SCRIPT, 'tasks': {**THREE_TASK_SCRIPT['tasks'], 'T3': {'commands': [command]}}})
     FIELD_EDITS['description of the leaf'](host)
     assert scope_of(host) == {'T3'}
     rc, out, err = host.cli('resume')
-    assert rc == 1 and 'T1 failed: flipped by a worker' in out, out + err
     summary = json.loads((run_dir(host) / 'summary.json').read_text())
-    assert {t['id']: t['status'] for t in summary['tasks']}['T1'] == 'failed'
+    row = {t['id']: t for t in summary['tasks']}['T1']
+    if action == 'marks it failed':
+        assert rc == 1 and 'T1 failed: flipped by a worker' in out, out + err
+        assert row['status'] == 'failed'
+    else:
+        assert rc == 0, out + err
+        assert row['attempts'] == (2 if action == 'adds an attempt' else 0), row
     assert_reports_are_a_full_reads(host, monkeypatch)
     for args in COMMANDS:
         fast, full = both(host, monkeypatch, *args)

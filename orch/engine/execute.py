@@ -64,7 +64,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         # no step of this command touches are taken as then without a look
         signed = manifest_rows.row_inputs_in(rt, previous, trusted_only=True)
         session.rows.unchanged = lambda inputs: manifest_rows.unchanged_rows(rt, previous, scope, inputs, signed)
-        session.rows.quiet = manifest_rows.quiet_row_inputs(rt, scope, signed)
+        session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(rt, previous, scope, signed)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)

@@ -27,24 +27,30 @@ def task_dirs_among(rt: RunInputs, paths: set[str]) -> set[str]:
     return {path[len(tasks_dir):].split('/', 1)[0] for path in paths if path.startswith(tasks_dir)}
 
 
-def quiet_row_inputs(rt: RunInputs, scope: frozenset[str] | None,
-                     signed: dict[str, known_rows.TaskInputs | None] | None) -> known_rows.RowInputs:
+def quiet_row_inputs(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
+                     signed: dict[str, known_rows.TaskInputs | None] | None) -> tuple[known_rows.RowInputs,
+                                                                                         known_rows.DirTimes]:
     """The row inputs of the tasks this scoped resume leaves alone, as the old manifest signed them (`signed`:
-    row_inputs_in(previous, trusted_only=True)): the report step takes their attempts' listing from here without
-    listing their directories, and signs their state, result and execution record as any other task's (so a worker
-    of the scope rewriting one is in this command's rows, report and exit code).
+    row_inputs_in(previous, trusted_only=True)), and their directories' (mtime, ctime) as it signed them. The report
+    step takes such a task's attempts' listing from here while its directory's times are these (an attempt added or
+    removed changes them), and signs its state, result and execution record as any other task's: a worker of the
+    scope that rewrites one, or adds an attempt, is in this command's rows, report and exit code.
 
     Alone: outside the scope, and no step of the scope or of the run reads or writes in their directories. The
     resume's first check (noop_record.affected_by_edit) found every input as that manifest signed it, and only those
-    steps ran since, whose workers make attempts in their own tasks' directories. An attempt added by hand to such a
-    task during the resume shows at the next command (its first check differs), as for the settled signatures; the
+    steps ran since, whose workers make attempts in their own tasks' directories. An attempt's record rewritten in
+    place during the resume shows at the next command (its first check differs), as for the settled signatures; the
     manifest's own check takes these inputs whole (a difference there only keeps it from being written)."""
-    if scope is None or signed is None:
-        return {}
+    if previous is None or scope is None or signed is None:
+        return {}, {}
     read, written = steps_looking(rt, scope)
     touched = task_dirs_among(rt, read | written)
-    return {tid: inputs for tid, inputs in signed.items()
-            if inputs is not None and tid not in scope and tid not in touched}
+    tasks_dir = f'{rt.layout.run_dir}/tasks/'
+    times: known_rows.DirTimes = {d[0][len(tasks_dir):]: (d[1], d[4]) for d in previous.dirs
+             if d[0].startswith(tasks_dir) and not d[3] and d[1] is not None and d[4] is not None}
+    inputs = {tid: task for tid, task in signed.items()
+              if task is not None and tid not in scope and tid not in touched and tid in times}
+    return inputs, {tid: times[tid] for tid in inputs}
 
 
 def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -64,12 +65,12 @@ def write_chunks_if_changed(path: Path, chunks: Iterable[bytes]) -> bool:
     Returns True if written."""
     path = Path(path)
     rest = iter(chunks)
-    try:
-        old = open(path, 'rb')   # noqa: SIM115 (closed below, once the part it shares is copied)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+    old = _open_regular(path)
+    if old is None:
         write_chunks(path, rest)
         return True
     with old:
+        opened = _identity(os.fstat(old.fileno()))
         equal, first_different = 0, None
         for chunk in rest:
             if old.read(len(chunk)) != chunk:
@@ -78,21 +79,42 @@ def write_chunks_if_changed(path: Path, chunks: Iterable[bytes]) -> bool:
             equal += len(chunk)
         if first_different is None and old.read(1) == b'':
             return False
-        write_chunks(path, itertools.chain(_prefix(old, equal, path),
+        write_chunks(path, itertools.chain(_prefix(old, equal, opened, path),
                                            [first_different] if first_different is not None else [], rest))
     return True
 
 
-def _prefix(f: BinaryIO, size: int, path: Path, block: int = 1 << 20) -> Iterator[bytes]:
-    """The first `size` bytes of the open file, a block at a time (the run's lock keeps other writers out: a file
-    that has shrunk since is an error, not a shorter copy)."""
+def _open_regular(path: Path) -> BinaryIO | None:
+    """The file at `path` open for reading if it is a regular file (a symlink's target counts), else None: absent, a
+    directory, or a FIFO or device someone put there (opened without blocking, never read), all of which the write
+    that follows replaces or fails on as it would without a file there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, 'rb')
+
+
+def _prefix(f: BinaryIO, size: int, opened: tuple[int, int, int, int], path: Path,
+            block: int = 1 << 20) -> Iterator[bytes]:
+    """The first `size` bytes of the open file, a block at a time. The run's lock keeps codex-orch's other writers
+    out; a file changed in place since it was opened (`opened`: its _identity then) is an error, never copied."""
     f.seek(0)
     while size:
         data = f.read(min(size, block))
         if not data:
-            raise OSError(errno.EIO, 'changed while it was being rewritten', str(path))
+            break
         size -= len(data)
         yield data
+    if size or _identity(os.fstat(f.fileno())) != opened:
+        raise OSError(errno.EIO, 'changed while it was being rewritten', str(path))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _create_temp(path: Path) -> tuple[int, str]:
@@ -217,17 +239,17 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 def _holds(path: Path, data: bytes, block: int = 1 << 20) -> bool:
     """Whether the file holds exactly `data` (read a block at a time: a report of 10,000 tasks is megabytes)."""
-    try:
-        with open(path, 'rb') as f:
-            if os.fstat(f.fileno()).st_size != len(data):
-                return False
-            view = memoryview(data)
-            for start in range(0, len(data), block):
-                if f.read(block) != view[start:start + block]:
-                    return False
-            return f.read(1) == b''
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+    f = _open_regular(path)
+    if f is None:
         return False
+    with f:
+        if os.fstat(f.fileno()).st_size != len(data):
+            return False
+        view = memoryview(data)
+        for start in range(0, len(data), block):
+            if f.read(block) != view[start:start + block]:
+                return False
+        return f.read(1) == b''
 
 
 # Temp names made by write_bytes (and by tempfile.mkstemp in older versions): '.<name>.<8 random chars>.tmp'

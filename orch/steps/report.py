@@ -15,7 +15,7 @@ def write_report(rt: RunInputs, session: Session, step: Step) -> dict[str, str]:
     # The rows' inputs, signed before they are read (a state that changes while they are read is reported again),
     # and the report's own input among them; the attempts of the tasks a scoped resume leaves alone as its first
     # check found them.
-    inputs = row_inputs(rt, session.rows.quiet)
+    inputs = row_inputs(rt, session.rows.quiet, session.rows.quiet_dirs)
     digest = report_digest(rt, inputs)
     with attempts.writing():   # a run may refresh its tasks' attempt summaries
         rows = session.rows.read(rt, inputs)   # kept: the run's summary is these rows, if nothing changed since
