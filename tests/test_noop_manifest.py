@@ -688,6 +688,7 @@ def test_a_racy_signature_older_than_the_filesystems_clock_is_settled_at_once(tm
         (tmp_path / name).write_text('abc')
     st = os.stat(tmp_path / 'ahead')
     os.utime(tmp_path / 'ahead', ns=(st.st_atime_ns, time.time_ns() + 3600 * 10**9))
+    signed_at = time.monotonic()
     m = manifest.build(str(tmp_path), {}, ['written', 'ahead', 'edited'], [], {})
     assert m is not None and all(f[6] for f in m.files)   # all just written: racy by the second
     if any(os.stat(tmp_path / f[0]).st_mtime_ns % 10**9 == 0 for f in m.files):
@@ -697,7 +698,8 @@ def test_a_racy_signature_older_than_the_filesystems_clock_is_settled_at_once(tm
         f.write('abd')
     os.utime(tmp_path / 'edited', ns=(os.stat(tmp_path / 'edited').st_atime_ns, m.files[2][1]))
     without = manifest.settle_racy(str(tmp_path), m.files)
-    assert [f[6] for f in without] == [True, True, True]   # the second has not passed
+    if time.monotonic() - signed_at < 0.9:   # (a machine that stalled a second has let the second pass)
+        assert [f[6] for f in without] == [True, True, True]   # the second has not passed
     settled = manifest.settle_racy(str(tmp_path), m.files, clock=tmp_path / manifest.CLOCK)
     assert {f[0]: f[6] for f in settled} == {'written': False, 'ahead': True, 'edited': True}
     assert (tmp_path / manifest.CLOCK).stat().st_size == 0

@@ -60,8 +60,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
     scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
     if scope is not None and previous is not None:
-        # the rows of the tasks outside it are the manifest's while their files are as then; those of the tasks that
-        # no step of this command touches are taken as then without a look
+        # the rows of the tasks outside it are the manifest's while their files are as then; the attempts of the tasks
+        # that no step of this command touches are taken as then while their directories are
         signed = manifest_rows.row_inputs_in(rt, previous, trusted_only=True)
         session.rows.unchanged = lambda inputs: manifest_rows.unchanged_rows(rt, previous, scope, inputs, signed)
         session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(rt, previous, scope, signed)
@@ -104,10 +104,10 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         with contextlib.suppress(OSError):
             before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before)
     # The rows the report was written from, unless anything they are read from changed since (then read again):
-    # what they are read from as the snapshot above signed it. (A resume scoped after an edit signs the tasks that it
-    # leaves alone as the old manifest did, without a look: a hand edit of their row files after its first check is
-    # not in these rows, and the manifest it writes signs them as they were; the next command's first check finds
-    # the difference and shows it. See noop_record._settled_paths and quiet_row_inputs.)
+    # what they are read from as the snapshot above signed it. (A resume scoped after an edit signs the tasks whose
+    # rows were the old manifest's as that manifest did, without a look: a hand edit of their files after the report
+    # step is not in these rows, and the manifest it writes signs them as they were; the next command's first check
+    # finds the difference and shows it. See noop_record._settled_paths.)
     rows = session.rows.read(rt, noop_record.row_inputs_of(rt, before))
     cache_sync.store_and_push(rt, rows)
     lines = summary_lines(rt, session, rows)
