@@ -104,6 +104,46 @@ def test_a_detached_head_is_read_as_git_reads_it(repo: Path, tmp_path: Path) -> 
     assert og.head_state(repo) == ('main', git(repo, 'rev-parse', 'main'))
 
 
+def test_a_branch_tip_is_read_as_git_reads_it(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A branch's loose ref is read from its file (no git process); a packed, symbolic, damaged or special one is
+    left to git: the answer is git's in every case, from the main checkout and from a linked one."""
+    from orch.adapters.git.gitfiles import loose_branch
+    started: list[list[str]] = []
+    execute = git_run._execute
+
+    def counting(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        started.append(argv)
+        return execute(argv, *args, **kwargs)
+    monkeypatch.setattr(git_run, '_execute', counting)
+    detached = tmp_path / 'detached'
+    og.snapshot_worktree(repo, detached, 'main')
+    common = repo / '.git'
+    git(repo, 'branch', 'orch/run-1/work')
+    tip = git(repo, 'rev-parse', 'main')
+
+    def answers(branch: str) -> list[str | None]:
+        return [og.branch_tip(where, branch) for where in (repo, detached)]
+    og.branch_tip(repo, 'main')
+    og.branch_tip(detached, 'main')   # (each checkout located once)
+    started.clear()
+    assert answers('orch/run-1/work') == [tip, tip] and loose_branch(common, 'refs/heads/orch/run-1/work') == tip
+    assert started == []   # read from the file
+    git(repo, 'pack-refs', '--all')   # packed: no loose file, git finds it
+    assert loose_branch(common, 'refs/heads/main') is None and answers('main') == [tip, tip] and started
+    assert answers('nope') == [None, None]
+    git(repo, 'symbolic-ref', 'refs/heads/alias', 'refs/heads/main')   # a symbolic ref names no commit itself
+    assert loose_branch(common, 'refs/heads/alias') is None and answers('alias') == [tip, tip]
+    (common / 'refs' / 'heads' / 'odd').write_text(f'{tip} trailing\n')   # git reads a sha and whitespace after it
+    assert loose_branch(common, 'refs/heads/odd') is None
+    assert answers('odd') == [git(repo, 'rev-parse', '--verify', '--quiet', 'refs/heads/odd')] * 2
+    os.mkfifo(common / 'refs' / 'heads' / 'fifo')   # not a ref git would read; never blocks
+    assert loose_branch(common, 'refs/heads/fifo') is None
+    (common / 'refs' / 'heads' / 'link').symlink_to(common / 'refs' / 'heads' / 'orch' / 'run-1' / 'work')
+    assert loose_branch(common, 'refs/heads/link') is None
+    for name in ('refs/heads/../../config', 'refs/heads/.hidden', 'refs/heads/x.lock', 'refs/tags/v1', 'HEAD'):
+        assert loose_branch(common, name) is None
+
+
 def test_failures_are_git_errors_with_command_and_advice(repo: Path) -> None:
     with pytest.raises(GitError, match="unknown revision 'nope'"):
         og.rev_parse(repo, 'nope')
@@ -215,6 +255,61 @@ def test_remove_worktree_refuses_main_checkout(repo: Path) -> None:
     with pytest.raises(GitError):
         og.remove_worktree(repo, repo, force=True)
     assert snapshot(repo) == before and (repo / 'README.md').exists()
+
+
+def test_the_checkout_of_a_branch_is_read_as_git_lists_it(repo: Path, wt: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which live checkout has a branch, from git's worktree records, is what `git worktree list` says, in every
+    state a checkout can be in; where the records are unusual git is asked."""
+    from orch.adapters.git import checkouts
+    from orch.adapters.git.gitfiles import worktree_branches
+    common = repo / '.git'
+    branches = ('main', 'work', 'other', 'gone', 'locked', 'unborn', 'nope')
+    git(repo, 'branch', 'other')
+    git(repo, 'branch', 'gone')
+    git(repo, 'branch', 'locked')
+    og.snapshot_worktree(repo, tmp_path / 'detached', 'main')
+    for name in ('gone', 'locked', 'unborn'):
+        git(repo, 'worktree', 'add', '-q', str(tmp_path / name), 'other' if name == 'unborn' else name)
+    git(tmp_path / 'unborn', 'checkout', '-q', '--orphan', 'unborn')   # a branch with no commit yet
+    shutil.rmtree(tmp_path / 'gone')   # prunable: its directory is gone
+    git(repo, 'worktree', 'lock', str(tmp_path / 'locked'))
+    ((tmp_path / 'locked') / '.git').unlink()   # locked: never prunable, though its .git is gone
+
+    def by_git(branch: str) -> Path | None:
+        for info in og.list_worktrees(repo):
+            if info['branch'] == branch and not info['prunable']:
+                return info['path']
+        return None
+
+    def compare() -> None:
+        for branch in branches:
+            assert checkouts.live_worktree_of_branch(repo, branch) == by_git(branch), branch
+    compare()
+    assert worktree_branches(common) is not None   # all read from the files
+    listed = og.list_worktrees(repo)
+    monkeypatch.setattr(checkouts, 'list_worktrees', lambda root: pytest.fail('git asked'))
+    compare_files = {b: checkouts.live_worktree_of_branch(repo, b) for b in branches}
+    monkeypatch.undo()
+    assert compare_files == {b: by_git(b) for b in branches} and listed
+    assert compare_files['work'] == wt and compare_files['main'] == repo and compare_files['gone'] is None
+    # Unusual records: each is left to git, whose answer stands.
+    git(repo, 'symbolic-ref', 'refs/heads/alias', 'refs/heads/other')
+    git(tmp_path / 'detached', 'symbolic-ref', 'HEAD', 'refs/heads/alias')   # HEAD names a symbolic ref
+    assert worktree_branches(common) is None
+    compare()
+    git(tmp_path / 'detached', 'checkout', '-q', '--detach', 'main')
+    record = common / 'worktrees' / 'detached' / 'gitdir'
+    record.write_text('../relative/.git\n')
+    assert worktree_branches(common) is None
+    compare()
+    record.unlink()   # no record: git does not list it
+    assert worktree_branches(common) is not None
+    compare()
+    head = common / 'worktrees' / 'wt' / 'HEAD'
+    head.unlink()
+    head.symlink_to(common / 'refs' / 'heads' / 'work')
+    assert worktree_branches(common) is None
 
 
 def test_worktree_of_branch(repo: Path, wt: Path) -> None:

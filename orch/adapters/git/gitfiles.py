@@ -1,10 +1,11 @@
 """What git's own small files say, read without starting git: where a checkout's git dir is, the common dir it
-shares, and the commit a detached HEAD is at. Each is read as git reads it; anything unusual returns None, and the
-caller asks git."""
+shares, the commit a detached HEAD is at and the one a branch's loose ref names. Each is read as git reads it;
+anything unusual returns None, and the caller asks git."""
 from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 
@@ -82,3 +83,87 @@ def detached_head(path: Path, git_dir: Path | None = None) -> str | None:
     with os.fdopen(fd, 'rb') as fh:
         content = fh.read(66)
     return content.rstrip(b'\n').decode('ascii') if _DETACHED.fullmatch(content) else None
+
+
+# A branch's ref name whose loose file is read directly: plain components only (git refuses `..`, a leading dot,
+# a `.lock` end and control characters in a ref name; anything else is left to git).
+_BRANCH_REF = re.compile(r'refs/heads(?:/[A-Za-z0-9_+@-][A-Za-z0-9_.+@-]*)+')
+_LOOSE_REF = re.compile(rb'([0-9a-f]{40}|[0-9a-f]{64})\n')
+
+
+def loose_branch(common_dir: Path, ref: str) -> str | None:
+    """The commit a branch's loose ref file names (`<common dir>/refs/heads/...`), read as git's files backend reads
+    it, where a loose ref wins over a packed one: the run branch's tip is asked three times a task. None when there
+    is no such file or it is not exactly one line with a full sha (a packed ref, a symbolic ref, a symlink, a reftable
+    store, whose `refs/heads` is a file): ask git."""
+    if not _BRANCH_REF.fullmatch(ref) or any(part.endswith('.lock') for part in ref.split('/')):
+        return None
+    try:
+        fd = os.open(common_dir / ref, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, 'rb') as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        content = fh.read(66)
+    return content[:-1].decode('ascii') if _LOOSE_REF.fullmatch(content) else None
+
+
+class Unusual(Exception):
+    """Something git's own files hold that these readers do not follow: ask git."""
+
+
+def worktree_branches(common_dir: Path) -> list[tuple[Path, str | None, bool]] | None:
+    """(path, branch checked out or None, prunable) of each worktree of the repository whose common dir is
+    `common_dir`, the main one first, as `git worktree list --porcelain` gives them: every landing asks which checkout
+    has the run's branch. None when anything is unusual (a bare repository or a separate git dir, a HEAD that is a
+    symlink or names a symbolic ref, a relative or odd worktree record, a reftable store): ask git."""
+    if common_dir.name != '.git':
+        return None
+    try:
+        out = [(common_dir.parent, _head_branch(common_dir, common_dir), False)]
+        try:
+            names = sorted(os.listdir(common_dir / 'worktrees'))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            git_dir = common_dir / 'worktrees' / name
+            try:
+                with open(git_dir / 'gitdir', 'rb') as fh:
+                    record = fh.read()
+            except (FileNotFoundError, NotADirectoryError):
+                continue   # git lists no worktree without its record
+            gitdir = os.fsdecode(record.rstrip(b'\r\n'))
+            if not os.path.isabs(gitdir) or gitdir != gitdir.strip() or '\0' in gitdir:
+                raise Unusual(gitdir)
+            path = Path(gitdir.removesuffix('/.git'))
+            locked = os.path.lexists(git_dir / 'locked')
+            prunable = (not locked and not os.path.exists(gitdir)) or not path.exists()
+            out.append((path, _head_branch(git_dir, common_dir), prunable))
+    except (Unusual, OSError):
+        return None
+    return out
+
+
+def _head_branch(git_dir: Path, common_dir: Path) -> str | None:
+    """The branch a worktree's HEAD file names (None: detached); Unusual for anything but those two plain forms, or a
+    branch that is itself a symbolic ref (git would name its target)."""
+    fd = os.open(git_dir / 'HEAD', os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, 'rb') as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Unusual('HEAD')
+        content = fh.read(4096)
+    if _DETACHED.fullmatch(content):
+        return None
+    if not content.startswith(b'ref: refs/heads/') or not content.endswith(b'\n'):
+        raise Unusual('HEAD')
+    ref = os.fsdecode(content[5:-1])
+    if not _BRANCH_REF.fullmatch(ref):
+        raise Unusual(ref)   # (a reftable store's HEAD names refs/heads/.invalid)
+    try:
+        with open(os.path.join(common_dir, ref), 'rb') as fh:
+            if fh.read(4) == b'ref:':
+                raise Unusual(ref)
+    except (FileNotFoundError, IsADirectoryError):
+        pass   # packed, or a branch not born yet: HEAD names it all the same
+    return ref.removeprefix('refs/heads/')

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from orch.adapters.git import drivers
-from orch.adapters.git.gitfiles import detached_head, linked_git_dir, linked_git_dir_file, pointer
+from orch.adapters.git.gitfiles import detached_head, linked_git_dir, linked_git_dir_file, loose_branch, pointer
 from orch.errors import GitError
 
 # Variables that point git at a repository, index or object store other than the one found from the
@@ -357,8 +357,15 @@ def git_version() -> tuple[int, ...]:
 
 
 def ref_sha(root: Path, ref: str) -> str | None:
+    """The sha `ref` names, unpeeled; None when there is no such ref. A detached HEAD and a branch's loose ref are
+    read from their files (gitfiles); git is asked for anything else."""
     if ref == 'HEAD' and (head := detached_head_of(root)) is not None:
         return head
+    if ref.startswith('refs/heads/') and Path(root).is_dir():
+        with contextlib.suppress(GitError):   # not a repository: git says so below
+            loc = _pinned(root) or locate(root)
+            if (sha := loose_branch(loc.common_dir, ref)) is not None:
+                return sha
     res = run(root, 'rev-parse', '--verify', '--quiet', ref, ok=(0, 1))
     return res.text if res.status == 0 else None
 
