@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TypedDict
 
+from orch.adapters.git.gitfiles import worktree_branches
 from orch.adapters.git.run import (
     check_name,
     commit_arg,
@@ -179,6 +180,11 @@ def worktree_of_branch(root: Path, branch: str) -> Path | None:
 
 
 def live_worktree_of_branch(root: Path, branch: str) -> Path | None:
+    """The checkout that has `branch` checked out and still exists, if any: asked at every landing, and read from
+    git's worktree records when they are plain (gitfiles.worktree_branches)."""
+    listed = worktree_branches(locate(root).common_dir)
+    if listed is not None:
+        return next((path for path, on, prunable in listed if on == branch and not prunable), None)
     for wt in list_worktrees(root):
         if wt['branch'] == branch and not wt['prunable']:
             return wt['path']
