@@ -72,7 +72,9 @@ def identity_of(pid: int) -> Identity:
 
 
 def save_identity(path: Path, identity: Identity) -> None:
-    write_json(path, asdict(identity))
+    # Written atomically, not synced: a sync only guards against a power cut or a crash of the system, after which
+    # the identity is worth nothing (the boot id differs) and no process it names is left.
+    write_json(path, asdict(identity), durable=False)
 
 
 def load_identity(path: Path) -> Identity | None:

@@ -350,7 +350,7 @@ def _launch_and_judge(spec: WorkerSpec, plan: Plan, adir: Path, record: AttemptR
         # On disk while it runs: should the watchdog fail to stop the group when codex-orch dies, a
         # later run can still kill it, after checking by the start time that the pid is still it.
         procgroup_identity.save_identity(adir / PROCESS_FILE, group.identity)
-        write_text(adir / 'pid', f'{group.pgid}\n')
+        write_text(adir / 'pid', f'{group.pgid}\n', durable=False)   # (not synced either: no process outlives a reboot)
         ending = _pump(group, spec, adir, stream, on_event, stops)
     finally:
         _reap(group)   # kills leftovers; on an exception (Ctrl-C) kills the whole group first
