@@ -8,16 +8,66 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import shutil
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from doit.dependency import DatabaseException, JSONCodec, SqliteDB
 
+# Decoded records kept in memory at most: doit's SqliteDB keeps every record it read until the end (one is ~3 KB
+# decoded; a check of 18,000 steps held 60 MB), though a step's record is read while the step is checked and saved,
+# and seldom after.
+_KEPT = 2048
 
-class WriteThroughSqliteDB(SqliteDB):
+
+class _BoundedCache(SqliteDB):
+    """SqliteDB whose cache forgets the oldest records it read once it holds _KEPT (those with unsaved changes
+    stay): one asked for again is read again from the database, which holds what was saved (a write-through
+    backend's, or a read-only one's own file). A value set in a forgotten record reads it back first, so that the
+    record saved is the one SqliteDB would have kept (a record never read starts empty, as in SqliteDB)."""
+
+    def __init__(self, name: str, codec: JSONCodec, *, module_name: str | None = None) -> None:
+        super().__init__(name, codec)
+        self._cache_lock = threading.RLock()
+        self._forgotten: set[str] = set()
+
+    def get(self, task_id: str, dependency: str) -> Any:
+        return self._record(task_id).get(dependency, None)
+
+    def set(self, task_id: str, dependency: str, value: object) -> None:
+        with self._cache_lock:   # (from the read to the change: a record with unsaved changes is never forgotten)
+            if task_id in self._forgotten:
+                self._record(task_id)
+            super().set(task_id, dependency, value)
+
+    def remove(self, task_id: str) -> None:
+        with self._cache_lock:
+            self._forgotten.discard(task_id)
+            super().remove(task_id)
+
+    def remove_all(self) -> None:
+        with self._cache_lock:
+            self._forgotten.clear()
+            super().remove_all()
+
+    def _record(self, task_id: str) -> dict[str, Any]:
+        with self._cache_lock:
+            record: dict[str, Any] | None = self._cache.get(task_id)
+            if record is None:
+                if len(self._cache) >= _KEPT:
+                    for old in [k for k in itertools.islice(self._cache, _KEPT // 2) if k not in self._dirty]:
+                        del self._cache[old]
+                        self._forgotten.add(old)
+                self._forgotten.discard(task_id)
+                record = self._cache[task_id] = self._get_task_data(task_id)
+            return record
+
+
+class WriteThroughSqliteDB(_BoundedCache):
     desc = 'sqlite3, committed after every task (codex-orch)'
 
     def __init__(self, name: str, codec: JSONCodec, *, module_name: str | None = None) -> None:
@@ -46,7 +96,7 @@ class WriteThroughSqliteDB(SqliteDB):
         self._conn.commit()
 
 
-class ReadOnlySqliteDB(SqliteDB):
+class ReadOnlySqliteDB(_BoundedCache):
     """doit's records for a read-only command (status, graph, merge): nothing is created, changed or deleted.
 
     The run's database is in WAL mode, and a plain connection to it creates `doit.db-wal` and `-shm` beside
