@@ -78,6 +78,27 @@ def test_the_run_s_branch_never_moves_the_user_s_checkout(repo: Path, tmp_path: 
     assert git(repo, 'rev-parse', 'run') == base and not (repo / 'x.txt').exists()
 
 
+def test_a_branch_checked_out_twice_moves_neither_checkout(repo: Path, tmp_path: Path) -> None:
+    """The run's branch in its worktree and, forced, in a second checkout of the user's: moving it would change the
+    files under one of them, whichever git lists first. Nothing moves; the same for the merge's fast-forward."""
+    base = git(repo, 'rev-parse', 'HEAD')
+    wt = tmp_path / 'run-worktree'
+    og.ensure_worktree(repo, wt, 'run', base)
+    for name in ('a-user', 'z-user'):   # listed before and after the run's own
+        other = tmp_path / name
+        git(repo, 'worktree', 'add', '-q', '--force', str(other), 'run')
+        one = tmp_path / f'one-{name}'
+        og.add_checkout(repo, one, base)
+        new = task_commit(one, {'x.txt': 'x\n'}, 'one')
+        with pytest.raises(GitError, match='checked out in 2 places'):
+            og.advance_branch(repo, 'run', base, new, follower=wt)
+        with pytest.raises(GitError, match='checked out in 2 places'):
+            og.fast_forward(repo, 'run', new)
+        assert git(repo, 'rev-parse', 'run') == base
+        assert not (wt / 'x.txt').exists() and not (other / 'x.txt').exists()
+        git(repo, 'worktree', 'remove', '--force', str(other))
+
+
 def test_the_run_s_worktree_follows_or_stays_behind_keeping_the_user_s_change(repo: Path, tmp_path: Path) -> None:
     base = git(repo, 'rev-parse', 'HEAD')
     wt = tmp_path / 'run-worktree'

@@ -181,11 +181,14 @@ def worktree_of_branch(root: Path, branch: str) -> Path | None:
 
 def live_worktree_of_branch(root: Path, branch: str) -> Path | None:
     """The checkout that has `branch` checked out and still exists, if any: asked at every landing, and read from
-    git's worktree records when they are plain (gitfiles.worktree_branches)."""
+    git's worktree records when they are plain (gitfiles.worktree_branches). GitError when more than one has it
+    (`git worktree add --force`): moving the branch would change the files under all but one of them."""
     listed = worktree_branches(locate(root).common_dir)
     if listed is not None:
-        return next((path for path, on, prunable in listed if on == branch and not prunable), None)
-    for wt in list_worktrees(root):
-        if wt['branch'] == branch and not wt['prunable']:
-            return wt['path']
-    return None
+        found = [path for path, on, prunable in listed if on == branch and not prunable]
+    else:
+        found = [wt['path'] for wt in list_worktrees(root) if wt['branch'] == branch and not wt['prunable']]
+    if len(found) > 1:
+        raise GitError(f'the branch {branch} is checked out in {len(found)} places ({", ".join(map(str, found))}); '
+                       'check out another branch in all but one of them, then retry (nothing was changed)')
+    return found[0] if found else None
