@@ -257,6 +257,36 @@ def test_remove_worktree_refuses_main_checkout(repo: Path) -> None:
     assert snapshot(repo) == before and (repo / 'README.md').exists()
 
 
+def test_a_ref_name_or_file_git_would_not_read_as_a_branch_is_no_branch(repo: Path) -> None:
+    """A name that is a directory of refs, a name git refuses, a 64-digit sha in a sha1 repository: git says there
+    is no such branch, and so does the files reader (nothing leaks, nothing raises)."""
+    from orch.adapters.git.gitfiles import loose_branch
+    tip = git(repo, 'rev-parse', 'HEAD')
+    git(repo, 'branch', 'orch/2024-01-01/run-1/workspace-shared')   # refs/heads/orch is a directory
+    assert og.branch_tip(repo, 'orch') is None and og.branch_tip(repo, 'orch/2024-01-01') is None
+    assert loose_branch(repo / '.git', 'refs/heads/orch') is None
+    for name in ('a..b', 'trailing.', 'x/y.'):
+        path = repo / '.git' / 'refs' / 'heads' / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'{tip}\n')
+        assert og.branch_tip(repo, name) is None, name
+    (repo / '.git' / 'refs' / 'heads' / 'long').write_text(f'{tip}{tip[:24]}\n')   # git: a broken ref
+    assert og.branch_tip(repo, 'long') is None
+
+
+def test_a_head_that_is_no_file_is_not_read(repo: Path, tmp_path: Path) -> None:
+    """A FIFO or a directory where a checkout's HEAD is: the reader neither blocks nor raises; git answers."""
+    detached = tmp_path / 'detached'
+    og.snapshot_worktree(repo, detached, 'main')
+    head = Path(git(detached, 'rev-parse', '--absolute-git-dir')) / 'HEAD'
+    head.unlink()
+    os.mkfifo(head)
+    assert og.detached_head(detached) is None
+    head.unlink()
+    head.mkdir()
+    assert og.detached_head(detached) is None
+
+
 def test_the_checkout_of_a_branch_is_read_as_git_lists_it(repo: Path, wt: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Which live checkout has a branch, from git's worktree records, is what `git worktree list` says, in every

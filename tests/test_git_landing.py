@@ -99,6 +99,46 @@ def test_a_branch_checked_out_twice_moves_neither_checkout(repo: Path, tmp_path:
         git(repo, 'worktree', 'remove', '--force', str(other))
 
 
+def _moved_by_git(repo: Path, branch: str) -> Path | None:
+    found = [w['path'] for w in og.list_worktrees(repo) if w['branch'] == branch and not w['prunable']]
+    return found[0] if found else None
+
+
+def test_a_checkout_on_a_symlinked_symbolic_ref_of_the_branch_is_never_moved_under(repo: Path, tmp_path: Path) -> None:
+    """With core.preferSymlinkRefs, `git symbolic-ref` writes refs/heads/alias as a symlink whose text is
+    refs/heads/run: for git a checkout on `alias` has `run` checked out. Moving `run` then fast-forwards that
+    checkout's files, never its HEAD alone."""
+    base = git(repo, 'rev-parse', 'HEAD')
+    git(repo, 'branch', 'run')
+    git(repo, '-c', 'core.preferSymlinkRefs=true', 'symbolic-ref', 'refs/heads/alias', 'refs/heads/run')
+    assert (repo / '.git' / 'refs' / 'heads' / 'alias').is_symlink()
+    git(repo, 'checkout', '-q', 'alias')
+    assert _moved_by_git(repo, 'run') == repo
+    one = tmp_path / 'one'
+    og.add_checkout(repo, one, base)
+    new = task_commit(one, {'x.txt': 'x\n'}, 'x')
+    og.fast_forward(repo, 'run', new)
+    assert git(repo, 'rev-parse', 'HEAD') == new and (repo / 'x.txt').exists()
+    assert git(repo, 'status', '--porcelain') == ''
+
+
+def test_a_checkout_whose_dot_git_is_a_dangling_symlink_still_has_its_branch(repo: Path, tmp_path: Path) -> None:
+    """git tests a checkout's .git with lstat: one that is a dangling symlink is there, and the checkout is not
+    prunable. Its branch is the user's: a landing never moves it (whoever can write a checkout can do this)."""
+    other = tmp_path / 'other'
+    git(repo, 'worktree', 'add', '-q', '-b', 'feat', str(other))
+    (other / '.git').unlink()
+    (other / '.git').symlink_to(tmp_path / 'nowhere')
+    assert _moved_by_git(repo, 'feat') == other.resolve()
+    base = git(repo, 'rev-parse', 'HEAD')
+    one = tmp_path / 'one'
+    og.add_checkout(repo, one, base)
+    new = task_commit(one, {'x.txt': 'x\n'}, 'x')
+    with pytest.raises(GitError, match='never changes'):
+        og.advance_branch(repo, 'feat', base, new, follower=tmp_path / 'run-worktree')
+    assert git(repo, 'rev-parse', 'feat') == base
+
+
 def test_the_run_s_worktree_follows_or_stays_behind_keeping_the_user_s_change(repo: Path, tmp_path: Path) -> None:
     base = git(repo, 'rev-parse', 'HEAD')
     wt = tmp_path / 'run-worktree'

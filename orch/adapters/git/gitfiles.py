@@ -65,7 +65,8 @@ def pointer(path: Path) -> object:
         return None
 
 
-_DETACHED = re.compile(rb'([0-9a-f]{40}|[0-9a-f]{64})\n?')
+# A full sha1. A 64-digit one is left to git: only a sha256 repository takes it, and a sha1 one calls it broken.
+_DETACHED = re.compile(rb'[0-9a-f]{40}\n?')
 
 
 def detached_head(path: Path, git_dir: Path | None = None) -> str | None:
@@ -76,37 +77,47 @@ def detached_head(path: Path, git_dir: Path | None = None) -> str | None:
     git_dir = git_dir or git_dir_at(Path(path))   # a pinned checkout's git dir is given (orch.adapters.git.run)
     if git_dir is None:
         return None
-    try:
-        fd = os.open(git_dir / 'HEAD', os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, 'rb') as fh:
-        content = fh.read(66)
-    return content.rstrip(b'\n').decode('ascii') if _DETACHED.fullmatch(content) else None
+    content = _small_regular_file(git_dir / 'HEAD')   # (a FIFO or a directory there is no HEAD of ours)
+    return content.rstrip(b'\n').decode('ascii') if content is not None and _DETACHED.fullmatch(content) else None
 
 
 # A branch's ref name whose loose file is read directly: plain components only (git refuses `..`, a leading dot,
 # a `.lock` end and control characters in a ref name; anything else is left to git).
 _BRANCH_REF = re.compile(r'refs/heads(?:/[A-Za-z0-9_+@-][A-Za-z0-9_.+@-]*)+')
-_LOOSE_REF = re.compile(rb'([0-9a-f]{40}|[0-9a-f]{64})\n')
+_LOOSE_REF = re.compile(rb'[0-9a-f]{40}\n')
 
 
 def loose_branch(common_dir: Path, ref: str) -> str | None:
     """The commit a branch's loose ref file names (`<common dir>/refs/heads/...`), read as git's files backend reads
     it, where a loose ref wins over a packed one: the run branch's tip is asked three times a task. None when there
-    is no such file or it is not exactly one line with a full sha (a packed ref, a symbolic ref, a symlink, a reftable
-    store, whose `refs/heads` is a file): ask git."""
-    if not _BRANCH_REF.fullmatch(ref) or any(part.endswith('.lock') for part in ref.split('/')):
+    is no such file or it is not exactly one line with a full sha1 (a packed ref, a symbolic ref, a symlink, a
+    directory of refs, a reftable store, whose `refs/heads` is a file), or the name is one git refuses: ask git."""
+    if not _plain_branch(ref):
         return None
+    content = _small_regular_file(common_dir / ref)
+    return content[:-1].decode('ascii') if content is not None and _LOOSE_REF.fullmatch(content) else None
+
+
+def _plain_branch(ref: str) -> bool:
+    """A branch's ref name of plain components that git takes as it is (git refuses `..`, a leading dot, a trailing
+    dot and a `.lock` end; anything else is left to git)."""
+    return (_BRANCH_REF.fullmatch(ref) is not None and '..' not in ref and not ref.endswith('.')
+            and not any(part.endswith('.lock') for part in ref.split('/')))
+
+
+def _small_regular_file(path: Path) -> bytes | None:
+    """The first 4 KiB of `path` if it is a regular file (not through a symlink, never blocking on a FIFO); None for
+    anything else or nothing there."""
     try:
-        fd = os.open(common_dir / ref, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
-    with os.fdopen(fd, 'rb') as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        content = fh.read(66)
-    return content[:-1].decode('ascii') if _LOOSE_REF.fullmatch(content) else None
+    try:
+        return os.read(fd, 4096) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 class Unusual(Exception):
@@ -138,7 +149,8 @@ def worktree_branches(common_dir: Path) -> list[tuple[Path, str | None, bool]] |
                 raise Unusual(gitdir)
             path = Path(gitdir.removesuffix('/.git'))
             locked = os.path.lexists(git_dir / 'locked')
-            prunable = (not locked and not os.path.exists(gitdir)) or not path.exists()
+            # (git's test is lstat: a .git that is a dangling symlink is there)
+            prunable = (not locked and not os.path.lexists(gitdir)) or not path.exists()
             out.append((path, _head_branch(git_dir, common_dir), prunable))
     except (Unusual, OSError):
         return None
@@ -147,23 +159,25 @@ def worktree_branches(common_dir: Path) -> list[tuple[Path, str | None, bool]] |
 
 def _head_branch(git_dir: Path, common_dir: Path) -> str | None:
     """The branch a worktree's HEAD file names (None: detached); Unusual for anything but those two plain forms, or a
-    branch that is itself a symbolic ref (git would name its target)."""
+    branch file that git could read as a symbolic ref (one, a symlink: git would name its target) or that is not a
+    regular file."""
     fd = os.open(git_dir / 'HEAD', os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, 'rb') as fh:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise Unusual('HEAD')
-        content = fh.read(4096)
+        content = os.read(fd, 4096)
+    finally:
+        os.close(fd)
     if _DETACHED.fullmatch(content):
         return None
     if not content.startswith(b'ref: refs/heads/') or not content.endswith(b'\n'):
         raise Unusual('HEAD')
     ref = os.fsdecode(content[5:-1])
-    if not _BRANCH_REF.fullmatch(ref):
+    if not _plain_branch(ref):
         raise Unusual(ref)   # (a reftable store's HEAD names refs/heads/.invalid)
-    try:
-        with open(os.path.join(common_dir, ref), 'rb') as fh:
-            if fh.read(4) == b'ref:':
-                raise Unusual(ref)
-    except (FileNotFoundError, IsADirectoryError):
-        pass   # packed, or a branch not born yet: HEAD names it all the same
+    branch = Path(common_dir) / ref
+    if os.path.lexists(branch):   # (absent: packed, or a branch not born yet: HEAD names it all the same)
+        named = _small_regular_file(branch)
+        if named is None or named.startswith(b'ref:'):
+            raise Unusual(ref)
     return ref.removeprefix('refs/heads/')
