@@ -280,9 +280,17 @@ def _is_codex(cmdline: list[str]) -> bool:
 
 
 def _worker_running_codex(cluster: Cluster, timeout: float) -> str:
-    wait_for(lambda: _codex_running(cluster), timeout=timeout)
-    time.sleep(0.5)
-    return _codex_running(cluster)[0]
+    """One of the two workers each in the middle of a task: T2 and T3 run side by side (one codex unit a worker),
+    each codex waiting on the slow stand-in. A codex process seen alone may be a unit's `codex --version` probe
+    (orch.remote.run_unit) or T1's codex at the end of its life: gone by the time its worker is killed, and then
+    nothing is resubmitted."""
+    found: list[str] = []
+
+    def both_running() -> bool:
+        found[:] = _codex_running(cluster)
+        return len(found) == 2
+    wait_for(both_running, timeout=timeout)
+    return found[0]
 
 
 def _alive(proc: object) -> bool:
