@@ -232,7 +232,7 @@ def test_worker_killed_mid_task_then_resume(tmp_path: Path, monkeypatch: pytest.
                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
                 try:
                     # a worker is in the middle of T2 or T3 (its codex waits on the slow stand-in): kill it
-                    victim = _worker_running_codex(cluster, timeout=60)
+                    victim = _worker_running_codex(cluster, timeout=60, workers=2)
                     cluster.kill_worker(victim)
                     out, err = proc.communicate(timeout=120)
                 finally:
@@ -279,18 +279,21 @@ def _is_codex(cmdline: list[str]) -> bool:
     return any(os.path.basename(arg).startswith('codex') and 'codex-orch' not in arg for arg in cmdline[:2])
 
 
-def _worker_running_codex(cluster: Cluster, timeout: float) -> str:
-    """One of the two workers each in the middle of a task: T2 and T3 run side by side (one codex unit a worker),
-    each codex waiting on the slow stand-in. A codex process seen alone may be a unit's `codex --version` probe
-    (orch.remote.run_unit) or T1's codex at the end of its life: gone by the time its worker is killed, and then
-    nothing is resubmitted."""
-    found: list[str] = []
-
-    def both_running() -> bool:
-        found[:] = _codex_running(cluster)
-        return len(found) == 2
-    wait_for(both_running, timeout=timeout)
-    return found[0]
+def _worker_running_codex(cluster: Cluster, timeout: float, workers: int = 1) -> str:
+    """A worker in the middle of a unit: running a codex process in two looks half a second apart (one look may catch
+    a unit's short `codex --version` probe, orch.remote.run_unit, or a codex at the end of its life, gone by the time
+    its worker is killed). workers=2: wait until two workers are (the diamond's T2 and T3 side by side, one codex unit
+    a worker: a codex seen alone there may be T1's, ending)."""
+    previous: set[str] = set()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = set(_codex_running(cluster))
+        steady = sorted(now & previous)
+        if len(steady) >= workers:
+            return steady[0]
+        previous = now
+        time.sleep(0.5)
+    raise AssertionError(f'no {workers} worker(s) running codex for half a second within {timeout} s')
 
 
 def _alive(proc: object) -> bool:
