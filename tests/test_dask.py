@@ -225,7 +225,8 @@ def test_worker_killed_mid_task_then_resume(tmp_path: Path, monkeypatch: pytest.
                 config = host.repo / '.orchestrator' / 'orchestrator.yaml'
                 config.write_text(config.read_text() + '  resubmits: 1\n')
                 commit_all(host.repo, 'resubmit once')
-                host.write_plan(diamond_plan('[[standin: slow 2]]\n'))
+                # (4 s a request: T2 and T3 overlap long enough to be seen side by side on a busy machine)
+                host.write_plan(diamond_plan('[[standin: slow 4]]\n'))
                 env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
                 proc = subprocess.Popen([sys.executable, '-m', 'orch', 'run', '--plan-file', 'plan.json',
                                          '-j', '2'], cwd=host.repo, env=env, stdout=subprocess.PIPE,

@@ -52,8 +52,6 @@ def load_previous(rt: RunInputs) -> manifest.Manifest | None:
     return manifest.Manifest(previous.header, previous.files, previous.dirs, answers, previous.index)
 
 
-
-
 @dataclass(frozen=True)
 class Before:
     """The first of the two snapshots, taken before the task rows are read and before doit's check."""
@@ -196,8 +194,8 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
     new_files = {f[0]: f for f in now.files if f[0] not in settled}
     if any(not within(path) for path in old_files.keys() ^ new_files.keys()):
         return False
-    if any((old is None or old[:6] != sig[:6]) and not within(path)
-           for path, sig in new_files.items() for old in (old_files.get(path),)):
+    if any(not within(path) and (path not in old_files or old_files[path][:6] != sig[:6])
+           for path, sig in new_files.items()):
         return False
     # a directory by its entries (its listing): a file replaced in it (a new mtime) is compared above
     old_dirs = {d[0]: d[2] for d in previous.dirs}

@@ -65,6 +65,21 @@ def pointer(path: Path) -> object:
         return None
 
 
+def _small_regular_file(path: Path) -> bytes | None:
+    """The first 4 KiB of `path` if it is a regular file (not through a symlink, never blocking on a FIFO); None for
+    anything else or nothing there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 # A full sha1. A 64-digit one is left to git: only a sha256 repository takes it, and a sha1 one calls it broken.
 _DETACHED = re.compile(rb'[0-9a-f]{40}\n?')
 
@@ -103,21 +118,6 @@ def _plain_branch(ref: str) -> bool:
     dot and a `.lock` end; anything else is left to git)."""
     return (_BRANCH_REF.fullmatch(ref) is not None and '..' not in ref and not ref.endswith('.')
             and not any(part.endswith('.lock') for part in ref.split('/')))
-
-
-def _small_regular_file(path: Path) -> bytes | None:
-    """The first 4 KiB of `path` if it is a regular file (not through a symlink, never blocking on a FIFO); None for
-    anything else or nothing there."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 4096) if stat.S_ISREG(os.fstat(fd).st_mode) else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 class Unusual(Exception):
@@ -161,13 +161,9 @@ def _head_branch(git_dir: Path, common_dir: Path) -> str | None:
     """The branch a worktree's HEAD file names (None: detached); Unusual for anything but those two plain forms, or a
     branch file that git could read as a symbolic ref (one, a symlink: git would name its target) or that is not a
     regular file."""
-    fd = os.open(git_dir / 'HEAD', os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Unusual('HEAD')
-        content = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+    content = _small_regular_file(git_dir / 'HEAD')
+    if content is None:
+        raise Unusual('HEAD')
     if _DETACHED.fullmatch(content):
         return None
     if not content.startswith(b'ref: refs/heads/') or not content.endswith(b'\n'):

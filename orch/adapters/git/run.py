@@ -361,7 +361,7 @@ def ref_sha(root: Path, ref: str) -> str | None:
     read from their files (gitfiles); git is asked for anything else."""
     if ref == 'HEAD' and (head := detached_head_of(root)) is not None:
         return head
-    if ref.startswith('refs/heads/') and Path(root).is_dir():
+    if ref.startswith('refs/heads/'):
         with contextlib.suppress(GitError):   # not a repository: git says so below
             loc = _pinned(root) or locate(root)
             if (sha := loose_branch(loc.common_dir, ref)) is not None:
