@@ -167,7 +167,8 @@ def unsandboxed(config: Config, rules: RuleSet) -> list[str]:
 def require_for_run(config: Config, plan: Plan, rules: RuleSet, repo: Path) -> None:
     """Refuse the run (LaunchError, exit 2) before anything ran when a command it would sandbox cannot be."""
     sandboxed_rule = any(isinstance(r.action, ShellAction) and r.action.sandbox != NONE for r in rules.rules)
-    sandboxed_task = any(config.role(t.role).command_sandbox != NONE
-                         and (config.role(t.role).checks or t.checks or config.worktree.setup) for t in plan.tasks)
+    roles = {name: config.role(name) for name in {t.role for t in plan.tasks}}   # resolved once, not per task
+    sandboxed_task = any(roles[t.role].command_sandbox != NONE
+                         and (roles[t.role].checks or t.checks or config.worktree.setup) for t in plan.tasks)
     if sandboxed_rule or sandboxed_task:
         require_sandbox(config, repo)

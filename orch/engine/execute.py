@@ -125,7 +125,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
             noop_record.record(rt, before, session.rows.redacted(rows), [line for line, err in lines if not err],
-                               previous=previous, scope=scope, quiet=session.rows.quiet)
+                               previous=previous, scope=scope, quiet=session.rows.quiet, entries_checked=True)
     return code, rows
 
 

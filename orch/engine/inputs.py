@@ -89,6 +89,11 @@ class RunInputs:
     def _roles(self) -> dict[str, ResolvedRole]:
         return {}
 
+    @cached_property
+    def stored_entries(self) -> dict[str, dict[str, Any]]:
+        """Each task's task.json as stored, once made (stored_task_entry)."""
+        return {}
+
     def schema(self, path: str) -> dict[str, Any]:
         """A schema a step names: the roles' were checked at load; another one is checked now."""
         known = self.schemas.get(path)
@@ -107,8 +112,12 @@ def remember_plan_check(inputs: RunInputs) -> None:
 
 
 def stored_task_entry(inputs: RunInputs, task: Task) -> dict[str, Any]:
-    """task.json as it is stored, and so as it is compared (changed_entries)."""
-    return stored_entry(task, inputs.role(task.role).checks)
+    """task.json as it is stored, and so as it is compared (changed_entries); made once per command (a resume
+    writes the entries of its tasks and then compares them: 0.28 s each time at 4,500 tasks). Not to be changed."""
+    found = inputs.stored_entries.get(task.id)
+    if found is None:
+        found = inputs.stored_entries[task.id] = stored_entry(task, inputs.role(task.role).checks)
+    return found
 
 
 def write_task_entries(inputs: RunInputs, scope: frozenset[str] | None = None) -> None:

@@ -73,8 +73,10 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
     if rt.config.services or rt.sources is None:
         return None   # a resume starts and stops the services even when nothing is stale: not skipped
     listed_at: dict[str, int | None] = {}
-    settled = _settled_paths(rt, previous, scope, as_before)
-    files, dirs = inputs_of(rt, previous, listed_at, settled=settled)
+    # what the old manifest signed in each task directory: grouped once for both uses (83,000 files at 10,000 tasks)
+    known = _files_by_task_dir(previous, f'{rt.layout.run_dir}/tasks') if previous is not None else {}
+    settled = _settled_paths(rt, previous, scope, as_before, known)
+    files, dirs = inputs_of(rt, previous, listed_at, settled=settled, known=known)
     # The sources as the run read them (not as they are now): an edit made during the run is a difference.
     snap = manifest.build(str(rt.repo), manifest.header(rt.repo, rt.run.run_id), files, dirs, {}, previous=previous,
                           as_read=(rt.sources.files, rt.sources.dirs), settled=settled)
@@ -90,7 +92,7 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
 
 def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str], *,
            previous: manifest.Manifest | None = None, scope: frozenset[str] | None = None,
-           quiet: known_rows.RowInputs | None = None) -> bool:
+           quiet: known_rows.RowInputs | None = None, entries_checked: bool = False) -> bool:
     """Write the manifest if every task is done and doit finds the whole graph up to date, and nothing
     changed since `before`; returns whether it was written. rows: task_rows(rt) read after `before`, redacted
     (KnownRows.redacted); summary_lines: what a no-op resume of this state prints.
@@ -99,17 +101,23 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
     it started from: when nothing outside them changed since that manifest, only their steps (and the run's
     own) are checked; every other step is still as that manifest found it, up to date, and what the first
     snapshot settled is not signed a second time (see _looked_at); quiet: the row inputs of the tasks the resume left
-    alone (quiet_row_inputs), taken for the report's digest in that check."""
+    alone (quiet_row_inputs), taken for the report's digest in that check; entries_checked: the task.json files of
+    the scope (of every task without one) were found equal to their plan entries after `before` was taken (the
+    run's own check that none is still stale): as good as a look inside the check, which lies between the same two
+    snapshots."""
     # The answers are rendered by the commands' own functions, so that they are their text exactly.
     from orch.core.status_text import nothing_would_run, render_table
     from orch.engine.doit_runner import all_up_to_date
     from orch.runstate.status import document
 
+    checked = scope
     if scope is not None and (previous is None
                               or not _changed_only_within(rt, before.snapshot, previous, scope, before.settled)):
         scope = None
     quiet = quiet if scope is not None else None
-    if any(row['status'] != 'done' for row in rows) or not all_up_to_date(rt, scope=scope, quiet=quiet):
+    entries_checked = entries_checked and scope == checked   # a scope given up: every entry is compared
+    if any(row['status'] != 'done' for row in rows) \
+            or not all_up_to_date(rt, scope=scope, quiet=quiet, entries_checked=entries_checked):
         return False
     # read between the snapshots, like the rows; redacted as data (its JSON text escapes a secret holding a quote):
     # all of it but the rows, which come redacted
@@ -131,7 +139,8 @@ def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_li
 
 
 def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
-                   as_before: frozenset[str]) -> frozenset[str]:
+                   as_before: frozenset[str],
+                   known: dict[str, tuple[signing.DirSig, list[str]]]) -> frozenset[str]:
     """The directories of the tasks outside the scope whose rows were `previous`'s, and the files `previous` signed in
     them; but not what a step of the scope or of the run reads or writes there (an upstream result is signed as that
     step found it; a directory that a run-level rule writes into is looked at whole).
@@ -150,7 +159,7 @@ def _settled_paths(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     settled_dirs = {f'{tasks_dir}/{t}' for t in as_before if t not in scope and t not in written_in}
     racy = {sig[0] for sig in previous.files if sig[6]} | {sig[0] for sig in previous.dirs if sig[3]}
     out: set[str] = set()
-    for task_dir, (_sig, files) in _files_by_task_dir(previous, tasks_dir).items():
+    for task_dir, (_sig, files) in known.items():
         if task_dir in settled_dirs:
             out.add(task_dir)
             out.update(f for f in files if f not in read)
@@ -175,7 +184,7 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
     scope (a worker rewriting its upstream's answer, say) may be read by steps outside the scope too. settled: paths
     `now` signed as `previous` did, without a look (_settled_paths): the same by construction, not compared."""
     run_dir = rt.layout.run_dir
-    task_dirs = tuple(f'{rt.layout.task_dir(t)}/' for t in scope)
+    task_dirs = {rt.layout.task_dir(t) for t in scope}
     own: set[str] = {rt.run.plan_file}
     for step in rt.steps:
         if step.task_id is None or step.task_id in scope:
@@ -188,7 +197,7 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
                                                PLAN_CHECK_FILE, 'task-entries.digest'))
 
     def within(path: str) -> bool:
-        return path in own or path.startswith(task_dirs)
+        return path in own or _below_any(path, task_dirs)
 
     old_files = {f[0]: f for f in previous.files if f[0] not in settled}
     new_files = {f[0]: f for f in now.files if f[0] not in settled}
@@ -201,7 +210,19 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
     old_dirs = {d[0]: d[2] for d in previous.dirs}
     new_dirs = {d[0]: d[2] for d in now.dirs}
     return set(old_dirs) == set(new_dirs) and all(
-        old_dirs[path] == listing or f'{path}/'.startswith(task_dirs) for path, listing in new_dirs.items())
+        old_dirs[path] == listing or path in task_dirs or _below_any(path, task_dirs)
+        for path, listing in new_dirs.items())
+
+
+def _below_any(path: str, dirs: set[str]) -> bool:
+    """Whether the path is inside one of these directories: a lookup per parent directory of the path, not a
+    comparison per directory (a middle edit's scope holds 4,500 tasks' directories, compared with 50,000 paths)."""
+    cut = path.find('/')
+    while cut != -1:
+        if path[:cut] in dirs:
+            return True
+        cut = path.find('/', cut + 1)
+    return False
 
 
 def _plan_read_by_a_step(rt: RunInputs) -> bool:
@@ -228,14 +249,16 @@ def delta_index(rt: RunInputs) -> dict[str, Any]:
 
 def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
               listed_at: dict[str, int | None] | None = None,
-              settled: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+              settled: frozenset[str] = frozenset(),
+              known: dict[str, tuple[signing.DirSig, list[str]]] | None = None) -> tuple[list[str], list[str]]:
     """(files, directories) whose signatures the manifest keeps; repo-relative or absolute.
 
     previous: an earlier manifest, whose files in a task directory are taken as that directory's while its
     entries are known unchanged (signing.unchanged_dir) instead of listing it again.
     listed_at: filled with the mtime of each task directory at which its files were found: taken before its listing,
     or the old manifest's when they are its.
-    settled: task directories whose files are the old manifest's without a look (see _settled_paths)."""
+    settled: task directories whose files are the old manifest's without a look (see _settled_paths).
+    known: _files_by_task_dir(previous), when the caller has it."""
     run_dir = rt.layout.run_dir
     files, dirs = source_paths(rt.repo, rt.run.plan_file, rt.run.spec_file, [*rt.schemas, *rt.templates])
     files += [f'{run_dir}/run.json', f'{run_dir}/{PLAN_CHECK_FILE}', f'{run_dir}/task-entries.digest',
@@ -252,7 +275,8 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
     dirs.append(tasks_dir)
     for task in rt.plan.tasks:
         files += [f'{tasks_dir}/{task.id}/state.json', f'{tasks_dir}/{task.id}/task.json']
-    known = _files_by_task_dir(previous, tasks_dir) if previous is not None else {}
+    if known is None:
+        known = _files_by_task_dir(previous, tasks_dir) if previous is not None else {}
     root = str(rt.repo)
     for name in _entries(rt.repo / tasks_dir, dirs_only=True):
         task_dir = f'{tasks_dir}/{name}'
