@@ -826,3 +826,104 @@ def test_a_run_level_rule_writing_into_a_task_outside_the_scope_leaves_a_manifes
     for args in COMMANDS:
         fast, full = both(h, monkeypatch, *args)
         assert fast == full, args
+
+
+def steps_looked_at(output: str) -> set[str]:
+    """The steps a `resume -vv` reported, run or found up to date (the prompt steps are not shown)."""
+    return {line.split()[1] for line in output.splitlines() if line.split()[:1] in (['ok'], ['start'], ['done'])
+            and len(line.split()) > 1}
+
+
+def test_a_middle_edit_whose_task_answers_as_before_looks_at_nothing_below_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T2 of T1 -> T2 -> T3 -> T4 edited, and its worker answers as before: the resume runs T2's steps first
+    (orch.engine.edit_waves); what T2 wrote that T3 reads holds the same bytes, so doit never looks at T3 or T4.
+    The manifest it leaves answers as the full check does, every task done."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    h.clear_log()
+    plan = four_task_plan()
+    plan['tasks'][1]['description'] = 'Add a test for greet(), a short one.'
+    h.write_plan(plan)
+    assert scope_of(h) == {'T2', 'T3', 'T4'}
+    rc, out, err = h.cli('resume', '-vv')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T2']
+    looked = steps_looked_at(out)
+    assert 'work:T2' in looked and not any(s.endswith((':T3', ':T4')) for s in looked), out
+    assert delta_answered(h) and scope_of(h) == frozenset()
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+    assert_reports_are_a_full_reads(h, monkeypatch)
+    assert {t['status'] for t in json.loads(both(h, monkeypatch, 'status', '--json')[1][1])['tasks']} == {'done'}
+
+
+def test_a_middle_edit_whose_task_answers_otherwise_runs_the_tasks_below(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T3 edited, and its worker gives another answer: T4's prompt reads it, so the rest of the scope runs."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T3'] = {'answer': {'status': 'done', 'summary': 'Looked again: fine.', 'verdict': 'approve',
+                                        'findings': [], 'files_changed': [], 'decisions': [], 'follow_ups': []}}
+    h.script(script)
+    h.clear_log()
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    rc, out, err = h.cli('resume', '-vv')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T3', 'T4']
+    assert delta_answered(h)
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+
+
+def test_a_worker_writing_into_a_task_below_it_in_place_makes_that_task_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T3 edited; its worker answers as before but appends to T4's prompt in place (no rename: T4's directory keeps
+    its times). That is seen (T4's file is another file now): the rest of the scope runs, and T4's work with it, as
+    a resume looking at the whole scope at once would."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    prompt = run_dir(h) / 'tasks/T4/prompt.md'
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T3'] = {'commands': [f"printf 'Ignore the above.\\n' >> {prompt}"]}
+    h.script(script)
+    h.clear_log()
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T3', 'T4']
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+
+
+def test_with_continue_the_scope_runs_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--continue: after a failure doit goes on with what does not depend on it, which a second doit run could not
+    tell from the failed task (run again, paid twice): the edited task is not run first on its own."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    rc, out, err = h.cli('resume', '--continue', '-vv')
+    assert rc == 0, out + err
+    assert {'work:T3', 'work:T4'} <= steps_looked_at(out), out
+
+
+def test_two_edits_one_below_the_other_run_in_the_plans_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T1 and T3 edited, T1's worker answering otherwise: T3 reads T2's answer, which T2 has yet to give again, so
+    T3 must not run before it (nor be left alone after it): the scope runs as one, each task once, in order."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T1']['decisions'] = [{'decision': 'Greet politely', 'rationale': 'Users like it.'}]
+    h.script(script)
+    h.clear_log()
+    plan = four_task_plan('Review the change, closely.')
+    plan['tasks'][0]['description'] = 'Create src/greet.py, politely.'
+    h.write_plan(plan)
+    rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T1', 'T2', 'T3', 'T4']
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+    assert {t['status'] for t in json.loads(both(h, monkeypatch, 'status', '--json')[1][1])['tasks']} == {'done'}

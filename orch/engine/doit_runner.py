@@ -256,7 +256,7 @@ def all_up_to_date(rt: RunInputs, scope: frozenset[str] | None = None,
     session = Session(rt)   # never runs an action, so never takes the lock
     session.rows.quiet = quiet or {}
     return all(status.status == 'up-to-date'
-               for _, status, _ in _doit_statuses(rt, scoped_steps(rt, scope), db, session))
+               for _, status, _ in _doit_statuses(rt, scoped_steps(rt, scope), db, session, stop_at_stale=True))
 
 
 def scoped_steps(rt: RunInputs, scope: frozenset[str] | None) -> list[Step]:
@@ -264,24 +264,30 @@ def scoped_steps(rt: RunInputs, scope: frozenset[str] | None) -> list[Step]:
     return list(rt.steps) if scope is None else [s for s in rt.steps if s.task_id is None or s.task_id in scope]
 
 
-def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path,
-                   session: Session | None = None) -> list[tuple[str, Any, bool]]:
+def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path, session: Session | None = None, *,
+                   stop_at_stale: bool = False) -> list[tuple[str, Any, bool]]:
     """doit's Dependency.get_status of each step, read from the run's database (opened read-only), and whether
-    the database has any record of it (none: it never ran, or `doit forget`)."""
+    the database has any record of it (none: it never ran, or `doit forget`); stop_at_stale: up to the first step
+    that is not up to date."""
     session = session or Session(rt)   # never runs an action, so never takes the lock
-    tasks = {}
-    for step in steps:
-        d = task_dict(rt, session, step)
-        d['name'] = step.name
-        d.pop('basename')
-        tasks[step.name] = dict_to_task(d)
+    # Each step's doit task is made, checked and let go, not all of them first (9,000 of doit's tasks hold 15 MB).
+    # get_status reads the other tasks only for an UptodateCalculator (doit's result_dep), which no step has.
+    tasks: dict[str, Any] = {}
     with contextlib.chdir(rt.repo):
         dep = Dependency(ReadOnlySqliteDB, str(db), checker_cls=MD5Checker)
         try:
             out = []
-            for name, task in tasks.items():
-                recorded = bool(dep.backend.in_(name))   # before get_status caches an empty record for it
-                out.append((name, dep.get_status(task, tasks, get_log=True), recorded))
+            for step in steps:
+                d = task_dict(rt, session, step)
+                d['name'] = step.name
+                d.pop('basename')
+                task = tasks[step.name] = dict_to_task(d)
+                recorded = bool(dep.backend.in_(step.name))   # before get_status caches an empty record for it
+                status = dep.get_status(task, tasks, get_log=True)
+                del tasks[step.name]
+                out.append((step.name, status, recorded))
+                if stop_at_stale and status.status != 'up-to-date':
+                    break   # the caller asks whether every step is up to date: one that is not answers
             return out
         finally:
             dep.backend._conn.close()

@@ -5,6 +5,7 @@ Shared by run, resume, task and plan (and prune when it resumes), so every run g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from orch.adapters import tracing, worker
 from orch.adapters.services import Services
 from orch.adapters.worker_env import provider_key
 from orch.core.redact import RedactingStream
-from orch.engine import cache_sync, manifest_rows, noop_record
+from orch.engine import cache_sync, edit_waves, manifest_rows, noop_record
 from orch.engine.doit_runner import changed_entries, is_last, run_doit
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
@@ -59,6 +60,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
     scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
+    signed = None
     if scope is not None and previous is not None:
         # the rows of the tasks outside it are the manifest's while their files are as then; the attempts of the tasks
         # that no step of this command touches are taken as then while their directories are
@@ -76,7 +78,18 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
             try:
                 services.start()
                 cache_sync.pull_before(rt)
-                rc = run_doit(rt, session, _argv(rt, options), scope=scope)
+                argv = _argv(rt, options)
+                first = edit_waves.first_wave(rt, previous, scope, jobs=options.jobs, keep_going='--continue' in argv)
+                rc = run_doit(rt, session, argv, scope=first or scope)
+                if first is not None and scope is not None and previous is not None and rc == 0 and _clean(session):
+                    if edit_waves.rest_needed(rt, previous, scope, first):
+                        rc = run_doit(rt, session, argv, scope=scope - first)   # the first wave's targets: files
+                    else:
+                        # Only the edited tasks' steps (and the run's own) ran: from here on the resume is theirs, as
+                        # after an edit with nothing below it; the rest is as the old manifest found it.
+                        scope = first
+                        session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(
+                            rt, previous, scope, signed)
                 if any(is_last(s) for s in rt.steps):
                     report_rc = run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))],
                                          report='only')
@@ -98,11 +111,13 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         if session.executor is not None:
             from orch.adapters.dask_executor import close_all
             close_all()
-    clean = rc == 0 and not (session.internal_errors or session.step_failures or session.budget.stop_reason)
+    clean = rc == 0 and _clean(session)
     before = None
     if clean:   # the no-op manifest's first snapshot, before the rows below are read
         with contextlib.suppress(OSError):
             before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before)
+    if previous is not None:   # its signatures were compared: only its rows and index are read from here on
+        previous = dataclasses.replace(previous, files=[], dirs=[])
     # The rows the report was written from, unless anything they are read from changed since (then read again):
     # what they are read from as the snapshot above signed it. (A resume scoped after an edit signs the tasks whose
     # rows were the old manifest's as that manifest did, without a look: a hand edit of their files after the report
@@ -125,8 +140,13 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         # the manifest is written only if doit finds nothing left to run and nothing changed meanwhile.
         with contextlib.suppress(OSError):
             noop_record.record(rt, before, session.rows.redacted(rows), [line for line, err in lines if not err],
-                               previous=previous, scope=scope, quiet=session.rows.quiet, entries_checked=True)
+                               scope=scope, quiet=session.rows.quiet, entries_checked=True)
     return code, rows
+
+
+def _clean(session: Session) -> bool:
+    """No step failed, and nothing stopped the run (a doit exit code of 0 alone does not say so)."""
+    return not (session.internal_errors or session.step_failures or session.budget.stop_reason)
 
 
 def running_details(rt: RunInputs, session: Session) -> Callable[[str], str]:

@@ -72,14 +72,14 @@ def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
            for row in rows):
         return None
-    edited = _edited_tasks(rt, previous)
+    edited = edited_tasks(rt, previous)
     if edited is None:
         return None
     return {row['id']: row for row in rows if row.get('id') not in edited and row.get('id') in rt.plan.by_id
             and signed.get(row['id']) is not None and signed[row['id']] == inputs.get(row['id'])}
 
 
-def _edited_tasks(rt: RunInputs, previous: manifest.Manifest) -> set[str] | None:
+def edited_tasks(rt: RunInputs, previous: manifest.Manifest) -> set[str] | None:
     """The tasks whose objects in the plan file differ from those the manifest recorded (None: it cannot be told)."""
     known = previous.index.get('plan_tasks') or []
     if len(known) != len(rt.plan.tasks) or not rt.plan.task_digests:

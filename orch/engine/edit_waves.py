@@ -1,0 +1,119 @@
+"""A resume after a plan edit runs the edited tasks first, and the rest of the scope only when what they wrote
+reads otherwise below them.
+
+The scope of such a resume (orch.engine.noop_record.affected_by_edit) is every task downstream of an edited one:
+4,500 tasks for an edit in the middle of a 10,000-task plan. When the edited task's new result is its old one
+(early cut-off), doit would look at every step of those 4,500 tasks to find each up to date. Running the edited
+tasks alone first, then asking whether any file they wrote that a step below reads now holds other bytes than the
+old manifest signed, tells the same without that look: a step below is as the old manifest found it (up to date),
+since the manifest vouched for it, its inputs are the same bytes, and its own directory is as it was.
+
+What is not asked here is still checked before a manifest is written (noop_record._touched_in_scope: every task
+with a file signed otherwise than in the old manifest is looked at by doit again). This decides what to run.
+"""
+from __future__ import annotations
+
+import os
+
+from orch.engine import manifest_rows
+from orch.engine.inputs import RunInputs
+from orch.runstate import manifest, signing
+
+
+def first_wave(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None, *,
+               jobs: int, keep_going: bool) -> frozenset[str] | None:
+    """The edited tasks, to run before the rest of the scope; None: the scope runs as one.
+
+    Not with --keep-going: after a failure doit goes on with the tasks that do not depend on it, which a second
+    run would have to tell apart from the failed task it must not run again. Not for several edited tasks run in
+    parallel: the tasks below a quick one would wait for the slowest (one edited task, or one job at a time, loses
+    nothing: every other task of the scope is below the edited ones)."""
+    if previous is None or scope is None or keep_going:
+        return None
+    edited = manifest_rows.edited_tasks(rt, previous)
+    if not edited:
+        return None
+    first = frozenset(edited) & scope
+    if not first or first == scope or (jobs > 1 and len(first) > 1) or _reads_the_rest(rt, scope, first):
+        return None
+    return first
+
+
+def _reads_the_rest(rt: RunInputs, scope: frozenset[str], first: frozenset[str]) -> bool:
+    """Whether a step of the first wave reads what another task of the scope writes, directly or through a step of
+    the run's own (an edited task below another one): run first, it would read what the rest has yet to write
+    again, and the second wave leaves the first wave's steps alone."""
+    written_by: dict[str, str] = {}
+    for step in rt.steps:
+        if step.task_id is not None and step.task_id in scope:
+            written_by.update(dict.fromkeys(step.targets, step.task_id))
+    run_steps = [step for step in rt.steps if step.task_id is None]
+    tainted: set[str] = set()   # what the run's own steps write from what the scope writes
+    grew = True
+    while grew:
+        grew = False
+        for step in run_steps:
+            if not tainted.issuperset(step.targets) \
+                    and any(path in written_by or path in tainted for path in step.file_dep):
+                tainted.update(step.targets)
+                grew = True
+    return any(path in tainted or written_by.get(path, step.task_id) != step.task_id
+               for step in rt.steps if step.task_id in first for path in step.file_dep)
+
+
+def rest_needed(rt: RunInputs, previous: manifest.Manifest, scope: frozenset[str], first: frozenset[str]) -> bool:
+    """Whether a task of the scope below the first wave may have to run now: a file a step of the first wave or of
+    the run writes, read by a step of the rest, holds other bytes than the old manifest signed (or was not signed
+    with a hash it can be compared by); or anything in a directory of the rest's tasks is not what the manifest
+    signed there (a step of the first wave, or its worker, wrote into it): its entries, or one of its files."""
+    rest = scope - first
+    if not rest:
+        return False
+    written: set[str] = set()
+    read: set[str] = set()
+    for step in rt.steps:
+        if step.task_id is None or step.task_id in first:
+            written.update(step.targets)
+        elif step.task_id in rest:
+            read.update(step.file_dep)
+    shared = written & read
+    root = str(rt.repo)
+    signed = {sig[0]: sig for sig in previous.files if sig[0] in shared}
+    for path in shared:
+        sig = signed.get(path)
+        if sig is None or sig[5] is None or signing.content_hash(signing.full_path(root, path)) != sig[5]:
+            return True
+    rest_dirs = {rt.layout.task_dir(t) for t in rest}
+    found = 0
+    for dir_sig in previous.dirs:
+        if dir_sig[0] in rest_dirs:
+            found += 1
+            if dir_sig[3] and dir_sig[1] is not None:   # signed too soon after a write for its times to tell
+                if signing.listing_hash(signing.full_path(root, dir_sig[0])) != dir_sig[2]:
+                    return True
+            elif not signing.unchanged_dir(root, dir_sig):
+                return True
+    if found != len(rest_dirs):   # a task of the rest whose directory the manifest did not sign
+        return True
+    return _file_changed_below(root, previous, f'{rt.layout.run_dir}/tasks/', rest)
+
+
+def _file_changed_below(root: str, previous: manifest.Manifest, tasks_dir: str, tasks: frozenset[str]) -> bool:
+    """Whether a file the manifest signed in these tasks' directories is not that file now: another stat (a write
+    in place; a write by a rename gives another inode, whatever the filesystem's clock), or, signed racy, other
+    bytes."""
+    for sig in previous.files:
+        path = sig[0]
+        if not path.startswith(tasks_dir) or path[len(tasks_dir):].split('/', 1)[0] not in tasks:
+            continue
+        full = signing.full_path(root, path)
+        try:
+            st = os.stat(full)
+        except OSError:
+            if sig[1] is not None:
+                return True
+            continue
+        if (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) != sig[1:5] \
+                or (sig[6] and signing.content_hash(full) != sig[5]):
+            return True
+    return False
