@@ -11,7 +11,8 @@ import json
 import posixpath
 import shlex
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from orch.core.builtin_steps import Builtin
@@ -81,7 +82,7 @@ class Step:
     log: str | None
     shell: str | None = None       # the command, placeholders already quoted in
     cwd: str | None = None
-    after: list[str] = field(default_factory=list)   # further file deps codex-orch adds (a gate's task result)
+    after: tuple[str, ...] = ()   # further file deps codex-orch adds (a gate's task result); shared when none
 
     @property
     def builtin(self) -> Builtin | None:
@@ -122,7 +123,7 @@ def compile_plan(plan: Plan, rules: RuleSet, config: Config, layout: RunLayout) 
                 result = provided.result(task.id)
                 if rule.gate and result not in step.file_dep:
                     # A gate checks the task's work, so it runs after it even if its rule forgot to say so.
-                    step.after.append(result)
+                    step.after = (*step.after, result)
                 steps.append(step)
     last = [_expand(r, base, None) for r in run_rules if r.builtin and r.builtin.last]
     return [*_in_dependency_order([*first, *steps]), *last]
@@ -307,8 +308,11 @@ def _expand(rule: Rule, values: dict[str, Any], task_id: str | None) -> Step:
         shell = rule.action.shell.format_map(_Joined(_relative_to(values, cwd), shlex.quote))
     return Step(
         name=name, rule=rule, task_id=task_id,
-        inputs={key: list(dict.fromkeys(_expand_paths(paths, values))) for key, paths in rule.input.items()},
-        outputs={key: _fmt(path, values) for key, path in rule.output.items()},
+        # paths interned: the same path is formatted for every step that names it (the spec, a role's template and
+        # schema, an upstream result, ...), and the no-op manifest's copy of it is the same string (7 MB at 10,000)
+        inputs={key: [intern(p) for p in dict.fromkeys(_expand_paths(paths, values))]
+                for key, paths in rule.input.items()},
+        outputs={key: intern(_fmt(path, values)) for key, path in rule.output.items()},
         params={k: _fmt(v, values) for k, v in rule.params.items()},
         doc=_fmt(rule.doc, values) if rule.doc else rule.name,
         log=_fmt(rule.log, values) if rule.log else None,

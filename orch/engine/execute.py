@@ -65,7 +65,9 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         # the rows of the tasks outside it are the manifest's while their files are as then; the attempts of the tasks
         # that no step of this command touches are taken as then while their directories are
         signed = manifest_rows.row_inputs_in(rt, previous, trusted_only=True)
-        session.rows.unchanged = lambda inputs: manifest_rows.unchanged_rows(rt, previous, scope, inputs, signed)
+        edited = manifest_rows.edited_tasks(rt, previous)
+        session.rows.unchanged = lambda inputs: manifest_rows.unchanged_rows(rt, previous, scope, inputs, signed,
+                                                                             edited)
         session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(rt, previous, scope, signed)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
@@ -116,8 +118,9 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     if clean:   # the no-op manifest's first snapshot, before the rows below are read
         with contextlib.suppress(OSError):
             before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before)
-    if previous is not None:   # its signatures were compared: only its rows and index are read from here on
-        previous = dataclasses.replace(previous, files=[], dirs=[])
+    if previous is not None:   # its signatures, answers and index were used: only its rows are read from here on
+        previous = dataclasses.replace(previous, files=[], dirs=[], index={},
+                                       answers={manifest_rows.ROWS: previous.answers.get(manifest_rows.ROWS)})
     # The rows the report was written from, unless anything they are read from changed since (then read again):
     # what they are read from as the snapshot above signed it. (A resume scoped after an edit signs the tasks whose
     # rows were the old manifest's as that manifest did, without a look: a hand edit of their files after the report

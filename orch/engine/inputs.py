@@ -285,4 +285,4 @@ def _wait_for_culprits(rt: RunInputs, steps: tuple[Step, ...]) -> None:
             continue
         record = (state.read_state(rt.task_dir(step.task_id)).get('gates') or {}).get(step.rule.name) or {}
         after = [t for t in record.get('after') or [] if t in rt.plan.by_id and t != step.task_id]
-        step.after.extend(rt.layout.result(t) for t in after if rt.layout.result(t) not in step.file_dep)
+        step.after = (*step.after, *(rt.layout.result(t) for t in after if rt.layout.result(t) not in step.file_dep))

@@ -54,8 +54,8 @@ def quiet_row_inputs(rt: RunInputs, previous: manifest.Manifest | None, scope: f
 
 
 def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None,
-                   inputs: known_rows.RowInputs,
-                   signed: dict[str, known_rows.TaskInputs | None] | None) -> dict[str, dict[str, Any]] | None:
+                   inputs: known_rows.RowInputs, signed: dict[str, known_rows.TaskInputs | None] | None,
+                   edited: set[str] | None) -> dict[str, dict[str, Any]] | None:
     """The status rows the manifest recorded for the tasks whose plan objects this edit left as they were and whose
     row inputs (`inputs`, as the caller just signed them: state, result, execution record and attempts) are as the
     manifest signed them: their rows are as they were then, since nothing else a row is read from can have changed
@@ -63,17 +63,14 @@ def unchanged_rows(rt: RunInputs, previous: manifest.Manifest | None, scope: fro
     every row the manifest recorded is done, and task_rows reads again a known row with an upstream task no longer
     done. A task of the scope below the edited ones whose work did not run again keeps its row so. None when that
     cannot be said: no scope, or a review round's fix that links rows across tasks.
-    signed: row_inputs_in(previous, trusted_only=True)."""
-    if previous is None or scope is None or signed is None:
+    signed: row_inputs_in(previous, trusted_only=True); edited: edited_tasks(rt, previous)."""
+    if previous is None or scope is None or signed is None or edited is None:
         return None
     rows = previous.answers.get(ROWS)
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         return None
     if any(row.get('fixed_by') or any(isinstance(r, dict) and r.get('fix') for r in row.get('rounds') or [])
            for row in rows):
-        return None
-    edited = edited_tasks(rt, previous)
-    if edited is None:
         return None
     return {row['id']: row for row in rows if row.get('id') not in edited and row.get('id') in rt.plan.by_id
             and signed.get(row['id']) is not None and signed[row['id']] == inputs.get(row['id'])}
@@ -101,28 +98,35 @@ def row_inputs_in(rt: RunInputs, snapshot: manifest.Manifest, *,
     tasks_dir = f'{rt.layout.run_dir}/tasks/'
     if any(rt.layout.task_dir(t.id) != f'{tasks_dir}{t.id}' for t in rt.plan.tasks):
         return None
-    found: dict[str, dict[str, signing.FileSig]] = {}
+    # Only the signatures a row is read from are kept (every signature of every task, grouped by task, was 13 MB at
+    # 10,000 tasks, at the resume's peak of memory).
+    own = {name: i for i, name in enumerate(known_rows.ROW_FILES)}
+    files: dict[str, list[signing.FileSig | None]] = {}
+    tries: dict[str, dict[str, list[signing.FileSig | None]]] = {}
     for sig in snapshot.files:
-        if sig[0].startswith(tasks_dir):
-            tid, _, rest = sig[0][len(tasks_dir):].partition('/')
-            found.setdefault(tid, {})[rest] = sig
+        if not sig[0].startswith(tasks_dir):
+            continue
+        tid, _, rest = sig[0][len(tasks_dir):].partition('/')
+        at = own.get(rest)
+        if at is not None:
+            files.setdefault(tid, [None] * len(own))[at] = sig
+            continue
+        name, _, leaf = rest.partition('/')
+        if name.startswith('attempt-') and leaf in ('attempt.json', 'launch.json'):
+            tries.setdefault(tid, {}).setdefault(name, [None, None])[leaf == 'launch.json'] = sig
 
     def stat_of(sig: signing.FileSig | None) -> filesig.Sig:
         return None if sig is None or sig[1] is None else (sig[4], sig[3], sig[1], sig[2])   # type: ignore[return-value]
 
     out: dict[str, known_rows.TaskInputs | None] = {}
+    none: list[signing.FileSig | None] = [None] * len(own)
     for task in rt.plan.tasks:
-        sigs = found.get(task.id, {})
-        mine = [sigs.get(name) for name in known_rows.ROW_FILES]
-        tries: dict[str, list[signing.FileSig | None]] = {}
-        for rest, sig in sigs.items():
-            name, _, leaf = rest.partition('/')
-            if name.startswith('attempt-') and leaf in ('attempt.json', 'launch.json'):
-                tries.setdefault(name, [None, None])[leaf == 'launch.json'] = sig
-                mine.append(sig)
-        if trusted_only and any(sig is not None and sig[6] for sig in mine):
+        mine = files.get(task.id, none)
+        attempts = tries.get(task.id, {})
+        if trusted_only and any(sig is not None and sig[6]
+                                for sig in (*mine, *(s for pair in attempts.values() for s in pair))):
             out[task.id] = None
             continue
-        out[task.id] = (tuple(stat_of(sigs.get(name)) for name in known_rows.ROW_FILES),
-                        tuple(sorted((name, (stat_of(a), stat_of(b))) for name, (a, b) in tries.items())))
+        out[task.id] = (tuple(stat_of(sig) for sig in mine),
+                        tuple(sorted((name, (stat_of(a), stat_of(b))) for name, (a, b) in attempts.items())))
     return out

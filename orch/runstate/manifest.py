@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from sys import intern
 from typing import Any
 
 from orch.collect import json_loads_uncollected
@@ -346,7 +347,8 @@ class Signed:
                             or not all(isinstance(e, list) and len(e) == 6 and isinstance(e[0], str) for e in entries):
                         return None   # a signature of the wrong shape: the file was damaged
                     # (a ctime equal to the mtime, as nearly all are, is the mtime's own int: 32 bytes less each)
-                    files += [(directory + name, mtime,
+                    # (the path interned: the compiled steps name most of these files with the same string)
+                    files += [(intern(directory + name), mtime,
                                None if mtime is None else mtime if ctime == 0 else mtime + ctime,
                                size, ino, digests[len(files) + i], bool(racy))
                               for i, (name, mtime, ctime, size, ino, racy) in enumerate(entries)]
