@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orch.engine.inputs import open_run
-from orch.runstate import state, status
+from orch.runstate import fastpath, state, status
 from orch.runstate.known_rows import KnownRows
 from orch.runstate.lock import RunLock
 from tests.support.orchtest import Host, host_after_a_run, three_task_plan
@@ -85,20 +85,46 @@ def test_a_resume_redacts_the_rows_once_and_its_reports_and_manifest_hold_no_sec
     assert redact.MARK in json.loads((run_dir / 'summary.json').read_text())['tasks'][2]['title']
 
 
-def test_a_change_after_the_report_is_in_the_summary(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Something that changes a task's state after the report read the rows: the run's last word is the truth."""
+def change_after_the_report(monkeypatch: pytest.MonkeyPatch, task: str) -> None:
+    """Once the report step has read the rows and written the reports, `task`'s state says it failed."""
     from orch.steps import report as report_step
     real = report_step.write_reports
 
     def then_changed(rt: Any, rows: Any = None, **kwargs: Any) -> Any:
         written = real(rt, rows, **kwargs)
-        state.update_state(rt.task_dir('T3'), status='failed', reason='changed after the report')
+        state.update_state(rt.task_dir(task), status='failed', reason='changed after the report')
         return written
     monkeypatch.setattr(report_step, 'write_reports', then_changed)
+
+
+def test_a_change_after_the_report_is_in_the_summary(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something that changes the state of a task the resume ran after the report read the rows: the run's last word
+    is the truth."""
+    change_after_the_report(monkeypatch, 'T1')
     edit_first_task(host)
     rc, out, err = host.cli('resume', '--run-id', 'r1')
-    assert 'T3 failed: changed after the report' in out
+    assert 'T1 failed: changed after the report' in out
     assert rc == 1, out + err
+
+
+def test_a_change_after_the_report_in_a_task_the_resume_did_not_run_is_seen_by_the_next_command(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T1 edited, answering as before: T2 and T3 below it are left as the old manifest found them
+    (orch.engine.edit_waves), like the tasks outside the scope of any edit. A change in T3 after the report is not
+    in this resume's rows, and no manifest vouches for it: the next status, fast or full, says T3 failed."""
+    edit_first_task(host)
+    with monkeypatch.context() as m:
+        change_after_the_report(m, 'T3')
+        rc, out, err = host.cli('resume', '--run-id', 'r1')
+    assert rc == 0, out + err
+    answers = []
+    for full in ('', '1'):
+        with monkeypatch.context() as m:
+            m.setenv(fastpath.FULL_CHECK_ENV, full)
+            answers.append(host.cli('status', '--run-id', 'r1', '--json'))
+    assert answers[0] == answers[1]
+    statuses = {t['id']: t['status'] for t in json.loads(answers[0][1])['tasks']}
+    assert statuses['T3'] == 'failed', statuses
 
 
 def rows_of(known: KnownRows, host: Host) -> tuple[list[dict[str, Any]], Any]:
