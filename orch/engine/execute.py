@@ -25,7 +25,7 @@ from orch.engine.reports import github_annotations, write_reports
 from orch.engine.session import RunOptions, Session, spent_so_far
 from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.errors import EXIT_BAD_INPUT, EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
-from orch.runstate import atomic, state
+from orch.runstate import atomic, known_rows, manifest, state
 from orch.runstate.fastpath import FULL_CHECK_ENV
 from orch.runstate.lock import RunLock
 from orch.runstate.runs import record_use
@@ -80,18 +80,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
             try:
                 services.start()
                 cache_sync.pull_before(rt)
-                argv = _argv(rt, options)
-                first = edit_waves.first_wave(rt, previous, scope, jobs=options.jobs, keep_going='--continue' in argv)
-                rc = run_doit(rt, session, argv, scope=first or scope)
-                if first is not None and scope is not None and previous is not None and rc == 0 and _clean(session):
-                    if edit_waves.rest_needed(rt, previous, scope, first):
-                        rc = run_doit(rt, session, argv, scope=scope - first)   # the first wave's targets: files
-                    else:
-                        # Only the edited tasks' steps (and the run's own) ran: from here on the resume is theirs, as
-                        # after an edit with nothing below it; the rest is as the old manifest found it.
-                        scope = first
-                        session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(
-                            rt, previous, scope, signed)
+                rc, scope = _run_steps(rt, session, options, previous, scope, signed)
                 if any(is_last(s) for s in rt.steps):
                     report_rc = run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))],
                                          report='only')
@@ -145,6 +134,24 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
             noop_record.record(rt, before, session.rows.redacted(rows), [line for line, err in lines if not err],
                                scope=scope, quiet=session.rows.quiet, entries_checked=True)
     return code, rows
+
+
+def _run_steps(rt: RunInputs, session: Session, options: RunOptions, previous: manifest.Manifest | None,
+               scope: frozenset[str] | None, signed: dict[str, known_rows.TaskInputs | None] | None
+               ) -> tuple[int, frozenset[str] | None]:
+    """doit's run of every step but the report; after a plan edit, of the scope's, the edited tasks' first
+    (orch.engine.edit_waves). Returns doit's exit code and the scope the resume goes on with: only the edited tasks
+    when nothing below them had to run (the rest is as the old manifest found it, as after an edit with nothing below
+    it)."""
+    argv = _argv(rt, options)
+    first = edit_waves.first_wave(rt, previous, scope, jobs=options.jobs, keep_going='--continue' in argv)
+    rc = run_doit(rt, session, argv, scope=first or scope)
+    if first is None or scope is None or previous is None or rc != 0 or not _clean(session):
+        return rc, scope
+    if edit_waves.rest_needed(rt, previous, scope, first):
+        return run_doit(rt, session, argv, scope=scope - first), scope   # the first wave's targets are files to it
+    session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(rt, previous, first, signed)
+    return rc, first
 
 
 def _clean(session: Session) -> bool:
