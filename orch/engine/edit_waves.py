@@ -64,21 +64,27 @@ def _reads_the_rest(rt: RunInputs, scope: frozenset[str], first: frozenset[str])
 def rest_needed(rt: RunInputs, previous: manifest.Manifest, scope: frozenset[str], first: frozenset[str]) -> bool:
     """Whether a task of the scope below the first wave may have to run now: a file a step of the first wave or of
     the run writes, read by a step of the rest, holds other bytes than the old manifest signed (or was not signed
-    with a hash it can be compared by); or anything in a directory of the rest's tasks is not what the manifest
-    signed there (a step of the first wave, or its worker, wrote into it): its entries, or one of its files."""
+    with a hash it can be compared by); or something doit decides a step of the rest by is not what the manifest
+    signed (a step of the first wave, or its worker, wrote there): a file the step reads or writes, its task's
+    state (its uptodate check reads it), or the entries of its task's directory."""
     rest = scope - first
     if not rest:
         return False
     written: set[str] = set()
     read: set[str] = set()
-    for step in rt.steps:
+    looked: set[str] = {f'{rt.layout.task_dir(t)}/state.json' for t in rest}
+    for step in rt.steps:   # (its inputs' and outputs' paths as they are: file_dep and targets make lists)
         if step.task_id is None or step.task_id in first:
-            written.update(step.targets)
+            written.update(step.outputs.values())
         elif step.task_id in rest:
-            read.update(step.file_dep)
+            for paths in step.inputs.values():
+                read.update(paths)
+            read.update(step.after)
+            looked.update(step.outputs.values())
     shared = written & read
+    looked |= read
     root = str(rt.repo)
-    signed = {sig[0]: sig for sig in previous.files if sig[0] in shared}
+    signed = {sig[0]: sig for sig in previous.files if sig[0] in looked}
     for path in shared:
         sig = signed.get(path)
         if sig is None or sig[5] is None or signing.content_hash(signing.full_path(root, path)) != sig[5]:
@@ -95,25 +101,18 @@ def rest_needed(rt: RunInputs, previous: manifest.Manifest, scope: frozenset[str
                 return True
     if found != len(rest_dirs):   # a task of the rest whose directory the manifest did not sign
         return True
-    return _file_changed_below(root, previous, f'{rt.layout.run_dir}/tasks/', rest)
+    return any(_changed(root, signed.get(path)) for path in looked - shared)
 
 
-def _file_changed_below(root: str, previous: manifest.Manifest, tasks_dir: str, tasks: frozenset[str]) -> bool:
-    """Whether a file the manifest signed in these tasks' directories is not that file now: another stat (a write
-    in place; a write by a rename gives another inode, whatever the filesystem's clock), or, signed racy, other
-    bytes."""
-    for sig in previous.files:
-        path = sig[0]
-        if not path.startswith(tasks_dir) or path[len(tasks_dir):].split('/', 1)[0] not in tasks:
-            continue
-        full = signing.full_path(root, path)
-        try:
-            st = os.stat(full)
-        except OSError:
-            if sig[1] is not None:
-                return True
-            continue
-        if (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) != sig[1:5] \
-                or (sig[6] and signing.content_hash(full) != sig[5]):
-            return True
-    return False
+def _changed(root: str, sig: signing.FileSig | None) -> bool:
+    """Whether the file is not the one signed (or was not signed): another stat (a write in place; a write by a
+    rename gives another inode, whatever the filesystem's clock), or, signed racy, other bytes."""
+    if sig is None:
+        return True
+    full = signing.full_path(root, sig[0])
+    try:
+        st = os.stat(full)
+    except OSError:
+        return sig[1] is not None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) != sig[1:5] \
+        or (sig[6] and signing.content_hash(full) != sig[5])
