@@ -25,7 +25,7 @@ from orch.engine.reports import github_annotations, write_reports
 from orch.engine.session import RunOptions, Session, spent_so_far
 from orch.engine.stale_git_locks import clear_stale_git_locks
 from orch.errors import EXIT_BAD_INPUT, EXIT_DEFERRED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
-from orch.runstate import atomic, known_rows, manifest, state
+from orch.runstate import atomic, manifest, state
 from orch.runstate.fastpath import FULL_CHECK_ENV
 from orch.runstate.lock import RunLock
 from orch.runstate.runs import record_use
@@ -68,7 +68,6 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
         edited = manifest_rows.edited_tasks(rt, previous)
         session.rows.unchanged = lambda inputs: manifest_rows.unchanged_rows(rt, previous, scope, inputs, signed,
                                                                              edited)
-        session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(rt, previous, scope, signed)
     remember_plan_check(rt)
     record_use(rt.repo, rt.run.run_id)   # under the lock: this run is now the latest (a plan run's default)
     services = Services(rt.repo, rt.config.services, rt.run_dir)
@@ -80,7 +79,10 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
             try:
                 services.start()
                 cache_sync.pull_before(rt)
-                rc, scope = _run_steps(rt, session, options, previous, scope, signed)
+                rc, scope = _run_steps(rt, session, options, previous, scope)
+                # for the report step: the tasks no step of this command touched (with the scope it went on with)
+                quiet = manifest_rows.quiet_row_inputs(rt, previous, scope, signed)
+                session.rows.quiet, session.rows.quiet_dirs = quiet
                 if any(is_last(s) for s in rt.steps):
                     report_rc = run_doit(rt, session, ['run', *(s.name for s in rt.steps if is_last(s))],
                                          report='only')
@@ -137,8 +139,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
 
 
 def _run_steps(rt: RunInputs, session: Session, options: RunOptions, previous: manifest.Manifest | None,
-               scope: frozenset[str] | None, signed: dict[str, known_rows.TaskInputs | None] | None
-               ) -> tuple[int, frozenset[str] | None]:
+               scope: frozenset[str] | None) -> tuple[int, frozenset[str] | None]:
     """doit's run of every step but the report; after a plan edit, of the scope's, the edited tasks' first
     (orch.engine.edit_waves). Returns doit's exit code and the scope the resume goes on with: only the edited tasks
     when nothing below them had to run (the rest is as the old manifest found it, as after an edit with nothing below
@@ -150,7 +151,6 @@ def _run_steps(rt: RunInputs, session: Session, options: RunOptions, previous: m
         return rc, scope
     if edit_waves.rest_needed(rt, previous, scope, first):
         return run_doit(rt, session, argv, scope=scope - first), scope   # the first wave's targets are files to it
-    session.rows.quiet, session.rows.quiet_dirs = manifest_rows.quiet_row_inputs(rt, previous, first, signed)
     return rc, first
 
 
