@@ -927,3 +927,139 @@ def test_two_edits_one_below_the_other_run_in_the_plans_order(
         fast, full = both(h, monkeypatch, *args)
         assert fast == full, args
     assert {t['status'] for t in json.loads(both(h, monkeypatch, 'status', '--json')[1][1])['tasks']} == {'done'}
+
+
+def forget(db: Path, step: str) -> str:
+    """A worker's shell command deleting doit's record of `step` (what `doit forget` does)."""
+    return (f'{sys.executable} -c "import sqlite3; c = sqlite3.connect(\'{db}\'); '
+            f'c.execute(\'pragma busy_timeout=10000\'); '
+            f'c.execute(\'delete from doit where task_id = \\"{step}\\"\'); c.commit()"')
+
+
+def test_a_worker_forgetting_the_record_of_a_task_below_it_makes_that_task_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T3 edited; its worker deletes doit's record of T4's work: the rest of the scope runs (doit_runner.step_records,
+    as the resume found them, differ), T4's work with it, which finds its result made from the same inputs and
+    records it again without a model call. Every step is up to date at the end, and the answers are the full
+    check's."""
+    from orch.engine.doit_runner import all_up_to_date
+    from orch.engine.inputs import open_run
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T3'] = {'commands': [forget(run_dir(h) / 'doit.db', 'work:T4')]}
+    h.script(script)
+    h.clear_log()
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    rc, out, err = h.cli('resume', '-vv')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T3'] and 'work:T4' in steps_looked_at(out), out
+    assert all_up_to_date(open_run(h.repo, RUN))
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+
+
+@pytest.mark.parametrize('flags', [(), ('--continue',)])
+def test_a_forgotten_record_of_a_task_the_resume_did_not_run_is_not_vouched_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        flags: tuple[str, ...]) -> None:
+    """T2 and T4 edited (the scope runs as one: T4 is below T2); T4's worker deletes doit's record of T3's work,
+    which doit found up to date before: the manifest's check looks at T3 again (its record is not the one the
+    resume found), and the fast answers are the full ones."""
+    h = four_task_host(tmp_path, monkeypatch, capsys)
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T4'] = {'commands': [forget(run_dir(h) / 'doit.db', 'work:T3')]}
+    h.script(script)
+    h.clear_log()
+    plan = four_task_plan()
+    plan['tasks'][1]['description'] = 'Add a test for greet(), a short one.'
+    plan['tasks'][3]['description'] = 'Look again, closely.'
+    h.write_plan(plan)
+    rc, out, err = h.cli('resume', *flags)
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T2', 'T4']
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+
+
+def host_with_a_rule_over_every_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str], shell: str) -> Host:
+    """The four tasks and a run-level rule over every result, run and resumed once more a second later (a manifest
+    with no racy signature); then T3's description edited, its worker to give another answer (T4 must run)."""
+    h = host_with_rules(tmp_path, monkeypatch, capsys, four_task_plan(), {
+        'whole.yaml': 'name: whole\nscope: run\ninput: "{all_results}"\noutput: "{run_dir}/whole.txt"\n'
+                      f'action:\n  shell: "{shell}"\n  cwd: "{{run_dir}}"\n  sandbox: none\n'})
+    time.sleep(1.1)
+    with monkeypatch.context() as m:
+        m.setenv(fastpath.FULL_CHECK_ENV, '1')
+        rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T3'] = {'answer': {'status': 'done', 'summary': 'Looked again: fine.', 'verdict': 'approve',
+                                        'findings': [], 'files_changed': [], 'decisions': [], 'follow_ups': []}}
+    h.script(script)
+    h.clear_log()
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    return h
+
+
+def test_a_run_level_rule_over_every_result_runs_once_after_the_tasks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """It waits for the rest of the scope: run once, on the final results (a check of them passes), not between
+    the edited task and the tasks below it."""
+    counter = tmp_path / 'runs.txt'
+    h = host_with_a_rule_over_every_result(
+        tmp_path, monkeypatch, capsys,
+        f'echo run >> {counter}; test ! tasks/T3/result.json -nt tasks/T4/result.json && echo ok > whole.txt')
+    counter.unlink()
+    rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T3', 'T4']
+    assert counter.read_text().splitlines() == ['run']
+
+
+def test_a_run_level_rule_over_every_result_is_looked_at_after_an_edit_with_nothing_to_run_below(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """T2 edited and answering as before, nothing below it runs: the rule, which waits for the whole scope, is still
+    looked at once the edited task is done (here found up to date: T2's result is the same bytes)."""
+    h = host_with_a_rule_over_every_result(tmp_path, monkeypatch, capsys,
+                                           'cat tasks/*/result.json | cksum > whole.txt')
+    h.script(THREE_TASK_SCRIPT)
+    plan = four_task_plan()
+    plan['tasks'][1]['description'] = 'Add a test for greet(), a short one.'
+    h.write_plan(plan)
+    rc, out, err = h.cli('resume', '-vv')
+    assert rc == 0, out + err
+    assert h.launched_tasks() == ['T2']
+    looked = steps_looked_at(out)
+    assert 'whole' in looked and not any(s.endswith((':T3', ':T4')) for s in looked), out
+    for args in COMMANDS:
+        fast, full = both(h, monkeypatch, *args)
+        assert fast == full, args
+
+
+def test_per_task_a_worktree_below_removed_by_the_edited_tasks_worker_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Per-task worktrees: T3's worker removes T4's worktree. What T4's worktree step is decided by changed, so the
+    rest of the scope runs and makes it again: every step is up to date at the end."""
+    from orch.engine.doit_runner import all_up_to_date
+    from orch.engine.inputs import open_run
+    from tests.support.gitrepo import commit_all
+    monkeypatch.delenv(fastpath.FULL_CHECK_ENV, raising=False)
+    h = make_host(tmp_path, monkeypatch, capsys, THREE_TASK_SCRIPT)
+    config = h.repo / '.orchestrator' / 'orchestrator.yaml'
+    config.write_text(config.read_text().replace('use_single_workspace: true', 'use_single_workspace: false'))
+    h.write_plan(four_task_plan())
+    commit_all(h.repo, 'per-task')
+    rc, out, err = h.cli('run', '--plan-file', 'plan.json', '--spec-file', 'spec.md', '--run-id', RUN)
+    assert rc == 0, out + err
+    worktree = h.repo / f'.orchestrator/worktrees/{RUN}/T4'
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T3'] = {'commands': [f'rm -rf {worktree}']}
+    h.script(script)
+    h.write_plan(four_task_plan('Review the change, closely.'))
+    rc, out, err = h.cli('resume')
+    assert rc == 0, out + err
+    assert all_up_to_date(open_run(h.repo, RUN))
+    assert (worktree / '.git').is_file()

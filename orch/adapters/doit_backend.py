@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import itertools
 import shutil
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,18 @@ def connect_read_only(db: Path, **kwargs: Any) -> sqlite3.Connection:
         except sqlite3.Error as exc:
             error = exc
     raise DatabaseException(f'{db}: cannot read doit\'s records: {error} (resume the run to rebuild them)')
+
+
+def record_digests(db: Path, names: Collection[str]) -> dict[str, str]:
+    """A digest of doit's record of each of these steps that has one, as the database holds it (read only)."""
+    if not Path(db).exists():
+        return {}
+    conn = connect_read_only(db)
+    try:
+        return {name: hashlib.blake2b(str(data).encode('utf-8', 'surrogateescape'), digest_size=16).hexdigest()
+                for name, data in conn.execute('select task_id, task_data from doit') if name in names}
+    finally:
+        conn.close()
 
 
 def private_copy(db: Path) -> Path:

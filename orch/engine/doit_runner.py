@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ from doit.tools import config_changed
 
 from orch import output
 from orch.adapters import git
-from orch.adapters.doit_backend import ReadOnlySqliteDB, private_copy
+from orch.adapters.doit_backend import ReadOnlySqliteDB, private_copy, record_digests
 from orch.collect import rarer_full_collections
 from orch.core.compile import Step
 from orch.core.redact import RedactingStream, redact
@@ -147,12 +147,13 @@ def is_last(step: Step) -> bool:
 
 
 def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report: str = 'include',
-              read_only: bool = False, summarize: bool = False, scope: frozenset[str] | None = None) -> dict[str, Any]:
+              read_only: bool = False, summarize: bool = False, scope: frozenset[str] | None = None,
+              run_level: frozenset[str] | None = None) -> dict[str, Any]:
     """A doit namespace for the run. report: 'include' (dodo), 'exclude' (main run) or 'only'.
 
     read_only: for `doit list`/`info`, which must not write (task.json is written by a run).
     scope: only these tasks' steps and the run's own (orch.engine.noop_record.affected_by_edit: every other step is
-    known up to date, and its targets are plain files to doit).
+    known up to date, and its targets are plain files to doit); run_level: of the run's own, only these.
     """
     def task_codex_orch() -> Iterator[dict[str, Any]]:
         if report == 'only':
@@ -160,7 +161,7 @@ def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report
         else:
             if not read_only:
                 write_task_entries(rt, scope)
-            steps = [s for s in scoped_steps(rt, scope) if report == 'include' or not is_last(s)]
+            steps = [s for s in scoped_steps(rt, scope, run_level) if report == 'include' or not is_last(s)]
         groups: set[str] = set()
         for step in steps:
             base, _, sub = step.name.partition(':')
@@ -177,12 +178,12 @@ def namespace(rt: RunInputs, session: Session, *, backend: str = BACKEND, report
 
 
 def run_doit(rt: RunInputs, session: Session, argv: list[str], *, report: str = 'exclude',
-             scope: frozenset[str] | None = None) -> int:
+             scope: frozenset[str] | None = None, run_level: frozenset[str] | None = None) -> int:
     extra = {'BACKEND': {BACKEND: 'orch.adapters.doit_backend:WriteThroughSqliteDB'}}
     saved = sys.stdout, sys.stderr
     try:
-        main = DoitMain(ModuleTaskLoader(namespace(rt, session, report=report, scope=scope)), config_filenames=(),
-                        extra_config=extra)
+        loader = ModuleTaskLoader(namespace(rt, session, report=report, scope=scope, run_level=run_level))
+        main = DoitMain(loader, config_filenames=(), extra_config=extra)
         return int(main.run(argv))   # (with rarer full collections: orch.main set them for the command)
     finally:
         # doit's output capture swaps sys.stdout; with threads it can leave a stale writer behind.
@@ -259,9 +260,21 @@ def all_up_to_date(rt: RunInputs, scope: frozenset[str] | None = None,
                for _, status, _ in _doit_statuses(rt, scoped_steps(rt, scope), db, session, stop_at_stale=True))
 
 
-def scoped_steps(rt: RunInputs, scope: frozenset[str] | None) -> list[Step]:
-    """The steps of these tasks and the run's own steps (all of them without a scope)."""
-    return list(rt.steps) if scope is None else [s for s in rt.steps if s.task_id is None or s.task_id in scope]
+def scoped_steps(rt: RunInputs, scope: frozenset[str] | None, run_level: frozenset[str] | None = None) -> list[Step]:
+    """The steps of these tasks and the run's own steps (all of them without a scope; run_level: only these of the
+    run's own)."""
+    if scope is None:
+        return list(rt.steps)
+    return [s for s in rt.steps if (s.task_id is None and (run_level is None or s.name in run_level))
+            or (s.task_id is not None and s.task_id in scope)]
+
+
+def step_records(rt: RunInputs, tasks: Collection[str]) -> dict[str, str]:
+    """A digest of doit's record of each step of these tasks that has one (what doit decides the step by besides
+    its files: a `doit forget`, or anyone deleting or rewriting a record, changes it). Raises DatabaseException when
+    the records cannot be read."""
+    names = {s.name for s in rt.steps if s.task_id is not None and s.task_id in tasks}
+    return record_digests(rt.run_dir / 'doit.db', names)
 
 
 def _doit_statuses(rt: RunInputs, steps: list[Step], db: Path, session: Session | None = None, *,

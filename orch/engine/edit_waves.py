@@ -14,14 +14,29 @@ with a file signed otherwise than in the old manifest is looked at by doit again
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+
+from doit.dependency import DatabaseException
 
 from orch.engine import manifest_rows
+from orch.engine.doit_runner import is_last, step_records
 from orch.engine.inputs import RunInputs
+from orch.engine.noop_record import worktree_files
 from orch.runstate import manifest, signing
 
 
+@dataclass(frozen=True)
+class Wave:
+    """What runs first: the edited tasks' steps, and those of the run's own steps that read nothing the scope
+    writes (the others, a rule over every result say, run once, after every task of the scope that runs)."""
+
+    tasks: frozenset[str]
+    run_steps: frozenset[str]
+    all_run_steps: bool   # every one of the run's own steps is among run_steps: none waits for the rest
+
+
 def first_wave(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None, *,
-               jobs: int, keep_going: bool) -> frozenset[str] | None:
+               jobs: int, keep_going: bool) -> Wave | None:
     """The edited tasks, to run before the rest of the scope; None: the scope runs as one.
 
     Not with --keep-going: after a failure doit goes on with the tasks that do not depend on it, which a second
@@ -34,39 +49,54 @@ def first_wave(rt: RunInputs, previous: manifest.Manifest | None, scope: frozens
     if not edited:
         return None
     first = frozenset(edited) & scope
-    if not first or first == scope or (jobs > 1 and len(first) > 1) or _reads_the_rest(rt, scope, first):
+    if not first or first == scope or (jobs > 1 and len(first) > 1):
         return None
-    return first
+    tainted, waiting = _run_steps_reading(rt, scope)
+    if _reads_the_rest(rt, scope, first, tainted):
+        return None
+    run_steps = frozenset(s.name for s in rt.steps if s.task_id is None and s.name not in waiting)
+    return Wave(first, run_steps, not waiting)
 
 
-def _reads_the_rest(rt: RunInputs, scope: frozenset[str], first: frozenset[str]) -> bool:
+def _run_steps_reading(rt: RunInputs, scope: frozenset[str]) -> tuple[set[str], set[str]]:
+    """What the run's own steps write from what the scope's tasks write (directly or through one another), and
+    the names of those steps; not the report's (it runs on its own, last)."""
+    written = {path for step in rt.steps if step.task_id is not None and step.task_id in scope
+               for path in step.targets}
+    tainted: set[str] = set()
+    names: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for step in rt.steps:
+            if step.task_id is None and step.name not in names and not is_last(step) \
+                    and any(path in written or path in tainted for path in step.file_dep):
+                tainted.update(step.targets)
+                names.add(step.name)
+                grew = True
+    return tainted, names
+
+
+def _reads_the_rest(rt: RunInputs, scope: frozenset[str], first: frozenset[str], tainted: set[str]) -> bool:
     """Whether a step of the first wave reads what another task of the scope writes, directly or through a step of
-    the run's own (an edited task below another one): run first, it would read what the rest has yet to write
-    again, and the second wave leaves the first wave's steps alone."""
+    the run's own (`tainted`; an edited task below another one): run first, it would read what the rest has yet to
+    write again, and the second wave leaves the first wave's steps alone."""
     written_by: dict[str, str] = {}
     for step in rt.steps:
         if step.task_id is not None and step.task_id in scope:
             written_by.update(dict.fromkeys(step.targets, step.task_id))
-    run_steps = [step for step in rt.steps if step.task_id is None]
-    tainted: set[str] = set()   # what the run's own steps write from what the scope writes
-    grew = True
-    while grew:
-        grew = False
-        for step in run_steps:
-            if not tainted.issuperset(step.targets) \
-                    and any(path in written_by or path in tainted for path in step.file_dep):
-                tainted.update(step.targets)
-                grew = True
     return any(path in tainted or written_by.get(path, step.task_id) != step.task_id
                for step in rt.steps if step.task_id in first for path in step.file_dep)
 
 
-def rest_needed(rt: RunInputs, previous: manifest.Manifest, scope: frozenset[str], first: frozenset[str]) -> bool:
+def rest_needed(rt: RunInputs, previous: manifest.Manifest, scope: frozenset[str], first: frozenset[str],
+                records: dict[str, str] | None) -> bool:
     """Whether a task of the scope below the first wave may have to run now: a file a step of the first wave or of
     the run writes, read by a step of the rest, holds other bytes than the old manifest signed (or was not signed
     with a hash it can be compared by); or something doit decides a step of the rest by is not what the manifest
     signed (a step of the first wave, or its worker, wrote there): a file the step reads or writes, its task's
-    state (its uptodate check reads it), or the entries of its task's directory."""
+    state (its uptodate check reads it), its worktree's files, the entries of its task's directory, or its record
+    in doit's database (`records`: as the resume found them, doit_runner.step_records; None: not known)."""
     rest = scope - first
     if not rest:
         return False
@@ -81,6 +111,8 @@ def rest_needed(rt: RunInputs, previous: manifest.Manifest, scope: frozenset[str
                 read.update(paths)
             read.update(step.after)
             looked.update(step.outputs.values())
+            if step.builtin is not None and step.builtin.provides == 'workspace':
+                looked.update(worktree_files(rt, step.outputs['workspace']))
     shared = written & read
     looked |= read
     root = str(rt.repo)
@@ -101,7 +133,15 @@ def rest_needed(rt: RunInputs, previous: manifest.Manifest, scope: frozenset[str
                 return True
     if found != len(rest_dirs):   # a task of the rest whose directory the manifest did not sign
         return True
-    return any(_changed(root, signed.get(path)) for path in looked - shared)
+    if any(_changed(root, signed.get(path)) for path in looked - shared):
+        return True
+    if records is None:
+        return True
+    try:
+        now = step_records(rt, rest)
+    except DatabaseException:
+        return True
+    return now != {name: digest for name, digest in records.items() if rt.steps_by_name[name].task_id in rest}
 
 
 def _changed(root: str, sig: signing.FileSig | None) -> bool:

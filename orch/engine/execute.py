@@ -12,13 +12,15 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from doit.dependency import DatabaseException
+
 from orch import output
 from orch.adapters import tracing, worker
 from orch.adapters.services import Services
 from orch.adapters.worker_env import provider_key
 from orch.core.redact import RedactingStream
 from orch.engine import cache_sync, edit_waves, manifest_rows, noop_record
-from orch.engine.doit_runner import changed_entries, is_last, run_doit
+from orch.engine.doit_runner import changed_entries, is_last, run_doit, step_records
 from orch.engine.inputs import RunInputs, remember_plan_check
 from orch.engine.progress import Progress
 from orch.engine.reports import github_annotations, write_reports
@@ -61,11 +63,15 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
     scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
     signed = None
+    records: dict[str, str] | None = None
     if scope is not None and previous is not None:
         # the rows of the tasks outside it are the manifest's while their files are as then; the attempts of the tasks
         # that no step of this command touches are taken as then while their directories are
         signed = manifest_rows.row_inputs_in(rt, previous, trusted_only=True)
         edited = manifest_rows.edited_tasks(rt, previous)
+        # doit's records of the scope's steps as found: a change of one not made by running it is seen at the end
+        with contextlib.suppress(DatabaseException):
+            records = step_records(rt, scope)
         session.rows.unchanged = lambda inputs: manifest_rows.unchanged_rows(rt, previous, scope, inputs, signed,
                                                                              edited)
     remember_plan_check(rt)
@@ -79,7 +85,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
             try:
                 services.start()
                 cache_sync.pull_before(rt)
-                rc, scope = _run_steps(rt, session, options, previous, scope)
+                rc, scope = _run_steps(rt, session, options, previous, scope, records)
                 # for the report step: the tasks no step of this command touched (with the scope it went on with)
                 quiet = manifest_rows.quiet_row_inputs(rt, previous, scope, signed)
                 session.rows.quiet, session.rows.quiet_dirs = quiet
@@ -108,7 +114,8 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     before = None
     if clean:   # the no-op manifest's first snapshot, before the rows below are read
         with contextlib.suppress(OSError):
-            before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before)
+            before = noop_record.snapshot_before(rt, previous, scope=scope, as_before=session.rows.as_before,
+                                                 records=records)
     if previous is not None:   # its signatures, answers and index were used: only its rows are read from here on
         previous = dataclasses.replace(previous, files=[], dirs=[], index={},
                                        answers={manifest_rows.ROWS: previous.answers.get(manifest_rows.ROWS)})
@@ -139,19 +146,24 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
 
 
 def _run_steps(rt: RunInputs, session: Session, options: RunOptions, previous: manifest.Manifest | None,
-               scope: frozenset[str] | None) -> tuple[int, frozenset[str] | None]:
+               scope: frozenset[str] | None, records: dict[str, str] | None) -> tuple[int, frozenset[str] | None]:
     """doit's run of every step but the report; after a plan edit, of the scope's, the edited tasks' first
     (orch.engine.edit_waves). Returns doit's exit code and the scope the resume goes on with: only the edited tasks
     when nothing below them had to run (the rest is as the old manifest found it, as after an edit with nothing below
-    it)."""
+    it). records: doit's records of the scope's steps as the resume found them."""
     argv = _argv(rt, options)
-    first = edit_waves.first_wave(rt, previous, scope, jobs=options.jobs, keep_going='--continue' in argv)
-    rc = run_doit(rt, session, argv, scope=first or scope)
-    if first is None or scope is None or previous is None or rc != 0 or not _clean(session):
+    wave = edit_waves.first_wave(rt, previous, scope, jobs=options.jobs, keep_going='--continue' in argv)
+    if wave is None or scope is None or previous is None:
+        return run_doit(rt, session, argv, scope=scope), scope
+    rc = run_doit(rt, session, argv, scope=wave.tasks, run_level=wave.run_steps)
+    if rc != 0 or not _clean(session):
         return rc, scope
-    if edit_waves.rest_needed(rt, previous, scope, first):
-        return run_doit(rt, session, argv, scope=scope - first), scope   # the first wave's targets are files to it
-    return rc, first
+    if edit_waves.rest_needed(rt, previous, scope, wave.tasks, records):
+        # the rest, and the run's own steps that wait for it (the first wave's steps: files to doit)
+        return run_doit(rt, session, argv, scope=scope - wave.tasks), scope
+    if not wave.all_run_steps:   # the run's own steps that read what the scope writes, once the tasks are done
+        rc = run_doit(rt, session, argv, scope=frozenset())
+    return rc, wave.tasks
 
 
 def _clean(session: Session) -> bool:

@@ -70,13 +70,15 @@ class Before:
 
 
 def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
-                    scope: frozenset[str] | None = None, as_before: frozenset[str] = frozenset()) -> Before | None:
+                    scope: frozenset[str] | None = None, as_before: frozenset[str] = frozenset(),
+                    records: dict[str, str] | None = None) -> Before | None:
     """Take it before reading anything the manifest will vouch for (the rows of the summary): a change
     after this shows in the second snapshot, and then no manifest is written.
 
     scope, as_before: of a resume scoped after a plan edit (see record). The tasks outside the scope whose rows
     were `previous`'s are settled: what their directories hold is signed as `previous` signed it, without a look
-    (_settled_paths), so that the snapshot costs what the edit touched, not the plan."""
+    (_settled_paths), so that the snapshot costs what the edit touched, not the plan. records: doit's records of the
+    scope's steps as the resume found them (doit_runner.step_records; None: not known)."""
     if rt.config.services or rt.sources is None:
         return None   # a resume starts and stops the services even when nothing is stale: not skipped
     listed_at: dict[str, int | None] = {}
@@ -96,7 +98,7 @@ def snapshot_before(rt: RunInputs, previous: manifest.Manifest | None = None, *,
         snap.answers, snap.index)
     if scope is None or previous is None or not _changed_only_within(rt, snap, previous, scope, settled):
         return Before(files, dirs, snap, settled)
-    return Before(files, dirs, snap, settled, True, _touched_in_scope(rt, snap, previous, scope))
+    return Before(files, dirs, snap, settled, True, _touched_in_scope(rt, snap, previous, scope, records))
 
 
 def record(rt: RunInputs, before: Before, rows: list[dict[str, Any]], summary_lines: list[str], *,
@@ -199,7 +201,7 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
         if step.task_id is None or step.task_id in scope:
             own.update(step.targets)
             if step.builtin is not None and step.builtin.provides == 'workspace':
-                own.update(_worktree_files(rt, step.outputs['workspace']))
+                own.update(worktree_files(rt, step.outputs['workspace']))
 
     # what the run writes in its directory besides: doit's records and the caches of the plan's checks
     own.update(f'{run_dir}/{name}' for name in ('doit.db', 'doit.db-wal', 'doit.db-journal', 'doit.db-shm',
@@ -224,19 +226,28 @@ def _changed_only_within(rt: RunInputs, now: manifest.Manifest, previous: manife
 
 
 def _touched_in_scope(rt: RunInputs, now: manifest.Manifest, previous: manifest.Manifest,
-                      scope: frozenset[str]) -> frozenset[str]:
+                      scope: frozenset[str], records: dict[str, str] | None) -> frozenset[str]:
     """The tasks of the scope whose steps doit must look at again before the manifest vouches for them: those whose
     plan objects were edited, and those with a file signed otherwise in `now` than in `previous` (or racy in
-    either) among their steps' inputs and outputs, their worktrees' files and their directories.
+    either) among their steps' inputs and outputs, their worktrees' files and their directories, and those with a
+    step whose record in doit's database is not the one the resume found (`records`; None: every task is).
 
     Every other task of the scope is as `previous` found it, up to date: `previous` vouched for every step, and
     what a step's status is made of is the same. Its file deps and targets, its task directory (state, task entry)
     and its worktree's files are signed as then; its doit record changes only when it runs, and running writes in
-    its directory; the rest (config, rules, code, the other tasks) changed only within the scope
-    (_changed_only_within). After a middle edit whose task's new result is the old one, that is the edited task
-    alone, where the whole scope is 4,500 tasks at 10,000."""
+    its directory, and any other change of it is told by `records`; the rest (config, rules, code, the other tasks)
+    changed only within the scope (_changed_only_within). After a middle edit whose task's new result is the old
+    one, that is the edited task alone, where the whole scope is 4,500 tasks at 10,000."""
+    from doit.dependency import DatabaseException
+
+    from orch.engine.doit_runner import step_records
+
     edited = manifest_rows.edited_tasks(rt, previous)
-    if edited is None:
+    if edited is None or records is None:
+        return scope
+    try:
+        now_records = step_records(rt, scope)
+    except DatabaseException:
         return scope
     old_files = {f[0]: f for f in previous.files}
     changed = {sig[0] for sig in now.files
@@ -246,6 +257,10 @@ def _touched_in_scope(rt: RunInputs, now: manifest.Manifest, previous: manifest.
     changed.update(d[0] for d in now.dirs if (old_dir := old_dirs.get(d[0])) is None
                    or old_dir[1:3] != d[1:3] or old_dir[3] or d[3])
     touched = set(edited & scope)
+    touched.update(rt.steps_by_name[name].task_id or '' for name in records.keys() ^ now_records.keys())
+    touched.update(rt.steps_by_name[name].task_id or '' for name, digest in now_records.items()
+                   if records.get(name, digest) != digest)
+    touched.discard('')
     task_of_dir = {rt.layout.task_dir(t): t for t in scope}
     for path in changed:
         task_dir = path if path in task_of_dir else _dir_above(path, task_of_dir)
@@ -256,7 +271,7 @@ def _touched_in_scope(rt: RunInputs, now: manifest.Manifest, previous: manifest.
             continue
         paths = [*step.file_dep, *step.targets]
         if step.builtin is not None and step.builtin.provides == 'workspace':
-            paths += _worktree_files(rt, step.outputs['workspace'])
+            paths += worktree_files(rt, step.outputs['workspace'])
         if any(path in changed for path in paths):
             touched.add(step.task_id)
     return frozenset(touched)
@@ -315,7 +330,7 @@ def inputs_of(rt: RunInputs, previous: manifest.Manifest | None = None,
         files += step.file_dep
         files += step.targets
         if step.builtin is not None and step.builtin.provides == 'workspace':
-            files += _worktree_files(rt, step.outputs['workspace'])
+            files += worktree_files(rt, step.outputs['workspace'])
     # Every task directory, also of tasks the plan no longer has (status lists them as removed): its
     # listing, every file in it (state, result, task entry, rounds, a pending answer ...) and the record of
     # each attempt; the plan's tasks' state.json and task.json even when missing.
@@ -382,7 +397,7 @@ def _entries(directory: Path, *, dirs_only: bool = False) -> list[str]:
         return []
 
 
-def _worktree_files(rt: RunInputs, record_path: str) -> list[str]:
+def worktree_files(rt: RunInputs, record_path: str) -> list[str]:
     """What worktree_ready depends on: the worktree's `.git` file and the administrative files it points
     to (a hand-deleted or pruned worktree changes one of them)."""
     record = read_json(rt.path(record_path)) or {}
