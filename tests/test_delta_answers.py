@@ -845,11 +845,21 @@ def test_a_middle_edit_whose_task_answers_as_before_looks_at_nothing_below_it(
     plan['tasks'][1]['description'] = 'Add a test for greet(), a short one.'
     h.write_plan(plan)
     assert scope_of(h) == {'T2', 'T3', 'T4'}
-    rc, out, err = h.cli('resume', '-vv')
+    from orch.engine import doit_runner
+    checked: list[frozenset[str] | None] = []
+    real = doit_runner.all_up_to_date
+
+    def spied(rt: Any, scope: frozenset[str] | None = None, *args: Any, **kwargs: Any) -> bool:
+        checked.append(scope)
+        return real(rt, scope, *args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(doit_runner, 'all_up_to_date', spied)
+        rc, out, err = h.cli('resume', '-vv')
     assert rc == 0, out + err
     assert h.launched_tasks() == ['T2']
     looked = steps_looked_at(out)
     assert 'work:T2' in looked and not any(s.endswith((':T3', ':T4')) for s in looked), out
+    assert checked == [frozenset({'T2'})]   # the manifest's own check, too, looks at the edited task alone
     assert delta_answered(h) and scope_of(h) == frozenset()
     for args in COMMANDS:
         fast, full = both(h, monkeypatch, *args)

@@ -257,9 +257,10 @@ def _touched_in_scope(rt: RunInputs, now: manifest.Manifest, previous: manifest.
     changed.update(d[0] for d in now.dirs if (old_dir := old_dirs.get(d[0])) is None
                    or old_dir[1:3] != d[1:3] or old_dir[3] or d[3])
     touched = set(edited & scope)
-    touched.update(rt.steps_by_name[name].task_id or '' for name in records.keys() ^ now_records.keys())
+    found = {name: digest for name, digest in records.items() if rt.steps_by_name[name].task_id in scope}
+    touched.update(rt.steps_by_name[name].task_id or '' for name in found.keys() ^ now_records.keys())
     touched.update(rt.steps_by_name[name].task_id or '' for name, digest in now_records.items()
-                   if records.get(name, digest) != digest)
+                   if found.get(name, digest) != digest)
     touched.discard('')
     task_of_dir = {rt.layout.task_dir(t): t for t in scope}
     for path in changed:
