@@ -2,6 +2,8 @@
 Against doit's own SqliteDB on the same records: every answer and every record saved is the same."""
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,22 @@ def test_a_value_set_in_a_forgotten_record_keeps_the_rest_of_it(tmp_path: Path, 
     dep.ignore(tasks[1])   # never read: its record is the one value, as doit's own SqliteDB saves it
     dep.close()
     assert _records(fresh)['step:T1'] == {'ignore:': '1'}
+
+
+def test_record_digests_are_the_same_read_by_key_or_whole(tmp_path: Path) -> None:
+    """A few steps' records are read by key, many by a read of every record: the digests are the same, a step
+    without a record has none, and a changed record has another."""
+    import sqlite3
+
+    from orch.adapters.doit_backend import record_digests
+    db = tmp_path / 'doit.db'
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute('create table doit (task_id text primary key, task_data json)')
+        conn.executemany('insert into doit values (?, ?)', [(f'work:T{i}', json.dumps({'n': i})) for i in range(600)])
+        conn.commit()
+    many = record_digests(db, {f'work:T{i}' for i in range(600)} | {'work:gone'})
+    few = record_digests(db, {'work:T1', 'work:T599', 'work:gone'})
+    assert len(many) == 600 and 'work:gone' not in many
+    assert few == {'work:T1': many['work:T1'], 'work:T599': many['work:T599']}
+    assert len(set(many.values())) == 600
+    assert record_digests(db, set()) == {}
