@@ -828,6 +828,13 @@ def test_a_run_level_rule_writing_into_a_task_outside_the_scope_leaves_a_manifes
         assert fast == full, args
 
 
+def answers_agree(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast answers of status, status --json and the dry run are the full check's."""
+    for args in COMMANDS:
+        fast, full = both(host, monkeypatch, *args)
+        assert fast == full, args
+
+
 def steps_looked_at(output: str) -> set[str]:
     """The steps a `resume -vv` reported, run or found up to date (the prompt steps are not shown)."""
     return {line.split()[1] for line in output.splitlines() if line.split()[:1] in (['ok'], ['start'], ['done'])
@@ -861,30 +868,31 @@ def test_a_middle_edit_whose_task_answers_as_before_looks_at_nothing_below_it(
     assert 'work:T2' in looked and not any(s.endswith((':T3', ':T4')) for s in looked), out
     assert checked == [frozenset({'T2'})]   # the manifest's own check, too, looks at the edited task alone
     assert delta_answered(h) and scope_of(h) == frozenset()
-    for args in COMMANDS:
-        fast, full = both(h, monkeypatch, *args)
-        assert fast == full, args
+    answers_agree(h, monkeypatch)
     assert_reports_are_a_full_reads(h, monkeypatch)
     assert {t['status'] for t in json.loads(both(h, monkeypatch, 'status', '--json')[1][1])['tasks']} == {'done'}
+
+
+def edit_t3_answering_otherwise(host: Host) -> None:
+    """T3's description edited, and its worker to give another answer than before (T4's prompt reads it)."""
+    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
+    script['tasks']['T3'] = {'answer': {'status': 'done', 'summary': 'Looked again: fine.', 'verdict': 'approve',
+                                        'findings': [], 'files_changed': [], 'decisions': [], 'follow_ups': []}}
+    host.script(script)
+    host.clear_log()
+    host.write_plan(four_task_plan('Review the change, closely.'))
 
 
 def test_a_middle_edit_whose_task_answers_otherwise_runs_the_tasks_below(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """T3 edited, and its worker gives another answer: T4's prompt reads it, so the rest of the scope runs."""
     h = four_task_host(tmp_path, monkeypatch, capsys)
-    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
-    script['tasks']['T3'] = {'answer': {'status': 'done', 'summary': 'Looked again: fine.', 'verdict': 'approve',
-                                        'findings': [], 'files_changed': [], 'decisions': [], 'follow_ups': []}}
-    h.script(script)
-    h.clear_log()
-    h.write_plan(four_task_plan('Review the change, closely.'))
+    edit_t3_answering_otherwise(h)
     rc, out, err = h.cli('resume', '-vv')
     assert rc == 0, out + err
     assert h.launched_tasks() == ['T3', 'T4']
     assert delta_answered(h)
-    for args in COMMANDS:
-        fast, full = both(h, monkeypatch, *args)
-        assert fast == full, args
+    answers_agree(h, monkeypatch)
 
 
 def test_a_worker_writing_into_a_task_below_it_in_place_makes_that_task_run(
@@ -902,9 +910,7 @@ def test_a_worker_writing_into_a_task_below_it_in_place_makes_that_task_run(
     rc, out, err = h.cli('resume')
     assert rc == 0, out + err
     assert h.launched_tasks() == ['T3', 'T4']
-    for args in COMMANDS:
-        fast, full = both(h, monkeypatch, *args)
-        assert fast == full, args
+    answers_agree(h, monkeypatch)
 
 
 def test_with_continue_the_scope_runs_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -933,9 +939,7 @@ def test_two_edits_one_below_the_other_run_in_the_plans_order(
     rc, out, err = h.cli('resume')
     assert rc == 0, out + err
     assert h.launched_tasks() == ['T1', 'T2', 'T3', 'T4']
-    for args in COMMANDS:
-        fast, full = both(h, monkeypatch, *args)
-        assert fast == full, args
+    answers_agree(h, monkeypatch)
     assert {t['status'] for t in json.loads(both(h, monkeypatch, 'status', '--json')[1][1])['tasks']} == {'done'}
 
 
@@ -964,9 +968,7 @@ def test_a_worker_forgetting_the_record_of_a_task_below_it_makes_that_task_run(
     assert rc == 0, out + err
     assert h.launched_tasks() == ['T3'] and 'work:T4' in steps_looked_at(out), out
     assert all_up_to_date(open_run(h.repo, RUN))
-    for args in COMMANDS:
-        fast, full = both(h, monkeypatch, *args)
-        assert fast == full, args
+    answers_agree(h, monkeypatch)
 
 
 @pytest.mark.parametrize('flags', [(), ('--continue',)])
@@ -988,9 +990,7 @@ def test_a_forgotten_record_of_a_task_the_resume_did_not_run_is_not_vouched_for(
     rc, out, err = h.cli('resume', *flags)
     assert rc == 0, out + err
     assert h.launched_tasks() == ['T2', 'T4']
-    for args in COMMANDS:
-        fast, full = both(h, monkeypatch, *args)
-        assert fast == full, args
+    answers_agree(h, monkeypatch)
 
 
 def host_with_a_rule_over_every_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -1005,12 +1005,7 @@ def host_with_a_rule_over_every_result(tmp_path: Path, monkeypatch: pytest.Monke
         m.setenv(fastpath.FULL_CHECK_ENV, '1')
         rc, out, err = h.cli('resume')
     assert rc == 0, out + err
-    script = json.loads(json.dumps(THREE_TASK_SCRIPT))
-    script['tasks']['T3'] = {'answer': {'status': 'done', 'summary': 'Looked again: fine.', 'verdict': 'approve',
-                                        'findings': [], 'files_changed': [], 'decisions': [], 'follow_ups': []}}
-    h.script(script)
-    h.clear_log()
-    h.write_plan(four_task_plan('Review the change, closely.'))
+    edit_t3_answering_otherwise(h)
     return h
 
 
@@ -1044,9 +1039,7 @@ def test_a_run_level_rule_over_every_result_is_looked_at_after_an_edit_with_noth
     assert h.launched_tasks() == ['T2']
     looked = steps_looked_at(out)
     assert 'whole' in looked and not any(s.endswith((':T3', ':T4')) for s in looked), out
-    for args in COMMANDS:
-        fast, full = both(h, monkeypatch, *args)
-        assert fast == full, args
+    answers_agree(h, monkeypatch)
 
 
 def test_per_task_a_worktree_below_removed_by_the_edited_tasks_worker_is_made_again(
