@@ -6,10 +6,12 @@ The scope of such a resume (orch.engine.noop_record.affected_by_edit) is every t
 (early cut-off), doit would look at every step of those 4,500 tasks to find each up to date. Running the edited
 tasks alone first, then asking whether any file they wrote that a step below reads now holds other bytes than the
 old manifest signed, tells the same without that look: a step below is as the old manifest found it (up to date),
-since the manifest vouched for it, its inputs are the same bytes, and its own directory is as it was.
+since the manifest vouched for it, its inputs are the same bytes, and what else doit decides it by (its task's
+state and directory, its worktree, its record in doit's database) is as it was. The run's own steps that read what
+the scope writes (a rule over every result) wait for the tasks, and run once.
 
 What is not asked here is still checked before a manifest is written (noop_record._touched_in_scope: every task
-with a file signed otherwise than in the old manifest is looked at by doit again). This decides what to run.
+with a file or a doit record otherwise than the resume found is looked at by doit again). This decides what to run.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def first_wave(rt: RunInputs, previous: manifest.Manifest | None, scope: frozens
                jobs: int, keep_going: bool) -> Wave | None:
     """The edited tasks, to run before the rest of the scope; None: the scope runs as one.
 
-    Not with --keep-going: after a failure doit goes on with the tasks that do not depend on it, which a second
+    Not with --continue: after a failure doit goes on with the tasks that do not depend on it, which a second
     run would have to tell apart from the failed task it must not run again. Not for several edited tasks run in
     parallel: the tasks below a quick one would wait for the slowest (one edited task, or one job at a time, loses
     nothing: every other task of the scope is below the edited ones)."""
