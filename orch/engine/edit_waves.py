@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from doit.dependency import DatabaseException
 
-from orch.engine import manifest_rows
 from orch.engine.doit_runner import is_last, step_records
 from orch.engine.inputs import RunInputs
 from orch.engine.noop_record import worktree_files
@@ -37,18 +36,16 @@ class Wave:
     all_run_steps: bool   # every one of the run's own steps is among run_steps: none waits for the rest
 
 
-def first_wave(rt: RunInputs, previous: manifest.Manifest | None, scope: frozenset[str] | None, *,
+def first_wave(rt: RunInputs, edited: set[str] | None, scope: frozenset[str] | None, *,
                jobs: int, keep_going: bool) -> Wave | None:
-    """The edited tasks, to run before the rest of the scope; None: the scope runs as one.
+    """The edited tasks (manifest_rows.edited_tasks), to run before the rest of the scope; None: the scope runs as
+    one.
 
     Not with --continue: after a failure doit goes on with the tasks that do not depend on it, which a second
     run would have to tell apart from the failed task it must not run again. Not for several edited tasks run in
     parallel: the tasks below a quick one would wait for the slowest (one edited task, or one job at a time, loses
     nothing: every other task of the scope is below the edited ones)."""
-    if previous is None or scope is None or keep_going:
-        return None
-    edited = manifest_rows.edited_tasks(rt, previous)
-    if not edited:
+    if not edited or scope is None or keep_going:
         return None
     first = frozenset(edited) & scope
     if not first or first == scope or (jobs > 1 and len(first) > 1):

@@ -62,7 +62,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
     previous = noop_record.load_previous(rt)   # from here on the run may change things: no manifest
     # after a plan edit, only the edited tasks and those downstream need doit's look (None: every step)
     scope = None if os.environ.get(FULL_CHECK_ENV) else noop_record.affected_by_edit(rt, previous)
-    signed = None
+    signed = edited = None
     records: dict[str, str] | None = None
     if scope is not None and previous is not None:
         # the rows of the tasks outside it are the manifest's while their files are as then; the attempts of the tasks
@@ -85,7 +85,7 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
             try:
                 services.start()
                 cache_sync.pull_before(rt)
-                rc, scope = _run_steps(rt, session, options, previous, scope, records)
+                rc, scope = _run_steps(rt, session, options, previous, scope, edited, records)
                 # for the report step: the tasks no step of this command touched (with the scope it went on with)
                 quiet = manifest_rows.quiet_row_inputs(rt, previous, scope, signed)
                 session.rows.quiet, session.rows.quiet_dirs = quiet
@@ -146,13 +146,15 @@ def _execute(rt: RunInputs, options: RunOptions, lock: RunLock | None) -> tuple[
 
 
 def _run_steps(rt: RunInputs, session: Session, options: RunOptions, previous: manifest.Manifest | None,
-               scope: frozenset[str] | None, records: dict[str, str] | None) -> tuple[int, frozenset[str] | None]:
+               scope: frozenset[str] | None, edited: set[str] | None,
+               records: dict[str, str] | None) -> tuple[int, frozenset[str] | None]:
     """doit's run of every step but the report; after a plan edit, of the scope's, the edited tasks' first
     (orch.engine.edit_waves). Returns doit's exit code and the scope the resume goes on with: only the edited tasks
     when nothing below them had to run (the rest is as the old manifest found it, as after an edit with nothing below
-    it). records: doit's records of the scope's steps as the resume found them."""
+    it). edited: the tasks whose plan objects the edit changed; records: doit's records of the scope's steps as the
+    resume found them."""
     argv = _argv(rt, options)
-    wave = edit_waves.first_wave(rt, previous, scope, jobs=options.jobs, keep_going='--continue' in argv)
+    wave = edit_waves.first_wave(rt, edited, scope, jobs=options.jobs, keep_going='--continue' in argv)
     if wave is None or scope is None or previous is None:
         return run_doit(rt, session, argv, scope=scope), scope
     rc = run_doit(rt, session, argv, scope=wave.tasks, run_level=wave.run_steps)
