@@ -122,7 +122,9 @@ def read_log(path: Path) -> list[dict[str, Any]]:
         path = path / LOG_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # Only whole lines: a fake appending its line while this reads can be seen half written (a busy machine).
+    complete = path.read_text().rpartition('\n')[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
